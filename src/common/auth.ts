@@ -1,0 +1,34 @@
+/** Bearer tokens: created by the server on first start, checked on every call. */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { TOKEN_FILE } from './config.js';
+
+export interface ServerToken {
+  token: string;
+  path: string;
+  created: boolean;
+}
+
+/** Reads <dataDir>/token, creating it (mode 0600) when absent. */
+export function loadOrCreateToken(dataDir: string): ServerToken {
+  const path = join(dataDir, TOKEN_FILE);
+  try {
+    const token = readFileSync(path, 'utf8').trim();
+    if (token) return { token, path, created: false };
+  } catch {
+    // absent: create below
+  }
+  mkdirSync(dataDir, { recursive: true });
+  const token = `stw_${randomBytes(24).toString('base64url')}`;
+  writeFileSync(path, `${token}\n`, { mode: 0o600, flag: 'w' });
+  return { token, path, created: true };
+}
+
+/** Constant-time check of an `authorization` header value against the token. */
+export function bearerMatches(header: string | undefined, token: string): boolean {
+  if (!header || !header.startsWith('Bearer ')) return false;
+  const given = Buffer.from(header.slice('Bearer '.length));
+  const want = Buffer.from(token);
+  return given.length === want.length && timingSafeEqual(given, want);
+}

@@ -1,0 +1,92 @@
+/**
+ * Errors shared by every service. Each carries a code that all backends agree
+ * on; the server turns it into a gRPC status and the client turns the status
+ * back into the same class (see grpc-errors.ts), nowhere else.
+ */
+export const ErrorCode = {
+  INVALID_ARGUMENT: 'INVALID_ARGUMENT',
+  NOT_FOUND: 'NOT_FOUND',
+  ALREADY_EXISTS: 'ALREADY_EXISTS',
+  FAILED_PRECONDITION: 'FAILED_PRECONDITION',
+  UNAVAILABLE: 'UNAVAILABLE',
+  UNAUTHENTICATED: 'UNAUTHENTICATED',
+  /** Bytes that do not match their hash. Never returned as data. */
+  INTEGRITY: 'INTEGRITY',
+  INTERNAL: 'INTERNAL',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class StowageError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+export class InvalidArgumentError extends StowageError {
+  constructor(message: string) {
+    super(ErrorCode.INVALID_ARGUMENT, message);
+  }
+}
+export class NotFoundError extends StowageError {
+  constructor(message: string) {
+    super(ErrorCode.NOT_FOUND, message);
+  }
+}
+export class AlreadyExistsError extends StowageError {
+  constructor(message: string) {
+    super(ErrorCode.ALREADY_EXISTS, message);
+  }
+}
+export class FailedPreconditionError extends StowageError {
+  constructor(message: string) {
+    super(ErrorCode.FAILED_PRECONDITION, message);
+  }
+}
+export class UnavailableError extends StowageError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.UNAVAILABLE, message, options);
+  }
+}
+export class UnauthenticatedError extends StowageError {
+  constructor(message: string) {
+    super(ErrorCode.UNAUTHENTICATED, message);
+  }
+}
+export class IntegrityError extends StowageError {
+  constructor(message: string) {
+    super(ErrorCode.INTEGRITY, message);
+  }
+}
+export class InternalError extends StowageError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.INTERNAL, message, options);
+  }
+}
+
+const byCode: Record<ErrorCode, new (message: string) => StowageError> = {
+  INVALID_ARGUMENT: InvalidArgumentError,
+  NOT_FOUND: NotFoundError,
+  ALREADY_EXISTS: AlreadyExistsError,
+  FAILED_PRECONDITION: FailedPreconditionError,
+  UNAVAILABLE: UnavailableError,
+  UNAUTHENTICATED: UnauthenticatedError,
+  INTEGRITY: IntegrityError,
+  INTERNAL: InternalError,
+};
+
+export function errorForCode(code: ErrorCode, message: string): StowageError {
+  return new byCode[code](message);
+}
+
+export function isStowageError(err: unknown, code?: ErrorCode): err is StowageError {
+  return err instanceof StowageError && (code === undefined || err.code === code);
+}
+
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

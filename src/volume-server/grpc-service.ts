@@ -1,0 +1,168 @@
+/** The VolumeService gRPC handlers: decode, check the token, call the catalogue, encode errors. */
+import type {
+  handleClientStreamingCall,
+  handleServerStreamingCall,
+  handleUnaryCall,
+  sendUnaryData,
+  ServerUnaryCall,
+  ServerReadableStream,
+  ServerWritableStream,
+} from '@grpc/grpc-js';
+import { bearerMatches } from '../common/auth.js';
+import { InvalidArgumentError, UnauthenticatedError } from '../common/errors.js';
+import { toGrpcError } from '../common/grpc-errors.js';
+import type { Logger } from '../common/logger.js';
+import type { VolumeServiceServer } from '../gen/stowage/v1/volume.js';
+import type { VolumeCatalog } from './catalog.js';
+
+/** Largest blob accepted through PutBlob (a chunk, or a pack of small files). */
+export const MAX_BLOB_BYTES = 64 * 1024 * 1024;
+const FRAME = 1024 * 1024;
+const LIST_BATCH = 1000;
+
+type AnyCall = { metadata: { get(key: string): unknown[] } };
+
+export function authCheck(token: string) {
+  return (call: AnyCall): void => {
+    const header = call.metadata.get('authorization')[0];
+    if (!bearerMatches(typeof header === 'string' ? header : undefined, token)) {
+      throw new UnauthenticatedError(
+        'missing or wrong token: set STOWAGE_TOKEN to the contents of the server\'s <data-dir>/token',
+      );
+    }
+  };
+}
+
+export function unary<Req, Res>(
+  check: (call: AnyCall) => void,
+  log: Logger,
+  fn: (req: Req) => Promise<Res> | Res,
+): handleUnaryCall<Req, Res> {
+  return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
+    (async () => {
+      check(call);
+      return fn(call.request);
+    })().then(
+      (res) => cb(null, res),
+      (err: unknown) => {
+        logFailure(log, call.getPath(), err);
+        cb(toGrpcError(err));
+      },
+    );
+  };
+}
+
+export function serverStream<Req, Res>(
+  check: (call: AnyCall) => void,
+  log: Logger,
+  fn: (req: Req, write: (msg: Res) => Promise<void>) => Promise<void>,
+): handleServerStreamingCall<Req, Res> {
+  return (call: ServerWritableStream<Req, Res>) => {
+    const write = (msg: Res) =>
+      new Promise<void>((resolve) => {
+        if (call.write(msg)) resolve();
+        else call.once('drain', resolve);
+      });
+    (async () => {
+      check(call);
+      await fn(call.request, write);
+    })().then(
+      () => call.end(),
+      (err: unknown) => {
+        logFailure(log, call.getPath(), err);
+        call.destroy(Object.assign(new Error(toGrpcError(err).details), toGrpcError(err)));
+      },
+    );
+  };
+}
+
+export function clientStream<Req, Res>(
+  check: (call: AnyCall) => void,
+  log: Logger,
+  fn: (messages: AsyncIterable<Req>) => Promise<Res>,
+): handleClientStreamingCall<Req, Res> {
+  return (call: ServerReadableStream<Req, Res>, cb: sendUnaryData<Res>) => {
+    (async () => {
+      check(call);
+      return fn(call as AsyncIterable<Req>);
+    })().then(
+      (res) => cb(null, res),
+      (err: unknown) => {
+        logFailure(log, call.getPath(), err);
+        cb(toGrpcError(err));
+      },
+    );
+  };
+}
+
+function logFailure(log: Logger, method: string, err: unknown): void {
+  const { code, details } = toGrpcError(err);
+  // Caller mistakes are the caller's to read; server faults are ours.
+  if (code === 13 || code === 14 || code === 15) log.warn({ method, code }, details);
+  else log.debug({ method, code }, details);
+}
+
+export function volumeService(catalog: VolumeCatalog, token: string, log: Logger): VolumeServiceServer {
+  const check = authCheck(token);
+  return {
+    createVolume: unary(check, log, (r) => catalog.createVolume(r.name, r.ephemeral, r.existOk)),
+    getVolume: unary(check, log, (r) => catalog.getVolume(r.name)),
+    listVolumes: unary(check, log, (r) => ({ volumes: catalog.listVolumes(r.includeEphemeral) })),
+    deleteVolume: unary(check, log, async (r) => {
+      await catalog.deleteVolume(r.name);
+      return {};
+    }),
+    renameVolume: unary(check, log, (r) => catalog.renameVolume(r.name, r.newName)),
+    heartbeat: unary(check, log, (r) => {
+      catalog.heartbeat(r.name);
+      return {};
+    }),
+    listVersions: unary(check, log, (r) => ({ versions: catalog.listVersions(r.name) })),
+    listFiles: serverStream(check, log, async (r, write) => {
+      const { version, entries } = catalog.listFiles(r.volume, r.path, r.recursive, r.version);
+      if (entries.length === 0) await write({ entries: [], version });
+      for (let i = 0; i < entries.length; i += LIST_BATCH) {
+        await write({ entries: entries.slice(i, i + LIST_BATCH), version });
+      }
+    }),
+    stat: unary(check, log, (r) => catalog.stat(r.volume, r.path, r.version)),
+    getFile: unary(check, log, (r) => catalog.getFile(r.volume, r.path, r.version, r.presign)),
+    presignBlobs: unary(check, log, async (r) => ({ getUrls: await catalog.presignBlobs(r.blobs) })),
+    planUpload: unary(check, log, (r) => catalog.planUpload(r.volume, r.blobs, r.contents, r.presign)),
+    putBlob: clientStream(check, log, async (messages) => {
+      let hash = '';
+      let size = 0;
+      const parts: Buffer[] = [];
+      let received = 0;
+      for await (const m of messages) {
+        if (!hash) {
+          hash = m.hash;
+          size = m.size;
+          if (size > MAX_BLOB_BYTES) {
+            throw new InvalidArgumentError(`blob of ${size} bytes is over the limit of ${MAX_BLOB_BYTES}`);
+          }
+        }
+        if (m.data.length) {
+          received += m.data.length;
+          if (received > size) throw new InvalidArgumentError(`blob ${hash}: more bytes than the announced ${size}`);
+          parts.push(m.data);
+        }
+      }
+      if (!hash) throw new InvalidArgumentError('PutBlob stream had no header');
+      if (received !== size) {
+        throw new InvalidArgumentError(`blob ${hash}: stream ended after ${received} of ${size} bytes`);
+      }
+      const stored = await catalog.putBlob(hash, Buffer.concat(parts, size));
+      return { hash, stored };
+    }),
+    readBlob: serverStream(check, log, async (r, write) => {
+      const data = await catalog.readBlob(r.hash, r.offset, r.length);
+      for (let i = 0; i < data.length; i += FRAME) await write({ data: data.subarray(i, i + FRAME) });
+      if (data.length === 0) await write({ data: Buffer.alloc(0) });
+    }),
+    commit: unary(check, log, (r) =>
+      catalog.commit({ volume: r.volume, puts: r.puts, removes: r.removes, copies: r.copies, force: r.force }),
+    ),
+    rebuildIndex: unary(check, log, () => catalog.rebuildIndex()),
+  };
+}

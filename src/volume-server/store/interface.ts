@@ -1,0 +1,41 @@
+/**
+ * BlobStore: where immutable chunks, packs, manifests and volume records live.
+ *
+ * Invariants every implementation keeps:
+ * - put is atomic: a reader sees the whole object or no object, never a prefix.
+ * - put of a key that exists with the same bytes is harmless (all calls are
+ *   idempotent), so a retried or repeated upload never corrupts anything.
+ * - Failures to reach the backing service are UnavailableError naming it; a
+ *   missing key is NotFoundError. Nothing else leaks backend error types.
+ */
+export interface ByteRange {
+  offset: number;
+  /** Bytes to read from offset; undefined reads to the end. */
+  length?: number;
+}
+
+export interface BlobStore {
+  /** Human-readable location, for messages: "s3://bucket/prefix (endpoint)" or a directory. */
+  readonly description: string;
+  /** Writes the object whole. */
+  put(key: string, data: Uint8Array): Promise<void>;
+  /** Reads the object or a range of it. NotFoundError when absent. */
+  get(key: string, range?: ByteRange): Promise<Buffer>;
+  /** The object's size, or undefined when absent. */
+  head(key: string): Promise<number | undefined>;
+  /** Removes the object; absent is not an error. */
+  delete(key: string): Promise<void>;
+  /** Keys under a prefix, in lexical order. */
+  list(prefix: string): AsyncIterable<string>;
+  /**
+   * Presigned URLs let clients move bytes without passing through the server.
+   * Stores that cannot presign (the local directory) leave these undefined.
+   */
+  presignPut?(key: string, expiresInSeconds: number): Promise<string>;
+  presignGet?(key: string, expiresInSeconds: number): Promise<string>;
+}
+
+/** Key of a blob (chunk or pack) by its SHA-256. */
+export function blobKey(hash: string): string {
+  return `chunks/${hash.slice(0, 2)}/${hash}`;
+}

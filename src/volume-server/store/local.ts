@@ -1,0 +1,112 @@
+/** BlobStore on a local directory: the embedded default. */
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { NotFoundError, UnavailableError } from '../../common/errors.js';
+import type { BlobStore, ByteRange } from './interface.js';
+
+export class LocalBlobStore implements BlobStore {
+  readonly description: string;
+
+  constructor(private readonly root: string) {
+    this.description = `local directory ${root}`;
+  }
+
+  private path(key: string): string {
+    return join(this.root, ...key.split('/'));
+  }
+
+  async put(key: string, data: Uint8Array): Promise<void> {
+    const path = this.path(key);
+    const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+    try {
+      await mkdir(dirname(path), { recursive: true });
+      // Written to a temporary name, flushed, then renamed: readers see the
+      // whole object or none, and a crash leaves no torn object behind.
+      const fh = await open(tmp, 'w');
+      try {
+        await fh.writeFile(data);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, path);
+    } catch (err) {
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw this.failure(`write ${key}`, err);
+    }
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Buffer> {
+    let fh;
+    try {
+      fh = await open(this.path(key), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new NotFoundError(`object ${key} not found in ${this.description}`);
+      }
+      throw this.failure(`read ${key}`, err);
+    }
+    try {
+      if (!range) return await fh.readFile();
+      const size = (await fh.stat()).size;
+      const start = Math.min(range.offset, size);
+      const length = Math.min(range.length ?? size - start, size - start);
+      const buf = Buffer.allocUnsafe(length);
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await fh.read(buf, done, length - done, start + done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return buf.subarray(0, done);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async head(key: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.path(key))).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw this.failure(`stat ${key}`, err);
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.path(key), { force: true });
+  }
+
+  async *list(prefix: string): AsyncIterable<string> {
+    const keys: string[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      let names: string[];
+      try {
+        names = await readdir(dir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw err;
+      }
+      for (const name of names) {
+        const full = join(dir, name);
+        if ((await stat(full)).isDirectory()) await walk(full);
+        else if (!name.includes('.tmp-')) keys.push(relative(this.root, full).split(sep).join('/'));
+      }
+    };
+    // Start from the deepest directory the prefix names, then filter.
+    const dirPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+    await walk(this.path(dirPart));
+    keys.sort();
+    for (const k of keys) if (k.startsWith(prefix)) yield k;
+  }
+
+  private failure(what: string, err: unknown): Error {
+    const code = (err as NodeJS.ErrnoException).code;
+    return new UnavailableError(
+      `cannot ${what} in ${this.description}: ${code ?? (err as Error).message}`,
+      { cause: err },
+    );
+  }
+}
+
