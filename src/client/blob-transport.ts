@@ -1,0 +1,102 @@
+/**
+ * Moves blob bytes between the client and the store: straight to S3 with the
+ * presigned URLs the server hands out, or streamed through the server (the
+ * fallback, and the only path for the local-directory store). Every download
+ * is verified against its hash before anyone sees it.
+ */
+import { IntegrityError, UnavailableError, messageOf } from '../common/errors.js';
+import { sha256 } from '../common/hash.js';
+import type { Extent } from '../gen/stowage/v1/volume.js';
+import type { Connection } from './connection.js';
+
+const FRAME = 1024 * 1024;
+
+/** How blob bytes travel: 'auto' uses presigned URLs when granted and reachable. */
+export type TransferMode = 'auto' | 'direct' | 'proxy';
+
+export function transferModeFromEnv(): TransferMode {
+  const v = process.env.STOWAGE_TRANSFER;
+  return v === 'direct' || v === 'proxy' ? v : 'auto';
+}
+
+export class BlobTransport {
+  /** Set once a direct transfer failed to connect: the rest go through the server. */
+  private directBroken = false;
+
+  constructor(
+    private readonly conn: Connection,
+    readonly mode: TransferMode = transferModeFromEnv(),
+  ) {}
+
+  /** Whether to ask the server for presigned URLs at all. */
+  get wantsPresign(): boolean {
+    return this.mode !== 'proxy' && !this.directBroken;
+  }
+
+  async upload(hash: string, data: Buffer, putUrl: string | undefined): Promise<void> {
+    if (putUrl && this.wantsPresign) {
+      try {
+        const res = await fetch(putUrl, { method: 'PUT', body: data as Uint8Array<ArrayBuffer>, headers: { 'content-length': String(data.length) } });
+        if (res.ok) return;
+        throw new UnavailableError(`direct upload of chunk ${hash} failed: HTTP ${res.status} ${await res.text()}`);
+      } catch (err) {
+        this.fellBack(err);
+      }
+    }
+    const frames: { hash: string; size: number; data: Buffer }[] = [{ hash, size: data.length, data: Buffer.alloc(0) }];
+    for (let i = 0; i < data.length; i += FRAME) frames.push({ hash: '', size: 0, data: data.subarray(i, i + FRAME) });
+    await this.conn.clientStream((cb) => this.conn.volumes.putBlob(cb), frames);
+  }
+
+  /**
+   * Reads `length` bytes of a blob at `offset`. `wholeBlob` says the range is
+   * the entire blob, so no Range header is needed.
+   */
+  async read(blob: string, offset: number, length: number, getUrl: string | undefined): Promise<Buffer> {
+    if (getUrl && this.wantsPresign) {
+      try {
+        const res = await fetch(getUrl, { headers: { range: `bytes=${offset}-${offset + length - 1}` } });
+        if (res.ok) {
+          const buf = Buffer.from(await res.arrayBuffer());
+          // A server that ignores Range sends the whole object.
+          if (res.status === 200 && buf.length !== length) return buf.subarray(offset, offset + length);
+          return buf;
+        }
+        if (res.status === 404) throw new IntegrityError(`chunk ${blob} is missing from the store`);
+        throw new UnavailableError(`direct read of chunk ${blob} failed: HTTP ${res.status}`);
+      } catch (err) {
+        if (err instanceof IntegrityError) throw err;
+        this.fellBack(err);
+      }
+    }
+    const parts: Buffer[] = [];
+    for await (const m of this.conn.stream(this.conn.volumes.readBlob({ hash: blob, offset, length }))) {
+      parts.push(m.data);
+    }
+    return Buffer.concat(parts);
+  }
+
+  /** Reads one extent and checks its hash; `what` names the file for the error. */
+  async readExtent(e: Extent, getUrl: string | undefined, what: string): Promise<Buffer> {
+    return verifyExtent(await this.read(e.blob, e.offset, e.length, getUrl), e, what);
+  }
+
+  private fellBack(err: unknown): void {
+    if (this.mode === 'direct') throw err instanceof Error ? err : new UnavailableError(messageOf(err));
+    if (!this.directBroken) {
+      this.directBroken = true;
+      process.emitWarning(
+        `stowage: direct transfer to the object store failed (${messageOf(err)}); streaming through the server instead`,
+      );
+    }
+  }
+}
+
+export function verifyExtent(data: Buffer, e: Extent, what: string): Buffer {
+  if (data.length !== e.length || sha256(data) !== e.hash) {
+    throw new IntegrityError(
+      `integrity check failed for ${what}: chunk ${e.blob.slice(0, 16)}… (bytes ${e.offset}-${e.offset + e.length - 1}) does not match its hash; the stored copy is damaged`,
+    );
+  }
+  return data;
+}

@@ -1,0 +1,431 @@
+/**
+ * Volume: a write-once, read-many file tree, shaped like Modal's Volume.
+ *
+ *   const vol = await Volume.fromName('weights', { createIfMissing: true });
+ *   const batch = vol.batchUpload();
+ *   batch.putFile('./model.bin', '/model.bin');
+ *   batch.putDirectory('./tokenizer', '/tokenizer');
+ *   await batch.commit();                      // one new version, atomically
+ *   for await (const buf of vol.readFile('/model.bin')) { ... }
+ */
+import { lstat, readdir } from 'node:fs/promises';
+import { join, relative, sep } from 'node:path';
+import { Readable } from 'node:stream';
+import { AlreadyExistsError, InvalidArgumentError, NotFoundError, isStowageError } from '../common/errors.js';
+import { checkName, normalizeFilePath, normalizePath } from '../common/validate.js';
+import { FileType, type FileEntry, type VersionInfo, type VolumeInfo } from '../gen/stowage/v1/volume.js';
+import { BlobTransport, type TransferMode } from './blob-transport.js';
+import { defaultConnection, type Connection } from './connection.js';
+import { downloadFiles, piecesFor, readPieces, type DownloadTarget } from './download.js';
+import { Uploader, type PendingFile, type TransferProgress, type TransferStats, type UploadSource } from './upload.js';
+
+export type { FileEntry, VersionInfo, VolumeInfo, TransferProgress, TransferStats };
+
+export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
+export const DEFAULT_PARALLEL = 8;
+export const SMALL_FILE_MAX = 1024 * 1024;
+
+export interface VolumeOptions {
+  connection?: Connection;
+  /** Bytes per chunk for new uploads (default 8 MiB). */
+  chunkSize?: number;
+  /** Chunk transfers in flight at once (default 8). */
+  parallel?: number;
+  transfer?: TransferMode;
+}
+
+export interface FromNameOptions extends VolumeOptions {
+  createIfMissing?: boolean;
+}
+
+export interface ReadOptions {
+  /** Read this version instead of the latest. */
+  version?: number;
+  offset?: number;
+  length?: number;
+}
+
+export interface ListOptions {
+  recursive?: boolean;
+  version?: number;
+}
+
+export interface FileInfo {
+  path: string;
+  type: 'file' | 'directory';
+  size: number;
+  mode: number;
+  mtime: Date;
+}
+
+export interface BatchUploadOptions {
+  /** Overwrite files that exist; without it an existing path fails the batch. */
+  force?: boolean;
+  onProgress?: (p: TransferProgress) => void;
+}
+
+export interface CommitResult extends TransferStats {
+  version: number;
+}
+
+export interface DownloadOptions {
+  version?: number;
+  onProgress?: (p: TransferProgress) => void;
+}
+
+const HEARTBEAT_MS = 30_000;
+
+export class Volume {
+  private readonly transport: BlobTransport;
+  private heartbeat: NodeJS.Timeout | undefined;
+
+  private constructor(
+    readonly name: string,
+    private readonly conn: Connection,
+    private readonly opts: Required<Omit<VolumeOptions, 'connection' | 'transfer'>>,
+    transfer: TransferMode | undefined,
+    private readonly ephemeral = false,
+  ) {
+    this.transport = new BlobTransport(conn, transfer);
+  }
+
+  /** The volume called `name`; NOT_FOUND unless it exists or createIfMissing is set. */
+  static async fromName(name: string, opts: FromNameOptions = {}): Promise<Volume> {
+    checkName('volume', name);
+    const conn = opts.connection ?? defaultConnection();
+    const vols = conn.volumes;
+    if (opts.createIfMissing) {
+      await conn.unary(vols.createVolume.bind(vols), { name, ephemeral: false, existOk: true });
+    } else {
+      await conn.unary(vols.getVolume.bind(vols), { name });
+    }
+    return new Volume(name, conn, settings(opts), opts.transfer);
+  }
+
+  /** A volume that lives until close() (or until its heartbeats stop). */
+  static async ephemeral(opts: VolumeOptions = {}): Promise<Volume> {
+    const conn = opts.connection ?? defaultConnection();
+    const vols = conn.volumes;
+    const info = await conn.unary(vols.createVolume.bind(vols), {
+      name: `ephemeral-${crypto.randomUUID()}`,
+      ephemeral: true,
+      existOk: false,
+    });
+    const vol = new Volume(info.name, conn, settings(opts), opts.transfer, true);
+    vol.heartbeat = setInterval(() => {
+      conn.unary(vols.heartbeat.bind(vols), { name: info.name }).catch(() => undefined);
+    }, HEARTBEAT_MS);
+    vol.heartbeat.unref();
+    return vol;
+  }
+
+  static async list(opts: { connection?: Connection } = {}): Promise<VolumeInfo[]> {
+    const conn = opts.connection ?? defaultConnection();
+    return (await conn.unary(conn.volumes.listVolumes.bind(conn.volumes), { includeEphemeral: false })).volumes;
+  }
+
+  static async delete(name: string, opts: { connection?: Connection } = {}): Promise<void> {
+    const conn = opts.connection ?? defaultConnection();
+    await conn.unary(conn.volumes.deleteVolume.bind(conn.volumes), { name: checkName('volume', name) });
+  }
+
+  static async rename(name: string, newName: string, opts: { connection?: Connection } = {}): Promise<VolumeInfo> {
+    const conn = opts.connection ?? defaultConnection();
+    return conn.unary(conn.volumes.renameVolume.bind(conn.volumes), {
+      name: checkName('volume', name),
+      newName: checkName('volume', newName),
+    });
+  }
+
+  /** Ends an ephemeral volume (deleting it); a no-op for named volumes. */
+  async close(): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+    if (this.ephemeral) await Volume.delete(this.name, { connection: this.conn }).catch(() => undefined);
+  }
+
+  async info(): Promise<VolumeInfo> {
+    return this.call('getVolume', { name: this.name });
+  }
+
+  async versions(): Promise<VersionInfo[]> {
+    return (await this.call('listVersions', { name: this.name })).versions;
+  }
+
+  // ---- reads -----------------------------------------------------------------
+
+  /** Entries directly in `path` (or below it, with recursive). */
+  async listdir(path = '/', opts: ListOptions = {}): Promise<FileInfo[]> {
+    return (await this.listEntries(path, opts)).map(toInfo);
+  }
+
+  async stat(path: string, opts: { version?: number } = {}): Promise<FileInfo> {
+    const res = await this.call('stat', { volume: this.name, path: normalizePath(path), version: opts.version ?? 0 });
+    return toInfo(res.entry!);
+  }
+
+  /** The file's bytes (or a range of them) as verified Buffers, in order. */
+  async *readFile(path: string, opts: ReadOptions = {}): AsyncIterable<Buffer> {
+    const res = await this.call('getFile', {
+      volume: this.name,
+      path: normalizeFilePath(path),
+      version: opts.version ?? 0,
+      presign: this.transport.wantsPresign,
+    });
+    const entry = res.entry!;
+    const offset = opts.offset ?? 0;
+    if (offset < 0 || (opts.length !== undefined && opts.length < 0)) {
+      throw new InvalidArgumentError('offset and length must not be negative');
+    }
+    const pieces = piecesFor(entry, offset, opts.length ?? entry.size);
+    yield* readPieces(this.transport, pieces, res.getUrls, this.opts.parallel, `"${entry.path}" in volume "${this.name}"`);
+  }
+
+  /** readFile gathered into one Buffer. */
+  async readBytes(path: string, opts: ReadOptions = {}): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for await (const p of this.readFile(path, opts)) parts.push(p);
+    return Buffer.concat(parts);
+  }
+
+  /**
+   * Downloads a file or a directory tree to `localPath`. A directory lands
+   * below `localPath`, keeping its relative paths.
+   */
+  async download(remotePath: string, localPath: string, opts: DownloadOptions = {}): Promise<TransferStats & { version: number }> {
+    const started = performance.now();
+    const root = normalizePath(remotePath);
+    const stat = await this.call('stat', { volume: this.name, path: root, version: opts.version ?? 0 });
+    const version = stat.version;
+    let targets: DownloadTarget[];
+    if (stat.entry!.type === FileType.FILE_TYPE_FILE) {
+      targets = [{ entry: stat.entry!, localPath }];
+    } else {
+      const entries = await this.listEntries(root, { recursive: true, version });
+      const prefix = root === '' ? 0 : root.length + 1;
+      targets = entries
+        .filter((e) => e.type === FileType.FILE_TYPE_FILE)
+        .map((entry) => ({ entry, localPath: join(localPath, ...entry.path.slice(prefix).split('/')) }));
+    }
+    const blobs = [...new Set(targets.flatMap((t) => t.entry.extents.map((e) => e.blob)))];
+    const getUrls = this.transport.wantsPresign ? (await this.call('presignBlobs', { blobs })).getUrls : {};
+    const moved = await downloadFiles(this.transport, targets, getUrls, this.opts.parallel, opts.onProgress);
+    return {
+      version,
+      files: targets.length,
+      bytes: targets.reduce((n, t) => n + t.entry.size, 0),
+      chunks: blobs.length,
+      chunksTransferred: moved.chunksTransferred,
+      bytesTransferred: moved.bytesTransferred,
+      seconds: (performance.now() - started) / 1000,
+    };
+  }
+
+  // ---- writes ----------------------------------------------------------------
+
+  batchUpload(opts: BatchUploadOptions = {}): BatchUpload {
+    return new BatchUpload(this, opts);
+  }
+
+  /** Removes a file, or a directory with recursive; one new version. */
+  async removeFile(path: string, opts: { recursive?: boolean } = {}): Promise<number> {
+    const res = await this.call('commit', {
+      volume: this.name,
+      puts: [],
+      removes: [{ path: normalizePath(path), recursive: opts.recursive ?? false }],
+      copies: [],
+      force: false,
+    });
+    return res.version;
+  }
+
+  /**
+   * Copies files or directories inside the volume without moving data. With
+   * several sources, or a dst ending in '/' or naming a directory, each source
+   * lands inside dst.
+   */
+  async copyFiles(srcs: string[], dst: string, opts: { force?: boolean } = {}): Promise<number> {
+    for (const s of srcs) normalizePath(s);
+    normalizePath(dst);
+    const res = await this.call('commit', {
+      volume: this.name,
+      puts: [],
+      removes: [],
+      copies: [{ srcs, dst }],
+      force: opts.force ?? false,
+    });
+    return res.version;
+  }
+
+  /** @internal Used by BatchUpload. */
+  async commitBatch(files: PendingFile[], opts: BatchUploadOptions): Promise<CommitResult> {
+    const seen = new Set<string>();
+    for (const f of files) {
+      if (seen.has(f.remotePath)) throw new InvalidArgumentError(`"${f.remotePath}" is put twice in one batch`);
+      seen.add(f.remotePath);
+    }
+    if (!opts.force) await this.refuseExisting(files.map((f) => f.remotePath));
+    const uploader = new Uploader(this.conn, this.transport, this.name, {
+      chunkSize: this.opts.chunkSize,
+      parallel: this.opts.parallel,
+      smallFileMax: Math.min(SMALL_FILE_MAX, this.opts.chunkSize),
+      onProgress: opts.onProgress,
+    });
+    const { entries, stats } = await uploader.run(files);
+    const res = await this.call('commit', {
+      volume: this.name,
+      puts: entries,
+      removes: [],
+      copies: [],
+      force: opts.force ?? false,
+    });
+    return { ...stats, version: res.version };
+  }
+
+  /** Fails before any byte moves when a target exists (the commit checks again). */
+  private async refuseExisting(paths: string[]): Promise<void> {
+    if (paths.length === 0) return;
+    const dirs = paths.map((p) => p.split('/').slice(0, -1));
+    let common = dirs[0]!;
+    for (const d of dirs) {
+      let i = 0;
+      while (i < common.length && i < d.length && common[i] === d[i]) i++;
+      common = common.slice(0, i);
+    }
+    let existing: FileEntry[];
+    try {
+      existing = await this.listEntries(common.join('/'), { recursive: true });
+    } catch (err) {
+      if (isStowageError(err, 'NOT_FOUND')) return;
+      throw err;
+    }
+    const have = new Set(existing.filter((e) => e.type === FileType.FILE_TYPE_FILE).map((e) => e.path));
+    const clash = paths.find((p) => have.has(p));
+    if (clash) {
+      throw new AlreadyExistsError(
+        `"${clash}" already exists in volume "${this.name}" (overwrite it with: stowage volume put -f, or force: true); nothing was uploaded`,
+      );
+    }
+  }
+
+  private async listEntries(path: string, opts: ListOptions): Promise<FileEntry[]> {
+    const call = this.conn.volumes.listFiles({
+      volume: this.name,
+      path: normalizePath(path),
+      recursive: opts.recursive ?? false,
+      version: opts.version ?? 0,
+    });
+    const out: FileEntry[] = [];
+    for await (const batch of this.conn.stream(call)) out.push(...batch.entries);
+    return out;
+  }
+
+  private call<M extends UnaryName>(method: M, req: Parameters<Connection['volumes'][M]>[0]): Promise<UnaryResult<M>> {
+    const vols = this.conn.volumes;
+    const fn = (vols[method] as (...a: unknown[]) => unknown).bind(vols);
+    return this.conn.unary(fn as never, req) as Promise<UnaryResult<M>>;
+  }
+}
+
+type Vols = Connection['volumes'];
+type UnaryName = 'getVolume' | 'listVersions' | 'stat' | 'getFile' | 'presignBlobs' | 'commit';
+type CallbackOf<F> = F extends (req: never, md: never, opts: never, cb: infer C) => unknown ? C : never;
+type UnaryResult<M extends UnaryName> =
+  CallbackOf<Vols[M]> extends (err: never, res: infer R) => void ? R : never;
+
+/** Files gathered for one commit; nothing is visible until commit() succeeds. */
+export class BatchUpload {
+  private readonly files: PendingFile[] = [];
+  private readonly dirs: { local: string; remote: string }[] = [];
+  private committed = false;
+
+  constructor(
+    private readonly volume: Volume,
+    private readonly opts: BatchUploadOptions,
+  ) {}
+
+  /** A local file path, a Buffer or a Readable stream, to `remotePath`. */
+  putFile(source: UploadSource, remotePath: string, opts: { mode?: number } = {}): this {
+    const path = normalizeFilePath(remotePath);
+    const size = Buffer.isBuffer(source) ? source.length : source instanceof Readable ? undefined : -1;
+    this.files.push({ remotePath: path, source, size, mode: opts.mode ?? 0o644, mtimeMs: Date.now() });
+    return this;
+  }
+
+  /** Every file below `localDir`, to the same relative paths below `remoteDir`. */
+  putDirectory(localDir: string, remoteDir: string): this {
+    this.dirs.push({ local: localDir, remote: normalizePath(remoteDir) });
+    return this;
+  }
+
+  /** Uploads what is missing and commits one version. */
+  async commit(): Promise<CommitResult> {
+    if (this.committed) throw new InvalidArgumentError('this batch was committed already');
+    this.committed = true;
+    for (const f of this.files) {
+      if (f.size === -1) {
+        const st = await statFile(f.source as string);
+        f.size = st.size;
+        f.mode = st.mode & 0o777;
+        f.mtimeMs = st.mtimeMs;
+      }
+    }
+    for (const d of this.dirs) this.files.push(...(await walk(d.local, d.remote)));
+    return this.volume.commitBatch(this.files, this.opts);
+  }
+}
+
+async function statFile(path: string) {
+  let st;
+  try {
+    st = await lstat(path);
+  } catch {
+    throw new NotFoundError(`local file ${path} not found`);
+  }
+  if (st.isSymbolicLink()) st = await import('node:fs/promises').then((fs) => fs.stat(path));
+  if (!st.isFile()) throw new InvalidArgumentError(`local path ${path} is not a regular file`);
+  return st;
+}
+
+async function walk(localDir: string, remoteDir: string): Promise<PendingFile[]> {
+  let names;
+  try {
+    names = await readdir(localDir, { recursive: true, withFileTypes: true });
+  } catch {
+    throw new NotFoundError(`local directory ${localDir} not found`);
+  }
+  const out: PendingFile[] = [];
+  for (const d of names) {
+    if (!d.isFile()) continue;
+    const full = join(d.parentPath, d.name);
+    const rel = relative(localDir, full).split(sep).join('/');
+    const st = await lstat(full);
+    out.push({
+      remotePath: normalizeFilePath(remoteDir === '' ? rel : `${remoteDir}/${rel}`),
+      source: full,
+      size: st.size,
+      mode: st.mode & 0o777,
+      mtimeMs: st.mtimeMs,
+    });
+  }
+  out.sort((a, b) => (a.remotePath < b.remotePath ? -1 : 1));
+  return out;
+}
+
+function settings(opts: VolumeOptions): Required<Omit<VolumeOptions, 'connection' | 'transfer'>> {
+  const chunkSize = opts.chunkSize ?? (Number(process.env.STOWAGE_CHUNK_SIZE) || DEFAULT_CHUNK_SIZE);
+  if (!Number.isInteger(chunkSize) || chunkSize < 64 * 1024 || chunkSize > 64 * 1024 * 1024) {
+    throw new InvalidArgumentError(`chunk size ${chunkSize} must be a whole number of bytes from 64 KiB to 64 MiB`);
+  }
+  return { chunkSize, parallel: opts.parallel ?? DEFAULT_PARALLEL };
+}
+
+function toInfo(e: FileEntry): FileInfo {
+  return {
+    path: e.path,
+    type: e.type === FileType.FILE_TYPE_DIRECTORY ? 'directory' : 'file',
+    size: e.size,
+    mode: e.mode,
+    mtime: new Date(e.mtimeMs),
+  };
+}
