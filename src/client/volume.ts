@@ -367,7 +367,7 @@ export class BatchUpload {
         const st = await statFile(f.source as string);
         f.size = st.size;
         f.mode = st.mode & 0o777;
-        f.mtimeMs = st.mtimeMs;
+        f.mtimeMs = Math.floor(st.mtimeMs);
       }
     }
     for (const d of this.dirs) this.files.push(...(await walk(d.local, d.remote)));
@@ -405,7 +405,7 @@ async function walk(localDir: string, remoteDir: string): Promise<PendingFile[]>
       source: full,
       size: st.size,
       mode: st.mode & 0o777,
-      mtimeMs: st.mtimeMs,
+      mtimeMs: Math.floor(st.mtimeMs),
     });
   }
   out.sort((a, b) => (a.remotePath < b.remotePath ? -1 : 1));

@@ -70,7 +70,7 @@ export function serverStream<Req, Res>(
       () => call.end(),
       (err: unknown) => {
         logFailure(log, call.getPath(), err);
-        call.destroy(Object.assign(new Error(toGrpcError(err).details), toGrpcError(err)));
+        call.emit('error', toGrpcError(err));
       },
     );
   };

@@ -1,0 +1,65 @@
+/** `stowage serve`: the server, on the embedded default unless given a bucket. */
+import type { Command } from 'commander';
+import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT } from '../common/config.js';
+import { InvalidArgumentError } from '../common/errors.js';
+import { createLogger } from '../common/logger.js';
+import { startServer } from '../volume-server/server.js';
+
+interface ServeFlags {
+  dataDir: string;
+  host: string;
+  port: string;
+  s3Endpoint?: string;
+  s3Bucket?: string;
+  s3Prefix?: string;
+  s3Region?: string;
+  presign: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('serve')
+    .description('run the stowage server (embedded default: local directory + LMDB under --data-dir)')
+    .option('--data-dir <dir>', 'where the index, token and (without S3) chunks live', process.env.STOWAGE_DATA_DIR ?? DEFAULT_DATA_DIR)
+    .option('--host <host>', 'address to listen on', process.env.STOWAGE_HOST ?? DEFAULT_HOST)
+    .option('--port <port>', 'port to listen on (0 picks a free one)', process.env.STOWAGE_PORT ?? String(DEFAULT_PORT))
+    .option('--s3-endpoint <url>', 'S3 API endpoint (MinIO, R2, ...); AWS when only --s3-bucket is given', process.env.STOWAGE_S3_ENDPOINT)
+    .option('--s3-bucket <bucket>', 'keep chunks and manifests in this bucket', process.env.STOWAGE_S3_BUCKET)
+    .option('--s3-prefix <prefix>', 'key prefix inside the bucket', process.env.STOWAGE_S3_PREFIX)
+    .option('--s3-region <region>', 'bucket region (default: AWS_REGION or us-east-1)', process.env.STOWAGE_S3_REGION)
+    .option('--no-presign', 'stream chunk bytes through the server instead of handing out presigned URLs')
+    .action(async (flags: ServeFlags) => {
+      const port = Number(flags.port);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) {
+        throw new InvalidArgumentError(`--port ${flags.port} is not a port number`);
+      }
+      if (flags.s3Endpoint && !flags.s3Bucket) {
+        throw new InvalidArgumentError('--s3-endpoint needs --s3-bucket too');
+      }
+      const log = createLogger('stowage');
+      const server = await startServer({
+        dataDir: flags.dataDir,
+        host: flags.host,
+        port,
+        log,
+        s3: flags.s3Bucket
+          ? { bucket: flags.s3Bucket, endpoint: flags.s3Endpoint, prefix: flags.s3Prefix, region: flags.s3Region }
+          : undefined,
+        catalog: { presign: flags.presign },
+      });
+      if (server.tokenCreated) {
+        console.error(`created a token in ${server.tokenPath}; clients read it from there or from STOWAGE_TOKEN`);
+      }
+      console.error(
+        `stowage serving on ${server.address} (store: ${server.store.description}; index: ${server.dataDir}/index)`,
+      );
+      await new Promise<void>((resolve) => {
+        const stop = () => {
+          console.error('stowage: shutting down');
+          server.stop().then(resolve, resolve);
+        };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+    });
+}

@@ -1,0 +1,62 @@
+// An S3 API server for tests and benchmarks: s3rver, plus request counters.
+// Run with `node --openssl-legacy-provider` (s3rver's paginated listing needs it).
+//   node --openssl-legacy-provider test/support/s3rver-main.cjs --dir D --bucket B [--port P]
+// Prints one JSON line {"port": N} when it listens. GET /__stats returns the
+// counts of requests by "METHOD kind" (kind: the first path segment after the
+// bucket and optional prefix: chunks, manifests, volumes, other); POST
+// /__stats/reset zeroes them.
+'use strict';
+const S3rver = require('s3rver');
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const dir = opt('dir');
+const bucket = opt('bucket', 'stowage');
+const port = Number(opt('port', '0'));
+if (!dir) {
+  console.error('usage: s3rver-main.cjs --dir DIR [--bucket B] [--port P]');
+  process.exit(2);
+}
+
+let counts = {};
+const server = new S3rver({
+  port,
+  address: '127.0.0.1',
+  silent: true,
+  directory: dir,
+  configureBuckets: [{ name: bucket }],
+});
+server.middleware.unshift(async (ctx, next) => {
+  if (ctx.path === '/__stats') {
+    if (ctx.method === 'POST') counts = {};
+    ctx.body = JSON.stringify(counts);
+    ctx.type = 'application/json';
+    return;
+  }
+  if (ctx.path === '/__stats/reset') {
+    counts = {};
+    ctx.body = '{}';
+    return;
+  }
+  const parts = ctx.path.split('/').filter(Boolean).slice(1);
+  const known = ['chunks', 'manifests', 'volumes'];
+  const kind = parts.find((p) => known.includes(p)) ?? 'other';
+  const key = `${ctx.method} ${kind}`;
+  counts[key] = (counts[key] ?? 0) + 1;
+  await next();
+});
+server.run().then(
+  ({ port: p }) => {
+    process.stdout.write(`${JSON.stringify({ port: p })}\n`);
+  },
+  (err) => {
+    console.error(`s3rver failed to start: ${err.message}`);
+    process.exit(1);
+  },
+);
+for (const sig of ['SIGTERM', 'SIGINT']) {
+  process.on(sig, () => server.close().finally(() => process.exit(0)));
+}
