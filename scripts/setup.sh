@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what stowage needs on a fresh Debian machine, then builds it.
+# Idempotent: Debian packages are installed only when missing, npm packages
+# only when the lock file changed. Usage: scripts/setup.sh [--bench]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debs=()
+need_cmd() { command -v "$1" >/dev/null 2>&1 || debs+=("$2"); }
+if [ "${1:-}" = "--bench" ]; then
+  need_cmd rclone rclone
+fi
+if [ ${#debs[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${debs[*]}" >&2
+  if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${debs[@]}" >/dev/null
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npm run --silent build
