@@ -1,0 +1,64 @@
+// Checks the direction of dependencies in src/ (see ARCHITECTURE.md, STYLE.md):
+// common imports no service; nothing imports the CLI; client does not import
+// server code; and the module graph has no cycles. Exits 1 with the offenders.
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const src = join(root, 'src');
+const files = readdirSync(src, { recursive: true })
+  .filter((f) => f.endsWith('.ts') && !f.startsWith('gen/'))
+  .map((f) => join(src, f));
+
+const graph = new Map();
+for (const file of files) {
+  const text = readFileSync(file, 'utf8');
+  const deps = [];
+  for (const m of text.matchAll(/(?:import|export)[^'"]*?from\s+'(\.[^']+)'|import\('(\.[^']+)'\)/g)) {
+    const spec = m[1] ?? m[2];
+    deps.push(resolve(dirname(file), spec).replace(/\.js$/, '.ts'));
+  }
+  graph.set(file, deps);
+}
+
+const area = (f) => relative(src, f).split('/')[0];
+const rules = [
+  ['common', ['volume-server', 'fuse-mount', 'dict', 'queue', 'compute-bridge', 'client', 'cli']],
+  ['client', ['volume-server', 'cli', 'fuse-mount', 'compute-bridge']],
+  ['volume-server', ['client', 'cli', 'fuse-mount']],
+  ['gen', ['common', 'client', 'cli', 'volume-server']],
+];
+const problems = [];
+for (const [file, deps] of graph) {
+  for (const d of deps) {
+    for (const [from, banned] of rules) {
+      if (area(file) === from && banned.includes(area(d))) {
+        problems.push(`${relative(root, file)} imports ${relative(root, d)} (${from} must not depend on ${area(d)})`);
+      }
+    }
+  }
+}
+
+// Cycles, by depth-first search.
+const state = new Map();
+const stack = [];
+const visit = (f) => {
+  state.set(f, 1);
+  stack.push(f);
+  for (const d of graph.get(f) ?? []) {
+    if (!graph.has(d)) continue;
+    if (state.get(d) === 1) {
+      problems.push(`import cycle: ${stack.slice(stack.indexOf(d)).concat(d).map((x) => relative(root, x)).join(' -> ')}`);
+    } else if (!state.has(d)) visit(d);
+  }
+  stack.pop();
+  state.set(f, 2);
+};
+for (const f of graph.keys()) if (!state.has(f)) visit(f);
+
+if (problems.length) {
+  console.error(`import graph check failed:\n  ${problems.join('\n  ')}`);
+  process.exit(1);
+}
+console.log(`import graph ok: ${graph.size} modules, dependencies point one way, no cycles`);
