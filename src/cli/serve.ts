@@ -2,8 +2,6 @@
 import type { Command } from 'commander';
 import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT } from '../common/config.js';
 import { InvalidArgumentError } from '../common/errors.js';
-import { createLogger } from '../common/logger.js';
-import { startServer } from '../volume-server/server.js';
 
 interface ServeFlags {
   dataDir: string;
@@ -36,6 +34,9 @@ export function register(program: Command): void {
       if (flags.s3Endpoint && !flags.s3Bucket) {
         throw new InvalidArgumentError('--s3-endpoint needs --s3-bucket too');
       }
+      // Loaded here so that client commands do not pay for the server's modules.
+      const { createLogger } = await import('../common/logger.js');
+      const { startServer } = await import('../volume-server/server.js');
       const log = createLogger('stowage');
       const server = await startServer({
         dataDir: flags.dataDir,

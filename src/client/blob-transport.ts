@@ -4,7 +4,7 @@
  * fallback, and the only path for the local-directory store). Every download
  * is verified against its hash before anyone sees it.
  */
-import { IntegrityError, UnavailableError, messageOf } from '../common/errors.js';
+import { IntegrityError, StowageError, UnavailableError, messageOf } from '../common/errors.js';
 import { sha256 } from '../common/hash.js';
 import type { Extent } from '../gen/stowage/v1/volume.js';
 import type { Connection } from './connection.js';
@@ -40,7 +40,7 @@ export class BlobTransport {
         if (res.ok) return;
         throw new UnavailableError(`direct upload of chunk ${hash} failed: HTTP ${res.status} ${await res.text()}`);
       } catch (err) {
-        this.fellBack(err);
+        this.fellBack(err, putUrl);
       }
     }
     const frames: { hash: string; size: number; data: Buffer }[] = [{ hash, size: data.length, data: Buffer.alloc(0) }];
@@ -66,7 +66,7 @@ export class BlobTransport {
         throw new UnavailableError(`direct read of chunk ${blob} failed: HTTP ${res.status}`);
       } catch (err) {
         if (err instanceof IntegrityError) throw err;
-        this.fellBack(err);
+        this.fellBack(err, getUrl);
       }
     }
     const parts: Buffer[] = [];
@@ -81,8 +81,15 @@ export class BlobTransport {
     return verifyExtent(await this.read(e.blob, e.offset, e.length, getUrl), e, what);
   }
 
-  private fellBack(err: unknown): void {
-    if (this.mode === 'direct') throw err instanceof Error ? err : new UnavailableError(messageOf(err));
+  private fellBack(err: unknown, url: string): void {
+    if (this.mode === 'direct') {
+      if (err instanceof StowageError) throw err;
+      // fetch fails with a bare TypeError: say which store, and what to do.
+      throw new UnavailableError(
+        `object store at ${new URL(url).origin} is unreachable (${messageOf(err)}); check that this machine can reach it, or set STOWAGE_TRANSFER=proxy to stream through the stowage server`,
+        { cause: err },
+      );
+    }
     if (!this.directBroken) {
       this.directBroken = true;
       process.emitWarning(

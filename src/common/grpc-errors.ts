@@ -59,7 +59,7 @@ export function fromGrpcError(err: unknown, server: string): StowageError {
   if (sent === undefined && e.code === status.UNAVAILABLE) {
     return errorForCode(
       code,
-      `stowage server at ${server} is unreachable (${e.details}); start it with: stowage serve, or set STOWAGE_SERVER`,
+      `stowage server at ${server} is unreachable (${(e.details ?? '').replace(/\.?\s*Resolution note:\s*$/, '')}); start it with: stowage serve, or set STOWAGE_SERVER`,
     );
   }
   return errorForCode(code, e.details ?? messageOf(err));

@@ -513,7 +513,9 @@ function applyRemoves(files: Map<string, StoredFile>, removes: RemoveOp[], volum
     const inside = under(files, p);
     if (inside.length === 0) {
       if (p === '') continue; // removing everything from an empty volume
-      throw new NotFoundError(`cannot remove "${p}": not found in volume "${volume}"`);
+      throw new NotFoundError(
+        `cannot remove "${p}": not found in volume "${volume}" (list it with: stowage volume ls ${volume} ${parentOf(p) || '/'})`,
+      );
     }
     if (!op.recursive) {
       throw new FailedPreconditionError(
@@ -541,14 +543,19 @@ function applyCopies(files: Map<string, StoredFile>, copies: CopyOp[], volume: s
       const file = src === '' ? undefined : files.get(src);
       if (file) {
         const to = dstIsDir ? join(dst, basename(src)) : dst;
-        added.push({ ...file, path: to });
+        added.push({ ...file, path: normalizeFilePath(to) });
         continue;
       }
       const inside = under(files, src);
-      if (inside.length === 0) throw new NotFoundError(`cannot copy "${src}": not found in volume "${volume}"`);
+      if (inside.length === 0) {
+        throw new NotFoundError(
+          `cannot copy "${src}": not found in volume "${volume}" (list it with: stowage volume ls ${volume} ${parentOf(src) || '/'})`,
+        );
+      }
       const target = dstIsDir && src !== '' ? join(dst, basename(src)) : dst;
       const prefixLen = src === '' ? 0 : src.length + 1;
-      for (const f of inside) added.push({ ...f, path: join(target, f.path.slice(prefixLen)) });
+      // Joined paths can outgrow the limits that each part kept.
+      for (const f of inside) added.push({ ...f, path: normalizeFilePath(join(target, f.path.slice(prefixLen))) });
     }
     applyPuts(files, added, volume, force);
   }

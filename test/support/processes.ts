@@ -104,7 +104,7 @@ export async function startS3rver(opts: { bucket?: string; dir?: string; port?: 
       await fetch(`${endpoint}/__stats`, { method: 'POST' });
     },
     async stop() {
-      if (child.exitCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));
       process.kill(child.pid!, 'SIGKILL');
       await exited;
@@ -198,7 +198,17 @@ export interface CliResult {
 }
 
 /** Runs the built `stowage` command against a server. */
-export function runCli(args: string[], env: Record<string, string>, input?: Buffer): Promise<CliResult> {
+export async function runCli(args: string[], env: Record<string, string>, input?: Buffer): Promise<CliResult> {
+  const r = await runCliBytes(args, env, input);
+  return { ...r, stdout: r.stdout.toString('utf8') };
+}
+
+/** runCli with stdout as bytes, for commands that write file contents to it. */
+export function runCliBytes(
+  args: string[],
+  env: Record<string, string>,
+  input?: Buffer,
+): Promise<Omit<CliResult, 'stdout'> & { stdout: Buffer }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, ...args], {
       env: { ...process.env, ...env },
@@ -212,7 +222,7 @@ export function runCli(args: string[], env: Record<string, string>, input?: Buff
     child.stdin.end(input);
     child.on('close', (code) => {
       children.delete(child);
-      resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString('utf8'), stderr });
+      resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr });
     });
   });
 }
