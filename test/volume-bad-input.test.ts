@@ -351,6 +351,11 @@ describe.each<StoreKind>(['local', 's3'])('bad input to volumes (%s store)', (ki
     const res = await rawCommit(conn, { volume: vol.name, puts: [entry] });
     expect(res.version).toBe(before.latestVersion + 1);
     expect((await vol.readBytes('ghost.bin')).equals(ghost)).toBe(true);
+
+    // A chunk that a committed version uses is no longer: an extent past its end is refused too.
+    const beyond: FileEntry = { ...entry, path: 'beyond.bin', size: 4097, extents: [{ blob: hash, offset: 0, length: 4097, hash }] };
+    await expectFailure(() => rawCommit(conn, { volume: vol.name, puts: [beyond] }), FailedPreconditionError, 'FAILED_PRECONDITION', /upload them before committing/);
+    expect((await vol.info()).latestVersion).toBe(res.version);
   });
 });
 

@@ -76,9 +76,26 @@ export class BlobTransport {
     return Buffer.concat(parts);
   }
 
-  /** Reads one extent and checks its hash; `what` names the file for the error. */
+  /**
+   * Reads one extent and checks its hash; `what` names the file for the
+   * error. Damaged bytes are reported to the server, which re-checks the
+   * stored blob and, if it is bad, lets the next upload replace it.
+   */
   async readExtent(e: Extent, getUrl: string | undefined, what: string): Promise<Buffer> {
-    return verifyExtent(await this.read(e.blob, e.offset, e.length, getUrl), e, what);
+    const data = await this.read(e.blob, e.offset, e.length, getUrl);
+    try {
+      return verifyExtent(data, e, what);
+    } catch (err) {
+      await this.reportDamaged(e.blob);
+      throw err;
+    }
+  }
+
+  /** Tells the server a blob failed its check; never throws (the read error matters more). */
+  async reportDamaged(blob: string): Promise<void> {
+    await this.conn
+      .unary(this.conn.volumes.reportDamagedBlob.bind(this.conn.volumes), { hash: blob })
+      .catch(() => undefined);
   }
 
   private fellBack(err: unknown, url: string): void {
@@ -102,7 +119,7 @@ export class BlobTransport {
 export function verifyExtent(data: Buffer, e: Extent, what: string): Buffer {
   if (data.length !== e.length || sha256(data) !== e.hash) {
     throw new IntegrityError(
-      `integrity check failed for ${what}: chunk ${e.blob.slice(0, 16)}… (bytes ${e.offset}-${e.offset + e.length - 1}) does not match its hash; the stored copy is damaged`,
+      `integrity check failed for ${what}: chunk ${e.blob.slice(0, 16)}… (bytes ${e.offset}-${e.offset + e.length - 1}) does not match its hash, so it was not returned; the stored copy is damaged: put the same file again (stowage volume put -f) to store a good copy`,
     );
   }
   return data;

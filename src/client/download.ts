@@ -74,6 +74,7 @@ export interface DownloadTarget {
  */
 export async function downloadFiles(
   transport: BlobTransport,
+  volume: string,
   targets: DownloadTarget[],
   getUrls: Record<string, string>,
   parallel: number,
@@ -88,6 +89,7 @@ export async function downloadFiles(
   };
   let chunksTransferred = 0;
   const report = () => onProgress?.({ ...progress });
+  const label = (path: string) => `"${path}" in volume "${volume}"`;
 
   // Group the extents of single-extent files by blob; big files go alone.
   const byBlob = new Map<string, DownloadTarget[]>();
@@ -114,7 +116,13 @@ export async function downloadFiles(
         progress.bytesTransferred += span.length;
         for (const t of group) {
           const e = t.entry.extents[0]!;
-          const data = verifyExtent(span.subarray(e.offset - start, e.offset - start + e.length), e, t.entry.path);
+          let data: Buffer;
+          try {
+            data = verifyExtent(span.subarray(e.offset - start, e.offset - start + e.length), e, label(t.entry.path));
+          } catch (err) {
+            await transport.reportDamaged(blob);
+            throw err;
+          }
           await writeWhole(t.localPath, [data], t.entry.mode);
           progress.bytesDone += data.length;
           progress.filesDone++;
@@ -123,11 +131,11 @@ export async function downloadFiles(
       }),
     );
   }
-  await Promise.all(tasks);
+  await settle(tasks);
   // Each large file already reads `parallel` extents ahead; a few files at a
   // time keep many medium-sized files from going one by one.
   const fileLimit = pLimit(Math.max(1, Math.ceil(parallel / 4)));
-  await Promise.all(large.map((t) => fileLimit(() => downloadLarge(t))));
+  await settle(large.map((t) => fileLimit(() => downloadLarge(t))));
   return { bytesTransferred: progress.bytesTransferred, chunksTransferred };
 
   async function downloadLarge(t: DownloadTarget): Promise<void> {
@@ -141,7 +149,7 @@ export async function downloadFiles(
         piecesFor(t.entry, 0, t.entry.size),
         getUrls,
         parallel,
-        t.entry.path,
+        label(t.entry.path),
       )) {
         await fh.write(data, 0, data.length, pos);
         pos += data.length;
@@ -160,6 +168,13 @@ export async function downloadFiles(
     progress.filesDone++;
     report();
   }
+}
+
+/** Waits for every task (none keeps writing after a failure), then throws the first error. */
+async function settle(tasks: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(tasks);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 function tmpName(path: string): string {

@@ -209,7 +209,7 @@ export class Volume {
     }
     const blobs = [...new Set(targets.flatMap((t) => t.entry.extents.map((e) => e.blob)))];
     const getUrls = this.transport.wantsPresign ? (await this.call('presignBlobs', { blobs })).getUrls : {};
-    const moved = await downloadFiles(this.transport, targets, getUrls, this.opts.parallel, opts.onProgress);
+    const moved = await downloadFiles(this.transport, this.name, targets, getUrls, this.opts.parallel, opts.onProgress);
     return {
       version,
       files: targets.length,

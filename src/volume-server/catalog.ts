@@ -65,8 +65,6 @@ export interface UploadPlan {
   knownContents: Record<string, Extent>;
 }
 
-const notFoundVolume = (name: string) =>
-  new NotFoundError(`volume "${name}" not found (create it with: stowage volume create ${name})`);
 
 export class VolumeCatalog {
   private readonly locks = new Map<string, Promise<unknown>>();
@@ -75,6 +73,8 @@ export class VolumeCatalog {
   private readonly presignExpiry: number;
   private readonly ephemeralTimeoutMs: number;
   private readonly storeLimit = pLimit(32);
+  /** Set while the index has not yet been filled from an unreachable store. */
+  private syncRetry: NodeJS.Timeout | undefined;
 
   constructor(
     readonly store: BlobStore,
@@ -87,13 +87,36 @@ export class VolumeCatalog {
     this.ephemeralTimeoutMs = opts.ephemeralTimeoutMs ?? 5 * 60_000;
   }
 
-  /** Rebuilds the index from the store when the index is empty (fresh or lost). */
-  async init(): Promise<void> {
-    if (!this.index.isEmpty()) return;
-    const result = await this.rebuildIndex();
-    if (result.volumes > 0) {
-      this.log.info(result, 'index was empty: rebuilt it from the store');
+  /**
+   * Fills the index from the store unless it was filled before (a fresh or
+   * lost index). When the store is unreachable the server still starts, and
+   * the rebuild is retried until it succeeds.
+   */
+  async init(retryMs = 5000): Promise<void> {
+    if (this.index.isSynced()) return;
+    try {
+      const result = await this.rebuildIndex();
+      if (result.volumes > 0) this.log.info(result, 'index was empty: rebuilt it from the store');
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'cannot rebuild the index from the store yet; retrying');
+      this.syncRetry = setTimeout(() => {
+        this.syncRetry = undefined;
+        void this.init(retryMs);
+      }, retryMs);
+      this.syncRetry.unref();
     }
+  }
+
+  close(): void {
+    if (this.syncRetry) clearTimeout(this.syncRetry);
+    this.syncRetry = undefined;
+  }
+
+  private notFoundVolume(name: string): NotFoundError {
+    const pending = this.index.isSynced()
+      ? ''
+      : `; note: the index is not yet rebuilt from ${this.store.description}, which was unreachable, so existing volumes may not show yet`;
+    return new NotFoundError(`volume "${name}" not found (create it with: stowage volume create ${name})${pending}`);
   }
 
   // ---- volumes -------------------------------------------------------------
@@ -293,17 +316,38 @@ export class VolumeCatalog {
     return true;
   }
 
+  /**
+   * A client found bytes of this blob that do not match their hash. Re-read
+   * and check the whole blob; if it is damaged (or gone), mark it so that the
+   * next upload of the same data stores a good copy.
+   */
+  async reportDamaged(hash: string): Promise<boolean> {
+    checkHash(hash);
+    let damaged: boolean;
+    try {
+      damaged = sha256(await this.store.get(blobKey(hash))) !== hash;
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+      damaged = true;
+    }
+    if (damaged && !this.index.isDamaged(hash)) {
+      await this.index.markDamaged(hash);
+      this.log.warn({ blob: hash }, 'blob in the store does not match its hash: marked damaged, next upload repairs it');
+    }
+    return damaged;
+  }
+
   async commit(input: CommitInput): Promise<{ version: number; volume: VolumeInfo }> {
     const rec0 = this.record(input.volume);
     return this.withLock(rec0.id, async () => {
       const rec = this.index.getVolume(rec0.id);
-      if (!rec) throw notFoundVolume(input.volume);
+      if (!rec) throw this.notFoundVolume(input.volume);
       const base = this.manifestOf(rec, rec.latestVersion);
       const files = new Map(base.files.map((f) => [f.path, f]));
       applyRemoves(files, input.removes, rec.name);
       applyCopies(files, input.copies, rec.name, input.force);
       const puts = input.puts.map(checkPut);
-      await this.checkBlobsPresent(puts);
+      const blobSizes = await this.checkBlobsPresent(puts);
       applyPuts(files, puts, rec.name, input.force);
 
       const version = rec.latestVersion + 1;
@@ -323,7 +367,7 @@ export class VolumeCatalog {
         fileCount: manifest.files.length,
         totalBytes: manifest.files.reduce((n, f) => n + f.size, 0),
       };
-      await this.index.putVersion(next, manifest);
+      await this.index.putVersion(next, manifest, blobSizes);
       this.log.debug({ volume: rec.name, version, files: manifest.files.length }, 'committed');
       return { version, volume: info(next) };
     });
@@ -332,8 +376,9 @@ export class VolumeCatalog {
   // ---- rebuild -------------------------------------------------------------
 
   /**
-   * Rebuilds the index from volume records and manifests in the store. Safe to
-   * run on a live index: it only adds what the store holds.
+   * Fills the index from volume records and manifests in the store. Safe on
+   * a live index: it adds volumes and versions the index lacks, forgets
+   * volumes the store says were deleted, and never moves a head backwards.
    */
   async rebuildIndex(): Promise<{ volumes: number; versions: number }> {
     const records: VolumeRecord[] = [];
@@ -347,29 +392,37 @@ export class VolumeCatalog {
     let volumes = 0;
     let versions = 0;
     for (const r of records) {
-      if (r.deletedAtMs !== undefined || claimed.has(r.name)) continue;
+      if (r.deletedAtMs !== undefined) {
+        if (this.index.getVolume(r.id)) await this.index.removeVolume(r.id);
+        continue;
+      }
+      if (claimed.has(r.name)) continue;
       claimed.add(r.name);
-      const found: number[] = [];
-      for await (const key of this.store.list(`manifests/${r.id}/`)) {
-        const parsed = parseManifestKey(key);
-        if (parsed) found.push(parsed.version);
+      const holder = this.index.getVolumeByName(r.name);
+      if (holder && holder.id !== r.id) {
+        this.log.warn({ name: r.name, id: r.id, holder: holder.id }, 'rebuild: name taken by another volume; skipped');
+        continue;
       }
-      found.sort((a, b) => a - b);
-      let rec: VolumeRecord = { ...r, latestVersion: 0, fileCount: 0, totalBytes: 0 };
-      await this.index.putVolume(rec);
-      for (const v of found) {
-        const m = JSON.parse((await this.store.get(manifestKey(r.id, v))).toString('utf8')) as Manifest;
-        rec = {
-          ...rec,
-          latestVersion: v,
-          fileCount: m.files.length,
-          totalBytes: m.files.reduce((n, f) => n + f.size, 0),
-        };
-        await this.index.putVersion(rec, m);
-        versions++;
-      }
+      await this.withLock(r.id, async () => {
+        let rec: VolumeRecord = this.index.getVolume(r.id) ?? { ...r, latestVersion: 0, fileCount: 0, totalBytes: 0 };
+        if (rec.name !== r.name) rec = { ...rec, name: r.name };
+        await this.index.putVolume(rec);
+        const found: number[] = [];
+        for await (const key of this.store.list(`manifests/${r.id}/`)) {
+          const parsed = parseManifestKey(key);
+          if (parsed && parsed.version > rec.latestVersion) found.push(parsed.version);
+        }
+        found.sort((a, b) => a - b);
+        for (const v of found) {
+          const m = JSON.parse((await this.store.get(manifestKey(r.id, v))).toString('utf8')) as Manifest;
+          rec = { ...rec, latestVersion: v, fileCount: m.files.length, totalBytes: m.files.reduce((n, f) => n + f.size, 0) };
+          await this.index.putVersion(rec, m);
+        }
+        versions += found.length;
+      });
       volumes++;
     }
+    await this.index.setSynced();
     return { volumes, versions };
   }
 
@@ -378,7 +431,7 @@ export class VolumeCatalog {
   private record(name: string): VolumeRecord {
     checkName('volume', name);
     const rec = this.index.getVolumeByName(name);
-    if (!rec) throw notFoundVolume(name);
+    if (!rec) throw this.notFoundVolume(name);
     return rec;
   }
 
@@ -401,21 +454,34 @@ export class VolumeCatalog {
   }
 
   private async blobPresent(hash: string): Promise<boolean> {
-    if (this.index.hasBlob(hash)) return true;
+    if (this.index.isDamaged(hash)) return false;
+    if (this.index.blobSize(hash) !== undefined) return true;
     return (await this.storeLimit(() => this.store.head(blobKey(hash)))) !== undefined;
   }
 
-  private async checkBlobsPresent(puts: StoredFile[]): Promise<void> {
+  /**
+   * Checks that every blob the puts reference is stored and long enough;
+   * returns the sizes it read from the store. A blob marked damaged must
+   * have been replaced by a good copy.
+   */
+  private async checkBlobsPresent(puts: StoredFile[]): Promise<Map<string, number>> {
     const need = new Map<string, number>();
     for (const f of puts) {
       for (const [blob, offset, length] of f.extents) need.set(blob, Math.max(need.get(blob) ?? 0, offset + length));
     }
+    const sizes = new Map<string, number>();
     const missing: string[] = [];
+    const damaged: string[] = [];
     await Promise.all(
       [...need].map(async ([blob, end]) => {
-        if (this.index.hasBlob(blob)) return;
+        if (this.index.isDamaged(blob)) {
+          if (!(await this.storeLimit(() => this.reportDamaged(blob)))) await this.index.clearDamaged(blob);
+          else return void damaged.push(blob);
+        }
+        if ((this.index.blobSize(blob) ?? -1) >= end) return;
         const size = await this.storeLimit(() => this.store.head(blobKey(blob)));
         if (size === undefined || size < end) missing.push(blob);
+        else sizes.set(blob, size);
       }),
     );
     if (missing.length) {
@@ -423,6 +489,12 @@ export class VolumeCatalog {
         `commit refused: ${missing.length} chunk(s) are not in the store (first: ${missing[0]}); upload them before committing`,
       );
     }
+    if (damaged.length) {
+      throw new FailedPreconditionError(
+        `commit refused: ${damaged.length} chunk(s) in the store are damaged (first: ${damaged[0]}); upload them again before committing`,
+      );
+    }
+    return sizes;
   }
 
   private async writeRecord(rec: VolumeRecord): Promise<void> {

@@ -160,6 +160,7 @@ export function volumeService(catalog: VolumeCatalog, token: string, log: Logger
       for (let i = 0; i < data.length; i += FRAME) await write({ data: data.subarray(i, i + FRAME) });
       if (data.length === 0) await write({ data: Buffer.alloc(0) });
     }),
+    reportDamagedBlob: unary(check, log, async (r) => ({ damaged: await catalog.reportDamaged(r.hash) })),
     commit: unary(check, log, (r) =>
       catalog.commit({ volume: r.volume, puts: r.puts, removes: r.removes, copies: r.copies, force: r.force }),
     ),

@@ -52,13 +52,7 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
   const store = opts.store ?? (opts.s3 ? new S3BlobStore(opts.s3) : new LocalBlobStore(join(dataDir, 'store')));
   const index = new LmdbIndex(join(dataDir, 'index'));
   const catalog = new VolumeCatalog(store, index, log, opts.catalog);
-  try {
-    await catalog.init();
-  } catch (err) {
-    // The server still starts: it serves what the index has, and the store
-    // may come back. The next empty-index start tries again.
-    log.warn({ err: (err as Error).message }, 'could not rebuild the index from the store at start');
-  }
+  await catalog.init();
 
   const server = new Server({
     'grpc.max_receive_message_length': GRPC_MESSAGE_LIMIT,
@@ -89,6 +83,7 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
     catalog,
     async stop() {
       clearInterval(reaper);
+      catalog.close();
       await new Promise<void>((res) => server.tryShutdown(() => res()));
       await index.close();
     },

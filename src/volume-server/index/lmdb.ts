@@ -15,6 +15,8 @@ export class LmdbIndex implements MetadataIndex {
   private readonly versions: Database<VersionInfo, [string, number]>;
   private readonly blobs: Database<number, string>;
   private readonly contents: Database<[string, number, number], string>;
+  private readonly damaged: Database<number, string>;
+  private readonly meta: Database<unknown, string>;
 
   constructor(path: string) {
     this.root = open({ path, compression: false });
@@ -24,10 +26,8 @@ export class LmdbIndex implements MetadataIndex {
     this.versions = this.root.openDB({ name: 'versions' });
     this.blobs = this.root.openDB({ name: 'blobs' });
     this.contents = this.root.openDB({ name: 'contents' });
-  }
-
-  isEmpty(): boolean {
-    return this.volumes.getKeysCount() === 0;
+    this.damaged = this.root.openDB({ name: 'damaged' });
+    this.meta = this.root.openDB({ name: 'meta' });
   }
 
   getVolumeByName(name: string): VolumeRecord | undefined {
@@ -70,7 +70,7 @@ export class LmdbIndex implements MetadataIndex {
     });
   }
 
-  async putVersion(rec: VolumeRecord, manifest: Manifest): Promise<void> {
+  async putVersion(rec: VolumeRecord, manifest: Manifest, blobSizes = new Map<string, number>()): Promise<void> {
     await this.root.transaction(() => {
       const key: [string, number] = [manifest.volumeId, manifest.version];
       void this.manifests.put(key, manifest);
@@ -84,8 +84,10 @@ export class LmdbIndex implements MetadataIndex {
       void this.names.put(rec.name, rec.id);
       for (const f of manifest.files) {
         for (const [blob, offset, length, hash] of f.extents) {
-          void this.blobs.put(blob, 1);
-          if (f.extents.length === 1 && f.size <= CONTENT_INDEX_MAX && !this.contents.get(hash)) {
+          const known = Math.max(this.blobs.get(blob) ?? 0, blobSizes.get(blob) ?? 0, offset + length);
+          if (known !== this.blobs.get(blob)) void this.blobs.put(blob, known);
+          const old = this.contents.get(hash);
+          if (f.extents.length === 1 && f.size <= CONTENT_INDEX_MAX && (!old || this.damaged.doesExist(old[0]))) {
             void this.contents.put(hash, [blob, offset, length]);
           }
         }
@@ -105,13 +107,34 @@ export class LmdbIndex implements MetadataIndex {
     ];
   }
 
-  hasBlob(hash: string): boolean {
-    return this.blobs.doesExist(hash);
+  blobSize(hash: string): number | undefined {
+    return this.blobs.get(hash);
   }
 
   findContent(hash: string): Extent | undefined {
     const hit = this.contents.get(hash);
-    return hit ? { blob: hit[0], offset: hit[1], length: hit[2], hash } : undefined;
+    if (!hit || this.damaged.doesExist(hit[0])) return undefined;
+    return { blob: hit[0], offset: hit[1], length: hit[2], hash };
+  }
+
+  async markDamaged(hash: string): Promise<void> {
+    await this.damaged.put(hash, Date.now());
+  }
+
+  async clearDamaged(hash: string): Promise<void> {
+    await this.damaged.remove(hash);
+  }
+
+  isDamaged(hash: string): boolean {
+    return this.damaged.doesExist(hash);
+  }
+
+  isSynced(): boolean {
+    return this.meta.get('synced') === true;
+  }
+
+  async setSynced(): Promise<void> {
+    await this.meta.put('synced', true);
   }
 
   async close(): Promise<void> {
