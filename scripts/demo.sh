@@ -13,7 +13,7 @@ port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{
 export STOWAGE_SERVER="127.0.0.1:$port"
 stowage() { node bin/stowage.js "$@"; }
 
-stowage serve --port "$port" --data-dir .stowage > "$work/serve.log" 2>&1 &
+node bin/stowage.js serve --port "$port" --data-dir .stowage > "$work/serve.log" 2>&1 &
 server=$!
 stop() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"; }
 if [ "${1:-}" != "--keep" ]; then trap stop EXIT; fi
