@@ -1,0 +1,199 @@
+/**
+ * What the benchmark runs against: one s3rver child process (stopped by PID,
+ * also when the run fails) and one stowage server in this process, both on
+ * 127.0.0.1 ports chosen at run time, with their data in one temp directory.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { Connection } from '../../src/client/index.js';
+import { startServer, type RunningServer } from '../../src/volume-server/server.js';
+
+/** The repository root, from dist/bench/volume-transfer/ or bench/volume-transfer/. */
+export const ROOT = findRoot(dirname(fileURLToPath(import.meta.url)));
+export const S3_KEY = 'S3RVER';
+export const S3_SECRET = 'S3RVER';
+export const BUCKET = 'bench';
+
+function findRoot(from: string): string {
+  let dir = from;
+  for (;;) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string };
+      if (pkg.name === 'stowage') return dir;
+    } catch {
+      // not here; keep climbing
+    }
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`no stowage package.json above ${from}`);
+    dir = up;
+  }
+}
+
+export function makeTempRoot(): string {
+  const base = join(tmpdir(), 'stowage-bench');
+  mkdirSync(base, { recursive: true });
+  return mkdtempSync(join(base, 'volume-transfer-'));
+}
+
+export interface S3rver {
+  endpoint: string;
+  pid: number;
+  /** Request counts by "METHOD kind" since the last reset. */
+  stats(): Promise<Record<string, number>>;
+  resetStats(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Backstop: a child still running when this process exits is killed by its PID. */
+const children = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of children) if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGKILL');
+});
+
+/** Registers a child for the exit backstop; it is forgotten once it exits. */
+export function track<C extends ChildProcess>(child: C): C {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+export async function startS3rver(dir: string): Promise<S3rver> {
+  mkdirSync(dir, { recursive: true });
+  const child = spawn(
+    process.execPath,
+    ['--openssl-legacy-provider', join(ROOT, 'test/support/s3rver-main.cjs'), '--dir', dir, '--bucket', BUCKET, '--port', '0'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  track(child);
+  const port = await new Promise<number>((resolve, reject) => {
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    createInterface({ input: child.stdout! }).once('line', (line) => {
+      try {
+        resolve((JSON.parse(line) as { port: number }).port);
+      } catch {
+        reject(new Error(`s3rver printed ${line}`));
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`s3rver exited with ${code}: ${stderr}`)));
+  });
+  const endpoint = `http://127.0.0.1:${port}`;
+  return {
+    endpoint,
+    pid: child.pid!,
+    async stats() {
+      return (await (await fetch(`${endpoint}/__stats`)).json()) as Record<string, number>;
+    },
+    async resetStats() {
+      await (await fetch(`${endpoint}/__stats`, { method: 'POST' })).arrayBuffer();
+    },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      process.kill(child.pid!, 'SIGKILL');
+      await exited;
+    },
+  };
+}
+
+export interface StowageServer {
+  server: RunningServer;
+  connection: Connection;
+  stop(): Promise<void>;
+}
+
+export async function startStowage(dataDir: string, s3: S3rver): Promise<StowageServer> {
+  const server = await startServer({
+    dataDir,
+    host: '127.0.0.1',
+    port: 0,
+    s3: {
+      bucket: BUCKET,
+      prefix: 'stowage',
+      endpoint: s3.endpoint,
+      region: 'us-east-1',
+      credentials: { accessKeyId: S3_KEY, secretAccessKey: S3_SECRET },
+    },
+    log: pino({ name: 'stowage', level: 'warn' }),
+  });
+  const connection = new Connection({ server: server.address, token: server.token });
+  return {
+    server,
+    connection,
+    async stop() {
+      connection.close();
+      await server.stop();
+    },
+  };
+}
+
+/**
+ * CPU seconds used so far (user + system, all threads) by this process with
+ * the children it has reaped (rclone), and by s3rver. Linux /proc only; NaN
+ * elsewhere.
+ */
+export function cpuSeconds(s3rverPid: number): { client: number; s3rver: number } {
+  return { client: procCpu('self', true), s3rver: procCpu(String(s3rverPid), false) };
+}
+
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+
+function procCpu(pid: string, withChildren: boolean): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after "pid (comm) ": state is [0], so utime..cstime are [11]..[14].
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    const ticks = f[11]! + f[12]! + (withChildren ? f[13]! + f[14]! : 0);
+    return ticks / CLOCK_TICKS;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** The 1-minute load average: other work on the machine shows up here. */
+export function load1(): number {
+  return Math.round(loadavg()[0]! * 100) / 100;
+}
+
+/** Flushes dirty pages, so that one phase's writeback does not slow the next. */
+export function settleDisk(): void {
+  spawnSync('sync', { stdio: 'ignore' });
+}
+
+export interface MachineInfo {
+  cpuModel: string;
+  cpus: number;
+  memoryGiB: number;
+  node: string;
+  os: string;
+  rclone: string;
+  s3rver: string;
+  awsSdk: string;
+  /** The stowage commit measured, and whether src/ had uncommitted changes. */
+  commit: string;
+  srcDirty: boolean;
+}
+
+export function machineInfo(): MachineInfo {
+  const version = (pkg: string) =>
+    (JSON.parse(readFileSync(join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')) as { version: string }).version;
+  const rclone = spawnSync('rclone', ['version'], { encoding: 'utf8' });
+  const git = (...args: string[]) => spawnSync('git', ['-C', ROOT, ...args], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  return {
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    cpus: cpus().length,
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    os: `${process.platform} ${release()}`,
+    rclone: rclone.stdout?.split('\n')[0]?.trim() || 'not found',
+    s3rver: version('s3rver'),
+    awsSdk: version('@aws-sdk/client-s3'),
+    commit: git('rev-parse', '--short', 'HEAD') || 'unknown',
+    srcDirty: git('status', '--porcelain', '--', 'src', 'proto') !== '',
+  };
+}
