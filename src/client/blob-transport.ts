@@ -8,6 +8,7 @@ import { IntegrityError, StowageError, UnavailableError, messageOf } from '../co
 import { sha256 } from '../common/hash.js';
 import type { Extent } from '../gen/stowage/v1/volume.js';
 import type { Connection } from './connection.js';
+import { httpCall } from './http.js';
 
 const FRAME = 1024 * 1024;
 
@@ -36,9 +37,9 @@ export class BlobTransport {
   async upload(hash: string, data: Buffer, putUrl: string | undefined): Promise<void> {
     if (putUrl && this.wantsPresign) {
       try {
-        const res = await fetch(putUrl, { method: 'PUT', body: data as Uint8Array<ArrayBuffer>, headers: { 'content-length': String(data.length) } });
-        if (res.ok) return;
-        throw new UnavailableError(`direct upload of chunk ${hash} failed: HTTP ${res.status} ${await res.text()}`);
+        const res = await httpCall(putUrl, 'PUT', {}, data);
+        if (res.status >= 200 && res.status < 300) return;
+        throw new UnavailableError(`direct upload of chunk ${hash} failed: HTTP ${res.status} ${res.body.toString('utf8', 0, 500)}`);
       } catch (err) {
         this.fellBack(err, putUrl);
       }
@@ -52,15 +53,14 @@ export class BlobTransport {
    * Reads `length` bytes of a blob at `offset`. `wholeBlob` says the range is
    * the entire blob, so no Range header is needed.
    */
-  async read(blob: string, offset: number, length: number, getUrl: string | undefined): Promise<Buffer> {
+  async read(blob: string, offset: number, length: number, getUrl: string | undefined, into?: Buffer): Promise<Buffer> {
     if (getUrl && this.wantsPresign) {
       try {
-        const res = await fetch(getUrl, { headers: { range: `bytes=${offset}-${offset + length - 1}` } });
-        if (res.ok) {
-          const buf = Buffer.from(await res.arrayBuffer());
+        const res = await httpCall(getUrl, 'GET', { range: `bytes=${offset}-${offset + length - 1}` }, undefined, into);
+        if (res.status >= 200 && res.status < 300) {
           // A server that ignores Range sends the whole object.
-          if (res.status === 200 && buf.length !== length) return buf.subarray(offset, offset + length);
-          return buf;
+          if (res.status === 200 && res.body.length !== length) return res.body.subarray(offset, offset + length);
+          return res.body;
         }
         if (res.status === 404) throw new IntegrityError(`chunk ${blob} is missing from the store`);
         throw new UnavailableError(`direct read of chunk ${blob} failed: HTTP ${res.status}`);
@@ -81,8 +81,8 @@ export class BlobTransport {
    * error. Damaged bytes are reported to the server, which re-checks the
    * stored blob and, if it is bad, lets the next upload replace it.
    */
-  async readExtent(e: Extent, getUrl: string | undefined, what: string): Promise<Buffer> {
-    const data = await this.read(e.blob, e.offset, e.length, getUrl);
+  async readExtent(e: Extent, getUrl: string | undefined, what: string, into?: Buffer): Promise<Buffer> {
+    const data = await this.read(e.blob, e.offset, e.length, getUrl, into);
     try {
       return verifyExtent(data, e, what);
     } catch (err) {
@@ -101,7 +101,7 @@ export class BlobTransport {
   private fellBack(err: unknown, url: string): void {
     if (this.mode === 'direct') {
       if (err instanceof StowageError) throw err;
-      // fetch fails with a bare TypeError: say which store, and what to do.
+      // A refused connection is a bare system error: say which store, and what to do.
       throw new UnavailableError(
         `object store at ${new URL(url).origin} is unreachable (${messageOf(err)}); check that this machine can reach it, or set STOWAGE_TRANSFER=proxy to stream through the stowage server`,
         { cause: err },

@@ -8,6 +8,7 @@ import { dirname } from 'node:path';
 import pLimit from 'p-limit';
 import type { Extent, FileEntry } from '../gen/stowage/v1/volume.js';
 import { verifyExtent, type BlobTransport } from './blob-transport.js';
+import type { BufferPool } from './buffer-pool.js';
 import type { TransferProgress } from './upload.js';
 
 /** A request for part of a file: the extents that overlap it, trimmed. */
@@ -33,20 +34,25 @@ export function piecesFor(entry: FileEntry, offset: number, length: number): Pie
   return out;
 }
 
-/** Yields the bytes of [offset, offset+length) of a file, in order, verified. */
+/**
+ * Yields the bytes of [offset, offset+length) of a file, in order, verified.
+ * With a pool, pieces are read into pooled buffers: the consumer must release
+ * each yielded buffer's extent buffer (pool.release) once done with it.
+ */
 export async function* readPieces(
   transport: BlobTransport,
   pieces: Piece[],
   getUrls: Record<string, string>,
   parallel: number,
   what: string,
+  pool?: BufferPool,
 ): AsyncIterable<Buffer> {
   const window: Promise<Buffer>[] = [];
   let next = 0;
   const fill = () => {
     while (window.length < parallel && next < pieces.length) {
       const p = pieces[next++]!;
-      const fetched = transport.readExtent(p.extent, getUrls[p.extent.blob], what);
+      const fetched = transport.readExtent(p.extent, getUrls[p.extent.blob], what, pool?.acquire(p.extent.length));
       fetched.catch(() => undefined); // surfaced when awaited in order
       window.push(fetched);
     }
@@ -78,6 +84,7 @@ export async function downloadFiles(
   targets: DownloadTarget[],
   getUrls: Record<string, string>,
   parallel: number,
+  pool: BufferPool,
   onProgress?: (p: TransferProgress) => void,
 ): Promise<{ bytesTransferred: number; chunksTransferred: number }> {
   const progress: TransferProgress = {
@@ -150,8 +157,10 @@ export async function downloadFiles(
         getUrls,
         parallel,
         label(t.entry.path),
+        pool,
       )) {
         await fh.write(data, 0, data.length, pos);
+        pool.release(data);
         pos += data.length;
         chunksTransferred++;
         progress.bytesDone += data.length;

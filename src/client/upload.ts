@@ -16,6 +16,7 @@ import type { Readable } from 'node:stream';
 import { sha256 } from '../common/hash.js';
 import { FileType, type Extent, type FileEntry } from '../gen/stowage/v1/volume.js';
 import type { BlobTransport } from './blob-transport.js';
+import type { BufferPool } from './buffer-pool.js';
 import type { Connection } from './connection.js';
 
 export type UploadSource = string | Buffer | Readable;
@@ -55,6 +56,8 @@ export interface UploadOptions {
   parallel: number;
   /** Files up to this size are packed together. */
   smallFileMax: number;
+  /** Chunk buffers for reading files; each goes back once its chunk is sent or skipped. */
+  pool: BufferPool;
   onProgress?: (p: TransferProgress) => void;
 }
 
@@ -119,7 +122,7 @@ export class Uploader {
   private async uploadLarge(f: PendingFile): Promise<FileEntry> {
     const extents: Extent[] = [];
     let size = 0;
-    for await (const chunk of readChunks(f.source, this.opts.chunkSize)) {
+    for await (const chunk of readChunks(f.source, this.opts.chunkSize, this.opts.pool)) {
       const hash = sha256(chunk);
       extents.push({ blob: hash, offset: 0, length: chunk.length, hash });
       size += chunk.length;
@@ -135,7 +138,7 @@ export class Uploader {
   /** Queues a blob for upload once there is room; returns when it is queued. */
   private async send(hash: string, data: Buffer): Promise<void> {
     this.stats.chunks.add(hash);
-    if (this.seen.has(hash)) return;
+    if (this.seen.has(hash)) return this.opts.pool.release(data);
     this.seen.add(hash);
     while (this.inflight.size >= this.opts.parallel) await Promise.race(this.inflight);
     if (this.failure) throw this.failure;
@@ -152,6 +155,14 @@ export class Uploader {
   }
 
   private async sendNow(hash: string, data: Buffer): Promise<void> {
+    try {
+      await this.planAndSend(hash, data);
+    } finally {
+      this.opts.pool.release(data);
+    }
+  }
+
+  private async planAndSend(hash: string, data: Buffer): Promise<void> {
     const plan = await this.conn.unary(this.conn.volumes.planUpload.bind(this.conn.volumes), {
       volume: this.volume,
       blobs: [hash],
@@ -247,7 +258,7 @@ async function readWhole(source: UploadSource): Promise<Buffer> {
 }
 
 /** Yields consecutive pieces of exactly `size` bytes (the last may be shorter). */
-export async function* readChunks(source: UploadSource, size: number): AsyncIterable<Buffer> {
+export async function* readChunks(source: UploadSource, size: number, pool?: BufferPool): AsyncIterable<Buffer> {
   if (Buffer.isBuffer(source)) {
     for (let i = 0; i < source.length; i += size) yield source.subarray(i, i + size);
     return;
@@ -256,7 +267,7 @@ export async function* readChunks(source: UploadSource, size: number): AsyncIter
     const fh = await open(source, 'r');
     try {
       for (;;) {
-        const buf = Buffer.allocUnsafe(size);
+        const buf = pool ? pool.acquire(size) : Buffer.allocUnsafe(size);
         let filled = 0;
         while (filled < size) {
           const { bytesRead } = await fh.read(buf, filled, size - filled, null);

@@ -15,6 +15,7 @@ import { AlreadyExistsError, InvalidArgumentError, NotFoundError, isStowageError
 import { checkName, normalizeFilePath, normalizePath } from '../common/validate.js';
 import { FileType, type FileEntry, type VersionInfo, type VolumeInfo } from '../gen/stowage/v1/volume.js';
 import { BlobTransport, type TransferMode } from './blob-transport.js';
+import { BufferPool } from './buffer-pool.js';
 import { defaultConnection, type Connection } from './connection.js';
 import { downloadFiles, piecesFor, readPieces, type DownloadTarget } from './download.js';
 import { Uploader, type PendingFile, type TransferProgress, type TransferStats, type UploadSource } from './upload.js';
@@ -77,6 +78,7 @@ const HEARTBEAT_MS = 30_000;
 
 export class Volume {
   private readonly transport: BlobTransport;
+  private readonly pool: BufferPool;
   private heartbeat: NodeJS.Timeout | undefined;
 
   private constructor(
@@ -87,6 +89,7 @@ export class Volume {
     private readonly ephemeral = false,
   ) {
     this.transport = new BlobTransport(conn, transfer);
+    this.pool = new BufferPool(opts.chunkSize, opts.parallel + 2);
   }
 
   /** The volume called `name`; NOT_FOUND unless it exists or createIfMissing is set. */
@@ -209,7 +212,7 @@ export class Volume {
     }
     const blobs = [...new Set(targets.flatMap((t) => t.entry.extents.map((e) => e.blob)))];
     const getUrls = this.transport.wantsPresign ? (await this.call('presignBlobs', { blobs })).getUrls : {};
-    const moved = await downloadFiles(this.transport, this.name, targets, getUrls, this.opts.parallel, opts.onProgress);
+    const moved = await downloadFiles(this.transport, this.name, targets, getUrls, this.opts.parallel, this.pool, opts.onProgress);
     return {
       version,
       files: targets.length,
@@ -269,6 +272,7 @@ export class Volume {
       chunkSize: this.opts.chunkSize,
       parallel: this.opts.parallel,
       smallFileMax: Math.min(SMALL_FILE_MAX, this.opts.chunkSize),
+      pool: this.pool,
       onProgress: opts.onProgress,
     });
     const { entries, stats } = await uploader.run(files);

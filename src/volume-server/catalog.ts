@@ -379,6 +379,7 @@ export class VolumeCatalog {
    * Fills the index from volume records and manifests in the store. Safe on
    * a live index: it adds volumes and versions the index lacks, forgets
    * volumes the store says were deleted, and never moves a head backwards.
+   * Returns the live volumes and their versions found in the store.
    */
   async rebuildIndex(): Promise<{ volumes: number; versions: number }> {
     const records: VolumeRecord[] = [];
@@ -410,15 +411,15 @@ export class VolumeCatalog {
         const found: number[] = [];
         for await (const key of this.store.list(`manifests/${r.id}/`)) {
           const parsed = parseManifestKey(key);
-          if (parsed && parsed.version > rec.latestVersion) found.push(parsed.version);
+          if (parsed) found.push(parsed.version);
         }
         found.sort((a, b) => a - b);
-        for (const v of found) {
+        versions += found.length;
+        for (const v of found.filter((n) => n > rec.latestVersion)) {
           const m = JSON.parse((await this.store.get(manifestKey(r.id, v))).toString('utf8')) as Manifest;
           rec = { ...rec, latestVersion: v, fileCount: m.files.length, totalBytes: m.files.reduce((n, f) => n + f.size, 0) };
           await this.index.putVersion(rec, m);
         }
-        versions += found.length;
       });
       volumes++;
     }
