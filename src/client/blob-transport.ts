@@ -49,10 +49,7 @@ export class BlobTransport {
     await this.conn.clientStream((cb) => this.conn.volumes.putBlob(cb), frames);
   }
 
-  /**
-   * Reads `length` bytes of a blob at `offset`. `wholeBlob` says the range is
-   * the entire blob, so no Range header is needed.
-   */
+  /** Reads `length` bytes of a blob at `offset` (into `into` when it fits). */
   async read(blob: string, offset: number, length: number, getUrl: string | undefined, into?: Buffer): Promise<Buffer> {
     if (getUrl && this.wantsPresign) {
       try {

@@ -94,7 +94,8 @@ export class Uploader {
     };
     const entries = new Map<PendingFile, FileEntry>();
     const small = files.filter((f) => f.size !== undefined && f.size > 0 && f.size <= this.opts.smallFileMax);
-    const large = files.filter((f) => !small.includes(f));
+    const isSmall = new Set(small);
+    const large = files.filter((f) => !isSmall.has(f));
     try {
       await this.uploadSmall(small, entries);
       for (const f of large) entries.set(f, await this.uploadLarge(f));
