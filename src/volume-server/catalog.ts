@@ -609,7 +609,8 @@ function applyCopies(files: Map<string, StoredFile>, copies: CopyOp[], volume: s
     if (op.srcs.length === 0) throw new InvalidArgumentError('copy needs at least one source');
     const dstRaw = op.dst;
     const dst = normalizePath(dstRaw);
-    const dstIsDir = dstRaw.endsWith('/') || dst === '' || op.srcs.length > 1 || under(files, dst).length > 0 && !files.has(dst);
+    const dstIsDir =
+      dstRaw.endsWith('/') || dst === '' || op.srcs.length > 1 || (!files.has(dst) && under(files, dst).length > 0);
     const added: StoredFile[] = [];
     for (const srcRaw of op.srcs) {
       const src = normalizePath(srcRaw);
