@@ -1,6 +1,6 @@
 /** `stowage volume …`: a thin layer over the SDK, following `modal volume`. */
 import type { Command } from 'commander';
-import { createWriteStream, existsSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { Readable } from 'node:stream';

@@ -55,11 +55,6 @@ export function normalizeFilePath(path: string): string {
   return p;
 }
 
-/** True when `path` is `dir` itself or lies below it ('' is the root). */
-export function isWithin(path: string, dir: string): boolean {
-  return dir === '' || path === dir || path.startsWith(`${dir}/`);
-}
-
 export const HASH = /^[0-9a-f]{64}$/;
 export function checkHash(hash: string): string {
   if (!HASH.test(hash)) throw new InvalidArgumentError(`invalid blob hash ${JSON.stringify(hash)}`);
