@@ -18,7 +18,7 @@ export function progressBar(label: string, enabled: boolean): {
   const started = performance.now();
   const bar = new SingleBar({
     stream: process.stderr,
-    format: `${label} [{bar}] {percentage}% | {done} / {total} | {rate}/s | {files} files`,
+    format: `${label} [{bar}] {percentage}% | {doneBytes} / {totalBytes} | {rate}/s | {files} files`,
     hideCursor: true,
     barsize: 30,
   });
@@ -28,8 +28,8 @@ export function progressBar(label: string, enabled: boolean): {
       const total = p.bytesTotal ?? Math.max(p.bytesDone, 1);
       const secs = (performance.now() - started) / 1000 || 1e-3;
       const payload = {
-        done: bytes(p.bytesDone),
-        total: p.bytesTotal === undefined ? '?' : bytes(p.bytesTotal),
+        doneBytes: bytes(p.bytesDone),
+        totalBytes: p.bytesTotal === undefined ? '?' : bytes(p.bytesTotal),
         rate: bytes(p.bytesDone / secs),
         files: `${p.filesDone}/${p.filesTotal}`,
       };

@@ -29,6 +29,16 @@ function fileRow(f: FileInfo): string {
   return `${f.type === 'directory' ? 'dir ' : 'file'} ${(f.type === 'directory' ? '-' : bytes(f.size)).padStart(10)}  ${f.mtime.toISOString()}  ${name}`;
 }
 
+/** Whether `path` names a directory in the volume's latest version. */
+async function isDirectory(v: Volume, path: string): Promise<boolean> {
+  try {
+    return (await v.stat(path)).type === 'directory';
+  } catch (err) {
+    if (err instanceof NotFoundError) return false;
+    throw err;
+  }
+}
+
 export function register(program: Command): void {
   const vol = program.command('volume').description('write-once file trees for datasets and model weights');
 
@@ -83,6 +93,7 @@ export function register(program: Command): void {
         if (statSync(local).isDirectory()) {
           batch.putDirectory(local, target);
         } else {
+          if (!target.endsWith('/') && (await isDirectory(v, target))) target = `${target}/`;
           if (target.endsWith('/')) target = `${target}${basename(local)}`;
           batch.putFile(local, target);
         }
