@@ -273,7 +273,7 @@ describe.each<StoreKind>(['local', 's3'])('a chunk damaged in the store (%s stor
     await corruptFile(await storedBlobFile(setup, multi.extents[1]!.blob), 5);
     await corruptFile(await storedBlobFile(setup, a.extents[0]!.blob), a.extents[0]!.offset + 10);
 
-    const modes: TransferMode[] = kind === 's3' ? ['direct', 'proxy'] : ['proxy'];
+    const modes: TransferMode[] = ['direct', 'proxy'];
     for (const transfer of modes) {
       const v = await Volume.fromName(name, { connection, transfer });
       const damaged = (path: string) =>

@@ -269,6 +269,11 @@ export class VolumeCatalog {
     return { version: m.version, entry, getUrls };
   }
 
+  /** Whether a caller may be given presigned URLs (`sameHost`: it called from this host). */
+  canPresign(sameHost: boolean): boolean {
+    return this.presign && (this.store.presignScope !== 'local-host' || sameHost);
+  }
+
   async presignBlobs(blobs: string[]): Promise<Record<string, string>> {
     const urls: Record<string, string> = {};
     const presignGet = this.store.presignGet?.bind(this.store);

@@ -36,12 +36,12 @@ export function authCheck(token: string) {
 export function unary<Req, Res>(
   check: (call: AnyCall) => void,
   log: Logger,
-  fn: (req: Req) => Promise<Res> | Res,
+  fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res> | Res,
 ): handleUnaryCall<Req, Res> {
   return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
     (async () => {
       check(call);
-      return fn(call.request);
+      return fn(call.request, call);
     })().then(
       (res) => cb(null, res),
       (err: unknown) => {
@@ -95,6 +95,12 @@ export function clientStream<Req, Res>(
   };
 }
 
+/** True when the caller connected from this host (loopback). */
+export function fromSameHost(call: { getPeer(): string }): boolean {
+  const peer = call.getPeer();
+  return peer.startsWith('127.') || peer.startsWith('::1') || peer.startsWith('[::1]') || peer.startsWith('::ffff:127.');
+}
+
 function logFailure(log: Logger, method: string, err: unknown): void {
   const { code, details } = toGrpcError(err);
   // Caller mistakes are the caller's to read; server faults are ours.
@@ -126,9 +132,15 @@ export function volumeService(catalog: VolumeCatalog, token: string, log: Logger
       }
     }),
     stat: unary(check, log, (r) => catalog.stat(r.volume, r.path, r.version)),
-    getFile: unary(check, log, (r) => catalog.getFile(r.volume, r.path, r.version, r.presign)),
-    presignBlobs: unary(check, log, async (r) => ({ getUrls: await catalog.presignBlobs(r.blobs) })),
-    planUpload: unary(check, log, (r) => catalog.planUpload(r.volume, r.blobs, r.contents, r.presign)),
+    getFile: unary(check, log, (r, call) =>
+      catalog.getFile(r.volume, r.path, r.version, r.presign && catalog.canPresign(fromSameHost(call))),
+    ),
+    presignBlobs: unary(check, log, async (r, call) => ({
+      getUrls: catalog.canPresign(fromSameHost(call)) ? await catalog.presignBlobs(r.blobs) : {},
+    })),
+    planUpload: unary(check, log, (r, call) =>
+      catalog.planUpload(r.volume, r.blobs, r.contents, r.presign && catalog.canPresign(fromSameHost(call))),
+    ),
     putBlob: clientStream(check, log, async (messages) => {
       let hash = '';
       let size = 0;

@@ -33,6 +33,11 @@ export interface BlobStore {
    */
   presignPut?(key: string, expiresInSeconds: number): Promise<string>;
   presignGet?(key: string, expiresInSeconds: number): Promise<string>;
+  /**
+   * Who can use those URLs: 'any' client (S3), or only clients on the
+   * server's host ('local-host': file:// URLs into the local directory).
+   */
+  readonly presignScope?: 'any' | 'local-host';
 }
 
 /** Key of a blob (chunk or pack) by its SHA-256. */

@@ -2,11 +2,17 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { NotFoundError, UnavailableError } from '../../common/errors.js';
 import type { BlobStore, ByteRange } from './interface.js';
 
 export class LocalBlobStore implements BlobStore {
   readonly description: string;
+  /**
+   * A client on this host reads and writes chunk files itself (file:// URLs),
+   * as S3 clients use presigned URLs; the bytes never pass through the server.
+   */
+  readonly presignScope = 'local-host' as const;
 
   constructor(private readonly root: string) {
     this.description = `local directory ${root}`;
@@ -72,6 +78,14 @@ export class LocalBlobStore implements BlobStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw this.failure(`stat ${key}`, err);
     }
+  }
+
+  async presignGet(key: string): Promise<string> {
+    return pathToFileURL(this.path(key)).href;
+  }
+
+  async presignPut(key: string): Promise<string> {
+    return pathToFileURL(this.path(key)).href;
   }
 
   async delete(key: string): Promise<void> {

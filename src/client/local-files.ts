@@ -1,0 +1,49 @@
+/**
+ * file:// URLs: what a server over a local-directory store hands to clients
+ * on its own host instead of presigned S3 URLs. The client reads chunk files
+ * itself and writes new ones the way the store does (temporary name, flush,
+ * rename), so the bytes never pass through the server.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export function isFileUrl(url: string): boolean {
+  return url.startsWith('file:');
+}
+
+export async function readFileUrl(url: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+  const fh = await open(fileURLToPath(url), 'r');
+  try {
+    const buf = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return buf.subarray(0, done);
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function writeFileUrl(url: string, data: Buffer): Promise<void> {
+  const path = fileURLToPath(url);
+  const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+  try {
+    await mkdir(dirname(path), { recursive: true });
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw err;
+  }
+}
