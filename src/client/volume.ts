@@ -8,7 +8,7 @@
  *   await batch.commit();                      // one new version, atomically
  *   for await (const buf of vol.readFile('/model.bin')) { ... }
  */
-import { lstat, readdir } from 'node:fs/promises';
+import { lstat, readdir, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError, isStowageError } from '../common/errors.js';
@@ -382,11 +382,10 @@ export class BatchUpload {
 async function statFile(path: string) {
   let st;
   try {
-    st = await lstat(path);
+    st = await stat(path);
   } catch {
     throw new NotFoundError(`local file ${path} not found`);
   }
-  if (st.isSymbolicLink()) st = await import('node:fs/promises').then((fs) => fs.stat(path));
   if (!st.isFile()) throw new InvalidArgumentError(`local path ${path} is not a regular file`);
   return st;
 }
