@@ -4,6 +4,8 @@
  * fallback, and the only path for the local-directory store). Every download
  * is verified against its hash before anyone sees it.
  */
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { IntegrityError, StowageError, UnavailableError, messageOf } from '../common/errors.js';
 import { sha256 } from '../common/hash.js';
 import type { Extent } from '../gen/stowage/v1/volume.js';
@@ -109,7 +111,7 @@ export class BlobTransport {
       if (err instanceof StowageError) throw err;
       // A refused connection is a bare system error: say which store, and what to do.
       throw new UnavailableError(
-        `object store at ${new URL(url).origin} is unreachable (${messageOf(err)}); check that this machine can reach it, or set STOWAGE_TRANSFER=proxy to stream through the stowage server`,
+        `object store at ${isFileUrl(url) ? dirname(fileURLToPath(url)) : new URL(url).origin} is unreachable (${messageOf(err)}); check that this machine can reach it, or set STOWAGE_TRANSFER=proxy to stream through the stowage server`,
         { cause: err },
       );
     }
