@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 debs=()
 need_cmd() { command -v "$1" >/dev/null 2>&1 || debs+=("$2"); }
+need_cmd redis-server redis-server   # the dict and queue contract tests start their own
 if [ "${1:-}" = "--bench" ]; then
   need_cmd rclone rclone
 fi

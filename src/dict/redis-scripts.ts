@@ -1,0 +1,180 @@
+/**
+ * Lua scripts for RedisDictBackend. Every script takes the five keys of one
+ * dict (all with the same {NAME} hash tag, so one cluster slot) in this order:
+ * meta, data, ver, exp, idx. Time comes from Redis (TIME), not from clients,
+ * so servers with skewed clocks agree on what has expired.
+ *
+ * Errors a script raises start with "STOWAGE_" and are mapped to typed errors
+ * by the backend.
+ */
+
+const PRELUDE = `
+local meta, data, ver, exp, idx = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if redis.call('EXISTS', meta) == 0 then return redis.error_reply('STOWAGE_NOTFOUND') end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function version(k)
+  local v = redis.call('HGET', ver, k)
+  if not v then return 0 end
+  local e = redis.call('ZSCORE', exp, k)
+  if e and tonumber(e) <= now then return 0 end
+  return tonumber(v)
+end
+local function remove(k)
+  redis.call('HDEL', data, k)
+  redis.call('HDEL', ver, k)
+  redis.call('ZREM', exp, k)
+  redis.call('ZREM', idx, k)
+end
+-- expiresAt: 0 = no TTL, -1 = keep the current TTL
+local function store(k, value, v, expiresAt)
+  redis.call('HSET', data, k, value)
+  redis.call('HSET', ver, k, v)
+  redis.call('ZADD', idx, 0, k)
+  if expiresAt > 0 then redis.call('ZADD', exp, expiresAt, k)
+  elseif expiresAt == 0 then redis.call('ZREM', exp, k) end
+end
+local function sweep()
+  for _, k in ipairs(redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, 64)) do remove(k) end
+end
+local function expiry(ttl)
+  ttl = tonumber(ttl)
+  if ttl > 0 then return now + ttl end
+  return 0
+end
+`;
+
+/**
+ * ARGV: withValues (0/1), then keys. Returns value, version pairs (nil, nil for
+ * absent keys; value 1 instead of the bytes when withValues is 0).
+ */
+const GET = `
+local out = {}
+for i = 2, #ARGV do
+  local k = ARGV[i]
+  local v = version(k)
+  local j = 2 * (i - 1)
+  if v == 0 then out[j - 1] = false; out[j] = false
+  elseif ARGV[1] == '1' then out[j - 1] = redis.call('HGET', data, k); out[j] = v
+  else out[j - 1] = 1; out[j] = v end
+end
+return out
+`;
+
+/** ARGV: key, value, skipIfExists (0/1), ttlMs (0 = none). Returns 1 if stored. */
+const PUT = `
+sweep()
+local k = ARGV[1]
+local v = version(k)
+if v > 0 and ARGV[3] == '1' then return 0 end
+store(k, ARGV[2], v + 1, expiry(ARGV[4]))
+return 1
+`;
+
+/** ARGV: key1, value1, key2, value2, ... */
+const UPDATE = `
+sweep()
+for i = 1, #ARGV, 2 do
+  local k = ARGV[i]
+  store(k, ARGV[i + 1], version(k) + 1, 0)
+end
+return 1
+`;
+
+/** ARGV: key, returnValue (0/1). Returns the old value (or 1) if the key was live, else nil (or 0). */
+const POP = `
+sweep()
+local k = ARGV[1]
+local live = version(k) > 0
+local value = false
+if live and ARGV[2] == '1' then value = redis.call('HGET', data, k) end
+remove(k)
+if ARGV[2] == '1' then return value end
+if live then return 1 end
+return 0
+`;
+
+const CLEAR = `
+redis.call('UNLINK', data, ver, exp, idx)
+return 1
+`;
+
+const DROP = `
+redis.call('UNLINK', meta, data, ver, exp, idx)
+return 1
+`;
+
+const LEN = `
+return redis.call('HLEN', data) - redis.call('ZCOUNT', exp, '-inf', now)
+`;
+
+/**
+ * ARGV: start (a ZRANGE BYLEX bound: '-' or '(' .. lastKey), limit.
+ * Returns lastVisitedKey (nil when the range is exhausted), then key, value,
+ * version triples of the live entries.
+ */
+const SCAN = `
+local limit = tonumber(ARGV[2])
+local keys = redis.call('ZRANGE', idx, ARGV[1], '+', 'BYLEX', 'LIMIT', 0, limit)
+local out = { false }
+if #keys == limit then out[1] = keys[#keys] end
+for _, k in ipairs(keys) do
+  local v = version(k)
+  if v > 0 then
+    out[#out + 1] = k
+    out[#out + 1] = redis.call('HGET', data, k)
+    out[#out + 1] = v
+  end
+end
+return out
+`;
+
+/** ARGV: key, by. Returns the new value as a decimal string. Keeps the key's TTL. */
+const INCR = `
+sweep()
+local k = ARGV[1]
+local v = version(k)
+local n = 0
+if v > 0 then
+  local s = redis.call('HGET', data, k)
+  if not (string.match(s, '^%-?0$') or string.match(s, '^%-?[1-9]%d*$')) or #s > 17 then
+    return redis.error_reply('STOWAGE_NOTINT')
+  end
+  n = tonumber(s)
+end
+local sum = n + tonumber(ARGV[2])
+if sum > 9007199254740991 or sum < -9007199254740991 then return redis.error_reply('STOWAGE_OVERFLOW') end
+local text = string.format('%d', sum)
+store(k, text, v + 1, -1)
+return text
+`;
+
+/** ARGV: key, expectedVersion, value, ttlMs. Returns { ok (0/1), version }. */
+const CAS = `
+sweep()
+local k = ARGV[1]
+local v = version(k)
+if v ~= tonumber(ARGV[2]) then return { 0, v } end
+store(k, ARGV[3], v + 1, expiry(ARGV[4]))
+return { 1, v + 1 }
+`;
+
+/** KEYS: meta. ARGV: createdAtMs. Returns 1 if created. */
+const CREATE = `
+return redis.call('HSETNX', KEYS[1], 'createdAtMs', ARGV[1])
+`;
+
+export const SCRIPTS = {
+  get: PRELUDE + GET,
+  put: PRELUDE + PUT,
+  update: PRELUDE + UPDATE,
+  pop: PRELUDE + POP,
+  clear: PRELUDE + CLEAR,
+  drop: PRELUDE + DROP,
+  len: PRELUDE + LEN,
+  scan: PRELUDE + SCAN,
+  incr: PRELUDE + INCR,
+  cas: PRELUDE + CAS,
+  create: CREATE,
+} as const;
+export type ScriptName = keyof typeof SCRIPTS;

@@ -1,0 +1,279 @@
+/**
+ * DictBackend on Redis (ioredis), for more than one server.
+ *
+ * Layout: a dict NAME is five keys sharing the hash tag {NAME}, so one dict
+ * lives in one Redis Cluster slot and every script touches one slot:
+ * - `stowage:dict:{NAME}:meta` hash { createdAtMs } (the dict exists iff it does)
+ * - `stowage:dict:{NAME}:data` hash key → value
+ * - `stowage:dict:{NAME}:ver`  hash key → version
+ * - `stowage:dict:{NAME}:exp`  sorted set key → expiresAtMs (keys with a TTL only)
+ * - `stowage:dict:{NAME}:idx`  sorted set of keys, all with score 0, so that
+ *   ZRANGE BYLEX gives scan exact, byte-ordered pages with a key as cursor.
+ * `stowage:dicts` (a set, its own slot) names the dicts for list(); create adds
+ * to it after the meta key exists and drop removes from it first, and list
+ * checks each name's meta key, so a crash between the two steps cannot list a
+ * dict that does not exist.
+ *
+ * TTL is emulated per key with the `exp` sorted set (Redis 7.0 has no per-field
+ * TTL): reads treat a key whose expiry has passed as absent; every write
+ * script first deletes up to 64 expired keys of its dict.
+ *
+ * Every operation is one Lua script (atomic). The client is set to fail fast:
+ * no offline queue, one retry per command, a bounded wait for a connection, a
+ * command timeout. Errors from a missing or unreachable Redis become
+ * UnavailableError naming the URL; ioredis keeps reconnecting in the
+ * background, so the backend works again as soon as Redis is back.
+ */
+import { createHash } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { AlreadyExistsError, InternalError, UnavailableError, messageOf } from '../common/errors.js';
+import * as check from './checks.js';
+import { SCRIPTS, type ScriptName } from './redis-scripts.js';
+import type { CasResult, DictBackend, DictEntry, ScanPage, VersionedValue } from './types.js';
+
+export interface RedisDictOptions {
+  /** How long a call waits for a (re)connection before UnavailableError. Default 1000. */
+  connectTimeoutMs?: number;
+  /** How long one command may take before UnavailableError. Default 10000. */
+  commandTimeoutMs?: number;
+  /** Key prefix; default "stowage:". */
+  prefix?: string;
+}
+
+type Reply = Buffer | number | null | Reply[];
+
+const SHAS = Object.fromEntries(
+  Object.entries(SCRIPTS).map(([name, src]) => [name, createHash('sha1').update(src).digest('hex')]),
+) as Record<ScriptName, string>;
+
+export class RedisDictBackend implements DictBackend {
+  private readonly redis: Redis;
+  private readonly url: string;
+  private readonly prefix: string;
+  private readonly connectTimeoutMs: number;
+  private waiting: Promise<void> | undefined;
+  private closed = false;
+
+  constructor(url: string, opts: RedisDictOptions = {}) {
+    this.url = redactUrl(url);
+    this.prefix = opts.prefix ?? 'stowage:';
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 1000;
+    this.redis = new Redis(url, {
+      maxRetriesPerRequest: 1,
+      enableOfflineQueue: false,
+      connectTimeout: this.connectTimeoutMs,
+      commandTimeout: opts.commandTimeoutMs ?? 10_000,
+      retryStrategy: (times) => Math.min(50 * times, 1000),
+    });
+    // Connection errors surface through the calls that need the connection.
+    this.redis.on('error', () => {});
+  }
+
+  async create(name: string, opts: { existOk?: boolean } = {}): Promise<boolean> {
+    check.checkDictName(name);
+    const created = (await this.run('create', [this.key(name, 'meta')], [String(Date.now())], name)) === 1;
+    await this.command(() => this.redis.sadd(this.registry(), name));
+    if (!created && !opts.existOk) throw new AlreadyExistsError(`dict ${JSON.stringify(name)} already exists`);
+    return created;
+  }
+
+  async drop(name: string): Promise<void> {
+    check.checkDictName(name);
+    if (!(await this.exists(name))) throw check.dictNotFound(name);
+    await this.command(() => this.redis.srem(this.registry(), name));
+    await this.script('drop', name, []);
+  }
+
+  async list(): Promise<string[]> {
+    const names = await this.command(() => this.redis.smembers(this.registry()));
+    const live = await Promise.all(names.map((n) => this.command(() => this.redis.exists(this.key(n, 'meta')))));
+    return names.filter((_, i) => live[i] === 1).sort();
+  }
+
+  async exists(name: string): Promise<boolean> {
+    check.checkDictName(name);
+    return (await this.command(() => this.redis.exists(this.key(name, 'meta')))) === 1;
+  }
+
+  async get(dict: string, key: Buffer): Promise<VersionedValue | undefined> {
+    return (await this.getMany(dict, [key]))[0];
+  }
+
+  async getMany(dict: string, keys: readonly Buffer[]): Promise<(VersionedValue | undefined)[]> {
+    check.checkBatch(keys.length, 'keys');
+    keys.forEach(check.checkKey);
+    const r = (await this.script('get', dict, ['1', ...keys])) as Reply[];
+    return keys.map((_, i) => {
+      const value = r[2 * i];
+      return Buffer.isBuffer(value) ? { value, version: Number(r[2 * i + 1]) } : undefined;
+    });
+  }
+
+  async put(
+    dict: string,
+    key: Buffer,
+    value: Buffer,
+    opts: { skipIfExists?: boolean; ttlMs?: number } = {},
+  ): Promise<boolean> {
+    check.checkKey(key);
+    check.checkValue(value);
+    const ttl = check.checkTtl(opts.ttlMs) ?? 0;
+    const r = await this.script('put', dict, [key, value, opts.skipIfExists ? '1' : '0', String(ttl)]);
+    return r === 1;
+  }
+
+  async contains(dict: string, key: Buffer): Promise<boolean> {
+    check.checkKey(key);
+    const r = (await this.script('get', dict, ['0', key])) as Reply[];
+    return r[0] === 1;
+  }
+
+  async len(dict: string): Promise<number> {
+    return Number(await this.script('len', dict, []));
+  }
+
+  async update(dict: string, entries: readonly (readonly [Buffer, Buffer])[]): Promise<void> {
+    check.checkBatch(entries.length, 'entries');
+    const args: Buffer[] = [];
+    for (const [k, v] of entries) args.push(check.checkKey(k), check.checkValue(v));
+    await this.script('update', dict, args);
+  }
+
+  async pop(dict: string, key: Buffer): Promise<Buffer | undefined> {
+    check.checkKey(key);
+    const r = await this.script('pop', dict, [key, '1']);
+    return Buffer.isBuffer(r) ? r : undefined;
+  }
+
+  async delete(dict: string, key: Buffer): Promise<boolean> {
+    check.checkKey(key);
+    return (await this.script('pop', dict, [key, '0'])) === 1;
+  }
+
+  async clear(dict: string): Promise<void> {
+    await this.script('clear', dict, []);
+  }
+
+  async scan(dict: string, opts: { cursor?: string; limit: number }): Promise<ScanPage> {
+    const limit = check.checkScanLimit(opts.limit);
+    const start =
+      opts.cursor === undefined ? Buffer.from('-') : Buffer.concat([Buffer.from('('), check.decodeCursor(opts.cursor)]);
+    const r = (await this.script('scan', dict, [start, String(limit)])) as Reply[];
+    const entries: DictEntry[] = [];
+    for (let i = 1; i + 2 < r.length; i += 3) {
+      entries.push({ key: r[i] as Buffer, value: r[i + 1] as Buffer, version: Number(r[i + 2]) });
+    }
+    const last = r[0];
+    return Buffer.isBuffer(last) ? { entries, cursor: check.encodeCursor(last) } : { entries };
+  }
+
+  async incr(dict: string, key: Buffer, by = 1): Promise<number> {
+    check.checkKey(key);
+    check.checkIncrement(by);
+    return Number(String(await this.script('incr', dict, [key, String(by)])));
+  }
+
+  async compareAndSet(
+    dict: string,
+    key: Buffer,
+    expectedVersion: number,
+    value: Buffer,
+    opts: { ttlMs?: number } = {},
+  ): Promise<CasResult> {
+    check.checkKey(key);
+    check.checkValue(value);
+    check.checkVersion(expectedVersion);
+    const ttl = check.checkTtl(opts.ttlMs) ?? 0;
+    const r = (await this.script('cas', dict, [key, String(expectedVersion), value, String(ttl)])) as number[];
+    return { ok: r[0] === 1, version: Number(r[1]) };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.redis.disconnect();
+  }
+
+  private key(dict: string, part: string): string {
+    return `${this.prefix}dict:{${dict}}:${part}`;
+  }
+
+  private registry(): string {
+    return `${this.prefix}dicts`;
+  }
+
+  /** Runs a dict script (the five keys of `dict`), mapping script errors to typed ones. */
+  private script(name: ScriptName, dict: string, args: readonly (Buffer | string)[]): Promise<Reply> {
+    check.checkDictName(dict);
+    const keys = ['meta', 'data', 'ver', 'exp', 'idx'].map((p) => this.key(dict, p));
+    return this.run(name, keys, args, dict);
+  }
+
+  private async run(name: ScriptName, keys: string[], args: readonly (Buffer | string)[], dict: string): Promise<Reply> {
+    return this.command(async () => {
+      try {
+        return (await this.redis.callBuffer('EVALSHA', SHAS[name], keys.length, ...keys, ...args)) as Reply;
+      } catch (err) {
+        // Scripts are gone after a Redis restart (or on a new node): send the source once.
+        if (!messageOf(err).startsWith('NOSCRIPT')) throw err;
+        return (await this.redis.callBuffer('EVAL', SCRIPTS[name], keys.length, ...keys, ...args)) as Reply;
+      }
+    }, dict);
+  }
+
+  /** Waits (bounded) for a connection, runs `fn`, and turns failures into typed errors. */
+  private async command<T>(fn: () => Promise<T>, dict = ''): Promise<T> {
+    if (this.closed) throw new UnavailableError(`dict backend for redis at ${this.url} is closed`);
+    await this.connected();
+    try {
+      return await fn();
+    } catch (err) {
+      const msg = messageOf(err);
+      // Redis 7 prefixes a script's error_reply with "ERR ".
+      const ours = isReplyError(err) ? /^(?:ERR )?STOWAGE_(\w+)/.exec(msg)?.[1] : undefined;
+      if (ours === 'NOTFOUND') throw check.dictNotFound(dict);
+      if (ours === 'NOTINT') throw check.notACounter(dict);
+      if (ours === 'OVERFLOW') throw check.counterOverflow(dict);
+      if (isReplyError(err) && !/^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN)/.test(msg)) {
+        throw new InternalError(`redis at ${this.url} refused a dict command: ${msg}`, { cause: err });
+      }
+      throw new UnavailableError(`redis at ${this.url} is unavailable: ${msg}`, { cause: err });
+    }
+  }
+
+  private connected(): Promise<void> {
+    if (this.redis.status === 'ready') return Promise.resolve();
+    this.waiting ??= new Promise<void>((resolve, reject) => {
+      const onReady = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.redis.off('ready', onReady);
+        reject(
+          new UnavailableError(
+            `redis at ${this.url} is unavailable: no connection within ${this.connectTimeoutMs} ms (status ${this.redis.status})`,
+          ),
+        );
+      }, this.connectTimeoutMs);
+      this.redis.once('ready', onReady);
+    }).finally(() => {
+      this.waiting = undefined;
+    });
+    return this.waiting;
+  }
+}
+
+function isReplyError(err: unknown): boolean {
+  return err instanceof Error && err.name === 'ReplyError';
+}
+
+/** The URL without its password, for error messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString().replace(/\/$/, '');
+  } catch {
+    return url;
+  }
+}

@@ -1,0 +1,408 @@
+/**
+ * One contract suite for every DictBackend (LMDB in a temp dir, Redis on a
+ * redis-server started here), then what only one backend promises: LMDB keeps
+ * data across close and reopen; Redis fails fast with UnavailableError while
+ * the server is down and works again once it is back.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorCode, isStowageError } from '../src/common/errors.js';
+import { LmdbDictBackend } from '../src/dict/lmdb.js';
+import { RedisDictBackend } from '../src/dict/redis.js';
+import { MAX_BATCH_ENTRIES, MAX_KEY_BYTES, MAX_VALUE_BYTES, type DictBackend, type DictEntry } from '../src/dict/types.js';
+import { removeDir, tempDir, uniqueName } from './support/processes.js';
+import { startRedis, type RedisServer } from './support/redis.js';
+
+interface Setup {
+  name: string;
+  start(): Promise<DictBackend>;
+  stop(): Promise<void>;
+}
+
+function lmdbSetup(): Setup {
+  let dir = '';
+  return {
+    name: 'lmdb',
+    async start() {
+      dir = tempDir('dict-lmdb');
+      return new LmdbDictBackend(dir);
+    },
+    async stop() {
+      removeDir(dir);
+    },
+  };
+}
+
+function redisSetup(): Setup {
+  let server: RedisServer | undefined;
+  return {
+    name: 'redis',
+    async start() {
+      server = await startRedis();
+      return new RedisDictBackend(server.url);
+    },
+    async stop() {
+      await server?.stop();
+      if (server) removeDir(server.dir);
+    },
+  };
+}
+
+const b = (s: string) => Buffer.from(s);
+
+async function rejectsWith(p: Promise<unknown>, code: ErrorCode, text?: string): Promise<void> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(isStowageError(err, code), `expected ${code}, got ${String(err)}`).toBe(true);
+  if (text !== undefined) expect((err as Error).message).toContain(text);
+}
+
+/** Polls `probe` until it returns true, failing after `ms`. */
+async function eventually(probe: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe.each([lmdbSetup(), redisSetup()])('DictBackend contract: $name', (setup) => {
+  let dicts: DictBackend;
+  const created: string[] = [];
+
+  beforeAll(async () => {
+    dicts = await setup.start();
+  });
+  afterEach(async () => {
+    for (const name of created.splice(0)) await dicts.drop(name).catch(() => undefined);
+  });
+  afterAll(async () => {
+    await dicts.close();
+    await setup.stop();
+  });
+
+  async function fresh(): Promise<string> {
+    const name = uniqueName('dict');
+    created.push(name);
+    expect(await dicts.create(name)).toBe(true);
+    return name;
+  }
+
+  it('creates, lists, checks and drops dicts', async () => {
+    const d = await fresh();
+    expect(await dicts.exists(d)).toBe(true);
+    expect(await dicts.list()).toContain(d);
+    await rejectsWith(dicts.create(d), ErrorCode.ALREADY_EXISTS, d);
+    expect(await dicts.create(d, { existOk: true })).toBe(false);
+    await dicts.put(d, b('k'), b('v'));
+    await dicts.drop(d);
+    expect(await dicts.exists(d)).toBe(false);
+    expect(await dicts.list()).not.toContain(d);
+    await rejectsWith(dicts.drop(d), ErrorCode.NOT_FOUND);
+    // A re-created dict starts empty.
+    await dicts.create(d);
+    expect(await dicts.len(d)).toBe(0);
+    expect(await dicts.get(d, b('k'))).toBeUndefined();
+  });
+
+  it('rejects every operation on an unknown dict with a hint', async () => {
+    const d = uniqueName('missing');
+    const ops: (() => Promise<unknown>)[] = [
+      () => dicts.drop(d),
+      () => dicts.get(d, b('k')),
+      () => dicts.getMany(d, [b('k')]),
+      () => dicts.put(d, b('k'), b('v')),
+      () => dicts.contains(d, b('k')),
+      () => dicts.len(d),
+      () => dicts.update(d, [[b('k'), b('v')]]),
+      () => dicts.pop(d, b('k')),
+      () => dicts.delete(d, b('k')),
+      () => dicts.clear(d),
+      () => dicts.scan(d, { limit: 10 }),
+      () => dicts.incr(d, b('k')),
+      () => dicts.compareAndSet(d, b('k'), 0, b('v')),
+    ];
+    for (const op of ops) await rejectsWith(op(), ErrorCode.NOT_FOUND, `(create it with: stowage dict create ${d})`);
+    expect(await dicts.exists(d)).toBe(false);
+  });
+
+  it('puts and gets bytes with per-key versions', async () => {
+    const d = await fresh();
+    const key = Buffer.from([0, 1, 0xff, 0]);
+    expect(await dicts.get(d, key)).toBeUndefined();
+    expect(await dicts.put(d, key, Buffer.from([9, 0, 9]))).toBe(true);
+    expect(await dicts.get(d, key)).toEqual({ value: Buffer.from([9, 0, 9]), version: 1 });
+    expect(await dicts.put(d, key, b('second'))).toBe(true);
+    expect(await dicts.get(d, key)).toEqual({ value: b('second'), version: 2 });
+    expect(await dicts.put(d, key, b('third'), { skipIfExists: true })).toBe(false);
+    expect(await dicts.get(d, key)).toEqual({ value: b('second'), version: 2 });
+    expect(await dicts.put(d, b('other'), b(''), { skipIfExists: true })).toBe(true);
+    expect(await dicts.get(d, b('other'))).toEqual({ value: Buffer.alloc(0), version: 1 });
+    expect(await dicts.contains(d, key)).toBe(true);
+    expect(await dicts.contains(d, b('nope'))).toBe(false);
+    expect(await dicts.getMany(d, [b('nope'), key, b('other')])).toEqual([
+      undefined,
+      { value: b('second'), version: 2 },
+      { value: Buffer.alloc(0), version: 1 },
+    ]);
+  });
+
+  it('updates, counts, pops, deletes and clears', async () => {
+    const d = await fresh();
+    await dicts.update(d, [
+      [b('a'), b('1')],
+      [b('b'), b('2')],
+      [b('a'), b('3')],
+    ]);
+    expect(await dicts.len(d)).toBe(2);
+    expect(await dicts.get(d, b('a'))).toEqual({ value: b('3'), version: 2 });
+    expect(await dicts.pop(d, b('a'))).toEqual(b('3'));
+    expect(await dicts.pop(d, b('a'))).toBeUndefined();
+    expect(await dicts.delete(d, b('b'))).toBe(true);
+    expect(await dicts.delete(d, b('b'))).toBe(false);
+    expect(await dicts.len(d)).toBe(0);
+    // A deleted key's version starts again at 1.
+    await dicts.put(d, b('a'), b('x'));
+    expect((await dicts.get(d, b('a')))?.version).toBe(1);
+    await dicts.update(d, [[b('c'), b('c')]]);
+    await dicts.clear(d);
+    expect(await dicts.len(d)).toBe(0);
+    expect(await dicts.exists(d)).toBe(true);
+    expect((await dicts.scan(d, { limit: 10 })).entries).toEqual([]);
+  });
+
+  it('increments decimal integers atomically', async () => {
+    const d = await fresh();
+    expect(await dicts.incr(d, b('n'))).toBe(1);
+    expect(await dicts.incr(d, b('n'), 41)).toBe(42);
+    expect(await dicts.incr(d, b('n'), -50)).toBe(-8);
+    expect(await dicts.get(d, b('n'))).toEqual({ value: b('-8'), version: 3 });
+    await dicts.put(d, b('s'), b('12'));
+    expect(await dicts.incr(d, b('s'), 3)).toBe(15);
+    for (const bad of ['x', '1.5', ' 1', '01', '', '99999999999999999999']) {
+      await dicts.put(d, b('bad'), b(bad));
+      await rejectsWith(dicts.incr(d, b('bad')), ErrorCode.FAILED_PRECONDITION, 'not a decimal integer');
+    }
+    await dicts.put(d, b('big'), b(String(Number.MAX_SAFE_INTEGER)));
+    await rejectsWith(dicts.incr(d, b('big')), ErrorCode.FAILED_PRECONDITION);
+    expect(await dicts.get(d, b('big'))).toEqual({ value: b(String(Number.MAX_SAFE_INTEGER)), version: 1 });
+    await rejectsWith(dicts.incr(d, b('n'), 1.5), ErrorCode.INVALID_ARGUMENT);
+
+    const n = 300;
+    const results = await Promise.all(Array.from({ length: n }, () => dicts.incr(d, b('race'), 2)));
+    expect(await dicts.get(d, b('race'))).toEqual({ value: b(String(2 * n)), version: n });
+    expect(new Set(results).size).toBe(n);
+  });
+
+  it('compares and sets by version', async () => {
+    const d = await fresh();
+    expect(await dicts.compareAndSet(d, b('k'), 1, b('v'))).toEqual({ ok: false, version: 0 });
+    expect(await dicts.compareAndSet(d, b('k'), 0, b('v1'))).toEqual({ ok: true, version: 1 });
+    expect(await dicts.compareAndSet(d, b('k'), 0, b('v2'))).toEqual({ ok: false, version: 1 });
+    expect(await dicts.compareAndSet(d, b('k'), 1, b('v2'))).toEqual({ ok: true, version: 2 });
+    expect(await dicts.get(d, b('k'))).toEqual({ value: b('v2'), version: 2 });
+
+    // Optimistic counters from many concurrent writers lose no update.
+    const workers = 20;
+    const rounds = 10;
+    let conflicts = 0;
+    await Promise.all(
+      Array.from({ length: workers }, async () => {
+        for (let i = 0; i < rounds; ) {
+          const cur = await dicts.get(d, b('c'));
+          const next = Buffer.from(String(Number(cur?.value.toString() ?? '0') + 1));
+          if ((await dicts.compareAndSet(d, b('c'), cur?.version ?? 0, next)).ok) i++;
+          else conflicts++;
+        }
+      }),
+    );
+    expect(await dicts.get(d, b('c'))).toEqual({ value: b(String(workers * rounds)), version: workers * rounds });
+    expect(conflicts).toBeGreaterThanOrEqual(0);
+  });
+
+  it('hides expired keys from every read and sweeps them', async () => {
+    const d = await fresh();
+    await dicts.put(d, b('stay'), b('s'));
+    await dicts.put(d, b('long'), b('l'), { ttlMs: 60_000 });
+    await dicts.put(d, b('gone'), b('g'), { ttlMs: 50 });
+    await dicts.put(d, b('counter'), b('1'), { ttlMs: 500 });
+    expect(await dicts.incr(d, b('counter'))).toBe(2);
+    await dicts.put(d, b('cleared'), b('c'), { ttlMs: 50 });
+    await dicts.put(d, b('cleared'), b('c2'));
+    expect(await dicts.get(d, b('long'))).toEqual({ value: b('l'), version: 1 });
+
+    await eventually(async () => (await dicts.get(d, b('gone'))) === undefined);
+    await eventually(async () => !(await dicts.contains(d, b('counter'))));
+    expect(await dicts.getMany(d, [b('gone'), b('counter')])).toEqual([undefined, undefined]);
+    expect(await dicts.len(d)).toBe(3);
+    const page = await dicts.scan(d, { limit: 100 });
+    expect(page.entries.map((e) => e.key.toString()).sort()).toEqual(['cleared', 'long', 'stay']);
+    expect(await dicts.pop(d, b('gone'))).toBeUndefined();
+    expect(await dicts.delete(d, b('counter'))).toBe(false);
+    // An expired key is absent to writes too: versions start again.
+    expect(await dicts.put(d, b('gone'), b('again'), { skipIfExists: true })).toBe(true);
+    expect(await dicts.get(d, b('gone'))).toEqual({ value: b('again'), version: 1 });
+    await dicts.put(d, b('cas'), b('x'), { ttlMs: 50 });
+    await eventually(async () => !(await dicts.contains(d, b('cas'))));
+    expect(await dicts.compareAndSet(d, b('cas'), 0, b('y'))).toEqual({ ok: true, version: 1 });
+    expect(await dicts.len(d)).toBe(5);
+    await rejectsWith(dicts.put(d, b('k'), b('v'), { ttlMs: 0 }), ErrorCode.INVALID_ARGUMENT);
+  });
+
+  it('scans 100,000 keys in bounded pages, each key once', async () => {
+    const d = await fresh();
+    const total = 100_000;
+    for (let start = 0; start < total; start += MAX_BATCH_ENTRIES) {
+      const batch = Array.from({ length: MAX_BATCH_ENTRIES }, (_, i) => [b(`key-${start + i}`), b(`v${start + i}`)] as const);
+      await dicts.update(d, batch);
+    }
+    expect(await dicts.len(d)).toBe(total);
+    const seen = new Set<string>();
+    let cursor: string | undefined;
+    let pages = 0;
+    let largest = 0;
+    let wrong = 0;
+    let first: DictEntry[] | undefined;
+    do {
+      const page = await dicts.scan(d, { cursor, limit: 1000 });
+      largest = Math.max(largest, page.entries.length);
+      first ??= page.entries;
+      for (const e of page.entries) {
+        const k = e.key.toString();
+        if (e.value.toString() !== `v${k.slice(4)}` || e.version !== 1) wrong++;
+        seen.add(k);
+      }
+      cursor = page.cursor;
+      pages++;
+    } while (cursor !== undefined);
+    expect(largest).toBeLessThanOrEqual(1000);
+    expect(wrong).toBe(0);
+    expect(seen.size).toBe(total);
+    expect(pages).toBeGreaterThanOrEqual(total / 1000);
+    // Entries a caller holds stay intact after later calls.
+    expect(first!.every((e) => e.value.toString() === `v${e.key.toString().slice(4)}`)).toBe(true);
+    await rejectsWith(dicts.scan(d, { cursor: 'not a cursor!', limit: 10 }), ErrorCode.INVALID_ARGUMENT);
+    await rejectsWith(dicts.scan(d, { limit: 0 }), ErrorCode.INVALID_ARGUMENT);
+    await dicts.clear(d);
+    expect(await dicts.len(d)).toBe(0);
+    expect(await dicts.scan(d, { limit: 10 })).toEqual({ entries: [] });
+  });
+
+  it('scans long keys that share a prefix', async () => {
+    const d = await fresh();
+    const keys = Array.from({ length: 25 }, (_, i) => Buffer.concat([Buffer.alloc(3000, 'p'), b(String(i))]));
+    for (const k of keys) await dicts.put(d, k, k.subarray(-2));
+    const got: Buffer[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await dicts.scan(d, { cursor, limit: 4 });
+      got.push(...page.entries.map((e) => e.key));
+      cursor = page.cursor;
+    } while (cursor);
+    expect(got.map((k) => k.toString('hex')).sort()).toEqual(keys.map((k) => k.toString('hex')).sort());
+    expect(await dicts.get(d, keys[7]!)).toEqual({ value: keys[7]!.subarray(-2), version: 1 });
+  });
+
+  it('enforces the limits', async () => {
+    const d = await fresh();
+    const maxKey = Buffer.alloc(MAX_KEY_BYTES, 'k');
+    expect(await dicts.put(d, maxKey, b('v'))).toBe(true);
+    expect(await dicts.get(d, maxKey)).toEqual({ value: b('v'), version: 1 });
+    await rejectsWith(dicts.put(d, Buffer.alloc(MAX_KEY_BYTES + 1), b('v')), ErrorCode.INVALID_ARGUMENT, 'key');
+    await rejectsWith(dicts.get(d, Buffer.alloc(MAX_KEY_BYTES + 1)), ErrorCode.INVALID_ARGUMENT);
+    await rejectsWith(dicts.put(d, Buffer.alloc(0), b('v')), ErrorCode.INVALID_ARGUMENT, 'empty');
+    await rejectsWith(dicts.get(d, Buffer.alloc(0)), ErrorCode.INVALID_ARGUMENT);
+    const maxValue = Buffer.alloc(MAX_VALUE_BYTES, 7);
+    expect(await dicts.put(d, b('big'), maxValue)).toBe(true);
+    expect((await dicts.get(d, b('big')))?.value.equals(maxValue)).toBe(true);
+    await rejectsWith(dicts.put(d, b('big'), Buffer.alloc(MAX_VALUE_BYTES + 1)), ErrorCode.INVALID_ARGUMENT, 'value');
+    await rejectsWith(dicts.update(d, [[b('x'), Buffer.alloc(MAX_VALUE_BYTES + 1)]]), ErrorCode.INVALID_ARGUMENT);
+    await rejectsWith(dicts.compareAndSet(d, b('big'), 1, Buffer.alloc(MAX_VALUE_BYTES + 1)), ErrorCode.INVALID_ARGUMENT);
+    expect(await dicts.contains(d, b('x'))).toBe(false);
+    const tooMany = Array.from({ length: MAX_BATCH_ENTRIES + 1 }, (_, i) => b(`k${i}`));
+    await rejectsWith(dicts.getMany(d, tooMany), ErrorCode.INVALID_ARGUMENT);
+    for (const bad of ['', 'a/b', 'x'.repeat(65), '..', 'has space', 'tag{x}']) {
+      await rejectsWith(dicts.create(bad), ErrorCode.INVALID_ARGUMENT, 'dict name');
+      await rejectsWith(dicts.get(bad, b('k')), ErrorCode.INVALID_ARGUMENT);
+    }
+    expect(await dicts.create('x'.repeat(64), { existOk: true })).toBeTypeOf('boolean');
+    await dicts.drop('x'.repeat(64));
+  });
+});
+
+describe('LmdbDictBackend', () => {
+  it('keeps dicts, values, versions and TTLs across close and reopen', async () => {
+    const dir = tempDir('dict-lmdb-durable');
+    try {
+      const first = new LmdbDictBackend(dir);
+      const d = uniqueName('dict');
+      await first.create(d);
+      await first.put(d, b('k'), b('v'));
+      await first.put(d, b('k'), b('v2'));
+      await first.incr(d, b('n'), 5);
+      await first.put(d, b('short'), b('s'), { ttlMs: 50 });
+      await first.close();
+
+      const second = new LmdbDictBackend(dir);
+      expect(await second.list()).toEqual([d]);
+      expect(await second.get(d, b('k'))).toEqual({ value: b('v2'), version: 2 });
+      expect(await second.incr(d, b('n'))).toBe(6);
+      await eventually(async () => (await second.len(d)) === 2);
+      await second.close();
+    } finally {
+      removeDir(dir);
+    }
+  });
+});
+
+describe('RedisDictBackend', () => {
+  let server: RedisServer;
+  beforeAll(async () => {
+    server = await startRedis();
+  });
+  afterAll(async () => {
+    await server.stop();
+    removeDir(server.dir);
+  });
+
+  it('keeps one dict in one hash slot', async () => {
+    const dicts = new RedisDictBackend(server.url);
+    const { Redis } = await import('ioredis');
+    const raw = new Redis(server.url);
+    try {
+      const d = uniqueName('dict');
+      await dicts.create(d);
+      await dicts.put(d, b('k'), b('v'), { ttlMs: 60_000 });
+      const keys = (await raw.keys(`stowage:dict:*${d}*`)).sort();
+      expect(keys).toEqual(['data', 'exp', 'idx', 'meta', 'ver'].map((p) => `stowage:dict:{${d}}:${p}`));
+    } finally {
+      raw.disconnect();
+      await dicts.close();
+    }
+  });
+
+  it('fails fast with UnavailableError while redis is down and recovers when it returns', async () => {
+    const dicts = new RedisDictBackend(server.url, { connectTimeoutMs: 300 });
+    try {
+      const d = uniqueName('dict');
+      await dicts.create(d);
+      await dicts.put(d, b('k'), b('v'));
+      await server.stop();
+      const started = Date.now();
+      await rejectsWith(dicts.get(d, b('k')), ErrorCode.UNAVAILABLE, server.url);
+      await rejectsWith(dicts.put(d, b('k'), b('v')), ErrorCode.UNAVAILABLE, server.url);
+      await rejectsWith(dicts.list(), ErrorCode.UNAVAILABLE, server.url);
+      expect(Date.now() - started).toBeLessThan(5_000);
+
+      await server.restart();
+      // The restarted server has no persistence: the dict is gone, the backend works.
+      await eventually(async () => dicts.exists(d).then((e) => !e, () => false));
+      await dicts.create(d);
+      await dicts.put(d, b('k'), b('back'));
+      expect(await dicts.get(d, b('k'))).toEqual({ value: b('back'), version: 1 });
+    } finally {
+      await dicts.close();
+    }
+  });
+});
