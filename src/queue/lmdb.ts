@@ -1,0 +1,269 @@
+/**
+ * QueueBackend on LMDB (lmdb-js): embedded, durable (a put is committed before
+ * it resolves), every operation one write transaction.
+ *
+ * Layout: `queues` name → QueueRecord (settings, the queue's sequence counter,
+ * item counts and expiry per partition); `items` [queue, partition, seq] →
+ * item, so a range read is FIFO per partition; `leases` [queue, expiresAtMs,
+ * leaseId] → leased item, so expired leases are a prefix; `leaseIds`
+ * [queue, leaseId] → expiresAtMs for ack. A redelivered item goes back under
+ * its original seq, ahead of newer items. Partition expiry and lease expiry
+ * are applied lazily at the start of each operation on the queue.
+ */
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { AlreadyExistsError } from '../common/errors.js';
+import {
+  DEAD_LETTER_PARTITION,
+  type ClearScope,
+  type DeliveredItem,
+  type GetOptions,
+  type LenScope,
+  type PeekOptions,
+  type PeekPage,
+  type PutOptions,
+  type QueueBackend,
+  type QueueInfo,
+  type QueueSettings,
+} from './types.js';
+import {
+  QueueFullError,
+  checkLeaseIds,
+  checkLimit,
+  checkMax,
+  checkPartition,
+  checkPut,
+  checkQueueName,
+  checkSettings,
+  checkVisibility,
+  parseCursor,
+  queueNotFound,
+} from './validate.js';
+
+interface QueueRecord extends QueueInfo {
+  seq: number;
+  total: number;
+  /** expiresAtMs 0: never. */
+  parts: Record<string, { count: number; expiresAtMs: number }>;
+}
+interface Item {
+  d: Buffer;
+  n: number;
+}
+interface Lease extends Item {
+  p: string;
+  s: number;
+}
+
+const MAX = Number.MAX_SAFE_INTEGER;
+
+export class LmdbQueueBackend implements QueueBackend {
+  private readonly root: RootDatabase;
+  private readonly queues: Database<QueueRecord, string>;
+  private readonly items: Database<Item, [string, string, number]>;
+  private readonly leases: Database<Lease, [string, number, string]>;
+  private readonly leaseIds: Database<number, [string, string]>;
+  private readonly events = new EventEmitter().setMaxListeners(0);
+
+  constructor(path: string) {
+    this.root = open({ path, compression: false });
+    this.queues = this.root.openDB({ name: 'queues' });
+    this.items = this.root.openDB({ name: 'queue-items' });
+    this.leases = this.root.openDB({ name: 'queue-leases' });
+    this.leaseIds = this.root.openDB({ name: 'queue-lease-ids' });
+  }
+
+  async create(name: string, settings?: Partial<QueueSettings>): Promise<QueueInfo> {
+    checkQueueName(name);
+    const s = checkSettings(settings);
+    return this.root.transaction(() => {
+      if (this.queues.doesExist(name)) throw new AlreadyExistsError(`queue ${name} already exists`);
+      const rec: QueueRecord = { name, ...s, createdAtMs: Date.now(), seq: 0, total: 0, parts: {} };
+      void this.queues.put(name, rec);
+      return info(rec);
+    });
+  }
+
+  async drop(name: string): Promise<void> {
+    await this.withQueue(name, (rec) => {
+      for (const p of Object.keys(rec.parts)) this.dropPartition(rec, p);
+      void this.queues.remove(name);
+    }, false);
+  }
+
+  async list(): Promise<QueueInfo[]> {
+    return [...this.queues.getRange()].map(({ value }) => info(value));
+  }
+
+  async info(name: string): Promise<QueueInfo> {
+    checkQueueName(name);
+    const rec = this.queues.get(name);
+    if (!rec) throw queueNotFound(name);
+    return info(rec);
+  }
+
+  async put(name: string, items: Buffer[], options: PutOptions = {}): Promise<void> {
+    const partition = checkPartition(options.partition);
+    const ttl = checkPut(items, partition, options.partitionTtlMs);
+    await this.withQueue(name, (rec, now) => {
+      if (rec.total + items.length > rec.maxSize) {
+        throw new QueueFullError(name, rec.maxSize - rec.total, items.length);
+      }
+      const part = (rec.parts[partition] ??= { count: 0, expiresAtMs: 0 });
+      for (const d of items) void this.items.put([name, partition, ++rec.seq], { d, n: 0 });
+      part.count += items.length;
+      part.expiresAtMs = ttl === 0 ? 0 : now + ttl;
+      rec.total += items.length;
+    });
+    this.events.emit(`${name}\n${partition}`);
+  }
+
+  async get(name: string, options: GetOptions = {}): Promise<DeliveredItem[]> {
+    const partition = checkPartition(options.partition);
+    const max = checkMax(options.max);
+    const visibility = options.ack ? checkVisibility(options.ack.visibilityMs) : 0;
+    return this.withQueue(name, (rec, now) => {
+      const out: DeliveredItem[] = [];
+      const part = rec.parts[partition];
+      if (!part) return out;
+      const range = { start: [name, partition, 0], end: [name, partition, MAX], limit: max };
+      for (const { key, value } of [...this.items.getRange(range)]) {
+        void this.items.remove(key);
+        const n = value.n + 1;
+        if (visibility === 0) {
+          part.count--;
+          rec.total--;
+          out.push({ data: value.d, deliveries: n });
+        } else {
+          const leaseId = randomUUID();
+          const expiresAtMs = now + visibility;
+          void this.leases.put([name, expiresAtMs, leaseId], { d: value.d, n, p: partition, s: key[2] });
+          void this.leaseIds.put([name, leaseId], expiresAtMs);
+          out.push({ data: value.d, deliveries: n, leaseId });
+        }
+      }
+      return out;
+    });
+  }
+
+  async ack(name: string, leaseIds: string[]): Promise<number> {
+    checkLeaseIds(leaseIds);
+    return this.withQueue(name, (rec) => {
+      let acked = 0;
+      for (const id of leaseIds) {
+        const expiresAtMs = this.leaseIds.get([name, id]);
+        if (expiresAtMs === undefined) continue;
+        const lease = this.leases.get([name, expiresAtMs, id]);
+        void this.leaseIds.remove([name, id]);
+        void this.leases.remove([name, expiresAtMs, id]);
+        const part = lease && rec.parts[lease.p];
+        if (!part) continue;
+        part.count--;
+        rec.total--;
+        acked++;
+      }
+      return acked;
+    });
+  }
+
+  async len(name: string, scope: LenScope = {}): Promise<number> {
+    const partition = 'total' in scope ? undefined : checkPartition(scope.partition);
+    return this.withQueue(name, (rec) =>
+      partition === undefined ? rec.total : (rec.parts[partition]?.count ?? 0),
+    );
+  }
+
+  async clear(name: string, scope: ClearScope = {}): Promise<void> {
+    const partition = 'all' in scope ? undefined : checkPartition(scope.partition);
+    await this.withQueue(name, (rec) => {
+      const parts = partition === undefined ? Object.keys(rec.parts) : [partition];
+      for (const p of parts) this.dropPartition(rec, p);
+    });
+  }
+
+  async peek(name: string, options: PeekOptions = {}): Promise<PeekPage> {
+    const partition = checkPartition(options.partition);
+    const limit = checkLimit(options.limit);
+    const after = parseCursor(options.cursor);
+    return this.withQueue(name, () => {
+      const range = { start: [name, partition, after + 1], end: [name, partition, MAX], limit: limit + 1 };
+      const rows = [...this.items.getRange(range)];
+      const page = rows.slice(0, limit);
+      return {
+        items: page.map(({ value }) => ({ data: value.d, deliveries: value.n })),
+        cursor: rows.length > limit ? String(page[page.length - 1]!.key[2]) : undefined,
+      };
+    });
+  }
+
+  waitForItems(name: string, partition: string, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const event = `${name}\n${partition}`;
+      const done = () => {
+        this.events.off(event, done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      if (signal.aborted) return resolve();
+      this.events.on(event, done);
+      signal.addEventListener('abort', done);
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+
+  /** Runs `fn` in a write transaction on an existing queue, after expiring what is due. */
+  private async withQueue<T>(name: string, fn: (rec: QueueRecord, now: number) => T, save = true): Promise<T> {
+    checkQueueName(name);
+    return this.root.transaction(() => {
+      const rec = this.queues.get(name);
+      if (!rec) throw queueNotFound(name);
+      const now = Date.now();
+      this.expire(rec, now);
+      const result = fn(rec, now);
+      if (save) void this.queues.put(name, rec);
+      return result;
+    });
+  }
+
+  private expire(rec: QueueRecord, now: number): void {
+    for (const [p, part] of Object.entries(rec.parts)) {
+      if (part.expiresAtMs !== 0 && part.expiresAtMs <= now) this.dropPartition(rec, p);
+    }
+    for (const { key, value } of [...this.leases.getRange({ start: [rec.name, 0], end: [rec.name, now + 1] })]) {
+      void this.leases.remove(key);
+      void this.leaseIds.remove([rec.name, key[2]]);
+      const from = rec.parts[value.p];
+      if (!from) continue;
+      let to = value.p;
+      if (value.n >= rec.maxDeliveries) {
+        to = DEAD_LETTER_PARTITION;
+        from.count--;
+        (rec.parts[to] ??= { count: 0, expiresAtMs: 0 }).count++;
+      }
+      void this.items.put([rec.name, to, value.s], { d: value.d, n: value.n });
+    }
+  }
+
+  private dropPartition(rec: QueueRecord, partition: string): void {
+    const part = rec.parts[partition];
+    if (!part) return;
+    for (const key of [...this.items.getKeys({ start: [rec.name, partition, 0], end: [rec.name, partition, MAX] })]) {
+      void this.items.remove(key);
+    }
+    for (const { key, value } of [...this.leases.getRange({ start: [rec.name, 0], end: [rec.name, MAX] })]) {
+      if (value.p !== partition) continue;
+      void this.leases.remove(key);
+      void this.leaseIds.remove([rec.name, key[2]]);
+    }
+    rec.total -= part.count;
+    delete rec.parts[partition];
+  }
+}
+
+function info(rec: QueueRecord): QueueInfo {
+  return { name: rec.name, maxSize: rec.maxSize, maxDeliveries: rec.maxDeliveries, createdAtMs: rec.createdAtMs };
+}

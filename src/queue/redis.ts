@@ -1,0 +1,264 @@
+/**
+ * QueueBackend on Redis (ioredis), for more than one stowage server. Every
+ * operation is one Lua script (redis-scripts.ts) over keys that share the hash
+ * tag {NAME}, so a queue lives in one Cluster slot and each operation is
+ * atomic. The queue-name index (`stowage:queues`) is a separate set, updated
+ * after create/drop, used only by list().
+ *
+ * Redis away: commands fail fast (no offline queue, one retry) with an
+ * UnavailableError naming the URL; the client keeps reconnecting in the
+ * background and works again once Redis is back. Scripts are re-sent after a
+ * restart (NOSCRIPT). Wake-ups come from a second connection subscribed to
+ * QUEUE_EVENTS_CHANNEL.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { Redis } from 'ioredis';
+import {
+  AlreadyExistsError,
+  InternalError,
+  StowageError,
+  UnavailableError,
+  messageOf,
+} from '../common/errors.js';
+import * as lua from './redis-scripts.js';
+import type {
+  ClearScope,
+  DeliveredItem,
+  GetOptions,
+  LenScope,
+  PeekOptions,
+  PeekPage,
+  PutOptions,
+  QueueBackend,
+  QueueInfo,
+  QueueSettings,
+} from './types.js';
+import {
+  QueueFullError,
+  checkLeaseIds,
+  checkLimit,
+  checkMax,
+  checkPartition,
+  checkPut,
+  checkQueueName,
+  checkSettings,
+  checkVisibility,
+  parseCursor,
+  queueNotFound,
+} from './validate.js';
+
+const NAMES_KEY = 'stowage:queues';
+type Arg = string | Buffer | number;
+
+export interface RedisQueueOptions {
+  /** redis://host:port[/db] */
+  url: string;
+}
+
+export class RedisQueueBackend implements QueueBackend {
+  private readonly events = new EventEmitter().setMaxListeners(0);
+  private readonly shas = new Map<string, string>();
+  /** The URL without its password, for error messages. */
+  private readonly where: string;
+
+  private constructor(
+    private readonly client: Redis,
+    private readonly sub: Redis,
+    url: string,
+  ) {
+    this.where = redact(url);
+  }
+
+  /** Connects (UnavailableError if Redis cannot be reached) and subscribes to put events. */
+  static async connect(options: RedisQueueOptions): Promise<RedisQueueBackend> {
+    const common = { lazyConnect: true, retryStrategy: (n: number) => Math.min(n * 100, 1000), connectTimeout: 3000 };
+    const client = new Redis(options.url, { ...common, maxRetriesPerRequest: 1, enableOfflineQueue: false });
+    const sub = new Redis(options.url, common);
+    const backend = new RedisQueueBackend(client, sub, options.url);
+    client.on('error', () => {});
+    sub.on('error', () => {});
+    sub.on('message', (_channel: string, message: string) => backend.events.emit(message));
+    try {
+      await client.connect();
+      await sub.connect();
+      await sub.subscribe(lua.QUEUE_EVENTS_CHANNEL);
+    } catch (err) {
+      client.disconnect();
+      sub.disconnect();
+      throw backend.unavailable(err);
+    }
+    return backend;
+  }
+
+  async create(name: string, settings?: Partial<QueueSettings>): Promise<QueueInfo> {
+    checkQueueName(name);
+    const s = checkSettings(settings);
+    const createdAtMs = Date.now();
+    await this.run(lua.CREATE, name, [s.maxSize, s.maxDeliveries, createdAtMs]);
+    await this.call(() => this.client.sadd(NAMES_KEY, name));
+    return { name, ...s, createdAtMs };
+  }
+
+  async drop(name: string): Promise<void> {
+    checkQueueName(name);
+    await this.run(lua.DROP, name, []);
+    await this.call(() => this.client.srem(NAMES_KEY, name));
+  }
+
+  async list(): Promise<QueueInfo[]> {
+    const names = (await this.call(() => this.client.smembers(NAMES_KEY))).sort();
+    const out: QueueInfo[] = [];
+    for (const name of names) {
+      try {
+        out.push(await this.info(name));
+      } catch (err) {
+        if (!(err instanceof StowageError && err.code === 'NOT_FOUND')) throw err;
+      }
+    }
+    return out;
+  }
+
+  async info(name: string): Promise<QueueInfo> {
+    checkQueueName(name);
+    const [maxSize, maxDeliveries, createdAtMs] = (await this.run(lua.INFO, name, [])) as Buffer[];
+    return {
+      name,
+      maxSize: Number(String(maxSize)),
+      maxDeliveries: Number(String(maxDeliveries)),
+      createdAtMs: Number(String(createdAtMs)),
+    };
+  }
+
+  async put(name: string, items: Buffer[], options: PutOptions = {}): Promise<void> {
+    checkQueueName(name);
+    const partition = checkPartition(options.partition);
+    const ttl = checkPut(items, partition, options.partitionTtlMs);
+    await this.run(lua.PUT, name, [partition, ttl, ...items]);
+  }
+
+  async get(name: string, options: GetOptions = {}): Promise<DeliveredItem[]> {
+    checkQueueName(name);
+    const partition = checkPartition(options.partition);
+    const max = checkMax(options.max);
+    const visibility = options.ack ? checkVisibility(options.ack.visibilityMs) : 0;
+    const leaseIds = visibility === 0 ? [] : Array.from({ length: max }, () => randomUUID());
+    const flat = (await this.run(lua.GET, name, [partition, max, visibility, ...leaseIds])) as (Buffer | number)[];
+    const out: DeliveredItem[] = [];
+    for (let i = 0; i < flat.length; i += 3) {
+      const leaseId = String(flat[i + 2]);
+      out.push({ data: flat[i] as Buffer, deliveries: Number(flat[i + 1]), ...(leaseId ? { leaseId } : {}) });
+    }
+    return out;
+  }
+
+  async ack(name: string, leaseIds: string[]): Promise<number> {
+    checkQueueName(name);
+    checkLeaseIds(leaseIds);
+    return Number(await this.run(lua.ACK, name, leaseIds));
+  }
+
+  async len(name: string, scope: LenScope = {}): Promise<number> {
+    checkQueueName(name);
+    const args = 'total' in scope ? ['total', ''] : ['part', checkPartition(scope.partition)];
+    return Number(await this.run(lua.LEN, name, args));
+  }
+
+  async clear(name: string, scope: ClearScope = {}): Promise<void> {
+    checkQueueName(name);
+    const args = 'all' in scope ? ['all', ''] : ['part', checkPartition(scope.partition)];
+    await this.run(lua.CLEAR, name, args);
+  }
+
+  async peek(name: string, options: PeekOptions = {}): Promise<PeekPage> {
+    checkQueueName(name);
+    const partition = checkPartition(options.partition);
+    const limit = checkLimit(options.limit);
+    const after = parseCursor(options.cursor);
+    const flat = (await this.run(lua.PEEK, name, [partition, after, limit + 1])) as Buffer[];
+    const rows: { id: string; data: Buffer; deliveries: number }[] = [];
+    for (let i = 0; i < flat.length; i += 3) {
+      rows.push({ id: String(flat[i]), data: flat[i + 1]!, deliveries: Number(String(flat[i + 2])) });
+    }
+    const page = rows.slice(0, limit);
+    return {
+      items: page.map(({ data, deliveries }) => ({ data, deliveries })),
+      cursor: rows.length > limit ? page[page.length - 1]!.id : undefined,
+    };
+  }
+
+  waitForItems(name: string, partition: string, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const event = `${name}\n${partition}`;
+      const done = () => {
+        this.events.off(event, done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      if (signal.aborted) return resolve();
+      this.events.on(event, done);
+      signal.addEventListener('abort', done);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.client.disconnect();
+    this.sub.disconnect();
+  }
+
+  /** Runs a script for queue `name`, loading it again if Redis forgot it. */
+  private async run(script: string, name: string, args: Arg[]): Promise<unknown> {
+    const prefix = `stowage:queue:{${name}}:`;
+    const keyAndArgs: Arg[] = [1, `${prefix}meta`, prefix, name, ...args];
+    let sha = this.shas.get(script);
+    if (!sha) this.shas.set(script, (sha = createHash('sha1').update(script).digest('hex')));
+    try {
+      try {
+        return await this.client.callBuffer('EVALSHA', sha, ...keyAndArgs);
+      } catch (err) {
+        if (!messageOf(err).startsWith('NOSCRIPT')) throw err;
+        return await this.client.callBuffer('EVAL', script, ...keyAndArgs);
+      }
+    } catch (err) {
+      // Redis may or may not prefix a script's error_reply with "ERR ".
+      const msg = messageOf(err).replace(/^ERR /, '');
+      if (msg.startsWith('STOWAGE_NOT_FOUND')) throw queueNotFound(name);
+      if (msg.startsWith('STOWAGE_EXISTS')) throw new AlreadyExistsError(`queue ${name} already exists`);
+      if (msg.startsWith('STOWAGE_FULL')) {
+        const [, free, requested] = msg.split(' ');
+        throw new QueueFullError(name, Number(free), Number(requested));
+      }
+      throw this.fail(err);
+    }
+  }
+
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw this.fail(err);
+    }
+  }
+
+  private fail(err: unknown): StowageError {
+    if (err instanceof StowageError) return err;
+    if (err instanceof Error && err.name === 'ReplyError') {
+      return new InternalError(`redis at ${this.where}: ${err.message}`, { cause: err });
+    }
+    return this.unavailable(err);
+  }
+
+  private unavailable(err: unknown): UnavailableError {
+    return new UnavailableError(`redis at ${this.where} is unavailable: ${messageOf(err)}`, { cause: err });
+  }
+}
+
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString().replace(/\/$/, '');
+  } catch {
+    return url;
+  }
+}

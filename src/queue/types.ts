@@ -1,0 +1,134 @@
+/**
+ * The queue contract. Every backend (LMDB embedded, Redis shared) implements
+ * QueueBackend and passes test/queue-contract.test.ts unchanged.
+ *
+ * Model: a named queue holds partitions; each partition is a FIFO of byte
+ * items. Partition '' is the default partition and never expires; any other
+ * partition expires (with its items) `partitionTtlMs` after its last put.
+ *
+ * Delivery: `get` without `ack` removes items for good (each item is delivered
+ * at most once, even to concurrent getters). `get` with `ack` leases items: each
+ * carries a lease id; `ack` removes them. An item not acked within
+ * `visibilityMs` goes back to its partition at its original position, so it is
+ * redelivered BEFORE newer items. An item whose lease expires after it has been
+ * delivered `maxDeliveries` times moves to DEAD_LETTER_PARTITION instead.
+ *
+ * Counting: an item counts toward len() and maxSize from its put until it is
+ * removed (plain get, ack, clear, drop, partition expiry), leased items and
+ * dead letters included.
+ */
+export const MAX_ITEM_BYTES = 1024 * 1024;
+export const MAX_PARTITION_KEY_BYTES = 64;
+export const MAX_ITEMS_PER_PUT = 5000;
+export const MAX_ITEMS_PER_GET = 1000;
+export const MAX_PAGE_ITEMS = 1000;
+export const DEFAULT_PARTITION = '';
+/** Where items go after maxDeliveries unacked deliveries. Not writable by put. */
+export const DEAD_LETTER_PARTITION = '__dead__';
+export const DEFAULT_MAX_SIZE = 100_000;
+export const MAX_MAX_SIZE = 1_000_000_000;
+export const DEFAULT_MAX_DELIVERIES = 5;
+export const MAX_MAX_DELIVERIES = 1000;
+export const DEFAULT_PARTITION_TTL_MS = 24 * 3600_000;
+export const MAX_PARTITION_TTL_MS = 7 * 24 * 3600_000;
+export const MAX_VISIBILITY_MS = 12 * 3600_000;
+/**
+ * Lease expiry is not announced by waitForItems; a blocked get should re-check
+ * at least this often so redelivered items are picked up.
+ */
+export const REDELIVERY_POLL_MS = 1000;
+
+export interface QueueSettings {
+  /** Most items the queue holds at once (all partitions, leased and dead included). */
+  maxSize: number;
+  /** Deliveries of one item in ack mode before it moves to the dead-letter partition. */
+  maxDeliveries: number;
+}
+
+export interface QueueInfo extends QueueSettings {
+  name: string;
+  createdAtMs: number;
+}
+
+export interface PutOptions {
+  partition?: string;
+  /** Ignored for the default partition. Defaults to DEFAULT_PARTITION_TTL_MS. */
+  partitionTtlMs?: number;
+}
+
+export interface GetOptions {
+  partition?: string;
+  /** 1..MAX_ITEMS_PER_GET, default 1. */
+  max?: number;
+  /** Lease items instead of removing them. */
+  ack?: { visibilityMs: number };
+}
+
+export interface DeliveredItem {
+  data: Buffer;
+  /** Present only in ack mode. */
+  leaseId?: string;
+  /** How many times this item has been delivered, this time included. */
+  deliveries: number;
+}
+
+export interface PeekOptions {
+  partition?: string;
+  /** From a previous page; omit for the first page. */
+  cursor?: string;
+  /** 1..MAX_PAGE_ITEMS, default 100. */
+  limit?: number;
+}
+
+export interface PeekPage {
+  /** Deliverable items in delivery order (leased items are not shown). */
+  items: { data: Buffer; deliveries: number }[];
+  /** Pass to the next peek; undefined when this is the last page. */
+  cursor?: string;
+}
+
+export type LenScope = { partition?: string } | { total: true };
+export type ClearScope = { partition?: string } | { all: true };
+
+export interface QueueBackend {
+  /** Creates an empty queue. AlreadyExistsError if the name is taken. */
+  create(name: string, settings?: Partial<QueueSettings>): Promise<QueueInfo>;
+  /** Removes a queue and all its items and leases. NotFoundError if unknown. */
+  drop(name: string): Promise<void>;
+  /** All queues, sorted by name. */
+  list(): Promise<QueueInfo[]>;
+  /** Settings of one queue. NotFoundError if unknown. */
+  info(name: string): Promise<QueueInfo>;
+  /**
+   * Appends items, in order, to the end of one partition, atomically: all or
+   * none. Refreshes the partition's expiry. QueueFullError (nothing written)
+   * if the queue would hold more than maxSize items.
+   */
+  put(name: string, items: Buffer[], options?: PutOptions): Promise<void>;
+  /**
+   * Up to `max` items from the head of a partition, without waiting: an empty
+   * array when none are deliverable. Atomic with respect to other getters.
+   */
+  get(name: string, options?: GetOptions): Promise<DeliveredItem[]>;
+  /**
+   * Removes leased items for good. Returns how many leases were still held;
+   * unknown or expired lease ids are ignored (the item may be redelivered).
+   */
+  ack(name: string, leaseIds: string[]): Promise<number>;
+  /** Items held by one partition (default '') or by the whole queue. */
+  len(name: string, scope?: LenScope): Promise<number>;
+  /** Removes the items (and leases) of one partition or of all partitions. */
+  clear(name: string, scope?: ClearScope): Promise<void>;
+  /** Reads deliverable items without removing them, one page at a time. */
+  peek(name: string, options?: PeekOptions): Promise<PeekPage>;
+  /**
+   * Resolves after a put to this queue and partition, or when `signal`
+   * aborts. Wakes may be spurious: the caller calls get again. To avoid a
+   * lost wake-up, call this BEFORE the get that found nothing, and also
+   * re-check every REDELIVERY_POLL_MS (lease expiry is not announced).
+   * LMDB: an in-process EventEmitter. Redis: the pub/sub channel
+   * QUEUE_EVENTS_CHANNEL, published by the put script.
+   */
+  waitForItems(name: string, partition: string, signal: AbortSignal): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,114 @@
+/** Argument checks shared by every queue backend, so all reject alike. */
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+} from '../common/errors.js';
+import { checkName } from '../common/validate.js';
+import {
+  DEAD_LETTER_PARTITION,
+  DEFAULT_MAX_DELIVERIES,
+  DEFAULT_MAX_SIZE,
+  DEFAULT_PARTITION_TTL_MS,
+  MAX_ITEM_BYTES,
+  MAX_ITEMS_PER_GET,
+  MAX_ITEMS_PER_PUT,
+  MAX_MAX_DELIVERIES,
+  MAX_MAX_SIZE,
+  MAX_PAGE_ITEMS,
+  MAX_PARTITION_KEY_BYTES,
+  MAX_PARTITION_TTL_MS,
+  MAX_VISIBILITY_MS,
+  type QueueSettings,
+} from './types.js';
+
+/**
+ * A put that does not fit under maxSize. FAILED_PRECONDITION on the wire
+ * until the error codes grow RESOURCE_EXHAUSTED; the service layer can test
+ * `instanceof QueueFullError` to turn it into back-pressure.
+ */
+export class QueueFullError extends FailedPreconditionError {
+  constructor(
+    readonly queue: string,
+    readonly free: number,
+    readonly requested: number,
+  ) {
+    super(`queue ${queue} is full: ${requested} items requested, room for ${free}`);
+  }
+}
+
+export function queueNotFound(name: string): NotFoundError {
+  return new NotFoundError(`queue ${name} not found (create it with: stowage queue create ${name})`);
+}
+
+export const checkQueueName = (name: string): string => checkName('queue', name);
+
+export function checkPartition(partition: string | undefined): string {
+  const p = partition ?? '';
+  if (typeof p !== 'string') throw new InvalidArgumentError('partition key must be a string');
+  if (p !== '' && Buffer.byteLength(p) > MAX_PARTITION_KEY_BYTES) {
+    throw new InvalidArgumentError(
+      `partition key is ${Buffer.byteLength(p)} bytes, over the limit of ${MAX_PARTITION_KEY_BYTES}`,
+    );
+  }
+  return p;
+}
+
+function checkInt(what: string, v: number, min: number, max: number): number {
+  if (!Number.isInteger(v) || v < min || v > max) {
+    throw new InvalidArgumentError(`${what} must be an integer from ${min} to ${max}, got ${v}`);
+  }
+  return v;
+}
+
+export function checkSettings(s: Partial<QueueSettings> = {}): QueueSettings {
+  return {
+    maxSize: checkInt('maxSize', s.maxSize ?? DEFAULT_MAX_SIZE, 1, MAX_MAX_SIZE),
+    maxDeliveries: checkInt('maxDeliveries', s.maxDeliveries ?? DEFAULT_MAX_DELIVERIES, 1, MAX_MAX_DELIVERIES),
+  };
+}
+
+/** Returns the TTL in ms, or 0 for the default partition (never expires). */
+export function checkPut(items: Buffer[], partition: string, ttlMs: number | undefined): number {
+  if (partition === DEAD_LETTER_PARTITION) {
+    throw new InvalidArgumentError(`partition ${DEAD_LETTER_PARTITION} is reserved for dead letters`);
+  }
+  if (!Array.isArray(items) || items.length === 0) throw new InvalidArgumentError('put needs at least one item');
+  if (items.length > MAX_ITEMS_PER_PUT) {
+    throw new InvalidArgumentError(`put of ${items.length} items is over the limit of ${MAX_ITEMS_PER_PUT}`);
+  }
+  for (const item of items) {
+    if (!Buffer.isBuffer(item)) throw new InvalidArgumentError('queue items must be Buffers');
+    if (item.length > MAX_ITEM_BYTES) {
+      throw new InvalidArgumentError(`item of ${item.length} bytes is over the limit of ${MAX_ITEM_BYTES}`);
+    }
+  }
+  const ttl = checkInt('partitionTtlMs', ttlMs ?? DEFAULT_PARTITION_TTL_MS, 1, MAX_PARTITION_TTL_MS);
+  return partition === '' ? 0 : ttl;
+}
+
+export function checkMax(max: number | undefined): number {
+  return checkInt('max', max ?? 1, 1, MAX_ITEMS_PER_GET);
+}
+
+export function checkVisibility(ms: number): number {
+  return checkInt('visibilityMs', ms, 1, MAX_VISIBILITY_MS);
+}
+
+export function checkLimit(limit: number | undefined): number {
+  return checkInt('limit', limit ?? 100, 1, MAX_PAGE_ITEMS);
+}
+
+/** Cursors are the last sequence number seen, as a decimal string. */
+export function parseCursor(cursor: string | undefined): number {
+  if (cursor === undefined) return 0;
+  if (!/^\d{1,16}$/.test(cursor)) throw new InvalidArgumentError(`invalid cursor ${JSON.stringify(cursor)}`);
+  return Number(cursor);
+}
+
+export function checkLeaseIds(ids: string[]): string[] {
+  if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string' || id.length === 0 || id.length > 128)) {
+    throw new InvalidArgumentError('lease ids must be non-empty strings');
+  }
+  return ids;
+}

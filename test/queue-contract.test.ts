@@ -1,0 +1,329 @@
+/**
+ * The QueueBackend contract, run unchanged against LMDB and Redis.
+ * Timing-dependent checks poll with a deadline and never assert durations.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isStowageError } from '../src/common/errors.js';
+import { LmdbQueueBackend } from '../src/queue/lmdb.js';
+import { RedisQueueBackend } from '../src/queue/redis.js';
+import {
+  DEAD_LETTER_PARTITION,
+  MAX_ITEM_BYTES,
+  MAX_PARTITION_KEY_BYTES,
+  type QueueBackend,
+} from '../src/queue/types.js';
+import { QueueFullError } from '../src/queue/validate.js';
+import { removeDir, tempDir, uniqueName } from './support/processes.js';
+import { startRedis, type RedisServer } from './support/redis.js';
+
+interface Setup {
+  backend: QueueBackend;
+  /** Closes and opens the backend again on the same storage. */
+  reopen(): Promise<QueueBackend>;
+  /** Redis only: stop and restart the server. */
+  redis?: RedisServer;
+  teardown(): Promise<void>;
+}
+
+const setups: [string, () => Promise<Setup>][] = [
+  [
+    'lmdb',
+    async () => {
+      const dir = tempDir('queue-lmdb');
+      const s: Setup = {
+        backend: new LmdbQueueBackend(dir),
+        async reopen() {
+          await s.backend.close();
+          return (s.backend = new LmdbQueueBackend(dir));
+        },
+        async teardown() {
+          await s.backend.close();
+          removeDir(dir);
+        },
+      };
+      return s;
+    },
+  ],
+  [
+    'redis',
+    async () => {
+      const redis = await startRedis();
+      const s: Setup = {
+        backend: await RedisQueueBackend.connect({ url: redis.url }),
+        redis,
+        async reopen() {
+          await s.backend.close();
+          return (s.backend = await RedisQueueBackend.connect({ url: redis.url }));
+        },
+        async teardown() {
+          await s.backend.close();
+          await redis.stop();
+          removeDir(redis.dir);
+        },
+      };
+      return s;
+    },
+  ],
+];
+
+const b = (s: string) => Buffer.from(s);
+const texts = (items: { data: Buffer }[]) => items.map((i) => i.data.toString());
+
+async function until<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    let v: T | undefined;
+    let err: unknown;
+    try {
+      v = await fn();
+      if (ok(v)) return v;
+    } catch (e) {
+      err = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${String(err ?? JSON.stringify(v))}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+async function code(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    return isStowageError(err) ? err.code : `not a StowageError: ${String(err)}`;
+  }
+  return 'resolved';
+}
+
+describe.each(setups)('QueueBackend on %s', (kind, make) => {
+  let s: Setup;
+  let q: QueueBackend;
+  beforeAll(async () => {
+    s = await make();
+    q = s.backend;
+  });
+  afterAll(async () => s?.teardown());
+
+  async function fresh(settings?: { maxSize?: number; maxDeliveries?: number }): Promise<string> {
+    const name = uniqueName('q');
+    await q.create(name, settings);
+    return name;
+  }
+
+  it('create, info, list, drop; duplicate create and unknown queue', async () => {
+    const name = await fresh({ maxSize: 10, maxDeliveries: 2 });
+    expect(await q.info(name)).toMatchObject({ name, maxSize: 10, maxDeliveries: 2 });
+    expect((await q.list()).map((i) => i.name)).toContain(name);
+    expect(await code(q.create(name))).toBe('ALREADY_EXISTS');
+    await q.drop(name);
+    expect((await q.list()).map((i) => i.name)).not.toContain(name);
+    for (const op of [q.put(name, [b('x')]), q.get(name), q.len(name), q.peek(name), q.ack(name, ['x']), q.drop(name)]) {
+      expect(await code(op)).toBe('NOT_FOUND');
+    }
+    await expect(q.get(name)).rejects.toThrow(`(create it with: stowage queue create ${name})`);
+  });
+
+  it('is FIFO per partition', async () => {
+    const name = await fresh();
+    await q.put(name, [b('a1'), b('a2')]);
+    await q.put(name, [b('p1')], { partition: 'p' });
+    await q.put(name, [b('a3')]);
+    await q.put(name, [b('p2'), b('p3')], { partition: 'p' });
+    expect(texts(await q.get(name, { max: 10 }))).toEqual(['a1', 'a2', 'a3']);
+    expect(texts(await q.get(name, { partition: 'p', max: 2 }))).toEqual(['p1', 'p2']);
+    expect(texts(await q.get(name, { partition: 'p', max: 2 }))).toEqual(['p3']);
+    expect(await q.get(name)).toEqual([]);
+    const bytes = Buffer.from([0, 255, 1, 254]);
+    await q.put(name, [bytes]);
+    expect((await q.get(name))[0]!.data.equals(bytes)).toBe(true);
+  });
+
+  it('delivers each item at most once to concurrent getters in plain mode', async () => {
+    const name = await fresh();
+    const n = 200;
+    await q.put(name, Array.from({ length: n }, (_, i) => b(String(i))));
+    const got = (await Promise.all(Array.from({ length: 10 }, () => q.get(name, { max: 30 })))).flat();
+    const rest = await q.get(name, { max: 1000 });
+    const all = texts([...got, ...rest]);
+    expect(all.length).toBe(n);
+    expect(new Set(all).size).toBe(n);
+    expect(await q.len(name)).toBe(0);
+  });
+
+  it('leases each item to one getter at a time in ack mode', async () => {
+    const name = await fresh();
+    await q.put(name, Array.from({ length: 100 }, (_, i) => b(String(i))));
+    const got = (
+      await Promise.all(Array.from({ length: 8 }, () => q.get(name, { max: 20, ack: { visibilityMs: 60_000 } })))
+    ).flat();
+    expect(got.length).toBe(100);
+    expect(new Set(texts(got)).size).toBe(100);
+    expect(new Set(got.map((i) => i.leaseId)).size).toBe(100);
+    expect(await q.get(name, { ack: { visibilityMs: 60_000 } })).toEqual([]);
+    expect(await q.ack(name, got.map((i) => i.leaseId!))).toBe(100);
+    expect(await q.len(name, { total: true })).toBe(0);
+  });
+
+  it('leases in ack mode: acked items are gone, unacked ones come back first, then go to dead letters', async () => {
+    const name = await fresh({ maxDeliveries: 2 });
+    await q.put(name, [b('a'), b('b'), b('c')]);
+    const first = await q.get(name, { max: 2, ack: { visibilityMs: 200 } });
+    expect(texts(first)).toEqual(['a', 'b']);
+    expect(first.every((i) => typeof i.leaseId === 'string' && i.deliveries === 1)).toBe(true);
+    expect(await q.ack(name, [first[0]!.leaseId!, 'no-such-lease'])).toBe(1);
+    expect(await q.len(name)).toBe(2);
+    // 'b' is redelivered before the newer 'c'.
+    const again = await until('redelivery of b', () => q.peek(name), (p) => p.items.length === 2);
+    expect(texts(again.items)).toEqual(['b', 'c']);
+    const second = await q.get(name, { max: 1, ack: { visibilityMs: 100 } });
+    expect(texts(second)).toEqual(['b']);
+    expect(second[0]!.deliveries).toBe(2);
+    await until('dead letter', () => q.len(name, { partition: DEAD_LETTER_PARTITION }), (n) => n === 1);
+    expect(texts((await q.peek(name, { partition: DEAD_LETTER_PARTITION })).items)).toEqual(['b']);
+    expect(await q.len(name)).toBe(1);
+    expect(await q.len(name, { total: true })).toBe(2);
+    expect(await q.ack(name, [second[0]!.leaseId!])).toBe(0);
+    expect(await code(q.put(name, [b('x')], { partition: DEAD_LETTER_PARTITION }))).toBe('INVALID_ARGUMENT');
+  });
+
+  it('expires a partition partitionTtlMs after its last put, but not the default partition', async () => {
+    const name = await fresh();
+    await q.put(name, [b('keep')], { partitionTtlMs: 50 });
+    await q.put(name, [b('x')], { partition: 'short', partitionTtlMs: 150 });
+    await q.put(name, [b('y')], { partition: 'long', partitionTtlMs: 3_600_000 });
+    await until('partition expiry', () => q.len(name, { partition: 'short' }), (n) => n === 0);
+    expect(await q.len(name, { partition: 'long' })).toBe(1);
+    expect(await q.len(name)).toBe(1);
+    expect(await q.len(name, { total: true })).toBe(2);
+    expect(await q.get(name, { partition: 'short' })).toEqual([]);
+  });
+
+  it('len and clear by partition and for the whole queue', async () => {
+    const name = await fresh();
+    await q.put(name, [b('1'), b('2')]);
+    await q.put(name, [b('3')], { partition: 'p' });
+    await q.get(name, { ack: { visibilityMs: 60_000 } });
+    expect(await q.len(name)).toBe(2);
+    expect(await q.len(name, { partition: 'p' })).toBe(1);
+    expect(await q.len(name, { partition: 'none' })).toBe(0);
+    expect(await q.len(name, { total: true })).toBe(3);
+    await q.clear(name, { partition: 'p' });
+    expect(await q.len(name, { total: true })).toBe(2);
+    await q.clear(name);
+    expect(await q.len(name, { total: true })).toBe(0);
+    await q.put(name, [b('4')], { partition: 'a' });
+    await q.put(name, [b('5')], { partition: 'b' });
+    await q.clear(name, { all: true });
+    expect(await q.len(name, { total: true })).toBe(0);
+    expect(await q.get(name, { partition: 'a' })).toEqual([]);
+  });
+
+  it('peeks in pages without removing', async () => {
+    const name = await fresh();
+    await q.put(name, Array.from({ length: 25 }, (_, i) => b(`i${i}`)));
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const page = await q.peek(name, { limit: 10, cursor });
+      seen.push(...texts(page.items));
+      cursor = page.cursor;
+      pages++;
+    } while (cursor !== undefined);
+    expect(pages).toBe(3);
+    expect(seen).toEqual(Array.from({ length: 25 }, (_, i) => `i${i}`));
+    expect(await q.len(name)).toBe(25);
+    expect(await code(q.peek(name, { cursor: 'junk' }))).toBe('INVALID_ARGUMENT');
+  });
+
+  it('refuses a put that does not fit under maxSize, writing nothing', async () => {
+    const name = await fresh({ maxSize: 3 });
+    await q.put(name, [b('1'), b('2')]);
+    const err = await q.put(name, [b('3'), b('4')]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(QueueFullError);
+    expect(err).toMatchObject({ free: 1, requested: 2, code: 'FAILED_PRECONDITION' });
+    expect(await q.len(name)).toBe(2);
+    await q.put(name, [b('3')]);
+    await q.get(name);
+    await q.put(name, [b('4')], { partition: 'p' });
+    expect(await q.len(name, { total: true })).toBe(3);
+  });
+
+  it('enforces limits and rejects bad input', async () => {
+    const name = await fresh();
+    const bad = [
+      q.create('bad name'),
+      q.create(uniqueName(), { maxSize: 0 }),
+      q.get('a/b'),
+      q.put(name, []),
+      q.put(name, [Buffer.alloc(MAX_ITEM_BYTES + 1)]),
+      q.put(name, ['text' as unknown as Buffer]),
+      q.put(name, [b('x')], { partition: 'p'.repeat(MAX_PARTITION_KEY_BYTES + 1) }),
+      q.put(name, [b('x')], { partition: 'p', partitionTtlMs: 0 }),
+      q.get(name, { max: 0 }),
+      q.get(name, { ack: { visibilityMs: -1 } }),
+      q.peek(name, { limit: 100_000 }),
+      q.ack(name, ['']),
+    ];
+    for (const p of bad) expect(await code(p)).toBe('INVALID_ARGUMENT');
+    await q.put(name, [Buffer.alloc(MAX_ITEM_BYTES)], { partition: 'p'.repeat(MAX_PARTITION_KEY_BYTES) });
+    const [item] = await q.get(name, { partition: 'p'.repeat(MAX_PARTITION_KEY_BYTES) });
+    expect(item!.data.length).toBe(MAX_ITEM_BYTES);
+  });
+
+  it('wakes a waiter when a put lands in its partition', async () => {
+    const name = await fresh();
+    const ctl = new AbortController();
+    let woke = false;
+    const waiting = q.waitForItems(name, 'p', ctl.signal).then(() => (woke = true));
+    await q.put(name, [b('other')], { partition: 'q' });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(woke).toBe(false);
+    await q.put(name, [b('mine')], { partition: 'p' });
+    await waiting;
+    expect(texts(await q.get(name, { partition: 'p' }))).toEqual(['mine']);
+    const aborted = new AbortController();
+    const w = q.waitForItems(name, 'p', aborted.signal);
+    aborted.abort();
+    await w;
+    ctl.abort();
+  });
+
+  it('keeps items across close and reopen', async () => {
+    const name = await fresh();
+    await q.put(name, [b('durable1'), b('durable2')], { partition: 'd' });
+    q = await s.reopen();
+    expect(texts(await q.get(name, { partition: 'd', max: 5 }))).toEqual(['durable1', 'durable2']);
+  });
+
+  // Only Redis can go away under a running backend.
+  if (kind === 'redis')
+  it('fails fast with UnavailableError naming the URL while Redis is down, and recovers', async () => {
+    if (!s.redis) throw new Error('the redis setup has no server handle');
+    const name = await fresh();
+    await s.redis.stop();
+    const err = await q.put(name, [b('x')]).catch((e: unknown) => e);
+    expect(isStowageError(err, 'UNAVAILABLE')).toBe(true);
+    expect((err as Error).message).toContain(s.redis.url);
+    await s.redis.restart();
+    // A restarted server without persistence is empty: the queue is gone.
+    await until('redis recovery', () => code(q.get(name)), (c) => c === 'NOT_FOUND');
+    await q.create(name);
+    await q.put(name, [b('back')]);
+    expect(texts(await q.get(name))).toEqual(['back']);
+    // Wake-ups work again once the subscriber connection is back.
+    await until(
+      'wake-up after recovery',
+      async () => {
+        const ctl = new AbortController();
+        const timer = setTimeout(() => ctl.abort(), 200);
+        let woke = false;
+        const waiting = q.waitForItems(name, '', ctl.signal).then(() => (woke = !ctl.signal.aborted));
+        await q.put(name, [b('ping')]);
+        await waiting;
+        clearTimeout(timer);
+        return woke;
+      },
+      (woke) => woke,
+    );
+  });
+});
