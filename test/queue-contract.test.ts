@@ -116,9 +116,9 @@ describe.each(setups)('QueueBackend on %s', (kind, make) => {
     expect(await code(q.create(name))).toBe('ALREADY_EXISTS');
     await q.drop(name);
     expect((await q.list()).map((i) => i.name)).not.toContain(name);
-    for (const op of [q.put(name, [b('x')]), q.get(name), q.len(name), q.peek(name), q.ack(name, ['x']), q.drop(name)]) {
-      expect(await code(op)).toBe('NOT_FOUND');
-    }
+    // Thunks: each call starts only when awaited, so no rejection goes unhandled.
+    const ops = [() => q.put(name, [b('x')]), () => q.get(name), () => q.len(name), () => q.peek(name), () => q.ack(name, ['x']), () => q.drop(name)];
+    for (const op of ops) expect(await code(op())).toBe('NOT_FOUND');
     await expect(q.get(name)).rejects.toThrow(`(create it with: stowage queue create ${name})`);
   });
 
