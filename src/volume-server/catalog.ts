@@ -74,6 +74,8 @@ export class VolumeCatalog {
   private readonly storeLimit = pLimit(32);
   /** Set while the index has not yet been filled from an unreachable store. */
   private syncRetry: NodeJS.Timeout | undefined;
+  private retrying: Promise<void> | undefined;
+  private closed = false;
 
   constructor(
     readonly store: BlobStore,
@@ -92,23 +94,29 @@ export class VolumeCatalog {
    * the rebuild is retried until it succeeds.
    */
   async init(retryMs = 5000): Promise<void> {
-    if (this.index.isSynced()) return;
+    if (this.closed || this.index.isSynced()) return;
     try {
       const result = await this.rebuildIndex();
       if (result.volumes > 0) this.log.info(result, 'index was empty: rebuilt it from the store');
     } catch (err) {
+      if (this.closed) return;
       this.log.warn({ err: (err as Error).message }, 'cannot rebuild the index from the store yet; retrying');
       this.syncRetry = setTimeout(() => {
         this.syncRetry = undefined;
-        void this.init(retryMs);
+        this.retrying = this.init(retryMs).catch((e: unknown) =>
+          this.log.warn({ err: (e as Error).message }, 'index rebuild failed'),
+        );
       }, retryMs);
       this.syncRetry.unref();
     }
   }
 
-  close(): void {
+  /** Stops the rebuild retries and waits for one in flight, so that the index can be closed. */
+  async close(): Promise<void> {
+    this.closed = true;
     if (this.syncRetry) clearTimeout(this.syncRetry);
     this.syncRetry = undefined;
+    await this.retrying;
   }
 
   private notFoundVolume(name: string): NotFoundError {
@@ -409,9 +417,9 @@ export class VolumeCatalog {
         continue;
       }
       await this.withLock(r.id, async () => {
-        let rec: VolumeRecord = this.index.getVolume(r.id) ?? { ...r, latestVersion: 0, fileCount: 0, totalBytes: 0 };
+        const existing = this.index.getVolume(r.id);
+        let rec: VolumeRecord = existing ?? { ...r, latestVersion: 0, fileCount: 0, totalBytes: 0 };
         if (rec.name !== r.name) rec = { ...rec, name: r.name };
-        await this.index.putVolume(rec);
         const found: number[] = [];
         for await (const key of this.store.list(`manifests/${r.id}/`)) {
           const parsed = parseManifestKey(key);
@@ -419,7 +427,10 @@ export class VolumeCatalog {
         }
         found.sort((a, b) => a - b);
         versions += found.length;
-        for (const v of found.filter((n) => n > rec.latestVersion)) {
+        const newer = found.filter((n) => n > rec.latestVersion);
+        // A volume new to the index appears with its first whole version, never empty.
+        if (existing ? existing.name !== rec.name : newer.length === 0) await this.index.putVolume(rec);
+        for (const v of newer) {
           const m = JSON.parse((await this.store.get(manifestKey(r.id, v))).toString('utf8')) as Manifest;
           rec = { ...rec, latestVersion: v, fileCount: m.files.length, totalBytes: m.files.reduce((n, f) => n + f.size, 0) };
           await this.index.putVersion(rec, m);

@@ -83,7 +83,7 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
     catalog,
     async stop() {
       clearInterval(reaper);
-      catalog.close();
+      await catalog.close();
       await new Promise<void>((res) => server.tryShutdown(() => res()));
       await index.close();
     },
