@@ -4,10 +4,9 @@
  * itself and writes new ones the way the store does (temporary name, flush,
  * rename), so the bytes never pass through the server.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { open } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { writeFileAtomic } from '../common/files.js';
 
 export function isFileUrl(url: string): boolean {
   return url.startsWith('file:');
@@ -30,20 +29,5 @@ export async function readFileUrl(url: string, offset: number, length: number, i
 }
 
 export async function writeFileUrl(url: string, data: Buffer): Promise<void> {
-  const path = fileURLToPath(url);
-  const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
-  try {
-    await mkdir(dirname(path), { recursive: true });
-    const fh = await open(tmp, 'w');
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true }).catch(() => undefined);
-    throw err;
-  }
+  await writeFileAtomic(fileURLToPath(url), data);
 }

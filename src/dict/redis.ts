@@ -27,6 +27,7 @@
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { AlreadyExistsError, InternalError, UnavailableError, messageOf } from '../common/errors.js';
+import { redactUrl } from '../common/urls.js';
 import * as check from './checks.js';
 import { SCRIPTS, type ScriptName } from './redis-scripts.js';
 import type { CasResult, DictBackend, DictEntry, ScanPage, VersionedValue } from './types.js';
@@ -265,15 +266,4 @@ export class RedisDictBackend implements DictBackend {
 
 function isReplyError(err: unknown): boolean {
   return err instanceof Error && err.name === 'ReplyError';
-}
-
-/** The URL without its password, for error messages. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString().replace(/\/$/, '');
-  } catch {
-    return url;
-  }
 }

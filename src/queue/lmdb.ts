@@ -14,6 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { AlreadyExistsError } from '../common/errors.js';
+import { partitionEvent, waitForPut } from './wake.js';
 import {
   DEAD_LETTER_PARTITION,
   type ClearScope,
@@ -116,7 +117,7 @@ export class LmdbQueueBackend implements QueueBackend {
       part.expiresAtMs = ttl === 0 ? 0 : now + ttl;
       rec.total += items.length;
     });
-    this.events.emit(`${name}\n${partition}`);
+    this.events.emit(partitionEvent(name, partition));
   }
 
   async get(name: string, options: GetOptions = {}): Promise<DeliveredItem[]> {
@@ -198,17 +199,7 @@ export class LmdbQueueBackend implements QueueBackend {
   }
 
   waitForItems(name: string, partition: string, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const event = `${name}\n${partition}`;
-      const done = () => {
-        this.events.off(event, done);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      if (signal.aborted) return resolve();
-      this.events.on(event, done);
-      signal.addEventListener('abort', done);
-    });
+    return waitForPut(this.events, name, partition, signal);
   }
 
   async close(): Promise<void> {

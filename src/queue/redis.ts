@@ -21,7 +21,9 @@ import {
   UnavailableError,
   messageOf,
 } from '../common/errors.js';
+import { redactUrl } from '../common/urls.js';
 import * as lua from './redis-scripts.js';
+import { waitForPut } from './wake.js';
 import type {
   ClearScope,
   DeliveredItem,
@@ -67,7 +69,7 @@ export class RedisQueueBackend implements QueueBackend {
     private readonly sub: Redis,
     url: string,
   ) {
-    this.where = redact(url);
+    this.where = redactUrl(url);
   }
 
   /** Connects (UnavailableError if Redis cannot be reached) and subscribes to put events. */
@@ -188,17 +190,7 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   waitForItems(name: string, partition: string, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const event = `${name}\n${partition}`;
-      const done = () => {
-        this.events.off(event, done);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      if (signal.aborted) return resolve();
-      this.events.on(event, done);
-      signal.addEventListener('abort', done);
-    });
+    return waitForPut(this.events, name, partition, signal);
   }
 
   async close(): Promise<void> {
@@ -250,15 +242,5 @@ export class RedisQueueBackend implements QueueBackend {
 
   private unavailable(err: unknown): UnavailableError {
     return new UnavailableError(`redis at ${this.where} is unavailable: ${messageOf(err)}`, { cause: err });
-  }
-}
-
-function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString().replace(/\/$/, '');
-  } catch {
-    return url;
   }
 }

@@ -1,9 +1,9 @@
 /** BlobStore on a local directory: the embedded default. */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join, relative, sep } from 'node:path';
+import { open, readdir, rm, stat } from 'node:fs/promises';
+import { join, relative, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { NotFoundError, UnavailableError } from '../../common/errors.js';
+import { writeFileAtomic } from '../../common/files.js';
 import type { BlobStore, ByteRange } from './interface.js';
 
 export class LocalBlobStore implements BlobStore {
@@ -23,22 +23,9 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async put(key: string, data: Uint8Array): Promise<void> {
-    const path = this.path(key);
-    const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
     try {
-      await mkdir(dirname(path), { recursive: true });
-      // Written to a temporary name, flushed, then renamed: readers see the
-      // whole object or none, and a crash leaves no torn object behind.
-      const fh = await open(tmp, 'w');
-      try {
-        await fh.writeFile(data);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, path);
+      await writeFileAtomic(this.path(key), data);
     } catch (err) {
-      await rm(tmp, { force: true }).catch(() => undefined);
       throw this.failure(`write ${key}`, err);
     }
   }
