@@ -6,7 +6,7 @@
  */
 import { open } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { writeFileAtomic } from '../common/files.js';
+import { readAt, writeFileAtomic } from '../common/files.js';
 
 export function isFileUrl(url: string): boolean {
   return url.startsWith('file:');
@@ -15,14 +15,7 @@ export function isFileUrl(url: string): boolean {
 export async function readFileUrl(url: string, offset: number, length: number, into?: Buffer): Promise<Buffer> {
   const fh = await open(fileURLToPath(url), 'r');
   try {
-    const buf = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
-    let done = 0;
-    while (done < length) {
-      const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
-      if (bytesRead === 0) break;
-      done += bytesRead;
-    }
-    return buf.subarray(0, done);
+    return await readAt(fh, offset, length, into);
   } finally {
     await fh.close();
   }

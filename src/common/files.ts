@@ -1,6 +1,6 @@
 /** Local file writes shared by the local blob store and same-host clients. */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /**
@@ -24,4 +24,19 @@ export async function writeFileAtomic(path: string, data: Uint8Array): Promise<v
     await rm(tmp, { force: true }).catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * Reads up to `length` bytes at `offset` (fewer at the end of the file), into
+ * `into` when it is large enough.
+ */
+export async function readAt(fh: FileHandle, offset: number, length: number, into?: Buffer): Promise<Buffer> {
+  const buf = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(buf, done, length - done, offset + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return buf.subarray(0, done);
 }

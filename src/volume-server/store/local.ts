@@ -3,7 +3,7 @@ import { open, readdir, rm, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { NotFoundError, UnavailableError } from '../../common/errors.js';
-import { writeFileAtomic } from '../../common/files.js';
+import { readAt, writeFileAtomic } from '../../common/files.js';
 import type { BlobStore, ByteRange } from './interface.js';
 
 export class LocalBlobStore implements BlobStore {
@@ -45,14 +45,7 @@ export class LocalBlobStore implements BlobStore {
       const size = (await fh.stat()).size;
       const start = Math.min(range.offset, size);
       const length = Math.min(range.length ?? size - start, size - start);
-      const buf = Buffer.allocUnsafe(length);
-      let done = 0;
-      while (done < length) {
-        const { bytesRead } = await fh.read(buf, done, length - done, start + done);
-        if (bytesRead === 0) break;
-        done += bytesRead;
-      }
-      return buf.subarray(0, done);
+      return await readAt(fh, start, length);
     } finally {
       await fh.close();
     }
