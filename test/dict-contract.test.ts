@@ -8,7 +8,15 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode, isStowageError } from '../src/common/errors.js';
 import { LmdbDictBackend } from '../src/dict/lmdb.js';
 import { RedisDictBackend } from '../src/dict/redis.js';
-import { MAX_BATCH_ENTRIES, MAX_KEY_BYTES, MAX_VALUE_BYTES, type DictBackend, type DictEntry } from '../src/dict/types.js';
+import {
+  MAX_BATCH_ENTRIES,
+  MAX_KEY_BYTES,
+  MAX_TTL_MS,
+  MAX_VALUE_BYTES,
+  MIN_IDLE_TIMEOUT_MS,
+  type DictBackend,
+  type DictEntry,
+} from '../src/dict/types.js';
 import { removeDir, tempDir, uniqueName } from './support/processes.js';
 import { startRedis, type RedisServer } from './support/redis.js';
 
@@ -92,13 +100,13 @@ describe.each([lmdbSetup(), redisSetup()])('DictBackend contract: $name', (setup
   it('creates, lists, checks and drops dicts', async () => {
     const d = await fresh();
     expect(await dicts.exists(d)).toBe(true);
-    expect(await dicts.list()).toContain(d);
+    expect((await dicts.list()).map((i) => i.name)).toContain(d);
     await rejectsWith(dicts.create(d), ErrorCode.ALREADY_EXISTS, d);
     expect(await dicts.create(d, { existOk: true })).toBe(false);
     await dicts.put(d, b('k'), b('v'));
     await dicts.drop(d);
     expect(await dicts.exists(d)).toBe(false);
-    expect(await dicts.list()).not.toContain(d);
+    expect((await dicts.list()).map((i) => i.name)).not.toContain(d);
     await rejectsWith(dicts.drop(d), ErrorCode.NOT_FOUND);
     // A re-created dict starts empty.
     await dicts.create(d);
@@ -122,9 +130,108 @@ describe.each([lmdbSetup(), redisSetup()])('DictBackend contract: $name', (setup
       () => dicts.scan(d, { limit: 10 }),
       () => dicts.incr(d, b('k')),
       () => dicts.compareAndSet(d, b('k'), 0, b('v')),
+      () => dicts.info(d),
+      () => dicts.touch(d),
     ];
     for (const op of ops) await rejectsWith(op(), ErrorCode.NOT_FOUND, `(create it with: stowage dict create ${d})`);
+    expect(await dicts.dropIfIdle(d, Number.MAX_SAFE_INTEGER)).toBe(false);
     expect(await dicts.exists(d)).toBe(false);
+  });
+
+  it('stores an idle timeout and shows it in info and list', async () => {
+    const d = uniqueName('dict');
+    created.push(d);
+    const before = Date.now();
+    expect(await dicts.create(d, { idleTimeoutMs: 60_000 })).toBe(true);
+    const info = await dicts.info(d);
+    expect(info).toMatchObject({ name: d, idleTimeoutMs: 60_000 });
+    expect(info.createdAtMs).toBeGreaterThanOrEqual(before - 1000);
+    expect(info.lastUsedMs).toBe(info.createdAtMs);
+    expect((await dicts.list()).find((i) => i.name === d)).toEqual(info);
+    // existOk keeps the existing settings.
+    expect(await dicts.create(d, { existOk: true, idleTimeoutMs: 5000 })).toBe(false);
+    expect(await dicts.info(d)).toEqual(info);
+    const never = await fresh();
+    expect(await dicts.info(never)).toMatchObject({ name: never, idleTimeoutMs: 0 });
+    const list = await dicts.list();
+    expect(list.map((i) => i.name)).toEqual(list.map((i) => i.name).sort());
+    await rejectsWith(dicts.info('a/b'), ErrorCode.INVALID_ARGUMENT);
+  });
+
+  it('rejects an invalid idle timeout, creating nothing', async () => {
+    const d = uniqueName('dict');
+    created.push(d);
+    for (const bad of [0.5, -1, MIN_IDLE_TIMEOUT_MS - 1, MAX_TTL_MS + 1, NaN]) {
+      await rejectsWith(dicts.create(d, { idleTimeoutMs: bad }), ErrorCode.INVALID_ARGUMENT, 'idleTimeoutMs');
+      expect(await dicts.exists(d)).toBe(false);
+    }
+    expect(await dicts.create(d, { idleTimeoutMs: MIN_IDLE_TIMEOUT_MS })).toBe(true);
+    expect((await dicts.info(d)).idleTimeoutMs).toBe(MIN_IDLE_TIMEOUT_MS);
+    const longest = uniqueName('dict');
+    created.push(longest);
+    expect(await dicts.create(longest, { idleTimeoutMs: MAX_TTL_MS })).toBe(true);
+    expect((await dicts.info(longest)).idleTimeoutMs).toBe(MAX_TTL_MS);
+  });
+
+  it('touch moves lastUsedMs forward, never back', async () => {
+    const d = await fresh();
+    const { lastUsedMs: start } = await dicts.info(d);
+    await dicts.touch(d, start + 5000);
+    expect((await dicts.info(d)).lastUsedMs).toBe(start + 5000);
+    await dicts.touch(d, start + 1000);
+    expect((await dicts.info(d)).lastUsedMs).toBe(start + 5000);
+    await dicts.touch(d, start + 9000);
+    expect((await dicts.info(d)).lastUsedMs).toBe(start + 9000);
+    // Without atMs the clock is now, which is before start + 9000.
+    await dicts.touch(d);
+    expect((await dicts.info(d)).lastUsedMs).toBe(start + 9000);
+    await rejectsWith(dicts.touch(d, -1), ErrorCode.INVALID_ARGUMENT);
+    await rejectsWith(dicts.touch(d, 1.5), ErrorCode.INVALID_ARGUMENT);
+    await rejectsWith(dicts.touch('a/b'), ErrorCode.INVALID_ARGUMENT);
+    const plain = await fresh();
+    const before = (await dicts.info(plain)).lastUsedMs;
+    await dicts.touch(plain);
+    expect((await dicts.info(plain)).lastUsedMs).toBeGreaterThanOrEqual(before);
+  });
+
+  it('drops an idle dict with its keys, and only then', async () => {
+    const d = uniqueName('dict');
+    created.push(d);
+    const idle = 60_000;
+    await dicts.create(d, { idleTimeoutMs: idle });
+    await dicts.update(d, [
+      [b('a'), b('1')],
+      [b('b'), b('2')],
+    ]);
+    await dicts.put(d, b('t'), b('3'), { ttlMs: 600_000 });
+    const { lastUsedMs } = await dicts.info(d);
+    expect(await dicts.dropIfIdle(d, lastUsedMs)).toBe(false);
+    expect(await dicts.dropIfIdle(d, lastUsedMs + idle - 1)).toBe(false);
+    expect(await dicts.dropIfIdle(d)).toBe(false);
+    // A touch pushes the deadline out.
+    await dicts.touch(d, lastUsedMs + 1000);
+    expect(await dicts.dropIfIdle(d, lastUsedMs + idle)).toBe(false);
+    expect(await dicts.len(d)).toBe(3);
+    expect(await dicts.dropIfIdle(d, lastUsedMs + 1000 + idle)).toBe(true);
+    expect(await dicts.exists(d)).toBe(false);
+    expect((await dicts.list()).map((i) => i.name)).not.toContain(d);
+    await rejectsWith(dicts.info(d), ErrorCode.NOT_FOUND, `(create it with: stowage dict create ${d})`);
+    await rejectsWith(dicts.get(d, b('a')), ErrorCode.NOT_FOUND);
+    expect(await dicts.dropIfIdle(d, lastUsedMs + 1000 + idle)).toBe(false);
+    // Its keys went with it.
+    await dicts.create(d);
+    expect(await dicts.len(d)).toBe(0);
+    expect(await dicts.get(d, b('a'))).toBeUndefined();
+    expect((await dicts.scan(d, { limit: 10 })).entries).toEqual([]);
+  });
+
+  it('never drops a dict without an idle timeout', async () => {
+    const d = await fresh();
+    await dicts.put(d, b('k'), b('v'));
+    expect(await dicts.dropIfIdle(d, Number.MAX_SAFE_INTEGER)).toBe(false);
+    expect(await dicts.get(d, b('k'))).toEqual({ value: b('v'), version: 1 });
+    await rejectsWith(dicts.dropIfIdle('a/b'), ErrorCode.INVALID_ARGUMENT);
+    await rejectsWith(dicts.dropIfIdle(d, -5), ErrorCode.INVALID_ARGUMENT);
   });
 
   it('puts and gets bytes with per-key versions', async () => {
@@ -342,10 +449,17 @@ describe('LmdbDictBackend', () => {
       await first.put(d, b('k'), b('v2'));
       await first.incr(d, b('n'), 5);
       await first.put(d, b('short'), b('s'), { ttlMs: 50 });
+      const idle = uniqueName('dict');
+      await first.create(idle, { idleTimeoutMs: 30_000 });
+      await first.touch(idle, 4_000_000_000_000);
+      const idleInfo = await first.info(idle);
       await first.close();
 
       const second = new LmdbDictBackend(dir);
-      expect(await second.list()).toEqual([d]);
+      expect((await second.list()).map((i) => i.name)).toEqual([d, idle].sort());
+      expect(await second.info(idle)).toEqual({ ...idleInfo, lastUsedMs: 4_000_000_000_000 });
+      expect(await second.dropIfIdle(idle, 4_000_000_029_999)).toBe(false);
+      expect(await second.dropIfIdle(idle, 4_000_000_030_000)).toBe(true);
       expect(await second.get(d, b('k'))).toEqual({ value: b('v2'), version: 2 });
       expect(await second.incr(d, b('n'))).toBe(6);
       await eventually(async () => (await second.len(d)) === 2);

@@ -8,9 +8,12 @@ import { LmdbQueueBackend } from '../src/queue/lmdb.js';
 import { RedisQueueBackend } from '../src/queue/redis.js';
 import {
   DEAD_LETTER_PARTITION,
+  MAX_IDLE_TIMEOUT_MS,
   MAX_ITEM_BYTES,
   MAX_PARTITION_KEY_BYTES,
+  MIN_IDLE_TIMEOUT_MS,
   type QueueBackend,
+  type QueueSettings,
 } from '../src/queue/types.js';
 import { QueueFullError } from '../src/queue/validate.js';
 import { removeDir, tempDir, uniqueName } from './support/processes.js';
@@ -103,7 +106,7 @@ describe.each(setups)('QueueBackend on %s', (kind, make) => {
   });
   afterAll(async () => s?.teardown());
 
-  async function fresh(settings?: { maxSize?: number; maxDeliveries?: number }): Promise<string> {
+  async function fresh(settings?: Partial<QueueSettings>): Promise<string> {
     const name = uniqueName('q');
     await q.create(name, settings);
     return name;
@@ -114,12 +117,106 @@ describe.each(setups)('QueueBackend on %s', (kind, make) => {
     expect(await q.info(name)).toMatchObject({ name, maxSize: 10, maxDeliveries: 2 });
     expect((await q.list()).map((i) => i.name)).toContain(name);
     expect(await code(q.create(name))).toBe('ALREADY_EXISTS');
+    // A partition emptied by get is still dropped cleanly.
+    await q.put(name, [b('x')], { partition: 'emptied' });
+    await q.get(name, { partition: 'emptied' });
     await q.drop(name);
     expect((await q.list()).map((i) => i.name)).not.toContain(name);
     // Thunks: each call starts only when awaited, so no rejection goes unhandled.
-    const ops = [() => q.put(name, [b('x')]), () => q.get(name), () => q.len(name), () => q.peek(name), () => q.ack(name, ['x']), () => q.drop(name)];
+    const ops = [
+      () => q.put(name, [b('x')]),
+      () => q.get(name),
+      () => q.len(name),
+      () => q.peek(name),
+      () => q.ack(name, ['x']),
+      () => q.drop(name),
+      () => q.info(name),
+      () => q.touch(name),
+    ];
     for (const op of ops) expect(await code(op())).toBe('NOT_FOUND');
     await expect(q.get(name)).rejects.toThrow(`(create it with: stowage queue create ${name})`);
+  });
+
+  it('stores an idle timeout and shows it in info and list', async () => {
+    const before = Date.now();
+    const name = uniqueName('q');
+    const created = await q.create(name, { idleTimeoutMs: 60_000 });
+    expect(created).toMatchObject({ name, idleTimeoutMs: 60_000, lastUsedMs: created.createdAtMs });
+    expect(created.createdAtMs).toBeGreaterThanOrEqual(before - 1000);
+    expect(await q.info(name)).toEqual(created);
+    expect((await q.list()).find((i) => i.name === name)).toEqual(created);
+    const never = await fresh();
+    expect(await q.info(never)).toMatchObject({ idleTimeoutMs: 0 });
+    const longest = await fresh({ idleTimeoutMs: MAX_IDLE_TIMEOUT_MS });
+    expect((await q.info(longest)).idleTimeoutMs).toBe(MAX_IDLE_TIMEOUT_MS);
+  });
+
+  it('rejects an invalid idle timeout, creating nothing', async () => {
+    const name = uniqueName('q');
+    for (const bad of [0.5, -1, MIN_IDLE_TIMEOUT_MS - 1, MAX_IDLE_TIMEOUT_MS + 1, NaN]) {
+      const err = await q.create(name, { idleTimeoutMs: bad }).catch((e: unknown) => e);
+      expect(isStowageError(err, 'INVALID_ARGUMENT'), String(err)).toBe(true);
+      expect((err as Error).message).toContain('idleTimeoutMs');
+      expect(await code(q.info(name))).toBe('NOT_FOUND');
+    }
+    await q.create(name, { idleTimeoutMs: MIN_IDLE_TIMEOUT_MS });
+    expect((await q.info(name)).idleTimeoutMs).toBe(MIN_IDLE_TIMEOUT_MS);
+  });
+
+  it('touch moves lastUsedMs forward, never back', async () => {
+    const name = await fresh({ idleTimeoutMs: 60_000 });
+    const { lastUsedMs: start } = await q.info(name);
+    await q.touch(name, start + 5000);
+    expect((await q.info(name)).lastUsedMs).toBe(start + 5000);
+    await q.touch(name, start + 1000);
+    expect((await q.info(name)).lastUsedMs).toBe(start + 5000);
+    await q.touch(name, start + 9000);
+    expect((await q.info(name)).lastUsedMs).toBe(start + 9000);
+    // Without atMs the clock is now, which is before start + 9000.
+    await q.touch(name);
+    expect((await q.info(name)).lastUsedMs).toBe(start + 9000);
+    expect(await code(q.touch(name, -1))).toBe('INVALID_ARGUMENT');
+    expect(await code(q.touch(name, 1.5))).toBe('INVALID_ARGUMENT');
+    expect(await code(q.touch('a/b'))).toBe('INVALID_ARGUMENT');
+  });
+
+  it('drops an idle queue with its items, leases and partitions, and only then', async () => {
+    const idle = 60_000;
+    const name = await fresh({ idleTimeoutMs: idle });
+    await q.put(name, [b('1'), b('2')]);
+    await q.put(name, [b('p')], { partition: 'p', partitionTtlMs: 3_600_000 });
+    const [leased] = await q.get(name, { ack: { visibilityMs: 60_000 } });
+    const { lastUsedMs } = await q.info(name);
+    expect(await q.dropIfIdle(name, lastUsedMs)).toBe(false);
+    expect(await q.dropIfIdle(name, lastUsedMs + idle - 1)).toBe(false);
+    expect(await q.dropIfIdle(name)).toBe(false);
+    // A touch pushes the deadline out.
+    await q.touch(name, lastUsedMs + 1000);
+    expect(await q.dropIfIdle(name, lastUsedMs + idle)).toBe(false);
+    expect(await q.len(name, { total: true })).toBe(3);
+    expect(await q.dropIfIdle(name, lastUsedMs + 1000 + idle)).toBe(true);
+    expect((await q.list()).map((i) => i.name)).not.toContain(name);
+    expect(await code(q.info(name))).toBe('NOT_FOUND');
+    expect(await code(q.get(name))).toBe('NOT_FOUND');
+    expect(await q.dropIfIdle(name, lastUsedMs + 1000 + idle)).toBe(false);
+    // Its items and leases went with it.
+    await q.create(name);
+    expect(await q.len(name, { total: true })).toBe(0);
+    expect(await q.len(name, { partition: 'p' })).toBe(0);
+    expect(await q.get(name, { max: 10 })).toEqual([]);
+    expect(await q.get(name, { partition: 'p' })).toEqual([]);
+    expect(await q.ack(name, [leased!.leaseId!])).toBe(0);
+    expect((await q.list()).map((i) => i.name)).toContain(name);
+  });
+
+  it('never drops a queue without an idle timeout, nor an unknown one', async () => {
+    const name = await fresh();
+    await q.put(name, [b('x')]);
+    expect(await q.dropIfIdle(name, Number.MAX_SAFE_INTEGER)).toBe(false);
+    expect(await q.len(name)).toBe(1);
+    expect(await q.dropIfIdle(uniqueName('missing'), Number.MAX_SAFE_INTEGER)).toBe(false);
+    expect(await code(q.dropIfIdle('a/b'))).toBe('INVALID_ARGUMENT');
+    expect(await code(q.dropIfIdle(name, -5))).toBe('INVALID_ARGUMENT');
   });
 
   it('is FIFO per partition', async () => {
@@ -288,11 +385,16 @@ describe.each(setups)('QueueBackend on %s', (kind, make) => {
     ctl.abort();
   });
 
-  it('keeps items across close and reopen', async () => {
-    const name = await fresh();
+  it('keeps items and idle settings across close and reopen', async () => {
+    const name = await fresh({ idleTimeoutMs: 30_000 });
     await q.put(name, [b('durable1'), b('durable2')], { partition: 'd' });
+    await q.touch(name, 4_000_000_000_000);
+    const before = await q.info(name);
     q = await s.reopen();
+    expect(await q.info(name)).toEqual({ ...before, idleTimeoutMs: 30_000, lastUsedMs: 4_000_000_000_000 });
     expect(texts(await q.get(name, { partition: 'd', max: 5 }))).toEqual(['durable1', 'durable2']);
+    expect(await q.dropIfIdle(name, 4_000_000_029_999)).toBe(false);
+    expect(await q.dropIfIdle(name, 4_000_000_030_000)).toBe(true);
   });
 
   // Only Redis can go away under a running backend.

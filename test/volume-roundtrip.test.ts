@@ -17,7 +17,7 @@ import {
   type FileInfo,
   type VolumeInfo,
 } from '../src/client/index.js';
-import type { ServeOptions } from '../src/volume-server/server.js';
+import type { ServeOptions } from '../src/server/server.js';
 import { removeDir, startS3rver, startStowage, tempDir, uniqueName, type S3Server, type Stowage } from './support/processes.js';
 import { KiB, MiB, hashFile, readTree, sha256, treeDifferences, writeRandomFile, writeRandomTree } from './support/volume-data.js';
 

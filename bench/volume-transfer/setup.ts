@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { Connection } from '../../src/client/index.js';
-import { startServer, type RunningServer } from '../../src/volume-server/server.js';
+import { startServer, type RunningServer } from '../../src/server/server.js';
 
 /** The repository root, from dist/bench/volume-transfer/ or bench/volume-transfer/. */
 export const ROOT = findRoot(dirname(fileURLToPath(import.meta.url)));

@@ -12,6 +12,8 @@ interface ServeFlags {
   s3Prefix?: string;
   s3Region?: string;
   presign: boolean;
+  redisUrl?: string;
+  only?: string;
 }
 
 export function register(program: Command): void {
@@ -25,6 +27,8 @@ export function register(program: Command): void {
     .option('--s3-bucket <bucket>', 'keep chunks and manifests in this bucket', process.env.STOWAGE_S3_BUCKET)
     .option('--s3-prefix <prefix>', 'key prefix inside the bucket', process.env.STOWAGE_S3_PREFIX)
     .option('--s3-region <region>', 'bucket region (default: AWS_REGION or us-east-1)', process.env.STOWAGE_S3_REGION)
+    .option('--redis-url <url>', 'keep dicts and queues in Redis (redis://host:port[/db]) instead of LMDB', process.env.STOWAGE_REDIS_URL)
+    .option('--only <services>', 'host only these services, comma-separated: volume,dict,queue')
     .option('--no-presign', 'stream chunk bytes through the server instead of handing out presigned URLs')
     .action(async (flags: ServeFlags) => {
       const port = Number(flags.port);
@@ -36,7 +40,12 @@ export function register(program: Command): void {
       }
       // Loaded here so that client commands do not pay for the server's modules.
       const { createLogger } = await import('../common/logger.js');
-      const { startServer } = await import('../volume-server/server.js');
+      const { startServer, SERVICE_NAMES } = await import('../server/server.js');
+      const only = flags.only?.split(',').map((s) => s.trim());
+      const unknown = only?.filter((s) => !(SERVICE_NAMES as readonly string[]).includes(s)) ?? [];
+      if (unknown.length || only?.length === 0) {
+        throw new InvalidArgumentError(`--only ${flags.only}: choose from ${SERVICE_NAMES.join(',')}`);
+      }
       const log = createLogger('stowage');
       const server = await startServer({
         dataDir: flags.dataDir,
@@ -47,12 +56,15 @@ export function register(program: Command): void {
           ? { bucket: flags.s3Bucket, endpoint: flags.s3Endpoint, prefix: flags.s3Prefix, region: flags.s3Region }
           : undefined,
         catalog: { presign: flags.presign },
+        redisUrl: flags.redisUrl,
+        only: only as typeof SERVICE_NAMES[number][] | undefined,
       });
       if (server.tokenCreated) {
         console.error(`created a token in ${server.tokenPath}; clients read it from there or from STOWAGE_TOKEN`);
       }
       console.error(
-        `stowage serving on ${server.address} (store: ${server.store.description}; index: ${server.dataDir}/index)`,
+        `stowage serving ${server.services.join(', ')} on ${server.address} ` +
+          `(store: ${server.store.description}; index: ${server.dataDir}/index; dicts and queues: ${server.stateDescription})`,
       );
       await new Promise<void>((resolve) => {
         const stop = () => {

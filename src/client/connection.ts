@@ -16,7 +16,10 @@ import {
 } from '@grpc/grpc-js';
 import { resolveClientConfig, type ClientConfig } from '../common/config.js';
 import { fromGrpcError } from '../common/grpc-errors.js';
+import { DictServiceClient, type DictOp, type DictResult } from '../gen/stowage/v1/dict.js';
+import { QueueServiceClient, type QueueOp, type QueueResult } from '../gen/stowage/v1/queue.js';
 import { VolumeServiceClient } from '../gen/stowage/v1/volume.js';
+import { SessionBatcher } from './session.js';
 
 export const GRPC_MESSAGE_LIMIT = 256 * 1024 * 1024;
 
@@ -32,6 +35,12 @@ export interface ConnectOptions extends Partial<ClientConfig> {}
 export class Connection {
   readonly server: string;
   readonly volumes: VolumeServiceClient;
+  readonly dicts: DictServiceClient;
+  readonly queues: QueueServiceClient;
+  /** Dict operations, batched over one session stream. */
+  readonly dictOps: SessionBatcher<DictOp, DictResult>;
+  /** Queue operations, batched over one session stream. */
+  readonly queueOps: SessionBatcher<QueueOp, QueueResult>;
 
   constructor(opts: ConnectOptions = {}) {
     const cfg = resolveClientConfig(opts);
@@ -43,11 +52,17 @@ export class Connection {
           nextStart(metadata, listener);
         },
       });
-    this.volumes = new VolumeServiceClient(cfg.server, credentials.createInsecure(), {
+    const options = {
       'grpc.max_receive_message_length': GRPC_MESSAGE_LIMIT,
       'grpc.max_send_message_length': GRPC_MESSAGE_LIMIT,
       interceptors: [auth],
-    });
+    };
+    this.volumes = new VolumeServiceClient(cfg.server, credentials.createInsecure(), options);
+    // The three clients share one connection (grpc-js pools subchannels by target and options).
+    this.dicts = new DictServiceClient(cfg.server, credentials.createInsecure(), options);
+    this.queues = new QueueServiceClient(cfg.server, credentials.createInsecure(), options);
+    this.dictOps = new SessionBatcher(() => this.dicts.session(), this.server);
+    this.queueOps = new SessionBatcher(() => this.queues.session(), this.server);
   }
 
   /** Calls a unary method and returns its response or a StowageError. */
@@ -79,7 +94,11 @@ export class Connection {
   }
 
   close(): void {
+    this.dictOps.close();
+    this.queueOps.close();
     this.volumes.close();
+    this.dicts.close();
+    this.queues.close();
   }
 }
 

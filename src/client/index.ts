@@ -19,6 +19,31 @@ export {
 } from './volume.js';
 export type { TransferMode } from './blob-transport.js';
 export {
+  Dict,
+  MAX_KEY_BYTES,
+  MAX_VALUE_BYTES,
+  type CompareAndSetResult,
+  type DictFromNameOptions,
+  type DictInfo,
+  type DictOptions,
+  type DictPutOptions,
+} from './dict.js';
+export {
+  Queue,
+  DEAD_LETTER_PARTITION,
+  MAX_ITEM_BYTES,
+  MAX_PARTITION_KEY_BYTES,
+  type Lease,
+  type QueueAckGetOptions,
+  type QueueFromNameOptions,
+  type QueueGetOptions,
+  type QueueInfo,
+  type QueueOptions,
+  type QueuePutOptions,
+  type QueueSettings,
+} from './queue.js';
+export type { Encoding } from './codec.js';
+export {
   AlreadyExistsError,
   ErrorCode,
   FailedPreconditionError,

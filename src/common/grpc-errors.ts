@@ -64,3 +64,20 @@ export function fromGrpcError(err: unknown, server: string): StowageError {
   }
   return errorForCode(code, e.details ?? messageOf(err));
 }
+
+export interface OpErrorMessage {
+  code: string;
+  message: string;
+}
+
+/** Server side: a failed operation inside a batch, reported without failing the batch. */
+export function toOpError(err: unknown): OpErrorMessage {
+  if (err instanceof StowageError) return { code: err.code, message: err.message };
+  return { code: ErrorCode.INTERNAL, message: `internal error: ${messageOf(err)}` };
+}
+
+/** Client side: the StowageError a batch reported for one operation. */
+export function fromOpError(e: OpErrorMessage): StowageError {
+  const code = e.code in ErrorCode ? (e.code as ErrorCode) : ErrorCode.INTERNAL;
+  return errorForCode(code, e.message);
+}

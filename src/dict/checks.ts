@@ -1,7 +1,14 @@
 /** Argument checks shared by every DictBackend, so all of them reject the same inputs. */
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from '../common/errors.js';
 import { checkName } from '../common/validate.js';
-import { MAX_BATCH_ENTRIES, MAX_KEY_BYTES, MAX_SCAN_LIMIT, MAX_TTL_MS, MAX_VALUE_BYTES } from './types.js';
+import {
+  MAX_BATCH_ENTRIES,
+  MAX_KEY_BYTES,
+  MAX_SCAN_LIMIT,
+  MAX_TTL_MS,
+  MAX_VALUE_BYTES,
+  MIN_IDLE_TIMEOUT_MS,
+} from './types.js';
 
 export function checkDictName(name: string): string {
   return checkName('dict', name);
@@ -30,6 +37,25 @@ export function checkTtl(ttlMs: number | undefined): number | undefined {
     throw new InvalidArgumentError(`ttlMs must be an integer from 1 to ${MAX_TTL_MS}, not ${ttlMs}`);
   }
   return ttlMs;
+}
+
+/** Returns the idle timeout, 0 (never) when absent. */
+export function checkIdleTimeout(idleTimeoutMs: number | undefined): number {
+  const ms = idleTimeoutMs ?? 0;
+  if (ms !== 0 && (!Number.isInteger(ms) || ms < MIN_IDLE_TIMEOUT_MS || ms > MAX_TTL_MS)) {
+    throw new InvalidArgumentError(
+      `idleTimeoutMs must be 0 (never) or an integer from ${MIN_IDLE_TIMEOUT_MS} to ${MAX_TTL_MS}, not ${ms}`,
+    );
+  }
+  return ms;
+}
+
+/** A caller-supplied clock reading (touch's atMs, dropIfIdle's nowMs): ms since the epoch. */
+export function checkTime(what: string, ms: number | undefined): number | undefined {
+  if (ms !== undefined && (!Number.isSafeInteger(ms) || ms < 0)) {
+    throw new InvalidArgumentError(`${what} must be an integer >= 0 (ms since the epoch), not ${ms}`);
+  }
+  return ms;
 }
 
 export function checkBatch(n: number, what: string): void {

@@ -2,7 +2,8 @@
  * DictBackend on LMDB (lmdb-js): durable, embedded, one environment.
  *
  * Layout (three databases in one env):
- * - `dicts`:    name → { createdAtMs }.
+ * - `dicts`:    name → { createdAtMs, idleTimeoutMs, lastUsedMs } (the last two
+ *   absent in records written before idle expiry existed: 0 and createdAtMs).
  * - `entries`:  NAME 0x00 K → record, where K is the key itself when it is at
  *   most INLINE_KEY_BYTES long, else its first INLINE_KEY_BYTES+1 bytes and its
  *   SHA-256 (LMDB keys stop at 1978 bytes; the two forms never collide because
@@ -21,7 +22,7 @@ import { createHash } from 'node:crypto';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { AlreadyExistsError } from '../common/errors.js';
 import * as check from './checks.js';
-import type { CasResult, DictBackend, DictEntry, ScanPage, VersionedValue } from './types.js';
+import type { CasResult, DictBackend, DictEntry, DictInfo, ScanPage, VersionedValue } from './types.js';
 
 const INLINE_KEY_BYTES = 1024;
 const HEADER = 20;
@@ -32,6 +33,8 @@ const SCAN_VISIT_FACTOR = 4;
 
 interface DictRecord {
   createdAtMs: number;
+  idleTimeoutMs?: number;
+  lastUsedMs?: number;
 }
 
 interface Entry {
@@ -54,11 +57,13 @@ export class LmdbDictBackend implements DictBackend {
     this.expiries = this.root.openDB({ name: 'dict-expiries', keyEncoding: 'binary', encoding: 'binary' });
   }
 
-  async create(name: string, opts: { existOk?: boolean } = {}): Promise<boolean> {
+  async create(name: string, opts: { existOk?: boolean; idleTimeoutMs?: number } = {}): Promise<boolean> {
     check.checkDictName(name);
+    const idleTimeoutMs = check.checkIdleTimeout(opts.idleTimeoutMs);
     const created = await this.root.transaction(() => {
       if (this.dicts.doesExist(name)) return false;
-      void this.dicts.put(name, { createdAtMs: Date.now() });
+      const now = Date.now();
+      void this.dicts.put(name, { createdAtMs: now, idleTimeoutMs, lastUsedMs: now });
       return true;
     });
     if (!created && !opts.existOk) throw new AlreadyExistsError(`dict ${JSON.stringify(name)} already exists`);
@@ -72,8 +77,37 @@ export class LmdbDictBackend implements DictBackend {
     });
   }
 
-  async list(): Promise<string[]> {
-    return [...this.dicts.getKeys()].sort();
+  async list(): Promise<DictInfo[]> {
+    const all = [...this.dicts.getRange()].map(({ key, value }) => dictInfo(key, value));
+    return all.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+  }
+
+  async info(name: string): Promise<DictInfo> {
+    const rec = this.dicts.get(check.checkDictName(name));
+    if (!rec) throw check.dictNotFound(name);
+    return dictInfo(name, rec);
+  }
+
+  async touch(name: string, atMs?: number): Promise<void> {
+    check.checkTime('atMs', atMs);
+    await this.write(name, (now, rec) => {
+      const at = atMs ?? now;
+      if (at > dictInfo(name, rec).lastUsedMs) void this.dicts.put(name, { ...rec, lastUsedMs: at });
+    });
+  }
+
+  async dropIfIdle(name: string, nowMs?: number): Promise<boolean> {
+    check.checkDictName(name);
+    check.checkTime('nowMs', nowMs);
+    return this.root.transaction(() => {
+      const rec = this.dicts.get(name);
+      if (!rec) return false;
+      const { idleTimeoutMs, lastUsedMs } = dictInfo(name, rec);
+      if (idleTimeoutMs === 0 || lastUsedMs + idleTimeoutMs > (nowMs ?? Date.now())) return false;
+      this.removeAll(name);
+      void this.dicts.remove(name);
+      return true;
+    });
   }
 
   async exists(name: string): Promise<boolean> {
@@ -218,18 +252,19 @@ export class LmdbDictBackend implements DictBackend {
    * Runs `fn` in a write transaction after checking the dict exists and sweeping
    * a few of its expired entries. An error thrown by `fn` aborts the transaction.
    */
-  private async write<T>(dict: string, fn: (now: number) => T): Promise<T> {
+  private async write<T>(dict: string, fn: (now: number, rec: DictRecord) => T): Promise<T> {
     check.checkDictName(dict);
     let failure: { err: unknown } | undefined;
     const result = await this.root.transaction(() => {
-      if (!this.dicts.doesExist(dict)) {
+      const rec = this.dicts.get(dict);
+      if (!rec) {
         failure = { err: check.dictNotFound(dict) };
         return undefined;
       }
       const now = Date.now();
       this.sweep(dict, now);
       try {
-        return fn(now);
+        return fn(now, rec);
       } catch (err) {
         failure = { err };
         return undefined;
@@ -308,6 +343,15 @@ export class LmdbDictBackend implements DictBackend {
     const p = this.prefix(dict, 0);
     return Buffer.concat([p, f64be(expiresAtMs), ek.subarray(p.length)]);
   }
+}
+
+function dictInfo(name: string, rec: DictRecord): DictInfo {
+  return {
+    name,
+    createdAtMs: rec.createdAtMs,
+    idleTimeoutMs: rec.idleTimeoutMs ?? 0,
+    lastUsedMs: rec.lastUsedMs ?? rec.createdAtMs,
+  };
 }
 
 /** Non-negative doubles big-endian sort in numeric order. */

@@ -2,7 +2,8 @@
  * Lua scripts for RedisDictBackend. Every script takes the five keys of one
  * dict (all with the same {NAME} hash tag, so one cluster slot) in this order:
  * meta, data, ver, exp, idx. Time comes from Redis (TIME), not from clients,
- * so servers with skewed clocks agree on what has expired.
+ * so servers with skewed clocks agree on what has expired; touch and dropIfIdle
+ * use a caller's clock reading only when the caller passes one.
  *
  * Errors a script raises start with "STOWAGE_" and are mapped to typed errors
  * by the backend.
@@ -159,9 +160,52 @@ store(k, ARGV[3], v + 1, expiry(ARGV[4]))
 return { 1, v + 1 }
 `;
 
-/** KEYS: meta. ARGV: createdAtMs. Returns 1 if created. */
+/** KEYS: meta. ARGV: createdAtMs, idleTimeoutMs. Returns 1 if created (an existing dict is left as it is). */
 const CREATE = `
-return redis.call('HSETNX', KEYS[1], 'createdAtMs', ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'createdAtMs', ARGV[1], 'idleTimeoutMs', ARGV[2], 'lastUsedMs', ARGV[1])
+return 1
+`;
+
+/**
+ * The idle-expiry fields of a meta hash; lastUsedMs defaults to createdAtMs and
+ * idleTimeoutMs to 0 for dicts created before idle expiry existed.
+ */
+const IDLE = `
+local function lastUsed()
+  local v = redis.call('HMGET', meta, 'lastUsedMs', 'createdAtMs')
+  return tonumber(v[1] or v[2])
+end
+local function idleTimeout()
+  return tonumber(redis.call('HGET', meta, 'idleTimeoutMs') or '0')
+end
+`;
+
+/** ARGV: atMs ('' = now). Moves lastUsedMs forward to atMs, never back. */
+const TOUCH = `
+local at = tonumber(ARGV[1]) or now
+if at > lastUsed() then redis.call('HSET', meta, 'lastUsedMs', string.format('%d', at)) end
+return 1
+`;
+
+/**
+ * ARGV: nowMs ('' = Redis time). Drops the dict if it is idle; returns 1 if it
+ * did, 0 if the dict is fresh, never expires or does not exist. Not built on
+ * PRELUDE: an unknown dict is 0 here, not an error.
+ */
+const DROP_IF_IDLE = `
+local meta, data, ver, exp, idx = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if redis.call('EXISTS', meta) == 0 then return 0 end
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+${IDLE}
+local idle = idleTimeout()
+if idle == 0 or lastUsed() + idle > now then return 0 end
+redis.call('UNLINK', meta, data, ver, exp, idx)
+return 1
 `;
 
 export const SCRIPTS = {
@@ -175,6 +219,8 @@ export const SCRIPTS = {
   scan: PRELUDE + SCAN,
   incr: PRELUDE + INCR,
   cas: PRELUDE + CAS,
+  touch: PRELUDE + IDLE + TOUCH,
+  dropIfIdle: DROP_IF_IDLE,
   create: CREATE,
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;

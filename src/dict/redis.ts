@@ -3,7 +3,8 @@
  *
  * Layout: a dict NAME is five keys sharing the hash tag {NAME}, so one dict
  * lives in one Redis Cluster slot and every script touches one slot:
- * - `stowage:dict:{NAME}:meta` hash { createdAtMs } (the dict exists iff it does)
+ * - `stowage:dict:{NAME}:meta` hash { createdAtMs, idleTimeoutMs, lastUsedMs }
+ *   (the dict exists iff it does)
  * - `stowage:dict:{NAME}:data` hash key → value
  * - `stowage:dict:{NAME}:ver`  hash key → version
  * - `stowage:dict:{NAME}:exp`  sorted set key → expiresAtMs (keys with a TTL only)
@@ -12,7 +13,9 @@
  * `stowage:dicts` (a set, its own slot) names the dicts for list(); create adds
  * to it after the meta key exists and drop removes from it first, and list
  * checks each name's meta key, so a crash between the two steps cannot list a
- * dict that does not exist.
+ * dict that does not exist. dropIfIdle removes the name after its script has
+ * dropped the dict, then adds it back if a concurrent create has already made
+ * the dict again, so the set neither keeps dropped names nor loses live ones.
  *
  * TTL is emulated per key with the `exp` sorted set (Redis 7.0 has no per-field
  * TTL): reads treat a key whose expiry has passed as absent; every write
@@ -30,7 +33,7 @@ import { AlreadyExistsError, InternalError, UnavailableError, messageOf } from '
 import { redactUrl } from '../common/urls.js';
 import * as check from './checks.js';
 import { SCRIPTS, type ScriptName } from './redis-scripts.js';
-import type { CasResult, DictBackend, DictEntry, ScanPage, VersionedValue } from './types.js';
+import type { CasResult, DictBackend, DictEntry, DictInfo, ScanPage, VersionedValue } from './types.js';
 
 export interface RedisDictOptions {
   /** How long a call waits for a (re)connection before UnavailableError. Default 1000. */
@@ -70,9 +73,10 @@ export class RedisDictBackend implements DictBackend {
     this.redis.on('error', () => {});
   }
 
-  async create(name: string, opts: { existOk?: boolean } = {}): Promise<boolean> {
+  async create(name: string, opts: { existOk?: boolean; idleTimeoutMs?: number } = {}): Promise<boolean> {
     check.checkDictName(name);
-    const created = (await this.run('create', [this.key(name, 'meta')], [String(Date.now())], name)) === 1;
+    const idle = String(check.checkIdleTimeout(opts.idleTimeoutMs));
+    const created = (await this.run('create', [this.key(name, 'meta')], [String(Date.now()), idle], name)) === 1;
     await this.command(() => this.redis.sadd(this.registry(), name));
     if (!created && !opts.existOk) throw new AlreadyExistsError(`dict ${JSON.stringify(name)} already exists`);
     return created;
@@ -85,10 +89,29 @@ export class RedisDictBackend implements DictBackend {
     await this.script('drop', name, []);
   }
 
-  async list(): Promise<string[]> {
-    const names = await this.command(() => this.redis.smembers(this.registry()));
-    const live = await Promise.all(names.map((n) => this.command(() => this.redis.exists(this.key(n, 'meta')))));
-    return names.filter((_, i) => live[i] === 1).sort();
+  async list(): Promise<DictInfo[]> {
+    const names = (await this.command(() => this.redis.smembers(this.registry()))).sort();
+    const infos = await Promise.all(names.map((n) => this.readInfo(n)));
+    return infos.filter((i): i is DictInfo => i !== undefined);
+  }
+
+  async info(name: string): Promise<DictInfo> {
+    check.checkDictName(name);
+    const info = await this.readInfo(name);
+    if (!info) throw check.dictNotFound(name);
+    return info;
+  }
+
+  async touch(name: string, atMs?: number): Promise<void> {
+    await this.script('touch', name, [String(check.checkTime('atMs', atMs) ?? '')]);
+  }
+
+  async dropIfIdle(name: string, nowMs?: number): Promise<boolean> {
+    const now = String(check.checkTime('nowMs', nowMs) ?? '');
+    if ((await this.script('dropIfIdle', name, [now])) !== 1) return false;
+    await this.command(() => this.redis.srem(this.registry(), name));
+    if (await this.exists(name)) await this.command(() => this.redis.sadd(this.registry(), name));
+    return true;
   }
 
   async exists(name: string): Promise<boolean> {
@@ -192,6 +215,20 @@ export class RedisDictBackend implements DictBackend {
   async close(): Promise<void> {
     this.closed = true;
     this.redis.disconnect();
+  }
+
+  /** One dict's meta hash (a single key, so read atomically), or undefined if it does not exist. */
+  private async readInfo(name: string): Promise<DictInfo | undefined> {
+    const [createdAtMs, idleTimeoutMs, lastUsedMs] = await this.command(() =>
+      this.redis.hmget(this.key(name, 'meta'), 'createdAtMs', 'idleTimeoutMs', 'lastUsedMs'),
+    );
+    if (createdAtMs === null || createdAtMs === undefined) return undefined;
+    return {
+      name,
+      createdAtMs: Number(createdAtMs),
+      idleTimeoutMs: Number(idleTimeoutMs ?? 0),
+      lastUsedMs: Number(lastUsedMs ?? createdAtMs),
+    };
   }
 
   private key(dict: string, part: string): string {

@@ -20,6 +20,12 @@
  *   none of it, and concurrent incr/compareAndSet on one key never lose updates.
  * - Writes that set a value (put, update, compareAndSet) replace the key's TTL:
  *   it expires after ttlMs if one is given and never otherwise. incr keeps it.
+ * - A dict may have an idle timeout (0 = never; else MIN_IDLE_TIMEOUT_MS to
+ *   MAX_TTL_MS). Its lastUsedMs starts at createdAtMs and only moves forward, by
+ *   touch; no other operation changes it. A backend never drops an idle dict by
+ *   itself: the service calls dropIfIdle, which checks and drops in one atomic
+ *   step, so a touch is either before it (and the dict stays) or after it (and
+ *   finds no dict).
  */
 
 /** Longest key, in bytes. Keys are never empty. */
@@ -32,6 +38,17 @@ export const MAX_BATCH_ENTRIES = 10_000;
 export const MAX_SCAN_LIMIT = 10_000;
 /** Longest TTL: about ten years. */
 export const MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000;
+/** Shortest idle timeout of a dict; the longest is MAX_TTL_MS. */
+export const MIN_IDLE_TIMEOUT_MS = 1000;
+
+export interface DictInfo {
+  name: string;
+  createdAtMs: number;
+  /** 0 = never expires */
+  idleTimeoutMs: number;
+  /** last touch (or creation) */
+  lastUsedMs: number;
+}
 
 export interface VersionedValue {
   value: Buffer;
@@ -59,16 +76,36 @@ export interface CasResult {
 export interface DictBackend {
   /**
    * Creates an empty dict. Returns true if it was created, false if it already
-   * existed and `existOk` is set; without `existOk` an existing dict is an
-   * AlreadyExistsError.
+   * existed and `existOk` is set (its settings are kept, not replaced); without
+   * `existOk` an existing dict is an AlreadyExistsError. `idleTimeoutMs` is 0 or
+   * absent for a dict that never expires, else an integer from
+   * MIN_IDLE_TIMEOUT_MS to MAX_TTL_MS (InvalidArgumentError otherwise, and
+   * nothing is created).
    */
-  create(name: string, opts?: { existOk?: boolean }): Promise<boolean>;
+  create(name: string, opts?: { existOk?: boolean; idleTimeoutMs?: number }): Promise<boolean>;
 
   /** Deletes a dict and all its keys. NotFoundError if it does not exist. */
   drop(name: string): Promise<void>;
 
-  /** Names of all dicts, sorted. */
-  list(): Promise<string[]>;
+  /** All dicts, sorted by name. */
+  list(): Promise<DictInfo[]>;
+
+  /** Settings and last use of one dict. NotFoundError if it does not exist. */
+  info(name: string): Promise<DictInfo>;
+
+  /**
+   * Marks a dict as used: its lastUsedMs becomes max(lastUsedMs, atMs), atMs
+   * defaulting to now. NotFoundError if it does not exist.
+   */
+  touch(name: string, atMs?: number): Promise<void>;
+
+  /**
+   * Drops the dict with all its keys, atomically with the check, if it has an
+   * idle timeout and lastUsedMs + idleTimeoutMs <= nowMs (default now). Returns
+   * whether it was dropped: false for a dict that is fresh, never expires or
+   * does not exist.
+   */
+  dropIfIdle(name: string, nowMs?: number): Promise<boolean>;
 
   /** Whether a dict of this name exists. Invalid names are an InvalidArgumentError. */
   exists(name: string): Promise<boolean>;

@@ -8,7 +8,9 @@
  * leaseId] → leased item, so expired leases are a prefix; `leaseIds`
  * [queue, leaseId] → expiresAtMs for ack. A redelivered item goes back under
  * its original seq, ahead of newer items. Partition expiry and lease expiry
- * are applied lazily at the start of each operation on the queue.
+ * are applied lazily at the start of each operation on the queue. Records
+ * written before idle expiry existed have no idleTimeoutMs / lastUsedMs: they
+ * read as 0 (never) and createdAtMs.
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -37,12 +39,15 @@ import {
   checkPut,
   checkQueueName,
   checkSettings,
+  checkTime,
   checkVisibility,
   parseCursor,
   queueNotFound,
 } from './validate.js';
 
-interface QueueRecord extends QueueInfo {
+interface QueueRecord extends Omit<QueueInfo, 'idleTimeoutMs' | 'lastUsedMs'> {
+  idleTimeoutMs?: number;
+  lastUsedMs?: number;
   seq: number;
   total: number;
   /** expiresAtMs 0: never. */
@@ -80,17 +85,15 @@ export class LmdbQueueBackend implements QueueBackend {
     const s = checkSettings(settings);
     return this.root.transaction(() => {
       if (this.queues.doesExist(name)) throw new AlreadyExistsError(`queue ${name} already exists`);
-      const rec: QueueRecord = { name, ...s, createdAtMs: Date.now(), seq: 0, total: 0, parts: {} };
+      const now = Date.now();
+      const rec: QueueRecord = { name, ...s, createdAtMs: now, lastUsedMs: now, seq: 0, total: 0, parts: {} };
       void this.queues.put(name, rec);
       return info(rec);
     });
   }
 
   async drop(name: string): Promise<void> {
-    await this.withQueue(name, (rec) => {
-      for (const p of Object.keys(rec.parts)) this.dropPartition(rec, p);
-      void this.queues.remove(name);
-    }, false);
+    await this.withQueue(name, (rec) => this.remove(rec), false);
   }
 
   async list(): Promise<QueueInfo[]> {
@@ -102,6 +105,26 @@ export class LmdbQueueBackend implements QueueBackend {
     const rec = this.queues.get(name);
     if (!rec) throw queueNotFound(name);
     return info(rec);
+  }
+
+  async touch(name: string, atMs?: number): Promise<void> {
+    checkTime('atMs', atMs);
+    await this.withQueue(name, (rec, now) => {
+      rec.lastUsedMs = Math.max(info(rec).lastUsedMs, atMs ?? now);
+    });
+  }
+
+  async dropIfIdle(name: string, nowMs?: number): Promise<boolean> {
+    checkQueueName(name);
+    checkTime('nowMs', nowMs);
+    return this.root.transaction(() => {
+      const rec = this.queues.get(name);
+      if (!rec) return false;
+      const { idleTimeoutMs, lastUsedMs } = info(rec);
+      if (idleTimeoutMs === 0 || lastUsedMs + idleTimeoutMs > (nowMs ?? Date.now())) return false;
+      this.remove(rec);
+      return true;
+    });
   }
 
   async put(name: string, items: Buffer[], options: PutOptions = {}): Promise<void> {
@@ -239,6 +262,12 @@ export class LmdbQueueBackend implements QueueBackend {
     }
   }
 
+  /** Removes a queue with all its partitions, items and leases. */
+  private remove(rec: QueueRecord): void {
+    for (const p of Object.keys(rec.parts)) this.dropPartition(rec, p);
+    void this.queues.remove(rec.name);
+  }
+
   private dropPartition(rec: QueueRecord, partition: string): void {
     const part = rec.parts[partition];
     if (!part) return;
@@ -256,5 +285,12 @@ export class LmdbQueueBackend implements QueueBackend {
 }
 
 function info(rec: QueueRecord): QueueInfo {
-  return { name: rec.name, maxSize: rec.maxSize, maxDeliveries: rec.maxDeliveries, createdAtMs: rec.createdAtMs };
+  return {
+    name: rec.name,
+    maxSize: rec.maxSize,
+    maxDeliveries: rec.maxDeliveries,
+    idleTimeoutMs: rec.idleTimeoutMs ?? 0,
+    createdAtMs: rec.createdAtMs,
+    lastUsedMs: rec.lastUsedMs ?? rec.createdAtMs,
+  };
 }

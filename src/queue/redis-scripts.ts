@@ -4,20 +4,24 @@
  * `stowage:queue:{NAME}:` and ARGV[2] = NAME; every key a script touches
  * starts with that prefix, so it lives in the same Cluster slot.
  *
- * Keys under the prefix: meta (hash: maxSize, maxDeliveries, createdAtMs, seq,
- * total), parts (hash partition → item count), expiry (zset partition →
- * expiresAtMs), r:<partition> (zset of deliverable item ids scored by seq, so
+ * Keys under the prefix: meta (hash: maxSize, maxDeliveries, idleTimeoutMs,
+ * createdAtMs, lastUsedMs, seq, total; the idle fields are absent in queues
+ * created before idle expiry existed and read as 0 and createdAtMs), parts
+ * (hash partition → item count), expiry (zset partition → expiresAtMs),
+ * r:<partition> (zset of deliverable item ids scored by seq, so
  * a redelivered item goes back ahead of newer ones), data / n (hash item id →
  * bytes / deliveries), leases (zset lease id → expiresAtMs), lease (hash lease
  * id → "<item id>:<partition>"). Times come from Redis TIME, so servers with
- * skewed clocks agree.
+ * skewed clocks agree; touch and dropIfIdle use a caller's clock reading only
+ * when the caller passes one.
  */
 import { DEAD_LETTER_PARTITION } from './types.js';
 
 /** Pub/sub channel announcing puts: message "NAME\nPARTITION". */
 export const QUEUE_EVENTS_CHANNEL = 'stowage:queue:events';
 
-const PRELUDE = `
+/** Helpers every queue script may use; touches nothing by itself. */
+const HELPERS = `
 local P = ARGV[1]
 local NAME = ARGV[2]
 local DEAD = '${DEAD_LETTER_PARTITION}'
@@ -45,11 +49,27 @@ local function dropPart(part)
   local count = tonumber(redis.call('HGET', P .. 'parts', part) or '0')
   redis.call('HDEL', P .. 'parts', part)
   redis.call('ZREM', P .. 'expiry', part)
-  redis.call('HINCRBY', P .. 'meta', 'total', -count)
+  -- fmt: Lua renders -0 as "-0", which HINCRBY refuses.
+  redis.call('HINCRBY', P .. 'meta', 'total', fmt(-count))
 end
+local function redisTime()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function lastUsed()
+  local v = redis.call('HMGET', P .. 'meta', 'lastUsedMs', 'createdAtMs')
+  return tonumber(v[1] or v[2])
+end
+local function dropQueue()
+  for _, part in ipairs(redis.call('HKEYS', P .. 'parts')) do dropPart(part) end
+  redis.call('DEL', P .. 'meta', P .. 'parts', P .. 'expiry', P .. 'data', P .. 'n', P .. 'leases', P .. 'lease')
+end
+`;
+
+/** Fails for an unknown queue, sets T (Redis time) and applies due partition and lease expiry. */
+const PRELUDE = `${HELPERS}
 if redis.call('EXISTS', P .. 'meta') == 0 then return redis.error_reply('STOWAGE_NOT_FOUND') end
-local t = redis.call('TIME')
-local T = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local T = redisTime()
 for _, part in ipairs(redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', T)) do dropPart(part) end
 local maxd = tonumber(redis.call('HGET', P .. 'meta', 'maxDeliveries'))
 for _, lid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', T)) do
@@ -71,13 +91,34 @@ end
 export const CREATE = `
 local P = ARGV[1]
 if redis.call('EXISTS', P .. 'meta') == 1 then return redis.error_reply('STOWAGE_EXISTS') end
-redis.call('HSET', P .. 'meta', 'maxSize', ARGV[3], 'maxDeliveries', ARGV[4], 'createdAtMs', ARGV[5], 'seq', 0, 'total', 0)
+redis.call('HSET', P .. 'meta', 'maxSize', ARGV[3], 'maxDeliveries', ARGV[4], 'createdAtMs', ARGV[5],
+  'idleTimeoutMs', ARGV[6], 'lastUsedMs', ARGV[5], 'seq', 0, 'total', 0)
 return 1
 `;
 
 export const DROP = `${PRELUDE}
-for _, part in ipairs(redis.call('HKEYS', P .. 'parts')) do dropPart(part) end
-redis.call('DEL', P .. 'meta', P .. 'parts', P .. 'expiry', P .. 'data', P .. 'n', P .. 'leases', P .. 'lease')
+dropQueue()
+return 1
+`;
+
+/** ARGV[3] atMs ('' = now). Moves lastUsedMs forward to atMs, never back. */
+export const TOUCH = `${PRELUDE}
+local at = tonumber(ARGV[3]) or T
+if at > lastUsed() then redis.call('HSET', P .. 'meta', 'lastUsedMs', fmt(at)) end
+return 1
+`;
+
+/**
+ * ARGV[3] nowMs ('' = Redis time). Drops the queue if it is idle; returns 1 if
+ * it did, 0 if it is fresh, never expires or does not exist (so no PRELUDE,
+ * which fails for an unknown queue).
+ */
+export const DROP_IF_IDLE = `${HELPERS}
+if redis.call('EXISTS', P .. 'meta') == 0 then return 0 end
+local now = tonumber(ARGV[3]) or redisTime()
+local idle = tonumber(redis.call('HGET', P .. 'meta', 'idleTimeoutMs') or '0')
+if idle == 0 or lastUsed() + idle > now then return 0 end
+dropQueue()
 return 1
 `;
 
@@ -177,5 +218,5 @@ return out
 
 /** Existence check plus expiry, for info(). Returns the meta fields. */
 export const INFO = `${PRELUDE}
-return redis.call('HMGET', P .. 'meta', 'maxSize', 'maxDeliveries', 'createdAtMs')
+return redis.call('HMGET', P .. 'meta', 'maxSize', 'maxDeliveries', 'createdAtMs', 'idleTimeoutMs', 'lastUsedMs')
 `;

@@ -3,7 +3,9 @@
  * operation is one Lua script (redis-scripts.ts) over keys that share the hash
  * tag {NAME}, so a queue lives in one Cluster slot and each operation is
  * atomic. The queue-name index (`stowage:queues`) is a separate set, updated
- * after create/drop, used only by list().
+ * after create/drop, used only by list(). dropIfIdle removes the name after
+ * its script has dropped the queue, then adds it back if a concurrent create
+ * has already made the queue again, so the set does not lose live names.
  *
  * Redis away: commands fail fast (no offline queue, one retry) with an
  * UnavailableError naming the URL; the client keeps reconnecting in the
@@ -45,6 +47,7 @@ import {
   checkPut,
   checkQueueName,
   checkSettings,
+  checkTime,
   checkVisibility,
   parseCursor,
   queueNotFound,
@@ -97,9 +100,9 @@ export class RedisQueueBackend implements QueueBackend {
     checkQueueName(name);
     const s = checkSettings(settings);
     const createdAtMs = Date.now();
-    await this.run(lua.CREATE, name, [s.maxSize, s.maxDeliveries, createdAtMs]);
+    await this.run(lua.CREATE, name, [s.maxSize, s.maxDeliveries, createdAtMs, s.idleTimeoutMs]);
     await this.call(() => this.client.sadd(NAMES_KEY, name));
-    return { name, ...s, createdAtMs };
+    return { name, ...s, createdAtMs, lastUsedMs: createdAtMs };
   }
 
   async drop(name: string): Promise<void> {
@@ -123,13 +126,33 @@ export class RedisQueueBackend implements QueueBackend {
 
   async info(name: string): Promise<QueueInfo> {
     checkQueueName(name);
-    const [maxSize, maxDeliveries, createdAtMs] = (await this.run(lua.INFO, name, [])) as Buffer[];
+    const [maxSize, maxDeliveries, createdAtMs, idleTimeoutMs, lastUsedMs] = (await this.run(
+      lua.INFO,
+      name,
+      [],
+    )) as (Buffer | null)[];
     return {
       name,
       maxSize: Number(String(maxSize)),
       maxDeliveries: Number(String(maxDeliveries)),
+      idleTimeoutMs: Number(String(idleTimeoutMs ?? 0)),
       createdAtMs: Number(String(createdAtMs)),
+      lastUsedMs: Number(String(lastUsedMs ?? createdAtMs)),
     };
+  }
+
+  async touch(name: string, atMs?: number): Promise<void> {
+    checkQueueName(name);
+    await this.run(lua.TOUCH, name, [checkTime('atMs', atMs) ?? '']);
+  }
+
+  async dropIfIdle(name: string, nowMs?: number): Promise<boolean> {
+    checkQueueName(name);
+    if (Number(await this.run(lua.DROP_IF_IDLE, name, [checkTime('nowMs', nowMs) ?? ''])) !== 1) return false;
+    await this.call(() => this.client.srem(NAMES_KEY, name));
+    const recreated = await this.call(() => this.client.exists(`${this.prefix(name)}meta`));
+    if (recreated === 1) await this.call(() => this.client.sadd(NAMES_KEY, name));
+    return true;
   }
 
   async put(name: string, items: Buffer[], options: PutOptions = {}): Promise<void> {
@@ -198,9 +221,14 @@ export class RedisQueueBackend implements QueueBackend {
     this.sub.disconnect();
   }
 
+  /** The key prefix of one queue; the hash tag keeps all its keys in one Cluster slot. */
+  private prefix(name: string): string {
+    return `stowage:queue:{${name}}:`;
+  }
+
   /** Runs a script for queue `name`, loading it again if Redis forgot it. */
   private async run(script: string, name: string, args: Arg[]): Promise<unknown> {
-    const prefix = `stowage:queue:{${name}}:`;
+    const prefix = this.prefix(name);
     const keyAndArgs: Arg[] = [1, `${prefix}meta`, prefix, name, ...args];
     let sha = this.shas.get(script);
     if (!sha) this.shas.set(script, (sha = createHash('sha1').update(script).digest('hex')));

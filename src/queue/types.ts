@@ -16,6 +16,13 @@
  * Counting: an item counts toward len() and maxSize from its put until it is
  * removed (plain get, ack, clear, drop, partition expiry), leased items and
  * dead letters included.
+ *
+ * Idle expiry: a queue may have an idle timeout (idleTimeoutMs, 0 = never).
+ * Its lastUsedMs starts at createdAtMs and only moves forward, by touch; no
+ * other operation changes it. A backend never drops an idle queue by itself:
+ * the service calls dropIfIdle, which checks and drops in one atomic step, so
+ * a touch is either before it (and the queue stays) or after it (and finds no
+ * queue).
  */
 export const MAX_ITEM_BYTES = 1024 * 1024;
 export const MAX_PARTITION_KEY_BYTES = 64;
@@ -32,6 +39,10 @@ export const MAX_MAX_DELIVERIES = 1000;
 export const DEFAULT_PARTITION_TTL_MS = 24 * 3600_000;
 export const MAX_PARTITION_TTL_MS = 7 * 24 * 3600_000;
 export const MAX_VISIBILITY_MS = 12 * 3600_000;
+/** Shortest idle timeout of a queue (0, never, is also allowed). */
+export const MIN_IDLE_TIMEOUT_MS = 1000;
+/** Longest idle timeout: as long as a partition may live, a week. */
+export const MAX_IDLE_TIMEOUT_MS = MAX_PARTITION_TTL_MS;
 /**
  * Lease expiry is not announced by waitForItems; a blocked get should re-check
  * at least this often so redelivered items are picked up.
@@ -43,11 +54,18 @@ export interface QueueSettings {
   maxSize: number;
   /** Deliveries of one item in ack mode before it moves to the dead-letter partition. */
   maxDeliveries: number;
+  /**
+   * Idle time after which dropIfIdle drops the queue: 0 (the default) = never,
+   * else MIN_IDLE_TIMEOUT_MS to MAX_IDLE_TIMEOUT_MS.
+   */
+  idleTimeoutMs: number;
 }
 
 export interface QueueInfo extends QueueSettings {
   name: string;
   createdAtMs: number;
+  /** Last touch (or creation). */
+  lastUsedMs: number;
 }
 
 export interface PutOptions {
@@ -99,6 +117,18 @@ export interface QueueBackend {
   list(): Promise<QueueInfo[]>;
   /** Settings of one queue. NotFoundError if unknown. */
   info(name: string): Promise<QueueInfo>;
+  /**
+   * Marks a queue as used: its lastUsedMs becomes max(lastUsedMs, atMs), atMs
+   * defaulting to now. NotFoundError if unknown.
+   */
+  touch(name: string, atMs?: number): Promise<void>;
+  /**
+   * Drops the queue with everything drop removes (items, leases, partitions),
+   * atomically with the check, if it has an idle timeout and lastUsedMs +
+   * idleTimeoutMs <= nowMs (default now). Returns whether it was dropped: false
+   * for a queue that is fresh, never expires or does not exist.
+   */
+  dropIfIdle(name: string, nowMs?: number): Promise<boolean>;
   /**
    * Appends items, in order, to the end of one partition, atomically: all or
    * none. Refreshes the partition's expiry. QueueFullError (nothing written)

@@ -18,7 +18,9 @@ import {
   MAX_PAGE_ITEMS,
   MAX_PARTITION_KEY_BYTES,
   MAX_PARTITION_TTL_MS,
+  MAX_IDLE_TIMEOUT_MS,
   MAX_VISIBILITY_MS,
+  MIN_IDLE_TIMEOUT_MS,
   type QueueSettings,
 } from './types.js';
 
@@ -65,7 +67,22 @@ export function checkSettings(s: Partial<QueueSettings> = {}): QueueSettings {
   return {
     maxSize: checkInt('maxSize', s.maxSize ?? DEFAULT_MAX_SIZE, 1, MAX_MAX_SIZE),
     maxDeliveries: checkInt('maxDeliveries', s.maxDeliveries ?? DEFAULT_MAX_DELIVERIES, 1, MAX_MAX_DELIVERIES),
+    idleTimeoutMs: checkIdleTimeout(s.idleTimeoutMs ?? 0),
   };
+}
+
+function checkIdleTimeout(ms: number): number {
+  if (ms !== 0 && (!Number.isInteger(ms) || ms < MIN_IDLE_TIMEOUT_MS || ms > MAX_IDLE_TIMEOUT_MS)) {
+    throw new InvalidArgumentError(
+      `idleTimeoutMs must be 0 (never) or an integer from ${MIN_IDLE_TIMEOUT_MS} to ${MAX_IDLE_TIMEOUT_MS}, got ${ms}`,
+    );
+  }
+  return ms;
+}
+
+/** A caller-supplied clock reading (touch's atMs, dropIfIdle's nowMs): ms since the epoch. */
+export function checkTime(what: string, ms: number | undefined): number | undefined {
+  return ms === undefined ? undefined : checkInt(what, ms, 0, Number.MAX_SAFE_INTEGER);
 }
 
 /** Returns the TTL in ms, or 0 for the default partition (never expires). */

@@ -1,16 +1,6 @@
 /** The VolumeService gRPC handlers: decode, check the token, call the catalogue, encode errors. */
-import type {
-  handleClientStreamingCall,
-  handleServerStreamingCall,
-  handleUnaryCall,
-  sendUnaryData,
-  ServerUnaryCall,
-  ServerReadableStream,
-  ServerWritableStream,
-} from '@grpc/grpc-js';
-import { bearerMatches } from '../common/auth.js';
-import { InvalidArgumentError, UnauthenticatedError } from '../common/errors.js';
-import { toGrpcError } from '../common/grpc-errors.js';
+import { InvalidArgumentError } from '../common/errors.js';
+import { authCheck, clientStream, fromSameHost, serverStream, unary } from '../common/grpc-server.js';
 import type { Logger } from '../common/logger.js';
 import type { VolumeServiceServer } from '../gen/stowage/v1/volume.js';
 import type { VolumeCatalog } from './catalog.js';
@@ -19,94 +9,6 @@ import type { VolumeCatalog } from './catalog.js';
 export const MAX_BLOB_BYTES = 64 * 1024 * 1024;
 const FRAME = 1024 * 1024;
 const LIST_BATCH = 1000;
-
-type AnyCall = { metadata: { get(key: string): unknown[] } };
-
-export function authCheck(token: string) {
-  return (call: AnyCall): void => {
-    const header = call.metadata.get('authorization')[0];
-    if (!bearerMatches(typeof header === 'string' ? header : undefined, token)) {
-      throw new UnauthenticatedError(
-        'missing or wrong token: set STOWAGE_TOKEN to the contents of the server\'s <data-dir>/token',
-      );
-    }
-  };
-}
-
-export function unary<Req, Res>(
-  check: (call: AnyCall) => void,
-  log: Logger,
-  fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res> | Res,
-): handleUnaryCall<Req, Res> {
-  return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
-    (async () => {
-      check(call);
-      return fn(call.request, call);
-    })().then(
-      (res) => cb(null, res),
-      (err: unknown) => {
-        logFailure(log, call.getPath(), err);
-        cb(toGrpcError(err));
-      },
-    );
-  };
-}
-
-export function serverStream<Req, Res>(
-  check: (call: AnyCall) => void,
-  log: Logger,
-  fn: (req: Req, write: (msg: Res) => Promise<void>) => Promise<void>,
-): handleServerStreamingCall<Req, Res> {
-  return (call: ServerWritableStream<Req, Res>) => {
-    const write = (msg: Res) =>
-      new Promise<void>((resolve) => {
-        if (call.write(msg)) resolve();
-        else call.once('drain', resolve);
-      });
-    (async () => {
-      check(call);
-      await fn(call.request, write);
-    })().then(
-      () => call.end(),
-      (err: unknown) => {
-        logFailure(log, call.getPath(), err);
-        call.emit('error', toGrpcError(err));
-      },
-    );
-  };
-}
-
-export function clientStream<Req, Res>(
-  check: (call: AnyCall) => void,
-  log: Logger,
-  fn: (messages: AsyncIterable<Req>) => Promise<Res>,
-): handleClientStreamingCall<Req, Res> {
-  return (call: ServerReadableStream<Req, Res>, cb: sendUnaryData<Res>) => {
-    (async () => {
-      check(call);
-      return fn(call as AsyncIterable<Req>);
-    })().then(
-      (res) => cb(null, res),
-      (err: unknown) => {
-        logFailure(log, call.getPath(), err);
-        cb(toGrpcError(err));
-      },
-    );
-  };
-}
-
-/** True when the caller connected from this host (loopback). */
-export function fromSameHost(call: { getPeer(): string }): boolean {
-  const peer = call.getPeer();
-  return peer.startsWith('127.') || peer.startsWith('::1') || peer.startsWith('[::1]') || peer.startsWith('::ffff:127.');
-}
-
-function logFailure(log: Logger, method: string, err: unknown): void {
-  const { code, details } = toGrpcError(err);
-  // Caller mistakes are the caller's to read; server faults are ours.
-  if (code === 13 || code === 14 || code === 15) log.warn({ method, code }, details);
-  else log.debug({ method, code }, details);
-}
 
 export function volumeService(catalog: VolumeCatalog, token: string, log: Logger): VolumeServiceServer {
   const check = authCheck(token);

@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Connection } from '../../src/client/index.js';
-import { startServer, type RunningServer, type ServeOptions } from '../../src/volume-server/server.js';
+import { startServer, type RunningServer, type ServeOptions } from '../../src/server/server.js';
 import type { S3StoreOptions } from '../../src/volume-server/store/s3.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -1,0 +1,314 @@
+/**
+ * Queue: named FIFO queues shared by many workers, shaped like Modal's Queue,
+ * with what Modal lacks: maxSize with blocking puts as back-pressure, and an
+ * ack mode in which an item not acked in time is delivered again (and moves
+ * to the dead-letter partition after maxDeliveries).
+ *
+ *   const q = await Queue.fromName('jobs', { createIfMissing: true });
+ *   await q.put({ shard: 3 });
+ *   const job = await q.get();                       // waits for an item
+ *   const lease = await q.get({ ack: true, visibilityMs: 30_000 });
+ *   ...; await lease.ack();
+ *
+ * Items are msgpack-encoded unless `encoding: 'raw'`. Calls made at the same
+ * time are batched into one message; a blocking call travels on its own.
+ */
+import { randomUUID } from 'node:crypto';
+import { InvalidArgumentError, isStowageError } from '../common/errors.js';
+import { QueueOpKind, type QueueInfo as QueueInfoMessage, type QueueOp, type QueueResult } from '../gen/stowage/v1/queue.js';
+import { DEAD_LETTER_PARTITION, MAX_ITEM_BYTES, MAX_PARTITION_KEY_BYTES } from '../queue/types.js';
+import { codecFor, type Codec, type Encoding } from './codec.js';
+import { defaultConnection, type Connection } from './connection.js';
+
+export { DEAD_LETTER_PARTITION, MAX_ITEM_BYTES, MAX_PARTITION_KEY_BYTES };
+
+export interface QueueInfo {
+  name: string;
+  createdAt: Date;
+  maxSize: number;
+  maxDeliveries: number;
+  /** 0: never deleted for being idle. */
+  idleTimeoutMs: number;
+  lastUsedAt: Date;
+}
+
+export interface QueueOptions {
+  connection?: Connection;
+  /** How items are turned into bytes (default msgpack). */
+  encoding?: Encoding;
+}
+
+export interface QueueSettings {
+  /** Most items held at once, all partitions together (default 100,000). */
+  maxSize?: number;
+  /** Deliveries in ack mode before an item moves to the dead-letter partition (default 5). */
+  maxDeliveries?: number;
+  /** Delete the queue after this long without use; 0 = never (default). */
+  idleTimeoutMs?: number;
+}
+
+export interface QueueFromNameOptions extends QueueOptions, QueueSettings {
+  createIfMissing?: boolean;
+}
+
+export interface QueuePutOptions {
+  /** A partition key (1..64 bytes); the default partition when omitted. */
+  partition?: string;
+  /** A non-default partition expires this long after its last put (default 24 h). */
+  partitionTtlMs?: number;
+  /** Wait while the queue is full (default true); false fails at once with FailedPreconditionError. */
+  block?: boolean;
+  /** With block: give up (FailedPreconditionError) after this long; default: wait as long as it takes. */
+  timeoutMs?: number;
+}
+
+export interface QueueGetOptions {
+  partition?: string;
+  /** Wait for an item (default true); false returns at once. */
+  block?: boolean;
+  /** With block: return nothing after this long; default: wait as long as it takes. */
+  timeoutMs?: number;
+}
+
+export interface QueueAckGetOptions extends QueueGetOptions {
+  ack: true;
+  /** How long the lease lasts before the item is delivered again (default 30 s). */
+  visibilityMs?: number;
+}
+
+/** An item got in ack mode: ack() it when done, or it is delivered again. */
+export interface Lease<T> {
+  value: T;
+  leaseId: string;
+  /** Deliveries of this item so far, this one included. */
+  deliveries: number;
+  ack(): Promise<boolean>;
+}
+
+const DEFAULT_VISIBILITY_MS = 30_000;
+const PEEK_PAGE = 1000;
+const EPHEMERAL_IDLE_MS = 60_000;
+const HEARTBEAT_MS = 15_000;
+
+const toInfo = (m: QueueInfoMessage): QueueInfo => ({
+  name: m.name,
+  createdAt: new Date(m.createdAtMs),
+  maxSize: m.maxSize,
+  maxDeliveries: m.maxDeliveries,
+  idleTimeoutMs: m.idleTimeoutMs,
+  lastUsedAt: new Date(m.lastUsedMs),
+});
+
+const op = (o: Partial<QueueOp> & Pick<QueueOp, 'kind' | 'queue'>): QueueOp => ({
+  partition: '',
+  items: [],
+  partitionTtlMs: 0,
+  block: false,
+  timeoutMs: 0,
+  max: 0,
+  ack: false,
+  visibilityMs: 0,
+  leaseIds: [],
+  all: false,
+  cursor: '',
+  ...o,
+});
+
+function checkPartition(partition: string | undefined): string {
+  if (partition === undefined) return '';
+  if (typeof partition !== 'string' || partition.length === 0) {
+    throw new InvalidArgumentError('partition key must be a non-empty string (omit it for the default partition)');
+  }
+  if (Buffer.byteLength(partition) > MAX_PARTITION_KEY_BYTES) {
+    throw new InvalidArgumentError(`partition key is ${Buffer.byteLength(partition)} bytes, over the limit of ${MAX_PARTITION_KEY_BYTES}`);
+  }
+  return partition;
+}
+
+function checkMs(what: string, ms: number | undefined): number {
+  if (ms === undefined) return 0;
+  if (!Number.isInteger(ms) || ms <= 0) throw new InvalidArgumentError(`${what} must be a positive integer, got ${ms}`);
+  return ms;
+}
+
+export class Queue<T = unknown> {
+  private heartbeat: NodeJS.Timeout | undefined;
+  private readonly codec: Codec;
+
+  private constructor(
+    readonly name: string,
+    private readonly conn: Connection,
+    encoding: Encoding | undefined,
+    private readonly ephemeral = false,
+  ) {
+    this.codec = codecFor(encoding);
+  }
+
+  /** Looks a queue up by name; NotFoundError (with the command that creates it) unless createIfMissing. */
+  static async fromName<T = unknown>(name: string, opts: QueueFromNameOptions = {}): Promise<Queue<T>> {
+    const conn = opts.connection ?? defaultConnection();
+    const q = conn.queues;
+    if (opts.createIfMissing) {
+      await conn.unary(q.createQueue.bind(q), {
+        name,
+        existOk: true,
+        maxSize: opts.maxSize ?? 0,
+        maxDeliveries: opts.maxDeliveries ?? 0,
+        idleTimeoutMs: opts.idleTimeoutMs ?? 0,
+      });
+    } else {
+      await conn.unary(q.getQueue.bind(q), { name });
+    }
+    return new Queue<T>(name, conn, opts.encoding);
+  }
+
+  /** A queue that lives until close() (or until its heartbeats stop for a minute). */
+  static async ephemeral<T = unknown>(opts: QueueOptions & Omit<QueueSettings, 'idleTimeoutMs'> = {}): Promise<Queue<T>> {
+    const conn = opts.connection ?? defaultConnection();
+    const q = conn.queues;
+    const info = await conn.unary(q.createQueue.bind(q), {
+      name: `ephemeral-${randomUUID()}`,
+      existOk: false,
+      maxSize: opts.maxSize ?? 0,
+      maxDeliveries: opts.maxDeliveries ?? 0,
+      idleTimeoutMs: EPHEMERAL_IDLE_MS,
+    });
+    const queue = new Queue<T>(info.name, conn, opts.encoding, true);
+    queue.heartbeat = setInterval(() => {
+      conn.queueOps.run(op({ kind: QueueOpKind.QUEUE_OP_KIND_TOUCH, queue: info.name })).catch(() => undefined);
+    }, HEARTBEAT_MS);
+    queue.heartbeat.unref();
+    return queue;
+  }
+
+  static async list(opts: { connection?: Connection } = {}): Promise<QueueInfo[]> {
+    const conn = opts.connection ?? defaultConnection();
+    return (await conn.unary(conn.queues.listQueues.bind(conn.queues), {})).queues.map(toInfo);
+  }
+
+  static async delete(name: string, opts: { connection?: Connection } = {}): Promise<void> {
+    const conn = opts.connection ?? defaultConnection();
+    await conn.unary(conn.queues.deleteQueue.bind(conn.queues), { name });
+  }
+
+  async info(): Promise<QueueInfo> {
+    return toInfo(await this.conn.unary(this.conn.queues.getQueue.bind(this.conn.queues), { name: this.name }));
+  }
+
+  /** Adds one item at the end of a partition. */
+  async put(value: T, opts: QueuePutOptions = {}): Promise<void> {
+    await this.putMany([value], opts);
+  }
+
+  /** Adds items, in order, at the end of a partition, all or none. */
+  async putMany(values: readonly T[], opts: QueuePutOptions = {}): Promise<void> {
+    if (values.length === 0) return;
+    const items = values.map((v) => {
+      const b = this.codec.encode(v, 'queue item');
+      if (b.length > MAX_ITEM_BYTES) {
+        throw new InvalidArgumentError(`queue item of ${b.length} bytes is over the limit of ${MAX_ITEM_BYTES} bytes`);
+      }
+      return b;
+    });
+    const block = opts.block ?? true;
+    const o = op({
+      kind: QueueOpKind.QUEUE_OP_KIND_PUT,
+      queue: this.name,
+      partition: checkPartition(opts.partition),
+      items,
+      partitionTtlMs: checkMs('partitionTtlMs', opts.partitionTtlMs),
+      block,
+      timeoutMs: checkMs('timeoutMs', opts.timeoutMs),
+    });
+    // A blocking put goes alone only if it may wait; a put that fits returns at
+    // once either way, so it rides in the shared batch.
+    await this.run(o, items.reduce((n, b) => n + b.length, 0), false);
+  }
+
+  /** The next item, removed for good; undefined if none came (block false, or timeout). */
+  get(opts?: QueueGetOptions & { ack?: false }): Promise<T | undefined>;
+  /** The next item, leased: ack() it within visibilityMs or it is delivered again. */
+  get(opts: QueueAckGetOptions): Promise<Lease<T> | undefined>;
+  async get(opts: QueueGetOptions & { ack?: boolean; visibilityMs?: number } = {}): Promise<T | Lease<T> | undefined> {
+    const items = await this.getItems(1, opts);
+    return items[0];
+  }
+
+  /** Up to n items (waiting, unless block is false, only until the first arrives). */
+  getMany(n: number, opts?: QueueGetOptions & { ack?: false }): Promise<T[]>;
+  getMany(n: number, opts: QueueAckGetOptions): Promise<Lease<T>[]>;
+  async getMany(n: number, opts: QueueGetOptions & { ack?: boolean; visibilityMs?: number } = {}): Promise<(T | Lease<T>)[]> {
+    return this.getItems(n, opts);
+  }
+
+  /** Acks leases (or lease ids); returns how many were still held. */
+  async ack(leases: readonly (Lease<T> | string)[]): Promise<number> {
+    const leaseIds = leases.map((l) => (typeof l === 'string' ? l : l.leaseId));
+    return (await this.run(op({ kind: QueueOpKind.QUEUE_OP_KIND_ACK, queue: this.name, leaseIds }))).number;
+  }
+
+  /** Items in one partition (default), or in the whole queue with `total`. */
+  async len(opts: { partition?: string; total?: boolean } = {}): Promise<number> {
+    const o = op({ kind: QueueOpKind.QUEUE_OP_KIND_LEN, queue: this.name, partition: checkPartition(opts.partition), all: opts.total ?? false });
+    return (await this.run(o)).number;
+  }
+
+  /** Removes the items of one partition (default), or of every partition with `all`. */
+  async clear(opts: { partition?: string; all?: boolean } = {}): Promise<void> {
+    const o = op({ kind: QueueOpKind.QUEUE_OP_KIND_CLEAR, queue: this.name, partition: checkPartition(opts.partition), all: opts.all ?? false });
+    await this.run(o);
+  }
+
+  /** Reads the items of a partition in order without removing them, a page at a time. */
+  async *iterate(opts: { partition?: string } = {}): AsyncIterableIterator<T> {
+    const partition = opts.partition === DEAD_LETTER_PARTITION ? DEAD_LETTER_PARTITION : checkPartition(opts.partition);
+    let cursor = '';
+    do {
+      const r = await this.run(op({ kind: QueueOpKind.QUEUE_OP_KIND_PEEK, queue: this.name, partition, cursor, max: PEEK_PAGE }));
+      for (const item of r.items) yield this.codec.decode(item.data) as T;
+      cursor = r.cursor;
+    } while (cursor);
+  }
+
+  /** Ends an ephemeral queue (deleting it); a no-op for named queues. */
+  async close(): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+    if (this.ephemeral) {
+      await Queue.delete(this.name, { connection: this.conn }).catch((err: unknown) => {
+        if (!isStowageError(err, 'NOT_FOUND')) throw err;
+      });
+    }
+  }
+
+  private async getItems(n: number, opts: QueueGetOptions & { ack?: boolean; visibilityMs?: number }): Promise<(T | Lease<T>)[]> {
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`getMany needs a positive integer count, got ${n}`);
+    const block = opts.block ?? true;
+    const partition = opts.partition === DEAD_LETTER_PARTITION ? DEAD_LETTER_PARTITION : checkPartition(opts.partition);
+    const o = op({
+      kind: QueueOpKind.QUEUE_OP_KIND_GET,
+      queue: this.name,
+      partition,
+      max: n,
+      block,
+      timeoutMs: checkMs('timeoutMs', opts.timeoutMs),
+      ack: opts.ack ?? false,
+      visibilityMs: opts.ack ? (checkMs('visibilityMs', opts.visibilityMs) || DEFAULT_VISIBILITY_MS) : 0,
+    });
+    const r = await this.run(o, 0, block);
+    return r.items.map((item) => {
+      const value = this.codec.decode(item.data) as T;
+      if (!opts.ack) return value;
+      return {
+        value,
+        leaseId: item.leaseId,
+        deliveries: item.deliveries,
+        ack: async () => (await this.ack([item.leaseId])) === 1,
+      };
+    });
+  }
+
+  private run(o: QueueOp, bytes = 0, alone = false): Promise<QueueResult> {
+    return this.conn.queueOps.run(o, bytes, alone);
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * The QueueService gRPC handlers over one QueueBackend. Operations come in
+ * batches (a unary Batch call or a Session stream), each failing on its own.
+ *
+ * Blocking: a get with `block` registers for the partition's wake-up BEFORE
+ * it looks (so a put between the look and the wait is not missed), then waits
+ * for the wake-up, for REDELIVERY_POLL_MS (lease expiry is not announced), for
+ * its timeout, or for the caller to go away, whichever comes first. A put with
+ * `block` on a full queue retries with a growing pause: no backend announces
+ * free room, and back-pressure only needs to be eventually prompt.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { InvalidArgumentError } from '../common/errors.js';
+import { toOpError } from '../common/grpc-errors.js';
+import { authCheck, session, unary } from '../common/grpc-server.js';
+import { IdleTracker, type IdleOptions } from '../common/idle.js';
+import type { Logger } from '../common/logger.js';
+import {
+  QueueOpKind,
+  type QueueBatch,
+  type QueueBatchResult,
+  type QueueInfo as QueueInfoMessage,
+  type QueueOp,
+  type QueueResult,
+  type QueueServiceServer,
+} from '../gen/stowage/v1/queue.js';
+import { REDELIVERY_POLL_MS, type DeliveredItem, type QueueBackend, type QueueInfo } from './types.js';
+import { QueueFullError } from './validate.js';
+
+/** Most operations in one batch message. */
+export const MAX_OPS_PER_BATCH = 1000;
+/** Pauses of a blocked put between tries, growing to the last. */
+const PUT_RETRY_MS = [2, 5, 10, 20, 50, 100];
+
+const result = (r: Partial<QueueResult>): QueueResult => ({ error: undefined, items: [], number: 0, cursor: '', ...r });
+
+const infoMessage = (i: QueueInfo): QueueInfoMessage => ({
+  name: i.name,
+  createdAtMs: i.createdAtMs,
+  maxSize: i.maxSize,
+  maxDeliveries: i.maxDeliveries,
+  idleTimeoutMs: i.idleTimeoutMs,
+  lastUsedMs: i.lastUsedMs,
+});
+
+const itemMessage = (i: DeliveredItem) => ({ data: i.data, leaseId: i.leaseId ?? '', deliveries: i.deliveries });
+
+/** Resolves after `ms` or when `signal` aborts, whichever is first; never rejects. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return sleep(ms, undefined, { signal, ref: false }).catch(() => undefined);
+}
+
+export class QueueService {
+  readonly idle: IdleTracker;
+
+  constructor(
+    private readonly backend: QueueBackend,
+    private readonly log: Logger,
+    idle?: IdleOptions,
+  ) {
+    this.idle = new IdleTracker(backend, 'queue', log, idle);
+  }
+
+  handlers(token: string): QueueServiceServer {
+    const check = authCheck(token);
+    const log = this.log;
+    const b = this.backend;
+    return {
+      createQueue: unary(check, log, async (r) => {
+        const settings = {
+          maxSize: r.maxSize || undefined,
+          maxDeliveries: r.maxDeliveries || undefined,
+          idleTimeoutMs: r.idleTimeoutMs || undefined,
+        };
+        try {
+          return infoMessage(await b.create(r.name, settings));
+        } catch (err) {
+          if (r.existOk && (err as { code?: string }).code === 'ALREADY_EXISTS') return infoMessage(await b.info(r.name));
+          throw err;
+        }
+      }),
+      getQueue: unary(check, log, async (r) => infoMessage(await b.info(r.name))),
+      listQueues: unary(check, log, async () => ({ queues: (await b.list()).map(infoMessage) })),
+      deleteQueue: unary(check, log, async (r) => {
+        await b.drop(r.name);
+        return {};
+      }),
+      batch: unary(check, log, (r, call) => {
+        const aborter = new AbortController();
+        call.on('cancelled', () => aborter.abort());
+        return this.runBatch(r, aborter.signal);
+      }),
+      session: session(check, log, (r, signal) => this.runBatch(r, signal)),
+    };
+  }
+
+  async runBatch(batch: QueueBatch, signal: AbortSignal): Promise<QueueBatchResult> {
+    if (batch.ops.length > MAX_OPS_PER_BATCH) {
+      const error = toOpError(new InvalidArgumentError(`a batch holds at most ${MAX_OPS_PER_BATCH} operations`));
+      return { id: batch.id, results: batch.ops.map(() => result({ error })) };
+    }
+    const results = await Promise.all(
+      batch.ops.map((op) =>
+        this.runOp(op, signal).then(
+          (r) => {
+            this.idle.mark(op.queue);
+            return r;
+          },
+          (err: unknown) => {
+            if ((err as { code?: string }).code === undefined) this.log.warn({ err }, 'queue operation failed');
+            return result({ error: toOpError(err) });
+          },
+        ),
+      ),
+    );
+    return { id: batch.id, results };
+  }
+
+  private async runOp(op: QueueOp, signal: AbortSignal): Promise<QueueResult> {
+    const b = this.backend;
+    const q = op.queue;
+    const partition = op.partition;
+    switch (op.kind) {
+      case QueueOpKind.QUEUE_OP_KIND_PUT:
+        await this.put(op, signal);
+        return result({});
+      case QueueOpKind.QUEUE_OP_KIND_GET:
+        return result({ items: (await this.get(op, signal)).map(itemMessage) });
+      case QueueOpKind.QUEUE_OP_KIND_ACK:
+        return result({ number: await b.ack(q, op.leaseIds) });
+      case QueueOpKind.QUEUE_OP_KIND_LEN:
+        return result({ number: await b.len(q, op.all ? { total: true } : { partition }) });
+      case QueueOpKind.QUEUE_OP_KIND_CLEAR:
+        await b.clear(q, op.all ? { all: true } : { partition });
+        return result({});
+      case QueueOpKind.QUEUE_OP_KIND_PEEK: {
+        const page = await b.peek(q, { partition, cursor: op.cursor || undefined, limit: op.max || undefined });
+        return result({
+          items: page.items.map((i) => ({ data: i.data, leaseId: '', deliveries: i.deliveries })),
+          cursor: page.cursor ?? '',
+        });
+      }
+      case QueueOpKind.QUEUE_OP_KIND_TOUCH:
+        await b.touch(q);
+        return result({});
+      default:
+        throw new InvalidArgumentError(`unknown queue operation ${op.kind}; is the client newer than the server?`);
+    }
+  }
+
+  private async put(op: QueueOp, signal: AbortSignal): Promise<void> {
+    const options = { partition: op.partition, partitionTtlMs: op.partitionTtlMs || undefined };
+    const deadline = op.timeoutMs ? Date.now() + op.timeoutMs : Infinity;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.backend.put(op.queue, op.items, options);
+      } catch (err) {
+        if (!(err instanceof QueueFullError) || !op.block) throw err;
+        const left = deadline - Date.now();
+        if (left <= 0 || signal.aborted) throw err;
+        if (attempt === 0) {
+          const { maxSize } = await this.backend.info(op.queue);
+          if (op.items.length > maxSize) {
+            throw new InvalidArgumentError(
+              `put of ${op.items.length} items can never fit in queue ${op.queue} (maxSize ${maxSize}); put fewer at a time`,
+            );
+          }
+        }
+        await pause(Math.min(PUT_RETRY_MS[Math.min(attempt, PUT_RETRY_MS.length - 1)]!, left), signal);
+      }
+    }
+  }
+
+  private async get(op: QueueOp, signal: AbortSignal): Promise<DeliveredItem[]> {
+    const options = {
+      partition: op.partition,
+      max: op.max || undefined,
+      ack: op.ack ? { visibilityMs: op.visibilityMs } : undefined,
+    };
+    if (!op.block) return this.backend.get(op.queue, options);
+    const deadline = op.timeoutMs ? Date.now() + op.timeoutMs : Infinity;
+    for (;;) {
+      // A caller that went away must not take items it will never receive.
+      if (signal.aborted) return [];
+      const waiting = new AbortController();
+      const stopWaiting = () => waiting.abort();
+      signal.addEventListener('abort', stopWaiting);
+      try {
+        const woken = this.backend.waitForItems(op.queue, op.partition, waiting.signal);
+        const items = await this.backend.get(op.queue, options);
+        const left = deadline - Date.now();
+        if (items.length > 0 || left <= 0 || signal.aborted) return items;
+        await Promise.race([woken, pause(Math.min(REDELIVERY_POLL_MS, left), waiting.signal)]);
+      } finally {
+        signal.removeEventListener('abort', stopWaiting);
+        waiting.abort();
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.idle.close();
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * `stowage serve`: one gRPC server hosting the services on one port. The
+ * embedded default keeps chunks and manifests under <data-dir>/store, the
+ * volume index under <data-dir>/index, and dicts and queues in LMDB under
+ * <data-dir>/dict and <data-dir>/queue. With an S3 bucket, chunks and
+ * manifests go there; with a Redis URL, dicts and queues go there.
+ */
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { loadOrCreateToken } from '../common/auth.js';
+import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT } from '../common/config.js';
+import { UnavailableError } from '../common/errors.js';
+import type { IdleOptions } from '../common/idle.js';
+import { createLogger, type Logger } from '../common/logger.js';
+import { redactUrl } from '../common/urls.js';
+import type { DictBackend } from '../dict/types.js';
+import { DictService } from '../dict/service.js';
+import { DictServiceService } from '../gen/stowage/v1/dict.js';
+import { QueueServiceService } from '../gen/stowage/v1/queue.js';
+import { VolumeServiceService } from '../gen/stowage/v1/volume.js';
+import { QueueService } from '../queue/service.js';
+import type { QueueBackend } from '../queue/types.js';
+import { VolumeCatalog, type CatalogOptions } from '../volume-server/catalog.js';
+import { volumeService } from '../volume-server/grpc-service.js';
+import { LmdbIndex } from '../volume-server/index/lmdb.js';
+import type { BlobStore } from '../volume-server/store/interface.js';
+import { LocalBlobStore } from '../volume-server/store/local.js';
+import { S3BlobStore, type S3StoreOptions } from '../volume-server/store/s3.js';
+
+export const GRPC_MESSAGE_LIMIT = 256 * 1024 * 1024;
+
+export interface ServeOptions {
+  dataDir?: string;
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  s3?: S3StoreOptions;
+  /** A store to use as it is (tests wrap stores to count or inject faults). */
+  store?: BlobStore;
+  catalog?: CatalogOptions;
+  /** Keep dicts and queues in this Redis (redis://…) instead of LMDB. */
+  redisUrl?: string;
+  /** How often idle dicts and queues are looked for (tests shorten it). */
+  idle?: IdleOptions;
+  /** Services to host; all of them by default. */
+  only?: readonly ServiceName[];
+  log?: Logger;
+}
+
+export const SERVICE_NAMES = ['volume', 'dict', 'queue'] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+
+export interface RunningServer {
+  address: string;
+  port: number;
+  token: string;
+  tokenPath: string;
+  tokenCreated: boolean;
+  dataDir: string;
+  store: BlobStore;
+  catalog: VolumeCatalog;
+  /** Where dicts and queues live: an LMDB directory or a redacted Redis URL. */
+  stateDescription: string;
+  services: readonly ServiceName[];
+  stop(): Promise<void>;
+}
+
+export async function startServer(opts: ServeOptions = {}): Promise<RunningServer> {
+  const log = opts.log ?? createLogger('stowage');
+  const dataDir = resolve(opts.dataDir ?? DEFAULT_DATA_DIR);
+  mkdirSync(dataDir, { recursive: true });
+  const { token, path: tokenPath, created } = loadOrCreateToken(dataDir);
+  const services = opts.only ?? SERVICE_NAMES;
+  const store = opts.store ?? (opts.s3 ? new S3BlobStore(opts.s3) : new LocalBlobStore(join(dataDir, 'store')));
+  const index = new LmdbIndex(join(dataDir, 'index'));
+  const catalog = new VolumeCatalog(store, index, log, opts.catalog);
+  const { dicts, queues } = await openStateBackends(dataDir, opts.redisUrl);
+  const dictService = new DictService(dicts, log, opts.idle);
+  const queueService = new QueueService(queues, log, opts.idle);
+  if (services.includes('volume')) await catalog.init();
+
+  const server = new Server({
+    'grpc.max_receive_message_length': GRPC_MESSAGE_LIMIT,
+    'grpc.max_send_message_length': GRPC_MESSAGE_LIMIT,
+  });
+  if (services.includes('volume')) server.addService(VolumeServiceService, volumeService(catalog, token, log));
+  if (services.includes('dict')) server.addService(DictServiceService, dictService.handlers(token));
+  if (services.includes('queue')) server.addService(QueueServiceService, queueService.handlers(token));
+  const host = opts.host ?? DEFAULT_HOST;
+  const port = await new Promise<number>((res, rej) =>
+    server.bindAsync(`${host}:${opts.port ?? DEFAULT_PORT}`, ServerCredentials.createInsecure(), (err, p) =>
+      err
+        ? rej(new UnavailableError(`cannot listen on ${host}:${opts.port ?? DEFAULT_PORT}: ${err.message} (pick another with --port)`))
+        : res(p),
+    ),
+  );
+  const reaper = setInterval(() => {
+    if (!services.includes('volume')) return;
+    catalog.reapEphemeral().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'ephemeral reaper failed'));
+  }, 30_000);
+  reaper.unref();
+
+  return {
+    address: `${host}:${port}`,
+    port,
+    token,
+    tokenPath,
+    tokenCreated: created,
+    dataDir,
+    store,
+    catalog,
+    stateDescription: opts.redisUrl ? redactUrl(opts.redisUrl) : `LMDB in ${dataDir}/{dict,queue}`,
+    services,
+    async stop() {
+      clearInterval(reaper);
+      await catalog.close();
+      // Sessions with blocked gets would hold a graceful shutdown open forever.
+      await new Promise<void>((res) => {
+        const force = setTimeout(() => server.forceShutdown(), 2000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          res();
+        });
+      });
+      await Promise.all([dictService.close(), queueService.close()]);
+      await Promise.all([index.close(), dicts.close(), queues.close()]);
+    },
+  };
+}
+
+async function openStateBackends(
+  dataDir: string,
+  redisUrl: string | undefined,
+): Promise<{ dicts: DictBackend; queues: QueueBackend }> {
+  if (redisUrl) {
+    const { RedisDictBackend } = await import('../dict/redis.js');
+    const { RedisQueueBackend } = await import('../queue/redis.js');
+    return { dicts: new RedisDictBackend(redisUrl), queues: await RedisQueueBackend.connect({ url: redisUrl }) };
+  }
+  const { LmdbDictBackend } = await import('../dict/lmdb.js');
+  const { LmdbQueueBackend } = await import('../queue/lmdb.js');
+  return { dicts: new LmdbDictBackend(join(dataDir, 'dict')), queues: new LmdbQueueBackend(join(dataDir, 'queue')) };
+}
