@@ -63,8 +63,8 @@ export function register(program: Command): void {
         console.error(`created a token in ${server.tokenPath}; clients read it from there or from STOWAGE_TOKEN`);
       }
       console.error(
-        `stowage serving ${server.services.join(', ')} on ${server.address} ` +
-          `(store: ${server.store.description}; index: ${server.dataDir}/index; dicts and queues: ${server.stateDescription})`,
+        `stowage serving on ${server.address} (services: ${server.services.join(', ')}; ` +
+          `store: ${server.store.description}; index: ${server.dataDir}/index; dicts and queues: ${server.stateDescription})`,
       );
       await new Promise<void>((resolve) => {
         const stop = () => {
