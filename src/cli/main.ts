@@ -2,6 +2,8 @@
 import { Command, CommanderError } from 'commander';
 import { closeDefaultConnection } from '../client/index.js';
 import { ErrorCode, StowageError, messageOf } from '../common/errors.js';
+import { register as registerDict } from './dict.js';
+import { register as registerQueue } from './queue.js';
 import { register as registerServe } from './serve.js';
 import { register as registerVolume } from './volume.js';
 
@@ -31,6 +33,8 @@ const program = new Command('stowage')
 
 registerServe(program);
 registerVolume(program);
+registerDict(program);
+registerQueue(program);
 
 try {
   await program.parseAsync(process.argv);

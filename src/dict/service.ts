@@ -7,6 +7,7 @@
  */
 import { decode, encode } from '@msgpack/msgpack';
 import { FailedPreconditionError, InvalidArgumentError } from '../common/errors.js';
+import { addToGroup, settleOps } from '../common/batch.js';
 import { toOpError } from '../common/grpc-errors.js';
 import { authCheck, session, unary } from '../common/grpc-server.js';
 import { IdleTracker, type IdleOptions } from '../common/idle.js';
@@ -21,6 +22,7 @@ import {
   type DictServiceServer,
   type VersionedValue as VersionedValueMessage,
 } from '../gen/stowage/v1/dict.js';
+import { checkKey, checkValue } from './checks.js';
 import { MAX_BATCH_ENTRIES, MAX_SCAN_LIMIT, type DictBackend, type DictInfo, type VersionedValue } from './types.js';
 
 /** Most operations in one batch message. */
@@ -46,6 +48,18 @@ const infoMessage = (i: DictInfo): DictInfoMessage => ({
   idleTimeoutMs: i.idleTimeoutMs,
   lastUsedMs: i.lastUsedMs,
 });
+
+/** Whether a key (value) passes the backend's checks, so folding it into a group cannot fail the others. */
+const passes = (check: (b: Buffer) => unknown) => (b: Buffer) => {
+  try {
+    check(b);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const validKey = passes(checkKey);
+const validValue = passes(checkValue);
 
 export class DictService {
   readonly idle: IdleTracker;
@@ -92,21 +106,41 @@ export class DictService {
       const error = toOpError(new InvalidArgumentError(`a batch holds at most ${MAX_OPS_PER_BATCH} operations`));
       return { id: batch.id, results: batch.ops.map(() => result({ error })) };
     }
-    const results = await Promise.all(
-      batch.ops.map((op) =>
-        this.runOp(op).then(
-          (r) => {
-            this.idle.mark(op.dict);
-            return r;
-          },
-          (err: unknown) => {
-            if ((err as { code?: string }).code === undefined) this.log.warn({ err }, 'dict operation failed');
-            return result({ error: toOpError(err) });
-          },
-        ),
-      ),
+    const results: Promise<DictResult>[] = new Array(batch.ops.length);
+    // Plain gets and plain puts of one dict are folded into one getMany and one
+    // update: one backend call (one LMDB transaction, one Redis script) for
+    // many callers. The outcome is what the ops one by one would give: each
+    // op is a get of a live key, or a put that stores and clears the TTL.
+    const gets = new Map<string, number[]>();
+    const puts = new Map<string, number[]>();
+    batch.ops.forEach((op, i) => {
+      if (op.kind === DictOpKind.DICT_OP_KIND_GET && validKey(op.key)) addToGroup(gets, op.dict, i);
+      else if (op.kind === DictOpKind.DICT_OP_KIND_PUT && !op.skipIfExists && !op.ttlMs && validKey(op.key) && validValue(op.value)) {
+        addToGroup(puts, op.dict, i);
+      } else results[i] = this.runOp(op);
+    });
+    for (const [dict, idx] of gets) {
+      if (idx.length === 1) results[idx[0]!] = this.runOp(batch.ops[idx[0]!]!);
+      else {
+        const all = this.backend.getMany(dict, idx.map((i) => batch.ops[i]!.key));
+        idx.forEach((i, n) => (results[i] = all.then((vs) => result({ item: versioned(vs[n]) }))));
+      }
+    }
+    for (const [dict, idx] of puts) {
+      if (idx.length === 1) results[idx[0]!] = this.runOp(batch.ops[idx[0]!]!);
+      else {
+        const done = this.backend.update(dict, idx.map((i) => [batch.ops[i]!.key, batch.ops[i]!.value] as const));
+        for (const i of idx) results[i] = done.then(() => result({ ok: true }));
+      }
+    }
+    const settled = await settleOps(
+      batch.ops.map((op) => op.dict),
+      results,
+      (error) => result({ error }),
+      this.idle,
+      this.log,
     );
-    return { id: batch.id, results };
+    return { id: batch.id, results: settled };
   }
 
   private async runOp(op: DictOp): Promise<DictResult> {

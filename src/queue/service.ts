@@ -11,6 +11,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidArgumentError } from '../common/errors.js';
+import { addToGroup, settleOps } from '../common/batch.js';
 import { toOpError } from '../common/grpc-errors.js';
 import { authCheck, session, unary } from '../common/grpc-server.js';
 import { IdleTracker, type IdleOptions } from '../common/idle.js';
@@ -24,7 +25,11 @@ import {
   type QueueResult,
   type QueueServiceServer,
 } from '../gen/stowage/v1/queue.js';
-import { REDELIVERY_POLL_MS, type DeliveredItem, type QueueBackend, type QueueInfo } from './types.js';
+import {
+  MAX_ITEMS_PER_GET,
+  MAX_ITEMS_PER_PUT,
+  REDELIVERY_POLL_MS,
+  type DeliveredItem, type QueueBackend, type QueueInfo } from './types.js';
 import { QueueFullError } from './validate.js';
 
 /** Most operations in one batch message. */
@@ -99,21 +104,64 @@ export class QueueService {
       const error = toOpError(new InvalidArgumentError(`a batch holds at most ${MAX_OPS_PER_BATCH} operations`));
       return { id: batch.id, results: batch.ops.map(() => result({ error })) };
     }
-    const results = await Promise.all(
-      batch.ops.map((op) =>
-        this.runOp(op, signal).then(
-          (r) => {
-            this.idle.mark(op.queue);
-            return r;
-          },
-          (err: unknown) => {
-            if ((err as { code?: string }).code === undefined) this.log.warn({ err }, 'queue operation failed');
-            return result({ error: toOpError(err) });
-          },
-        ),
-      ),
+    const results: Promise<QueueResult>[] = new Array(batch.ops.length);
+    // Puts to one partition and non-blocking gets from one partition are
+    // folded into one backend call each, in the order of the batch: as if the
+    // ops ran one after another with nothing in between.
+    const puts = new Map<string, number[]>();
+    const gets = new Map<string, number[]>();
+    batch.ops.forEach((op, i) => {
+      if (op.kind === QueueOpKind.QUEUE_OP_KIND_PUT) addToGroup(puts, `${op.queue}\n${op.partition}\n${op.partitionTtlMs}`, i);
+      else if (op.kind === QueueOpKind.QUEUE_OP_KIND_GET && !op.block) {
+        addToGroup(gets, `${op.queue}\n${op.partition}\n${op.ack}\n${op.visibilityMs}`, i);
+      } else results[i] = this.runOp(op, signal);
+    });
+    for (const idx of puts.values()) this.putGroup(batch.ops, idx, signal, results);
+    for (const idx of gets.values()) this.getGroup(batch.ops, idx, signal, results);
+    const settled = await settleOps(
+      batch.ops.map((op) => op.queue),
+      results,
+      (error) => result({ error }),
+      this.idle,
+      this.log,
     );
-    return { id: batch.id, results };
+    return { id: batch.id, results: settled };
+  }
+
+  /** One put of every group member's items; if that fails (full, bad item), each member is tried alone. */
+  private putGroup(ops: QueueOp[], idx: number[], signal: AbortSignal, results: Promise<QueueResult>[]): void {
+    const items = idx.flatMap((i) => ops[i]!.items);
+    if (idx.length === 1 || items.length > MAX_ITEMS_PER_PUT) {
+      for (const i of idx) results[i] = this.runOp(ops[i]!, signal);
+      return;
+    }
+    const first = ops[idx[0]!]!;
+    const together = this.backend
+      .put(first.queue, items, { partition: first.partition, partitionTtlMs: first.partitionTtlMs || undefined })
+      .then(
+        () => true,
+        () => false,
+      );
+    for (const i of idx) {
+      results[i] = together.then((ok) => (ok ? result({}) : this.runOp(ops[i]!, signal)));
+    }
+  }
+
+  /** One get for the whole group, its items dealt out in order; a failure is every member's. */
+  private getGroup(ops: QueueOp[], idx: number[], signal: AbortSignal, results: Promise<QueueResult>[]): void {
+    const wants = idx.map((i) => ops[i]!.max || 1);
+    const total = wants.reduce((a, b) => a + b, 0);
+    if (idx.length === 1 || total > MAX_ITEMS_PER_GET || wants.some((w) => w > MAX_ITEMS_PER_GET)) {
+      for (const i of idx) results[i] = this.runOp(ops[i]!, signal);
+      return;
+    }
+    const together = this.get({ ...ops[idx[0]!]!, max: total }, signal);
+    let from = 0;
+    idx.forEach((i, n) => {
+      const start = from;
+      from += wants[n]!;
+      results[i] = together.then((items) => result({ items: items.slice(start, start + wants[n]!).map(itemMessage) }));
+    });
   }
 
   private async runOp(op: QueueOp, signal: AbortSignal): Promise<QueueResult> {
