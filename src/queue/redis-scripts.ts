@@ -25,6 +25,7 @@ const HELPERS = `
 local P = ARGV[1]
 local NAME = ARGV[2]
 local DEAD = '${DEAD_LETTER_PARTITION}'
+local CHUNK = 1000
 local function fmt(x) return string.format('%d', x) end
 local function split(v)
   local c = string.find(v, ':', 1, true)
@@ -131,11 +132,18 @@ local total = tonumber(redis.call('HGET', P .. 'meta', 'total'))
 local maxSize = tonumber(redis.call('HGET', P .. 'meta', 'maxSize'))
 if total + k > maxSize then return redis.error_reply('STOWAGE_FULL ' .. fmt(maxSize - total) .. ' ' .. fmt(k)) end
 local seq = redis.call('HINCRBY', P .. 'meta', 'seq', k) - k
-for i = 1, k do
-  local id = fmt(seq + i)
-  redis.call('ZADD', P .. 'r:' .. part, seq + i, id)
-  redis.call('HSET', P .. 'data', id, ARGV[4 + i])
-  redis.call('HSET', P .. 'n', id, 0)
+-- Variadic writes in slices (Lua's unpack stops near 8,000 values).
+for from = 1, k, CHUNK do
+  local z, d, n = {}, {}, {}
+  for i = from, math.min(k, from + CHUNK - 1) do
+    local id = fmt(seq + i)
+    table.insert(z, seq + i); table.insert(z, id)
+    table.insert(d, id); table.insert(d, ARGV[4 + i])
+    table.insert(n, id); table.insert(n, 0)
+  end
+  redis.call('ZADD', P .. 'r:' .. part, unpack(z))
+  redis.call('HSET', P .. 'data', unpack(d))
+  redis.call('HSET', P .. 'n', unpack(n))
 end
 redis.call('HINCRBY', P .. 'parts', part, k)
 redis.call('HINCRBY', P .. 'meta', 'total', k)
@@ -149,23 +157,34 @@ export const GET = `${PRELUDE}
 local part = ARGV[3]
 local vis = tonumber(ARGV[5])
 local out = {}
-for i, id in ipairs(redis.call('ZRANGE', P .. 'r:' .. part, 0, tonumber(ARGV[4]) - 1)) do
-  redis.call('ZREM', P .. 'r:' .. part, id)
-  local d = redis.call('HGET', P .. 'data', id)
-  local n = redis.call('HINCRBY', P .. 'n', id, 1)
+local ids = redis.call('ZRANGE', P .. 'r:' .. part, 0, tonumber(ARGV[4]) - 1)
+if #ids == 0 then return out end
+redis.call('ZREMRANGEBYRANK', P .. 'r:' .. part, 0, #ids - 1)
+local data = redis.call('HMGET', P .. 'data', unpack(ids))
+local seen = redis.call('HMGET', P .. 'n', unpack(ids))
+local n, leases, expiries = {}, {}, {}
+for i, id in ipairs(ids) do
+  local count = tonumber(seen[i] or '0') + 1
   local lid = ''
-  if vis == 0 then
-    forget(id)
-    redis.call('HINCRBY', P .. 'parts', part, -1)
-    redis.call('HINCRBY', P .. 'meta', 'total', -1)
-  else
+  if vis > 0 then
     lid = ARGV[5 + i]
-    redis.call('HSET', P .. 'lease', lid, id .. ':' .. part)
-    redis.call('ZADD', P .. 'leases', T + vis, lid)
+    table.insert(n, id); table.insert(n, count)
+    table.insert(leases, lid); table.insert(leases, id .. ':' .. part)
+    table.insert(expiries, T + vis); table.insert(expiries, lid)
   end
-  table.insert(out, d)
-  table.insert(out, n)
+  table.insert(out, data[i])
+  table.insert(out, count)
   table.insert(out, lid)
+end
+if vis == 0 then
+  redis.call('HDEL', P .. 'data', unpack(ids))
+  redis.call('HDEL', P .. 'n', unpack(ids))
+  redis.call('HINCRBY', P .. 'parts', part, -#ids)
+  redis.call('HINCRBY', P .. 'meta', 'total', -#ids)
+else
+  redis.call('HSET', P .. 'n', unpack(n))
+  redis.call('HSET', P .. 'lease', unpack(leases))
+  redis.call('ZADD', P .. 'leases', unpack(expiries))
 end
 return out
 `;
