@@ -7,89 +7,13 @@
  * {"$base64": "…"}, which --json-value reads back as bytes.
  */
 import type { Command } from 'commander';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline/promises';
-import { Dict, InvalidArgumentError, NotFoundError, defaultConnection, type DictInfo } from '../client/index.js';
+import { Dict, NotFoundError, defaultConnection, type DictInfo } from '../client/index.js';
 import { printJson } from './output.js';
+import { confirm, duration, exitOnClosedStdout, formatValue, integerArg, parseValue, writeLine } from './values.js';
 
 interface JsonFlag {
   json?: boolean;
 }
-
-// ---- Shared with queue.ts: flags, values and streamed output. ----
-
-/** A whole-number flag or argument, checked here so that `--ttl abc` names the flag; -Infinity as `min` allows negatives. */
-export function integerArg(flag: string, raw: string | undefined, min = 1): number | undefined {
-  if (raw === undefined) return undefined;
-  const n = Number(raw);
-  if (raw.trim() === '' || !Number.isSafeInteger(n) || n < min) {
-    const want = min === -Infinity ? 'a whole number' : `a whole number, ${min} or more`;
-    throw new InvalidArgumentError(`${flag} ${JSON.stringify(raw)}: must be ${want}`);
-  }
-  return n;
-}
-
-/** A value from the command line: the string itself, or parsed JSON with --json-value. */
-export function parseValue(raw: string, asJson: boolean | undefined): unknown {
-  if (!asJson) return raw;
-  try {
-    return JSON.parse(raw, (_key, v: unknown) => {
-      // {"$base64": "…"} (as printed for bytes) reads back as bytes.
-      if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
-        const keys = Object.keys(v);
-        const b64 = (v as Record<string, unknown>).$base64;
-        if (keys.length === 1 && typeof b64 === 'string') return Buffer.from(b64, 'base64');
-      }
-      return v;
-    });
-  } catch (err) {
-    throw new InvalidArgumentError(`--json-value: ${JSON.stringify(raw)} is not valid JSON (${(err as Error).message}); nothing was written`);
-  }
-}
-
-/** One value as one line of JSON; bytes become {"$base64": "…"}. */
-export function formatValue(value: unknown): string {
-  return JSON.stringify(value ?? null, function (this: Record<string, unknown>, key: string, v: unknown) {
-    // The holder's own property: Buffer.toJSON has already run on `v`.
-    const raw = this[key];
-    if (raw instanceof Uint8Array) return { $base64: Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64') };
-    if (typeof raw === 'bigint') return raw.toString();
-    return v;
-  });
-}
-
-/** Writes a line to stdout, waiting while its buffer is full so that long listings stream in bounded memory. */
-export async function writeLine(line: string): Promise<void> {
-  if (!process.stdout.write(`${line}\n`)) await once(process.stdout, 'drain');
-}
-
-/** Items one per line as JSON, or as one JSON array with `asArray` (an empty result prints nothing, or []). */
-export async function printItems(items: readonly unknown[], asArray: boolean | undefined): Promise<void> {
-  if (asArray) return writeLine(formatValue(items));
-  for (const item of items) await writeLine(formatValue(item));
-}
-
-/** A reader that went away (`… | head`) ends the listing quietly. */
-export function exitOnClosedStdout(): void {
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(0);
-    throw err;
-  });
-}
-
-/** Asks on the terminal unless --yes; with no terminal, --yes is required. */
-export async function confirm(yes: boolean | undefined, question: string, name: string, what: string): Promise<void> {
-  if (yes) return;
-  if (!process.stdin.isTTY) throw new InvalidArgumentError(`${what} needs --yes when not run from a terminal`);
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
-  const answer = await rl.question(`${question} type its name to confirm: `);
-  rl.close();
-  if (answer.trim() !== name) throw new InvalidArgumentError('not confirmed; nothing was changed');
-}
-
-export const duration = (ms: number): string => (ms === 0 ? 'never' : `${ms}ms`);
-
-// ---- The commands. ----
 
 function dictRow(d: DictInfo): string {
   return `${d.name.padEnd(24)}  ${d.createdAt.toISOString()}  ${duration(d.idleTimeoutMs)}`;

@@ -7,7 +7,7 @@
  */
 import type { Command } from 'commander';
 import { InvalidArgumentError, Queue, defaultConnection, type QueueInfo } from '../client/index.js';
-import { confirm, duration, exitOnClosedStdout, formatValue, integerArg, parseValue, printItems } from './dict.js';
+import { confirm, duration, exitOnClosedStdout, formatValue, integerArg, parseValue, printItems } from './values.js';
 import { printJson } from './output.js';
 
 interface JsonFlag {

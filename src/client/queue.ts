@@ -11,7 +11,8 @@
  *   ...; await lease.ack();
  *
  * Items are msgpack-encoded unless `encoding: 'raw'`. Calls made at the same
- * time are batched into one message; a blocking call travels on its own.
+ * time are batched into one message; the server answers a call that waits
+ * (a blocking get or put) on its own, so it holds up nothing else.
  */
 import { randomUUID } from 'node:crypto';
 import { InvalidArgumentError, isStowageError } from '../common/errors.js';
@@ -220,9 +221,7 @@ export class Queue<T = unknown> {
       block,
       timeoutMs: checkMs('timeoutMs', opts.timeoutMs),
     });
-    // A blocking put goes alone only if it may wait; a put that fits returns at
-    // once either way, so it rides in the shared batch.
-    await this.run(o, items.reduce((n, b) => n + b.length, 0), false);
+    await this.run(o, items.reduce((n, b) => n + b.length, 0));
   }
 
   /** The next item, removed for good; undefined if none came (block false, or timeout). */
@@ -295,7 +294,7 @@ export class Queue<T = unknown> {
       ack: opts.ack ?? false,
       visibilityMs: opts.ack ? (checkMs('visibilityMs', opts.visibilityMs) || DEFAULT_VISIBILITY_MS) : 0,
     });
-    const r = await this.run(o, 0, block);
+    const r = await this.run(o);
     return r.items.map((item) => {
       const value = this.codec.decode(item.data) as T;
       if (!opts.ack) return value;
@@ -308,7 +307,7 @@ export class Queue<T = unknown> {
     });
   }
 
-  private run(o: QueueOp, bytes = 0, alone = false): Promise<QueueResult> {
-    return this.conn.queueOps.run(o, bytes, alone);
+  private run(o: QueueOp, bytes = 0): Promise<QueueResult> {
+    return this.conn.queueOps.run(o, bytes);
   }
 }

@@ -4,8 +4,8 @@
  * Every operation issued before the event loop next turns (setImmediate) goes
  * out in one batch message, so 64 concurrent callers cost one message, not 64
  * RPCs; a lone caller still pays only one stream round trip, no call set-up.
- * Batches are matched to results by id, so a blocked get (sent in a batch of
- * its own) never holds up anything else. The stream is opened on first use
+ * Batches are matched to results by id (and, when a batch is answered in
+ * parts, to ops by index), so a blocked get never holds up anything else. The stream is opened on first use
  * and ended after IDLE_END_MS without operations in flight, so a script whose
  * work is done can exit. If the stream fails (server restart, network), every
  * operation in flight fails with that error and the next one opens a new
@@ -27,6 +27,8 @@ interface Batch<Op> {
 interface BatchResult<Res> {
   id: number;
   results: Res[];
+  /** Which ops `results` answer; absent or empty: all, in order (see queue.proto). */
+  indexes?: number[];
 }
 
 interface Pending<Res> {
@@ -41,7 +43,8 @@ export class SessionBatcher<Op, Res extends { error?: OpErrorMessage | undefined
   private queuedBytes = 0;
   private flushScheduled = false;
   private nextId = 1;
-  private readonly inFlight = new Map<number, Pending<Res>[]>();
+  /** Batches sent and not fully answered: their waiters (undefined once answered) and how many are open. */
+  private readonly inFlight = new Map<number, { waiters: (Pending<Res> | undefined)[]; open: number }>();
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -49,17 +52,10 @@ export class SessionBatcher<Op, Res extends { error?: OpErrorMessage | undefined
     private readonly server: string,
   ) {}
 
-  /**
-   * Runs one operation. `bytes` is its payload size (for batch sizing);
-   * `alone` sends it in a batch of its own right away (blocking operations).
-   */
-  run(op: Op, bytes = 0, alone = false): Promise<Res> {
+  /** Runs one operation. `bytes` is its payload size (for batch sizing). */
+  run(op: Op, bytes = 0): Promise<Res> {
     return new Promise<Res>((resolve, reject) => {
       const waiter = { resolve, reject };
-      if (alone) {
-        this.send([op], [waiter]);
-        return;
-      }
       this.queued.push(op);
       this.queuedWaiters.push(waiter);
       this.queuedBytes += bytes;
@@ -89,28 +85,41 @@ export class SessionBatcher<Op, Res extends { error?: OpErrorMessage | undefined
     clearTimeout(this.idleTimer);
     const stream = (this.stream ??= this.openStream());
     const id = this.nextId++;
-    this.inFlight.set(id, waiters);
+    this.inFlight.set(id, { waiters, open: waiters.length });
     stream.write({ id, ops });
   }
 
   private openStream(): ClientDuplexStream<Batch<Op>, BatchResult<Res>> {
     const stream = this.open();
     stream.on('data', (msg: BatchResult<Res>) => {
-      const waiters = this.inFlight.get(msg.id);
-      if (!waiters) return;
+      const batch = this.inFlight.get(msg.id);
+      if (!batch) return;
+      if (msg.indexes?.length) {
+        msg.indexes.forEach((index, i) => {
+          const w = batch.waiters[index];
+          if (w && msg.results[i]) {
+            batch.waiters[index] = undefined;
+            batch.open--;
+            w.resolve(msg.results[i]!);
+          }
+        });
+        if (batch.open > 0) return;
+      } else {
+        batch.waiters.forEach((w, i) => {
+          const r = msg.results[i];
+          if (!w) return;
+          if (r) w.resolve(r);
+          else w.reject(fromOpError({ code: 'INTERNAL', message: `server answered ${msg.results.length} of ${batch.waiters.length} operations` }));
+        });
+      }
       this.inFlight.delete(msg.id);
-      waiters.forEach((w, i) => {
-        const r = msg.results[i];
-        if (r) w.resolve(r);
-        else w.reject(fromOpError({ code: 'INTERNAL', message: `server answered ${msg.results.length} of ${waiters.length} operations` }));
-      });
       this.maybeIdle();
     });
     const fail = (err: unknown) => {
       if (this.stream !== stream) return;
       this.stream = undefined;
       const error = fromGrpcError(err, this.server);
-      for (const waiters of this.inFlight.values()) for (const w of waiters) w.reject(error);
+      for (const batch of this.inFlight.values()) for (const w of batch.waiters) w?.reject(error);
       this.inFlight.clear();
     };
     stream.on('error', fail);
@@ -140,7 +149,7 @@ export class SessionBatcher<Op, Res extends { error?: OpErrorMessage | undefined
     this.stream = undefined;
     stream?.cancel();
     const error = fromOpError({ code: 'UNAVAILABLE', message: 'the connection was closed while the operation was in flight' });
-    for (const waiters of this.inFlight.values()) for (const w of waiters) w.reject(error);
+    for (const batch of this.inFlight.values()) for (const w of batch.waiters) w?.reject(error);
     this.inFlight.clear();
   }
 }

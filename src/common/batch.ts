@@ -15,7 +15,7 @@ export function addToGroup(groups: Map<string, number[]>, key: string, index: nu
 }
 
 /**
- * Waits for every op. A success marks the op's dict or queue as used; a
+ * Each op's outcome, never rejecting. A success marks the op's dict or queue as used; a
  * failure becomes `failed(error)`, and one that is not a StowageError (a bug,
  * not the caller's mistake) is logged.
  */
@@ -25,9 +25,8 @@ export function settleOps<R>(
   failed: (error: OpErrorMessage) => R,
   idle: IdleTracker,
   log: Logger,
-): Promise<R[]> {
-  return Promise.all(
-    results.map((p, i) =>
+): Promise<R>[] {
+  return results.map((p, i) =>
       p.then(
         (r) => {
           idle.mark(names[i]!);
@@ -38,6 +37,5 @@ export function settleOps<R>(
           return failed(toOpError(err));
         },
       ),
-    ),
   );
 }

@@ -15,6 +15,7 @@ import type {
   ServerReadableStream,
   ServerWritableStream,
 } from '@grpc/grpc-js';
+import { setMaxListeners } from 'node:events';
 import { bearerMatches } from './auth.js';
 import { UnauthenticatedError } from './errors.js';
 import { toGrpcError } from './grpc-errors.js';
@@ -114,14 +115,15 @@ const SESSION_IN_FLIGHT = 256;
 
 /**
  * A bidirectional stream of batches. Each request is handled as it arrives and
- * its response written when ready; `signal` aborts when the client goes away
+ * its response written when ready (a handler may also answer in parts through
+ * `sendEarly`, and then resolve to the last part or to undefined); `signal` aborts when the client goes away
  * so that blocked operations stop waiting. The stream ends after the client
  * half-closes and every batch is answered.
  */
 export function session<Req, Res>(
   check: (call: AnyCall) => void,
   log: Logger,
-  fn: (req: Req, signal: AbortSignal) => Promise<Res>,
+  fn: (req: Req, signal: AbortSignal, sendEarly: (res: Res) => void) => Promise<Res | undefined>,
 ): handleBidiStreamingCall<Req, Res> {
   return (call: ServerDuplexStream<Req, Res>) => {
     try {
@@ -131,6 +133,8 @@ export function session<Req, Res>(
       return;
     }
     const aborter = new AbortController();
+    // Every blocked op of the session listens for the abort.
+    setMaxListeners(0, aborter.signal);
     let inFlight = 0;
     let ended = false;
     let failed = false;
@@ -140,9 +144,12 @@ export function session<Req, Res>(
     call.on('data', (req: Req) => {
       inFlight++;
       if (inFlight >= SESSION_IN_FLIGHT) call.pause();
-      fn(req, aborter.signal).then(
+      const send = (res: Res) => {
+        if (!aborter.signal.aborted && !failed) call.write(res);
+      };
+      fn(req, aborter.signal, send).then(
         (res) => {
-          if (!aborter.signal.aborted && !failed) call.write(res);
+          if (res !== undefined) send(res);
         },
         (err: unknown) => {
           // Handlers report per-operation errors in their response; a throw

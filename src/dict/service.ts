@@ -133,13 +133,13 @@ export class DictService {
         for (const i of idx) results[i] = done.then(() => result({ ok: true }));
       }
     }
-    const settled = await settleOps(
+    const settled = await Promise.all(settleOps(
       batch.ops.map((op) => op.dict),
       results,
       (error) => result({ error }),
       this.idle,
       this.log,
-    );
+    ));
     return { id: batch.id, results: settled };
   }
 

@@ -95,14 +95,29 @@ export class QueueService {
         call.on('cancelled', () => aborter.abort());
         return this.runBatch(r, aborter.signal);
       }),
-      session: session(check, log, (r, signal) => this.runBatch(r, signal)),
+      session: session(check, log, (r, signal, sendEarly) => this.runBatch(r, signal, sendEarly)),
     };
   }
 
-  async runBatch(batch: QueueBatch, signal: AbortSignal): Promise<QueueBatchResult> {
+  /**
+   * Runs a batch. With `sendEarly` (a session), ops that may wait (blocking
+   * gets and puts) do not hold up the rest: the ops done by the time the
+   * others are are answered at once, and each waiting op when it is done.
+   */
+  runBatch(batch: QueueBatch, signal: AbortSignal): Promise<QueueBatchResult>;
+  runBatch(
+    batch: QueueBatch,
+    signal: AbortSignal,
+    sendEarly: (part: QueueBatchResult) => void,
+  ): Promise<QueueBatchResult | undefined>;
+  async runBatch(
+    batch: QueueBatch,
+    signal: AbortSignal,
+    sendEarly?: (part: QueueBatchResult) => void,
+  ): Promise<QueueBatchResult | undefined> {
     if (batch.ops.length > MAX_OPS_PER_BATCH) {
       const error = toOpError(new InvalidArgumentError(`a batch holds at most ${MAX_OPS_PER_BATCH} operations`));
-      return { id: batch.id, results: batch.ops.map(() => result({ error })) };
+      return { id: batch.id, results: batch.ops.map(() => result({ error })), indexes: [] };
     }
     const results: Promise<QueueResult>[] = new Array(batch.ops.length);
     // Puts to one partition and non-blocking gets from one partition are
@@ -118,14 +133,26 @@ export class QueueService {
     });
     for (const idx of puts.values()) this.putGroup(batch.ops, idx, signal, results);
     for (const idx of gets.values()) this.getGroup(batch.ops, idx, signal, results);
-    const settled = await settleOps(
+    const settled = settleOps(
       batch.ops.map((op) => op.queue),
       results,
       (error) => result({ error }),
       this.idle,
       this.log,
     );
-    return { id: batch.id, results: settled };
+    const waits = batch.ops.map((op) => op.block);
+    if (!sendEarly || !waits.some(Boolean)) return { id: batch.id, results: await Promise.all(settled), indexes: [] };
+
+    const done = new Array<QueueResult | undefined>(batch.ops.length);
+    settled.forEach((p, i) => void p.then((r) => (done[i] = r)));
+    await Promise.all(settled.filter((_, i) => !waits[i]));
+    // One turn more lets waiting ops that found their items at once join the first answer.
+    await new Promise((r) => setImmediate(r));
+    const first = done.flatMap((r, i) => (r ? [i] : []));
+    const later = settled.map((p, i) => (done[i] ? undefined : p.then((r) => sendEarly({ id: batch.id, results: [r], indexes: [i] }))));
+    if (first.length) sendEarly({ id: batch.id, results: first.map((i) => done[i]!), indexes: first });
+    await Promise.all(later);
+    return undefined;
   }
 
   /** One put of every group member's items; if that fails (full, bad item), each member is tried alone. */
