@@ -2,7 +2,8 @@
 # The main job on the embedded default (no S3, no Redis: a local directory and
 # LMDB under ./.stowage): starts `stowage serve`, puts a dataset into a
 # volume, puts it again (nothing is transferred the second time), lists it,
-# gets it back, checks every byte, and stops the server.
+# gets it back, checks every byte, hands the shards out as jobs through a
+# queue and records progress in a dict, and stops the server.
 # Usage: scripts/demo.sh [--keep]   (--keep leaves the server running)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,19 @@ else
   echo "== MISMATCH between the dataset and what came back" >&2
   exit 1
 fi
+echo "== jobs through a queue, progress in a dict"
+stowage queue create "$vol-jobs"
+stowage dict create "$vol-progress"
+stowage queue put "$vol-jobs" --json-value '{"shard":"part-1.txt"}' '{"shard":"part-2.txt"}' '{"shard":"part-3.txt"}'
+stowage queue len "$vol-jobs"
+while job=$(stowage queue get "$vol-jobs" --no-block) && [ -n "$job" ]; do
+  echo "worker got $job"
+  stowage dict incr "$vol-progress" done > /dev/null
+done
+stowage dict put "$vol-progress" finished-at "$(date -u +%FT%TZ)" > /dev/null
+stowage dict items "$vol-progress"
+[ "$(stowage dict get "$vol-progress" done)" = "3" ] || { echo "== expected 3 jobs done" >&2; exit 1; }
+echo "== 3 jobs handed out once each and counted"
 if [ "${1:-}" = "--keep" ]; then
   echo "server still running (pid $server) on $STOWAGE_SERVER; data under ./.stowage"
 fi
