@@ -2,12 +2,10 @@
  * The QueueService gRPC handlers over one QueueBackend. Operations come in
  * batches (a unary Batch call or a Session stream), each failing on its own.
  *
- * Blocking: a get with `block` registers for the partition's wake-up BEFORE
- * it looks (so a put between the look and the wait is not missed), then waits
- * for the wake-up, for REDELIVERY_POLL_MS (lease expiry is not announced), for
- * its timeout, or for the caller to go away, whichever comes first. A put with
- * `block` on a full queue retries with a growing pause: no backend announces
- * free room, and back-pressure only needs to be eventually prompt.
+ * Blocking: gets with `block` wait in a pool per partition (waiting-gets.ts):
+ * one backend get per wake-up, items dealt out first come, first served. A
+ * put with `block` on a full queue retries with a growing pause: no backend
+ * announces free room, and back-pressure only needs to be eventually prompt.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidArgumentError } from '../common/errors.js';
@@ -28,9 +26,9 @@ import {
 import {
   MAX_ITEMS_PER_GET,
   MAX_ITEMS_PER_PUT,
-  REDELIVERY_POLL_MS,
   type DeliveredItem, type QueueBackend, type QueueInfo } from './types.js';
-import { QueueFullError } from './validate.js';
+import { QueueFullError, checkMax } from './validate.js';
+import { WaitingGets } from './waiting-gets.js';
 
 /** Most operations in one batch message. */
 export const MAX_OPS_PER_BATCH = 1000;
@@ -57,6 +55,7 @@ function pause(ms: number, signal: AbortSignal): Promise<void> {
 
 export class QueueService {
   readonly idle: IdleTracker;
+  private readonly waiting: WaitingGets;
 
   constructor(
     private readonly backend: QueueBackend,
@@ -64,6 +63,7 @@ export class QueueService {
     idle?: IdleOptions,
   ) {
     this.idle = new IdleTracker(backend, 'queue', log, idle);
+    this.waiting = new WaitingGets(backend, log);
   }
 
   handlers(token: string): QueueServiceServer {
@@ -246,31 +246,11 @@ export class QueueService {
     }
   }
 
-  private async get(op: QueueOp, signal: AbortSignal): Promise<DeliveredItem[]> {
-    const options = {
-      partition: op.partition,
-      max: op.max || undefined,
-      ack: op.ack ? { visibilityMs: op.visibilityMs } : undefined,
-    };
-    if (!op.block) return this.backend.get(op.queue, options);
-    const deadline = op.timeoutMs ? Date.now() + op.timeoutMs : Infinity;
-    for (;;) {
-      // A caller that went away must not take items it will never receive.
-      if (signal.aborted) return [];
-      const waiting = new AbortController();
-      const stopWaiting = () => waiting.abort();
-      signal.addEventListener('abort', stopWaiting);
-      try {
-        const woken = this.backend.waitForItems(op.queue, op.partition, waiting.signal);
-        const items = await this.backend.get(op.queue, options);
-        const left = deadline - Date.now();
-        if (items.length > 0 || left <= 0 || signal.aborted) return items;
-        await Promise.race([woken, pause(Math.min(REDELIVERY_POLL_MS, left), waiting.signal)]);
-      } finally {
-        signal.removeEventListener('abort', stopWaiting);
-        waiting.abort();
-      }
-    }
+  private get(op: QueueOp, signal: AbortSignal): Promise<DeliveredItem[]> {
+    const ack = op.ack ? { visibilityMs: op.visibilityMs } : undefined;
+    if (!op.block) return this.backend.get(op.queue, { partition: op.partition, max: op.max || undefined, ack });
+    checkMax(op.max || undefined);
+    return this.waiting.wait({ queue: op.queue, partition: op.partition, max: op.max || 1, ack, timeoutMs: op.timeoutMs }, signal);
   }
 
   async close(): Promise<void> {
