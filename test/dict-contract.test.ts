@@ -313,19 +313,30 @@ describe.each([lmdbSetup(), redisSetup()])('DictBackend contract: $name', (setup
     // Optimistic counters from many concurrent writers lose no update.
     const workers = 20;
     const rounds = 10;
-    let conflicts = 0;
     await Promise.all(
       Array.from({ length: workers }, async () => {
         for (let i = 0; i < rounds; ) {
           const cur = await dicts.get(d, b('c'));
           const next = Buffer.from(String(Number(cur?.value.toString() ?? '0') + 1));
           if ((await dicts.compareAndSet(d, b('c'), cur?.version ?? 0, next)).ok) i++;
-          else conflicts++;
         }
       }),
     );
     expect(await dicts.get(d, b('c'))).toEqual({ value: b(String(workers * rounds)), version: workers * rounds });
-    expect(conflicts).toBeGreaterThanOrEqual(0);
+  });
+
+  it('compareAndSet replaces the TTL, or keeps it with keepTtl', async () => {
+    const d = await fresh();
+    await dicts.put(d, b('kept'), b('1'), { ttlMs: 300 });
+    await dicts.put(d, b('replaced'), b('1'), { ttlMs: 300 });
+    await dicts.put(d, b('never'), b('1'));
+    expect(await dicts.compareAndSet(d, b('kept'), 1, b('2'), { keepTtl: true })).toEqual({ ok: true, version: 2 });
+    expect(await dicts.compareAndSet(d, b('replaced'), 1, b('2'))).toEqual({ ok: true, version: 2 });
+    expect(await dicts.compareAndSet(d, b('never'), 1, b('2'), { keepTtl: true })).toEqual({ ok: true, version: 2 });
+    await eventually(async () => !(await dicts.contains(d, b('kept'))));
+    // Well past the first TTL: the replaced TTL and the kept "never" still hold.
+    expect(await dicts.get(d, b('replaced'))).toEqual({ value: b('2'), version: 2 });
+    expect(await dicts.get(d, b('never'))).toEqual({ value: b('2'), version: 2 });
   });
 
   it('hides expired keys from every read and sweeps them', async () => {

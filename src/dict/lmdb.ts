@@ -229,7 +229,7 @@ export class LmdbDictBackend implements DictBackend {
     key: Buffer,
     expectedVersion: number,
     value: Buffer,
-    opts: { ttlMs?: number } = {},
+    opts: { ttlMs?: number; keepTtl?: boolean } = {},
   ): Promise<CasResult> {
     check.checkKey(key);
     check.checkValue(value);
@@ -237,9 +237,11 @@ export class LmdbDictBackend implements DictBackend {
     const ttl = check.checkTtl(opts.ttlMs);
     return this.write(dict, (now) => {
       const ek = this.entryKey(dict, key);
-      const current = this.live(ek, now)?.version ?? 0;
+      const live = this.live(ek, now);
+      const current = live?.version ?? 0;
       if (current !== expectedVersion) return { ok: false, version: current };
-      this.store(dict, ek, key, value, current + 1, ttl ? now + ttl : 0);
+      const expiresAtMs = opts.keepTtl ? (live?.expiresAtMs ?? 0) : ttl ? now + ttl : 0;
+      this.store(dict, ek, key, value, current + 1, expiresAtMs);
       return { ok: true, version: current + 1 };
     });
   }

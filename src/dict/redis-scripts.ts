@@ -38,10 +38,11 @@ end
 local function sweep()
   for _, k in ipairs(redis.call('ZRANGEBYSCORE', exp, '-inf', now, 'LIMIT', 0, 64)) do remove(k) end
 end
+-- ttl: ms from now; 0: never expires; -1: keep the key's current expiry.
 local function expiry(ttl)
   ttl = tonumber(ttl)
   if ttl > 0 then return now + ttl end
-  return 0
+  return ttl
 end
 `;
 
@@ -150,7 +151,7 @@ store(k, text, v + 1, -1)
 return text
 `;
 
-/** ARGV: key, expectedVersion, value, ttlMs. Returns { ok (0/1), version }. */
+/** ARGV: key, expectedVersion, value, ttlMs (-1: keep the TTL). Returns { ok (0/1), version }. */
 const CAS = `
 sweep()
 local k = ARGV[1]

@@ -202,12 +202,12 @@ export class RedisDictBackend implements DictBackend {
     key: Buffer,
     expectedVersion: number,
     value: Buffer,
-    opts: { ttlMs?: number } = {},
+    opts: { ttlMs?: number; keepTtl?: boolean } = {},
   ): Promise<CasResult> {
     check.checkKey(key);
     check.checkValue(value);
     check.checkVersion(expectedVersion);
-    const ttl = check.checkTtl(opts.ttlMs) ?? 0;
+    const ttl = opts.keepTtl ? -1 : (check.checkTtl(opts.ttlMs) ?? 0);
     const r = (await this.script('cas', dict, [key, String(expectedVersion), value, String(ttl)])) as number[];
     return { ok: r[0] === 1, version: Number(r[1]) };
   }

@@ -214,7 +214,7 @@ export class DictService {
         }
         const sum = n + by;
         if (!Number.isSafeInteger(sum)) throw new FailedPreconditionError(`incr: ${n} + ${by} leaves the safe integer range`);
-        const r = await this.backend.compareAndSet(dict, key, cur?.version ?? 0, Buffer.from(encode(sum)));
+        const r = await this.backend.compareAndSet(dict, key, cur?.version ?? 0, Buffer.from(encode(sum)), { keepTtl: true });
         if (r.ok) return sum;
       }
     });

@@ -19,7 +19,8 @@
  * - Every single-call operation is atomic: a concurrent reader sees all of it or
  *   none of it, and concurrent incr/compareAndSet on one key never lose updates.
  * - Writes that set a value (put, update, compareAndSet) replace the key's TTL:
- *   it expires after ttlMs if one is given and never otherwise. incr keeps it.
+ *   it expires after ttlMs if one is given and never otherwise. incr, and
+ *   compareAndSet with keepTtl, keep it.
  * - A dict may have an idle timeout (0 = never; else MIN_IDLE_TIMEOUT_MS to
  *   MAX_TTL_MS). Its lastUsedMs starts at createdAtMs and only moves forward, by
  *   touch; no other operation changes it. A backend never drops an idle dict by
@@ -161,14 +162,16 @@ export interface DictBackend {
 
   /**
    * Stores `value` only if the key's current version is `expectedVersion`
-   * (0 means "the key is absent"). Atomic against every other write.
+   * (0 means "the key is absent"). Atomic against every other write. With
+   * `keepTtl` the key keeps the expiry it had (as incr does; `ttlMs` is then
+   * ignored).
    */
   compareAndSet(
     dict: string,
     key: Buffer,
     expectedVersion: number,
     value: Buffer,
-    opts?: { ttlMs?: number },
+    opts?: { ttlMs?: number; keepTtl?: boolean },
   ): Promise<CasResult>;
 
   /** Releases connections and files. The backend is unusable afterwards. */
