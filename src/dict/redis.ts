@@ -30,6 +30,7 @@
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { AlreadyExistsError, InternalError, UnavailableError, messageOf } from '../common/errors.js';
+import { redisReady, redisRetryStrategy } from '../common/redis-ready.js';
 import { redactUrl } from '../common/urls.js';
 import * as check from './checks.js';
 import { SCRIPTS, type ScriptName } from './redis-scripts.js';
@@ -55,7 +56,6 @@ export class RedisDictBackend implements DictBackend {
   private readonly url: string;
   private readonly prefix: string;
   private readonly connectTimeoutMs: number;
-  private waiting: Promise<void> | undefined;
   private closed = false;
 
   constructor(url: string, opts: RedisDictOptions = {}) {
@@ -67,7 +67,7 @@ export class RedisDictBackend implements DictBackend {
       enableOfflineQueue: false,
       connectTimeout: this.connectTimeoutMs,
       commandTimeout: opts.commandTimeoutMs ?? 10_000,
-      retryStrategy: (times) => Math.min(50 * times, 1000),
+      retryStrategy: redisRetryStrategy,
     });
     // Connection errors surface through the calls that need the connection.
     this.redis.on('error', () => {});
@@ -279,26 +279,9 @@ export class RedisDictBackend implements DictBackend {
   }
 
   private connected(): Promise<void> {
-    if (this.redis.status === 'ready') return Promise.resolve();
-    this.waiting ??= new Promise<void>((resolve, reject) => {
-      const onReady = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        this.redis.off('ready', onReady);
-        reject(
-          new UnavailableError(
-            `redis at ${this.url} is unavailable: no connection within ${this.connectTimeoutMs} ms (status ${this.redis.status})`,
-          ),
-        );
-      }, this.connectTimeoutMs);
-      this.redis.once('ready', onReady);
-    }).finally(() => {
-      this.waiting = undefined;
-    });
-    return this.waiting;
+    return redisReady(this.redis, this.url, this.connectTimeoutMs);
   }
+
 }
 
 function isReplyError(err: unknown): boolean {

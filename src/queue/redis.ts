@@ -23,6 +23,7 @@ import {
   UnavailableError,
   messageOf,
 } from '../common/errors.js';
+import { redisReady, redisRetryStrategy } from '../common/redis-ready.js';
 import { redactUrl } from '../common/urls.js';
 import * as lua from './redis-scripts.js';
 import { waitForPut } from './wake.js';
@@ -54,6 +55,8 @@ import {
 } from './validate.js';
 
 const NAMES_KEY = 'stowage:queues';
+/** How long a call waits for a (re)connection before UnavailableError. */
+const CONNECT_WAIT_MS = 1000;
 type Arg = string | Buffer | number;
 
 export interface RedisQueueOptions {
@@ -77,7 +80,7 @@ export class RedisQueueBackend implements QueueBackend {
 
   /** Connects (UnavailableError if Redis cannot be reached) and subscribes to put events. */
   static async connect(options: RedisQueueOptions): Promise<RedisQueueBackend> {
-    const common = { lazyConnect: true, retryStrategy: (n: number) => Math.min(n * 100, 1000), connectTimeout: 3000 };
+    const common = { lazyConnect: true, retryStrategy: redisRetryStrategy, connectTimeout: 3000 };
     const client = new Redis(options.url, { ...common, maxRetriesPerRequest: 1, enableOfflineQueue: false });
     const sub = new Redis(options.url, common);
     const backend = new RedisQueueBackend(client, sub, options.url);
@@ -233,6 +236,7 @@ export class RedisQueueBackend implements QueueBackend {
     let sha = this.shas.get(script);
     if (!sha) this.shas.set(script, (sha = createHash('sha1').update(script).digest('hex')));
     try {
+      await redisReady(this.client, this.where, CONNECT_WAIT_MS);
       try {
         return await this.client.callBuffer('EVALSHA', sha, ...keyAndArgs);
       } catch (err) {
@@ -254,6 +258,7 @@ export class RedisQueueBackend implements QueueBackend {
 
   private async call<T>(fn: () => Promise<T>): Promise<T> {
     try {
+      await redisReady(this.client, this.where, CONNECT_WAIT_MS);
       return await fn();
     } catch (err) {
       throw this.fail(err);

@@ -1,0 +1,35 @@
+/**
+ * Waiting, bounded, for an ioredis connection to be ready: both Redis
+ * backends call this before each command, so a call made just after Redis
+ * comes back waits for the reconnect instead of failing, and a call made
+ * while Redis is away fails after `timeoutMs` with an error naming the URL.
+ */
+import type { Redis } from 'ioredis';
+import { UnavailableError } from './errors.js';
+
+/** Pause between reconnect attempts: short, so a returning Redis is found quickly. */
+export const redisRetryStrategy = (attempt: number): number => Math.min(50 * attempt, 250);
+
+const waiting = new WeakMap<Redis, Promise<void>>();
+
+export function redisReady(redis: Redis, where: string, timeoutMs: number): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  let wait = waiting.get(redis);
+  if (!wait) {
+    wait = new Promise<void>((resolve, reject) => {
+      const onReady = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        redis.off('ready', onReady);
+        reject(
+          new UnavailableError(`redis at ${where} is unavailable: no connection within ${timeoutMs} ms (status ${redis.status})`),
+        );
+      }, timeoutMs);
+      redis.once('ready', onReady);
+    }).finally(() => waiting.delete(redis));
+    waiting.set(redis, wait);
+  }
+  return wait;
+}
