@@ -14,7 +14,8 @@ import {
   MAX_VALUE_BYTES,
   NotFoundError,
 } from '../src/client/index.js';
-import { DictOpKind, type DictOp, type ScanRequest, type ScanResponse } from '../src/gen/stowage/v1/dict.js';
+import { DictOpKind, type ScanRequest, type ScanResponse } from '../src/gen/stowage/v1/dict.js';
+import { dictOp } from '../src/client/ops.js';
 import { expectFailure } from './support/checks.js';
 import type { Stowage } from './support/processes.js';
 import { uniqueName } from './support/processes.js';
@@ -22,18 +23,7 @@ import { eventually, sleep, stateSetups } from './support/state-servers.js';
 
 const MiB = 1024 * 1024;
 
-const rawOp = (o: Partial<DictOp> & Pick<DictOp, 'kind' | 'dict'>): DictOp => ({
-  key: Buffer.alloc(0),
-  value: Buffer.alloc(0),
-  keys: [],
-  values: [],
-  skipIfExists: false,
-  ttlMs: 0,
-  by: 0,
-  expectedVersion: 0,
-  msgpack: false,
-  ...o,
-});
+const rawOp = dictOp;
 
 describe.each(stateSetups())('dict service over $name', (setup) => {
   let stowage: Stowage;

@@ -17,25 +17,13 @@ import {
   Queue,
   type QueueFromNameOptions,
 } from '../src/client/index.js';
-import { QueueOpKind, type QueueOp } from '../src/gen/stowage/v1/queue.js';
+import { QueueOpKind } from '../src/gen/stowage/v1/queue.js';
+import { queueOp } from '../src/client/ops.js';
 import { expectFailure } from './support/checks.js';
 import { removeDir, startStowage, uniqueName, type Stowage } from './support/processes.js';
 import { eventually, sleep, stateSetups, within } from './support/state-servers.js';
 
-const rawOp = (o: Partial<QueueOp> & Pick<QueueOp, 'kind' | 'queue'>): QueueOp => ({
-  partition: '',
-  items: [],
-  partitionTtlMs: 0,
-  block: false,
-  timeoutMs: 0,
-  max: 0,
-  ack: false,
-  visibilityMs: 0,
-  leaseIds: [],
-  all: false,
-  cursor: '',
-  ...o,
-});
+const rawOp = queueOp;
 
 /** Tracks a promise without leaving it unhandled: `settled` flips when it resolves or rejects. */
 function track<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean } {

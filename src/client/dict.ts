@@ -16,6 +16,7 @@ import { InvalidArgumentError, NotFoundError, isStowageError } from '../common/e
 import { DictOpKind, type DictInfo as DictInfoMessage, type DictOp, type DictResult } from '../gen/stowage/v1/dict.js';
 import { MAX_KEY_BYTES, MAX_VALUE_BYTES } from '../dict/types.js';
 import { codecFor, type Codec, type Encoding } from './codec.js';
+import { EPHEMERAL_IDLE_MS, dictOp as op, optionalMs, startHeartbeat } from './ops.js';
 import { defaultConnection, type Connection } from './connection.js';
 
 export { MAX_KEY_BYTES, MAX_VALUE_BYTES };
@@ -55,9 +56,6 @@ export interface CompareAndSetResult {
 
 /** Keys per page when iterating. */
 const SCAN_PAGE = 1000;
-/** An ephemeral dict lives this long after its last heartbeat. */
-const EPHEMERAL_IDLE_MS = 60_000;
-const HEARTBEAT_MS = 15_000;
 
 const toInfo = (m: DictInfoMessage): DictInfo => ({
   name: m.name,
@@ -65,26 +63,6 @@ const toInfo = (m: DictInfoMessage): DictInfo => ({
   idleTimeoutMs: m.idleTimeoutMs,
   lastUsedAt: new Date(m.lastUsedMs),
 });
-
-const op = (o: Partial<DictOp> & Pick<DictOp, 'kind' | 'dict'>): DictOp => ({
-  key: EMPTY,
-  value: EMPTY,
-  keys: [],
-  values: [],
-  skipIfExists: false,
-  ttlMs: 0,
-  by: 0,
-  expectedVersion: 0,
-  msgpack: false,
-  ...o,
-});
-const EMPTY = Buffer.alloc(0);
-
-function checkTtl(ttlMs: number | undefined): number {
-  if (ttlMs === undefined) return 0;
-  if (!Number.isInteger(ttlMs) || ttlMs <= 0) throw new InvalidArgumentError(`ttlMs must be a positive integer, got ${ttlMs}`);
-  return ttlMs;
-}
 
 export class Dict<K = unknown, V = unknown> {
   private heartbeat: NodeJS.Timeout | undefined;
@@ -121,10 +99,7 @@ export class Dict<K = unknown, V = unknown> {
       idleTimeoutMs: EPHEMERAL_IDLE_MS,
     });
     const dict = new Dict<K, V>(info.name, conn, opts.encoding, true);
-    dict.heartbeat = setInterval(() => {
-      conn.dictOps.run(op({ kind: DictOpKind.DICT_OP_KIND_TOUCH, dict: info.name })).catch(() => undefined);
-    }, HEARTBEAT_MS);
-    dict.heartbeat.unref();
+    dict.heartbeat = startHeartbeat(() => conn.dictOps.run(op({ kind: DictOpKind.DICT_OP_KIND_TOUCH, dict: info.name })));
     return dict;
   }
 
@@ -171,7 +146,7 @@ export class Dict<K = unknown, V = unknown> {
       key: this.key(key),
       value: this.value(value),
       skipIfExists: opts.skipIfExists ?? false,
-      ttlMs: checkTtl(opts.ttlMs),
+      ttlMs: optionalMs('ttlMs', opts.ttlMs),
     });
     return (await this.run(o)).ok;
   }
@@ -251,7 +226,7 @@ export class Dict<K = unknown, V = unknown> {
         key: this.key(key),
         value: this.value(value),
         expectedVersion,
-        ttlMs: checkTtl(opts.ttlMs),
+        ttlMs: optionalMs('ttlMs', opts.ttlMs),
       }),
     );
     return { ok: r.ok, version: r.number };

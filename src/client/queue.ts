@@ -19,6 +19,7 @@ import { InvalidArgumentError, isStowageError } from '../common/errors.js';
 import { QueueOpKind, type QueueInfo as QueueInfoMessage, type QueueOp, type QueueResult } from '../gen/stowage/v1/queue.js';
 import { DEAD_LETTER_PARTITION, MAX_ITEM_BYTES, MAX_PARTITION_KEY_BYTES } from '../queue/types.js';
 import { codecFor, type Codec, type Encoding } from './codec.js';
+import { EPHEMERAL_IDLE_MS, optionalMs, queueOp as op, startHeartbeat } from './ops.js';
 import { defaultConnection, type Connection } from './connection.js';
 
 export { DEAD_LETTER_PARTITION, MAX_ITEM_BYTES, MAX_PARTITION_KEY_BYTES };
@@ -88,8 +89,6 @@ export interface Lease<T> {
 
 const DEFAULT_VISIBILITY_MS = 30_000;
 const PEEK_PAGE = 1000;
-const EPHEMERAL_IDLE_MS = 60_000;
-const HEARTBEAT_MS = 15_000;
 
 const toInfo = (m: QueueInfoMessage): QueueInfo => ({
   name: m.name,
@@ -98,21 +97,6 @@ const toInfo = (m: QueueInfoMessage): QueueInfo => ({
   maxDeliveries: m.maxDeliveries,
   idleTimeoutMs: m.idleTimeoutMs,
   lastUsedAt: new Date(m.lastUsedMs),
-});
-
-const op = (o: Partial<QueueOp> & Pick<QueueOp, 'kind' | 'queue'>): QueueOp => ({
-  partition: '',
-  items: [],
-  partitionTtlMs: 0,
-  block: false,
-  timeoutMs: 0,
-  max: 0,
-  ack: false,
-  visibilityMs: 0,
-  leaseIds: [],
-  all: false,
-  cursor: '',
-  ...o,
 });
 
 function checkPartition(partition: string | undefined): string {
@@ -124,12 +108,6 @@ function checkPartition(partition: string | undefined): string {
     throw new InvalidArgumentError(`partition key is ${Buffer.byteLength(partition)} bytes, over the limit of ${MAX_PARTITION_KEY_BYTES}`);
   }
   return partition;
-}
-
-function checkMs(what: string, ms: number | undefined): number {
-  if (ms === undefined) return 0;
-  if (!Number.isInteger(ms) || ms <= 0) throw new InvalidArgumentError(`${what} must be a positive integer, got ${ms}`);
-  return ms;
 }
 
 export class Queue<T = unknown> {
@@ -175,10 +153,7 @@ export class Queue<T = unknown> {
       idleTimeoutMs: EPHEMERAL_IDLE_MS,
     });
     const queue = new Queue<T>(info.name, conn, opts.encoding, true);
-    queue.heartbeat = setInterval(() => {
-      conn.queueOps.run(op({ kind: QueueOpKind.QUEUE_OP_KIND_TOUCH, queue: info.name })).catch(() => undefined);
-    }, HEARTBEAT_MS);
-    queue.heartbeat.unref();
+    queue.heartbeat = startHeartbeat(() => conn.queueOps.run(op({ kind: QueueOpKind.QUEUE_OP_KIND_TOUCH, queue: info.name })));
     return queue;
   }
 
@@ -217,9 +192,9 @@ export class Queue<T = unknown> {
       queue: this.name,
       partition: checkPartition(opts.partition),
       items,
-      partitionTtlMs: checkMs('partitionTtlMs', opts.partitionTtlMs),
+      partitionTtlMs: optionalMs('partitionTtlMs', opts.partitionTtlMs),
       block,
-      timeoutMs: checkMs('timeoutMs', opts.timeoutMs),
+      timeoutMs: optionalMs('timeoutMs', opts.timeoutMs),
     });
     await this.run(o, items.reduce((n, b) => n + b.length, 0));
   }
@@ -290,9 +265,9 @@ export class Queue<T = unknown> {
       partition,
       max: n,
       block,
-      timeoutMs: checkMs('timeoutMs', opts.timeoutMs),
+      timeoutMs: optionalMs('timeoutMs', opts.timeoutMs),
       ack: opts.ack ?? false,
-      visibilityMs: opts.ack ? (checkMs('visibilityMs', opts.visibilityMs) || DEFAULT_VISIBILITY_MS) : 0,
+      visibilityMs: opts.ack ? (optionalMs('visibilityMs', opts.visibilityMs) || DEFAULT_VISIBILITY_MS) : 0,
     });
     const r = await this.run(o);
     return r.items.map((item) => {
