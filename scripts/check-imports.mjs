@@ -1,6 +1,8 @@
 // Checks the direction of dependencies in src/ (see ARCHITECTURE.md, STYLE.md):
 // common imports no service; nothing imports the CLI; client does not import
-// server code; and the module graph has no cycles. Exits 1 with the offenders.
+// server code (of dict and queue, only their contracts' types.ts); services do
+// not import each other (src/server/ assembles them); and the module graph has
+// no cycles. Exits 1 with the offenders.
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,11 +26,16 @@ for (const file of files) {
 
 const area = (f) => relative(src, f).split('/')[0];
 const rules = [
-  ['common', ['volume-server', 'fuse-mount', 'dict', 'queue', 'compute-bridge', 'client', 'cli']],
-  ['client', ['volume-server', 'cli', 'fuse-mount', 'compute-bridge']],
-  ['volume-server', ['client', 'cli', 'fuse-mount']],
-  ['gen', ['common', 'client', 'cli', 'volume-server']],
+  ['common', ['volume-server', 'fuse-mount', 'dict', 'queue', 'compute-bridge', 'client', 'cli', 'server']],
+  ['client', ['volume-server', 'cli', 'fuse-mount', 'compute-bridge', 'server']],
+  ['volume-server', ['client', 'cli', 'fuse-mount', 'server', 'dict', 'queue']],
+  ['dict', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'queue', 'compute-bridge']],
+  ['queue', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'dict', 'compute-bridge']],
+  ['server', ['client', 'cli']],
+  ['gen', ['common', 'client', 'cli', 'volume-server', 'dict', 'queue', 'server']],
 ];
+// The SDK may read a service's contract (its limits and types), nothing else of it.
+const contractOnly = ['dict', 'queue'];
 const problems = [];
 for (const [file, deps] of graph) {
   for (const d of deps) {
@@ -36,6 +43,9 @@ for (const [file, deps] of graph) {
       if (area(file) === from && banned.includes(area(d))) {
         problems.push(`${relative(root, file)} imports ${relative(root, d)} (${from} must not depend on ${area(d)})`);
       }
+    }
+    if (area(file) === 'client' && contractOnly.includes(area(d)) && !d.endsWith('/types.ts')) {
+      problems.push(`${relative(root, file)} imports ${relative(root, d)} (the SDK may import only ${area(d)}/types.ts)`);
     }
   }
 }
