@@ -32,6 +32,7 @@ const rules = [
   ['dict', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'queue', 'compute-bridge']],
   ['queue', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'dict', 'compute-bridge']],
   ['server', ['client', 'cli']],
+  ['fuse-mount', ['cli', 'volume-server', 'server', 'dict', 'queue', 'compute-bridge']],
   ['gen', ['common', 'client', 'cli', 'volume-server', 'dict', 'queue', 'server']],
 ];
 // The SDK may read a service's contract (its limits and types), nothing else of it.

@@ -34,6 +34,7 @@ import { mkdir, readFile, readdir, rename, rm, stat, utimes, writeFile } from 'n
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { FailedPreconditionError, IntegrityError, messageOf } from '../common/errors.js';
+import { sha256 } from '../common/hash.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { checkChunkKey, checkMaxBytes, chunkSize, isChunk, loadedMismatch } from './chunk-checks.js';
 import { Singleflight } from './singleflight.js';
@@ -152,7 +153,7 @@ export class DiskChunkCache implements ChunkCache {
   }
 
   private async lookup(hash: string, length: number, load: () => Promise<Buffer>): Promise<Found> {
-    const stored = await this.readStored(hash, length);
+    const stored = await this.readStored(hash);
     if (stored) return { data: stored, hit: true };
     this.counts.loads++;
     const data = await load();
@@ -162,7 +163,7 @@ export class DiskChunkCache implements ChunkCache {
   }
 
   /** The verified bytes of the chunk's file, or undefined when there is no good file. */
-  private async readStored(hash: string, length: number): Promise<Buffer | undefined> {
+  private async readStored(hash: string): Promise<Buffer | undefined> {
     await this.removals.get(hash);
     let data: Buffer;
     try {
@@ -174,9 +175,11 @@ export class DiskChunkCache implements ChunkCache {
       this.index.delete(hash);
       return undefined;
     }
-    if (!isChunk(data, hash, length)) {
+    // Only the hash judges the file: a caller asking with a wrong length gets an
+    // IntegrityError from get, and the good file stays.
+    if (sha256(data) !== hash) {
       this.counts.corruptions++;
-      this.log.warn({ hash, bytes: data.length, expected: length }, 'cached chunk does not match its hash; removing it and loading it again');
+      this.log.warn({ hash, bytes: data.length }, 'cached chunk does not match its hash; removing it and loading it again');
       if (this.index.has(hash)) this.index.delete(hash);
       else this.removeFile(hash);
       await this.removals.get(hash);
