@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { closeDefaultConnection } from '../client/index.js';
 import { ErrorCode, StowageError, messageOf } from '../common/errors.js';
 import { register as registerDict } from './dict.js';
+import { register as registerMount } from './mount.js';
 import { register as registerQueue } from './queue.js';
 import { register as registerServe } from './serve.js';
 import { register as registerVolume } from './volume.js';
@@ -35,6 +36,7 @@ registerServe(program);
 registerVolume(program);
 registerDict(program);
 registerQueue(program);
+registerMount(program);
 
 try {
   await program.parseAsync(process.argv);

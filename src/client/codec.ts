@@ -3,7 +3,7 @@
  * (so Python and JavaScript clients read each other's values), or the bytes
  * as given with `encoding: 'raw'`.
  */
-import { decode, encode } from '@msgpack/msgpack';
+import { Decoder, Encoder } from '@msgpack/msgpack';
 import { InvalidArgumentError } from '../common/errors.js';
 
 export type Encoding = 'msgpack' | 'raw';
@@ -14,17 +14,22 @@ export interface Codec {
   decode(bytes: Uint8Array): unknown;
 }
 
+// One encoder and decoder for the process: `encode()` would build an Encoder
+// (and a 2 KiB buffer the result keeps alive) per value. encodeSharedRef
+// returns a view of the encoder's buffer, so the bytes are copied out.
+const encoder = new Encoder();
+const decoder = new Decoder();
+
 const msgpack: Codec = {
   encoding: 'msgpack',
   encode(value, what) {
     try {
-      const bytes = encode(value);
-      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      return Buffer.from(encoder.encodeSharedRef(value));
     } catch (err) {
       throw new InvalidArgumentError(`${what} cannot be encoded with msgpack: ${(err as Error).message}`);
     }
   },
-  decode: (bytes) => decode(bytes),
+  decode: (bytes) => decoder.decode(bytes),
 };
 
 const raw: Codec = {

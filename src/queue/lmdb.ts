@@ -147,6 +147,7 @@ export class LmdbQueueBackend implements QueueBackend {
     const partition = checkPartition(options.partition);
     const max = checkMax(options.max);
     const visibility = options.ack ? checkVisibility(options.ack.visibilityMs) : 0;
+    if (this.nothingToGet(name, partition)) return [];
     return this.withQueue(name, (rec, now) => {
       const out: DeliveredItem[] = [];
       const part = rec.parts[partition];
@@ -230,6 +231,21 @@ export class LmdbQueueBackend implements QueueBackend {
   }
 
   /** Runs `fn` in a write transaction on an existing queue, after expiring what is due. */
+  /**
+   * True when a get would deliver nothing: the partition has no items and no
+   * lease of the queue is due to come back. Read from the committed snapshot,
+   * so an empty get (a blocked getter's probe) costs no write transaction,
+   * which lmdb-js would sync to disk. False for an unknown queue, so that the
+   * transaction reports it.
+   */
+  private nothingToGet(name: string, partition: string): boolean {
+    checkQueueName(name);
+    if (!this.queues.doesExist(name)) return false;
+    const dueLeases = this.leases.getKeys({ start: [name, 0], end: [name, Date.now() + 1], limit: 1 });
+    const items = this.items.getKeys({ start: [name, partition, 0], end: [name, partition, MAX], limit: 1 });
+    return [...dueLeases].length === 0 && [...items].length === 0;
+  }
+
   private async withQueue<T>(name: string, fn: (rec: QueueRecord, now: number) => T, save = true): Promise<T> {
     checkQueueName(name);
     return this.root.transaction(() => {

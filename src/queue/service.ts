@@ -123,16 +123,21 @@ export class QueueService {
     // Puts to one partition and non-blocking gets from one partition are
     // folded into one backend call each, in the order of the batch: as if the
     // ops ran one after another with nothing in between.
+    // Blocking gets start last, after the batch's puts are under way, so that
+    // a caller's put-then-get finds its item without a wake-up round.
     const puts = new Map<string, number[]>();
     const gets = new Map<string, number[]>();
+    const blockingGets: number[] = [];
     batch.ops.forEach((op, i) => {
       if (op.kind === QueueOpKind.QUEUE_OP_KIND_PUT) addToGroup(puts, `${op.queue}\n${op.partition}\n${op.partitionTtlMs}`, i);
       else if (op.kind === QueueOpKind.QUEUE_OP_KIND_GET && !op.block) {
         addToGroup(gets, `${op.queue}\n${op.partition}\n${op.ack}\n${op.visibilityMs}`, i);
-      } else results[i] = this.runOp(op, signal);
+      } else if (op.kind === QueueOpKind.QUEUE_OP_KIND_GET) blockingGets.push(i);
+      else results[i] = this.runOp(op, signal);
     });
     for (const idx of puts.values()) this.putGroup(batch.ops, idx, signal, results);
     for (const idx of gets.values()) this.getGroup(batch.ops, idx, signal, results);
+    for (const i of blockingGets) results[i] = this.runOp(batch.ops[i]!, signal);
     const settled = settleOps(
       batch.ops.map((op) => op.queue),
       results,

@@ -79,7 +79,9 @@ export class WaitingGets {
       if (req.timeoutMs > 0) w.timer = setTimeout(() => this.leave(p, w), req.timeoutMs);
       signal.addEventListener('abort', w.onAbort);
       p.waiters.push(w);
-      if (start) void this.run(key, p);
+      // The loop's first get waits for the turn to end, so that every waiter
+      // of one incoming batch is served by it.
+      if (start) setImmediate(() => void this.run(key, p));
     });
   }
 
