@@ -325,6 +325,21 @@ describe.each([lmdbSetup(), redisSetup()])('DictBackend contract: $name', (setup
     expect(await dicts.get(d, b('c'))).toEqual({ value: b(String(workers * rounds)), version: workers * rounds });
   });
 
+  it('update applies its entries in order: a key given twice ends with the last value, its version grown twice', async () => {
+    const d = await fresh();
+    await dicts.put(d, b('a'), b('0'), { ttlMs: 600_000 });
+    await dicts.update(d, [
+      [b('a'), b('1')],
+      [b('new'), b('x')],
+      [b('a'), b('2')],
+    ]);
+    expect(await dicts.getMany(d, [b('a'), b('new'), b('absent')])).toEqual([
+      { value: b('2'), version: 3 },
+      { value: b('x'), version: 1 },
+      undefined,
+    ]);
+  });
+
   it('compareAndSet replaces the TTL, or keeps it with keepTtl', async () => {
     const d = await fresh();
     await dicts.put(d, b('kept'), b('1'), { ttlMs: 300 });

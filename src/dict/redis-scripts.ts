@@ -52,13 +52,20 @@ end
  */
 const GET = `
 local out = {}
-for i = 2, #ARGV do
-  local k = ARGV[i]
-  local v = version(k)
-  local j = 2 * (i - 1)
-  if v == 0 then out[j - 1] = false; out[j] = false
-  elseif ARGV[1] == '1' then out[j - 1] = redis.call('HGET', data, k); out[j] = v
-  else out[j - 1] = 1; out[j] = v end
+for from = 2, #ARGV, 1000 do
+  local ks = {}
+  for i = from, math.min(#ARGV, from + 999) do ks[#ks + 1] = ARGV[i] end
+  local vers = redis.call('HMGET', ver, unpack(ks))
+  local exps = redis.call('ZMSCORE', exp, unpack(ks))
+  local vals = ARGV[1] == '1' and redis.call('HMGET', data, unpack(ks)) or {}
+  for i = 1, #ks do
+    local v = tonumber(vers[i]) or 0
+    if exps[i] and tonumber(exps[i]) <= now then v = 0 end
+    local j = 2 * (from - 2 + i)
+    if v == 0 then out[j - 1] = false; out[j] = false
+    elseif ARGV[1] == '1' then out[j - 1] = vals[i]; out[j] = v
+    else out[j - 1] = 1; out[j] = v end
+  end
 end
 return out
 `;
@@ -74,11 +81,44 @@ return 1
 `;
 
 /** ARGV: key1, value1, key2, value2, ... */
+/**
+ * ARGV: key, value pairs. The same as one put per pair, in order (a key given
+ * twice ends with its last value, its version grown twice), but with a few
+ * variadic calls per slice of keys instead of five calls per key.
+ */
 const UPDATE = `
 sweep()
+local last, times, order = {}, {}, {}
 for i = 1, #ARGV, 2 do
   local k = ARGV[i]
-  store(k, ARGV[i + 1], version(k) + 1, 0)
+  if not times[k] then
+    times[k] = 0
+    order[#order + 1] = k
+  end
+  times[k] = times[k] + 1
+  last[k] = ARGV[i + 1]
+end
+-- Slices keep each call's arguments well under Lua's unpack limit.
+for from = 1, #order, 1000 do
+  local ks = {}
+  for i = from, math.min(#order, from + 999) do ks[#ks + 1] = order[i] end
+  local vers = redis.call('HMGET', ver, unpack(ks))
+  local exps = redis.call('ZMSCORE', exp, unpack(ks))
+  local d, v, z = {}, {}, {}
+  for i, k in ipairs(ks) do
+    local cur = tonumber(vers[i]) or 0
+    if exps[i] and tonumber(exps[i]) <= now then cur = 0 end
+    d[#d + 1] = k
+    d[#d + 1] = last[k]
+    v[#v + 1] = k
+    v[#v + 1] = cur + times[k]
+    z[#z + 1] = 0
+    z[#z + 1] = k
+  end
+  redis.call('HSET', data, unpack(d))
+  redis.call('HSET', ver, unpack(v))
+  redis.call('ZADD', idx, unpack(z))
+  redis.call('ZREM', exp, unpack(ks))
 end
 return 1
 `;

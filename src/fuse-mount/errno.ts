@@ -1,0 +1,52 @@
+/**
+ * The one place where errors become errno values (Mountpoint's fs/error.rs).
+ * Everything below the FUSE layer throws StowageError (or a Node system error);
+ * the FUSE callbacks answer with `-errno(err)`. Linux numbers: fuse-native
+ * prebuilds exist for Linux and macOS only, and the mount is Linux-only for now.
+ */
+import { StowageError, type ErrorCode } from '../common/errors.js';
+
+export const ENOENT = 2;
+export const EIO = 5;
+export const EBADF = 9;
+export const EACCES = 13;
+export const ENOTDIR = 20;
+export const EISDIR = 21;
+export const EINVAL = 22;
+export const EROFS = 30;
+export const ENOSYS = 38;
+export const ETIMEDOUT = 110;
+
+const byCode: Record<ErrorCode, number> = {
+  NOT_FOUND: ENOENT,
+  INVALID_ARGUMENT: EINVAL,
+  ALREADY_EXISTS: EIO,
+  FAILED_PRECONDITION: EIO,
+  // The server or the object store could not be reached: the read may work later.
+  UNAVAILABLE: EIO,
+  UNAUTHENTICATED: EACCES,
+  // A chunk that fails its hash is never returned as data.
+  INTEGRITY: EIO,
+  INTERNAL: EIO,
+};
+
+const SYSTEM: Record<string, number> = { ENOENT, EACCES, EISDIR, ENOTDIR, EROFS, ETIMEDOUT };
+
+/** An error raised by the filesystem layer with an errno chosen there (ENOENT, EROFS, …). */
+export class FsError extends Error {
+  constructor(
+    readonly errno: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'FsError';
+  }
+}
+
+/** The positive errno for any error thrown below the FUSE callbacks; EIO when nothing better fits. */
+export function errnoOf(err: unknown): number {
+  if (err instanceof FsError) return err.errno;
+  if (err instanceof StowageError) return byCode[err.code];
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return (code !== undefined && SYSTEM[code]) || EIO;
+}

@@ -1,0 +1,231 @@
+/**
+ * VolumeFilesystem: one version of a volume as a read-only file tree, the
+ * layer between the FUSE callbacks (mount.ts) and the SDK's transport.
+ *
+ * Design.
+ * - The version is pinned at load: its recursive listing (with every file's
+ *   extents) becomes a VersionTree, and no later call asks the server about
+ *   metadata. getattr, readdir, open and statfs are answered from memory.
+ * - A read of [position, position+length) maps to the extents that overlap it
+ *   (found by binary search over their start offsets); each extent's bytes come from the
+ *   host's ChunkCache under the extent's hash. On a miss the cache calls our
+ *   `load`, which reads the extent's byte range of its blob (a presigned URL
+ *   when granted, else the server's stream) without hashing it: the cache
+ *   verifies loaded bytes before it stores or returns them, and merges
+ *   concurrent loads of one chunk, so eight readers of a cold chunk cost one
+ *   transfer. Bytes that fail that check are reported to the server as
+ *   damaged (as BlobTransport.readExtent does) and the read fails with EIO.
+ * - The tree, the transport and the cache are shared by every open file; an
+ *   open file handle is the file's inode number, nothing is kept per open.
+ * - Errors are thrown as they come (StowageError from the SDK, FsError for
+ *   ENOENT and EROFS here); mount.ts turns them into errno in one place
+ *   (errno.ts).
+ *
+ * Not here yet: a prefetcher (sequential reads wait for each chunk in turn,
+ * beyond the kernel's readahead), reload to a newer version, writes.
+ */
+import { BlobTransport, type TransferMode } from '../client/blob-transport.js';
+import type { Connection } from '../client/connection.js';
+import { IntegrityError } from '../common/errors.js';
+import { checkName } from '../common/validate.js';
+import type { FileEntry } from '../gen/stowage/v1/volume.js';
+import { BlobUrls } from './blob-urls.js';
+import { EISDIR, EROFS, FsError } from './errno.js';
+import type { ChunkCache } from './types.js';
+import { VersionTree, type DirNode, type FileNode, type Node } from './tree.js';
+
+export interface VolumeFilesystemOptions {
+  connection: Connection;
+  volume: string;
+  /** The version to serve; the latest at load time when left out. */
+  version?: number;
+  cache: ChunkCache;
+  transfer?: TransferMode;
+}
+
+/** What a stat says, in the units of struct stat (times in ms). */
+export interface NodeAttr {
+  ino: number;
+  mode: number;
+  nlink: number;
+  size: number;
+  blocks: number;
+  mtimeMs: number;
+}
+
+export interface FsStats {
+  files: number;
+  bytes: number;
+  nodes: number;
+}
+
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const O_ACCMODE = 0o3;
+const O_TRUNC = 0o1000;
+/** Permission bits of a file stored without any. */
+const DEFAULT_FILE_MODE = 0o644;
+const NO_WRITE = ~0o222;
+
+export class VolumeFilesystem {
+  private constructor(
+    readonly volume: string,
+    readonly tree: VersionTree,
+    private readonly cache: ChunkCache,
+    private readonly transport: BlobTransport,
+    private readonly urls: BlobUrls,
+  ) {}
+
+  /** Lists the version (NOT_FOUND when the volume or version does not exist) and builds its tree. */
+  static async load(opts: VolumeFilesystemOptions): Promise<VolumeFilesystem> {
+    const volume = checkName('volume', opts.volume);
+    const conn = opts.connection;
+    const call = conn.volumes.listFiles({ volume, path: '', recursive: true, version: opts.version ?? 0 });
+    const entries: FileEntry[] = [];
+    let version = 0;
+    for await (const batch of conn.stream(call)) {
+      version = batch.version;
+      entries.push(...batch.entries);
+    }
+    const created = await conn.unary(conn.volumes.listVersions.bind(conn.volumes), { name: volume });
+    const createdAtMs = created.versions.find((v) => v.version === version)?.createdAtMs ?? Date.now();
+    const transport = new BlobTransport(conn, opts.transfer);
+    const tree = new VersionTree(version, entries, createdAtMs);
+    return new VolumeFilesystem(volume, tree, opts.cache, transport, new BlobUrls(conn, transport));
+  }
+
+  get version(): number {
+    return this.tree.version;
+  }
+
+  stats(): FsStats {
+    return { files: this.tree.files, bytes: this.tree.bytes, nodes: this.tree.size };
+  }
+
+  getattr(path: string): NodeAttr {
+    return attrOf(this.tree.lookup(path));
+  }
+
+  /** Names in a directory with their attributes, '.' and '..' first. */
+  readdir(path: string): { names: string[]; attrs: NodeAttr[] } {
+    const dir = this.tree.dir(path);
+    const names = ['.', '..'];
+    const attrs = [attrOf(dir), attrOf(dir.parent ?? dir)];
+    const prefix = dir.path === '/' ? '/' : `${dir.path}/`;
+    for (const name of dir.names) {
+      names.push(name);
+      attrs.push(attrOf(this.tree.lookup(prefix + name)));
+    }
+    return { names, attrs };
+  }
+
+  /** Checks that `path` may be opened with `flags`; returns the file handle (its inode number). */
+  open(path: string, flags: number): number {
+    const node = this.tree.lookup(path);
+    if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) {
+      throw new FsError(EROFS, `${path}: the mount is read-only`);
+    }
+    if (node.kind === 'dir') throw new FsError(EISDIR, `${path} is a directory`);
+    return node.ino;
+  }
+
+  /** access(2): write access is never granted; read and execute follow the mode bits. */
+  access(path: string, mode: number): void {
+    this.tree.lookup(path);
+    const W_OK = 2;
+    if (mode & W_OK) throw new FsError(EROFS, `${path}: the mount is read-only`);
+  }
+
+  /**
+   * Copies the file's bytes at [position, position+length) into `into` and
+   * returns how many were copied: fewer at the end of the file, 0 past it.
+   */
+  async read(file: FileNode, position: number, length: number, into: Buffer): Promise<number> {
+    const end = Math.min(file.size, position + Math.min(length, into.length));
+    if (position >= end) return 0;
+    const { extents } = file.entry;
+    const starts = extentStarts(file.entry);
+    // A FUSE read is at most 128 KiB: it spans one extent, or two at a boundary.
+    const wanted: { index: number; from: number; to: number }[] = [];
+    for (let i = lastAtOrBefore(starts, position); i < extents.length && starts[i]! < end; i++) {
+      wanted.push({ index: i, from: Math.max(0, position - starts[i]!), to: Math.min(extents[i]!.length, end - starts[i]!) });
+    }
+    const parts = await Promise.all(wanted.map((w) => this.extentBytes(file.entry, w.index)));
+    let copied = 0;
+    wanted.forEach((w, i) => {
+      copied += parts[i]!.copy(into, copied, w.from, w.to);
+    });
+    return copied;
+  }
+
+  /** The file node for an open handle (falling back to the path a caller gave). */
+  fileFor(fh: number, path: string): FileNode {
+    const byHandle = fh > 0 ? this.tree.byInode(fh) : undefined;
+    const node: Node = byHandle?.path === path ? byHandle : this.tree.lookup(path);
+    if (node.kind !== 'file') throw new FsError(EISDIR, `${path} is a directory`);
+    return node;
+  }
+
+  async close(): Promise<void> {
+    await this.cache.close();
+  }
+
+  /** The verified bytes of one extent, through the cache. */
+  private async extentBytes(entry: FileEntry, index: number): Promise<Buffer> {
+    const e = entry.extents[index]!;
+    try {
+      return await this.cache.get(e.hash, e.length, async () => {
+        const url = await this.urls.forExtent(entry, index);
+        return this.transport.read(e.blob, e.offset, e.length, url);
+      });
+    } catch (err) {
+      if (err instanceof IntegrityError) await this.transport.reportDamaged(e.blob);
+      throw err;
+    }
+  }
+}
+
+function attrOf(n: Node): NodeAttr {
+  if (n.kind === 'dir') return dirAttr(n);
+  return {
+    ino: n.ino,
+    mode: S_IFREG | ((n.mode & 0o777 || DEFAULT_FILE_MODE) & NO_WRITE),
+    nlink: 1,
+    size: n.size,
+    blocks: Math.ceil(n.size / 512),
+    mtimeMs: n.mtimeMs,
+  };
+}
+
+function dirAttr(d: DirNode): NodeAttr {
+  return { ino: d.ino, mode: S_IFDIR | 0o555, nlink: 2 + d.subdirs, size: 4096, blocks: 8, mtimeMs: d.mtimeMs };
+}
+
+/** Where each extent starts in its file, computed on a file's first read. */
+const startsOf = new WeakMap<FileEntry, number[]>();
+
+function extentStarts(entry: FileEntry): number[] {
+  let starts = startsOf.get(entry);
+  if (!starts) {
+    starts = [];
+    let pos = 0;
+    for (const e of entry.extents) {
+      starts.push(pos);
+      pos += e.length;
+    }
+    startsOf.set(entry, starts);
+  }
+  return starts;
+}
+
+/** The index of the last start at or before `pos` (starts ascending, starts[0] = 0). */
+function lastAtOrBefore(starts: number[], pos: number): number {
+  let lo = 0;
+  let hi = starts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (starts[mid]! <= pos) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}

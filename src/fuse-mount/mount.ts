@@ -1,0 +1,242 @@
+/**
+ * Mounting a VolumeFilesystem with fuse-native (libfuse 2, high-level API).
+ *
+ * - Every callback runs the filesystem call and answers 0 or -errno; errors
+ *   become errno only here, through errno.ts. A failed read is logged with
+ *   its reason, since the reader only sees EIO.
+ * - Content is immutable for the life of the mount (one pinned version), so
+ *   the kernel may keep what it learns: long entry/attr timeouts, negative
+ *   lookups cached too, and `kernel_cache` so that the page cache of a file
+ *   survives close and reopen (auto_cache would re-check mtime on every open
+ *   for nothing).
+ * - Options fuse-native does not pass on (use_ino, negative_timeout, ro) are
+ *   appended to its `-o` string by overriding `_fuseOptions`.
+ * - A mount point left behind by a mount process that died ("Transport
+ *   endpoint is not connected") is detached with `fusermount -uz` first; a
+ *   live mount there is refused.
+ */
+import { execFile } from 'node:child_process';
+import { mkdir, readFile, stat, statfs } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { promisify } from 'node:util';
+import Fuse, { type FuseOps, type FuseStat } from 'fuse-native';
+import { FailedPreconditionError, messageOf } from '../common/errors.js';
+import { createLogger, type Logger } from '../common/logger.js';
+import { EROFS, errnoOf } from './errno.js';
+import type { NodeAttr, VolumeFilesystem } from './filesystem.js';
+
+const run = promisify(execFile);
+
+/** Seconds the kernel may trust a lookup or an attribute: the version never changes. */
+const METADATA_TIMEOUT_S = 3600;
+/** fuse-native answers ETIMEDOUT for an op not done in time; a cold chunk may take a while. */
+const OP_TIMEOUT_MS = { default: 30_000, read: 120_000 };
+const BLOCK = 4096;
+const IO_SIZE = 128 * 1024;
+
+export interface MountOptions {
+  logger?: Logger;
+  /** libfuse debug output on stderr. */
+  debug?: boolean;
+}
+
+export interface Mounted {
+  readonly mountpoint: string;
+  /** Unmounts (lazily, so open files do not block it) and closes the filesystem. */
+  unmount(): Promise<void>;
+}
+
+/** fuse-native with the options it cannot express. */
+class StowageFuse extends Fuse {
+  protected override _fuseOptions(): string {
+    const extra = `use_ino,ro,negative_timeout=${METADATA_TIMEOUT_S}`;
+    const base = super._fuseOptions();
+    return base ? `${base},${extra}` : `-o${extra}`;
+  }
+}
+
+export async function mountVolume(fs: VolumeFilesystem, dir: string, opts: MountOptions = {}): Promise<Mounted> {
+  const mountpoint = resolve(dir);
+  const log = opts.logger ?? createLogger('fuse-mount');
+  await prepareMountpoint(mountpoint, log);
+  const fuse = new StowageFuse(mountpoint, operations(fs, log), {
+    fsname: `stowage:${fs.volume}`,
+    subtype: 'stowage',
+    kernelCache: true,
+    entryTimeout: METADATA_TIMEOUT_S,
+    attrTimeout: METADATA_TIMEOUT_S,
+    timeout: OP_TIMEOUT_MS,
+    debug: opts.debug,
+  });
+  await new Promise<void>((done, fail) =>
+    fuse.mount((err) =>
+      err ? fail(new FailedPreconditionError(`cannot mount at ${mountpoint}: ${messageOf(err)} (is /dev/fuse there, and fusermount installed?)`)) : done(),
+    ),
+  );
+  let unmounted: Promise<void> | undefined;
+  return {
+    mountpoint,
+    unmount() {
+      unmounted ??= (async () => {
+        if (await isMounted(mountpoint)) {
+          await new Promise<void>((done, fail) => fuse.unmount((err) => (err ? fail(err) : done())));
+        }
+        await fs.close();
+      })();
+      return unmounted;
+    },
+  };
+}
+
+/** `fusermount -u` (lazy with `lazy`): detaches a mount point whoever mounted it. */
+export async function unmountPath(dir: string, lazy = false): Promise<void> {
+  const mountpoint = resolve(dir);
+  if (!(await isMounted(mountpoint))) throw new FailedPreconditionError(`${mountpoint} is not mounted`);
+  try {
+    await run('fusermount', lazy ? ['-uz', mountpoint] : ['-u', mountpoint]);
+  } catch (err) {
+    const stderr = (err as { stderr?: string }).stderr?.trim();
+    throw new FailedPreconditionError(
+      `cannot unmount ${mountpoint}: ${stderr || messageOf(err)}${lazy ? '' : ' (files still open? stowage unmount --lazy detaches it now and frees it when they close)'}`,
+    );
+  }
+}
+
+/** Whether the kernel lists `mountpoint` (absolute) as a mount point. */
+export async function isMounted(mountpoint: string): Promise<boolean> {
+  const mounts = await readFile('/proc/self/mounts', 'utf8');
+  return mounts.split('\n').some((line) => unescapeMountPath(line.split(' ')[1] ?? '') === mountpoint);
+}
+
+/** /proc/self/mounts writes space, tab, newline and backslash as octal escapes. */
+function unescapeMountPath(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+/**
+ * Creates the mount point, clears a dead mount left there, refuses a live one.
+ * A dead FUSE mount still answers stat from the kernel's attribute cache (our
+ * timeouts are long), so staleness is probed with statfs, which always asks
+ * the filesystem process and fails with ENOTCONN once it is gone.
+ */
+async function prepareMountpoint(mountpoint: string, log: Logger): Promise<void> {
+  try {
+    const st = await stat(mountpoint);
+    if (!st.isDirectory()) throw new FailedPreconditionError(`${mountpoint} is not a directory`);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      await mkdir(mountpoint, { recursive: true });
+      return;
+    }
+    if (code === 'ENOTCONN') return detachStale(mountpoint, log);
+    throw err;
+  }
+  if (!(await isMounted(mountpoint))) return;
+  try {
+    await statfs(mountpoint);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOTCONN') return detachStale(mountpoint, log);
+    throw err;
+  }
+  throw new FailedPreconditionError(`${mountpoint} is already a mount point (unmount it first: stowage unmount ${mountpoint})`);
+}
+
+async function detachStale(mountpoint: string, log: Logger): Promise<void> {
+  log.warn({ mountpoint }, 'mount point was left by a mount process that is gone; detaching it');
+  try {
+    await run('fusermount', ['-uz', mountpoint]);
+  } catch (err) {
+    throw new FailedPreconditionError(`cannot clear the stale mount at ${mountpoint}: ${messageOf(err)}`);
+  }
+}
+
+/** The fuse-native callbacks over `fs`. */
+function operations(fs: VolumeFilesystem, log: Logger): FuseOps {
+  const uid = process.getuid?.() ?? 0;
+  const gid = process.getgid?.() ?? 0;
+  const toStat = (a: NodeAttr): FuseStat => ({
+    ino: a.ino,
+    mode: a.mode,
+    nlink: a.nlink,
+    size: a.size,
+    blocks: a.blocks,
+    blksize: IO_SIZE,
+    uid,
+    gid,
+    atime: a.mtimeMs,
+    mtime: a.mtimeMs,
+    ctime: a.mtimeMs,
+  });
+  /** Runs a synchronous call; a thrown error answers -errno. */
+  const answer = <T>(f: () => T, cb: (err: number, value?: T) => void): void => {
+    let value: T;
+    try {
+      value = f();
+    } catch (err) {
+      cb(-errnoOf(err));
+      return;
+    }
+    cb(0, value);
+  };
+  const readOnly = (...args: unknown[]): void => (args[args.length - 1] as (err: number) => void)(-EROFS);
+
+  return {
+    getattr: (path, cb) => answer(() => toStat(fs.getattr(path)), cb),
+    readdir: (path, cb) =>
+      answer(
+        () => fs.readdir(path),
+        (err, r) => (r ? cb(0, r.names, r.attrs.map(toStat)) : cb(err)),
+      ),
+    open: (path, flags, cb) => answer(() => fs.open(path, flags), cb),
+    release: (_path, _fd, cb) => cb(0),
+    access: (path, mode, cb) => answer(() => fs.access(path, mode), (err) => cb(err)),
+    statfs: (_path, cb) => {
+      const s = fs.stats();
+      const blocks = Math.min(0xffff_ffff, Math.ceil(s.bytes / BLOCK));
+      cb(0, {
+        bsize: BLOCK,
+        frsize: BLOCK,
+        blocks,
+        bfree: 0,
+        bavail: 0,
+        files: Math.min(0xffff_ffff, s.nodes),
+        ffree: 0,
+        favail: 0,
+        fsid: 0,
+        flag: 1, // ST_RDONLY
+        namemax: 255,
+      });
+    },
+    read: (path, fd, buffer, length, position, cb) => {
+      let file;
+      try {
+        file = fs.fileFor(fd, path);
+      } catch (err) {
+        cb(-errnoOf(err));
+        return;
+      }
+      fs.read(file, position, length, buffer).then(cb, (err: unknown) => {
+        const errno = errnoOf(err);
+        log.error({ volume: fs.volume, version: fs.version, path, position, length, errno, err: messageOf(err) }, 'read failed');
+        cb(-errno);
+      });
+    },
+    write: readOnly,
+    create: readOnly,
+    truncate: readOnly,
+    ftruncate: readOnly,
+    utimens: readOnly,
+    chmod: readOnly,
+    chown: readOnly,
+    mknod: readOnly,
+    unlink: readOnly,
+    rename: readOnly,
+    link: readOnly,
+    symlink: readOnly,
+    mkdir: readOnly,
+    rmdir: readOnly,
+    setxattr: readOnly,
+    removexattr: readOnly,
+  };
+}

@@ -1,0 +1,141 @@
+/**
+ * VersionTree: the file tree of one version of a volume, held in memory for
+ * the life of a mount. A version never changes, so the tree is built once from
+ * the recursive listing and never invalidated.
+ *
+ * Inode numbers are the position in the listing sorted by path, plus 2 (the
+ * root is 1): the same version mounted again gets the same numbers, and they
+ * fit the 32 bits fuse-native passes to the kernel.
+ */
+import { FileType, type FileEntry } from '../gen/stowage/v1/volume.js';
+import { FailedPreconditionError } from '../common/errors.js';
+import { ENOENT, ENOTDIR, FsError } from './errno.js';
+
+export const ROOT_INO = 1;
+/** fuse-native passes st_ino as a uint32 (and fh as an int32): more nodes cannot be numbered. */
+const MAX_NODES = 0x7fff_fff0;
+
+export interface FileNode {
+  kind: 'file';
+  ino: number;
+  /** '/'-prefixed, as FUSE names it. */
+  path: string;
+  size: number;
+  mode: number;
+  mtimeMs: number;
+  /** The file's entry as listed: its extents, in order. */
+  entry: FileEntry;
+}
+
+export interface DirNode {
+  kind: 'dir';
+  ino: number;
+  path: string;
+  mtimeMs: number;
+  parent: DirNode | undefined;
+  /** Names of the entries directly inside, sorted. */
+  names: string[];
+  /** How many of them are directories (for st_nlink). */
+  subdirs: number;
+}
+
+export type Node = FileNode | DirNode;
+
+export class VersionTree {
+  private readonly byPath = new Map<string, Node>();
+  private readonly byIno: Node[] = [];
+  readonly root: DirNode;
+  readonly files: number;
+  readonly bytes: number;
+
+  constructor(
+    readonly version: number,
+    entries: FileEntry[],
+    createdAtMs: number,
+  ) {
+    if (entries.length > MAX_NODES) throw new FailedPreconditionError(`version ${version} has ${entries.length} entries, more than a mount can number`);
+    this.root = { kind: 'dir', ino: ROOT_INO, path: '/', mtimeMs: createdAtMs, parent: undefined, names: [], subdirs: 0 };
+    this.add(this.root);
+    const sorted = [...entries].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    let files = 0;
+    let bytes = 0;
+    sorted.forEach((e, i) => {
+      const ino = ROOT_INO + 1 + i;
+      const path = `/${e.path}`;
+      if (e.type === FileType.FILE_TYPE_DIRECTORY) {
+        this.add({ kind: 'dir', ino, path, mtimeMs: e.mtimeMs || createdAtMs, parent: undefined, names: [], subdirs: 0 });
+      } else {
+        this.add({ kind: 'file', ino, path, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, entry: e });
+        files++;
+        bytes += e.size;
+      }
+    });
+    this.files = files;
+    this.bytes = bytes;
+    this.link(sorted.length + ROOT_INO + 1);
+  }
+
+  /** The node at a FUSE path, or undefined. */
+  find(path: string): Node | undefined {
+    return this.byPath.get(path);
+  }
+
+  /** The node at a FUSE path; ENOENT when there is none. */
+  lookup(path: string): Node {
+    const n = this.byPath.get(path);
+    if (!n) throw new FsError(ENOENT, `no such file in version ${this.version}: ${path}`);
+    return n;
+  }
+
+  dir(path: string): DirNode {
+    const n = this.lookup(path);
+    if (n.kind !== 'dir') throw new FsError(ENOTDIR, `not a directory: ${path}`);
+    return n;
+  }
+
+  byInode(ino: number): Node | undefined {
+    return this.byIno[ino];
+  }
+
+  get size(): number {
+    return this.byPath.size;
+  }
+
+  private add(n: Node): void {
+    this.byPath.set(n.path, n);
+    this.byIno[n.ino] = n;
+  }
+
+  /**
+   * Hangs every node under its parent. A listing names every directory between
+   * the root and a file; a parent it leaves out is made up (numbered after the
+   * listed nodes, so the listed ones keep their numbers).
+   */
+  private link(nextIno: number): void {
+    let next = nextIno;
+    const pending = [...this.byPath.values()].filter((n) => n !== this.root);
+    for (const n of pending) {
+      let child: Node = n;
+      for (;;) {
+        const cut = child.path.lastIndexOf('/');
+        const parentPath = cut === 0 ? '/' : child.path.slice(0, cut);
+        let parent = this.byPath.get(parentPath);
+        let made = false;
+        if (!parent) {
+          parent = { kind: 'dir', ino: next++, path: parentPath, mtimeMs: this.root.mtimeMs, parent: undefined, names: [], subdirs: 0 };
+          this.add(parent);
+          made = true;
+        }
+        if (parent.kind !== 'dir') break; // a file that is also a prefix: the listing never does this
+        parent.names.push(child.path.slice(cut + 1));
+        if (child.kind === 'dir') {
+          child.parent = parent;
+          parent.subdirs++;
+        }
+        if (!made) break;
+        child = parent;
+      }
+    }
+    for (const n of this.byPath.values()) if (n.kind === 'dir') n.names.sort();
+  }
+}
