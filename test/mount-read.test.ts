@@ -172,6 +172,8 @@ describe.each<StoreKind>(['local', 's3'])('read-only FUSE mount of a volume vers
       if (got.length !== data.length || sha256(got) !== sha256(data)) wrong.push(path);
     }
     expect(wrong).toEqual([]);
+    // The bytes came straight from the store (file:// or presigned URLs), not through a fallback.
+    expect(main.stderr()).not.toContain('direct transfer');
   });
 
   it('answers reads at random offsets byte for byte, across chunk boundaries and at the end', { timeout: 60_000 }, async () => {
@@ -214,8 +216,9 @@ describe.each<StoreKind>(['local', 's3'])('read-only FUSE mount of a volume vers
     }
   });
 
-  it('serves 8 processes reading one cold file at once, all correctly', { timeout: 90_000 }, async () => {
+  it('serves 8 processes reading one cold file at once, all correctly, loading each chunk once', { timeout: 90_000 }, async () => {
     const path = join(mnt, 'concurrent.bin');
+    await setup.s3?.resetStats();
     const script =
       "const {createHash}=require('node:crypto');const fs=require('node:fs');" +
       'process.stdout.write(createHash("sha256").update(fs.readFileSync(process.argv[1])).digest("hex"))';
@@ -236,6 +239,8 @@ describe.each<StoreKind>(['local', 's3'])('read-only FUSE mount of a volume vers
       }),
     );
     expect(hashes).toEqual(Array(8).fill(sha256(want.get('concurrent.bin')!)));
+    // The chunk cache merged the readers' loads: each of the file's 3 chunks left the store once.
+    if (setup.s3) expect((await setup.s3.stats())['GET chunks']).toBe(3);
   });
 
   it('lists what listdir lists, with the same types', { timeout: 60_000 }, async () => {
@@ -252,6 +257,11 @@ describe.each<StoreKind>(['local', 's3'])('read-only FUSE mount of a volume vers
     const everything = (await vol.listdir('/', { recursive: true, version: 1 })).map((e) => e.path).sort();
     const walked = (await readdir(mnt, { recursive: true })).sort();
     expect(walked).toEqual(everything);
+    // Inode numbers are the mount's own (use_ino): the root is 1, then the listing's sorted order.
+    expect((await stat(mnt)).ino).toBe(1);
+    for (const p of ['one.bin', 'tree', everything[everything.length - 1]!]) {
+      expect((await stat(join(mnt, p))).ino, p).toBe(everything.indexOf(p) + 2);
+    }
   });
 
   it('refuses every kind of write with EROFS', { timeout: 30_000 }, async () => {

@@ -39,6 +39,7 @@ export interface VolumeFilesystemOptions {
   volume: string;
   /** The version to serve; the latest at load time when left out. */
   version?: number;
+  /** The host's chunk cache; the filesystem owns it from here on (close() closes it). */
   cache: ChunkCache;
   transfer?: TransferMode;
 }
@@ -129,7 +130,7 @@ export class VolumeFilesystem {
     return node.ino;
   }
 
-  /** access(2): write access is never granted; read and execute follow the mode bits. */
+  /** access(2): write access is never granted; the rest is (only the mounting user reaches the mount). */
   access(path: string, mode: number): void {
     this.tree.lookup(path);
     const W_OK = 2;

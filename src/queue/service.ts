@@ -101,8 +101,8 @@ export class QueueService {
 
   /**
    * Runs a batch. With `sendEarly` (a session), ops that may wait (blocking
-   * gets and puts) do not hold up the rest: the ops done by the time the
-   * others are are answered at once, and each waiting op when it is done.
+   * gets and puts) do not hold up the rest: a batch that holds one is
+   * answered in parts, each part carrying the ops that finished in one turn.
    */
   runBatch(batch: QueueBatch, signal: AbortSignal): Promise<QueueBatchResult>;
   runBatch(
@@ -145,18 +145,29 @@ export class QueueService {
       this.idle,
       this.log,
     );
-    const waits = batch.ops.map((op) => op.block);
-    if (!sendEarly || !waits.some(Boolean)) return { id: batch.id, results: await Promise.all(settled), indexes: [] };
+    if (!sendEarly || !batch.ops.some((op) => op.block)) return { id: batch.id, results: await Promise.all(settled), indexes: [] };
 
-    const done = new Array<QueueResult | undefined>(batch.ops.length);
-    settled.forEach((p, i) => void p.then((r) => (done[i] = r)));
-    await Promise.all(settled.filter((_, i) => !waits[i]));
-    // One turn more lets waiting ops that found their items at once join the first answer.
-    await new Promise((r) => setImmediate(r));
-    const first = done.flatMap((r, i) => (r ? [i] : []));
-    const later = settled.map((p, i) => (done[i] ? undefined : p.then((r) => sendEarly({ id: batch.id, results: [r], indexes: [i] }))));
-    if (first.length) sendEarly({ id: batch.id, results: first.map((i) => done[i]!), indexes: first });
-    await Promise.all(later);
+    // Answers go out in parts, each part holding every op that finished in
+    // the same turn: a waiter pool deals its items to many ops at once, and one
+    // message back (not one per op) lets those callers' next calls batch again.
+    let pending: number[] = [];
+    let flushing: Promise<void> | undefined;
+    const answers = new Array<QueueResult | undefined>(batch.ops.length);
+    const flush = () => {
+      const indexes = pending;
+      pending = [];
+      flushing = undefined;
+      if (indexes.length) sendEarly({ id: batch.id, results: indexes.map((i) => answers[i]!), indexes });
+    };
+    const finished = settled.map((p, i) =>
+      p.then((r) => {
+        answers[i] = r;
+        pending.push(i);
+        flushing ??= new Promise<void>((resolve) => setImmediate(resolve)).then(flush);
+      }),
+    );
+    await Promise.all(finished);
+    await flushing;
     return undefined;
   }
 
