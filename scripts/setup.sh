@@ -7,11 +7,14 @@ cd "$(dirname "$0")/.."
 
 debs=()
 need_cmd() { command -v "$1" >/dev/null 2>&1 || debs+=("$2"); }
-need_cmd redis-server redis-server   # the dict and queue contract tests start their own
+need_cmd redis-server redis-server   # the dict and queue tests start their own
+need_cmd fusermount fuse             # stowage mount: fuse-native loads libfuse.so.2 and calls fusermount
+[ -e /usr/lib/x86_64-linux-gnu/libfuse.so.2 ] || [ -e /lib/x86_64-linux-gnu/libfuse.so.2 ] || ldconfig -p 2>/dev/null | grep -q 'libfuse.so.2 ' || debs+=(fuse)
 if [ "${1:-}" = "--bench" ]; then
   need_cmd rclone rclone
 fi
 if [ ${#debs[@]} -gt 0 ]; then
+  mapfile -t debs < <(printf '%s\n' "${debs[@]}" | sort -u)
   echo "setup: installing Debian packages: ${debs[*]}" >&2
   if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
   $sudo apt-get update -qq
