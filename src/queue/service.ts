@@ -123,21 +123,18 @@ export class QueueService {
     // Puts to one partition and non-blocking gets from one partition are
     // folded into one backend call each, in the order of the batch: as if the
     // ops ran one after another with nothing in between.
-    // Blocking gets start last, after the batch's puts are under way, so that
-    // a caller's put-then-get finds its item without a wake-up round.
+    // Gets start after the batch's puts are under way, so that a caller's
+    // put-then-get finds its item without a wake-up round.
     const puts = new Map<string, number[]>();
     const gets = new Map<string, number[]>();
-    const blockingGets: number[] = [];
     batch.ops.forEach((op, i) => {
       if (op.kind === QueueOpKind.QUEUE_OP_KIND_PUT) addToGroup(puts, `${op.queue}\n${op.partition}\n${op.partitionTtlMs}`, i);
-      else if (op.kind === QueueOpKind.QUEUE_OP_KIND_GET && !op.block) {
-        addToGroup(gets, `${op.queue}\n${op.partition}\n${op.ack}\n${op.visibilityMs}`, i);
-      } else if (op.kind === QueueOpKind.QUEUE_OP_KIND_GET) blockingGets.push(i);
-      else results[i] = this.runOp(op, signal);
+      else if (op.kind === QueueOpKind.QUEUE_OP_KIND_GET) {
+        addToGroup(gets, `${op.queue}\n${op.partition}\n${op.ack}\n${op.visibilityMs}\n${op.block}`, i);
+      } else results[i] = this.runOp(op, signal);
     });
     for (const idx of puts.values()) this.putGroup(batch.ops, idx, signal, results);
     for (const idx of gets.values()) this.getGroup(batch.ops, idx, signal, results);
-    for (const i of blockingGets) results[i] = this.runOp(batch.ops[i]!, signal);
     const settled = settleOps(
       batch.ops.map((op) => op.queue),
       results,
@@ -190,20 +187,31 @@ export class QueueService {
     }
   }
 
-  /** One get for the whole group, its items dealt out in order; a failure is every member's. */
+  /**
+   * One get for the whole group, its items dealt out in order; a failure is
+   * every member's. Blocking members that got nothing then wait in the pool;
+   * if the pool already has waiters for these items, the whole group queues
+   * behind them (first come, first served).
+   */
   private getGroup(ops: QueueOp[], idx: number[], signal: AbortSignal, results: Promise<QueueResult>[]): void {
+    const first = ops[idx[0]!]!;
     const wants = idx.map((i) => ops[i]!.max || 1);
     const total = wants.reduce((a, b) => a + b, 0);
-    if (idx.length === 1 || total > MAX_ITEMS_PER_GET || wants.some((w) => w > MAX_ITEMS_PER_GET)) {
+    const queued = first.block && this.waiting.has(first.queue, first.partition, first.ack ? first.visibilityMs : 0);
+    // A caller that went away must not take items it will never receive.
+    if (queued || signal.aborted || total > MAX_ITEMS_PER_GET || wants.some((w) => w > MAX_ITEMS_PER_GET)) {
       for (const i of idx) results[i] = this.runOp(ops[i]!, signal);
       return;
     }
-    const together = this.get({ ...ops[idx[0]!]!, max: total }, signal);
+    const together = this.get({ ...first, block: false, max: total }, signal);
     let from = 0;
     idx.forEach((i, n) => {
       const start = from;
       from += wants[n]!;
-      results[i] = together.then((items) => result({ items: items.slice(start, start + wants[n]!).map(itemMessage) }));
+      results[i] = together.then(async (items) => {
+        const mine = items.slice(start, start + wants[n]!);
+        return result({ items: (mine.length === 0 && ops[i]!.block ? await this.get(ops[i]!, signal) : mine).map(itemMessage) });
+      });
     });
   }
 

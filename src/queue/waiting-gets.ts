@@ -47,6 +47,8 @@ interface Pool {
   inGet: boolean;
 }
 
+const poolKey = (queue: string, partition: string, visibilityMs: number) => `${queue}\n${partition}\n${visibilityMs}`;
+
 export class WaitingGets {
   private readonly pools = new Map<string, Pool>();
 
@@ -55,10 +57,15 @@ export class WaitingGets {
     private readonly log: Logger,
   ) {}
 
+  /** Whether gets for these items are waiting already (a newcomer queues behind them). */
+  has(queue: string, partition: string, visibilityMs: number): boolean {
+    return this.pools.has(poolKey(queue, partition, visibilityMs));
+  }
+
   /** Items for one blocked get: at least one, or none after the timeout or an abort. */
   wait(req: WaitRequest, signal: AbortSignal): Promise<DeliveredItem[]> {
     if (signal.aborted) return Promise.resolve([]);
-    const key = `${req.queue}\n${req.partition}\n${req.ack?.visibilityMs ?? 0}`;
+    const key = poolKey(req.queue, req.partition, req.ack?.visibilityMs ?? 0);
     let pool = this.pools.get(key);
     const start = !pool;
     if (!pool) {
