@@ -6,54 +6,19 @@
  * byte with what was uploaded. Every mount point is detached in afterAll
  * whatever happened (fusermount -uz), and every mount process is killed by PID.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { open, readFile, readdir, stat, statfs, writeFile, mkdir, unlink, rename, truncate, appendFile, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Volume } from '../src/client/index.js';
 import { corruptFile, removeScratch, scratchDir, startSetup, storedBlobFile, type Setup, type StoreKind } from './support/faults.js';
-import { CLI, runCli, uniqueName } from './support/processes.js';
+import { children, cleanUpMounts, detach, errnoCode, mountDirs, mountedPaths, startMountProcess, stopMount, type MountProcess } from './support/mount.js';
+import { runCli, uniqueName } from './support/processes.js';
 import { KiB, MiB, sha256, writeRandomTree } from './support/volume-data.js';
 
 const CHUNK = 1 * MiB;
-
-interface MountProcess {
-  child: ChildProcess;
-  dir: string;
-  /** The line it printed once mounted. */
-  line: string;
-  stderr(): string;
-  /** Resolves with the exit code (or the signal's name) once the process has gone. */
-  exited: Promise<number | string>;
-}
-
-const children = new Set<ChildProcess>();
-const mountDirs = new Set<string>();
-process.on('exit', () => {
-  for (const c of children) if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGKILL');
-});
-
-function mountedPaths(): string[] {
-  return readFileSync('/proc/self/mounts', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[1] ?? '');
-}
-
-function detach(dir: string): void {
-  spawnSync('fusermount', ['-uz', dir], { stdio: 'ignore' });
-}
-
-const errnoCode = async (p: Promise<unknown>): Promise<string | undefined> => {
-  try {
-    await p;
-    return undefined;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code;
-  }
-};
 
 describe.each<StoreKind>(['local', 's3'])('read-only FUSE mount of a volume version (%s store)', (kind) => {
   let setup: Setup;
@@ -68,45 +33,12 @@ describe.each<StoreKind>(['local', 's3'])('read-only FUSE mount of a volume vers
   let cacheDir: string;
   let main: MountProcess;
 
-  async function startMount(
+  function startMount(
     dir: string,
     args: string[] = [],
     opts: { cacheDir?: string; env?: Record<string, string> } = {},
   ): Promise<MountProcess> {
-    mountDirs.add(dir);
-    const child = spawn(process.execPath, [CLI, 'mount', name, dir, '--cache-dir', opts.cacheDir ?? cacheDir, ...args], {
-      env: { ...process.env, ...env, STOWAGE_LOG_LEVEL: 'warn', ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.add(child);
-    let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | string>((resolve) =>
-      child.once('exit', (code, signal) => {
-        children.delete(child);
-        resolve(code ?? signal ?? -1);
-      }),
-    );
-    const line = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        process.kill(child.pid!, 'SIGKILL');
-        reject(new Error(`stowage mount printed nothing in 30 s: ${stderr}`));
-      }, 30_000);
-      createInterface({ input: child.stdout! }).once('line', (l) => {
-        clearTimeout(timer);
-        resolve(l);
-      });
-      void exited.then((code) => {
-        clearTimeout(timer);
-        reject(new Error(`stowage mount exited with ${code}: ${stderr}`));
-      });
-    });
-    return { child, dir, line, stderr: () => stderr, exited };
-  }
-
-  async function stopMount(m: MountProcess, signal: NodeJS.Signals): Promise<number | string> {
-    if (m.child.exitCode === null && m.child.signalCode === null) process.kill(m.child.pid!, signal);
-    return m.exited;
+    return startMountProcess({ volume: name, dir, cacheDir: opts.cacheDir ?? cacheDir, args, env: { ...env, ...opts.env } });
   }
 
   beforeAll(async () => {
@@ -144,8 +76,7 @@ describe.each<StoreKind>(['local', 's3'])('read-only FUSE mount of a volume vers
   });
 
   afterAll(async () => {
-    for (const dir of mountDirs) detach(dir);
-    for (const c of children) if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGKILL');
+    cleanUpMounts();
     await setup?.stop();
     for (const dir of mountDirs) detach(dir);
     removeScratch();

@@ -27,26 +27,31 @@ const UNITS: Record<string, number> = {
   tib: 1024 ** 4,
 };
 
-/** "512MiB", "10GiB", "1.5G" (binary), "500MB" (decimal) or bytes. */
-export function parseSize(flag: string, text: string): number {
+/** "512MiB", "10GiB", "1.5G" (binary), "500MB" (decimal) or bytes; 0 only with `allowZero`. */
+export function parseSize(flag: string, text: string, opts: { allowZero?: boolean } = {}): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
   const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
   const n = m && unit ? Math.floor(Number(m[1]) * unit) : NaN;
-  if (!Number.isSafeInteger(n) || n < 1) {
+  if (!Number.isSafeInteger(n) || n < (opts.allowZero ? 0 : 1)) {
     throw new InvalidArgumentError(`${flag} ${text} is not a size (examples: 512MiB, 10GiB, 1000000)`);
   }
   return n;
 }
 
-function defaultCacheDir(): string {
+/** The host's chunk cache directory when --cache-dir is not given (shared with `stowage volume warmup`). */
+export function defaultCacheDir(): string {
   return process.env.STOWAGE_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'stowage');
 }
+
+/** --cache-size when not given. */
+export const DEFAULT_CACHE_SIZE = '10GiB';
 
 interface MountFlags {
   version?: string;
   cacheDir?: string;
   cacheSize: string;
   memoryCacheSize: string;
+  prefetchWindow: string;
   debug?: boolean;
 }
 
@@ -59,8 +64,9 @@ export function register(program: Command): void {
     .description('mount one version of a volume read-only at DIR, in the foreground (Ctrl-C unmounts)')
     .option('--version <n>', 'mount this version instead of the latest')
     .option('--cache-dir <dir>', 'chunk cache directory, shared by mounts on this host (default: STOWAGE_CACHE_DIR or ~/.cache/stowage)')
-    .option('--cache-size <size>', 'bound on the chunk cache on disk', '10GiB')
+    .option('--cache-size <size>', 'bound on the chunk cache on disk', DEFAULT_CACHE_SIZE)
     .option('--memory-cache-size <size>', 'bound on hot chunks kept in memory', '256MiB')
+    .option('--prefetch-window <size>', 'most bytes fetched ahead of a sequential reader, per open file (0: no prefetch)', '64MiB')
     .option('--debug', 'print libfuse debug output')
     .action(async (name: string, dir: string, flags: MountFlags) => {
       let version: number | undefined;
@@ -72,12 +78,19 @@ export function register(program: Command): void {
       }
       const diskBytes = parseSize('--cache-size', flags.cacheSize);
       const memoryBytes = parseSize('--memory-cache-size', flags.memoryCacheSize);
+      const prefetchWindow = parseSize('--prefetch-window', flags.prefetchWindow, { allowZero: true });
       const log = createLogger('mount');
       const disk = await DiskChunkCache.open({ dir: flags.cacheDir ?? defaultCacheDir(), maxBytes: diskBytes, logger: log });
       const cache = new MemoryChunkCache(disk, { maxBytes: memoryBytes });
       let fs: VolumeFilesystem;
       try {
-        fs = await VolumeFilesystem.load({ connection: defaultConnection(), volume: name, version, cache });
+        fs = await VolumeFilesystem.load({
+          connection: defaultConnection(),
+          volume: name,
+          version,
+          cache,
+          prefetch: { maxWindow: prefetchWindow },
+        });
       } catch (err) {
         await cache.close();
         throw err;

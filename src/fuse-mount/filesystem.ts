@@ -15,14 +15,19 @@
  *   concurrent loads of one chunk, so eight readers of a cold chunk cost one
  *   transfer. Bytes that fail that check are reported to the server as
  *   damaged (as BlobTransport.readExtent does) and the read fails with EIO.
- * - The tree, the transport and the cache are shared by every open file; an
- *   open file handle is the file's inode number, nothing is kept per open.
+ * - The tree, the transport and the cache are shared by every open file. An
+ *   open file handle is a number of our own (not the inode: two opens of one
+ *   file are two readers), mapping to the file and its prefetch stream
+ *   (prefetcher.ts), dropped at release.
+ * - Prefetch: each read is also shown to the handle's stream, which fetches
+ *   extents ahead of a sequential reader into the same cache with the same
+ *   `extentBytes`; the read itself still gets every extent it touches, so a
+ *   failed or stale prefetch costs nothing but the transfer.
  * - Errors are thrown as they come (StowageError from the SDK, FsError for
  *   ENOENT and EROFS here); mount.ts turns them into errno in one place
  *   (errno.ts).
  *
- * Not here yet: a prefetcher (sequential reads wait for each chunk in turn,
- * beyond the kernel's readahead), reload to a newer version, writes.
+ * Not here yet: reload to a newer version, writes.
  */
 import { BlobTransport, type TransferMode } from '../client/blob-transport.js';
 import type { Connection } from '../client/connection.js';
@@ -31,6 +36,8 @@ import { checkName } from '../common/validate.js';
 import type { FileEntry } from '../gen/stowage/v1/volume.js';
 import { BlobUrls } from './blob-urls.js';
 import { EISDIR, EROFS, FsError } from './errno.js';
+import { extentStarts, lastAtOrBefore } from './extents.js';
+import { Prefetcher, type FilePrefetch, type PrefetchOptions } from './prefetcher.js';
 import type { ChunkCache } from './types.js';
 import { VersionTree, type DirNode, type FileNode, type Node } from './tree.js';
 
@@ -42,6 +49,8 @@ export interface VolumeFilesystemOptions {
   /** The host's chunk cache; the filesystem owns it from here on (close() closes it). */
   cache: ChunkCache;
   transfer?: TransferMode;
+  /** Read-ahead of sequential readers (prefetcher.ts); `maxWindow: 0` turns it off. */
+  prefetch?: PrefetchOptions;
 }
 
 /** What a stat says, in the units of struct stat (times in ms). */
@@ -67,14 +76,26 @@ const O_TRUNC = 0o1000;
 /** Permission bits of a file stored without any. */
 const DEFAULT_FILE_MODE = 0o644;
 const NO_WRITE = ~0o222;
+/** fuse-native passes a handle as 32 bits; ours stay positive int32. */
+const MAX_HANDLE = 0x7fff_ffff;
+
+interface OpenFile {
+  file: FileNode;
+  prefetch: FilePrefetch | undefined;
+}
 
 export class VolumeFilesystem {
+  private readonly handles = new Map<number, OpenFile>();
+  private lastHandle = 0;
+
   private constructor(
     readonly volume: string,
     readonly tree: VersionTree,
     private readonly cache: ChunkCache,
     private readonly transport: BlobTransport,
     private readonly urls: BlobUrls,
+    /** Undefined when prefetching is off. */
+    readonly prefetcher: Prefetcher | undefined,
   ) {}
 
   /** Lists the version (NOT_FOUND when the volume or version does not exist) and builds its tree. */
@@ -92,7 +113,8 @@ export class VolumeFilesystem {
     const createdAtMs = created.versions.find((v) => v.version === version)?.createdAtMs ?? Date.now();
     const transport = new BlobTransport(conn, opts.transfer);
     const tree = new VersionTree(version, entries, createdAtMs);
-    return new VolumeFilesystem(volume, tree, opts.cache, transport, new BlobUrls(conn, transport));
+    const prefetcher = opts.prefetch?.maxWindow === 0 ? undefined : new Prefetcher((hash) => opts.cache.has(hash), opts.prefetch);
+    return new VolumeFilesystem(volume, tree, opts.cache, transport, new BlobUrls(conn, transport), prefetcher);
   }
 
   get version(): number {
@@ -120,14 +142,23 @@ export class VolumeFilesystem {
     return { names, attrs };
   }
 
-  /** Checks that `path` may be opened with `flags`; returns the file handle (its inode number). */
+  /** Checks that `path` may be opened with `flags`; returns a new file handle (release() drops it). */
   open(path: string, flags: number): number {
     const node = this.tree.lookup(path);
     if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) {
       throw new FsError(EROFS, `${path}: the mount is read-only`);
     }
     if (node.kind === 'dir') throw new FsError(EISDIR, `${path} is a directory`);
-    return node.ino;
+    const fh = this.newHandle();
+    const entry = node.entry;
+    this.handles.set(fh, { file: node, prefetch: this.prefetcher?.open(entry, (i) => this.extentBytes(entry, i)) });
+    return fh;
+  }
+
+  /** The handle was closed by its last user: its prefetch stream stops. */
+  release(fh: number): void {
+    this.handles.get(fh)?.prefetch?.release();
+    this.handles.delete(fh);
   }
 
   /** access(2): write access is never granted; the rest is (only the mounting user reaches the mount). */
@@ -140,8 +171,9 @@ export class VolumeFilesystem {
   /**
    * Copies the file's bytes at [position, position+length) into `into` and
    * returns how many were copied: fewer at the end of the file, 0 past it.
+   * `fh`, the handle read through, feeds that handle's prefetch stream.
    */
-  async read(file: FileNode, position: number, length: number, into: Buffer): Promise<number> {
+  async read(file: FileNode, position: number, length: number, into: Buffer, fh = 0): Promise<number> {
     const end = Math.min(file.size, position + Math.min(length, into.length));
     if (position >= end) return 0;
     const { extents } = file.entry;
@@ -151,7 +183,11 @@ export class VolumeFilesystem {
     for (let i = lastAtOrBefore(starts, position); i < extents.length && starts[i]! < end; i++) {
       wanted.push({ index: i, from: Math.max(0, position - starts[i]!), to: Math.min(extents[i]!.length, end - starts[i]!) });
     }
-    const parts = await Promise.all(wanted.map((w) => this.extentBytes(file.entry, w.index)));
+    const fetching = Promise.all(wanted.map((w) => this.extentBytes(file.entry, w.index)));
+    // After the read's own gets have started, so that its loads go first.
+    const open = this.handles.get(fh);
+    if (open?.file === file) open.prefetch?.read(position, end - position);
+    const parts = await fetching;
     let copied = 0;
     wanted.forEach((w, i) => {
       copied += parts[i]!.copy(into, copied, w.from, w.to);
@@ -161,14 +197,25 @@ export class VolumeFilesystem {
 
   /** The file node for an open handle (falling back to the path a caller gave). */
   fileFor(fh: number, path: string): FileNode {
-    const byHandle = fh > 0 ? this.tree.byInode(fh) : undefined;
+    const byHandle = this.handles.get(fh)?.file;
     const node: Node = byHandle?.path === path ? byHandle : this.tree.lookup(path);
     if (node.kind !== 'file') throw new FsError(EISDIR, `${path} is a directory`);
     return node;
   }
 
   async close(): Promise<void> {
+    for (const h of this.handles.values()) h.prefetch?.release();
+    this.handles.clear();
+    await this.prefetcher?.close();
     await this.cache.close();
+  }
+
+  /** A handle number not in use (they are reused only after 2^31 opens). */
+  private newHandle(): number {
+    do {
+      this.lastHandle = this.lastHandle >= MAX_HANDLE ? 1 : this.lastHandle + 1;
+    } while (this.handles.has(this.lastHandle));
+    return this.lastHandle;
   }
 
   /** The verified bytes of one extent, through the cache. */
@@ -200,33 +247,4 @@ function attrOf(n: Node): NodeAttr {
 
 function dirAttr(d: DirNode): NodeAttr {
   return { ino: d.ino, mode: S_IFDIR | 0o555, nlink: 2 + d.subdirs, size: 4096, blocks: 8, mtimeMs: d.mtimeMs };
-}
-
-/** Where each extent starts in its file, computed on a file's first read. */
-const startsOf = new WeakMap<FileEntry, number[]>();
-
-function extentStarts(entry: FileEntry): number[] {
-  let starts = startsOf.get(entry);
-  if (!starts) {
-    starts = [];
-    let pos = 0;
-    for (const e of entry.extents) {
-      starts.push(pos);
-      pos += e.length;
-    }
-    startsOf.set(entry, starts);
-  }
-  return starts;
-}
-
-/** The index of the last start at or before `pos` (starts ascending, starts[0] = 0). */
-function lastAtOrBefore(starts: number[], pos: number): number {
-  let lo = 0;
-  let hi = starts.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >>> 1;
-    if (starts[mid]! <= pos) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
 }

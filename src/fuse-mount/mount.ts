@@ -189,7 +189,10 @@ function operations(fs: VolumeFilesystem, log: Logger): FuseOps {
         (err, r) => (r ? cb(0, r.names, r.attrs.map(toStat)) : cb(err)),
       ),
     open: (path, flags, cb) => answer(() => fs.open(path, flags), cb),
-    release: (_path, _fd, cb) => cb(0),
+    release: (_path, fd, cb) => {
+      fs.release(fd);
+      cb(0);
+    },
     access: (path, mode, cb) => answer(() => fs.access(path, mode), (err) => cb(err)),
     statfs: (_path, cb) => {
       const s = fs.stats();
@@ -216,7 +219,7 @@ function operations(fs: VolumeFilesystem, log: Logger): FuseOps {
         cb(-errnoOf(err));
         return;
       }
-      fs.read(file, position, length, buffer).then(cb, (err: unknown) => {
+      fs.read(file, position, length, buffer, fd).then(cb, (err: unknown) => {
         const errno = errnoOf(err);
         log.error({ volume: fs.volume, version: fs.version, path, position, length, errno, err: messageOf(err) }, 'read failed');
         cb(-errno);

@@ -1,0 +1,297 @@
+/**
+ * The mount's prefetcher (src/fuse-mount/prefetcher.ts). Without FUSE: the
+ * window logic (growth, cap, reset on a jump, the kernel's out-of-order
+ * readahead) and the fetch scheduling (bounds per file and per mount, nothing
+ * for a random reader, failures swallowed) against a fake fetch. With a real
+ * FUSE mount on s3rver: S3 GETs counted while reading cold files (each chunk
+ * of a sequential read fetched once, prefetch included; a random reader
+ * fetches only the chunks it touches). No timing assertions.
+ */
+import { randomBytes } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Volume } from '../src/client/index.js';
+import { Prefetcher, ReadWindow } from '../src/fuse-mount/prefetcher.js';
+import { removeScratch, scratchDir, startSetup, waitFor, type Setup } from './support/faults.js';
+import { cleanUpMounts, startMountProcess, stopMount, type MountProcess } from './support/mount.js';
+import { runCli, uniqueName } from './support/processes.js';
+import { KiB, MiB, sha256 } from './support/volume-data.js';
+
+const READ = 128 * KiB;
+
+describe('prefetch window (no FUSE)', () => {
+  it('grows by doubling on sequential reads up to the cap, and resets on a jump', () => {
+    const w = new ReadWindow(1 * MiB, 8 * MiB);
+    const sizes: number[] = [];
+    for (let i = 0; i < 6; i++) sizes.push(w.observe(i * READ, READ));
+    expect(sizes).toEqual([1, 2, 4, 8, 8, 8].map((n) => n * MiB));
+    expect(w.next).toBe(6 * READ);
+
+    // A jump: nothing ahead, and the stream starts again from where it landed.
+    expect(w.observe(100 * MiB, READ)).toBe(0);
+    expect(w.next).toBe(100 * MiB + READ);
+    expect(w.observe(100 * MiB + READ, READ)).toBe(1 * MiB);
+    expect(w.observe(100 * MiB + 2 * READ, READ)).toBe(2 * MiB);
+    // A jump backwards resets it too.
+    expect(w.observe(10 * MiB, READ)).toBe(0);
+  });
+
+  it('takes the out-of-order requests of the kernel readahead as sequential', () => {
+    const w = new ReadWindow(1 * MiB, 64 * MiB);
+    expect(w.observe(0, READ)).toBe(1 * MiB);
+    // Two requests in flight at once arrive swapped.
+    expect(w.observe(2 * READ, READ)).toBe(2 * MiB);
+    expect(w.observe(READ, READ)).toBe(4 * MiB);
+    expect(w.next).toBe(3 * READ);
+    expect(w.observe(3 * READ + 64 * KiB, READ)).toBe(8 * MiB);
+  });
+
+  it('never starts above its cap, and a first read far from the start is a jump', () => {
+    expect(new ReadWindow(1 * MiB, 256 * KiB).observe(0, READ)).toBe(256 * KiB);
+    expect(new ReadWindow(1 * MiB, 64 * MiB).observe(50 * MiB, READ)).toBe(0);
+  });
+});
+
+describe('prefetch scheduling (no FUSE)', () => {
+  const hashOf = (file: number, i: number) => `${file.toString(16).padStart(8, '0')}${i.toString(16).padStart(56, '0')}`;
+  const fileOf = (id: number, chunks: number) => ({
+    size: chunks * MiB,
+    extents: Array.from({ length: chunks }, (_, i) => ({ hash: hashOf(id, i), length: MiB })),
+  });
+  const settle = async () => {
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  };
+
+  /** A fake chunk cache: fetches wait until released; released chunks are cached. */
+  function fakeCache() {
+    const cached = new Set<string>();
+    const waiting: { hash: string; done: (ok: boolean) => void }[] = [];
+    const fetched: string[] = [];
+    let active = 0;
+    let maxActive = 0;
+    const fetch = (hash: string) => {
+      fetched.push(hash);
+      active++;
+      maxActive = Math.max(maxActive, active);
+      return new Promise<void>((resolve, reject) =>
+        waiting.push({
+          hash,
+          done: (ok) => {
+            active--;
+            if (ok) {
+              cached.add(hash);
+              resolve();
+            } else reject(new Error('store unreachable'));
+          },
+        }),
+      );
+    };
+    /** Finishes every fetch waiting now (and those they start) until none is left. */
+    const drain = async (ok = true) => {
+      await settle();
+      while (waiting.length > 0) {
+        waiting.shift()!.done(ok);
+        await settle();
+      }
+    };
+    return { cached, fetched, fetch, drain, maxActive: () => maxActive, waiting };
+  }
+
+  it('fetches the window ahead of a sequential reader once each, within the per-file and global bounds', async () => {
+    const c = fakeCache();
+    const p = new Prefetcher((h) => c.cached.has(h), { maxWindow: 8 * MiB, perFile: 2, total: 3 });
+    const a = fileOf(1, 40);
+    const b = fileOf(2, 40);
+    const fa = p.open(a, (i) => c.fetch(a.extents[i]!.hash));
+    const fb = p.open(b, (i) => c.fetch(b.extents[i]!.hash));
+    for (let i = 0; i < 16; i++) {
+      fa.read(i * READ, READ);
+      fb.read(i * READ, READ);
+      await settle();
+      // Never more than 2 per file issued, 3 running for the whole mount.
+      expect(c.waiting.filter((w) => w.hash.startsWith(hashOf(1, 0).slice(0, 8))).length).toBeLessThanOrEqual(2);
+      expect(c.waiting.length).toBeLessThanOrEqual(3);
+    }
+    await c.drain();
+    // The reader is at 2 MiB with an 8 MiB window: chunks 1..9 (chunk 0 is the reader's own), each once.
+    const wantA = Array.from({ length: 9 }, (_, i) => hashOf(1, i + 1));
+    const wantB = Array.from({ length: 9 }, (_, i) => hashOf(2, i + 1));
+    expect([...c.fetched].sort()).toEqual([...wantA, ...wantB].sort());
+    expect(c.maxActive()).toBeLessThanOrEqual(3);
+    expect(p.stats()).toMatchObject({ started: 18, failed: 0, running: 0 });
+    expect(p.stats().maxRunning).toBeLessThanOrEqual(3);
+    await p.close();
+  });
+
+  it('fetches nothing ahead of random reads, and starts again when the reads turn sequential', async () => {
+    const c = fakeCache();
+    const p = new Prefetcher((h) => c.cached.has(h), { maxWindow: 64 * MiB });
+    const f = fileOf(3, 64);
+    const h = p.open(f, (i) => c.fetch(f.extents[i]!.hash));
+    for (const at of [30, 7, 52, 3, 18]) h.read(at * MiB + 300 * KiB, 4 * KiB);
+    await c.drain();
+    expect(c.fetched).toEqual([]);
+    // Sequential from 40 MiB: the first window reaches into the next chunk only.
+    h.read(40 * MiB, READ);
+    h.read(40 * MiB + READ, READ);
+    await c.drain();
+    expect(c.fetched).toEqual([hashOf(3, 41)]);
+    await p.close();
+  });
+
+  it('swallows failed fetches, and issues nothing once the handle is released', async () => {
+    const c = fakeCache();
+    const p = new Prefetcher((h) => c.cached.has(h), { maxWindow: 4 * MiB, perFile: 4 });
+    const f = fileOf(4, 16);
+    const h = p.open(f, (i) => c.fetch(f.extents[i]!.hash));
+    for (let i = 0; i < 4; i++) h.read(i * READ, READ);
+    await c.drain(false);
+    expect(p.stats().failed).toBeGreaterThan(0);
+    expect(p.stats().failed).toBe(p.stats().started);
+    const before = c.fetched.length;
+    h.release();
+    h.read(4 * READ, READ);
+    await c.drain();
+    expect(c.fetched.length).toBe(before);
+    await p.close();
+  });
+});
+
+describe('prefetching FUSE mount on S3 (s3rver)', () => {
+  const CHUNK = 1 * MiB;
+  let setup: Setup;
+  let env: Record<string, string>;
+  let work: string;
+  let mnt: string;
+  let mount: MountProcess;
+  const name = uniqueName('prefetch');
+  const files = new Map<string, Buffer>();
+  const extentsOf = new Map<string, number>();
+
+  beforeAll(async () => {
+    work = scratchDir('mount-prefetch');
+    mnt = join(work, 'mnt');
+    setup = await startSetup('s3');
+    const { connection, server } = setup.stowage;
+    env = { STOWAGE_SERVER: server.address, STOWAGE_TOKEN: server.token };
+    const vol = await Volume.fromName(name, { createIfMissing: true, connection, chunkSize: CHUNK });
+    // Each read by one test only, so that its chunks start cold.
+    files.set('sequential.bin', randomBytes(12 * CHUNK - 1000));
+    files.set('ahead.bin', randomBytes(12 * CHUNK));
+    files.set('random.bin', randomBytes(40 * CHUNK + 5));
+    files.set('off.bin', randomBytes(3 * CHUNK + 7));
+    const batch = vol.batchUpload();
+    for (const [path, data] of files) batch.putFile(data, path);
+    await batch.commit();
+    for (const path of files.keys()) {
+      const { entry } = await connection.unary(connection.volumes.getFile.bind(connection.volumes), { volume: name, path, version: 1, presign: false });
+      extentsOf.set(path, new Set(entry!.extents.map((e) => e.blob)).size);
+    }
+    expect(extentsOf.get('sequential.bin')).toBe(12);
+    mount = await startMountProcess({ volume: name, dir: mnt, cacheDir: join(work, 'cache'), env });
+  });
+
+  afterAll(async () => {
+    cleanUpMounts();
+    await setup?.stop();
+    cleanUpMounts();
+    removeScratch();
+  });
+
+  const getChunks = async () => (await setup.s3!.stats())['GET chunks'] ?? 0;
+
+  /** Reads [from, to) of a file READ bytes at a time. */
+  async function readRange(path: string, from: number, to: number): Promise<Buffer> {
+    const fh = await open(path, 'r');
+    try {
+      const out = Buffer.alloc(to - from);
+      for (let got = 0; got < out.length; ) {
+        const { bytesRead } = await fh.read(out, got, Math.min(READ, out.length - got), from + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      return out;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  it('reads a cold file sequentially with the right bytes, fetching each chunk once (prefetch included)', { timeout: 60_000 }, async () => {
+    await setup.s3!.resetStats();
+    const data = files.get('sequential.bin')!;
+    const got = await readRange(join(mnt, 'sequential.bin'), 0, data.length);
+    expect(sha256(got)).toBe(sha256(data));
+    expect(await getChunks()).toBe(12);
+  });
+
+  it('fetches the chunks ahead of a sequential reader before it gets there, once each', { timeout: 60_000 }, async () => {
+    await setup.s3!.resetStats();
+    const data = files.get('ahead.bin')!;
+    const got = Buffer.alloc(data.length);
+    // The handle stays open: a released handle issues nothing more.
+    const fh = await open(join(mnt, 'ahead.bin'), 'r');
+    try {
+      // The first MiB read sequentially grows the window past the whole 12 MiB file.
+      for (let at = 0; at < 1 * MiB; at += READ) expect((await fh.read(got, at, READ, at)).bytesRead).toBe(READ);
+      await waitFor('the prefetcher to fetch every chunk of ahead.bin', async () => ((await getChunks()) >= 12 ? true : undefined), 30_000);
+      for (let at = 1 * MiB; at < data.length; at += READ) await fh.read(got, at, Math.min(READ, data.length - at), at);
+    } finally {
+      await fh.close();
+    }
+    expect(got.equals(data)).toBe(true);
+    expect(await getChunks()).toBe(12);
+  });
+
+  it('fetches only the chunks random reads touch, never the whole file', { timeout: 60_000 }, async () => {
+    await setup.s3!.resetStats();
+    const data = files.get('random.bin')!;
+    const chunks = [30, 7, 22, 3, 15, 36];
+    const fh = await open(join(mnt, 'random.bin'), 'r');
+    try {
+      for (const c of chunks) {
+        const at = c * CHUNK + 300 * KiB;
+        const buf = Buffer.alloc(4 * KiB);
+        const { bytesRead } = await fh.read(buf, 0, buf.length, at);
+        expect(bytesRead).toBe(buf.length);
+        expect(buf.equals(data.subarray(at, at + buf.length)), `chunk ${c}`).toBe(true);
+      }
+    } finally {
+      await fh.close();
+    }
+    // Let anything wrongly fetched in the background reach the store before counting.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await getChunks()).toBe(chunks.length);
+    expect(extentsOf.get('random.bin')).toBe(41);
+  });
+
+  it('--prefetch-window 0 turns prefetching off; a bad size is refused', { timeout: 60_000 }, async () => {
+    const dir = join(work, 'off');
+    const bad = await runCli(['mount', name, dir, '--prefetch-window', 'lots', '--cache-dir', join(work, 'cache-off')], env);
+    expect(bad.code, bad.stderr).toBe(2);
+    const m = await startMountProcess({ volume: name, dir, cacheDir: join(work, 'cache-off'), args: ['--prefetch-window', '0'], env });
+    try {
+      await setup.s3!.resetStats();
+      const data = files.get('off.bin')!;
+      const fh = await open(join(dir, 'off.bin'), 'r');
+      try {
+        const buf = Buffer.alloc(READ);
+        await fh.read(buf, 0, READ, 0);
+        await fh.read(buf, 0, READ, READ);
+        expect(buf.equals(data.subarray(READ, 2 * READ))).toBe(true);
+      } finally {
+        await fh.close();
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await getChunks()).toBe(1);
+      expect(sha256(await readRange(join(dir, 'off.bin'), 0, data.length))).toBe(sha256(data));
+    } finally {
+      expect(await stopMount(m, 'SIGTERM')).toBe(0);
+    }
+  });
+
+  it('still serves its reads after all that', { timeout: 30_000 }, async () => {
+    expect(mount.child.exitCode).toBeNull();
+    expect(mount.stderr()).not.toMatch(/read failed/);
+  });
+});
