@@ -1,5 +1,6 @@
-/** `stowage mount` and `stowage unmount`: a read-only FUSE mount of one version of a volume. */
+/** `stowage mount` and `stowage unmount`: a read-only FUSE mount of one version of a volume (SIGHUP moves it to the newest). */
 import type { Command } from 'commander';
+import { realpath } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError, defaultConnection } from '../client/index.js';
@@ -8,7 +9,8 @@ import { createLogger } from '../common/logger.js';
 import { DiskChunkCache } from '../fuse-mount/disk-cache.js';
 import { VolumeFilesystem } from '../fuse-mount/filesystem.js';
 import { MemoryChunkCache } from '../fuse-mount/memory-cache.js';
-import { isMounted, mountVolume, unmountPath } from '../fuse-mount/mount.js';
+import { isMounted, mountVolume, unmountPath, type Mounted } from '../fuse-mount/mount.js';
+import { pruneMountStates, removeMountState, writeMountState, type MountState } from '../fuse-mount/mount-state.js';
 
 const UNITS: Record<string, number> = {
   '': 1,
@@ -61,7 +63,7 @@ const WATCH_MS = 1000;
 export function register(program: Command): void {
   program
     .command('mount <volume> <dir>')
-    .description('mount one version of a volume read-only at DIR, in the foreground (Ctrl-C unmounts)')
+    .description('mount one version of a volume read-only at DIR, in the foreground (Ctrl-C unmounts; SIGHUP or stowage volume reload DIR moves it to the newest version)')
     .option('--version <n>', 'mount this version instead of the latest')
     .option('--cache-dir <dir>', 'chunk cache directory, shared by mounts on this host (default: STOWAGE_CACHE_DIR or ~/.cache/stowage)')
     .option('--cache-size <size>', 'bound on the chunk cache on disk', DEFAULT_CACHE_SIZE)
@@ -102,6 +104,14 @@ export function register(program: Command): void {
         await fs.close();
         throw err;
       }
+      // Listening before the state file tells `stowage volume reload` where to send SIGHUP.
+      // One reload after another, each recorded before the next starts.
+      let state: MountState | undefined;
+      let reloads = Promise.resolve();
+      process.on('SIGHUP', () => {
+        reloads = reloads.then(() => reloadOnSignal(mounted, name, () => state));
+      });
+      state = await recordMount(mounted, name, log);
       console.log(`mounted ${name} version ${fs.version} at ${mounted.mountpoint}`);
 
       const reason = await new Promise<string>((done) => {
@@ -115,6 +125,11 @@ export function register(program: Command): void {
         }, WATCH_MS);
         watch.unref();
       });
+      if (state) {
+        const { mountpoint } = state;
+        state = undefined; // a reload finishing from now on records nothing
+        await removeMountState(mountpoint).catch(() => undefined);
+      }
       // fuse-native keeps a libuv handle referenced once its FUSE thread has
       // started, whether or not it unmounted itself: leave explicitly.
       try {
@@ -135,4 +150,40 @@ export function register(program: Command): void {
       await unmountPath(dir, flags.lazy);
       console.log(`unmounted ${dir}`);
     });
+}
+
+/** Writes the mount's state file (mount-state.ts), so that `stowage volume reload` finds this process; undefined when it cannot. */
+async function recordMount(mounted: Mounted, volume: string, log: ReturnType<typeof createLogger>): Promise<MountState | undefined> {
+  try {
+    const state: MountState = { pid: process.pid, mountpoint: await realpath(mounted.mountpoint), volume, version: mounted.version, reloads: 0 };
+    await pruneMountStates();
+    await writeMountState(state);
+    return state;
+  } catch (err) {
+    log.warn({ err: messageOf(err) }, 'cannot write the mount state file: stowage volume reload will not find this mount (SIGHUP still works)');
+    return undefined;
+  }
+}
+
+/** SIGHUP: reload to the newest version, log it on stderr and record it in the state file. */
+async function reloadOnSignal(mounted: Mounted, volume: string, current: () => MountState | undefined): Promise<void> {
+  let lastError: string | undefined;
+  try {
+    const r = await mounted.reload();
+    console.error(
+      r.from === r.to
+        ? `reloaded ${volume} at ${mounted.mountpoint}: version ${r.to} is the newest, nothing changed`
+        : `reloaded ${volume} at ${mounted.mountpoint}: version ${r.from} -> ${r.to} (${r.added} added, ${r.changed} changed, ${r.removed} removed)`,
+    );
+  } catch (err) {
+    lastError = messageOf(err);
+    console.error(`error: reloading ${volume} at ${mounted.mountpoint} failed, still serving version ${mounted.version}: ${lastError}`);
+  }
+  const state = current();
+  if (!state) return;
+  state.reloads++;
+  state.version = mounted.version;
+  if (lastError === undefined) delete state.lastError;
+  else state.lastError = lastError;
+  await writeMountState(state).catch((err: unknown) => console.error(`error: cannot update the mount state file: ${messageOf(err)}`));
 }

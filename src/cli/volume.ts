@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError, Volume, type FileInfo, type VolumeInfo } from '../client/index.js';
 import { defaultConnection } from '../client/index.js';
 import { DiskChunkCache } from '../fuse-mount/disk-cache.js';
+import { reloadMount } from '../fuse-mount/mount-state.js';
 import { warmupVolume, type WarmupResult } from '../fuse-mount/warmup.js';
 import { DEFAULT_CACHE_SIZE, defaultCacheDir, parseSize } from './mount.js';
 import { bytes, printJson, progressBar, transferSummary } from './output.js';
@@ -179,6 +180,14 @@ export function register(program: Command): void {
       }
       if (flags.json) return printJson({ ...result, cacheDir });
       console.log(warmupSummary(result, cacheDir));
+    });
+
+  vol
+    .command('reload <dir>')
+    .description('move the stowage mount at DIR to the newest version of its volume without unmounting (files open now keep their version)')
+    .action(async (dir: string) => {
+      const { from, to } = await reloadMount(dir);
+      console.log(`reloaded ${dir}: version ${from} -> ${to}`);
     });
 
   vol

@@ -27,19 +27,35 @@
  *   ENOENT and EROFS here); mount.ts turns them into errno in one place
  *   (errno.ts).
  *
- * Not here yet: reload to a newer version, writes.
+ * - Reload (reload(), on SIGHUP): the newest version is listed and its tree
+ *   (built from the current one, so unchanged paths keep their inode
+ *   numbers: tree.ts) replaces the current one in one assignment; every
+ *   callback is synchronous over the tree, so a readdir or getattr sees one
+ *   tree or the other, never a mix. An open handle keeps the FileNode (the
+ *   entry and extents) it opened, so it reads the version it opened to the
+ *   end; new lookups and opens see the new tree. What the kernel has cached
+ *   about changed paths is dealt with by mount.ts and kernel-refresh.ts, which
+ *   need from here: the paths the kernel may know (every path getattr was
+ *   asked about: each kernel lookup goes through it), and the retiring
+ *   protocol — a changed or removed file is unlinked through the mount, which
+ *   this layer allows for those paths only while a reload runs, and libfuse
+ *   renames one that is still open to a `.fuse_hidden…` name (this layer
+ *   answers getattr for it with the old node until its last close unlinks it).
+ *
+ * Not here yet: writes.
  */
 import { BlobTransport, type TransferMode } from '../client/blob-transport.js';
 import type { Connection } from '../client/connection.js';
 import { IntegrityError } from '../common/errors.js';
+import { FailedPreconditionError } from '../common/errors.js';
 import { checkName } from '../common/validate.js';
 import type { FileEntry } from '../gen/stowage/v1/volume.js';
 import { BlobUrls } from './blob-urls.js';
-import { EISDIR, EROFS, FsError } from './errno.js';
+import { EISDIR, ENOENT, EROFS, FsError } from './errno.js';
 import { extentStarts, lastAtOrBefore } from './extents.js';
 import { Prefetcher, type FilePrefetch, type PrefetchOptions } from './prefetcher.js';
 import type { ChunkCache } from './types.js';
-import { VersionTree, type DirNode, type FileNode, type Node } from './tree.js';
+import { VersionTree, changedPaths, type DirNode, type FileNode, type Node } from './tree.js';
 
 export interface VolumeFilesystemOptions {
   connection: Connection;
@@ -79,6 +95,24 @@ const NO_WRITE = ~0o222;
 /** fuse-native passes a handle as 32 bits; ours stay positive int32. */
 const MAX_HANDLE = 0x7fff_ffff;
 
+/** Paths remembered as possibly known to the kernel; beyond this, every path counts as known. */
+const MAX_SEEN = 1 << 20;
+/** libfuse renames an unlinked file that is still open to `<dir>/.fuse_hidden<16 hex>`. */
+const HIDDEN_PREFIX = '.fuse_hidden';
+
+/** What a reload did, and what the kernel must be told about it (kernel-refresh.ts). */
+export interface ReloadPlan {
+  from: number;
+  to: number;
+  added: number;
+  changed: number;
+  removed: number;
+  /** Files the kernel may know under their old identity, to unlink through the mount (allowed until endReload()). */
+  unlink: string[];
+  /** Paths whose cached lookup (positive or negative) the kernel must redo. */
+  revalidate: string[];
+}
+
 interface OpenFile {
   file: FileNode;
   prefetch: FilePrefetch | undefined;
@@ -87,10 +121,19 @@ interface OpenFile {
 export class VolumeFilesystem {
   private readonly handles = new Map<number, OpenFile>();
   private lastHandle = 0;
+  /** Paths getattr was asked about (a kernel lookup of each went through it), unless `seenAll`. */
+  private readonly seen = new Set<string>();
+  private seenAll = false;
+  /** Files a running reload lets the mount unlink, with their old node. */
+  private readonly retiring = new Map<string, FileNode>();
+  /** Old files libfuse renamed to a hidden name while still open, until their last close unlinks them. */
+  private readonly hidden = new Map<string, FileNode>();
+  private reloading: Promise<unknown> = Promise.resolve();
 
   private constructor(
     readonly volume: string,
-    readonly tree: VersionTree,
+    private current: VersionTree,
+    private readonly conn: Connection,
     private readonly cache: ChunkCache,
     private readonly transport: BlobTransport,
     private readonly urls: BlobUrls,
@@ -102,49 +145,136 @@ export class VolumeFilesystem {
   static async load(opts: VolumeFilesystemOptions): Promise<VolumeFilesystem> {
     const volume = checkName('volume', opts.volume);
     const conn = opts.connection;
-    const call = conn.volumes.listFiles({ volume, path: '', recursive: true, version: opts.version ?? 0 });
-    const entries: FileEntry[] = [];
-    let version = 0;
-    for await (const batch of conn.stream(call)) {
-      version = batch.version;
-      entries.push(...batch.entries);
-    }
-    const created = await conn.unary(conn.volumes.listVersions.bind(conn.volumes), { name: volume });
-    const createdAtMs = created.versions.find((v) => v.version === version)?.createdAtMs ?? Date.now();
+    const { version, entries, createdAtMs } = await listVersion(conn, volume, opts.version ?? 0);
     const transport = new BlobTransport(conn, opts.transfer);
     const tree = new VersionTree(version, entries, createdAtMs);
     const prefetcher = opts.prefetch?.maxWindow === 0 ? undefined : new Prefetcher((hash) => opts.cache.has(hash), opts.prefetch);
-    return new VolumeFilesystem(volume, tree, opts.cache, transport, new BlobUrls(conn, transport), prefetcher);
+    return new VolumeFilesystem(volume, tree, conn, opts.cache, transport, new BlobUrls(conn, transport), prefetcher);
+  }
+
+  /** The tree served now (replaced by reload()). */
+  get tree(): VersionTree {
+    return this.current;
   }
 
   get version(): number {
-    return this.tree.version;
+    return this.current.version;
+  }
+
+  /**
+   * Lists the newest version and serves it from now on (nothing changes when
+   * it is the one served). Reloads run one at a time. The caller tells the
+   * kernel (plan.unlink, plan.revalidate), then calls endReload().
+   */
+  reload(): Promise<ReloadPlan> {
+    const next = this.reloading.then(async () => {
+      const before = this.current;
+      const listed = await listVersion(this.conn, this.volume, 0);
+      const plan: ReloadPlan = { from: before.version, to: listed.version, added: 0, changed: 0, removed: 0, unlink: [], revalidate: [] };
+      if (listed.version === before.version) return plan;
+      if (listed.version < before.version) {
+        throw new FailedPreconditionError(`the newest version of ${this.volume} is ${listed.version}, older than the mounted ${before.version}`);
+      }
+      const after = new VersionTree(listed.version, listed.entries, listed.createdAtMs, before);
+      // From here to the end of this function nothing awaits: the swap and the retiring set are one step.
+      this.current = after;
+      const changes = changedPaths(before, after);
+      plan.added = changes.added.length;
+      plan.changed = changes.changed.length;
+      plan.removed = changes.removed.length;
+      const known = (path: string): boolean => this.seenAll || this.seen.has(path);
+      const parentOf = (path: string): string => path.slice(0, Math.max(1, path.lastIndexOf('/')));
+      const retire = (n: Node): void => {
+        if (n.kind !== 'file' || !known(n.path)) return;
+        this.retiring.set(n.path, n);
+        plan.unlink.push(n.path);
+      };
+      for (const n of changes.removed) {
+        retire(n);
+        // A removed directory whose parent stays: its lookup is redone (ENOENT), which drops what is below it too.
+        if (n.kind === 'dir' && known(n.path) && after.find(parentOf(n.path))) plan.revalidate.push(n.path);
+      }
+      for (const { before: b } of changes.changed) {
+        if (b.kind === 'file') retire(b);
+        else if (known(b.path)) plan.revalidate.push(b.path);
+      }
+      // A path the kernel remembers as missing: only the topmost added ones can have been looked up.
+      for (const n of changes.added) if (known(n.path) && before.find(parentOf(n.path))) plan.revalidate.push(n.path);
+      // A directory in both whose attributes changed (entries below it added or removed).
+      for (const n of after.nodes()) {
+        const b = n.kind === 'dir' && n !== after.root ? before.find(n.path) : undefined;
+        if (b?.kind === 'dir' && n.kind === 'dir' && b.ino === n.ino && (b.subdirs !== n.subdirs || b.mtimeMs !== n.mtimeMs) && known(n.path)) {
+          plan.revalidate.push(n.path);
+        }
+      }
+      plan.unlink.sort();
+      plan.revalidate.sort();
+      return plan;
+    });
+    this.reloading = next.catch(() => undefined);
+    return next;
+  }
+
+  /** The kernel was told about the last reload: the files it did not unlink are no longer unlinkable. */
+  endReload(): void {
+    this.retiring.clear();
   }
 
   stats(): FsStats {
-    return { files: this.tree.files, bytes: this.tree.bytes, nodes: this.tree.size };
+    const t = this.current;
+    return { files: t.files, bytes: t.bytes, nodes: t.size };
   }
 
   getattr(path: string): NodeAttr {
-    return attrOf(this.tree.lookup(path));
+    if (!this.seenAll) {
+      this.seen.add(path);
+      if (this.seen.size > MAX_SEEN) {
+        this.seenAll = true;
+        this.seen.clear();
+      }
+    }
+    const n = this.current.find(path) ?? this.hidden.get(path);
+    if (!n) throw new FsError(ENOENT, `no such file in version ${this.current.version}: ${path}`);
+    return attrOf(n);
+  }
+
+  /**
+   * unlink(2) through the mount: refused (EROFS) except for a file a running
+   * reload retires, and for the hidden name of a retired file still open when
+   * libfuse unlinks it at its last close.
+   */
+  unlink(path: string): void {
+    if (this.retiring.delete(path) || this.hidden.delete(path)) return;
+    throw new FsError(EROFS, `${path}: the mount is read-only`);
+  }
+
+  /** rename(2) through the mount: only libfuse hiding a retired file that is still open. */
+  rename(from: string, to: string): void {
+    const node = this.retiring.get(from);
+    if (node && to.slice(to.lastIndexOf('/') + 1).startsWith(HIDDEN_PREFIX)) {
+      this.retiring.delete(from);
+      this.hidden.set(to, node);
+      return;
+    }
+    throw new FsError(EROFS, `${from}: the mount is read-only`);
   }
 
   /** Names in a directory with their attributes, '.' and '..' first. */
   readdir(path: string): { names: string[]; attrs: NodeAttr[] } {
-    const dir = this.tree.dir(path);
+    const dir = this.current.dir(path);
     const names = ['.', '..'];
     const attrs = [attrOf(dir), attrOf(dir.parent ?? dir)];
     const prefix = dir.path === '/' ? '/' : `${dir.path}/`;
     for (const name of dir.names) {
       names.push(name);
-      attrs.push(attrOf(this.tree.lookup(prefix + name)));
+      attrs.push(attrOf(this.current.lookup(prefix + name)));
     }
     return { names, attrs };
   }
 
   /** Checks that `path` may be opened with `flags`; returns a new file handle (release() drops it). */
   open(path: string, flags: number): number {
-    const node = this.tree.lookup(path);
+    const node = this.current.lookup(path);
     if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) {
       throw new FsError(EROFS, `${path}: the mount is read-only`);
     }
@@ -163,7 +293,7 @@ export class VolumeFilesystem {
 
   /** access(2): write access is never granted; the rest is (only the mounting user reaches the mount). */
   access(path: string, mode: number): void {
-    this.tree.lookup(path);
+    if (!this.hidden.has(path)) this.current.lookup(path);
     const W_OK = 2;
     if (mode & W_OK) throw new FsError(EROFS, `${path}: the mount is read-only`);
   }
@@ -195,10 +325,14 @@ export class VolumeFilesystem {
     return copied;
   }
 
-  /** The file node for an open handle (falling back to the path a caller gave). */
+  /**
+   * The file node for an open handle (falling back to the path a caller gave):
+   * the node it opened, whatever the path is called now (a reload may have
+   * replaced it, or libfuse renamed it to a hidden name).
+   */
   fileFor(fh: number, path: string): FileNode {
     const byHandle = this.handles.get(fh)?.file;
-    const node: Node = byHandle?.path === path ? byHandle : this.tree.lookup(path);
+    const node: Node = byHandle ?? this.current.lookup(path);
     if (node.kind !== 'file') throw new FsError(EISDIR, `${path} is a directory`);
     return node;
   }
@@ -231,6 +365,20 @@ export class VolumeFilesystem {
       throw err;
     }
   }
+}
+
+/** A version's recursive listing (0: the newest) and when it was committed. */
+async function listVersion(conn: Connection, volume: string, version: number): Promise<{ version: number; entries: FileEntry[]; createdAtMs: number }> {
+  const call = conn.volumes.listFiles({ volume, path: '', recursive: true, version });
+  const entries: FileEntry[] = [];
+  let listed = 0;
+  for await (const batch of conn.stream(call)) {
+    listed = batch.version;
+    entries.push(...batch.entries);
+  }
+  const created = await conn.unary(conn.volumes.listVersions.bind(conn.volumes), { name: volume });
+  const createdAtMs = created.versions.find((v) => v.version === listed)?.createdAtMs ?? Date.now();
+  return { version: listed, entries, createdAtMs };
 }
 
 function attrOf(n: Node): NodeAttr {

@@ -4,12 +4,16 @@
  * - Every callback runs the filesystem call and answers 0 or -errno; errors
  *   become errno only here, through errno.ts. A failed read is logged with
  *   its reason, since the reader only sees EIO.
- * - Content is immutable for the life of the mount (one pinned version), so
- *   the kernel may keep what it learns: long entry/attr timeouts, negative
- *   lookups cached too, and `kernel_cache` so that the page cache of a file
- *   survives close and reopen (auto_cache would re-check mtime on every open
- *   for nothing).
- * - Options fuse-native does not pass on (use_ino, negative_timeout, ro) are
+ * - Content only changes at a reload (Mounted.reload, on SIGHUP), which
+ *   tells the kernel itself what changed (kernel-refresh.ts), so the kernel
+ *   may keep what it learns: long entry/attr timeouts, negative lookups
+ *   cached too, and `kernel_cache` so that the page cache of a file survives
+ *   close and reopen (auto_cache would re-check mtime on every open for
+ *   nothing, and could not keep an old reader's pages apart from a new one's).
+ * - The mount is not `ro` at the VFS level: a reload unlinks changed files
+ *   through it. Every write still fails with EROFS, answered by the
+ *   filesystem; `mount` and statvfs(3) report it read-write.
+ * - Options fuse-native does not pass on (use_ino, negative_timeout) are
  *   appended to its `-o` string by overriding `_fuseOptions`.
  * - A mount point left behind by a mount process that died ("Transport
  *   endpoint is not connected") is detached with `fusermount -uz` first; a
@@ -24,10 +28,11 @@ import { FailedPreconditionError, messageOf } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { EROFS, errnoOf } from './errno.js';
 import type { NodeAttr, VolumeFilesystem } from './filesystem.js';
+import { refreshKernelCache } from './kernel-refresh.js';
 
 const run = promisify(execFile);
 
-/** Seconds the kernel may trust a lookup or an attribute: the version never changes. */
+/** Seconds the kernel may trust a lookup or an attribute: a reload invalidates what changed itself. */
 const METADATA_TIMEOUT_S = 3600;
 /** fuse-native answers ETIMEDOUT for an op not done in time; a cold chunk may take a while. */
 const OP_TIMEOUT_MS = { default: 30_000, read: 120_000 };
@@ -40,8 +45,26 @@ export interface MountOptions {
   debug?: boolean;
 }
 
+/** What one reload did. */
+export interface ReloadResult {
+  from: number;
+  to: number;
+  added: number;
+  changed: number;
+  removed: number;
+}
+
 export interface Mounted {
   readonly mountpoint: string;
+  /** The version served now. */
+  readonly version: number;
+  /**
+   * Moves the mount to the newest version of its volume, without unmounting:
+   * files open now keep reading the version they opened; lookups, listings
+   * and opens from now on see the new one. One at a time; the kernel's caches
+   * are refreshed before it resolves.
+   */
+  reload(): Promise<ReloadResult>;
   /** Unmounts (lazily, so open files do not block it) and closes the filesystem. */
   unmount(): Promise<void>;
 }
@@ -49,7 +72,7 @@ export interface Mounted {
 /** fuse-native with the options it cannot express. */
 class StowageFuse extends Fuse {
   protected override _fuseOptions(): string {
-    const extra = `use_ino,ro,negative_timeout=${METADATA_TIMEOUT_S}`;
+    const extra = `use_ino,negative_timeout=${METADATA_TIMEOUT_S}`;
     const base = super._fuseOptions();
     return base ? `${base},${extra}` : `-o${extra}`;
   }
@@ -74,8 +97,26 @@ export async function mountVolume(fs: VolumeFilesystem, dir: string, opts: Mount
     ),
   );
   let unmounted: Promise<void> | undefined;
+  let reloading: Promise<unknown> = Promise.resolve();
   return {
     mountpoint,
+    get version() {
+      return fs.version;
+    },
+    reload() {
+      const next = reloading.then(async (): Promise<ReloadResult> => {
+        const plan = await fs.reload();
+        try {
+          await refreshKernelCache(mountpoint, plan, log);
+        } finally {
+          fs.endReload();
+        }
+        const { from, to, added, changed, removed } = plan;
+        return { from, to, added, changed, removed };
+      });
+      reloading = next.catch(() => undefined);
+      return next;
+    },
     unmount() {
       unmounted ??= (async () => {
         if (await isMounted(mountpoint)) {
@@ -225,6 +266,8 @@ function operations(fs: VolumeFilesystem, log: Logger): FuseOps {
         cb(-errno);
       });
     },
+    unlink: (path, cb) => answer(() => fs.unlink(path), (err) => cb(err)),
+    rename: (from, to, cb) => answer(() => fs.rename(from, to), (err) => cb(err)),
     write: readOnly,
     create: readOnly,
     truncate: readOnly,
@@ -233,8 +276,6 @@ function operations(fs: VolumeFilesystem, log: Logger): FuseOps {
     chmod: readOnly,
     chown: readOnly,
     mknod: readOnly,
-    unlink: readOnly,
-    rename: readOnly,
     link: readOnly,
     symlink: readOnly,
     mkdir: readOnly,

@@ -6,6 +6,13 @@
  * Inode numbers are the position in the listing sorted by path, plus 2 (the
  * root is 1): the same version mounted again gets the same numbers, and they
  * fit the 32 bits fuse-native passes to the kernel.
+ *
+ * A tree built on reload from the mount's previous tree (`previous`) keeps
+ * the number of every path whose node is the same in both (a directory, or a
+ * file with the same size, mode, mtime and extents); every other path gets a
+ * number above any the mount has used (`nextIno` only grows), so a number
+ * never names two different files in one mount. Same number, same content:
+ * changedPaths() compares numbers.
  */
 import { FileType, type FileEntry } from '../gen/stowage/v1/volume.js';
 import { FailedPreconditionError } from '../common/errors.js';
@@ -14,6 +21,8 @@ import { ENOENT, ENOTDIR, FsError } from './errno.js';
 export const ROOT_INO = 1;
 /** fuse-native passes st_ino as a uint32 (and fh as an int32): more nodes cannot be numbered. */
 const MAX_NODES = 0x7fff_fff0;
+/** Inode numbers stay below this across reloads. */
+const MAX_INO = 0xffff_fff0;
 
 export interface FileNode {
   kind: 'file';
@@ -43,15 +52,19 @@ export type Node = FileNode | DirNode;
 
 export class VersionTree {
   private readonly byPath = new Map<string, Node>();
-  private readonly byIno: Node[] = [];
+  private readonly byIno = new Map<number, Node>();
   readonly root: DirNode;
   readonly files: number;
   readonly bytes: number;
+  /** The first inode number this mount has not used yet. */
+  readonly nextIno: number;
 
   constructor(
     readonly version: number,
     entries: FileEntry[],
     createdAtMs: number,
+    /** The tree this one replaces in a running mount: unchanged paths keep their numbers. */
+    previous?: VersionTree,
   ) {
     if (entries.length > MAX_NODES) throw new FailedPreconditionError(`version ${version} has ${entries.length} entries, more than a mount can number`);
     this.root = { kind: 'dir', ino: ROOT_INO, path: '/', mtimeMs: createdAtMs, parent: undefined, names: [], subdirs: 0 };
@@ -59,9 +72,11 @@ export class VersionTree {
     const sorted = [...entries].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
     let files = 0;
     let bytes = 0;
+    let next = previous ? previous.nextIno : ROOT_INO + 1 + sorted.length;
     sorted.forEach((e, i) => {
-      const ino = ROOT_INO + 1 + i;
       const path = `/${e.path}`;
+      const before = previous?.find(path);
+      const ino = !previous ? ROOT_INO + 1 + i : before && sameNode(before, e) ? before.ino : next++;
       if (e.type === FileType.FILE_TYPE_DIRECTORY) {
         this.add({ kind: 'dir', ino, path, mtimeMs: e.mtimeMs || createdAtMs, parent: undefined, names: [], subdirs: 0 });
       } else {
@@ -72,7 +87,10 @@ export class VersionTree {
     });
     this.files = files;
     this.bytes = bytes;
-    this.link(sorted.length + ROOT_INO + 1);
+    this.nextIno = this.link(next, previous);
+    if (this.nextIno > MAX_INO) {
+      throw new FailedPreconditionError(`the mount has used up its inode numbers; mount version ${version} afresh instead of reloading`);
+    }
   }
 
   /** The node at a FUSE path, or undefined. */
@@ -94,7 +112,7 @@ export class VersionTree {
   }
 
   byInode(ino: number): Node | undefined {
-    return this.byIno[ino];
+    return this.byIno.get(ino);
   }
 
   get size(): number {
@@ -103,15 +121,16 @@ export class VersionTree {
 
   private add(n: Node): void {
     this.byPath.set(n.path, n);
-    this.byIno[n.ino] = n;
+    this.byIno.set(n.ino, n);
   }
 
   /**
    * Hangs every node under its parent. A listing names every directory between
    * the root and a file; a parent it leaves out is made up (numbered after the
-   * listed nodes, so the listed ones keep their numbers).
+   * listed nodes, so the listed ones keep their numbers; or with its number in
+   * `previous`). Returns the next unused number.
    */
-  private link(nextIno: number): void {
+  private link(nextIno: number, previous: VersionTree | undefined): number {
     let next = nextIno;
     const pending = [...this.byPath.values()].filter((n) => n !== this.root);
     for (const n of pending) {
@@ -122,7 +141,9 @@ export class VersionTree {
         let parent = this.byPath.get(parentPath);
         let made = false;
         if (!parent) {
-          parent = { kind: 'dir', ino: next++, path: parentPath, mtimeMs: this.root.mtimeMs, parent: undefined, names: [], subdirs: 0 };
+          const before = previous?.find(parentPath);
+          const ino = before?.kind === 'dir' ? before.ino : next++;
+          parent = { kind: 'dir', ino, path: parentPath, mtimeMs: this.root.mtimeMs, parent: undefined, names: [], subdirs: 0 };
           this.add(parent);
           made = true;
         }
@@ -137,5 +158,44 @@ export class VersionTree {
       }
     }
     for (const n of this.byPath.values()) if (n.kind === 'dir') n.names.sort();
+    return next;
   }
+
+  /** Every node, in no particular order. */
+  nodes(): IterableIterator<Node> {
+    return this.byPath.values();
+  }
+}
+
+/** What a reload changed, by path: `changed` exist in both trees as different nodes (new content or type). */
+export interface TreeChanges {
+  added: Node[];
+  changed: { before: Node; after: Node }[];
+  removed: Node[];
+}
+
+/** The paths of `after` (built with `before` as its previous tree) that differ from `before`. */
+export function changedPaths(before: VersionTree, after: VersionTree): TreeChanges {
+  const out: TreeChanges = { added: [], changed: [], removed: [] };
+  for (const b of before.nodes()) {
+    const a = after.find(b.path);
+    if (!a) out.removed.push(b);
+    else if (a.ino !== b.ino) out.changed.push({ before: b, after: a });
+  }
+  for (const a of after.nodes()) if (!before.find(a.path)) out.added.push(a);
+  return out;
+}
+
+/** Whether a listed entry is the same node as `n` of the previous tree (same number, same bytes). */
+function sameNode(n: Node, e: FileEntry): boolean {
+  if (e.type === FileType.FILE_TYPE_DIRECTORY) return n.kind === 'dir';
+  if (n.kind !== 'file') return false;
+  const a = n.entry;
+  return (
+    a.size === e.size &&
+    a.mode === e.mode &&
+    a.mtimeMs === e.mtimeMs &&
+    a.extents.length === e.extents.length &&
+    a.extents.every((x, i) => x.hash === e.extents[i]!.hash && x.length === e.extents[i]!.length)
+  );
 }
