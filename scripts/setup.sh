@@ -12,6 +12,7 @@ need_cmd fusermount fuse             # stowage mount: fuse-native loads libfuse.
 [ -e /usr/lib/x86_64-linux-gnu/libfuse.so.2 ] || [ -e /lib/x86_64-linux-gnu/libfuse.so.2 ] || ldconfig -p 2>/dev/null | grep -q 'libfuse.so.2 ' || debs+=(fuse)
 if [ "${1:-}" = "--bench" ]; then
   need_cmd rclone rclone
+  need_cmd s3fs s3fs                 # peer of the mount-read benchmark
 fi
 if [ ${#debs[@]} -gt 0 ]; then
   mapfile -t debs < <(printf '%s\n' "${debs[@]}" | sort -u)

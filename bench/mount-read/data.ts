@@ -1,0 +1,74 @@
+/**
+ * The data every contender reads, put on s3rver twice before anything is
+ * timed: as a stowage volume (content-addressed chunks and packs, through the
+ * SDK) for our mount, and as plain objects under one prefix of the same
+ * bucket for s3fs, rclone and the parallel GETs. Same bytes, same server.
+ */
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { Agent } from 'node:http';
+import { join } from 'node:path';
+import pLimit from 'p-limit';
+import { Volume, type Connection } from '../../src/client/index.js';
+import type { BigFile, SmallFiles } from '../volume-transfer/dataset.js';
+import { BUCKET, S3_KEY, S3_SECRET } from '../volume-transfer/setup.js';
+
+export const PLAIN_PREFIX = 'plain';
+export const BIG_NAME = 'big.bin';
+export const SMALL_NAME = 'small';
+
+/** Uploads `big.bin` and `small/…` as version 1 of volume `name`. */
+export async function putVolume(connection: Connection, name: string, big: BigFile, small: SmallFiles): Promise<number> {
+  const vol = await Volume.fromName(name, { connection, createIfMissing: true });
+  const r = await vol.batchUpload().putFile(big.path, `/${BIG_NAME}`).putDirectory(small.dir, `/${SMALL_NAME}`).commit();
+  return r.version;
+}
+
+/** Uploads one file as the only file of volume `name`. */
+export async function putOneFile(connection: Connection, name: string, path: string, as: string): Promise<number> {
+  const vol = await Volume.fromName(name, { connection, createIfMissing: true });
+  return (await vol.batchUpload().putFile(path, as).commit()).version;
+}
+
+/**
+ * Uploads the same files as plain objects: PLAIN_PREFIX/big.bin and
+ * PLAIN_PREFIX/small/dNNNN/fNNNNNN.bin, plus the marker PLAIN_PREFIX/small/.
+ */
+export async function putPlain(endpoint: string, big: BigFile, small: SmallFiles): Promise<void> {
+  const client = new S3Client({
+    region: 'us-east-1',
+    endpoint,
+    forcePathStyle: true,
+    credentials: { accessKeyId: S3_KEY, secretAccessKey: S3_SECRET },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ keepAlive: true, maxSockets: 32 }) }),
+  });
+  try {
+    await new Upload({
+      client,
+      params: { Bucket: BUCKET, Key: `${PLAIN_PREFIX}/${BIG_NAME}`, Body: createReadStream(big.path, { highWaterMark: 1024 * 1024 }) },
+      partSize: 8 * 1024 * 1024,
+      queueSize: 8,
+    }).done();
+    // s3rver 3.7 lists a common prefix only if some object sits directly
+    // below it, so `plain/small/` (only subdirectories) would be missing
+    // from the listing of `plain/`: a directory marker, as s3fs and rclone
+    // themselves write for a mkdir, makes it visible.
+    await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: `${PLAIN_PREFIX}/${SMALL_NAME}/`, Body: Buffer.alloc(0) }));
+    const limit = pLimit(16);
+    await Promise.all(
+      small.files.map((f) =>
+        limit(async () => {
+          const body = await readFile(join(small.dir, f));
+          await client.send(new PutObjectCommand({ Bucket: BUCKET, Key: `${PLAIN_PREFIX}/${SMALL_NAME}/${f}`, Body: body }));
+        }),
+      ),
+    );
+  } finally {
+    client.destroy();
+  }
+}
