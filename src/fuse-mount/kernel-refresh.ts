@@ -30,7 +30,8 @@
  * time, so reads keep some of the pool.
  */
 import { constants } from 'node:fs';
-import { open, unlink } from 'node:fs/promises';
+import { lstat, open, stat, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import pLimit from 'p-limit';
 import { messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -40,12 +41,36 @@ const CONCURRENCY = 2;
 /** Outcomes that mean the kernel now agrees with the new tree. */
 const EXPECTED = new Set(['ENOENT', 'EEXIST', 'EROFS', 'EISDIR', 'ENOTDIR']);
 
+/**
+ * The device of the mount at `mountpoint`, or undefined if nothing is mounted
+ * there any more (its device is its parent's).
+ */
+async function mountedDevice(mountpoint: string): Promise<number | undefined> {
+  try {
+    const [here, parent] = await Promise.all([stat(mountpoint), stat(dirname(mountpoint))]);
+    return here.dev !== parent.dev ? here.dev : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Applies `plan` to the kernel's caches of the mount at `mountpoint` (absolute); never throws. */
 export async function refreshKernelCache(mountpoint: string, plan: ReloadPlan, log: Logger): Promise<void> {
   const limit = pLimit(CONCURRENCY);
   const at = (path: string): string => (mountpoint === '/' ? path : mountpoint + path);
+  // Every unlink and create below must reach this mount and nothing else: if
+  // it has been unmounted, the same paths name the user's own files in the
+  // directory underneath. So each call first checks it is still on the mount.
+  const dev = await mountedDevice(mountpoint);
+  if (dev === undefined) {
+    log.warn({ mountpoint }, 'reload: nothing is mounted there any more; the kernel caches were left alone');
+    return;
+  }
   const quietly = async (what: string, path: string, op: () => Promise<unknown>): Promise<void> => {
     try {
+      if ((await mountedDevice(mountpoint)) !== dev) return;
+      const parent = await lstat(dirname(at(path)));
+      if (parent.dev !== dev) return;
       await op();
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? '';
