@@ -8,7 +8,7 @@ import { Connection, Dict, Queue, UnauthenticatedError, UnavailableError, Volume
 import { DictOpKind } from '../src/gen/stowage/v1/dict.js';
 import { QueueOpKind } from '../src/gen/stowage/v1/queue.js';
 import { escapeRegExp, expectFailure } from './support/checks.js';
-import { removeDir, spawnStowage, startStowage, tempDir, uniqueName, type ChildServer, type Stowage } from './support/processes.js';
+import { freePort, removeDir, runCli, spawnStowage, startStowage, tempDir, uniqueName, type ChildServer, type Stowage } from './support/processes.js';
 import { startRedis, type RedisServer } from './support/redis.js';
 import { sleep, within } from './support/state-servers.js';
 
@@ -238,6 +238,25 @@ describe('wrong token', () => {
       expect((await Queue.list({ connection: good })).map((i) => i.name)).toContain(q.name);
     } finally {
       bad.close();
+    }
+  });
+});
+
+describe('Redis unreachable when the server starts', () => {
+  it('stowage serve --redis-url exits with status 6 naming the URL, and leaves nothing running', async () => {
+    const dataDir = tempDir('redis-dead');
+    try {
+      const port = await freePort();
+      const r = await within(
+        'stowage serve against a dead Redis',
+        runCli(['serve', '--port', '0', '--data-dir', dataDir, '--redis-url', `redis://127.0.0.1:${port}`], {}),
+        30_000,
+      );
+      expect(r.code).toBe(6);
+      expect(r.stderr).toMatch(escapeRegExp(`127.0.0.1:${port}`));
+      expect(r.stderr).toMatch(/unavailable/);
+    } finally {
+      removeDir(dataDir);
     }
   });
 });

@@ -75,7 +75,10 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
   const store = opts.store ?? (opts.s3 ? new S3BlobStore(opts.s3) : new LocalBlobStore(join(dataDir, 'store')));
   const index = new LmdbIndex(join(dataDir, 'index'));
   const catalog = new VolumeCatalog(store, index, log, opts.catalog);
-  const { dicts, queues } = await openStateBackends(dataDir, opts.redisUrl);
+  const { dicts, queues } = await openStateBackends(dataDir, opts.redisUrl).catch(async (err: unknown) => {
+    await index.close();
+    throw err;
+  });
   const dictService = new DictService(dicts, log, opts.idle);
   const queueService = new QueueService(queues, log, opts.idle);
   if (services.includes('volume')) await catalog.init();
@@ -136,7 +139,13 @@ async function openStateBackends(
   if (redisUrl) {
     const { RedisDictBackend } = await import('../dict/redis.js');
     const { RedisQueueBackend } = await import('../queue/redis.js');
-    return { dicts: new RedisDictBackend(redisUrl), queues: await RedisQueueBackend.connect({ url: redisUrl }) };
+    const dicts = new RedisDictBackend(redisUrl);
+    try {
+      return { dicts, queues: await RedisQueueBackend.connect({ url: redisUrl }) };
+    } catch (err) {
+      await dicts.close();
+      throw err;
+    }
   }
   const { LmdbDictBackend } = await import('../dict/lmdb.js');
   const { LmdbQueueBackend } = await import('../queue/lmdb.js');
