@@ -1,7 +1,7 @@
 /**
- * A real redis-server for tests: daemonized on a free 127.0.0.1 port with no
- * persistence, found by the PID in its pidfile, stopped by that PID (by the
- * test's afterAll, and on worker exit as a backstop).
+ * A real redis-server for tests and benchmarks: daemonized on a free
+ * 127.0.0.1 port with no persistence, found by the PID in its pidfile, stopped
+ * by that PID (by the caller, and on process exit as a backstop).
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { freePort, tempDir } from './processes.js';
 
 const run = promisify(execFile);
-const REDIS_SERVER = process.env.REDIS_SERVER ?? 'redis-server';
+export const REDIS_SERVER = process.env.REDIS_SERVER ?? 'redis-server';
 
 const pids = new Set<number>();
 process.on('exit', () => {
@@ -29,6 +29,8 @@ export interface RedisServer {
   url: string;
   /** Working directory (log, pidfile); remove it after stop(). */
   dir: string;
+  /** What `redis-server --version` says, e.g. 7.0.15. */
+  version: string;
   /** PID of the running server (0 while stopped). */
   readonly pid: number;
   /** Kills the server (SIGKILL) and waits until the process is gone. */
@@ -37,8 +39,8 @@ export interface RedisServer {
   restart(): Promise<void>;
 }
 
-export async function startRedis(): Promise<RedisServer> {
-  const dir = tempDir('redis');
+/** Starts a server working in `dir` (default: a new temporary directory). */
+export async function startRedis(dir = tempDir('redis')): Promise<RedisServer> {
   const port = await freePort();
   const pidfile = join(dir, 'redis.pid');
   let pid = 0;
@@ -63,9 +65,11 @@ export async function startRedis(): Promise<RedisServer> {
   };
 
   await launch();
+  const version = (await run(REDIS_SERVER, ['--version'])).stdout.match(/v=(\S+)/)?.[1] ?? 'unknown';
   const server: RedisServer = {
     port,
     dir,
+    version,
     url: `redis://127.0.0.1:${port}`,
     get pid() {
       return pid;
