@@ -12,11 +12,11 @@
  * when the run fails or is interrupted; the temp directory is removed.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, release, tmpdir, totalmem } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { ROOT, load1 } from '../volume-transfer/setup.js';
+import { ROOT, hostInfo, load1, packageVersion } from '../volume-transfer/setup.js';
 import { IoredisPeer } from './ioredis-peer.js';
 import type { Measured, Timing } from './measure.js';
 import { startRedis, type RedisServer } from '../../test/support/redis.js';
@@ -265,21 +265,11 @@ function pidCpu(pid: number): number {
 }
 
 function machineInfo() {
-  const version = (pkg: string) =>
-    (JSON.parse(readFileSync(join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')) as { version: string }).version;
-  const git = (...args: string[]) => spawnSync('git', ['-C', ROOT, ...args], { encoding: 'utf8' }).stdout?.trim() ?? '';
   return {
-    cpuModel: cpus()[0]?.model ?? 'unknown',
-    cpus: cpus().length,
-    memoryGiB: Math.round(totalmem() / 2 ** 30),
-    node: process.version,
-    os: `${process.platform} ${release()}`,
-    ioredis: version('ioredis'),
-    grpcJs: version('@grpc/grpc-js'),
-    lmdb: version('lmdb'),
-    /** The stowage commit measured, and whether src/ had uncommitted changes. */
-    commit: git('rev-parse', '--short', 'HEAD') || 'unknown',
-    srcDirty: git('status', '--porcelain', '--', 'src', 'proto') !== '',
+    ...hostInfo(),
+    ioredis: packageVersion('ioredis'),
+    grpcJs: packageVersion('@grpc/grpc-js'),
+    lmdb: packageVersion('lmdb'),
   };
 }
 

@@ -4,17 +4,15 @@
  * SDK) for our mount, and as plain objects under one prefix of the same
  * bucket for s3fs, rclone and the parallel GETs. Same bytes, same server.
  */
-import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { Agent } from 'node:http';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { Volume, type Connection } from '../../src/client/index.js';
 import type { BigFile, SmallFiles } from '../volume-transfer/dataset.js';
-import { BUCKET, S3_KEY, S3_SECRET } from '../volume-transfer/setup.js';
+import { BUCKET, s3rverClient } from '../volume-transfer/setup.js';
 
 export const PLAIN_PREFIX = 'plain';
 export const BIG_NAME = 'big.bin';
@@ -38,15 +36,7 @@ export async function putOneFile(connection: Connection, name: string, path: str
  * PLAIN_PREFIX/small/dNNNN/fNNNNNN.bin, plus the marker PLAIN_PREFIX/small/.
  */
 export async function putPlain(endpoint: string, big: BigFile, small: SmallFiles): Promise<void> {
-  const client = new S3Client({
-    region: 'us-east-1',
-    endpoint,
-    forcePathStyle: true,
-    credentials: { accessKeyId: S3_KEY, secretAccessKey: S3_SECRET },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ keepAlive: true, maxSockets: 32 }) }),
-  });
+  const client = s3rverClient(endpoint);
   try {
     await new Upload({
       client,

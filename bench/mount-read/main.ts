@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeBigFile, writeSmallFiles, type BigFile, type SmallFiles } from '../volume-transfer/dataset.js';
-import { ROOT, load1, machineInfo, startS3rver, startStowage, type S3rver, type StowageServer } from '../volume-transfer/setup.js';
+import { ROOT, load1, machineInfo, packageVersion, startS3rver, startStowage, type S3rver, type StowageServer } from '../volume-transfer/setup.js';
 import { BIG_NAME, PLAIN_PREFIX, SMALL_NAME, putOneFile, putPlain, putVolume } from './data.js';
 import {
   RCLONE_MOUNT_FLAGS,
@@ -338,7 +338,7 @@ async function main(): Promise<void> {
   const result = {
     benchmark: 'mount-read',
     date: date.toISOString(),
-    machine: { ...machine, s3fs: s3fsVersion, fuseNative: pkgVersion('fuse-native') },
+    machine: { ...machine, s3fs: s3fsVersion, fuseNative: packageVersion('fuse-native') },
     settings: settings(big, small, streamCacheMiB),
     pageCacheDropped: dropPermitted ?? false,
     figures,
@@ -365,13 +365,6 @@ async function main(): Promise<void> {
   );
 }
 
-function pkgVersion(pkg: string): string {
-  try {
-    return (JSON.parse(readFileSync(join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
-  }
-}
 
 function settings(big: BigFile, small: SmallFiles, streamCacheMiB: number) {
   return {

@@ -13,15 +13,13 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
-import { Agent } from 'node:http';
 import { dirname, join } from 'node:path';
 import pLimit from 'p-limit';
 import type { Contender, Detail } from './contender.js';
 import type { BigFile, SmallFiles } from './dataset.js';
-import { BUCKET, S3_KEY, S3_SECRET } from './setup.js';
+import { BUCKET, s3rverClient } from './setup.js';
 
 export const PART_SIZE = 8 * 1024 * 1024;
 export const QUEUE_SIZE = 8;
@@ -37,15 +35,7 @@ export class AwsSdkPeer implements Contender {
   private readonly client: S3Client;
 
   constructor(endpoint: string) {
-    this.client = new S3Client({
-      region: 'us-east-1',
-      endpoint,
-      forcePathStyle: true,
-      credentials: { accessKeyId: S3_KEY, secretAccessKey: S3_SECRET },
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-      requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ keepAlive: true, maxSockets: 32 }) }),
-    });
+    this.client = s3rverClient(endpoint);
   }
 
   async putBig(file: BigFile): Promise<Detail> {

@@ -3,8 +3,11 @@
  * also when the run fails) and one stowage server in this process, both on
  * 127.0.0.1 ports chosen at run time, with their data in one temp directory.
  */
+import { S3Client } from '@aws-sdk/client-s3';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { Agent } from 'node:http';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -165,24 +168,34 @@ export function settleDisk(): void {
   spawnSync('sync', { stdio: 'ignore' });
 }
 
-export interface MachineInfo {
+/** The host and the stowage build a run measured. */
+export interface HostInfo {
   cpuModel: string;
   cpus: number;
   memoryGiB: number;
   node: string;
   os: string;
-  rclone: string;
-  s3rver: string;
-  awsSdk: string;
   /** The stowage commit measured, and whether src/ had uncommitted changes. */
   commit: string;
   srcDirty: boolean;
 }
 
-export function machineInfo(): MachineInfo {
-  const version = (pkg: string) =>
-    (JSON.parse(readFileSync(join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')) as { version: string }).version;
-  const rclone = spawnSync('rclone', ['version'], { encoding: 'utf8' });
+export interface MachineInfo extends HostInfo {
+  rclone: string;
+  s3rver: string;
+  awsSdk: string;
+}
+
+/** The installed version of an npm package, or 'unknown'. */
+export function packageVersion(pkg: string): string {
+  try {
+    return (JSON.parse(readFileSync(join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function hostInfo(): HostInfo {
   const git = (...args: string[]) => spawnSync('git', ['-C', ROOT, ...args], { encoding: 'utf8' }).stdout?.trim() ?? '';
   return {
     cpuModel: cpus()[0]?.model ?? 'unknown',
@@ -190,10 +203,30 @@ export function machineInfo(): MachineInfo {
     memoryGiB: Math.round(totalmem() / 2 ** 30),
     node: process.version,
     os: `${process.platform} ${release()}`,
-    rclone: rclone.stdout?.split('\n')[0]?.trim() || 'not found',
-    s3rver: version('s3rver'),
-    awsSdk: version('@aws-sdk/client-s3'),
     commit: git('rev-parse', '--short', 'HEAD') || 'unknown',
     srcDirty: git('status', '--porcelain', '--', 'src', 'proto') !== '',
   };
+}
+
+export function machineInfo(): MachineInfo {
+  const rclone = spawnSync('rclone', ['version'], { encoding: 'utf8' });
+  return {
+    ...hostInfo(),
+    rclone: rclone.stdout?.split('\n')[0]?.trim() || 'not found',
+    s3rver: packageVersion('s3rver'),
+    awsSdk: packageVersion('@aws-sdk/client-s3'),
+  };
+}
+
+/** An S3 client for the benchmark's s3rver: path-style, its fixed keys, keep-alive sockets, no optional checksums. */
+export function s3rverClient(endpoint: string): S3Client {
+  return new S3Client({
+    region: 'us-east-1',
+    endpoint,
+    forcePathStyle: true,
+    credentials: { accessKeyId: S3_KEY, secretAccessKey: S3_SECRET },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ keepAlive: true, maxSockets: 32 }) }),
+  });
 }
