@@ -7,44 +7,25 @@
  * mount point detached with fusermount -uz whatever happened) reads every
  * file with no GET to the store. Needs `npm run build` first.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bytes } from '../src/cli/output.js';
 import { Volume } from '../src/client/index.js';
 import { DiskChunkCache } from '../src/fuse-mount/disk-cache.js';
+import type { WarmupResult } from '../src/fuse-mount/warmup.js';
 import { FileType, type FileEntry } from '../src/gen/stowage/v1/volume.js';
 import { removeScratch, scratchDir, startSetup, type Setup } from './support/faults.js';
-import { CLI, runCli, uniqueName, type CliResult } from './support/processes.js';
+import { cleanUpMounts, detach, startMountProcess, stopMount } from './support/mount.js';
+import { runCli, uniqueName, type CliResult } from './support/processes.js';
 import { KiB, sha256, writeRandomTree } from './support/volume-data.js';
 
 /** Small chunks, so that a file of a few hundred KiB is several chunks. */
 const CHUNK = 64 * KiB;
 
-interface WarmupJson {
-  volume: string;
-  version: number;
-  files: number;
-  bytes: number;
-  chunks: number;
-  chunksFetched: number;
-  bytesFetched: number;
-  chunksCached: number;
-  bytesCached: number;
-  chunksNotKept: number;
-  cacheDir: string;
-}
-
-const children = new Set<ChildProcess>();
-const mountDirs = new Set<string>();
-process.on('exit', () => {
-  for (const c of children) if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGKILL');
-});
-
-const detach = (dir: string): void => void spawnSync('fusermount', ['-uz', dir], { stdio: 'ignore' });
+/** What `warmup --json` prints. */
+type WarmupJson = WarmupResult & { cacheDir: string };
 
 describe('stowage volume warmup (S3 store)', () => {
   let setup: Setup;
@@ -109,10 +90,9 @@ describe('stowage volume warmup (S3 store)', () => {
   });
 
   afterAll(async () => {
-    for (const dir of mountDirs) detach(dir);
-    for (const c of children) if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGKILL');
+    cleanUpMounts();
     await setup?.stop();
-    for (const dir of mountDirs) detach(dir);
+    cleanUpMounts();
     removeScratch();
   });
 
@@ -186,22 +166,10 @@ describe('stowage volume warmup (S3 store)', () => {
     const cacheDir = join(work, 'cache-mount');
     expect((await warmupJson(['--cache-dir', cacheDir])).chunksFetched).toBeGreaterThan(0);
     const mnt = join(work, 'mnt');
-    mountDirs.add(mnt);
     await setup.s3!.resetStats();
-    const child = spawn(process.execPath, [CLI, 'mount', name, mnt, '--cache-dir', cacheDir], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.add(child);
-    let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const m = await startMountProcess({ volume: name, dir: mnt, cacheDir, env });
     try {
-      const line = await new Promise<string>((resolve, reject) => {
-        createInterface({ input: child.stdout! }).once('line', resolve);
-        void exited.then(() => reject(new Error(`stowage mount exited: ${stderr}`)));
-      });
-      expect(line).toBe(`mounted ${name} version 1 at ${mnt}`);
+      expect(m.line).toBe(`mounted ${name} version 1 at ${mnt}`);
       const wrong: string[] = [];
       for (const [path, data] of want) {
         const got = await readFile(join(mnt, path));
@@ -211,9 +179,7 @@ describe('stowage volume warmup (S3 store)', () => {
       expect(await gets()).toBe(0);
     } finally {
       detach(mnt);
-      if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGKILL');
-      await exited;
-      children.delete(child);
+      await stopMount(m, 'SIGKILL');
     }
   });
 
