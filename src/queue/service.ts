@@ -7,7 +7,6 @@
  * put with `block` on a full queue retries with a growing pause: no backend
  * announces free room, and back-pressure only needs to be eventually prompt.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidArgumentError } from '../common/errors.js';
 import { addToGroup, settleOps } from '../common/batch.js';
 import { toOpError } from '../common/grpc-errors.js';
@@ -29,6 +28,7 @@ import {
   type DeliveredItem, type QueueBackend, type QueueInfo } from './types.js';
 import { QueueFullError, checkMax } from './validate.js';
 import { WaitingGets } from './waiting-gets.js';
+import { pause } from './wake.js';
 
 /** Most operations in one batch message. */
 export const MAX_OPS_PER_BATCH = 1000;
@@ -47,11 +47,6 @@ const infoMessage = (i: QueueInfo): QueueInfoMessage => ({
 });
 
 const itemMessage = (i: DeliveredItem) => ({ data: i.data, leaseId: i.leaseId ?? '', deliveries: i.deliveries });
-
-/** Resolves after `ms` or when `signal` aborts, whichever is first; never rejects. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return sleep(ms, undefined, { signal, ref: false }).catch(() => undefined);
-}
 
 export class QueueService {
   readonly idle: IdleTracker;

@@ -17,9 +17,9 @@
  * served would go to it, and they are lost with it, as items popped for a
  * vanished BLPOP client are.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../common/logger.js';
 import { MAX_ITEMS_PER_GET, REDELIVERY_POLL_MS, type DeliveredItem, type QueueBackend } from './types.js';
+import { pause } from './wake.js';
 
 export interface WaitRequest {
   queue: string;
@@ -130,7 +130,7 @@ export class WaitingGets {
         for (const w of pool.waiters.filter((x) => x.leaving)) this.finish(pool, w, []);
         if (pool.waiters.length > 0 && items.length < want) {
           // The partition ran dry: wait for a put, or re-check for expired leases.
-          await Promise.race([woken, sleep(REDELIVERY_POLL_MS, undefined, { signal: waking.signal, ref: false }).catch(() => undefined)]);
+          await Promise.race([woken, pause(REDELIVERY_POLL_MS, waking.signal)]);
         }
         waking.abort();
       }
