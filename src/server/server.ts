@@ -75,12 +75,13 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
   const store = opts.store ?? (opts.s3 ? new S3BlobStore(opts.s3) : new LocalBlobStore(join(dataDir, 'store')));
   const index = new LmdbIndex(join(dataDir, 'index'));
   const catalog = new VolumeCatalog(store, index, log, opts.catalog);
-  const { dicts, queues } = await openStateBackends(dataDir, opts.redisUrl).catch(async (err: unknown) => {
+  // Only the hosted services open their backends (and run their timers).
+  const { dicts, queues } = await openStateBackends(dataDir, opts.redisUrl, services).catch(async (err: unknown) => {
     await index.close();
     throw err;
   });
-  const dictService = new DictService(dicts, log, opts.idle);
-  const queueService = new QueueService(queues, log, opts.idle);
+  const dictService = dicts && new DictService(dicts, log, opts.idle);
+  const queueService = queues && new QueueService(queues, log, opts.idle);
   if (services.includes('volume')) await catalog.init();
 
   const server = new Server({
@@ -88,8 +89,8 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
     'grpc.max_send_message_length': GRPC_MESSAGE_LIMIT,
   });
   if (services.includes('volume')) server.addService(VolumeServiceService, volumeService(catalog, token, log));
-  if (services.includes('dict')) server.addService(DictServiceService, dictService.handlers(token));
-  if (services.includes('queue')) server.addService(QueueServiceService, queueService.handlers(token));
+  if (dictService) server.addService(DictServiceService, dictService.handlers(token));
+  if (queueService) server.addService(QueueServiceService, queueService.handlers(token));
   const host = opts.host ?? DEFAULT_HOST;
   const port = await new Promise<number>((res, rej) =>
     server.bindAsync(`${host}:${opts.port ?? DEFAULT_PORT}`, ServerCredentials.createInsecure(), (err, p) =>
@@ -98,11 +99,11 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
         : res(p),
     ),
   );
-  const reaper = setInterval(() => {
-    if (!services.includes('volume')) return;
-    catalog.reapEphemeral().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'ephemeral reaper failed'));
-  }, 30_000);
-  reaper.unref();
+  const reaper = services.includes('volume')
+    ? setInterval(() => {
+        catalog.reapEphemeral().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'ephemeral reaper failed'));
+      }, 30_000).unref()
+    : undefined;
 
   return {
     address: `${host}:${port}`,
@@ -116,7 +117,7 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
     stateDescription: opts.redisUrl ? redactUrl(opts.redisUrl) : `LMDB in ${dataDir}/{dict,queue}`,
     services,
     async stop() {
-      clearInterval(reaper);
+      if (reaper) clearInterval(reaper);
       await catalog.close();
       // Sessions with blocked gets would hold a graceful shutdown open forever.
       await new Promise<void>((res) => {
@@ -126,28 +127,35 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
           res();
         });
       });
-      await Promise.all([dictService.close(), queueService.close()]);
-      await Promise.all([index.close(), dicts.close(), queues.close()]);
+      await Promise.all([dictService?.close(), queueService?.close()]);
+      await Promise.all([index.close(), dicts?.close(), queues?.close()]);
     },
   };
 }
 
+/** The dict and queue backends of the hosted services (undefined for one not hosted). */
 async function openStateBackends(
   dataDir: string,
   redisUrl: string | undefined,
-): Promise<{ dicts: DictBackend; queues: QueueBackend }> {
+  services: readonly ServiceName[],
+): Promise<{ dicts?: DictBackend; queues?: QueueBackend }> {
+  const wantDicts = services.includes('dict');
+  const wantQueues = services.includes('queue');
   if (redisUrl) {
     const { RedisDictBackend } = await import('../dict/redis.js');
     const { RedisQueueBackend } = await import('../queue/redis.js');
-    const dicts = new RedisDictBackend(redisUrl);
+    const dicts = wantDicts ? new RedisDictBackend(redisUrl) : undefined;
     try {
-      return { dicts, queues: await RedisQueueBackend.connect({ url: redisUrl }) };
+      return { dicts, queues: wantQueues ? await RedisQueueBackend.connect({ url: redisUrl }) : undefined };
     } catch (err) {
-      await dicts.close();
+      await dicts?.close();
       throw err;
     }
   }
   const { LmdbDictBackend } = await import('../dict/lmdb.js');
   const { LmdbQueueBackend } = await import('../queue/lmdb.js');
-  return { dicts: new LmdbDictBackend(join(dataDir, 'dict')), queues: new LmdbQueueBackend(join(dataDir, 'queue')) };
+  return {
+    dicts: wantDicts ? new LmdbDictBackend(join(dataDir, 'dict')) : undefined,
+    queues: wantQueues ? new LmdbQueueBackend(join(dataDir, 'queue')) : undefined,
+  };
 }
