@@ -8,7 +8,7 @@
  * fetches only the chunks it touches). No timing assertions.
  */
 import { randomBytes } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { open, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Volume } from '../src/client/index.js';
@@ -160,6 +160,9 @@ describe('prefetch scheduling (no FUSE)', () => {
 
 describe('prefetching FUSE mount on S3 (s3rver)', () => {
   const CHUNK = 1 * MiB;
+  const SMALL = 4 * KiB;
+  const SMALL_FILES = 600;
+  const smallName = (dir: string, i: number) => `${dir}/f${String(i).padStart(4, '0')}.bin`;
   let setup: Setup;
   let env: Record<string, string>;
   let work: string;
@@ -181,11 +184,20 @@ describe('prefetching FUSE mount on S3 (s3rver)', () => {
     files.set('ahead.bin', randomBytes(12 * CHUNK));
     files.set('random.bin', randomBytes(40 * CHUNK + 5));
     files.set('off.bin', randomBytes(3 * CHUNK + 7));
+    // Small files, packed by the upload into blobs of CHUNK bytes, in this order.
+    for (let i = 0; i < SMALL_FILES; i++) files.set(smallName('walk', i), randomBytes(SMALL));
     const batch = vol.batchUpload();
     for (const [path, data] of files) batch.putFile(data, path);
     await batch.commit();
+    // A pack of their own (a batch seals its last pack), read by nothing else.
+    const lone = vol.batchUpload();
+    for (let i = 0; i < 64; i++) {
+      files.set(smallName('lone', i), randomBytes(SMALL));
+      lone.putFile(files.get(smallName('lone', i))!, smallName('lone', i));
+    }
+    await lone.commit();
     for (const path of files.keys()) {
-      const { entry } = await connection.unary(connection.volumes.getFile.bind(connection.volumes), { volume: name, path, version: 1, presign: false });
+      const { entry } = await connection.unary(connection.volumes.getFile.bind(connection.volumes), { volume: name, path, version: 2, presign: false });
       extentsOf.set(path, new Set(entry!.extents.map((e) => e.blob)).size);
     }
     expect(extentsOf.get('sequential.bin')).toBe(12);
@@ -200,6 +212,7 @@ describe('prefetching FUSE mount on S3 (s3rver)', () => {
   });
 
   const getChunks = async () => (await setup.s3!.stats())['GET chunks'] ?? 0;
+  const getChunkBytes = async () => (await setup.s3!.stats())['GET chunks range bytes'] ?? 0;
 
   /** Reads [from, to) of a file READ bytes at a time. */
   async function readRange(path: string, from: number, to: number): Promise<Buffer> {
@@ -263,6 +276,40 @@ describe('prefetching FUSE mount on S3 (s3rver)', () => {
     await new Promise((r) => setTimeout(r, 500));
     expect(await getChunks()).toBe(chunks.length);
     expect(extentsOf.get('random.bin')).toBe(41);
+  });
+
+  it('walks a cold directory of packed small files in a few ranged GETs, not one per file', { timeout: 60_000 }, async () => {
+    await setup.s3!.resetStats();
+    const names = (await readdir(join(mnt, 'walk'))).sort();
+    expect(names).toHaveLength(SMALL_FILES);
+    // Four readers, in listing order (as `cp -r` or a data loader walks a directory).
+    let next = 0;
+    const reader = async () => {
+      for (let i = next++; i < names.length; i = next++) {
+        const got = await readFile(join(mnt, 'walk', names[i]!));
+        expect(got.equals(files.get(`walk/${names[i]}`)!), names[i]).toBe(true);
+      }
+    };
+    await Promise.all([reader(), reader(), reader(), reader()]);
+    await new Promise((r) => setTimeout(r, 500));
+    const gets = await getChunks();
+    // 600 files in 3 packs: each pack's window grows from one file to 128 KiB, 256 KiB, … (about 5 GETs a pack).
+    expect(gets).toBeGreaterThanOrEqual(3);
+    expect(gets).toBeLessThanOrEqual(40);
+    // Nothing fetched twice over, nothing beyond the files.
+    expect(await getChunkBytes()).toBeGreaterThanOrEqual(SMALL_FILES * SMALL);
+    expect(await getChunkBytes()).toBeLessThanOrEqual(1.1 * SMALL_FILES * SMALL);
+  });
+
+  it('reads a packed small file picked at random with one GET of its own bytes', { timeout: 60_000 }, async () => {
+    await setup.s3!.resetStats();
+    for (const i of [40, 12]) {
+      const got = await readFile(join(mnt, smallName('lone', i)));
+      expect(got.equals(files.get(smallName('lone', i))!)).toBe(true);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await getChunks()).toBe(2);
+    expect(await getChunkBytes()).toBe(2 * SMALL);
   });
 
   it('--prefetch-window 0 turns prefetching off; a bad size is refused', { timeout: 60_000 }, async () => {

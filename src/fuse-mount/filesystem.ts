@@ -23,6 +23,11 @@
  *   extents ahead of a sequential reader into the same cache with the same
  *   `extentBytes`; the read itself still gets every extent it touches, so a
  *   failed or stale prefetch costs nothing but the transfer.
+ * - Packs: a miss on an extent of a blob that packs many small files goes
+ *   through PackReads (pack-reads.ts), which turns a walk through a directory
+ *   of small files into a few ranged GETs of the pack and fills the cache with
+ *   the neighbours it fetched; a small file read at random still costs one GET
+ *   of its own bytes.
  * - Errors are thrown as they come (StowageError from the SDK, FsError for
  *   ENOENT and EROFS here); mount.ts turns them into errno in one place
  *   (errno.ts).
@@ -53,6 +58,7 @@ import type { FileEntry } from '../gen/stowage/v1/volume.js';
 import { BlobUrls } from './blob-urls.js';
 import { EISDIR, ENOENT, EROFS, FsError } from './errno.js';
 import { extentStarts, lastAtOrBefore } from './extents.js';
+import { PackReads, type PackReadOptions } from './pack-reads.js';
 import { Prefetcher, type FilePrefetch, type PrefetchOptions } from './prefetcher.js';
 import type { ChunkCache } from './types.js';
 import { VersionTree, changedPaths, type DirNode, type FileNode, type Node } from './tree.js';
@@ -67,6 +73,8 @@ export interface VolumeFilesystemOptions {
   transfer?: TransferMode;
   /** Read-ahead of sequential readers (prefetcher.ts); `maxWindow: 0` turns it off. */
   prefetch?: PrefetchOptions;
+  /** Read-ahead over the small files packed into one blob (pack-reads.ts); `maxWindow: 0` turns it off. */
+  packReads?: PackReadOptions;
 }
 
 /** What a stat says, in the units of struct stat (times in ms). */
@@ -128,6 +136,7 @@ export class VolumeFilesystem {
   private readonly retiring = new Map<string, FileNode>();
   /** Old files libfuse renamed to a hidden name while still open, until their last close unlinks them. */
   private readonly hidden = new Map<string, FileNode>();
+  readonly packs: PackReads;
   private reloading: Promise<unknown> = Promise.resolve();
 
   private constructor(
@@ -139,7 +148,10 @@ export class VolumeFilesystem {
     private readonly urls: BlobUrls,
     /** Undefined when prefetching is off. */
     readonly prefetcher: Prefetcher | undefined,
-  ) {}
+    packReads: PackReadOptions | undefined,
+  ) {
+    this.packs = new PackReads(entriesOf(current), cache, (entry, index, offset, length) => this.readBlob(entry, index, offset, length), packReads);
+  }
 
   /** Lists the version (NOT_FOUND when the volume or version does not exist) and builds its tree. */
   static async load(opts: VolumeFilesystemOptions): Promise<VolumeFilesystem> {
@@ -149,7 +161,7 @@ export class VolumeFilesystem {
     const transport = new BlobTransport(conn, opts.transfer);
     const tree = new VersionTree(version, entries, createdAtMs);
     const prefetcher = opts.prefetch?.maxWindow === 0 ? undefined : new Prefetcher((hash) => opts.cache.has(hash), opts.prefetch);
-    return new VolumeFilesystem(volume, tree, conn, opts.cache, transport, new BlobUrls(conn, transport), prefetcher);
+    return new VolumeFilesystem(volume, tree, conn, opts.cache, transport, new BlobUrls(conn, transport), prefetcher, opts.packReads);
   }
 
   /** The tree served now (replaced by reload()). */
@@ -178,6 +190,7 @@ export class VolumeFilesystem {
       const after = new VersionTree(listed.version, listed.entries, listed.createdAtMs, before);
       // From here to the end of this function nothing awaits: the swap and the retiring set are one step.
       this.current = after;
+      this.packs.index(entriesOf(after));
       const changes = changedPaths(before, after);
       plan.added = changes.added.length;
       plan.changed = changes.changed.length;
@@ -341,6 +354,7 @@ export class VolumeFilesystem {
     for (const h of this.handles.values()) h.prefetch?.release();
     this.handles.clear();
     await this.prefetcher?.close();
+    await this.packs.settled();
     await this.cache.close();
   }
 
@@ -352,14 +366,17 @@ export class VolumeFilesystem {
     return this.lastHandle;
   }
 
-  /** The verified bytes of one extent, through the cache. */
+  /** Bytes [offset, offset + length) of the blob of extent `index` of `entry`, unverified. */
+  private async readBlob(entry: FileEntry, index: number, offset: number, length: number): Promise<Buffer> {
+    const url = await this.urls.forExtent(entry, index);
+    return this.transport.read(entry.extents[index]!.blob, offset, length, url);
+  }
+
+  /** The verified bytes of one extent, through the cache (a miss goes through the pack read-ahead). */
   private async extentBytes(entry: FileEntry, index: number): Promise<Buffer> {
     const e = entry.extents[index]!;
     try {
-      return await this.cache.get(e.hash, e.length, async () => {
-        const url = await this.urls.forExtent(entry, index);
-        return this.transport.read(e.blob, e.offset, e.length, url);
-      });
+      return await this.cache.get(e.hash, e.length, () => this.packs.load(entry, index));
     } catch (err) {
       if (err instanceof IntegrityError) await this.transport.reportDamaged(e.blob);
       throw err;
@@ -379,6 +396,10 @@ async function listVersion(conn: Connection, volume: string, version: number): P
   const created = await conn.unary(conn.volumes.listVersions.bind(conn.volumes), { name: volume });
   const createdAtMs = created.versions.find((v) => v.version === listed)?.createdAtMs ?? Date.now();
   return { version: listed, entries, createdAtMs };
+}
+
+function* entriesOf(tree: VersionTree): Iterable<FileEntry> {
+  for (const n of tree.nodes()) if (n.kind === 'file') yield n.entry;
 }
 
 function attrOf(n: Node): NodeAttr {

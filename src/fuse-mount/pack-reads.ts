@@ -1,0 +1,228 @@
+/**
+ * PackReads: cold reads of small files that sit side by side in a pack blob.
+ *
+ * Small files are packed into shared blobs at upload (volumes: files under
+ * 1 MiB), so a directory of 10,000 files of 4 KiB is a few blobs. Fetched one
+ * extent at a time, a cold read of that directory is 10,000 GETs; this module
+ * turns a run of misses in one pack into a few ranged GETs, the way the
+ * prefetcher does for a sequential read of one big file, and still fetches
+ * only the extent asked for when a pack is read at random.
+ *
+ * Design.
+ * - `packs`: for every blob that holds two or more distinct extents of the
+ *   mounted version, those extents sorted by offset (built from the tree; a
+ *   blob holding one extent, a chunk of a big file, is read as before).
+ * - Each pack keeps up to CURSORS read cursors (the end of the last range it
+ *   fetched and the window that range used). A miss at or just after a
+ *   cursor's end is the next step of a sequential walk through the pack: its
+ *   window doubles, from `initialWindow` up to `maxWindow`. Any other miss
+ *   starts a cursor (replacing the least recently used) whose first range is
+ *   the extent alone: a single file read at random costs one small GET.
+ * - A range runs from the missed extent's start forward over whole extents
+ *   while they fit in the window and are not in the cache already. While it
+ *   is in flight, misses on extents it covers wait for it rather than start
+ *   their own GET (eight readers walking one directory share each range).
+ * - When a range arrives, every extent in it other than the one asked for is
+ *   handed to the chunk cache (which verifies each against its hash and
+ *   stores it), in the background; a bad neighbour is dropped and fetched on
+ *   its own if it is ever read. The extent asked for goes back to the caller,
+ *   whose cache get verifies and stores it.
+ */
+import { LRUCache } from 'lru-cache';
+import type { FileEntry } from '../gen/stowage/v1/volume.js';
+import type { ChunkCache } from './types.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+export const DEFAULT_PACK_INITIAL_WINDOW = 128 * KiB;
+export const DEFAULT_PACK_MAX_WINDOW = 4 * MiB;
+/** Read cursors remembered per pack. */
+const CURSORS = 4;
+/** Packs whose cursors are remembered. */
+const MAX_PACK_STREAMS = 4096;
+
+interface PackedExtent {
+  offset: number;
+  length: number;
+  hash: string;
+}
+
+interface Cursor {
+  /** Where the last range fetched for this cursor ended. */
+  end: number;
+  /** The window of that range. */
+  window: number;
+  usedAt: number;
+}
+
+interface Range {
+  start: number;
+  end: number;
+  data: Promise<Buffer>;
+}
+
+/** Reads [offset, offset + length) of a blob, for the extent `index` of `entry` (whose URL to use). */
+export type BlobRangeReader = (entry: FileEntry, index: number, offset: number, length: number) => Promise<Buffer>;
+
+export interface PackReadOptions {
+  initialWindow?: number;
+  /** 0 turns pack read-ahead off: every extent is fetched on its own. */
+  maxWindow?: number;
+}
+
+export interface PackReadStats {
+  /** Ranged GETs of pack blobs. */
+  ranges: number;
+  /** Bytes those GETs fetched. */
+  bytes: number;
+  /** Misses answered from a range already in flight. */
+  joined: number;
+  /** Neighbouring extents handed to the cache. */
+  filled: number;
+}
+
+export class PackReads {
+  private packs = new Map<string, PackedExtent[]>();
+  private readonly cursors = new LRUCache<string, Cursor[]>({ max: MAX_PACK_STREAMS });
+  private readonly inflight = new Map<string, Range[]>();
+  private readonly fills = new Set<Promise<unknown>>();
+  private readonly counts: PackReadStats = { ranges: 0, bytes: 0, joined: 0, filled: 0 };
+  private clock = 0;
+  readonly initialWindow: number;
+  readonly maxWindow: number;
+
+  constructor(
+    entries: Iterable<FileEntry>,
+    private readonly cache: ChunkCache,
+    private readonly readRange: BlobRangeReader,
+    opts: PackReadOptions = {},
+  ) {
+    this.maxWindow = opts.maxWindow ?? DEFAULT_PACK_MAX_WINDOW;
+    this.initialWindow = Math.min(opts.initialWindow ?? DEFAULT_PACK_INITIAL_WINDOW, this.maxWindow);
+    this.index(entries);
+  }
+
+  /** Serves the extents of another version from now on (after a reload); blobs never change, so what is cached stays right. */
+  index(entries: Iterable<FileEntry>): void {
+    const byBlob = new Map<string, Map<number, PackedExtent>>();
+    for (const entry of entries) {
+      for (const e of entry.extents) {
+        let m = byBlob.get(e.blob);
+        if (!m) byBlob.set(e.blob, (m = new Map()));
+        m.set(e.offset, { offset: e.offset, length: e.length, hash: e.hash });
+      }
+    }
+    const packs = new Map<string, PackedExtent[]>();
+    for (const [blob, m] of byBlob) if (m.size > 1) packs.set(blob, [...m.values()].sort((a, b) => a.offset - b.offset));
+    this.packs = packs;
+  }
+
+  stats(): PackReadStats {
+    return { ...this.counts };
+  }
+
+  /** The bytes of extent `index` of `entry` (unverified: the caller's cache get checks them). */
+  async load(entry: FileEntry, index: number): Promise<Buffer> {
+    const e = entry.extents[index]!;
+    const pack = this.maxWindow > 0 ? this.packs.get(e.blob) : undefined;
+    if (!pack) return this.readRange(entry, index, e.offset, e.length);
+    const end = e.offset + e.length;
+    const covering = this.inflight.get(e.blob)?.find((r) => r.start <= e.offset && end <= r.end);
+    if (covering) {
+      this.counts.joined++;
+      return slice(await covering.data, e.offset - covering.start, e.length);
+    }
+    const cursor = this.cursorFor(e.blob, e.offset);
+    const { to, fill } = this.extendRange(pack, e.offset, end, cursor.window);
+    // The cursor moves to where this range ends, whether it arrives or not.
+    cursor.end = to;
+    const range: Range = { start: e.offset, end: to, data: this.readRange(entry, index, e.offset, to - e.offset) };
+    this.counts.ranges++;
+    this.counts.bytes += to - e.offset;
+    this.track(e.blob, range);
+    const data = await range.data;
+    if (data.length !== to - e.offset) return data; // the caller's check reports it
+    for (const x of fill) this.fill(x, slice(data, x.offset - e.offset, x.length));
+    return slice(data, 0, e.length);
+  }
+
+  /** Waits for the neighbours being handed to the cache. */
+  async settled(): Promise<void> {
+    while (this.fills.size > 0) await Promise.allSettled([...this.fills]);
+  }
+
+  /**
+   * The cursor a miss at `offset` continues, its window doubled; or a new
+   * cursor with no window (the extent alone), replacing the least recently used.
+   */
+  private cursorFor(blob: string, offset: number): Cursor {
+    let list = this.cursors.get(blob);
+    if (!list) this.cursors.set(blob, (list = []));
+    const now = ++this.clock;
+    const next = list.find((c) => offset >= c.end && offset <= c.end + Math.max(c.window, this.initialWindow));
+    if (next) {
+      next.window = Math.min(this.maxWindow, Math.max(this.initialWindow, next.window * 2));
+      next.usedAt = now;
+      return next;
+    }
+    const fresh: Cursor = { end: offset, window: 0, usedAt: now };
+    if (list.length < CURSORS) list.push(fresh);
+    else list[list.indexOf(list.reduce((x, y) => (x.usedAt <= y.usedAt ? x : y)))] = fresh;
+    return fresh;
+  }
+
+  /** The end of a range from the missed extent: whole extents after it while they fit in `window` and are not cached. */
+  private extendRange(pack: PackedExtent[], start: number, firstEnd: number, window: number): { to: number; fill: PackedExtent[] } {
+    let to = firstEnd;
+    const fill: PackedExtent[] = [];
+    if (window > 0) {
+      for (let i = firstAtOrAfter(pack, firstEnd); i < pack.length; i++) {
+        const x = pack[i]!;
+        if (x.offset + x.length - start > window || this.cache.has(x.hash)) break;
+        fill.push(x);
+        to = x.offset + x.length;
+      }
+    }
+    return { to, fill };
+  }
+
+  private track(blob: string, range: Range): void {
+    let list = this.inflight.get(blob);
+    if (!list) this.inflight.set(blob, (list = []));
+    list.push(range);
+    const done = () => {
+      const l = this.inflight.get(blob);
+      if (!l) return;
+      l.splice(l.indexOf(range), 1);
+      if (l.length === 0) this.inflight.delete(blob);
+    };
+    range.data.then(done, done);
+  }
+
+  private fill(x: PackedExtent, bytes: Buffer): void {
+    if (this.cache.has(x.hash)) return;
+    this.counts.filled++;
+    const put = this.cache
+      .get(x.hash, x.length, () => Promise.resolve(bytes))
+      .catch(() => undefined)
+      .finally(() => this.fills.delete(put));
+    this.fills.add(put);
+  }
+}
+
+/** The index of the first extent starting at or after `offset`. */
+function firstAtOrAfter(pack: PackedExtent[], offset: number): number {
+  let lo = 0;
+  let hi = pack.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (pack[mid]!.offset < offset) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** A copy of part of a range: the cache keeps it, and must not keep the whole range alive. */
+function slice(data: Buffer, from: number, length: number): Buffer {
+  return Buffer.from(data.subarray(from, from + length));
+}
