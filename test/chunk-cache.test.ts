@@ -70,6 +70,9 @@ class CountingCache implements ChunkCache {
   has(hash: string): boolean {
     return this.inner.has(hash);
   }
+  isHot(hash: string): boolean {
+    return this.inner.isHot(hash);
+  }
   stats(): ChunkCacheStats {
     return this.inner.stats();
   }
@@ -419,6 +422,11 @@ describe('MemoryChunkCache over DiskChunkCache', () => {
     }
     expect(inner.gets).toBe(6);
     expect(memory.stats()).toMatchObject({ entries: 2, bytes: 2 * CHUNK, evictions: 4, misses: 6, hits: 0 });
+
+    // In memory: the last two; the rest only on disk (held, but not hot).
+    expect(chunks.map((c) => memory.isHot(c.hash))).toEqual([false, false, false, false, true, true]);
+    expect(chunks.every((c) => memory.has(c.hash))).toBe(true);
+    expect(chunks.some((c) => disk.isHot(c.hash))).toBe(false);
 
     const diskHits = disk.stats().hits;
     for (const c of chunks.slice(-2)) expect((await memory.get(c.hash, c.data.length, mustNotLoad)).equals(c.data)).toBe(true);

@@ -47,6 +47,12 @@ export function defaultCacheDir(): string {
 
 /** --cache-size when not given. */
 export const DEFAULT_CACHE_SIZE = '10GiB';
+/**
+ * --memory-cache-size when not given: twice the default prefetch window, so
+ * chunks fetched ahead stay in memory until they are read, and the mount
+ * process stays under 300 MiB while it streams (bench/mount-read).
+ */
+const DEFAULT_MEMORY_CACHE_SIZE = '128MiB';
 
 interface MountFlags {
   version?: string;
@@ -67,8 +73,8 @@ export function register(program: Command): void {
     .option('--version <n>', 'mount this version instead of the latest')
     .option('--cache-dir <dir>', 'chunk cache directory, shared by mounts on this host (default: STOWAGE_CACHE_DIR or ~/.cache/stowage)')
     .option('--cache-size <size>', 'bound on the chunk cache on disk', DEFAULT_CACHE_SIZE)
-    .option('--memory-cache-size <size>', 'bound on hot chunks kept in memory', '256MiB')
-    .option('--prefetch-window <size>', 'most bytes fetched ahead of a sequential reader, per open file (0: no prefetch)', '64MiB')
+    .option('--memory-cache-size <size>', 'bound on hot chunks kept in memory', DEFAULT_MEMORY_CACHE_SIZE)
+    .option('--prefetch-window <size>', 'most bytes fetched ahead of a sequential reader, per open file, at most half of --memory-cache-size (0: no prefetch)', '64MiB')
     .option('--debug', 'print libfuse debug output')
     .action(async (name: string, dir: string, flags: MountFlags) => {
       let version: number | undefined;
@@ -80,7 +86,8 @@ export function register(program: Command): void {
       }
       const diskBytes = parseSize('--cache-size', flags.cacheSize);
       const memoryBytes = parseSize('--memory-cache-size', flags.memoryCacheSize);
-      const prefetchWindow = parseSize('--prefetch-window', flags.prefetchWindow, { allowZero: true });
+      // Chunks fetched ahead wait in the memory cache for their reader: a window larger than it would evict them first.
+      const prefetchWindow = Math.min(parseSize('--prefetch-window', flags.prefetchWindow, { allowZero: true }), Math.floor(memoryBytes / 2));
       const log = createLogger('mount');
       const disk = await DiskChunkCache.open({ dir: flags.cacheDir ?? defaultCacheDir(), maxBytes: diskBytes, logger: log });
       const cache = new MemoryChunkCache(disk, { maxBytes: memoryBytes });

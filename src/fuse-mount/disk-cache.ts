@@ -138,6 +138,11 @@ export class DiskChunkCache implements ChunkCache {
     return this.index.has(hash);
   }
 
+  /** Every hit reads the disk. */
+  isHot(_hash: string): boolean {
+    return false;
+  }
+
   stats(): ChunkCacheStats {
     return { bytes: this.index.calculatedSize, entries: this.index.size, ...this.counts };
   }

@@ -160,7 +160,7 @@ export class VolumeFilesystem {
     const { version, entries, createdAtMs } = await listVersion(conn, volume, opts.version ?? 0);
     const transport = new BlobTransport(conn, opts.transfer);
     const tree = new VersionTree(version, entries, createdAtMs);
-    const prefetcher = opts.prefetch?.maxWindow === 0 ? undefined : new Prefetcher((hash) => opts.cache.has(hash), opts.prefetch);
+    const prefetcher = opts.prefetch?.maxWindow === 0 ? undefined : new Prefetcher((hash) => opts.cache.isHot(hash), opts.prefetch);
     return new VolumeFilesystem(volume, tree, conn, opts.cache, transport, new BlobUrls(conn, transport), prefetcher, opts.packReads);
   }
 

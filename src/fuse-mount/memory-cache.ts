@@ -62,6 +62,10 @@ export class MemoryChunkCache implements ChunkCache {
     return this.chunks.has(hash) || this.below.has(hash);
   }
 
+  isHot(hash: string): boolean {
+    return this.chunks.has(hash);
+  }
+
   stats(): ChunkCacheStats {
     return { bytes: this.chunks.calculatedSize, entries: this.chunks.size, ...this.counts };
   }

@@ -19,7 +19,9 @@
  *   read path's own cache get: the bytes land in the chunk cache and nowhere
  *   else (no buffer of our own), and a read of a chunk being prefetched joins
  *   that load (the cache merges concurrent gets of a key). An extent the
- *   cache already holds (`has`) is not fetched again.
+ *   cache holds in memory (`isHot`) is not fetched again; one it holds only
+ *   on disk is, from the disk: a warm sequential read then has its disk reads
+ *   and hash checks done ahead of it instead of one chunk at a time.
  * - Backpressure. A handle has at most `perFile` fetches issued, and the
  *   whole mount at most `total` running (p-limit): a handle issues its next
  *   extent only when one of its own settles, so the queue is bounded too.
@@ -119,7 +121,7 @@ export class Prefetcher {
   private closed = false;
 
   constructor(
-    /** Whether the chunk cache holds a chunk now (ChunkCache.has). */
+    /** Whether the chunk cache holds a chunk in memory now (ChunkCache.isHot). */
     private readonly has: (hash: string) => boolean,
     opts: PrefetchOptions = {},
     private readonly log: Logger = createLogger('prefetch'),
@@ -153,7 +155,7 @@ export class Prefetcher {
     return this.closed;
   }
 
-  /** For FilePrefetch: whether the cache holds the chunk (nothing to fetch). */
+  /** For FilePrefetch: whether the cache holds the chunk in memory (nothing to fetch). */
   cached(hash: string): boolean {
     return this.has(hash);
   }

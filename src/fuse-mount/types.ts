@@ -63,6 +63,13 @@ export interface ChunkCache {
    */
   has(hash: string): boolean;
 
+  /**
+   * Whether a get of the chunk would be answered from memory now, with no I/O
+   * (the prefetcher reads ahead whatever is not: from the disk layer when the
+   * chunk is there, from the store when not).
+   */
+  isHot(hash: string): boolean;
+
   /** This layer's counters; a wrapping layer does not add in the layer below. */
   stats(): ChunkCacheStats;
 
