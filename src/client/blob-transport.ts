@@ -18,14 +18,21 @@ const FRAME = 1024 * 1024;
 /** How blob bytes travel: 'auto' uses presigned URLs when granted and reachable. */
 export type TransferMode = 'auto' | 'direct' | 'proxy';
 
+/** How long transfers go through the server after a direct one failed to connect. */
+const DIRECT_RETRY_MS = 30_000;
+
 export function transferModeFromEnv(): TransferMode {
   const v = process.env.STOWAGE_TRANSFER;
   return v === 'direct' || v === 'proxy' ? v : 'auto';
 }
 
 export class BlobTransport {
-  /** Set once a direct transfer failed to connect: the rest go through the server. */
-  private directBroken = false;
+  /**
+   * After a direct transfer failed to connect, transfers go through the server
+   * until this time (ms since the epoch); then direct ones are tried again, so
+   * a long-lived client (a mount) gets its fast path back after an outage.
+   */
+  private directBrokenUntil = 0;
 
   constructor(
     private readonly conn: Connection,
@@ -34,7 +41,7 @@ export class BlobTransport {
 
   /** Whether to ask the server for presigned URLs at all. */
   get wantsPresign(): boolean {
-    return this.mode !== 'proxy' && !this.directBroken;
+    return this.mode !== 'proxy' && Date.now() >= this.directBrokenUntil;
   }
 
   async upload(hash: string, data: Buffer, putUrl: string | undefined): Promise<void> {
@@ -115,12 +122,12 @@ export class BlobTransport {
         { cause: err },
       );
     }
-    if (!this.directBroken) {
-      this.directBroken = true;
+    if (this.directBrokenUntil === 0) {
       process.emitWarning(
-        `stowage: direct transfer to the object store failed (${messageOf(err)}); streaming through the server instead`,
+        `stowage: direct transfer to the object store failed (${messageOf(err)}); streaming through the server instead (direct transfers are tried again every ${DIRECT_RETRY_MS / 1000} s)`,
       );
     }
+    this.directBrokenUntil = Date.now() + DIRECT_RETRY_MS;
   }
 }
 
