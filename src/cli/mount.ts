@@ -48,11 +48,12 @@ export function defaultCacheDir(): string {
 /** --cache-size when not given. */
 export const DEFAULT_CACHE_SIZE = '10GiB';
 /**
- * --memory-cache-size when not given: twice the default prefetch window, so
+ * --memory-cache-size when not given: twice the default prefetch window (4
+ * fetches of 8 MiB chunks in flight per file, as the prefetcher allows), so
  * chunks fetched ahead stay in memory until they are read, and the mount
  * process stays under 300 MiB while it streams (bench/mount-read).
  */
-const DEFAULT_MEMORY_CACHE_SIZE = '128MiB';
+const DEFAULT_MEMORY_CACHE_SIZE = '64MiB';
 
 interface MountFlags {
   version?: string;
@@ -74,7 +75,7 @@ export function register(program: Command): void {
     .option('--cache-dir <dir>', 'chunk cache directory, shared by mounts on this host (default: STOWAGE_CACHE_DIR or ~/.cache/stowage)')
     .option('--cache-size <size>', 'bound on the chunk cache on disk', DEFAULT_CACHE_SIZE)
     .option('--memory-cache-size <size>', 'bound on hot chunks kept in memory', DEFAULT_MEMORY_CACHE_SIZE)
-    .option('--prefetch-window <size>', 'most bytes fetched ahead of a sequential reader, per open file, at most half of --memory-cache-size (0: no prefetch)', '64MiB')
+    .option('--prefetch-window <size>', 'most bytes fetched ahead of a sequential reader, per open file, at most half of --memory-cache-size (0: no prefetch)', '32MiB')
     .option('--debug', 'print libfuse debug output')
     .action(async (name: string, dir: string, flags: MountFlags) => {
       let version: number | undefined;

@@ -11,7 +11,7 @@
  *   readahead sends several requests at once and they may arrive out of
  *   order (Mountpoint tolerates 1 MiB back and waits up to 16 MiB forward).
  *   A fresh handle expects its first read at 0. Each sequential read doubles
- *   the window, from `initialWindow` (1 MiB) up to `maxWindow` (64 MiB by
+ *   the window, from `initialWindow` (1 MiB) up to `maxWindow` (32 MiB by
  *   default); a read anywhere else (a jump) sets it to 0, so a random reader
  *   only ever fetches the extents its reads touch, through the read path.
  * - Fetching. The extents that start in [next, next + size), beyond the one
@@ -47,7 +47,7 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 /** Default bound on the read-ahead window of one handle (`stowage mount --prefetch-window`). */
-export const DEFAULT_PREFETCH_WINDOW = 64 * MiB;
+export const DEFAULT_PREFETCH_WINDOW = 32 * MiB;
 const DEFAULT_INITIAL_WINDOW = 1 * MiB;
 const DEFAULT_PER_FILE = 4;
 const DEFAULT_TOTAL = 16;
