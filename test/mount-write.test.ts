@@ -9,7 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
-import { appendFile, mkdir, open, readFile, readdir, rename, rmdir, stat, truncate, unlink, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, open, readFile, readdir, rename, rmdir, stat, symlink, truncate, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connection, Volume } from '../src/client/index.js';
@@ -166,7 +166,7 @@ describe('writable FUSE mount: staged writes committed as new versions (local st
     expect((await vol.readBytes('append.txt')).equals(committed['append.txt'])).toBe(true);
   });
 
-  it('commits unlink, rename and rmdir in one version (a renamed committed file moves no bytes); directory renames are EXDEV', { timeout: 30_000 }, async () => {
+  it('commits unlink, rename, chmod and rmdir in one version (a renamed committed file moves no bytes); directory renames are EXDEV', { timeout: 30_000 }, async () => {
     const from = await latest();
     await unlink(join(mnt, 'gone.txt'));
     await mkdir(join(mnt, 'renamed'));
@@ -174,14 +174,21 @@ describe('writable FUSE mount: staged writes committed as new versions (local st
     await unlink(join(mnt, 'dir/inner.txt'));
     await rmdir(join(mnt, 'dir'));
     await mkdir(join(mnt, 'empty'));
+    await chmod(join(mnt, 'append.txt'), 0o600);
+    // What a volume cannot store but tools set anyway is accepted and changes nothing.
+    await utimes(join(mnt, 'keep.txt'), new Date(0), new Date(0));
+    await chmod(join(mnt, 'sub'), 0o700);
+    expect(await errnoCode(symlink('keep.txt', join(mnt, 'link')))).toBe('EPERM');
     expect(await errnoCode(rename(join(mnt, 'sub'), join(mnt, 'sub2')))).toBe('EXDEV');
     expect(main.stderr()).toContain('/sub is a directory');
     expect(await errnoCode(stat(join(mnt, 'gone.txt')))).toBe('ENOENT');
     expect((await readdir(mnt)).sort()).toEqual(['a.txt', 'append.txt', 'big.bin', 'empty', 'keep.txt', 'renamed', 'rewrite.txt', 'staged.txt', 'sub']);
 
     const c = await commitJson(mnt);
-    // Removed: gone.txt, dir/inner.txt and the old name of the renamed file.
-    expect([c.version, c.files, c.renamed, c.removed, c.chunksTransferred]).toEqual([from + 1, 0, 1, 3, 0]);
+    // Put again as stored: the renamed file and the chmod-ed one. Removed: gone.txt, dir/inner.txt and the old name.
+    expect([c.version, c.files, c.renamed, c.removed, c.chunksTransferred]).toEqual([from + 1, 0, 2, 3, 0]);
+    expect((await vol.stat('append.txt')).mode & 0o777).toBe(0o600);
+    expect((await stat(join(mnt, 'append.txt'))).mode & 0o777).toBe(0o600);
     const listed = (await vol.listdir('/', { recursive: true })).filter((f) => f.type === 'file').map((f) => f.path).sort();
     expect(listed).toEqual(['a.txt', 'append.txt', 'big.bin', 'keep.txt', 'renamed/new-name.bin', 'rewrite.txt', 'staged.txt', 'sub/deep/mid.bin']);
     expect(sha256(await vol.readBytes('renamed/new-name.bin'))).toBe(sha256(committed['old-name.bin']));
@@ -266,7 +273,7 @@ describe('writable FUSE mount: staged writes committed as new versions (local st
     expect(existsSync(stagingDir)).toBe(false);
   });
 
-  it('a killed writable mount leaves its staging directory, and the next writable mount says so', { timeout: 30_000 }, async () => {
+  it('a killed writable mount leaves its staging directory, the next one says so, and a failed last commit keeps it too', { timeout: 60_000 }, async () => {
     const dir3 = join(work, 'killed');
     const m = await startMountProcess({ volume: name, dir: dir3, cacheDir: join(work, 'cache'), args: ['--writable'], env });
     const left = /staging in (\S+)\)$/.exec(m.line)![1]!;
@@ -279,8 +286,18 @@ describe('writable FUSE mount: staged writes committed as new versions (local st
       await waitFor('the warning about the staging directory left', () => (next.stderr().includes(left) ? true : undefined), 10_000);
       expect(next.stderr()).toContain('ended without committing');
       expect(await errnoCode(stat(join(dir3, 'never-committed.txt')))).toBe('ENOENT');
+
+      // The commit at unmount fails: the process says where the changes are, keeps them, and exits 1.
+      const kept = /staging in (\S+)\)$/.exec(next.line)![1]!;
+      await writeFile(join(dir3, 'unlucky.txt'), 'the server is gone\n');
+      await server!.stop();
+      server = undefined;
+      expect(await stopMount(next, 'SIGTERM')).toBe(1);
+      expect(next.stderr()).toContain(`the last commit failed, so the uncommitted changes are kept in ${kept}`);
+      expect(existsSync(kept)).toBe(true);
     } finally {
-      expect(await stopMount(next, 'SIGTERM')).toBe(0);
+      await stopMount(next, 'SIGKILL');
+      detach(dir3);
     }
   });
 });

@@ -359,11 +359,15 @@ export class Staging {
     if (this.base().find(path)?.kind === 'dir') this.removedDirs.add(path);
   }
 
-  /** chmod(2) of a file: a staged file's mode, or a committed file's (committed again without moving bytes). */
+  /**
+   * chmod(2) of a file: a staged file's mode, or a committed file's (committed
+   * again without moving bytes). A volume stores no directories: chmod of one
+   * changes nothing (as utimens), so that cp -p and mv across filesystems work.
+   */
   chmod(path: string, mode: number): void {
     const node = this.find(path);
     if (!node) throw new FsError(ENOENT, `no such file: ${path}`);
-    if (isDir(node)) throw new FsError(EPERM, `${path}: a volume stores no directories, so a directory has no mode to change`);
+    if (isDir(node)) return;
     const bits = mode & 0o777;
     if (node.kind === 'staged') {
       node.mode = bits;
@@ -456,19 +460,6 @@ export class Staging {
     }
     for (const path of this.removedDirs) if (!after.find(path)) this.removedDirs.delete(path);
     this.committing = new Set();
-  }
-
-  /** What a commit would take now (for messages). */
-  pending(): { files: number; bytes: number; removes: number } {
-    let files = 0;
-    let bytes = 0;
-    for (const f of this.files.values()) {
-      if (f.kind === 'file' || dirty(f)) {
-        files++;
-        bytes += f.size;
-      }
-    }
-    return { files, bytes, removes: this.removed.size };
   }
 
   /** Closes every descriptor (the mount has ended); the staging directory stays. */

@@ -10,10 +10,12 @@
  *   file, EINVAL for a name a volume cannot hold, EXDEV for a directory
  *   rename, …) is logged with its reason, since the caller only sees the
  *   number.
- * - What a volume cannot store is refused: owners (chown: EPERM), links and
- *   special files (EPERM), extended attributes (ENOTSUP). Timestamps cannot
- *   be set either, but utimens succeeds without changing anything, so that
- *   `touch` and `cp -p` work (a file's mtime is when it was last written).
+ * - What a volume cannot store is refused: links and special files (EPERM),
+ *   extended attributes (ENOTSUP), owners other than the mounting user (chown:
+ *   EPERM). Metadata that cannot be stored but that tools set as a matter of
+ *   course is accepted and left as it is, so that `touch`, `cp -p` and `mv`
+ *   across filesystems work: timestamps (utimens; a file's mtime is when it
+ *   was last written), a directory's mode, chown to the mounting user.
  * - fsync of a staged file commits every staged change of the mount before
  *   it returns (EIO, logged, when the commit fails; the changes stay
  *   staged). fsync of a file opened read-only has nothing to commit.
@@ -32,6 +34,8 @@ import type { CommitTrigger } from './commit.js';
 const O_ACCMODE = 0o3;
 const O_TRUNC = 0o1000;
 const BLOCK = 4096;
+/** chown's "leave it as it is" (-1 as a uint32). */
+const NO_ID = 0xffff_ffff;
 /** Refusals worth a log line: the errno alone does not say why. */
 const EXPLAINED = new Set([EPERM, EINVAL, EXDEV, EIO, ENOSPC, EDQUOT, EBADF, ENOTSUP, EROFS]);
 
@@ -112,7 +116,14 @@ export function writableOperations(
     rmdir: (path, cb) => answer('rmdir', path, cb, () => staging.rmdir(path)),
     chmod: (path, mode, cb) => answer('chmod', path, cb, () => staging.chmod(path, mode)),
     utimens: (path, _atime, _mtime, cb) => answer('utimens', path, cb, () => void fs.getattr(path)),
-    chown: refuse('chown', 'a volume stores no owners'),
+    chown: (path, uid, gid, cb) =>
+      answer('chown', path, cb, () => {
+        fs.getattr(path);
+        const unchanged = (id: number, mine: number): boolean => id === mine || id === NO_ID;
+        if (!unchanged(uid, process.getuid?.() ?? 0) || !unchanged(gid, process.getgid?.() ?? 0)) {
+          throw new FsError(EPERM, `a volume stores no owners: every file belongs to the user who mounted it`);
+        }
+      }),
     mknod: refuse('mknod', 'a volume stores regular files only'),
     link: refuse('link', 'a volume stores regular files only (no hard links)'),
     symlink: refuse('symlink', 'a volume stores regular files only (no symbolic links)'),
