@@ -39,6 +39,7 @@ import { commitSnapshot, type CommitEvent, type CommitResult, type CommitTrigger
 import { EROFS, errnoOf } from './errno.js';
 import type { NodeAttr, VolumeFilesystem } from './filesystem.js';
 import { refreshKernelCache } from './kernel-refresh.js';
+import type { Snapshot } from './staging.js';
 import type { VersionTree } from './tree.js';
 import { writableOperations } from './writable-ops.js';
 
@@ -144,28 +145,30 @@ export async function mountVolume(fs: VolumeFilesystem, dir: string, opts: Mount
     const started = performance.now();
     const nothing: CommitResult = { from, version: from, files: 0, bytes: 0, renamed: 0, removed: 0, chunksTransferred: 0, bytesTransferred: 0, seconds: 0 };
     if (!staging?.hasChanges()) return nothing;
-    const snap = await staging.snapshot(!detached);
     const report = opts.onCommit ?? (() => undefined);
-    const bytes = snap.puts.reduce((n, p) => n + p.size, 0);
-    report({ kind: 'start', trigger, files: snap.puts.length, bytes, renamed: snap.existing.length, removed: snap.removes.length });
-    let lastProgress = performance.now();
+    let snap: Snapshot | undefined;
     let committed;
     try {
+      snap = await staging.snapshot(!detached);
+      const bytes = snap.puts.reduce((n, p) => n + p.size, 0);
+      report({ kind: 'start', trigger, files: snap.puts.length, bytes, renamed: snap.existing.length, removed: snap.removes.length });
+      let lastProgress = performance.now();
       committed = await commitSnapshot(opts.commitTo!, snap, (progress) => {
         if (performance.now() - lastProgress < PROGRESS_MS) return;
         lastProgress = performance.now();
         report({ kind: 'progress', trigger, progress });
       });
     } catch (err) {
-      await staging.discard(snap);
+      if (snap) await staging.discard(snap);
       report({ kind: 'failed', trigger, error: messageOf(err), stagingDir: staging.dir });
       throw err;
     }
+    const frozen = snap;
     if (!detached) {
       try {
-        await reloadNow((before, after) => staging.settle(snap, before, after));
+        await reloadNow((before, after) => staging.settle(frozen, before, after));
       } catch (err) {
-        // The version exists; the staging still shows the same bytes, and the next commit or reload catches up.
+        // The version exists but the mount could not list it: the changes stay staged (showing the same bytes), and the next commit puts them again, moving no bytes.
         log.error({ version: committed.version, err: messageOf(err) }, `committed version ${committed.version}, but the mount still serves version ${fs.version}`);
       }
     }

@@ -401,19 +401,24 @@ export class Staging {
       await mkdir(snap.dir, { recursive: true });
     }
     let n = 0;
-    for (const file of staged) {
-      const path = file.path;
-      const put = await this.change(file, async () => {
-        // Renamed or removed since the snapshot began: the next commit has it where it is now.
-        if (file.gone || file.path !== path) return undefined;
-        const source = snap.dir ? join(snap.dir, String(++n)) : file.local;
-        if (snap.dir) await copyFile(file.local, source, constants.COPYFILE_FICLONE);
-        return { file, path, source, gen: file.gen, mode: file.mode, mtimeMs: file.mtimeMs, size: file.size };
-      }).catch((err: unknown) => {
-        if (file.gone) return undefined;
-        throw err;
-      });
-      if (put) snap.puts.push(put);
+    try {
+      for (const file of staged) {
+        const path = file.path;
+        const put = await this.change(file, async () => {
+          // Renamed or removed since the snapshot began: the next commit has it where it is now.
+          if (file.gone || file.path !== path) return undefined;
+          const source = snap.dir ? join(snap.dir, String(++n)) : file.local;
+          if (snap.dir) await copyFile(file.local, source, constants.COPYFILE_FICLONE);
+          return { file, path, source, gen: file.gen, mode: file.mode, mtimeMs: file.mtimeMs, size: file.size };
+        }).catch((err: unknown) => {
+          if (file.gone) return undefined;
+          throw err;
+        });
+        if (put) snap.puts.push(put);
+      }
+    } catch (err) {
+      await this.discard(snap);
+      throw err;
     }
     return snap;
   }
@@ -568,7 +573,11 @@ export class Staging {
     this.handles.set(this.lastHandle, { file, write });
     file.opens++;
     if (write) file.writers++;
-    file.fd ??= open(file.local, constants.O_RDWR | constants.O_CREAT, 0o600);
+    if (!file.fd) {
+      file.fd = open(file.local, constants.O_RDWR | constants.O_CREAT, 0o600);
+      // Its failure reaches whoever reads or writes through it; until then it is not unhandled.
+      file.fd.catch(() => undefined);
+    }
     return this.lastHandle;
   }
 
