@@ -36,8 +36,8 @@ const O_TRUNC = 0o1000;
 const BLOCK = 4096;
 /** chown's "leave it as it is" (-1 as a uint32). */
 const NO_ID = 0xffff_ffff;
-/** Refusals worth a log line: the errno alone does not say why. */
-const EXPLAINED = new Set([EPERM, EINVAL, EXDEV, EIO, ENOSPC, EDQUOT, EBADF, ENOTSUP, EROFS]);
+/** Refusals worth a log line: the errno alone does not say why (ENOTSUP for extended attributes goes unlogged: tools try them as a matter of course). */
+const EXPLAINED = new Set([EPERM, EINVAL, EXDEV, EIO, ENOSPC, EDQUOT, EBADF, EROFS]);
 
 export function writableOperations(
   fs: VolumeFilesystem,
