@@ -1,16 +1,31 @@
-/** `stowage mount` and `stowage unmount`: a read-only FUSE mount of one version of a volume (SIGHUP moves it to the newest). */
+/**
+ * `stowage mount` and `stowage unmount`: a FUSE mount of one version of a
+ * volume, read-only (SIGHUP moves it to the newest), or writable (changes are
+ * staged and committed as new versions).
+ */
 import type { Command } from 'commander';
-import { realpath } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readFile, readdir, realpath } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { InvalidArgumentError, defaultConnection } from '../client/index.js';
+import { InvalidArgumentError, Volume, defaultConnection } from '../client/index.js';
 import { messageOf } from '../common/errors.js';
-import { createLogger } from '../common/logger.js';
+import { createLogger, type Logger } from '../common/logger.js';
+import type { CommitEvent } from '../fuse-mount/commit.js';
 import { DiskChunkCache } from '../fuse-mount/disk-cache.js';
 import { VolumeFilesystem } from '../fuse-mount/filesystem.js';
 import { MemoryChunkCache } from '../fuse-mount/memory-cache.js';
 import { isMounted, mountVolume, unmountPath, type Mounted } from '../fuse-mount/mount.js';
-import { pruneMountStates, removeMountState, writeMountState, type MountState } from '../fuse-mount/mount-state.js';
+import {
+  commitMount,
+  liveMountState,
+  pruneMountStates,
+  removeMountState,
+  serveCommitRequests,
+  writeMountState,
+  type MountState,
+} from '../fuse-mount/mount-state.js';
+import { bytes } from './output.js';
 
 const UNITS: Record<string, number> = {
   '': 1,
@@ -61,6 +76,8 @@ interface MountFlags {
   cacheSize: string;
   memoryCacheSize: string;
   prefetchWindow: string;
+  writable?: boolean;
+  stagingDir?: string;
   debug?: boolean;
 }
 
@@ -70,8 +87,13 @@ const WATCH_MS = 1000;
 export function register(program: Command): void {
   program
     .command('mount <volume> <dir>')
-    .description('mount one version of a volume read-only at DIR, in the foreground (Ctrl-C unmounts; SIGHUP or stowage volume reload DIR moves it to the newest version)')
+    .description(
+      'mount one version of a volume at DIR, in the foreground (Ctrl-C unmounts; SIGHUP or stowage volume reload DIR moves it to the newest version); ' +
+        'read-only unless --writable',
+    )
     .option('--version <n>', 'mount this version instead of the latest')
+    .option('--writable', 'stage new files and whole-file rewrites locally; commit them as one version on stowage volume commit DIR, fsync, and unmount')
+    .option('--staging-dir <dir>', 'where a writable mount stages changes, in a fresh subdirectory (default: <cache dir>/staging)')
     .option('--cache-dir <dir>', 'chunk cache directory, shared by mounts on this host (default: STOWAGE_CACHE_DIR or ~/.cache/stowage)')
     .option('--cache-size <size>', 'bound on the chunk cache on disk', DEFAULT_CACHE_SIZE)
     .option('--memory-cache-size <size>', 'bound on hot chunks kept in memory', DEFAULT_MEMORY_CACHE_SIZE)
@@ -85,12 +107,23 @@ export function register(program: Command): void {
           throw new InvalidArgumentError(`--version ${flags.version} is not a version number (1, 2, …)`);
         }
       }
+      if (flags.writable && version !== undefined) {
+        throw new InvalidArgumentError('--writable mounts the latest version (its commits make the next ones); leave out --version');
+      }
+      if (flags.stagingDir !== undefined && !flags.writable) throw new InvalidArgumentError('--staging-dir needs --writable');
       const diskBytes = parseSize('--cache-size', flags.cacheSize);
       const memoryBytes = parseSize('--memory-cache-size', flags.memoryCacheSize);
       // Chunks fetched ahead wait in the memory cache for their reader: a window larger than it would evict them first.
       const prefetchWindow = Math.min(parseSize('--prefetch-window', flags.prefetchWindow, { allowZero: true }), Math.floor(memoryBytes / 2));
       const log = createLogger('mount');
-      const disk = await DiskChunkCache.open({ dir: flags.cacheDir ?? defaultCacheDir(), maxBytes: diskBytes, logger: log });
+      const cacheDir = flags.cacheDir ?? defaultCacheDir();
+      let stagingDir: string | undefined;
+      if (flags.writable) {
+        const parent = flags.stagingDir ?? join(cacheDir, 'staging');
+        await warnLeftStaging(parent, log);
+        stagingDir = join(parent, `${name}-${randomBytes(6).toString('hex')}`);
+      }
+      const disk = await DiskChunkCache.open({ dir: cacheDir, maxBytes: diskBytes, logger: log });
       const cache = new MemoryChunkCache(disk, { maxBytes: memoryBytes });
       let fs: VolumeFilesystem;
       try {
@@ -100,27 +133,51 @@ export function register(program: Command): void {
           version,
           cache,
           prefetch: { maxWindow: prefetchWindow },
+          stagingDir,
         });
       } catch (err) {
         await cache.close();
         throw err;
       }
-      let mounted;
+      let mounted: Mounted;
+      let state: MountState | undefined;
       try {
-        mounted = await mountVolume(fs, dir, { logger: log, debug: flags.debug });
+        const commitTo = flags.writable ? await Volume.fromName(name, { connection: defaultConnection() }) : undefined;
+        mounted = await mountVolume(fs, dir, {
+          logger: log,
+          debug: flags.debug,
+          commitTo,
+          onCommit: (e) => {
+            reportCommit(e, name, dir);
+            if (e.kind === 'done' && state) {
+              state.version = e.result.version;
+              void writeMountState(state).catch(() => undefined);
+            }
+          },
+        });
       } catch (err) {
         await fs.close();
+        if (fs.staging && !fs.staging.hasChanges()) await fs.staging.remove();
         throw err;
       }
       // Listening before the state file tells `stowage volume reload` where to send SIGHUP.
       // One reload after another, each recorded before the next starts.
-      let state: MountState | undefined;
       let reloads = Promise.resolve();
       process.on('SIGHUP', () => {
         reloads = reloads.then(() => reloadOnSignal(mounted, name, () => state));
       });
-      state = await recordMount(mounted, name, log);
-      console.log(`mounted ${name} version ${fs.version} at ${mounted.mountpoint}`);
+      let commits: Awaited<ReturnType<typeof serveCommitRequests>> | undefined;
+      if (mounted.writable) {
+        try {
+          commits = await serveCommitRequests(await realpath(mounted.mountpoint), () => mounted.commit('request'));
+        } catch (err) {
+          log.warn({ err: messageOf(err) }, 'cannot take commit requests: stowage volume commit will not find this mount (fsync and unmount still commit)');
+        }
+      }
+      state = await recordMount(mounted, name, log, fs.staging?.dir, commits?.path);
+      console.log(
+        `mounted ${name} version ${fs.version} at ${mounted.mountpoint}${mounted.writable ? ` (writable; staging in ${fs.staging!.dir})` : ''}`,
+      );
 
       const reason = await new Promise<string>((done) => {
         process.once('SIGINT', () => done('SIGINT'));
@@ -133,6 +190,7 @@ export function register(program: Command): void {
         }, WATCH_MS);
         watch.unref();
       });
+      await commits?.close().catch(() => undefined);
       if (state) {
         const { mountpoint } = state;
         state = undefined; // a reload finishing from now on records nothing
@@ -152,18 +210,81 @@ export function register(program: Command): void {
 
   program
     .command('unmount <dir>')
-    .description('unmount a stowage mount (its mount process then exits)')
+    .description('unmount a stowage mount (its mount process then exits); a writable one commits first, and stays mounted if that fails')
     .option('-z, --lazy', 'detach now even if files are open; the mount goes once they are closed')
     .action(async (dir: string, flags: { lazy?: boolean }) => {
+      if ((await liveMountState(dir))?.commitSocket) {
+        const r = await commitMount(dir);
+        if (r.version !== r.from) console.log(`committed ${dir}: version ${r.from} -> ${r.version}`);
+      }
       await unmountPath(dir, flags.lazy);
       console.log(`unmounted ${dir}`);
     });
 }
 
-/** Writes the mount's state file (mount-state.ts), so that `stowage volume reload` finds this process; undefined when it cannot. */
-async function recordMount(mounted: Mounted, volume: string, log: ReturnType<typeof createLogger>): Promise<MountState | undefined> {
+/** One line on stderr per commit event of the mount. */
+function reportCommit(e: CommitEvent, volume: string, dir: string): void {
+  const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
+  switch (e.kind) {
+    case 'start':
+      console.error(
+        `committing ${volume} at ${dir} (${e.trigger}): ${plural(e.files, 'file')} (${bytes(e.bytes)}), ${e.renamed} renamed, ${e.removed} removed`,
+      );
+      break;
+    case 'progress': {
+      const p = e.progress;
+      console.error(`committing ${volume}: ${p.filesDone}/${p.filesTotal} files, ${bytes(p.bytesDone)} of ${p.bytesTotal === undefined ? '?' : bytes(p.bytesTotal)}`);
+      break;
+    }
+    case 'done': {
+      const r = e.result;
+      console.error(
+        `committed ${volume} at ${dir} (${e.trigger}): version ${r.from} -> ${r.version} (${plural(r.files, 'file')}, ${bytes(r.bytes)}; ` +
+          `${r.chunksTransferred} chunks uploaded (${bytes(r.bytesTransferred)}); ${r.renamed} renamed, ${r.removed} removed) in ${r.seconds.toFixed(2)}s`,
+      );
+      break;
+    }
+    case 'failed':
+      console.error(`error: committing ${volume} at ${dir} failed (${e.trigger}); the changes stay staged in ${e.stagingDir}: ${e.error}`);
+      break;
+  }
+}
+
+/** Tells about staging directories of writable mounts that ended without committing (a killed process leaves its own). */
+async function warnLeftStaging(parent: string, log: Logger): Promise<void> {
+  let names: string[];
   try {
-    const state: MountState = { pid: process.pid, mountpoint: await realpath(mounted.mountpoint), volume, version: mounted.version, reloads: 0 };
+    names = await readdir(parent);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    try {
+      const about = JSON.parse(await readFile(join(parent, name, 'staging.json'), 'utf8')) as { pid: number; volume: string };
+      if (processExists(about.pid)) continue;
+      log.warn(
+        { staging: join(parent, name), volume: about.volume },
+        'a writable mount ended without committing its changes; nothing recovers them (their bytes are in files/ under numbered names): delete the directory when you no longer need it',
+      );
+    } catch {
+      // Not a staging directory, or being made.
+    }
+  }
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Writes the mount's state file (mount-state.ts), so that `stowage volume reload` and `commit` find this process; undefined when it cannot. */
+async function recordMount(mounted: Mounted, volume: string, log: Logger, staging?: string, commitSocket?: string): Promise<MountState | undefined> {
+  try {
+    const state: MountState = { pid: process.pid, mountpoint: await realpath(mounted.mountpoint), volume, version: mounted.version, reloads: 0, staging, commitSocket };
     await pruneMountStates();
     await writeMountState(state);
     return state;

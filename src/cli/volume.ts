@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError, Volume, type FileInfo, type VolumeInfo } from '../client/index.js';
 import { defaultConnection } from '../client/index.js';
 import { DiskChunkCache } from '../fuse-mount/disk-cache.js';
-import { reloadMount } from '../fuse-mount/mount-state.js';
+import { commitMount, reloadMount } from '../fuse-mount/mount-state.js';
 import { warmupVolume, type WarmupResult } from '../fuse-mount/warmup.js';
 import { DEFAULT_CACHE_SIZE, defaultCacheDir, parseSize } from './mount.js';
 import { bytes, printJson, progressBar, transferSummary } from './output.js';
@@ -188,6 +188,20 @@ export function register(program: Command): void {
     .action(async (dir: string) => {
       const { from, to } = await reloadMount(dir);
       console.log(`reloaded ${dir}: version ${from} -> ${to}`);
+    });
+
+  vol
+    .command('commit <dir>')
+    .description('commit what the writable mount at DIR has staged as one new version, and wait for it (the mount then serves it)')
+    .option('--json', 'print JSON')
+    .action(async (dir: string, flags: JsonFlag) => {
+      const r = await commitMount(dir);
+      if (flags.json) return printJson(r);
+      console.log(
+        r.version === r.from
+          ? `nothing to commit in ${dir} (version ${r.version})`
+          : `committed ${dir}: version ${r.from} -> ${r.version} (${r.files} file${r.files === 1 ? '' : 's'}, ${bytes(r.bytes)}; ${r.renamed} renamed, ${r.removed} removed)`,
+      );
     });
 
   vol

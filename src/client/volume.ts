@@ -261,13 +261,13 @@ export class Volume {
   }
 
   /** @internal Used by BatchUpload. */
-  async commitBatch(files: PendingFile[], opts: BatchUploadOptions): Promise<CommitResult> {
+  async commitBatch(files: PendingFile[], opts: BatchUploadOptions, more: BatchExtras = { existing: [], removes: [] }): Promise<CommitResult> {
     const seen = new Set<string>();
-    for (const f of files) {
-      if (seen.has(f.remotePath)) throw new InvalidArgumentError(`"${f.remotePath}" is put twice in one batch`);
-      seen.add(f.remotePath);
+    for (const path of [...files.map((f) => f.remotePath), ...more.existing.map((e) => e.path)]) {
+      if (seen.has(path)) throw new InvalidArgumentError(`"${path}" is put twice in one batch`);
+      seen.add(path);
     }
-    if (!opts.force) await this.refuseExisting(files.map((f) => f.remotePath));
+    if (!opts.force) await this.refuseExisting([...seen]);
     const uploader = new Uploader(this.conn, this.transport, this.name, {
       chunkSize: this.opts.chunkSize,
       parallel: this.opts.parallel,
@@ -278,8 +278,8 @@ export class Volume {
     const { entries, stats } = await uploader.run(files);
     const res = await this.call('commit', {
       volume: this.name,
-      puts: entries,
-      removes: [],
+      puts: [...entries, ...more.existing],
+      removes: more.removes,
       copies: [],
       force: opts.force ?? false,
     });
@@ -337,10 +337,24 @@ type CallbackOf<F> = F extends (req: never, md: never, opts: never, cb: infer C)
 type UnaryResult<M extends UnaryName> =
   CallbackOf<Vols[M]> extends (err: never, res: infer R) => void ? R : never;
 
-/** Files gathered for one commit; nothing is visible until commit() succeeds. */
+/** What a batch commits besides uploaded files. */
+interface BatchExtras {
+  /** Files the volume stores already, under new paths (no bytes move). */
+  existing: FileEntry[];
+  removes: { path: string; recursive: boolean }[];
+}
+
+/**
+ * Changes gathered for one commit; nothing is visible until commit() succeeds.
+ * The server applies a batch's removals first, then its files, so a batch may
+ * remove a directory and put a file of the same name.
+ */
 export class BatchUpload {
   private readonly files: PendingFile[] = [];
   private readonly dirs: { local: string; remote: string }[] = [];
+  private readonly extras: BatchExtras = { existing: [], removes: [] };
+  /** Mode and mtime given to putFile for a local file, which win over the file's own. */
+  private readonly given = new Map<PendingFile, { mode?: number; mtimeMs?: number }>();
   private committed = false;
 
   constructor(
@@ -348,11 +362,31 @@ export class BatchUpload {
     private readonly opts: BatchUploadOptions,
   ) {}
 
-  /** A local file path, a Buffer or a Readable stream, to `remotePath`. */
-  putFile(source: UploadSource, remotePath: string, opts: { mode?: number } = {}): this {
+  /**
+   * A local file path, a Buffer or a Readable stream, to `remotePath`. A local
+   * file's mode and mtime are its own unless given here.
+   */
+  putFile(source: UploadSource, remotePath: string, opts: { mode?: number; mtimeMs?: number } = {}): this {
     const path = normalizeFilePath(remotePath);
     const size = Buffer.isBuffer(source) ? source.length : source instanceof Readable ? undefined : -1;
-    this.files.push({ remotePath: path, source, size, mode: opts.mode ?? 0o644, mtimeMs: Date.now() });
+    this.files.push({ remotePath: path, source, size, mode: opts.mode ?? 0o644, mtimeMs: opts.mtimeMs ?? Date.now() });
+    if (size === -1) this.given.set(this.files.at(-1)!, { mode: opts.mode, mtimeMs: opts.mtimeMs });
+    return this;
+  }
+
+  /**
+   * A file this volume stores already (`entry` as listed or stat-ed, with its
+   * extents) under `remotePath`, with `mode` if given: no bytes move. The
+   * server checks that the entry's chunks are still stored.
+   */
+  putExisting(entry: FileEntry, remotePath: string, opts: { mode?: number } = {}): this {
+    this.extras.existing.push({ ...entry, path: normalizeFilePath(remotePath), mode: opts.mode ?? entry.mode });
+    return this;
+  }
+
+  /** Removes a file (or a directory, with recursive) in the same version; NOT_FOUND at commit when it is not there. */
+  removeFile(path: string, opts: { recursive?: boolean } = {}): this {
+    this.extras.removes.push({ path: normalizePath(path), recursive: opts.recursive ?? false });
     return this;
   }
 
@@ -369,13 +403,14 @@ export class BatchUpload {
     for (const f of this.files) {
       if (f.size === -1) {
         const st = await statFile(f.source as string);
+        const given = this.given.get(f);
         f.size = st.size;
-        f.mode = st.mode & 0o777;
-        f.mtimeMs = Math.floor(st.mtimeMs);
+        f.mode = given?.mode ?? st.mode & 0o777;
+        f.mtimeMs = given?.mtimeMs ?? Math.floor(st.mtimeMs);
       }
     }
     for (const d of this.dirs) this.files.push(...(await walk(d.local, d.remote)));
-    return this.volume.commitBatch(this.files, this.opts);
+    return this.volume.commitBatch(this.files, this.opts, this.extras);
   }
 }
 

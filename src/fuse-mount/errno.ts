@@ -6,16 +6,23 @@
  */
 import { StowageError, type ErrorCode } from '../common/errors.js';
 
+export const EPERM = 1;
 export const ENOENT = 2;
 export const EIO = 5;
 export const EBADF = 9;
 export const EACCES = 13;
+export const EEXIST = 17;
+export const EXDEV = 18;
 export const ENOTDIR = 20;
 export const EISDIR = 21;
 export const EINVAL = 22;
+export const ENOSPC = 28;
 export const EROFS = 30;
 export const ENOSYS = 38;
+export const ENOTEMPTY = 39;
+export const ENOTSUP = 95;
 export const ETIMEDOUT = 110;
+export const EDQUOT = 122;
 
 const byCode: Record<ErrorCode, number> = {
   NOT_FOUND: ENOENT,
@@ -30,7 +37,8 @@ const byCode: Record<ErrorCode, number> = {
   INTERNAL: EIO,
 };
 
-const SYSTEM: Record<string, number> = { ENOENT, EACCES, EISDIR, ENOTDIR, EROFS, ETIMEDOUT };
+/** Node system errors passed on as they are (from the staging directory of a writable mount, mostly). */
+const SYSTEM: Record<string, number> = { ENOENT, EACCES, EISDIR, ENOTDIR, EROFS, ETIMEDOUT, ENOSPC, EDQUOT };
 
 /** An error raised by the filesystem layer with an errno chosen there (ENOENT, EROFS, …). */
 export class FsError extends Error {

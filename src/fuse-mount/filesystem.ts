@@ -47,7 +47,11 @@
  *   renames one that is still open to a `.fuse_hidden…` name (this layer
  *   answers getattr for it with the old node until its last close unlinks it).
  *
- * Not here yet: writes.
+ * - Writes (a writable mount only): the changes made through the mount are
+ *   staged on local disk (staging.ts), laid over the tree: lookups, listings
+ *   and opens here ask the staging first; what it covers a reload leaves
+ *   alone in the kernel (its view of those paths is already right). The write
+ *   callbacks themselves go to the staging (writable-ops.ts).
  */
 import { BlobTransport, type TransferMode } from '../client/blob-transport.js';
 import type { Connection } from '../client/connection.js';
@@ -60,6 +64,7 @@ import { EISDIR, ENOENT, EROFS, FsError } from './errno.js';
 import { extentStarts, lastAtOrBefore } from './extents.js';
 import { PackReads, type PackReadOptions } from './pack-reads.js';
 import { Prefetcher, type FilePrefetch, type PrefetchOptions } from './prefetcher.js';
+import { FIRST_STAGED_HANDLE, Staging, isStaged, type ViewNode } from './staging.js';
 import type { ChunkCache } from './types.js';
 import { VersionTree, changedPaths, type DirNode, type FileNode, type Node } from './tree.js';
 
@@ -75,6 +80,8 @@ export interface VolumeFilesystemOptions {
   prefetch?: PrefetchOptions;
   /** Read-ahead over the small files packed into one blob (pack-reads.ts); `maxWindow: 0` turns it off. */
   packReads?: PackReadOptions;
+  /** Makes the filesystem writable, staging changes in this directory (its own; made here). */
+  stagingDir?: string;
 }
 
 /** What a stat says, in the units of struct stat (times in ms). */
@@ -100,8 +107,8 @@ const O_TRUNC = 0o1000;
 /** Permission bits of a file stored without any. */
 const DEFAULT_FILE_MODE = 0o644;
 const NO_WRITE = ~0o222;
-/** fuse-native passes a handle as 32 bits; ours stay positive int32. */
-const MAX_HANDLE = 0x7fff_ffff;
+/** fuse-native passes a handle as 32 bits; ours stay positive int32, below the staging's. */
+const MAX_HANDLE = FIRST_STAGED_HANDLE - 1;
 
 /** Paths remembered as possibly known to the kernel; beyond this, every path counts as known. */
 const MAX_SEEN = 1 << 20;
@@ -137,6 +144,8 @@ export class VolumeFilesystem {
   /** Old files libfuse renamed to a hidden name while still open, until their last close unlinks them. */
   private readonly hidden = new Map<string, FileNode>();
   readonly packs: PackReads;
+  /** Paths a running reload makes the kernel look up again, which must not be created meanwhile (endReload() clears). */
+  private revalidating = new Set<string>();
   private reloading: Promise<unknown> = Promise.resolve();
 
   private constructor(
@@ -148,6 +157,8 @@ export class VolumeFilesystem {
     private readonly urls: BlobUrls,
     /** Undefined when prefetching is off. */
     readonly prefetcher: Prefetcher | undefined,
+    /** The changes of a writable mount; undefined when read-only. */
+    readonly staging: Staging | undefined,
     packReads: PackReadOptions | undefined,
   ) {
     this.packs = new PackReads(entriesOf(current), cache, (entry, index, offset, length) => this.readBlob(entry, index, offset, length), packReads);
@@ -161,7 +172,10 @@ export class VolumeFilesystem {
     const transport = new BlobTransport(conn, opts.transfer);
     const tree = new VersionTree(version, entries, createdAtMs);
     const prefetcher = opts.prefetch?.maxWindow === 0 ? undefined : new Prefetcher((hash) => opts.cache.isHot(hash), opts.prefetch);
-    return new VolumeFilesystem(volume, tree, conn, opts.cache, transport, new BlobUrls(conn, transport), prefetcher, opts.packReads);
+    let fs: VolumeFilesystem | undefined;
+    const staging = opts.stagingDir ? await Staging.create(opts.stagingDir, () => fs!.current, { volume }) : undefined;
+    fs = new VolumeFilesystem(volume, tree, conn, opts.cache, transport, new BlobUrls(conn, transport), prefetcher, staging, opts.packReads);
+    return fs;
   }
 
   /** The tree served now (replaced by reload()). */
@@ -195,7 +209,8 @@ export class VolumeFilesystem {
       plan.added = changes.added.length;
       plan.changed = changes.changed.length;
       plan.removed = changes.removed.length;
-      const known = (path: string): boolean => this.seenAll || this.seen.has(path);
+      // A path the staging covers shows what the staging says, before and after: the kernel's view of it stays right.
+      const known = (path: string): boolean => (this.seenAll || this.seen.has(path)) && !this.staging?.covers(path);
       const parentOf = (path: string): string => path.slice(0, Math.max(1, path.lastIndexOf('/')));
       const retire = (n: Node): void => {
         if (n.kind !== 'file' || !known(n.path)) return;
@@ -222,6 +237,7 @@ export class VolumeFilesystem {
       }
       plan.unlink.sort();
       plan.revalidate.sort();
+      this.revalidating = new Set(plan.revalidate);
       return plan;
     });
     this.reloading = next.catch(() => undefined);
@@ -231,6 +247,12 @@ export class VolumeFilesystem {
   /** The kernel was told about the last reload: the files it did not unlink are no longer unlinkable. */
   endReload(): void {
     this.retiring.clear();
+    this.revalidating = new Set();
+  }
+
+  /** Whether a running reload is making the kernel look `path` up again (its O_CREAT|O_EXCL open must create nothing). */
+  beingRevalidated(path: string): boolean {
+    return this.revalidating.has(path);
   }
 
   stats(): FsStats {
@@ -246,9 +268,9 @@ export class VolumeFilesystem {
         this.seen.clear();
       }
     }
-    const n = this.current.find(path) ?? this.hidden.get(path);
+    const n = this.find(path) ?? this.hidden.get(path);
     if (!n) throw new FsError(ENOENT, `no such file in version ${this.current.version}: ${path}`);
-    return attrOf(n);
+    return this.attrOf(n);
   }
 
   /**
@@ -258,6 +280,7 @@ export class VolumeFilesystem {
    */
   unlink(path: string): void {
     if (this.retiring.delete(path) || this.hidden.delete(path)) return;
+    if (this.staging) return this.staging.unlink(path);
     throw new FsError(EROFS, `${path}: the mount is read-only`);
   }
 
@@ -269,11 +292,21 @@ export class VolumeFilesystem {
       this.hidden.set(to, node);
       return;
     }
+    if (this.staging) return this.staging.rename(from, to);
     throw new FsError(EROFS, `${from}: the mount is read-only`);
   }
 
   /** Names in a directory with their attributes, '.' and '..' first. */
   readdir(path: string): { names: string[]; attrs: NodeAttr[] } {
+    if (this.staging) {
+      const parent = path === '/' ? path : path.slice(0, Math.max(1, path.lastIndexOf('/')));
+      const entries = this.staging.list(path);
+      const self = this.lookup(path);
+      return {
+        names: ['.', '..', ...entries.map((e) => e.name)],
+        attrs: [this.attrOf(self), this.attrOf(this.find(parent) ?? self), ...entries.map((e) => this.attrOf(e.node))],
+      };
+    }
     const dir = this.current.dir(path);
     const names = ['.', '..'];
     const attrs = [attrOf(dir), attrOf(dir.parent ?? dir)];
@@ -287,11 +320,13 @@ export class VolumeFilesystem {
 
   /** Checks that `path` may be opened with `flags`; returns a new file handle (release() drops it). */
   open(path: string, flags: number): number {
-    const node = this.current.lookup(path);
+    const node = this.lookup(path);
     if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) {
+      // A writable mount's writing opens go to its staging (writable-ops.ts).
       throw new FsError(EROFS, `${path}: the mount is read-only`);
     }
-    if (node.kind === 'dir') throw new FsError(EISDIR, `${path} is a directory`);
+    if (node.kind === 'staged') return this.staging!.openForRead(node);
+    if (node.kind === 'dir' || node.kind === 'staged-dir') throw new FsError(EISDIR, `${path} is a directory`);
     const fh = this.newHandle();
     const entry = node.entry;
     this.handles.set(fh, { file: node, prefetch: this.prefetcher?.open(entry, (i) => this.extentBytes(entry, i)) });
@@ -306,9 +341,9 @@ export class VolumeFilesystem {
 
   /** access(2): write access is never granted; the rest is (only the mounting user reaches the mount). */
   access(path: string, mode: number): void {
-    if (!this.hidden.has(path)) this.current.lookup(path);
+    if (!this.hidden.has(path)) this.lookup(path);
     const W_OK = 2;
-    if (mode & W_OK) throw new FsError(EROFS, `${path}: the mount is read-only`);
+    if (mode & W_OK && !this.staging) throw new FsError(EROFS, `${path}: the mount is read-only`);
   }
 
   /**
@@ -345,20 +380,39 @@ export class VolumeFilesystem {
    */
   fileFor(fh: number, path: string): FileNode {
     const byHandle = this.handles.get(fh)?.file;
-    const node: Node = byHandle ?? this.current.lookup(path);
-    if (node.kind !== 'file') throw new FsError(EISDIR, `${path} is a directory`);
+    const node: ViewNode = byHandle ?? this.lookup(path);
+    if (node.kind !== 'file') throw new FsError(EISDIR, `${path} is not a committed file`);
     return node;
   }
 
   async close(): Promise<void> {
     for (const h of this.handles.values()) h.prefetch?.release();
     this.handles.clear();
+    await this.staging?.close();
     await this.prefetcher?.close();
     await this.packs.settled();
     await this.cache.close();
   }
 
-  /** A handle number not in use (they are reused only after 2^31 opens). */
+  /** The node at a path, with the staging over the tree when there is one. */
+  private find(path: string): ViewNode | undefined {
+    return this.staging ? this.staging.find(path) : this.current.find(path);
+  }
+
+  private lookup(path: string): ViewNode {
+    const n = this.find(path);
+    if (!n) throw new FsError(ENOENT, `no such file in version ${this.current.version}: ${path}`);
+    return n;
+  }
+
+  /** What stat says; in a writable mount every file and directory shows its owner's write bit, and directories one link. */
+  private attrOf(n: ViewNode): NodeAttr {
+    if (!this.staging) return attrOf(n as Node);
+    const a = isStaged(n) ? this.staging.attr(n) : attrOf(n);
+    return { ...a, mode: a.mode | 0o200, nlink: n.kind === 'dir' ? 1 : a.nlink };
+  }
+
+  /** A handle number not in use (they are reused only after 2^30 opens). */
   private newHandle(): number {
     do {
       this.lastHandle = this.lastHandle >= MAX_HANDLE ? 1 : this.lastHandle + 1;

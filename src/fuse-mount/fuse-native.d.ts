@@ -62,6 +62,8 @@ declare module 'fuse-native' {
     symlink?(src: string, dest: string, cb: Done): void;
     mkdir?(path: string, mode: number, cb: Done): void;
     rmdir?(path: string, cb: Done): void;
+    /** fsync(2)/fdatasync(2) of an open file (`datasync` non-zero for the latter). */
+    fsync?(path: string, datasync: number, fd: number, cb: Done): void;
     setxattr?(path: string, name: string, value: Buffer, position: number, flags: number, cb: Done): void;
     removexattr?(path: string, name: string, cb: Done): void;
   }

@@ -14,12 +14,20 @@
  *   waits for the count to move.
  * - A file is trusted only for a live stowage mount: the mount point must be
  *   listed as a `fuse.stowage` mount and the process must exist.
+ * - A writable mount also listens on a unix socket beside its state file
+ *   (named in it) for `stowage volume commit DIR`: one request line, one
+ *   answer line (JSON), sent when the commit that started after the request
+ *   arrived has ended. A socket rather than a signal, so that each committer
+ *   gets the answer of a commit that includes what it wrote before asking.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, readdir, realpath, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, realpath, rename, rm, writeFile } from 'node:fs/promises';
+import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { FailedPreconditionError, UnavailableError, messageOf } from '../common/errors.js';
+import { createInterface } from 'node:readline';
+import { FailedPreconditionError, StowageError, UnavailableError, errorForCode, messageOf, type ErrorCode } from '../common/errors.js';
+import type { CommitResult } from './commit.js';
 
 export interface MountState {
   pid: number;
@@ -31,7 +39,16 @@ export interface MountState {
   reloads: number;
   /** Why the last reload failed, when it did. */
   lastError?: string;
+  /** A writable mount's staging directory, and the socket it takes commit requests on. */
+  staging?: string;
+  commitSocket?: string;
 }
+
+/** The answer to a commit request. */
+type CommitAnswer = { ok: true; result: CommitResult } | { ok: false; code: ErrorCode; error: string };
+
+/** Unix socket paths are limited to 107 bytes. */
+const MAX_SOCKET_PATH = 107;
 
 /** How long `reloadMount` waits for the mount to report, by default. */
 const RELOAD_WAIT_MS = 10 * 60_000;
@@ -44,8 +61,11 @@ export function mountStateDir(): string {
 }
 
 function stateFile(realMountpoint: string): string {
-  const key = createHash('sha256').update(realMountpoint).digest('hex').slice(0, 32);
-  return join(mountStateDir(), `mount-${key}.json`);
+  return join(mountStateDir(), `mount-${stateKey(realMountpoint)}.json`);
+}
+
+function stateKey(realMountpoint: string): string {
+  return createHash('sha256').update(realMountpoint).digest('hex').slice(0, 32);
 }
 
 /** Records `state` for its mount point (absolute, as mounted). */
@@ -70,7 +90,10 @@ export async function pruneMountStates(): Promise<void> {
   for (const name of names.filter((n) => n.startsWith('mount-') && n.endsWith('.json'))) {
     try {
       const state = JSON.parse(await readFile(join(dir, name), 'utf8')) as MountState;
-      if (!alive(state.pid)) await rm(join(dir, name), { force: true });
+      if (!alive(state.pid)) {
+        await rm(join(dir, name), { force: true });
+        if (state.commitSocket) await rm(state.commitSocket, { force: true });
+      }
     } catch {
       // Being written or removed by its owner right now: leave it.
     }
@@ -136,5 +159,103 @@ export async function reloadMount(dir: string, opts: { waitMs?: number } = {}): 
       return { from: before.version, to: now.version, state: now };
     }
     if (Date.now() > deadline) throw new UnavailableError(`the mount process of ${dir} (pid ${before.pid}) did not report a reload in time`);
+  }
+}
+
+/**
+ * Listens for commit requests of the writable mount at `realMountpoint`
+ * (`commit` runs one, after any running one). Returns the socket's path and
+ * how to stop listening.
+ */
+export async function serveCommitRequests(
+  realMountpoint: string,
+  commit: () => Promise<CommitResult>,
+): Promise<{ path: string; close(): Promise<void> }> {
+  const dir = mountStateDir();
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const path = join(dir, `mount-${stateKey(realMountpoint)}.sock`);
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
+    throw new FailedPreconditionError(`the commit socket ${path} is longer than a unix socket path may be (set STOWAGE_RUNTIME_DIR to a shorter directory)`);
+  }
+  // Left by a mount process of this mount point that was killed (this one is not mounted twice).
+  await rm(path, { force: true });
+  const server = createServer((sock) => {
+    sock.on('error', () => undefined);
+    createInterface({ input: sock }).once('line', (line) => {
+      let op: unknown;
+      try {
+        op = (JSON.parse(line) as { op?: unknown }).op;
+      } catch {
+        op = undefined;
+      }
+      const answer = (a: CommitAnswer): void => void sock.end(`${JSON.stringify(a)}\n`);
+      if (op !== 'commit') return answer({ ok: false, code: 'INVALID_ARGUMENT', error: `unknown request ${line.slice(0, 80)}` });
+      commit().then(
+        (result) => answer({ ok: true, result }),
+        (err: unknown) => answer({ ok: false, code: err instanceof StowageError ? err.code : 'INTERNAL', error: messageOf(err) }),
+      );
+    });
+  });
+  await new Promise<void>((done, fail) => {
+    server.once('error', fail);
+    server.listen(path, () => done());
+  });
+  await chmod(path, 0o600);
+  server.unref();
+  return {
+    path,
+    async close() {
+      await new Promise<void>((done) => server.close(() => done()));
+      await rm(path, { force: true });
+    },
+  };
+}
+
+/**
+ * Asks the writable mount serving `dir` to commit its staged changes and
+ * waits for the answer: the commit includes every write made through the
+ * mount before this call. FailedPreconditionError when `dir` is not a running
+ * writable stowage mount of this user; the commit's own error when it failed.
+ */
+export async function commitMount(dir: string): Promise<CommitResult> {
+  let mountpoint: string;
+  try {
+    mountpoint = await realpath(resolve(dir));
+  } catch (err) {
+    throw new FailedPreconditionError(`${dir} is not a stowage mount (${messageOf(err)})`);
+  }
+  if (!(await isStowageMount(mountpoint))) throw new FailedPreconditionError(`${dir} is not a stowage mount`);
+  const state = await readMountState(mountpoint);
+  if (!state || !alive(state.pid)) {
+    throw new FailedPreconditionError(`no running stowage mount process found for ${dir} (it was mounted by another user, or its process is gone)`);
+  }
+  if (!state.commitSocket) throw new FailedPreconditionError(`${dir} is mounted read-only: there is nothing to commit (mount it with --writable)`);
+  const line = await new Promise<string>((done, fail) => {
+    const sock = createConnection(state.commitSocket!);
+    let answered = false;
+    sock.once('error', (err) => fail(new UnavailableError(`cannot reach the mount process of ${dir} (pid ${state.pid}): ${messageOf(err)}`)));
+    sock.once('connect', () => sock.write(`${JSON.stringify({ op: 'commit' })}\n`));
+    createInterface({ input: sock }).once('line', (l) => {
+      answered = true;
+      done(l);
+    });
+    sock.once('close', () => {
+      if (!answered) fail(new UnavailableError(`the mount process of ${dir} went away before the commit ended`));
+    });
+  });
+  const answer = JSON.parse(line) as CommitAnswer;
+  if (!answer.ok) throw errorForCode(answer.code, answer.error);
+  return answer.result;
+}
+
+/** The state of the stowage mount at `dir` when there is a live one, for commands that act on it. */
+export async function liveMountState(dir: string): Promise<MountState | undefined> {
+  try {
+    const mountpoint = await realpath(resolve(dir));
+    if (!(await isStowageMount(mountpoint))) return undefined;
+    const state = await readMountState(mountpoint);
+    return state && alive(state.pid) ? state : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -13,6 +13,14 @@
  * - The mount is not `ro` at the VFS level: a reload unlinks changed files
  *   through it. Every write still fails with EROFS, answered by the
  *   filesystem; `mount` and statvfs(3) report it read-write.
+ * - A writable mount (the filesystem has a staging) takes the write
+ *   callbacks of writable-ops.ts, with `atomic_o_trunc` so that an open with
+ *   O_TRUNC reaches it as one (a whole-file rewrite of a committed file is
+ *   allowed, an open for writing without O_TRUNC is not). Mounted.commit()
+ *   commits the staged changes as one version (commit.ts) and moves the
+ *   mount to it like a reload, settling the staging in the same step; commits
+ *   and reloads run one at a time. unmount() commits what is left once the
+ *   kernel has let go, and keeps the staging directory if that fails.
  * - Options fuse-native does not pass on (use_ino, negative_timeout) are
  *   appended to its `-o` string by overriding `_fuseOptions`.
  * - A mount point left behind by a mount process that died ("Transport
@@ -25,17 +33,24 @@ import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import Fuse, { type FuseOps, type FuseStat } from 'fuse-native';
 import { FailedPreconditionError, messageOf } from '../common/errors.js';
+import type { Volume } from '../client/volume.js';
 import { createLogger, type Logger } from '../common/logger.js';
+import { commitSnapshot, type CommitEvent, type CommitResult, type CommitTrigger } from './commit.js';
 import { EROFS, errnoOf } from './errno.js';
 import type { NodeAttr, VolumeFilesystem } from './filesystem.js';
 import { refreshKernelCache } from './kernel-refresh.js';
+import type { Snapshot } from './staging.js';
+import type { VersionTree } from './tree.js';
+import { writableOperations } from './writable-ops.js';
 
 const run = promisify(execFile);
 
 /** Seconds the kernel may trust a lookup or an attribute: a reload invalidates what changed itself. */
 const METADATA_TIMEOUT_S = 3600;
 /** fuse-native answers ETIMEDOUT for an op not done in time; a cold chunk may take a while. */
-const OP_TIMEOUT_MS = { default: 30_000, read: 120_000 };
+const OP_TIMEOUT_MS = { default: 30_000, read: 120_000, write: 120_000, fsync: 3_600_000 };
+/** Commit progress is reported at most this often. */
+const PROGRESS_MS = 2000;
 const BLOCK = 4096;
 const IO_SIZE = 128 * 1024;
 
@@ -43,6 +58,10 @@ export interface MountOptions {
   logger?: Logger;
   /** libfuse debug output on stderr. */
   debug?: boolean;
+  /** The volume commits go to: required when the filesystem is writable. */
+  commitTo?: Volume;
+  /** Told about every commit as it starts, progresses, ends or fails. */
+  onCommit?: (e: CommitEvent) => void;
 }
 
 /** What one reload did. */
@@ -65,14 +84,30 @@ export interface Mounted {
    * are refreshed before it resolves.
    */
   reload(): Promise<ReloadResult>;
-  /** Unmounts (lazily, so open files do not block it) and closes the filesystem. */
+  /** Whether writes are staged and committed (else the mount is read-only). */
+  readonly writable: boolean;
+  /**
+   * Commits everything staged when it starts (every write that returned
+   * before) as one new version, and serves that version from then on. The
+   * staging keeps its changes when it fails. Resolves with `version` equal to
+   * `from` when there was nothing to commit.
+   */
+  commit(trigger?: CommitTrigger): Promise<CommitResult>;
+  /**
+   * Unmounts (lazily, so open files do not block it) and closes the
+   * filesystem. A writable mount then commits what is still staged and
+   * deletes its staging directory; if that commit fails it rejects, saying
+   * where the changes are kept.
+   */
   unmount(): Promise<void>;
 }
 
 /** fuse-native with the options it cannot express. */
 class StowageFuse extends Fuse {
+  writable = false;
+
   protected override _fuseOptions(): string {
-    const extra = `use_ino,negative_timeout=${METADATA_TIMEOUT_S}`;
+    const extra = `use_ino,negative_timeout=${METADATA_TIMEOUT_S}${this.writable ? ',atomic_o_trunc' : ''}`;
     const base = super._fuseOptions();
     return base ? `${base},${extra}` : `-o${extra}`;
   }
@@ -81,8 +116,81 @@ class StowageFuse extends Fuse {
 export async function mountVolume(fs: VolumeFilesystem, dir: string, opts: MountOptions = {}): Promise<Mounted> {
   const mountpoint = resolve(dir);
   const log = opts.logger ?? createLogger('fuse-mount');
+  const staging = fs.staging;
+  if (staging && !opts.commitTo) throw new FailedPreconditionError('a writable mount needs the volume its commits go to');
   await prepareMountpoint(mountpoint, log);
-  const fuse = new StowageFuse(mountpoint, operations(fs, log), {
+  let queue: Promise<unknown> = Promise.resolve();
+  /** Runs `f` after every reload and commit queued before it. */
+  const inTurn = <T>(f: () => Promise<T>): Promise<T> => {
+    const next = queue.then(f);
+    queue = next.catch(() => undefined);
+    return next;
+  };
+  /** Moves to the newest version and tells the kernel; `settle` runs once the new tree is served, before the kernel is told. */
+  const reloadNow = async (settle?: (before: VersionTree, after: VersionTree) => void): Promise<ReloadResult> => {
+    const before = fs.tree;
+    const plan = await fs.reload();
+    try {
+      settle?.(before, fs.tree);
+      await refreshKernelCache(mountpoint, plan, log);
+    } finally {
+      fs.endReload();
+    }
+    const { from, to, added, changed, removed } = plan;
+    return { from, to, added, changed, removed };
+  };
+  /** One commit; `detached` once the kernel has let go of the mount (nothing can write, nothing to reload). */
+  const commitNow = async (trigger: CommitTrigger, detached: boolean): Promise<CommitResult> => {
+    const from = fs.version;
+    const started = performance.now();
+    const nothing: CommitResult = { from, version: from, files: 0, bytes: 0, renamed: 0, removed: 0, chunksTransferred: 0, bytesTransferred: 0, seconds: 0 };
+    if (!staging?.hasChanges()) return nothing;
+    const report = opts.onCommit ?? (() => undefined);
+    let snap: Snapshot | undefined;
+    let committed;
+    try {
+      snap = await staging.snapshot(!detached);
+      const bytes = snap.puts.reduce((n, p) => n + p.size, 0);
+      report({ kind: 'start', trigger, files: snap.puts.length, bytes, renamed: snap.existing.length, removed: snap.removes.length });
+      let lastProgress = performance.now();
+      committed = await commitSnapshot(opts.commitTo!, snap, (progress) => {
+        if (performance.now() - lastProgress < PROGRESS_MS) return;
+        lastProgress = performance.now();
+        report({ kind: 'progress', trigger, progress });
+      });
+    } catch (err) {
+      if (snap) await staging.discard(snap);
+      report({ kind: 'failed', trigger, error: messageOf(err), stagingDir: staging.dir });
+      throw err;
+    }
+    const frozen = snap;
+    if (!detached) {
+      try {
+        await reloadNow((before, after) => staging.settle(frozen, before, after));
+      } catch (err) {
+        // The version exists but the mount could not list it: the changes stay staged (showing the same bytes), and the next commit puts them again, moving no bytes.
+        log.error({ version: committed.version, err: messageOf(err) }, `committed version ${committed.version}, but the mount still serves version ${fs.version}`);
+      }
+    }
+    await staging.discard(snap);
+    const result: CommitResult = {
+      from,
+      version: committed.version,
+      files: committed.files,
+      bytes: committed.bytes,
+      renamed: snap.existing.length,
+      removed: committed.removed,
+      chunksTransferred: committed.chunksTransferred,
+      bytesTransferred: committed.bytesTransferred,
+      seconds: (performance.now() - started) / 1000,
+    };
+    report({ kind: 'done', trigger, result });
+    return result;
+  };
+  let detached = false;
+  const readOps = operations(fs, log);
+  const ops = staging ? writableOperations(fs, readOps, { log, commit: (trigger) => inTurn(() => commitNow(trigger, detached)) }) : readOps;
+  const fuse = new StowageFuse(mountpoint, ops, {
     fsname: `stowage:${fs.volume}`,
     subtype: 'stowage',
     kernelCache: true,
@@ -91,38 +199,50 @@ export async function mountVolume(fs: VolumeFilesystem, dir: string, opts: Mount
     timeout: OP_TIMEOUT_MS,
     debug: opts.debug,
   });
+  fuse.writable = staging !== undefined;
   await new Promise<void>((done, fail) =>
     fuse.mount((err) =>
       err ? fail(new FailedPreconditionError(`cannot mount at ${mountpoint}: ${messageOf(err)} (is /dev/fuse there, and fusermount installed?)`)) : done(),
     ),
   );
   let unmounted: Promise<void> | undefined;
-  let reloading: Promise<unknown> = Promise.resolve();
   return {
     mountpoint,
     get version() {
       return fs.version;
     },
+    writable: staging !== undefined,
     reload() {
-      const next = reloading.then(async (): Promise<ReloadResult> => {
-        const plan = await fs.reload();
-        try {
-          await refreshKernelCache(mountpoint, plan, log);
-        } finally {
-          fs.endReload();
-        }
-        const { from, to, added, changed, removed } = plan;
-        return { from, to, added, changed, removed };
-      });
-      reloading = next.catch(() => undefined);
-      return next;
+      return inTurn(() => reloadNow());
+    },
+    commit(trigger = 'request') {
+      return inTurn(() => commitNow(trigger, detached));
     },
     unmount() {
       unmounted ??= (async () => {
-        if (await isMounted(mountpoint)) {
-          await new Promise<void>((done, fail) => fuse.unmount((err) => (err ? fail(err) : done())));
+        let notDetached: unknown;
+        try {
+          if (await isMounted(mountpoint)) {
+            await new Promise<void>((done, fail) => fuse.unmount((err) => (err ? fail(err) : done())));
+          }
+          detached = true;
+        } catch (err) {
+          notDetached = err;
+        }
+        let failure: unknown;
+        if (staging) {
+          try {
+            await inTurn(() => commitNow('unmount', detached));
+          } catch (err) {
+            failure = err;
+          }
         }
         await fs.close();
+        if (failure !== undefined) {
+          throw new FailedPreconditionError(`the last commit failed, so the uncommitted changes are kept in ${staging!.dir}: ${messageOf(failure)}`);
+        }
+        await staging?.remove();
+        if (notDetached !== undefined) throw notDetached;
       })();
       return unmounted;
     },
