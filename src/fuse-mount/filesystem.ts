@@ -66,7 +66,9 @@ import { PackReads, type PackReadOptions } from './pack-reads.js';
 import { Prefetcher, type FilePrefetch, type PrefetchOptions } from './prefetcher.js';
 import { FIRST_STAGED_HANDLE, Staging, isStaged, type ViewNode } from './staging.js';
 import type { ChunkCache } from './types.js';
-import { VersionTree, changedPaths, type DirNode, type FileNode, type Node } from './tree.js';
+import { VersionTree, changedPaths, type DirNode, type FileNode, type Node, type NodeAttr } from './tree.js';
+
+export type { NodeAttr } from './tree.js';
 
 export interface VolumeFilesystemOptions {
   connection: Connection;
@@ -82,16 +84,6 @@ export interface VolumeFilesystemOptions {
   packReads?: PackReadOptions;
   /** Makes the filesystem writable, staging changes in this directory (its own; made here). */
   stagingDir?: string;
-}
-
-/** What a stat says, in the units of struct stat (times in ms). */
-export interface NodeAttr {
-  ino: number;
-  mode: number;
-  nlink: number;
-  size: number;
-  blocks: number;
-  mtimeMs: number;
 }
 
 export interface FsStats {

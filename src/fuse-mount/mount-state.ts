@@ -132,11 +132,10 @@ function alive(pid: number): boolean {
 }
 
 /**
- * Asks the mount process serving `dir` to move to the newest version (SIGHUP)
- * and waits until it has. FailedPreconditionError when `dir` is not a running
- * stowage mount of this user, or when the reload failed.
+ * The real mount point of `dir` and the state of the live mount process
+ * serving it; FailedPreconditionError when there is none (of this user).
  */
-export async function reloadMount(dir: string, opts: { waitMs?: number } = {}): Promise<{ from: number; to: number; state: MountState }> {
+async function runningMount(dir: string): Promise<{ mountpoint: string; state: MountState }> {
   let mountpoint: string;
   try {
     mountpoint = await realpath(resolve(dir));
@@ -144,10 +143,20 @@ export async function reloadMount(dir: string, opts: { waitMs?: number } = {}): 
     throw new FailedPreconditionError(`${dir} is not a stowage mount (${messageOf(err)})`);
   }
   if (!(await isStowageMount(mountpoint))) throw new FailedPreconditionError(`${dir} is not a stowage mount`);
-  const before = await readMountState(mountpoint);
-  if (!before || !alive(before.pid)) {
+  const state = await readMountState(mountpoint);
+  if (!state || !alive(state.pid)) {
     throw new FailedPreconditionError(`no running stowage mount process found for ${dir} (it was mounted by another user, or its process is gone)`);
   }
+  return { mountpoint, state };
+}
+
+/**
+ * Asks the mount process serving `dir` to move to the newest version (SIGHUP)
+ * and waits until it has. FailedPreconditionError when `dir` is not a running
+ * stowage mount of this user, or when the reload failed.
+ */
+export async function reloadMount(dir: string, opts: { waitMs?: number } = {}): Promise<{ from: number; to: number; state: MountState }> {
+  const { mountpoint, state: before } = await runningMount(dir);
   process.kill(before.pid, 'SIGHUP');
   const deadline = Date.now() + (opts.waitMs ?? RELOAD_WAIT_MS);
   for (;;) {
@@ -218,17 +227,7 @@ export async function serveCommitRequests(
  * writable stowage mount of this user; the commit's own error when it failed.
  */
 export async function commitMount(dir: string): Promise<CommitResult> {
-  let mountpoint: string;
-  try {
-    mountpoint = await realpath(resolve(dir));
-  } catch (err) {
-    throw new FailedPreconditionError(`${dir} is not a stowage mount (${messageOf(err)})`);
-  }
-  if (!(await isStowageMount(mountpoint))) throw new FailedPreconditionError(`${dir} is not a stowage mount`);
-  const state = await readMountState(mountpoint);
-  if (!state || !alive(state.pid)) {
-    throw new FailedPreconditionError(`no running stowage mount process found for ${dir} (it was mounted by another user, or its process is gone)`);
-  }
+  const { state } = await runningMount(dir);
   if (!state.commitSocket) throw new FailedPreconditionError(`${dir} is mounted read-only: there is nothing to commit (mount it with --writable)`);
   const line = await new Promise<string>((done, fail) => {
     const sock = createConnection(state.commitSocket!);

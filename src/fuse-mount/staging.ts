@@ -47,7 +47,7 @@ import { copyFile, mkdir, open, rm, writeFile, type FileHandle } from 'node:fs/p
 import { join } from 'node:path';
 import { normalizeFilePath } from '../common/validate.js';
 import { EBADF, EEXIST, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, EPERM, EXDEV, FsError } from './errno.js';
-import type { DirNode, FileNode, Node, VersionTree } from './tree.js';
+import type { DirNode, FileNode, Node, NodeAttr, VersionTree } from './tree.js';
 
 export interface StagedFile {
   kind: 'staged';
@@ -83,16 +83,6 @@ export interface StagedDir {
 
 /** A node of the merged view: the base's, or the staging's own. */
 export type ViewNode = Node | StagedFile | StagedDir;
-
-/** What stat says of a staged node (the fields of filesystem.ts's NodeAttr). */
-export interface StagedAttr {
-  ino: number;
-  mode: number;
-  nlink: number;
-  size: number;
-  blocks: number;
-  mtimeMs: number;
-}
 
 /** The changes one commit takes, frozen when it starts. */
 export interface Snapshot {
@@ -172,7 +162,7 @@ export class Staging {
     return this.files.has(path) || this.dirs.has(path) || this.removed.has(path) || this.removedDirs.has(path) || this.hidden.has(path);
   }
 
-  attr(n: StagedFile | StagedDir): StagedAttr {
+  attr(n: StagedFile | StagedDir): NodeAttr {
     if (n.kind === 'staged-dir') return { ino: n.ino, mode: S_IFDIR | 0o755, nlink: 1, size: 4096, blocks: 8, mtimeMs: n.mtimeMs };
     return { ino: n.ino, mode: S_IFREG | n.mode, nlink: 1, size: n.size, blocks: Math.ceil(n.size / 512), mtimeMs: n.mtimeMs };
   }

@@ -50,6 +50,17 @@ export interface DirNode {
 
 export type Node = FileNode | DirNode;
 
+/** What a stat says, in the units of struct stat (times in ms). */
+export interface NodeAttr {
+  ino: number;
+  mode: number;
+  nlink: number;
+  size: number;
+  blocks: number;
+  mtimeMs: number;
+}
+
+
 export class VersionTree {
   private readonly byPath = new Map<string, Node>();
   private readonly byIno = new Map<number, Node>();
