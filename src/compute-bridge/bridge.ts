@@ -396,7 +396,10 @@ export class Bridge {
   private onOutcome(worker: Worker, o: CallOutcome): void {
     worker.link.send({ ack: { callId: o.callId, attempt: o.attempt }, registered: undefined, assign: undefined, cancel: undefined });
     const call = this.calls.get(o.callId);
-    if (!call || call.state !== 'running' || call.attempt !== o.attempt || call.workerId !== worker.id) return; // stale or repeated
+    if (!call || call.attempt !== o.attempt || call.workerId !== worker.id) return; // stale or repeated
+    // Queued with a reclaim window: it was running on this worker when the bridge restarted.
+    const reclaimed = call.state === 'queued' && call.reclaimUntilMs !== undefined;
+    if (call.state !== 'running' && !reclaimed) return;
     if (o.lost) {
       this.lost(call, o.error?.message ?? `its runner on worker ${worker.id} died`);
       this.schedulePump();

@@ -48,7 +48,9 @@ export class LmdbCallStore implements CallStore {
   }
 
   async deleteSchedule(name: string): Promise<boolean> {
-    return this.schedules.remove(name);
+    if (!this.schedules.doesExist(name)) return false;
+    await this.schedules.remove(name);
+    return true;
   }
 
   async close(): Promise<void> {
