@@ -115,6 +115,22 @@ describe('compute bridge: calls, placement, errors (2 workers, local store)', ()
     expect(again.worker).toBe(first.worker);
   });
 
+  it("a user's script calls the handles its module declares with app.function (module found from the call site)", async () => {
+    // Not spawnSync: the server answering the script runs in this process.
+    const { execFile } = await import('node:child_process');
+    const r = await new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
+      const child = execFile(process.execPath, [FIXTURE.replace('jobs.mjs', 'caller.mjs')], { env: { ...process.env, ...env, JOBS_VOLUME: dataset }, timeout: 60_000 }, (err, stdout, stderr) =>
+        resolve({ status: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
+      );
+      child.stdin?.end();
+    });
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout) as { one: { name: string; bytes: number }; many: { name: string }[]; sum: number };
+    expect(out.one).toMatchObject({ name: 'a.bin', bytes: SHARD });
+    expect(out.many.map((m) => m.name)).toEqual(['b.bin', 'a.bin']);
+    expect(out.sum).toBe(42);
+  });
+
   it('map returns results in input order, spread over both workers', async () => {
     const inputs = Array.from({ length: 24 }, (_, i) => i);
     let progress = 0;
