@@ -61,7 +61,7 @@ describe('compute bridge: calls, placement, errors (2 workers, local store)', ()
   const fixture = <A extends unknown[]>(name: string, opts: Parameters<App['function']>[0] = {}) =>
     app.function<A, unknown>({ ...opts, module: FIXTURE, name }, () => undefined);
   const shardFn = () =>
-    fixture<[string]>('readShard', { volumes: { '/data': dataset }, reads: (s: string) => [`/data/shards/${s}`] });
+    fixture<[string]>('readShard', { volumes: { '/data': dataset }, reads: ((s: string) => [`/data/shards/${s}`]) as (...a: unknown[]) => string[] });
 
   it('runs a call and returns its result (SDK remote and stowage run)', async () => {
     expect(await fixture<[number, number]>('add').remote(2, 3)).toBe(5);

@@ -15,8 +15,9 @@
  * declares and resolves its `reads` into extents (ReadResolver), so bad
  * volumes and globs fail the Submit itself. Calls wait in one FIFO queue;
  * `pump` walks it whenever something changes (a submit, a free slot, a new
- * worker, a new chunk set) and asks the placement policy (placement.ts) for
- * each call in turn, so a call waiting for a busy worker holds up no other.
+ * worker, a new chunk set) and asks the placement policy (placement.ts) to
+ * place what it can, in queue order; a call waiting for a busy worker holds
+ * up no other.
  * A call placed gets an attempt number; only the outcome of its current
  * attempt counts, so a result is taken once however often it is reported.
  * A handler's own exception ends the call (FUNCTION_ERROR with its stack);
@@ -62,7 +63,7 @@ import {
 } from '../gen/stowage/v1/bridge.js';
 import { createPlacementPolicy, type PlacementPolicy, type WorkerView } from './placement.js';
 import { ReadResolver, checkMountPaths, splitRead } from './reads.js';
-import type { CallRecord, CallStore, CallStateName, PlacementPolicyName, VolumeResolver } from './types.js';
+import type { CallRecord, CallStore, CallStateName, ExtentRef, PlacementPolicyName, VolumeResolver } from './types.js';
 
 export interface BridgeOptions {
   placement?: PlacementPolicyName;
@@ -327,6 +328,7 @@ export class Bridge {
       link,
       registeredAtMs: now,
       lastSeenMs: now,
+      freeSinceMs: now,
     };
     const stillRunning = new Set(reg.running.map((r) => `${r.callId}#${r.attempt}`));
     if (old) {
@@ -364,14 +366,19 @@ export class Bridge {
     return worker;
   }
 
+  // freeSinceMs restarts whenever a worker is given a call or frees a slot (placement's locality wait).
   private bind(call: CallRecord, worker: Worker): void {
     worker.calls.add(call.id);
     worker.running = worker.calls.size;
+    worker.freeSinceMs = Date.now();
   }
 
   private unbind(call: CallRecord): void {
     const w = this.workers.get(call.workerId);
-    if (w?.calls.delete(call.id)) w.running = w.calls.size;
+    if (w?.calls.delete(call.id)) {
+      if (w.running >= w.slots) w.freeSinceMs = Date.now();
+      w.running = w.calls.size;
+    }
   }
 
   private workerGone(worker: Worker, why: string): void {
@@ -499,40 +506,34 @@ export class Bridge {
     });
   }
 
-  /** Places every queued call that can be placed now, in queue order. */
+  /** Places every queued call that can be placed now (placement.ts decides which, in queue order). */
   private pump(): void {
     clearTimeout(this.wakeTimer);
     const now = Date.now();
     let wakeIn = Infinity;
     const workers = [...this.workers.values()];
-    const placed = new Set<string>();
-    for (const id of this.queue) {
-      if (!workers.some((w) => w.running < w.slots)) break;
+    if (!workers.some((w) => w.running < w.slots)) return;
+    const candidates: { id: string; extents: ExtentRef[] }[] = [];
+    for (const id of [...this.queue]) {
       const call = this.calls.get(id);
-      if (!call || call.state !== 'queued') {
-        placed.add(id);
-        continue;
-      }
+      if (!call || call.state !== 'queued') continue;
       if (call.reclaimUntilMs !== undefined && call.reclaimUntilMs > now) {
         wakeIn = Math.min(wakeIn, call.reclaimUntilMs - now);
         continue;
       }
-      let extents;
       try {
-        extents = this.reads.extents(call.reads, call.spec.volumes, call.versions);
+        candidates.push({ id, extents: this.reads.extents(call.reads, call.spec.volumes, call.versions) });
       } catch (err) {
-        placed.add(id);
         this.finish(call, { error: errorOf(err) });
-        continue;
       }
-      const waitedMs = now - call.queuedAtMs;
-      const p = this.policy.place({ extents, workers, waitedMs });
-      if (p.kind === 'wait') {
-        if (p.retryInMs !== undefined) wakeIn = Math.min(wakeIn, p.retryInMs);
-        continue;
-      }
+    }
+    const round = this.policy.place(candidates, workers, now);
+    if (round.wakeInMs !== undefined) wakeIn = Math.min(wakeIn, round.wakeInMs);
+    const placed = new Set<string>();
+    for (const p of round.placed) {
+      const call = this.calls.get(p.callId)!;
       const worker = this.workers.get(p.workerId)!;
-      placed.add(id);
+      placed.add(call.id);
       call.attempt++;
       call.state = 'running';
       call.workerId = worker.id;
@@ -546,19 +547,13 @@ export class Bridge {
         reason: p.reason,
         readBytes: p.readBytes,
         candidates: p.candidates,
-        waitedMs,
+        waitedMs: now - call.queuedAtMs,
       });
       this.bind(call, worker);
       this.save(call);
       this.armTimeout(call);
       worker.link.send({
-        assign: {
-          callId: call.id,
-          attempt: call.attempt,
-          function: call.spec,
-          args: call.args,
-          versions: call.versions,
-        },
+        assign: { callId: call.id, attempt: call.attempt, function: call.spec, args: call.args, versions: call.versions },
         registered: undefined,
         cancel: undefined,
         ack: undefined,

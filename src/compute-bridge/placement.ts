@@ -3,12 +3,15 @@
  * bridge (`stowage serve --placement`), so that a benchmark can compare them:
  *
  * - `ours`: the score of a worker is the bytes of the call's reads its cache
- *   holds. The call goes to a worker with a free slot among those with the
- *   highest score, fewer running calls first. When the best-scoring worker is
- *   full, the call waits for it for up to `localityWaitMs` (delay scheduling:
- *   the queue is scanned on, so later calls whose data is elsewhere still
- *   start), then goes to the best-scoring worker that is free. A call whose
- *   data is cached nowhere goes to the least-loaded free worker.
+ *   holds. A call goes to a free worker among those with the highest score,
+ *   fewer running calls first; a call whose data is cached nowhere goes to
+ *   the least-loaded free worker. When every best-scoring worker is busy the
+ *   call waits and the queue is scanned on, so a worker that frees a slot
+ *   takes the next call whose data it holds, even from far down the queue
+ *   (delay scheduling, as in Spark). Only a worker that has had a free slot
+ *   for `localityWaitMs` without a call of its own takes a waiting call that
+ *   others hold more of (the one it holds most of), so a busy queue never
+ *   leaves a worker idle for long, and a short wait does not scatter shards.
  * - `round-robin`: the next free worker in turn (by worker id), as a load
  *   balancer in front of identical containers would do.
  * - `random`: a free worker at random.
@@ -24,24 +27,34 @@ export interface WorkerView {
   slots: number;
   running: number;
   chunks: ReadonlySet<string>;
+  /** Since when the worker has had a free slot without being given a call. */
+  freeSinceMs: number;
 }
 
-export interface PlacementInput {
+export interface QueuedCall {
+  id: string;
   /** Distinct extents the call reads. */
   extents: readonly ExtentRef[];
-  workers: readonly WorkerView[];
-  /** How long the call has waited in the queue. */
-  waitedMs: number;
 }
 
-export type Placement =
-  | { kind: 'place'; workerId: string; reason: string; candidates: Candidate[]; readBytes: number }
-  /** Not now: nothing free, or (ours) the preferred worker is busy; `retryInMs` when waiting has an end. */
-  | { kind: 'wait'; retryInMs?: number };
+export interface Placed {
+  callId: string;
+  workerId: string;
+  reason: string;
+  candidates: Candidate[];
+  readBytes: number;
+}
+
+export interface PlacementRound {
+  placed: Placed[];
+  /** Run placement again after this long (a locality wait ends), unless something changes first. */
+  wakeInMs?: number;
+}
 
 export interface PlacementPolicy {
   readonly name: PlacementPolicyName;
-  place(input: PlacementInput): Placement;
+  /** Places what can be placed now of `calls` (queue order); the workers' running counts are as before this round. */
+  place(calls: readonly QueuedCall[], workers: readonly WorkerView[], nowMs: number): PlacementRound;
 }
 
 export function createPlacementPolicy(name: PlacementPolicyName, opts: { localityWaitMs?: number } = {}): PlacementPolicy {
@@ -50,11 +63,37 @@ export function createPlacementPolicy(name: PlacementPolicyName, opts: { localit
   return new CacheAware(opts.localityWaitMs ?? DEFAULT_LOCALITY_WAIT_MS);
 }
 
-export const DEFAULT_LOCALITY_WAIT_MS = 3000;
+export const DEFAULT_LOCALITY_WAIT_MS = 2000;
 
-const free = (w: WorkerView) => w.running < w.slots;
-const load = (w: WorkerView) => w.running / Math.max(w.slots, 1);
-const byLoad = (a: WorkerView, b: WorkerView) => load(a) - load(b) || a.running - b.running || (a.id < b.id ? -1 : 1);
+/** Running counts as a round places calls. */
+class Round {
+  readonly running: Map<string, number>;
+  readonly placed: Placed[] = [];
+  constructor(readonly workers: readonly WorkerView[]) {
+    this.running = new Map(workers.map((w) => [w.id, w.running]));
+  }
+  free(w: WorkerView): boolean {
+    return this.running.get(w.id)! < w.slots;
+  }
+  anyFree(): boolean {
+    return this.workers.some((w) => this.free(w));
+  }
+  load(w: WorkerView): number {
+    return this.running.get(w.id)! / Math.max(w.slots, 1);
+  }
+  byLoad = (a: WorkerView, b: WorkerView): number =>
+    this.load(a) - this.load(b) || this.running.get(a.id)! - this.running.get(b.id)! || (a.id < b.id ? -1 : 1);
+  place(call: QueuedCall, w: WorkerView, reason: string, scores: (w: WorkerView) => number): void {
+    this.placed.push({
+      callId: call.id,
+      workerId: w.id,
+      reason,
+      candidates: this.workers.map((x) => ({ workerId: x.id, cachedBytes: scores(x), running: this.running.get(x.id)!, slots: x.slots })),
+      readBytes: call.extents.reduce((n, e) => n + e.length, 0),
+    });
+    this.running.set(w.id, this.running.get(w.id)! + 1);
+  }
+}
 
 function cachedBytes(w: WorkerView, extents: readonly ExtentRef[]): number {
   let n = 0;
@@ -62,44 +101,56 @@ function cachedBytes(w: WorkerView, extents: readonly ExtentRef[]): number {
   return n;
 }
 
-function candidatesOf(workers: readonly WorkerView[], scores: Map<string, number>): Candidate[] {
-  return workers.map((w) => ({ workerId: w.id, cachedBytes: scores.get(w.id) ?? 0, running: w.running, slots: w.slots }));
-}
-
-const totalBytes = (extents: readonly ExtentRef[]) => extents.reduce((n, e) => n + e.length, 0);
+const scorer = (extents: readonly ExtentRef[]) => {
+  const memo = new Map<string, number>();
+  return (w: WorkerView) => {
+    let s = memo.get(w.id);
+    if (s === undefined) memo.set(w.id, (s = cachedBytes(w, extents)));
+    return s;
+  };
+};
 
 class CacheAware implements PlacementPolicy {
   readonly name = 'ours' as const;
   constructor(private readonly localityWaitMs: number) {}
 
-  place({ extents, workers, waitedMs }: PlacementInput): Placement {
-    const freeWorkers = workers.filter(free);
-    if (freeWorkers.length === 0) return { kind: 'wait' };
-    const scores = new Map(workers.map((w) => [w.id, extents.length ? cachedBytes(w, extents) : 0]));
-    const score = (w: WorkerView) => scores.get(w.id)!;
-    const best = Math.max(...workers.map(score));
-    const place = (w: WorkerView, reason: string): Placement => ({
-      kind: 'place',
-      workerId: w.id,
-      reason,
-      candidates: candidatesOf(workers, scores),
-      readBytes: totalBytes(extents),
-    });
-    if (best === 0) {
-      const w = [...freeWorkers].sort(byLoad)[0]!;
-      return place(w, extents.length ? 'no worker caches any of its reads: least-loaded worker' : 'the call declares no reads: least-loaded worker');
+  place(calls: readonly QueuedCall[], workers: readonly WorkerView[], nowMs: number): PlacementRound {
+    const round = new Round(workers);
+    const waiting: { call: QueuedCall; score: (w: WorkerView) => number }[] = [];
+    for (const call of calls) {
+      if (!round.anyFree()) break;
+      const score = scorer(call.extents);
+      const best = Math.max(...workers.map(score));
+      const free = workers.filter((w) => round.free(w));
+      if (best === 0) {
+        const w = [...free].sort(round.byLoad)[0]!;
+        round.place(call, w, call.extents.length ? 'no worker caches any of its reads: least-loaded worker' : 'the call declares no reads: least-loaded worker', score);
+        continue;
+      }
+      const top = free.filter((w) => score(w) === best).sort(round.byLoad);
+      if (top.length) {
+        const tied = workers.filter((w) => score(w) === best).length > 1;
+        round.place(call, top[0]!, tied ? 'most cached bytes (tie broken by load)' : 'most cached bytes', score);
+      } else {
+        waiting.push({ call, score });
+      }
     }
-    const top = freeWorkers.filter((w) => score(w) === best).sort(byLoad);
-    if (top.length) {
-      const tied = workers.filter((w) => score(w) === best).length > 1;
-      return place(top[0]!, tied ? 'most cached bytes (tie broken by load)' : 'most cached bytes');
+    // Workers idle past the locality wait take the waiting call they hold most of.
+    let wakeInMs: number | undefined;
+    for (const w of [...workers].sort((a, b) => a.freeSinceMs - b.freeSinceMs)) {
+      while (waiting.length && round.free(w)) {
+        const idleMs = nowMs - w.freeSinceMs;
+        if (idleMs < this.localityWaitMs) {
+          wakeInMs = Math.min(wakeInMs ?? Infinity, this.localityWaitMs - idleMs);
+          break;
+        }
+        let pick = 0;
+        for (let i = 1; i < waiting.length; i++) if (waiting[i]!.score(w) > waiting[pick]!.score(w)) pick = i;
+        const [{ call, score }] = waiting.splice(pick, 1) as [(typeof waiting)[number]];
+        round.place(call, w, `the workers caching most of its reads were busy and ${w.id} had been idle for ${idleMs} ms (locality wait ${this.localityWaitMs} ms)`, score);
+      }
     }
-    if (waitedMs < this.localityWaitMs) return { kind: 'wait', retryInMs: this.localityWaitMs - waitedMs };
-    const fallback = [...freeWorkers].sort((a, b) => score(b) - score(a) || byLoad(a, b))[0]!;
-    return place(
-      fallback,
-      `the workers caching most of its reads stayed busy for ${this.localityWaitMs} ms: most cached bytes among free workers`,
-    );
+    return { placed: round.placed, wakeInMs };
   }
 }
 
@@ -107,28 +158,30 @@ class RoundRobin implements PlacementPolicy {
   readonly name = 'round-robin' as const;
   private last = '';
 
-  place({ extents, workers }: PlacementInput): Placement {
+  place(calls: readonly QueuedCall[], workers: readonly WorkerView[]): PlacementRound {
+    const round = new Round(workers);
     const sorted = [...workers].sort((a, b) => (a.id < b.id ? -1 : 1));
-    const start = sorted.findIndex((w) => w.id > this.last);
-    for (let i = 0; i < sorted.length; i++) {
-      const w = sorted[(Math.max(start, 0) + i) % sorted.length]!;
-      if (!free(w)) continue;
+    for (const call of calls) {
+      const start = Math.max(0, sorted.findIndex((w) => w.id > this.last));
+      const w = sorted.map((_, i) => sorted[(start + i) % sorted.length]!).find((x) => round.free(x));
+      if (!w) break;
       this.last = w.id;
-      const scores = new Map(workers.map((x) => [x.id, cachedBytes(x, extents)]));
-      return { kind: 'place', workerId: w.id, reason: 'round-robin: next free worker in turn', candidates: candidatesOf(workers, scores), readBytes: totalBytes(extents) };
+      round.place(call, w, 'round-robin: next free worker in turn', scorer(call.extents));
     }
-    return { kind: 'wait' };
+    return { placed: round.placed };
   }
 }
 
 class RandomPlacement implements PlacementPolicy {
   readonly name = 'random' as const;
 
-  place({ extents, workers }: PlacementInput): Placement {
-    const freeWorkers = workers.filter(free);
-    if (!freeWorkers.length) return { kind: 'wait' };
-    const w = freeWorkers[Math.floor(Math.random() * freeWorkers.length)]!;
-    const scores = new Map(workers.map((x) => [x.id, cachedBytes(x, extents)]));
-    return { kind: 'place', workerId: w.id, reason: 'random: a free worker at random', candidates: candidatesOf(workers, scores), readBytes: totalBytes(extents) };
+  place(calls: readonly QueuedCall[], workers: readonly WorkerView[]): PlacementRound {
+    const round = new Round(workers);
+    for (const call of calls) {
+      const free = workers.filter((w) => round.free(w));
+      if (!free.length) break;
+      round.place(call, free[Math.floor(Math.random() * free.length)]!, 'random: a free worker at random', scorer(call.extents));
+    }
+    return { placed: round.placed };
   }
 }

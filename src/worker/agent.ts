@@ -5,9 +5,11 @@
  * Stream. The agent holds one Work stream to the bridge. It registers with
  * its id, slots, every chunk the host cache holds and the calls it is still
  * running; then it sends a heartbeat every `heartbeatMs` (the bridge says how
- * often) and, every `scanMs`, the chunks added to or removed from the cache
- * since the last report (it lists `<cache-dir>/chunks/`, which the mounts
- * fill). When the stream fails it reconnects with backoff (250 ms doubling to
+ * often) and, every `scanMs` and after every call, the chunks added to or
+ * removed from the cache since the last report (it lists `<cache-dir>/chunks/`,
+ * which the mounts fill). The report after a call goes before its outcome, so
+ * the bridge knows what the call cached before it places the next call in the
+ * slot the outcome frees. When the stream fails it reconnects with backoff (250 ms doubling to
  * 5 s) and registers again, with the full chunk set.
  *
  * Calls. An assignment names a function (its bundle in a code volume), its
@@ -74,6 +76,7 @@ export class WorkerAgent {
   private retry: NodeJS.Timeout | undefined;
   private backoffMs = BACKOFF_MIN_MS;
   private scanning = false;
+  private scanDone: Promise<void> = Promise.resolve();
   private stopped = false;
 
   constructor(private readonly opts: WorkerOptions) {
@@ -161,9 +164,13 @@ export class WorkerAgent {
     if (msg.assign) void this.runCall(msg.assign);
   }
 
-  private async reportChunks(): Promise<void> {
+  /** Sends what changed in the cache since the last report; `wait` waits for a scan in progress instead of skipping. */
+  private async reportChunks(wait = false): Promise<void> {
+    while (wait && this.scanning) await this.scanDone;
     if (!this.registered || this.scanning) return;
     this.scanning = true;
+    let done!: () => void;
+    this.scanDone = new Promise<void>((r) => (done = r));
     try {
       const now = await listCachedChunks(this.opts.cacheDir);
       const added = [...now].filter((h) => !this.reported.has(h));
@@ -174,6 +181,7 @@ export class WorkerAgent {
       }
     } finally {
       this.scanning = false;
+      done();
     }
   }
 
@@ -204,6 +212,9 @@ export class WorkerAgent {
       this.running.delete(key);
       for (const [v, n] of acquired) this.mounts.release(v, n);
     }
+    // The chunks this call brought into the cache reach the bridge before the slot it frees, so the next
+    // placement already sees them (the stream keeps messages in order).
+    await this.reportChunks(true);
     this.unacked.set(key, outcome);
     this.send({ outcome });
   }
