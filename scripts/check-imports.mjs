@@ -1,8 +1,9 @@
 // Checks the direction of dependencies in src/ (see ARCHITECTURE.md, STYLE.md):
 // common imports no service; nothing imports the CLI; client does not import
 // server code (of dict and queue, only their contracts' types.ts); services do
-// not import each other (src/server/ assembles them); and the module graph has
-// no cycles. Exits 1 with the offenders.
+// not import each other (src/server/ assembles them, and injects what one needs
+// of another, e.g. the bridge's VolumeResolver); and the module graph has no
+// cycles. Exits 1 with the offenders.
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,15 +26,20 @@ for (const file of files) {
 }
 
 const area = (f) => relative(src, f).split('/')[0];
+// compute-bridge is the bridge service (common, gen only); worker is the agent
+// on each host (a client of the server: common, gen, client; and the chunk
+// cache's layout from fuse-mount).
 const rules = [
-  ['common', ['volume-server', 'fuse-mount', 'dict', 'queue', 'compute-bridge', 'client', 'cli', 'server']],
-  ['client', ['volume-server', 'cli', 'fuse-mount', 'compute-bridge', 'server']],
-  ['volume-server', ['client', 'cli', 'fuse-mount', 'server', 'dict', 'queue']],
-  ['dict', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'queue', 'compute-bridge']],
-  ['queue', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'dict', 'compute-bridge']],
-  ['server', ['client', 'cli']],
-  ['fuse-mount', ['cli', 'volume-server', 'server', 'dict', 'queue', 'compute-bridge']],
-  ['gen', ['common', 'client', 'cli', 'volume-server', 'dict', 'queue', 'server']],
+  ['common', ['volume-server', 'fuse-mount', 'dict', 'queue', 'compute-bridge', 'worker', 'client', 'cli', 'server']],
+  ['client', ['volume-server', 'cli', 'fuse-mount', 'compute-bridge', 'worker', 'server']],
+  ['volume-server', ['client', 'cli', 'fuse-mount', 'server', 'dict', 'queue', 'compute-bridge', 'worker']],
+  ['dict', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'queue', 'compute-bridge', 'worker']],
+  ['queue', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'dict', 'compute-bridge', 'worker']],
+  ['compute-bridge', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'dict', 'queue', 'worker']],
+  ['worker', ['cli', 'server', 'volume-server', 'dict', 'queue', 'compute-bridge']],
+  ['server', ['client', 'cli', 'worker']],
+  ['fuse-mount', ['cli', 'volume-server', 'server', 'dict', 'queue', 'compute-bridge', 'worker']],
+  ['gen', ['common', 'client', 'cli', 'volume-server', 'dict', 'queue', 'server', 'compute-bridge', 'worker']],
 ];
 // The SDK may read a service's contract (its limits and types), nothing else of it.
 const contractOnly = ['dict', 'queue'];

@@ -212,7 +212,7 @@ describe('prefetching FUSE mount on S3 (s3rver)', () => {
   });
 
   const getChunks = async () => (await setup.s3!.stats())['GET chunks'] ?? 0;
-  const getChunkBytes = async () => (await setup.s3!.stats())['GET chunks range bytes'] ?? 0;
+  const getChunkBytes = async () => (await setup.s3!.stats())['bytes GET chunks'] ?? 0;
 
   /** Reads [from, to) of a file READ bytes at a time. */
   async function readRange(path: string, from: number, to: number): Promise<Buffer> {

@@ -2,11 +2,14 @@
 import { Command, CommanderError } from 'commander';
 import { closeDefaultConnection } from '../client/index.js';
 import { ErrorCode, StowageError, messageOf } from '../common/errors.js';
+import { register as registerBridge } from './bridge.js';
 import { register as registerDict } from './dict.js';
 import { register as registerMount } from './mount.js';
 import { register as registerQueue } from './queue.js';
+import { register as registerRun } from './run.js';
 import { register as registerServe } from './serve.js';
 import { register as registerVolume } from './volume.js';
+import { register as registerWorker } from './worker.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
@@ -19,11 +22,13 @@ const EXIT: Record<ErrorCode, number> = {
   UNAVAILABLE: 6,
   UNAUTHENTICATED: 7,
   INTEGRITY: 8,
+  DEADLINE_EXCEEDED: 9,
+  FUNCTION_ERROR: 10,
   INTERNAL: 1,
 };
 
 const program = new Command('stowage')
-  .description('storage for serverless compute: volumes, dict, queue')
+  .description('storage for serverless compute: volumes, dict, queue, and a compute bridge')
   .option('--server <host:port>', 'stowage server (default: STOWAGE_SERVER or 127.0.0.1:7420)')
   .hook('preAction', (cmd) => {
     const server = cmd.opts<{ server?: string }>().server;
@@ -37,6 +42,9 @@ registerVolume(program);
 registerDict(program);
 registerQueue(program);
 registerMount(program);
+registerRun(program);
+registerWorker(program);
+registerBridge(program);
 
 try {
   await program.parseAsync(process.argv);

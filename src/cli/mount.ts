@@ -182,6 +182,8 @@ export function register(program: Command): void {
       const reason = await new Promise<string>((done) => {
         process.once('SIGINT', () => done('SIGINT'));
         process.once('SIGTERM', () => done('SIGTERM'));
+        // Started by a `stowage worker` with an IPC channel: the mount goes when the worker does (even killed).
+        process.once('disconnect', () => done('its worker exited'));
         const watch = setInterval(() => {
           isMounted(mounted.mountpoint).then(
             (still) => still || done('unmounted'),

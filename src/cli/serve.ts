@@ -14,6 +14,8 @@ interface ServeFlags {
   presign: boolean;
   redisUrl?: string;
   only?: string;
+  placement: string;
+  localityWait?: string;
 }
 
 export function register(program: Command): void {
@@ -28,7 +30,9 @@ export function register(program: Command): void {
     .option('--s3-prefix <prefix>', 'key prefix inside the bucket', process.env.STOWAGE_S3_PREFIX)
     .option('--s3-region <region>', 'bucket region (default: AWS_REGION or us-east-1)', process.env.STOWAGE_S3_REGION)
     .option('--redis-url <url>', 'keep dicts and queues in Redis (redis://host:port[/db]) instead of LMDB', process.env.STOWAGE_REDIS_URL)
-    .option('--only <services>', 'host only these services, comma-separated: volume,dict,queue')
+    .option('--only <services>', 'host only these services, comma-separated: volume,dict,queue,bridge')
+    .option('--placement <policy>', 'compute bridge placement: ours (by cached bytes), round-robin or random', 'ours')
+    .option('--locality-wait <ms>', 'how long a call waits for the busy worker that caches its data before going elsewhere (default 3000)')
     .option('--no-presign', 'stream chunk bytes through the server instead of handing out presigned URLs')
     .action(async (flags: ServeFlags) => {
       const port = Number(flags.port);
@@ -46,6 +50,14 @@ export function register(program: Command): void {
       if (unknown.length || only?.length === 0) {
         throw new InvalidArgumentError(`--only ${flags.only}: choose from ${SERVICE_NAMES.join(',')}`);
       }
+      const { PLACEMENT_POLICIES } = await import('../compute-bridge/types.js');
+      if (!(PLACEMENT_POLICIES as readonly string[]).includes(flags.placement)) {
+        throw new InvalidArgumentError(`--placement ${flags.placement}: choose from ${PLACEMENT_POLICIES.join(', ')}`);
+      }
+      const localityWaitMs = flags.localityWait === undefined ? undefined : Number(flags.localityWait);
+      if (localityWaitMs !== undefined && (!Number.isInteger(localityWaitMs) || localityWaitMs < 0)) {
+        throw new InvalidArgumentError(`--locality-wait ${flags.localityWait} is not a number of milliseconds`);
+      }
       const log = createLogger('stowage');
       const server = await startServer({
         dataDir: flags.dataDir,
@@ -58,13 +70,15 @@ export function register(program: Command): void {
         catalog: { presign: flags.presign },
         redisUrl: flags.redisUrl,
         only: only as typeof SERVICE_NAMES[number][] | undefined,
+        bridge: { placement: flags.placement as (typeof PLACEMENT_POLICIES)[number], localityWaitMs },
       });
       if (server.tokenCreated) {
         console.error(`created a token in ${server.tokenPath}; clients read it from there or from STOWAGE_TOKEN`);
       }
       console.error(
         `stowage serving on ${server.address} (services: ${server.services.join(', ')}; ` +
-          `store: ${server.store.description}; index: ${server.dataDir}/index; dicts and queues: ${server.stateDescription})`,
+          `store: ${server.store.description}; index: ${server.dataDir}/index; dicts and queues: ${server.stateDescription}` +
+          `${server.services.includes('bridge') ? `; bridge placement: ${flags.placement}` : ''})`,
       );
       await new Promise<void>((resolve) => {
         const stop = () => {

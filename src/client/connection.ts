@@ -16,6 +16,7 @@ import {
 } from '@grpc/grpc-js';
 import { resolveClientConfig, type ClientConfig } from '../common/config.js';
 import { fromGrpcError } from '../common/grpc-errors.js';
+import { BridgeServiceClient } from '../gen/stowage/v1/bridge.js';
 import { DictServiceClient, type DictOp, type DictResult } from '../gen/stowage/v1/dict.js';
 import { QueueServiceClient, type QueueOp, type QueueResult } from '../gen/stowage/v1/queue.js';
 import { VolumeServiceClient } from '../gen/stowage/v1/volume.js';
@@ -37,6 +38,7 @@ export class Connection {
   readonly volumes: VolumeServiceClient;
   readonly dicts: DictServiceClient;
   readonly queues: QueueServiceClient;
+  readonly bridge: BridgeServiceClient;
   /** Dict operations, batched over one session stream. */
   readonly dictOps: SessionBatcher<DictOp, DictResult>;
   /** Queue operations, batched over one session stream. */
@@ -58,9 +60,10 @@ export class Connection {
       interceptors: [auth],
     };
     this.volumes = new VolumeServiceClient(cfg.server, credentials.createInsecure(), options);
-    // The three clients share one connection (grpc-js pools subchannels by target and options).
+    // The clients share one connection (grpc-js pools subchannels by target and options).
     this.dicts = new DictServiceClient(cfg.server, credentials.createInsecure(), options);
     this.queues = new QueueServiceClient(cfg.server, credentials.createInsecure(), options);
+    this.bridge = new BridgeServiceClient(cfg.server, credentials.createInsecure(), options);
     this.dictOps = new SessionBatcher(() => this.dicts.session(), this.server);
     this.queueOps = new SessionBatcher(() => this.queues.session(), this.server);
   }
@@ -99,6 +102,7 @@ export class Connection {
     this.volumes.close();
     this.dicts.close();
     this.queues.close();
+    this.bridge.close();
   }
 }
 

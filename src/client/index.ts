@@ -44,9 +44,22 @@ export {
 } from './queue.js';
 export type { Encoding } from './codec.js';
 export {
+  App,
+  BridgeAdmin,
+  FunctionCall,
+  FunctionHandle,
+  volumePath,
+  type AppOptions,
+  type FunctionOptions,
+  type MapOptions,
+  type RemoteErrorDetails,
+} from './app.js';
+export {
   AlreadyExistsError,
+  DeadlineExceededError,
   ErrorCode,
   FailedPreconditionError,
+  FunctionError,
   IntegrityError,
   InvalidArgumentError,
   NotFoundError,

@@ -12,6 +12,10 @@ export const ErrorCode = {
   UNAUTHENTICATED: 'UNAUTHENTICATED',
   /** Bytes that do not match their hash. Never returned as data. */
   INTEGRITY: 'INTEGRITY',
+  /** A function call ran past its timeout. */
+  DEADLINE_EXCEEDED: 'DEADLINE_EXCEEDED',
+  /** A function's own code threw (its message and stack come along). */
+  FUNCTION_ERROR: 'FUNCTION_ERROR',
   INTERNAL: 'INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -62,6 +66,16 @@ export class IntegrityError extends StowageError {
     super(ErrorCode.INTEGRITY, message);
   }
 }
+export class DeadlineExceededError extends StowageError {
+  constructor(message: string) {
+    super(ErrorCode.DEADLINE_EXCEEDED, message);
+  }
+}
+export class FunctionError extends StowageError {
+  constructor(message: string) {
+    super(ErrorCode.FUNCTION_ERROR, message);
+  }
+}
 export class InternalError extends StowageError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCode.INTERNAL, message, options);
@@ -76,6 +90,8 @@ const byCode: Record<ErrorCode, new (message: string) => StowageError> = {
   UNAVAILABLE: UnavailableError,
   UNAUTHENTICATED: UnauthenticatedError,
   INTEGRITY: IntegrityError,
+  DEADLINE_EXCEEDED: DeadlineExceededError,
+  FUNCTION_ERROR: FunctionError,
   INTERNAL: InternalError,
 };
 

@@ -14,6 +14,9 @@ const toStatus: Record<ErrorCode, status> = {
   UNAVAILABLE: status.UNAVAILABLE,
   UNAUTHENTICATED: status.UNAUTHENTICATED,
   INTEGRITY: status.DATA_LOSS,
+  DEADLINE_EXCEEDED: status.DEADLINE_EXCEEDED,
+  // UNKNOWN: "an error raised by an API that does not return enough error information", i.e. the user's code.
+  FUNCTION_ERROR: status.UNKNOWN,
   INTERNAL: status.INTERNAL,
 };
 

@@ -34,6 +34,9 @@ const byCode: Record<ErrorCode, number> = {
   UNAUTHENTICATED: EACCES,
   // A chunk that fails its hash is never returned as data.
   INTEGRITY: EIO,
+  // Function-call errors (compute bridge) do not reach the mount; mapped for completeness.
+  DEADLINE_EXCEEDED: ETIMEDOUT,
+  FUNCTION_ERROR: EIO,
   INTERNAL: EIO,
 };
 

@@ -2,23 +2,29 @@
  * `stowage serve`: one gRPC server hosting the services on one port. The
  * embedded default keeps chunks and manifests under <data-dir>/store, the
  * volume index under <data-dir>/index, and dicts and queues in LMDB under
- * <data-dir>/dict and <data-dir>/queue. With an S3 bucket, chunks and
- * manifests go there; with a Redis URL, dicts and queues go there.
+ * <data-dir>/dict and <data-dir>/queue, and the compute bridge's calls under
+ * <data-dir>/bridge. With an S3 bucket, chunks and manifests go there; with a
+ * Redis URL, dicts and queues go there. The bridge reads volumes through a
+ * VolumeResolver made here from the catalogue (services never import each other).
  */
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { BridgeService } from '../compute-bridge/service.js';
+import type { BridgeOptions } from '../compute-bridge/bridge.js';
+import type { VolumeResolver } from '../compute-bridge/types.js';
 import { loadOrCreateToken } from '../common/auth.js';
 import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT } from '../common/config.js';
-import { UnavailableError } from '../common/errors.js';
+import { FailedPreconditionError, UnavailableError } from '../common/errors.js';
 import type { IdleOptions } from '../common/idle.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { redactUrl } from '../common/urls.js';
 import type { DictBackend } from '../dict/types.js';
 import { DictService } from '../dict/service.js';
+import { BridgeServiceService } from '../gen/stowage/v1/bridge.js';
 import { DictServiceService } from '../gen/stowage/v1/dict.js';
 import { QueueServiceService } from '../gen/stowage/v1/queue.js';
-import { VolumeServiceService } from '../gen/stowage/v1/volume.js';
+import { FileType, VolumeServiceService } from '../gen/stowage/v1/volume.js';
 import { QueueService } from '../queue/service.js';
 import type { QueueBackend } from '../queue/types.js';
 import { VolumeCatalog, type CatalogOptions } from '../volume-server/catalog.js';
@@ -45,10 +51,12 @@ export interface ServeOptions {
   idle?: IdleOptions;
   /** Services to host; all of them by default. */
   only?: readonly ServiceName[];
+  /** Compute bridge settings (placement policy, timings). */
+  bridge?: BridgeOptions;
   log?: Logger;
 }
 
-export const SERVICE_NAMES = ['volume', 'dict', 'queue'] as const;
+export const SERVICE_NAMES = ['volume', 'dict', 'queue', 'bridge'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 export interface RunningServer {
@@ -82,7 +90,11 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
   });
   const dictService = dicts && new DictService(dicts, log, opts.idle);
   const queueService = queues && new QueueService(queues, log, opts.idle);
-  if (services.includes('volume')) await catalog.init();
+  // The bridge reads the catalogue (for placement) even when the volume service is not hosted here.
+  if (services.includes('volume') || services.includes('bridge')) await catalog.init();
+  const bridgeService = services.includes('bridge')
+    ? new BridgeService(dataDir, volumeResolver(catalog), log, opts.bridge)
+    : undefined;
 
   const server = new Server({
     'grpc.max_receive_message_length': GRPC_MESSAGE_LIMIT,
@@ -91,6 +103,7 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
   if (services.includes('volume')) server.addService(VolumeServiceService, volumeService(catalog, token, log));
   if (dictService) server.addService(DictServiceService, dictService.handlers(token));
   if (queueService) server.addService(QueueServiceService, queueService.handlers(token));
+  if (bridgeService) server.addService(BridgeServiceService, bridgeService.handlers(token));
   const host = opts.host ?? DEFAULT_HOST;
   const port = await new Promise<number>((res, rej) =>
     server.bindAsync(`${host}:${opts.port ?? DEFAULT_PORT}`, ServerCredentials.createInsecure(), (err, p) =>
@@ -118,6 +131,7 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
     services,
     async stop() {
       if (reaper) clearInterval(reaper);
+      await bridgeService?.close();
       await catalog.close();
       // Sessions with blocked gets would hold a graceful shutdown open forever.
       await new Promise<void>((res) => {
@@ -129,6 +143,23 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
       });
       await Promise.all([dictService?.close(), queueService?.close()]);
       await Promise.all([index.close(), dicts?.close(), queues?.close()]);
+    },
+  };
+}
+
+/** What the compute bridge may know of volumes: versions and the extents of their files. */
+function volumeResolver(catalog: VolumeCatalog): VolumeResolver {
+  return {
+    latestVersion(volume) {
+      const v = catalog.getVolume(volume).latestVersion;
+      if (!v) throw new FailedPreconditionError(`volume ${volume} has no version yet: put files into it first (stowage volume put ${volume} …)`);
+      return v;
+    },
+    files(volume, version) {
+      return catalog
+        .listFiles(volume, '', true, version)
+        .entries.filter((e) => e.type === FileType.FILE_TYPE_FILE)
+        .map((e) => ({ path: e.path, extents: e.extents.map((x) => ({ hash: x.hash, length: x.length })) }));
     },
   };
 }

@@ -3,8 +3,8 @@
 //   node --openssl-legacy-provider test/support/s3rver-main.cjs --dir D --bucket B [--port P]
 // Prints one JSON line {"port": N} when it listens. GET /__stats returns the
 // counts of requests by "METHOD kind" (kind: the first path segment after the
-// bucket and optional prefix: chunks, manifests, volumes, other), and under
-// "METHOD kind range bytes" the bytes asked for by closed ranges; POST
+// bucket and optional prefix: chunks, manifests, volumes, other), and the
+// bytes GETs sent by "bytes GET kind"; POST
 // /__stats/reset zeroes them.
 'use strict';
 const fs = require('node:fs');
@@ -63,9 +63,10 @@ server.middleware.unshift(async (ctx, next) => {
   const kind = parts.find((p) => known.includes(p)) ?? 'other';
   const key = `${ctx.method} ${kind}`;
   counts[key] = (counts[key] ?? 0) + 1;
-  const range = /^bytes=(\d+)-(\d+)$/.exec(ctx.get('range') || '');
-  if (range) counts[`${key} range bytes`] = (counts[`${key} range bytes`] ?? 0) + Number(range[2]) - Number(range[1]) + 1;
   await next();
+  // Bytes sent back, as "bytes GET chunks" (so that sums over "GET …" keys still count requests).
+  const sent = Number(ctx.response.length ?? 0);
+  if (ctx.method === 'GET' && sent > 0) counts[`bytes ${key}`] = (counts[`bytes ${key}`] ?? 0) + sent;
 });
 server.run().then(
   ({ port: p }) => {

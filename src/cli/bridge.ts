@@ -1,0 +1,103 @@
+/** `stowage bridge …`: what the compute bridge did and why (explain, calls, workers, schedules). */
+import type { Command } from 'commander';
+import { BridgeAdmin } from '../client/index.js';
+import { CallState, type CallInfo, type PlacementDecision } from '../gen/stowage/v1/bridge.js';
+import { bytes, printJson } from './output.js';
+import { integerArg } from './values.js';
+
+const STATE: Record<number, string> = {
+  [CallState.CALL_STATE_QUEUED]: 'queued',
+  [CallState.CALL_STATE_RUNNING]: 'running',
+  [CallState.CALL_STATE_SUCCEEDED]: 'succeeded',
+  [CallState.CALL_STATE_FAILED]: 'failed',
+};
+
+export const stateName = (s: CallState): string => STATE[s] ?? 'unknown';
+
+function callJson(c: CallInfo) {
+  return {
+    callId: c.callId,
+    function: c.function?.function,
+    module: c.function?.module,
+    schedule: c.function?.schedule || undefined,
+    state: stateName(c.state),
+    attempt: c.attempt,
+    workerId: c.workerId,
+    createdAt: new Date(c.createdAtMs).toISOString(),
+    finishedAt: c.finishedAtMs ? new Date(c.finishedAtMs).toISOString() : undefined,
+    versions: c.versions,
+    reads: c.reads,
+    error: c.error,
+    decisions: c.decisions,
+  };
+}
+
+function printDecision(d: PlacementDecision): void {
+  console.log(`attempt ${d.attempt} -> ${d.workerId} (${d.policy}; waited ${d.waitedMs} ms): ${d.reason}`);
+  console.log(`  reads ${bytes(d.readBytes)}`);
+  console.log(`  ${'worker'.padEnd(24)} ${'cached'.padStart(12)} ${'share'.padStart(6)}  load`);
+  for (const c of [...d.candidates].sort((a, b) => b.cachedBytes - a.cachedBytes)) {
+    const share = d.readBytes ? `${Math.round((100 * c.cachedBytes) / d.readBytes)}%` : '-';
+    const mark = c.workerId === d.workerId ? ' <-' : '';
+    console.log(`  ${c.workerId.padEnd(24)} ${bytes(c.cachedBytes).padStart(12)} ${share.padStart(6)}  ${c.running}/${c.slots}${mark}`);
+  }
+}
+
+export function register(program: Command): void {
+  const bridge = program.command('bridge').description('the compute bridge: why calls went where they went, workers, schedules');
+
+  bridge
+    .command('explain <call-id>')
+    .description('show where each attempt of a call was placed and why (candidates with their cached bytes)')
+    .option('--json', 'print JSON')
+    .action(async (id: string, flags: { json?: boolean }) => {
+      const c = await BridgeAdmin.call(id);
+      if (flags.json) return printJson(callJson(c));
+      console.log(`call ${c.callId}: ${c.function?.function} (${c.function?.module}), ${stateName(c.state)}${c.error ? ` (${c.error.code}: ${c.error.message})` : ''}`);
+      console.log(`reads: ${c.reads.join(', ') || 'nothing declared'}; versions: ${Object.entries(c.versions).map(([v, n]) => `${v}@${n}`).join(', ') || '-'}`);
+      if (!c.decisions.length) console.log('not placed yet');
+      for (const d of c.decisions) printDecision(d);
+    });
+
+  bridge
+    .command('calls')
+    .description('recent calls, newest first')
+    .option('--schedule <name>', 'only calls started by this schedule')
+    .option('--limit <n>', 'at most this many', '50')
+    .option('--json', 'print JSON')
+    .action(async (flags: { schedule?: string; limit: string; json?: boolean }) => {
+      const calls = await BridgeAdmin.calls({ schedule: flags.schedule, limit: integerArg('--limit', flags.limit) });
+      if (flags.json) return printJson(calls.map(callJson));
+      for (const c of calls) {
+        console.log(`${c.callId}  ${stateName(c.state).padEnd(9)} ${(c.workerId || '-').padEnd(20)} ${c.function?.function} (${c.function?.module})`);
+      }
+    });
+
+  bridge
+    .command('workers')
+    .description('workers registered with the bridge')
+    .option('--json', 'print JSON')
+    .action(async (flags: { json?: boolean }) => {
+      const workers = await BridgeAdmin.workers();
+      if (flags.json) return printJson(workers);
+      for (const w of workers) console.log(`${w.workerId.padEnd(24)} ${w.host.padEnd(16)} running ${w.running}/${w.slots}  cached chunks ${w.cachedChunks}`);
+    });
+
+  bridge
+    .command('schedules')
+    .description('registered schedules (stowage deploy registers them)')
+    .option('--json', 'print JSON')
+    .action(async (flags: { json?: boolean }) => {
+      const list = await BridgeAdmin.schedules();
+      if (flags.json) return printJson(list.map((s) => ({ name: s.name, cron: s.cron, function: s.function?.function, module: s.function?.module, nextRun: s.nextRunMs ? new Date(s.nextRunMs).toISOString() : undefined })));
+      for (const s of list) console.log(`${s.name.padEnd(32)} ${s.cron.padEnd(16)} next ${s.nextRunMs ? new Date(s.nextRunMs).toISOString() : '-'}`);
+    });
+
+  bridge
+    .command('unschedule <name>')
+    .description('delete a schedule')
+    .action(async (name: string) => {
+      await BridgeAdmin.deleteSchedule(name);
+      console.log(`deleted schedule ${name}`);
+    });
+}

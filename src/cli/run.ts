@@ -1,0 +1,196 @@
+/**
+ * `stowage run MODULE#FUNCTION [JSON ARGS…]` runs one call (or one per input
+ * with --map) on the compute bridge and prints the result as JSON;
+ * `stowage deploy MODULE` registers the schedules of the module's functions.
+ *
+ * A JavaScript module is imported here first: when FUNCTION is a handle made
+ * by app.function, its volumes, reads, timeout and retries are the defaults
+ * that the flags override. A TypeScript module is only bundled (Node 20 cannot
+ * import it), so its settings come from the flags alone.
+ */
+import type { Command } from 'commander';
+import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { SingleBar } from 'cli-progress';
+import { InvalidArgumentError, StowageError, defaultConnection, type FunctionOptions } from '../client/index.js';
+import {
+  DEFAULT_CODE_VOLUME,
+  bundleModule,
+  checkExport,
+  functionSpec,
+  submitCalls,
+  uploadBundle,
+  valueOf,
+  watchResults,
+} from '../client/internal.js';
+import { codecFor } from '../client/codec.js';
+import { formatValue, integerArg } from './values.js';
+
+const FUNCTION_BRAND = Symbol.for('stowage.function');
+
+interface RunFlags {
+  volume: string[];
+  reads: string[];
+  timeout?: string;
+  retries?: string;
+  map?: string;
+  detach?: boolean;
+  codeVolume: string;
+}
+
+interface HandleLike {
+  options: FunctionOptions<unknown[]>;
+  app: { deploy(): Promise<string[]>; name: string };
+}
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+export function register(program: Command): void {
+  program
+    .command('run <target> [args...]')
+    .description('run MODULE#FUNCTION on the compute bridge with JSON arguments and print its result as JSON')
+    .option('--volume <path=volume>', 'mount VOLUME where the function sees PATH, e.g. /data=my-dataset (repeatable)', collect, [])
+    .option('--reads <glob>', 'what the call reads, for placement, e.g. /data/shards/3.bin (repeatable)', collect, [])
+    .option('--timeout <duration>', 'fail the call after this long (e.g. 30s, 5m)')
+    .option('--retries <n>', 'further attempts for a call lost with its worker')
+    .option('--map <file>', 'one call per element of the JSON array in FILE (- for stdin); prints the results in order')
+    .option('--detach', 'print the call id and return without waiting')
+    .option('--code-volume <name>', 'the volume bundles go into', DEFAULT_CODE_VOLUME)
+    .action(async (target: string, rawArgs: string[], flags: RunFlags) => {
+      const { modulePath, fn } = parseTarget(target);
+      const declared = await declaredOptions(modulePath, fn);
+      const options: FunctionOptions<unknown[]> = {
+        ...declared,
+        volumes: { ...declared?.volumes, ...parseVolumes(flags.volume) },
+        reads: flags.reads.length ? flags.reads : declared?.reads,
+        timeout: flags.timeout ?? declared?.timeout,
+        retries: integerArg('--retries', flags.retries, 0) ?? declared?.retries,
+      };
+      const args = rawArgs.map((a, i) => parseJson(a, `argument ${i + 1}`));
+      const inputs: unknown[][] = flags.map ? (await readMapInputs(flags.map)).map((x) => [x]) : [args];
+      if (flags.map && args.length) throw new InvalidArgumentError('give arguments either on the command line or with --map, not both');
+
+      const connection = defaultConnection();
+      const bundle = await bundleModule(modulePath);
+      checkExport(bundle, fn);
+      await uploadBundle(connection, flags.codeVolume, bundle);
+      const spec = functionSpec(flags.codeVolume, bundle, fn, options);
+      const msgpack = codecFor('msgpack');
+      const readsOf = typeof options.reads === 'function' ? options.reads : undefined;
+      const calls = inputs.map((a, i) => ({
+        id: `fc-${randomUUID()}`,
+        args: msgpack.encode(a, `the arguments of call ${i + 1}`),
+        reads: readsOf ? readsOf(...a) : [],
+      }));
+      const ids = await submitCalls(connection, spec, calls);
+      if (flags.detach) {
+        for (const id of ids) console.log(id);
+        return;
+      }
+      const bar = progress(ids.length, !!flags.map);
+      const index = new Map(ids.map((id, i) => [id, i]));
+      const results = new Array<unknown>(ids.length);
+      let done = 0;
+      try {
+        await watchResults(connection, ids, (r) => {
+          try {
+            results[index.get(r.callId)!] = valueOf(r);
+          } catch (err) {
+            bar.stop();
+            if (err instanceof StowageError && err.code === 'FUNCTION_ERROR' && err.stack) console.error(err.stack);
+            throw err;
+          }
+          bar.update(++done);
+        });
+      } finally {
+        bar.stop();
+      }
+      console.log(flags.map ? formatValue(results) : formatValue(results[0]));
+    });
+
+  program
+    .command('deploy <module>')
+    .description("register the schedules of a module's functions (app.function({ schedule }))")
+    .action(async (module: string) => {
+      const path = resolve(module);
+      const mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
+      const apps = new Set<HandleLike['app']>();
+      for (const v of Object.values(mod)) if (isHandle(v)) apps.add(v.app);
+      if (!apps.size) throw new InvalidArgumentError(`module ${module} exports no function made with app.function`);
+      const names: string[] = [];
+      for (const app of apps) names.push(...(await app.deploy()));
+      console.log(names.length ? `scheduled: ${names.join(', ')}` : `module ${module} has no function with a schedule`);
+    });
+}
+
+function parseTarget(target: string): { modulePath: string; fn: string } {
+  const at = target.lastIndexOf('#');
+  if (at <= 0 || at === target.length - 1) {
+    throw new InvalidArgumentError(`${target}: name the function as MODULE#FUNCTION, e.g. jobs.mjs#countLines`);
+  }
+  return { modulePath: resolve(target.slice(0, at)), fn: target.slice(at + 1) };
+}
+
+function parseVolumes(specs: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const s of specs) {
+    const eq = s.indexOf('=');
+    if (eq <= 0 || eq === s.length - 1) throw new InvalidArgumentError(`--volume ${s}: use PATH=VOLUME, e.g. /data=my-dataset`);
+    out[s.slice(0, eq)] = s.slice(eq + 1);
+  }
+  return out;
+}
+
+function parseJson(raw: string, what: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch (err) {
+    throw new InvalidArgumentError(`${what} ${JSON.stringify(raw)} is not JSON (${(err as Error).message}); quote strings, e.g. '"text"'`);
+  }
+}
+
+async function readMapInputs(file: string): Promise<unknown[]> {
+  const text = file === '-' ? await readStdin() : await readFile(file, 'utf8');
+  const v = parseJson(text, `--map ${file}`);
+  if (!Array.isArray(v)) throw new InvalidArgumentError(`--map ${file} must hold a JSON array (one element per call)`);
+  return v;
+}
+
+async function readStdin(): Promise<string> {
+  const parts: Buffer[] = [];
+  for await (const p of process.stdin) parts.push(p as Buffer);
+  return Buffer.concat(parts).toString('utf8');
+}
+
+function isHandle(v: unknown): v is HandleLike {
+  return typeof v === 'object' && v !== null && (v as Record<symbol, unknown>)[FUNCTION_BRAND] === true;
+}
+
+/** The options of FUNCTION when it is an app.function handle of a JavaScript module; undefined otherwise. */
+async function declaredOptions(modulePath: string, fn: string): Promise<FunctionOptions<unknown[]> | undefined> {
+  if (!/\.(m|c)?js$/.test(modulePath)) return undefined;
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(pathToFileURL(modulePath).href)) as Record<string, unknown>;
+  } catch {
+    return undefined; // bundling reports what is wrong with it
+  }
+  const v = mod[fn];
+  return isHandle(v) ? v.options : undefined;
+}
+
+function progress(total: number, enabled: boolean): { update: (n: number) => void; stop: () => void } {
+  if (!enabled || !process.stderr.isTTY) return { update: () => undefined, stop: () => undefined };
+  const bar = new SingleBar({ stream: process.stderr, format: 'calls [{bar}] {value}/{total} | {duration}s', hideCursor: true, barsize: 30 });
+  bar.start(total, 0);
+  let stopped = false;
+  return {
+    update: (n) => bar.update(n),
+    stop: () => {
+      if (!stopped) bar.stop();
+      stopped = true;
+    },
+  };
+}

@@ -1,0 +1,73 @@
+/** `stowage worker`: the compute bridge's agent on this host (see src/worker/agent.ts). */
+import type { Command } from 'commander';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Connection, InvalidArgumentError } from '../client/index.js';
+import { resolveClientConfig } from '../common/config.js';
+import { parseDuration } from '../common/duration.js';
+import { createLogger } from '../common/logger.js';
+import { WorkerAgent } from '../worker/agent.js';
+import { DEFAULT_CACHE_SIZE, defaultCacheDir, parseSize } from './mount.js';
+import { integerArg } from './values.js';
+
+interface WorkerFlags {
+  bridge?: string;
+  slots: string;
+  cacheDir?: string;
+  cacheSize: string;
+  memoryCacheSize?: string;
+  idleTimeout: string;
+  workDir?: string;
+  id?: string;
+}
+
+export function register(program: Command): void {
+  program
+    .command('worker')
+    .description('run functions placed on this host by the compute bridge (one worker per host; stays in the foreground)')
+    .option('--bridge <host:port>', 'the stowage server hosting the bridge (default: --server, STOWAGE_SERVER or 127.0.0.1:7420)')
+    .option('--slots <n>', 'calls run at once, each in its own process', '4')
+    .option('--cache-dir <dir>', 'the host chunk cache its mounts share (default: STOWAGE_CACHE_DIR or ~/.cache/stowage)')
+    .option('--cache-size <size>', 'bound on the chunk cache on disk', DEFAULT_CACHE_SIZE)
+    .option('--memory-cache-size <size>', "bound on each mount's hot chunks in memory (stowage mount's default when not given)")
+    .option('--idle-timeout <duration>', 'stop a function process after this long without a call (e.g. 30s)', '30s')
+    .option('--work-dir <dir>', 'where mounts and fetched code live (default: <tmp>/stowage-worker-<id>)')
+    .option('--id <id>', 'worker id (default: <hostname>-<pid>)')
+    .action(async (flags: WorkerFlags) => {
+      if (flags.bridge) process.env.STOWAGE_SERVER = flags.bridge;
+      const slots = integerArg('--slots', flags.slots, 1)!;
+      parseSize('--cache-size', flags.cacheSize);
+      if (flags.memoryCacheSize) parseSize('--memory-cache-size', flags.memoryCacheSize);
+      const idleTimeoutMs = parseDuration('--idle-timeout', flags.idleTimeout);
+      if (flags.id !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(flags.id)) {
+        throw new InvalidArgumentError(`--id ${flags.id}: use 1 to 64 of [A-Za-z0-9._-]`);
+      }
+      const cfg = resolveClientConfig();
+      const connection = new Connection(cfg);
+      const log = createLogger('worker');
+      const cacheDir = resolve(flags.cacheDir ?? defaultCacheDir());
+      const id = flags.id ?? undefined;
+      const agent = new WorkerAgent({
+        id,
+        slots,
+        cacheDir,
+        cacheSize: flags.cacheSize,
+        workDir: resolve(flags.workDir ?? join(tmpdir(), `stowage-worker-${id ?? process.pid}`)),
+        idleTimeoutMs,
+        connection,
+        env: { ...process.env, STOWAGE_SERVER: cfg.server, STOWAGE_TOKEN: cfg.token },
+        mountArgs: flags.memoryCacheSize ? ['--memory-cache-size', flags.memoryCacheSize] : [],
+        log,
+        onRegistered: () => console.log(`worker ${agent.id} registered with the bridge at ${cfg.server} (slots ${slots}, cache ${cacheDir})`),
+      });
+      agent.start();
+      const signal = await new Promise<string>((done) => {
+        process.once('SIGINT', () => done('SIGINT'));
+        process.once('SIGTERM', () => done('SIGTERM'));
+      });
+      console.error(`worker ${agent.id}: ${signal}, stopping runners and unmounting`);
+      await agent.stop();
+      connection.close();
+      process.exit(0);
+    });
+}

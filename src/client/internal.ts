@@ -1,0 +1,6 @@
+/**
+ * SDK internals for stowage's own tooling (the CLI's `run`/`deploy` and the
+ * worker), kept out of the public export list in index.ts.
+ */
+export { bundleModule, uploadBundle, DEFAULT_CODE_VOLUME, type Bundle } from './bundle.js';
+export { callError, checkExport, functionSpec, submitCalls, valueOf, watchResults } from './app.js';

@@ -1,0 +1,80 @@
+/**
+ * The compute bridge's contracts: what it is given by the server that hosts
+ * it (a VolumeResolver over the volume catalogue, since services do not
+ * import each other), what it keeps (CallStore), and the call record.
+ */
+import type { CallError, FunctionSpec, PlacementDecision, Schedule } from '../gen/stowage/v1/bridge.js';
+
+/** A run of bytes a call will read, named by the SHA-256 of those bytes (the chunk cache's key). */
+export interface ExtentRef {
+  hash: string;
+  length: number;
+}
+
+export interface ResolvedFile {
+  /** Relative to the volume root, no leading '/'. */
+  path: string;
+  extents: ExtentRef[];
+}
+
+/**
+ * Read-only view of volumes, injected by src/server/ (built on the volume
+ * catalogue). Both methods throw the catalogue's typed errors.
+ */
+export interface VolumeResolver {
+  /** The newest version of `volume`: NotFoundError when there is no such volume, FailedPreconditionError when it has no version yet. */
+  latestVersion(volume: string): number;
+  /** Every file of one version of `volume`, with its extents. */
+  files(volume: string, version: number): ResolvedFile[];
+}
+
+export const PLACEMENT_POLICIES = ['ours', 'round-robin', 'random'] as const;
+export type PlacementPolicyName = (typeof PLACEMENT_POLICIES)[number];
+
+export type CallStateName = 'queued' | 'running' | 'succeeded' | 'failed';
+
+/** One call, as kept in memory and in the CallStore. */
+export interface CallRecord {
+  id: string;
+  spec: FunctionSpec;
+  /** msgpack array of arguments. */
+  args: Buffer;
+  /** The globs placement reads (the call's own, or the function's). */
+  reads: string[];
+  /** Volume name -> version pinned at submit. */
+  versions: Record<string, number>;
+  state: CallStateName;
+  /** Attempts started so far (the running one included). */
+  attempt: number;
+  /** The worker of the current (or last) attempt; '' before the first. */
+  workerId: string;
+  createdAtMs: number;
+  /** When it last entered the queue (placement's locality wait counts from here). */
+  queuedAtMs: number;
+  startedAtMs: number;
+  finishedAtMs: number;
+  value?: Buffer;
+  error?: CallError;
+  decisions: PlacementDecision[];
+  /**
+   * Set on a call found running when the bridge started: until this time it
+   * is not placed again, so that the worker running it can re-register and
+   * claim it.
+   */
+  reclaimUntilMs?: number;
+}
+
+/**
+ * Where calls and schedules outlive the bridge process. Writes are
+ * acknowledged once durable; reads see every acknowledged write.
+ */
+export interface CallStore {
+  /** Every call kept (finished ones until they are swept). */
+  loadCalls(): CallRecord[];
+  putCall(call: CallRecord): Promise<void>;
+  deleteCalls(ids: string[]): Promise<void>;
+  loadSchedules(): Schedule[];
+  putSchedule(schedule: Schedule): Promise<void>;
+  deleteSchedule(name: string): Promise<boolean>;
+  close(): Promise<void>;
+}

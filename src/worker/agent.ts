@@ -1,0 +1,225 @@
+/**
+ * The worker agent (`stowage worker`), one per host: it runs the calls the
+ * bridge places on it.
+ *
+ * Stream. The agent holds one Work stream to the bridge. It registers with
+ * its id, slots, every chunk the host cache holds and the calls it is still
+ * running; then it sends a heartbeat every `heartbeatMs` (the bridge says how
+ * often) and, every `scanMs` and after every call, the chunks added to or
+ * removed from the cache since the last report (it lists `<cache-dir>/chunks/`,
+ * which the mounts fill). The report after a call goes before its outcome, so
+ * the bridge knows what the call cached before it places the next call in the
+ * slot the outcome frees. When the stream fails it reconnects with backoff (250 ms doubling to
+ * 5 s) and registers again, with the full chunk set.
+ *
+ * Calls. An assignment names a function (its bundle in a code volume), its
+ * arguments and the pinned versions of its volumes. The agent mounts each
+ * volume version it does not have yet (mounts.ts), fetches the bundle
+ * (code.ts), and hands the call to a runner process (runners.ts: started as
+ * calls arrive, up to `slots`, stopped after `idleTimeoutMs` idle). The
+ * function sees its volumes through `volumePath('/data')`: several workers
+ * may share a host, so mounts live under the work dir, not at '/data'.
+ *
+ * Outcomes. Each attempt's outcome is kept until the bridge acknowledges it
+ * and sent again after a reconnect, so a bridge restart loses no result. A
+ * runner that dies, or a volume that cannot be mounted, reports the attempt
+ * `lost` (the bridge may retry it elsewhere); a cancel (timeout, or an
+ * attempt the bridge no longer expects) kills the call's runner.
+ */
+import { hostname } from 'node:os';
+import type { ClientDuplexStream } from '@grpc/grpc-js';
+import type { Connection } from '../client/index.js';
+import { messageOf, StowageError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { listCachedChunks } from '../fuse-mount/cache-listing.js';
+import type { Assignment, BridgeMessage, CallOutcome, WorkerMessage } from '../gen/stowage/v1/bridge.js';
+import { CodeCache } from './code.js';
+import { MountManager } from './mounts.js';
+import { RunnerPool } from './runners.js';
+
+export interface WorkerOptions {
+  id?: string;
+  slots: number;
+  cacheDir: string;
+  cacheSize: string;
+  workDir: string;
+  idleTimeoutMs: number;
+  /** How often the cache directory is listed for changes (default 500 ms). */
+  scanMs?: number;
+  connection: Connection;
+  /** Environment of the mount and runner processes (server address and token included). */
+  env: NodeJS.ProcessEnv;
+  mountArgs?: string[];
+  log: Logger;
+  /** Called at each (re)registration with the bridge. */
+  onRegistered?: () => void;
+}
+
+const EMPTY_MSG: WorkerMessage = { register: undefined, chunks: undefined, heartbeat: undefined, outcome: undefined };
+const BACKOFF_MIN_MS = 250;
+const BACKOFF_MAX_MS = 5000;
+
+export class WorkerAgent {
+  readonly id: string;
+  private readonly mounts: MountManager;
+  private readonly code: CodeCache;
+  private readonly runners: RunnerPool;
+  private stream: ClientDuplexStream<WorkerMessage, BridgeMessage> | undefined;
+  private registered = false;
+  private reported = new Set<string>();
+  /** Calls in progress: "callId#attempt" -> assignment. */
+  private readonly running = new Map<string, Assignment>();
+  /** Outcomes not yet acknowledged by the bridge. */
+  private readonly unacked = new Map<string, CallOutcome>();
+  private heartbeat: NodeJS.Timeout | undefined;
+  private scanner: NodeJS.Timeout | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private backoffMs = BACKOFF_MIN_MS;
+  private scanning = false;
+  private scanDone: Promise<void> = Promise.resolve();
+  private stopped = false;
+
+  constructor(private readonly opts: WorkerOptions) {
+    this.id = opts.id ?? `${hostname()}-${process.pid}`;
+    this.mounts = new MountManager({ workDir: opts.workDir, cacheDir: opts.cacheDir, cacheSize: opts.cacheSize, env: opts.env, extraArgs: opts.mountArgs });
+    this.code = new CodeCache(opts.workDir, opts.connection);
+    this.runners = new RunnerPool(opts.slots, opts.idleTimeoutMs, { ...opts.env, STOWAGE_WORKER_ID: this.id });
+  }
+
+  start(): void {
+    this.connect();
+    this.scanner = setInterval(() => void this.reportChunks(), this.opts.scanMs ?? 500);
+  }
+
+  /** Runner processes alive now (scale to zero: none when idle). */
+  runnerPids(): number[] {
+    return this.runners.pids();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.scanner);
+    clearInterval(this.heartbeat);
+    clearTimeout(this.retry);
+    this.stream?.cancel();
+    await this.runners.stop();
+    await this.mounts.stopAll();
+  }
+
+  private send(msg: Partial<WorkerMessage>): void {
+    if (this.stream && this.registered) this.stream.write({ ...EMPTY_MSG, ...msg });
+  }
+
+  private async connect(): Promise<void> {
+    if (this.stopped) return;
+    const chunks = await listCachedChunks(this.opts.cacheDir);
+    const stream = this.opts.connection.bridge.work();
+    this.stream = stream;
+    this.registered = false;
+    stream.on('data', (msg: BridgeMessage) => this.onMessage(stream, msg, chunks));
+    const fail = (why: string) => {
+      if (this.stream !== stream) return;
+      this.stream = undefined;
+      this.registered = false;
+      clearInterval(this.heartbeat);
+      if (this.stopped) return;
+      this.opts.log.warn({ retryInMs: this.backoffMs }, `worker: stream to the bridge ${why}; reconnecting`);
+      this.retry = setTimeout(() => void this.connect(), this.backoffMs);
+      this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
+    };
+    stream.on('error', (err: Error) => fail(`failed (${messageOf(err)})`));
+    stream.on('end', () => fail('ended'));
+    stream.write({
+      ...EMPTY_MSG,
+      register: {
+        workerId: this.id,
+        host: hostname(),
+        slots: this.opts.slots,
+        chunks: [...chunks],
+        running: [...this.running.values()].map((a) => ({ callId: a.callId, attempt: a.attempt })),
+      },
+    });
+  }
+
+  private onMessage(stream: ClientDuplexStream<WorkerMessage, BridgeMessage>, msg: BridgeMessage, registeredChunks: Set<string>): void {
+    if (msg.registered) {
+      this.registered = true;
+      this.reported = registeredChunks;
+      this.backoffMs = BACKOFF_MIN_MS;
+      clearInterval(this.heartbeat);
+      this.heartbeat = setInterval(() => this.send({ heartbeat: { running: this.running.size } }), msg.registered.heartbeatMs || 1000);
+      this.opts.log.info({ worker: this.id }, 'worker: registered with the bridge');
+      this.opts.onRegistered?.();
+      for (const o of this.unacked.values()) this.send({ outcome: o });
+    }
+    if (this.stream !== stream) return;
+    if (msg.ack) this.unacked.delete(`${msg.ack.callId}#${msg.ack.attempt}`);
+    if (msg.cancel) {
+      const key = `${msg.cancel.callId}#${msg.cancel.attempt}`;
+      if (this.running.has(key)) {
+        this.opts.log.info({ call: msg.cancel.callId, reason: msg.cancel.reason }, 'worker: call cancelled');
+        this.runners.cancel(msg.cancel.callId);
+      }
+    }
+    if (msg.assign) void this.runCall(msg.assign);
+  }
+
+  /** Sends what changed in the cache since the last report; `wait` waits for a scan in progress instead of skipping. */
+  private async reportChunks(wait = false): Promise<void> {
+    while (wait && this.scanning) await this.scanDone;
+    if (!this.registered || this.scanning) return;
+    this.scanning = true;
+    let done!: () => void;
+    this.scanDone = new Promise<void>((r) => (done = r));
+    try {
+      const now = await listCachedChunks(this.opts.cacheDir);
+      const added = [...now].filter((h) => !this.reported.has(h));
+      const removed = [...this.reported].filter((h) => !now.has(h));
+      if ((added.length || removed.length) && this.registered) {
+        this.send({ chunks: { added, removed } });
+        this.reported = now;
+      }
+    } finally {
+      this.scanning = false;
+      done();
+    }
+  }
+
+  private async runCall(a: Assignment): Promise<void> {
+    const key = `${a.callId}#${a.attempt}`;
+    if (this.running.has(key)) return;
+    this.running.set(key, a);
+    const spec = a.function!;
+    const acquired: [string, number][] = [];
+    let outcome: CallOutcome;
+    try {
+      const volumes: Record<string, string> = {};
+      for (const [mountPath, volume] of Object.entries(spec.volumes)) {
+        const version = a.versions[volume]!;
+        volumes[mountPath] = await this.mounts.acquire(volume, version);
+        acquired.push([volume, version]);
+      }
+      const bundle = await this.code.bundle(spec);
+      const reply = await this.runners.run({ callId: a.callId, bundle, module: spec.module, function: spec.function, args: a.args, volumes });
+      if ('cancelled' in reply) return;
+      if ('lost' in reply) outcome = lostOutcome(a, `${reply.message} on worker ${this.id}`);
+      else if (reply.ok) outcome = { callId: a.callId, attempt: a.attempt, ok: true, value: Buffer.from(reply.value), error: undefined, lost: false };
+      else outcome = { callId: a.callId, attempt: a.attempt, ok: false, value: Buffer.alloc(0), error: reply.error, lost: false };
+    } catch (err) {
+      // Mount or code fetch failed on this worker: another one may do better.
+      outcome = lostOutcome(a, `worker ${this.id} could not prepare the call: ${messageOf(err)}`, err instanceof StowageError ? err.code : 'UNAVAILABLE');
+    } finally {
+      this.running.delete(key);
+      for (const [v, n] of acquired) this.mounts.release(v, n);
+    }
+    // The chunks this call brought into the cache reach the bridge before the slot it frees, so the next
+    // placement already sees them (the stream keeps messages in order).
+    await this.reportChunks(true);
+    this.unacked.set(key, outcome);
+    this.send({ outcome });
+  }
+}
+
+function lostOutcome(a: Assignment, message: string, code = 'UNAVAILABLE'): CallOutcome {
+  return { callId: a.callId, attempt: a.attempt, ok: false, value: Buffer.alloc(0), error: { code, message, name: '', stack: '' }, lost: true };
+}

@@ -1,0 +1,120 @@
+/**
+ * RunnerPool: the worker's function processes (runner.ts), scaled with the
+ * calls it is handed and down to zero. A call takes an idle runner, or forks a
+ * new one while fewer than `max` exist (the bridge never hands a worker more
+ * calls than its slots). A runner left idle for `idleMs` is stopped, so with
+ * no work no function process runs. A runner that dies during a call answers
+ * `lost` (the bridge retries the call elsewhere); a cancelled call's runner is
+ * killed (a handler cannot be interrupted any other way).
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { RunReply, RunRequest } from './runner.js';
+
+const RUNNER = fileURLToPath(new URL('./runner.js', import.meta.url));
+
+export type PoolReply = RunReply | { callId: string; lost: true; message: string } | { callId: string; cancelled: true };
+
+interface Runner {
+  child: ChildProcess;
+  ready: Promise<void>;
+  busy?: { callId: string; done: (r: PoolReply) => void; cancelled: boolean };
+  idleTimer?: NodeJS.Timeout;
+}
+
+export class RunnerPool {
+  private readonly runners = new Set<Runner>();
+  private stopped = false;
+
+  constructor(
+    private readonly max: number,
+    private readonly idleMs: number,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {}
+
+  /** Runner processes alive now. */
+  get size(): number {
+    return this.runners.size;
+  }
+
+  pids(): number[] {
+    return [...this.runners].map((r) => r.child.pid!).filter(Boolean);
+  }
+
+  async run(req: RunRequest): Promise<PoolReply> {
+    const runner = [...this.runners].find((r) => !r.busy) ?? this.spawn();
+    clearTimeout(runner.idleTimer);
+    const reply = new Promise<PoolReply>((done) => {
+      runner.busy = { callId: req.callId, done, cancelled: false };
+    });
+    try {
+      await runner.ready;
+      runner.child.send(req);
+    } catch (err) {
+      this.finish(runner, { callId: req.callId, lost: true, message: `the runner process could not start: ${(err as Error).message}` });
+    }
+    return reply;
+  }
+
+  /** Kills the runner running `callId` (if any); its call answers `cancelled`. */
+  cancel(callId: string): void {
+    for (const r of this.runners) {
+      if (r.busy?.callId === callId) {
+        r.busy.cancelled = true;
+        r.child.kill('SIGKILL');
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await Promise.all(
+      [...this.runners].map(
+        (r) =>
+          new Promise<void>((res) => {
+            if (r.child.exitCode !== null || r.child.signalCode !== null) return res();
+            r.child.once('exit', () => res());
+            r.child.kill('SIGKILL');
+          }),
+      ),
+    );
+  }
+
+  private spawn(): Runner {
+    if (this.runners.size >= this.max) throw new Error(`all ${this.max} runners are busy`);
+    const child = fork(RUNNER, [], { env: this.env, serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const runner: Runner = {
+      child,
+      ready: new Promise<void>((resolve, reject) => {
+        child.once('message', () => resolve());
+        child.once('exit', (code, signal) => reject(new Error(`runner exited with ${signal ?? code} before it was ready`)));
+      }),
+    };
+    runner.ready.catch(() => undefined);
+    child.on('message', (msg: RunReply | { ready: true }) => {
+      if ('ready' in msg) return;
+      if (runner.busy?.callId === msg.callId) this.finish(runner, msg);
+    });
+    child.on('exit', (code, signal) => {
+      this.runners.delete(runner);
+      clearTimeout(runner.idleTimer);
+      const b = runner.busy;
+      if (!b) return;
+      runner.busy = undefined;
+      b.done(b.cancelled ? { callId: b.callId, cancelled: true } : { callId: b.callId, lost: true, message: `its runner process exited (${signal ?? `code ${code}`}) during the call` });
+    });
+    this.runners.add(runner);
+    return runner;
+  }
+
+  private finish(runner: Runner, reply: PoolReply): void {
+    const b = runner.busy;
+    runner.busy = undefined;
+    b?.done(reply);
+    if (this.stopped) return;
+    clearTimeout(runner.idleTimer);
+    runner.idleTimer = setTimeout(() => {
+      if (!runner.busy) runner.child.kill('SIGTERM');
+    }, this.idleMs);
+  }
+}

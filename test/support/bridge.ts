@@ -1,0 +1,210 @@
+/**
+ * Compute bridge tests: `stowage worker` processes (each with its own cache
+ * and work directory) and `stowage serve` on a fixed port (to restart it).
+ * Every worker is stopped by PID; so are the mount and runner processes it
+ * started (found by their command line naming its directories), and every
+ * mount point under its work directory is detached, also when a test fails
+ * or the worker was SIGKILLed.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { CLI, ROOT, tempDir } from './processes.js';
+
+export const FIXTURE = join(ROOT, 'test', 'fixtures', 'bridge', 'jobs.mjs');
+
+const children = new Set<ChildProcess>();
+const workDirs = new Set<string>();
+process.on('exit', () => {
+  for (const c of children) if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGKILL');
+});
+
+export interface WorkerProcess {
+  id: string;
+  pid: number;
+  cacheDir: string;
+  workDir: string;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves once the process has exited. */
+  exited: Promise<number | string>;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** `stowage worker` against `server`, resolved once it has registered. */
+export async function startWorker(opts: {
+  id: string;
+  server: string;
+  token: string;
+  slots?: number;
+  idleTimeout?: string;
+  cacheDir?: string;
+  cacheSize?: string;
+  env?: Record<string, string>;
+  args?: string[];
+}): Promise<WorkerProcess> {
+  const cacheDir = opts.cacheDir ?? tempDir(`cache-${opts.id}`);
+  const workDir = tempDir(`work-${opts.id}`);
+  workDirs.add(workDir);
+  const args = [
+    CLI, 'worker', '--bridge', opts.server, '--id', opts.id, '--slots', String(opts.slots ?? 2),
+    '--cache-dir', cacheDir, '--work-dir', workDir, '--idle-timeout', opts.idleTimeout ?? '30s',
+    '--cache-size', opts.cacheSize ?? '1GiB', '--memory-cache-size', '8MiB', ...(opts.args ?? []),
+  ];
+  const child = spawn(process.execPath, args, {
+    env: { ...process.env, STOWAGE_TOKEN: opts.token, STOWAGE_LOG_LEVEL: 'warn', ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | string>((resolve) =>
+    child.once('exit', (code, signal) => {
+      children.delete(child);
+      resolve(code ?? signal ?? -1);
+    }),
+  );
+  const lines = createInterface({ input: child.stdout! });
+  lines.on('line', (l) => (stdout += `${l}\n`));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`worker ${opts.id} did not register in 20 s: ${stderr}`)), 20_000);
+    lines.on('line', (l) => {
+      if (l.includes('registered with the bridge')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`worker ${opts.id} exited with ${code}: ${stderr}`));
+    });
+  });
+  return {
+    id: opts.id,
+    pid: child.pid!,
+    cacheDir,
+    workDir,
+    stdout: () => stdout,
+    stderr: () => stderr,
+    exited,
+    async kill(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, signal);
+      await exited;
+    },
+  };
+}
+
+/** Waits until `fn` returns a truthy value (checked every 100 ms), or fails naming `what`. */
+export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 15_000): Promise<NonNullable<Awaited<T>>> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<Awaited<T>>;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+interface ProcInfo {
+  pid: number;
+  ppid: number;
+  cmdline: string;
+}
+
+function processes(): ProcInfo[] {
+  const out: ProcInfo[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const cmdline = readFileSync(`/proc/${name}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      out.push({ pid: Number(name), ppid, cmdline });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** PIDs of the function runner processes a worker has now. */
+export function runnerPids(workerPid: number): number[] {
+  return processes()
+    .filter((p) => p.ppid === workerPid && p.cmdline.includes('worker/runner.js'))
+    .map((p) => p.pid);
+}
+
+/** PIDs of processes whose command line names `dir` (a worker's mounts name its work and cache dirs). */
+export function pidsMentioning(dir: string): number[] {
+  return processes()
+    .filter((p) => p.pid !== process.pid && p.cmdline.includes(dir))
+    .map((p) => p.pid);
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Kills every worker, and every mount or runner a worker left, by PID; detaches their mount points. */
+export function cleanUpWorkers(): void {
+  for (const c of children) if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGKILL');
+  for (const dir of workDirs) {
+    for (const pid of pidsMentioning(dir)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    const mounts = join(dir, 'mounts');
+    if (existsSync(mounts)) for (const m of readdirSync(mounts)) spawnSync('fusermount', ['-uz', join(mounts, m)], { stdio: 'ignore' });
+  }
+}
+
+export interface ServeProcess {
+  pid: number;
+  address: string;
+  token: string;
+  stderr(): string;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** `stowage serve` as a child process on a given port (so that it can be restarted on the same address). */
+export async function spawnServe(dataDir: string, port: number, args: string[] = []): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--data-dir', dataDir, '--port', String(port), ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, STOWAGE_LOG_LEVEL: 'warn' },
+  });
+  children.add(child);
+  let err = '';
+  const exited = new Promise<void>((r) =>
+    child.once('exit', () => {
+      children.delete(child);
+      r();
+    }),
+  );
+  await new Promise<void>((resolve, reject) => {
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.includes('stowage serving on')) resolve();
+    });
+    void exited.then(() => reject(new Error(`stowage serve exited: ${err}`)));
+  });
+  return {
+    pid: child.pid!,
+    address: `127.0.0.1:${port}`,
+    token: readFileSync(join(dataDir, 'token'), 'utf8').trim(),
+    stderr: () => err,
+    async kill(signal = 'SIGKILL') {
+      if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, signal);
+      await exited;
+    },
+  };
+}
