@@ -141,6 +141,22 @@ describe('compute bridge: calls, placement, errors (2 workers, local store)', ()
     expect(new Set(out.map((o) => o.worker))).toEqual(new Set(['w1', 'w2']));
   });
 
+  it('stowage run --map prints the results as one JSON array in input order; a bad map file is a clear error', async () => {
+    const inputs = [5, 1, 4, 2, 3];
+    const file = join(work, 'inputs.json');
+    writeFileSync(file, JSON.stringify(inputs));
+    const r = await runCli(['run', `${FIXTURE}#square`, '--map', file], env);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = JSON.parse(r.stdout) as { x: number; square: number }[];
+    expect(lines.map((o) => o.x)).toEqual(inputs);
+    expect(lines.map((o) => o.square)).toEqual(inputs.map((i) => i * i));
+
+    writeFileSync(file, '{"not": "an array"}');
+    const bad = await runCli(['run', `${FIXTURE}#square`, '--map', file], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/array/);
+  });
+
   it("a handler that throws: the caller gets its error's name, message and stack", async () => {
     const err = (await fixture<[string]>('fail').remote('shard 7 is corrupt').catch((e: unknown) => e)) as FunctionError & RemoteErrorDetails;
     expect(err).toBeInstanceOf(FunctionError);

@@ -19,14 +19,38 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = join(ROOT, 'bin', 'stowage.js');
 
 const children = new Set<ChildProcess>();
+/** Every tempDir of this test file's process: removeTempDirs() (after the file's own afterAll hooks) deletes them. */
+const tempDirs = new Set<string>();
 process.on('exit', () => {
   for (const c of children) if (c.pid && c.exitCode === null) process.kill(c.pid, 'SIGKILL');
 });
 
+/**
+ * Deletes the temp dirs of this process (test/support/cleanup.ts calls it
+ * once a test file is done). A directory something is still mounted below is
+ * left alone: removing through a mount could touch what it serves.
+ */
+export function removeTempDirs(): void {
+  const mounted = readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[1] ?? '');
+  for (const dir of tempDirs) {
+    if (mounted.some((m) => m === dir || m.startsWith(`${dir}/`))) continue;
+    tempDirs.delete(dir);
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // best effort: a leftover temp dir fails nothing
+    }
+  }
+}
+
 export function tempDir(label: string): string {
   const base = join(tmpdir(), 'stowage-test');
   mkdirSync(base, { recursive: true });
-  return mkdtempSync(join(base, `${label}-`));
+  const dir = mkdtempSync(join(base, `${label}-`));
+  tempDirs.add(dir);
+  return dir;
 }
 
 export function uniqueName(prefix = 'test'): string {
