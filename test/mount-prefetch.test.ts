@@ -12,7 +12,10 @@ import { open, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Volume } from '../src/client/index.js';
+import { PackReads } from '../src/fuse-mount/pack-reads.js';
 import { Prefetcher, ReadWindow } from '../src/fuse-mount/prefetcher.js';
+import type { ChunkCache, ChunkCacheStats } from '../src/fuse-mount/types.js';
+import type { FileEntry } from '../src/gen/stowage/v1/volume.js';
 import { removeScratch, scratchDir, startSetup, waitFor, type Setup } from './support/faults.js';
 import { cleanUpMounts, startMountProcess, stopMount, type MountProcess } from './support/mount.js';
 import { runCli, uniqueName } from './support/processes.js';
@@ -155,6 +158,82 @@ describe('prefetch scheduling (no FUSE)', () => {
     await c.drain();
     expect(c.fetched.length).toBe(before);
     await p.close();
+  });
+});
+
+describe('pack read-ahead (no FUSE)', () => {
+  const FILE = 4 * KiB;
+  /** One pack blob of `n` small files back to back, as the upload packs them. */
+  function pack(n: number) {
+    const files = Array.from({ length: n }, () => randomBytes(FILE));
+    const blob = Buffer.concat(files);
+    const entries = files.map(
+      (data, i) => ({ path: `f${i}`, size: FILE, extents: [{ blob: 'pack1', offset: i * FILE, length: FILE, hash: sha256(data) }] }) as unknown as FileEntry,
+    );
+    return { files, blob, entries };
+  }
+  /** A chunk cache in a Map that checks what it stores, as the real ones do. */
+  class MapCache implements ChunkCache {
+    readonly chunks = new Map<string, Buffer>();
+    async get(hash: string, _length: number, load: () => Promise<Buffer>): Promise<Buffer> {
+      const hit = this.chunks.get(hash);
+      if (hit) return hit;
+      const data = await load();
+      if (sha256(data) !== hash) throw new Error(`bad bytes for ${hash}`);
+      this.chunks.set(hash, data);
+      return data;
+    }
+    has(hash: string): boolean {
+      return this.chunks.has(hash);
+    }
+    isHot(hash: string): boolean {
+      return this.chunks.has(hash);
+    }
+    stats(): ChunkCacheStats {
+      return { bytes: 0, entries: this.chunks.size, hits: 0, misses: 0, loads: 0, evictions: 0, corruptions: 0 };
+    }
+    async close(): Promise<void> {}
+  }
+  function setup(n: number) {
+    const p = pack(n);
+    const cache = new MapCache();
+    const ranges: [number, number][] = [];
+    const reads = new PackReads(p.entries, cache, async (_entry, _index, offset, length) => {
+      ranges.push([offset, length]);
+      await new Promise((r) => setImmediate(r));
+      return Buffer.from(p.blob.subarray(offset, offset + length));
+    });
+    const read = (i: number) => cache.get(p.entries[i]!.extents[0]!.hash, FILE, () => reads.load(p.entries[i]!, 0));
+    return { ...p, cache, ranges, reads, read };
+  }
+
+  it('grows ranged GETs while files are read in pack order, filling the cache with every file they bring', async () => {
+    const t = setup(200);
+    for (let i = 0; i < 200; i++) expect((await t.read(i)).equals(t.files[i]!)).toBe(true);
+    await t.reads.settled();
+    // One file alone, then 128 KiB, 256 KiB, 512 KiB, … each from where the last ended.
+    expect(t.ranges.map(([, len]) => len / FILE)).toEqual([1, 32, 64, 103]);
+    expect(t.ranges.map(([off]) => off / FILE)).toEqual([0, 1, 33, 97]);
+    expect(t.cache.chunks.size).toBe(200);
+  });
+
+  it('fetches only the file asked for when files are read out of order, and never what is cached', async () => {
+    const t = setup(100);
+    for (const i of [50, 10, 80, 30]) expect((await t.read(i)).equals(t.files[i]!)).toBe(true);
+    expect(t.ranges).toEqual([50, 10, 80, 30].map((i) => [i * FILE, FILE]));
+    // Continuing after 30 grows a range, which stops before the cached file 50.
+    expect((await t.read(31)).equals(t.files[31]!)).toBe(true);
+    await t.reads.settled();
+    expect(t.ranges.at(-1)).toEqual([31 * FILE, 19 * FILE]);
+  });
+
+  it('lets misses covered by a range in flight wait for it instead of fetching again', async () => {
+    const t = setup(64);
+    await t.read(0);
+    const got = await Promise.all(Array.from({ length: 20 }, (_, i) => t.read(i + 1)));
+    got.forEach((g, i) => expect(g.equals(t.files[i + 1]!)).toBe(true));
+    expect(t.ranges).toHaveLength(2);
+    expect(t.reads.stats().joined).toBe(19);
   });
 });
 

@@ -14,8 +14,9 @@
  *   blob holding one extent, a chunk of a big file, is read as before).
  * - Each pack keeps up to CURSORS read cursors (the end of the last range it
  *   fetched and the window that range used). A miss at or just after a
- *   cursor's end is the next step of a sequential walk through the pack: its
- *   window doubles, from `initialWindow` up to `maxWindow`. Any other miss
+ *   cursor's end (within SEQUENTIAL_GAP) is the next step of a sequential
+ *   walk through the pack: its window doubles, from `initialWindow` up to
+ *   `maxWindow`. Any other miss
  *   starts a cursor (replacing the least recently used) whose first range is
  *   the extent alone: a single file read at random costs one small GET.
  * - A range runs from the missed extent's start forward over whole extents
@@ -36,6 +37,8 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 export const DEFAULT_PACK_INITIAL_WINDOW = 128 * KiB;
 export const DEFAULT_PACK_MAX_WINDOW = 4 * MiB;
+/** How far past a cursor's end a miss may start and still continue it (files skipped, readers racing). */
+const SEQUENTIAL_GAP = 64 * KiB;
 /** Read cursors remembered per pack. */
 const CURSORS = 4;
 /** Packs whose cursors are remembered. */
@@ -159,7 +162,7 @@ export class PackReads {
     let list = this.cursors.get(blob);
     if (!list) this.cursors.set(blob, (list = []));
     const now = ++this.clock;
-    const next = list.find((c) => offset >= c.end && offset <= c.end + Math.max(c.window, this.initialWindow));
+    const next = list.find((c) => offset >= c.end && offset <= c.end + SEQUENTIAL_GAP);
     if (next) {
       next.window = Math.min(this.maxWindow, Math.max(this.initialWindow, next.window * 2));
       next.usedAt = now;
