@@ -28,7 +28,7 @@ import { App, Connection, Volume } from '../../src/client/index.js';
 import type { PlacementPolicyName } from '../../src/compute-bridge/types.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
 import { writeBigFile } from '../volume-transfer/dataset.js';
-import { BUCKET, ROOT, S3_KEY, S3_SECRET, hostInfo, load1, startS3rver, track, type S3rver } from '../volume-transfer/setup.js';
+import { ROOT, hostInfo, load1, s3rverStore, startS3rver, track, wholeFlag, type S3rver } from '../volume-transfer/setup.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
@@ -57,12 +57,7 @@ const flags = (() => {
 })();
 
 function whole(name: string, v: string | undefined, min: number): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) {
-    process.stderr.write(`--${name} must be a whole number ≥ ${min}, not ${v}\n${USAGE}\n`);
-    process.exit(2);
-  }
-  return n;
+  return wholeFlag(name, v, min, USAGE);
 }
 
 const shards = whole('shards', flags.shards, 1);
@@ -206,7 +201,7 @@ async function runPolicy(policy: PlacementPolicyName, dataDir: string, s3rver: S
     dataDir,
     host: '127.0.0.1',
     port: 0,
-    s3: { bucket: BUCKET, prefix: 'stowage', endpoint: s3rver.endpoint, region: 'us-east-1', credentials: { accessKeyId: S3_KEY, secretAccessKey: S3_SECRET } },
+    s3: s3rverStore(s3rver),
     log: pino({ name: 'stowage', level: 'error' }),
     bridge: { placement: policy },
   });
@@ -278,7 +273,7 @@ async function main(): Promise<void> {
     dataDir,
     host: '127.0.0.1',
     port: 0,
-    s3: { bucket: BUCKET, prefix: 'stowage', endpoint: s3.endpoint, region: 'us-east-1', credentials: { accessKeyId: S3_KEY, secretAccessKey: S3_SECRET } },
+    s3: s3rverStore(s3),
     log: pino({ name: 'stowage', level: 'warn' }),
   });
   const conn = new Connection({ server: server.address, token: server.token });

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeBigFile, writeSmallFiles, type BigFile, type SmallFiles } from '../volume-transfer/dataset.js';
-import { ROOT, load1, machineInfo, packageVersion, startS3rver, startStowage, type S3rver, type StowageServer } from '../volume-transfer/setup.js';
+import { ROOT, load1, machineInfo, packageVersion, startS3rver, startStowage, wholeFlag, type S3rver, type StowageServer } from '../volume-transfer/setup.js';
 import { BIG_NAME, PLAIN_PREFIX, SMALL_NAME, putOneFile, putPlain, putVolume } from './data.js';
 import {
   RCLONE_MOUNT_FLAGS,
@@ -90,12 +90,7 @@ const say = (msg: string) => {
 };
 
 function whole(name: string, v: string | undefined, min: number): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) {
-    process.stderr.write(`--${name} must be a whole number ≥ ${min}, not ${v}\n${USAGE}\n`);
-    process.exit(2);
-  }
-  return n;
+  return wholeFlag(name, v, min, USAGE);
 }
 
 const tmp = (() => {

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { Connection } from '../../src/client/index.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
+import type { S3StoreOptions } from '../../src/volume-server/store/s3.js';
 
 /** The repository root, from dist/bench/volume-transfer/ or bench/volume-transfer/. */
 export const ROOT = findRoot(dirname(fileURLToPath(import.meta.url)));
@@ -104,6 +105,21 @@ export async function startS3rver(dir: string): Promise<S3rver> {
   };
 }
 
+/** The S3 store options of a stowage server on the benchmark's s3rver (bucket BUCKET, prefix `stowage`). */
+export function s3rverStore(s3: S3rver): S3StoreOptions {
+  return { bucket: BUCKET, prefix: 'stowage', endpoint: s3.endpoint, region: 'us-east-1', credentials: { accessKeyId: S3_KEY, secretAccessKey: S3_SECRET } };
+}
+
+/** A command-line number that must be a whole number ≥ `min`; otherwise prints why and `usage`, and exits 2. */
+export function wholeFlag(name: string, v: string | undefined, min: number, usage: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    process.stderr.write(`--${name} must be a whole number ≥ ${min}, not ${v}\n${usage}\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
 export interface StowageServer {
   server: RunningServer;
   connection: Connection;
@@ -115,13 +131,7 @@ export async function startStowage(dataDir: string, s3: S3rver): Promise<Stowage
     dataDir,
     host: '127.0.0.1',
     port: 0,
-    s3: {
-      bucket: BUCKET,
-      prefix: 'stowage',
-      endpoint: s3.endpoint,
-      region: 'us-east-1',
-      credentials: { accessKeyId: S3_KEY, secretAccessKey: S3_SECRET },
-    },
+    s3: s3rverStore(s3),
     log: pino({ name: 'stowage', level: 'warn' }),
   });
   const connection = new Connection({ server: server.address, token: server.token });
