@@ -2,8 +2,9 @@
 # The main job on the embedded default (no S3, no Redis: a local directory and
 # LMDB under ./.stowage): starts `stowage serve`, puts a dataset into a
 # volume, puts it again (nothing is transferred the second time), lists it,
-# gets it back, checks every byte, hands the shards out as jobs through a
-# queue and records progress in a dict, and stops the server.
+# gets it back, checks every byte, reads it again through a FUSE mount
+# (`stowage mount`, chunk cache in the work dir), hands the shards out as jobs
+# through a queue and records progress in a dict, and stops the server.
 # Usage: scripts/demo.sh [--keep]   (--keep leaves the server running)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +17,12 @@ stowage() { node bin/stowage.js "$@"; }
 
 node bin/stowage.js serve --port "$port" --data-dir .stowage > "$work/serve.log" 2>&1 &
 server=$!
-stop() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"; }
+mounter=""
+stop() {
+  if [ -n "$mounter" ]; then kill "$mounter" 2>/dev/null || true; wait "$mounter" 2>/dev/null || true; fi
+  fusermount -uz "$work/mnt" 2>/dev/null || true
+  kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"
+}
 if [ "${1:-}" != "--keep" ]; then trap stop EXIT; fi
 for _ in $(seq 50); do grep -q 'serving on' "$work/serve.log" && break; sleep 0.1; done
 cat "$work/serve.log"
@@ -44,6 +50,19 @@ if cmp -s "$work/a.sum" "$work/b.sum"; then
   echo "== every byte came back: $(wc -l < "$work/a.sum") files match"
 else
   echo "== MISMATCH between the dataset and what came back" >&2
+  exit 1
+fi
+echo "== stowage mount $vol (FUSE, read-only) and every file read through it"
+node bin/stowage.js mount "$vol" "$work/mnt" --cache-dir "$work/cache" > "$work/mount.log" 2>&1 &
+mounter=$!
+for _ in $(seq 100); do grep -q '^mounted' "$work/mount.log" && break; kill -0 "$mounter" 2>/dev/null || break; sleep 0.1; done
+cat "$work/mount.log"
+(cd "$work/mnt" && find . -type f -exec sha256sum {} + | sort -k2) > "$work/c.sum"
+kill -INT "$mounter"; wait "$mounter" || true; mounter=""
+if cmp -s "$work/a.sum" "$work/c.sum"; then
+  echo "== the mount served every byte: $(wc -l < "$work/c.sum") files match"
+else
+  echo "== MISMATCH between the dataset and what the mount served" >&2
   exit 1
 fi
 echo "== jobs through a queue, progress in a dict"
