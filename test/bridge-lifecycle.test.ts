@@ -4,9 +4,10 @@
  * submit; the old mount goes once no call uses it), a worker that stops
  * answering without its stream ending (SIGSTOP: declared dead after 5 s of
  * silence, its call retried elsewhere, its late outcome ignored, and it comes
- * back), spawn handles awaited after their calls finished, and
- * `stowage serve --placement round-robin` as a child process. Needs
- * `npm run build` first.
+ * back), a worker whose TCP connection to the bridge is cut (`ss -K`; skipped
+ * where that is not allowed), spawn handles awaited after their calls
+ * finished, and `stowage serve --placement round-robin` as a child process.
+ * Needs `npm run build` first.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
@@ -15,7 +16,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App, BridgeAdmin, Connection, FunctionCall, FunctionError, NotFoundError, Volume } from '../src/client/index.js';
 import { CallState } from '../src/gen/stowage/v1/bridge.js';
-import { FIXTURE, cleanUpWorkers, pidsMentioning, runnerPids, spawnServe, startWorker, waitFor, type ServeProcess, type WorkerProcess } from './support/bridge.js';
+import { FIXTURE, cleanUpWorkers, cutConnections, isAlive, pidsMentioning, runnerPids, spawnServe, startWorker, waitFor, type ServeProcess, type WorkerProcess } from './support/bridge.js';
 import { CLI, freePort, runCli, startStowage, tempDir, uniqueName, type Stowage } from './support/processes.js';
 import { KiB } from './support/volume-data.js';
 
@@ -32,7 +33,7 @@ const mountPoints = () =>
     .map((l) => l.split(' ')[1] ?? '');
 const registrations = (w: WorkerProcess) => (w.stdout().match(/registered with the bridge/g) ?? []).length;
 
-describe('compute bridge life cycle: new volume versions, a worker that stops answering, spawn handles', () => {
+describe('compute bridge life cycle: new volume versions, workers that stop answering or lose their connection, spawn handles', () => {
   let stowage: Stowage;
   let app: App;
   const workers = new Map<string, WorkerProcess>();
@@ -138,6 +139,30 @@ describe('compute bridge life cycle: new volume versions, a worker that stops an
     });
     expect(listed.map((x) => x.workerId).sort()).toEqual(['h1', 'h2']);
     // Two calls at once on two one-slot workers: the revived one takes one of them.
+    const both = (await fixtureFn<[number]>(app, 'sleep').map([800, 800])) as Slept[];
+    expect(both.map((o) => o.worker).sort()).toEqual(['h1', 'h2']);
+  });
+
+  it('a worker whose connection drops while the bridge runs: its call is retried elsewhere, it reconnects, and the attempt it still runs is cancelled', async (ctx) => {
+    const call = await fixtureFn<[number]>(app, 'sleep', { retries: 1 }).spawn(4000);
+    const victimId = await waitFor(`call ${call.id} to run`, async () => {
+      const i = await info(call.id);
+      return i.state === CallState.CALL_STATE_RUNNING && runnerPids(workers.get(i.workerId)!.pid).length ? i.workerId : undefined;
+    });
+    const victim = workers.get(victimId)!;
+    const survivor = other(victimId);
+    const [runner] = runnerPids(victim.pid);
+    const before = registrations(victim);
+    const port = Number(stowage.server.address.split(':').pop());
+    if (cutConnections(victim.pid, port) === 0) ctx.skip(); // no `ss -K` here
+    await waitFor('the worker to reconnect and register again', () => registrations(victim) > before, 20_000);
+    const out = (await call.get()) as Slept;
+    expect(out).toMatchObject({ slept: 4000, worker: survivor.id });
+    const final = await info(call.id);
+    expect(final).toMatchObject({ state: CallState.CALL_STATE_SUCCEEDED, attempt: 2, workerId: survivor.id });
+    expect(final.decisions.map((d) => d.workerId)).toEqual([victimId, survivor.id]);
+    // It re-registered still running attempt 1, which the bridge no longer expects: its runner was killed.
+    await waitFor("the reconnected worker's runner of attempt 1 to be killed", () => !isAlive(runner!), 5000);
     const both = (await fixtureFn<[number]>(app, 'sleep').map([800, 800])) as Slept[];
     expect(both.map((o) => o.worker).sort()).toEqual(['h1', 'h2']);
   });
