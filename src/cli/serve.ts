@@ -32,7 +32,7 @@ export function register(program: Command): void {
     .option('--redis-url <url>', 'keep dicts and queues in Redis (redis://host:port[/db]) instead of LMDB', process.env.STOWAGE_REDIS_URL)
     .option('--only <services>', 'host only these services, comma-separated: volume,dict,queue,bridge')
     .option('--placement <policy>', 'compute bridge placement: ours (by cached bytes), round-robin or random', 'ours')
-    .option('--locality-wait <ms>', 'how long a call waits for the busy worker that caches its data before going elsewhere (default 3000)')
+    .option('--locality-wait <ms>', 'how long a call waits for the busy worker that caches its data before going elsewhere (default 2000)')
     .option('--no-presign', 'stream chunk bytes through the server instead of handing out presigned URLs')
     .action(async (flags: ServeFlags) => {
       const port = Number(flags.port);

@@ -4,7 +4,8 @@
  * Every worker is stopped by PID; so are the mount and runner processes it
  * started (found by their command line naming its directories), and every
  * mount point under its work directory is detached, also when a test fails
- * or the worker was SIGKILLed.
+ * or the worker was SIGKILLed. Network faults cut a worker's own TCP
+ * connections with `ss -K`.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
@@ -207,4 +208,25 @@ export async function spawnServe(dataDir: string, port: number, args: string[] =
       await exited;
     },
   };
+}
+
+/**
+ * Cuts (with `ss -K`: the kernel aborts them, the peer gets a reset) the TCP
+ * connections process `pid` holds to 127.0.0.1:`port`, as a network fault
+ * would; other processes' connections stay. Returns how many were cut: 0 also
+ * when `ss -K` is not allowed here (it needs CAP_NET_ADMIN and a kernel with
+ * INET_DIAG_DESTROY).
+ */
+export function cutConnections(pid: number, port: number): number {
+  const listed = spawnSync('ss', ['-tnpH', 'state', 'established', 'dst', `127.0.0.1:${port}`], { encoding: 'utf8' });
+  if (listed.status !== 0) return 0;
+  let cut = 0;
+  for (const line of listed.stdout.split('\n')) {
+    if (!line.includes(`pid=${pid},`)) continue;
+    const local = /127\.0\.0\.1:(\d+)\s+127\.0\.0\.1:\d+/.exec(line)?.[1];
+    if (!local) continue;
+    const r = spawnSync('ss', ['-K', '-tnH', 'src', `127.0.0.1:${local}`, 'dst', `127.0.0.1:${port}`], { encoding: 'utf8' });
+    if (r.status === 0 && r.stdout.trim()) cut++;
+  }
+  return cut;
 }
