@@ -29,7 +29,8 @@
 import { hostname } from 'node:os';
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { Connection } from '../client/index.js';
-import { messageOf, StowageError } from '../common/errors.js';
+import pRetry from 'p-retry';
+import { isStowageError, messageOf, StowageError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { listCachedChunks } from '../fuse-mount/cache-listing.js';
 import type { Assignment, BridgeMessage, CallOutcome, WorkerMessage } from '../gen/stowage/v1/bridge.js';
@@ -194,12 +195,19 @@ export class WorkerAgent {
     let outcome: CallOutcome;
     try {
       const volumes: Record<string, string> = {};
-      for (const [mountPath, volume] of Object.entries(spec.volumes)) {
-        const version = a.versions[volume]!;
-        volumes[mountPath] = await this.mounts.acquire(volume, version);
-        acquired.push([volume, version]);
-      }
-      const bundle = await this.code.bundle(spec);
+      // The server may be restarting (it hosts the bridge and the volumes): preparation waits for it a while.
+      const bundle = await pRetry(
+        async () => {
+          for (const [mountPath, volume] of Object.entries(spec.volumes)) {
+            if (volumes[mountPath] !== undefined) continue;
+            const version = a.versions[volume]!;
+            volumes[mountPath] = await this.mounts.acquire(volume, version);
+            acquired.push([volume, version]);
+          }
+          return this.code.bundle(spec);
+        },
+        { ...PREPARE_RETRY, shouldRetry: (err) => isStowageError(err, 'UNAVAILABLE') },
+      );
       const reply = await this.runners.run({ callId: a.callId, bundle, module: spec.module, function: spec.function, args: a.args, volumes });
       if ('cancelled' in reply) return;
       if ('lost' in reply) outcome = lostOutcome(a, `${reply.message} on worker ${this.id}`);
@@ -219,6 +227,9 @@ export class WorkerAgent {
     this.send({ outcome });
   }
 }
+
+/** Retries of a call's preparation (mounts, code) while the server is unreachable: about 20 s in all. */
+const PREPARE_RETRY = { retries: 8, minTimeout: 250, maxTimeout: 4000 };
 
 function lostOutcome(a: Assignment, message: string, code = 'UNAVAILABLE'): CallOutcome {
   return { callId: a.callId, attempt: a.attempt, ok: false, value: Buffer.alloc(0), error: { code, message, name: '', stack: '' }, lost: true };
