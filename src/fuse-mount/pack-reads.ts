@@ -107,16 +107,22 @@ export class PackReads {
 
   /** Serves the extents of another version from now on (after a reload); blobs never change, so what is cached stays right. */
   index(entries: Iterable<FileEntry>): void {
-    const byBlob = new Map<string, Map<number, PackedExtent>>();
-    for (const entry of entries) {
-      for (const e of entry.extents) {
-        let m = byBlob.get(e.blob);
-        if (!m) byBlob.set(e.blob, (m = new Map()));
-        m.set(e.offset, { offset: e.offset, length: e.length, hash: e.hash });
-      }
-    }
+    // One sorted array rather than a map per blob: a version of big files has a blob per chunk.
+    const all: (PackedExtent & { blob: string })[] = [];
+    for (const entry of entries) for (const e of entry.extents) all.push({ blob: e.blob, offset: e.offset, length: e.length, hash: e.hash });
+    all.sort((a, b) => (a.blob < b.blob ? -1 : a.blob > b.blob ? 1 : a.offset - b.offset));
     const packs = new Map<string, PackedExtent[]>();
-    for (const [blob, m] of byBlob) if (m.size > 1) packs.set(blob, [...m.values()].sort((a, b) => a.offset - b.offset));
+    for (let i = 0; i < all.length; ) {
+      let j = i;
+      const run: PackedExtent[] = [];
+      for (; j < all.length && all[j]!.blob === all[i]!.blob; j++) {
+        const x = all[j]!;
+        // The same bytes in several files (deduplicated at upload) are one extent here.
+        if (run.length === 0 || run[run.length - 1]!.offset !== x.offset) run.push({ offset: x.offset, length: x.length, hash: x.hash });
+      }
+      if (run.length > 1) packs.set(all[i]!.blob, run);
+      i = j;
+    }
     this.packs = packs;
   }
 
