@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { ROOT, hostInfo, load1, packageVersion } from '../volume-transfer/setup.js';
+import { ROOT, cleanUpOnSignal, hostInfo, load1, packageVersion } from '../volume-transfer/setup.js';
 import { IoredisPeer } from './ioredis-peer.js';
 import type { Measured, Timing } from './measure.js';
 import { startRedis, type RedisServer } from '../../test/support/redis.js';
@@ -82,14 +82,7 @@ function cleanUp(): Promise<void> {
   return cleaning;
 }
 
-let interrupted = false;
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    interrupted = true;
-    say(`\n${sig}: stopping redis-server and removing ${tmp}`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
+const signals = cleanUpOnSignal(cleanUp, say, `stopping redis-server and removing ${tmp}`);
 
 async function main(): Promise<void> {
   const started = performance.now();
@@ -277,7 +270,7 @@ main().then(
   () => cleanUp(),
   async (err: unknown) => {
     // Interrupted: the signal handler is stopping everything, and the calls it cut short fail.
-    if (interrupted) return;
+    if (signals.interrupted()) return;
     process.stderr.write(`dict-queue failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     await cleanUp();
     process.exitCode = 1;

@@ -28,7 +28,7 @@ import { App, Connection, Volume } from '../../src/client/index.js';
 import type { PlacementPolicyName } from '../../src/compute-bridge/types.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
 import { writeBigFile } from '../volume-transfer/dataset.js';
-import { ROOT, hostInfo, load1, s3rverStore, startS3rver, track, wholeFlag, type S3rver } from '../volume-transfer/setup.js';
+import { ROOT, cleanUpOnSignal, hostInfo, load1, s3rverStore, startS3rver, track, wholeFlag, type S3rver } from '../volume-transfer/setup.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
@@ -139,12 +139,7 @@ function cleanUp(): Promise<void> {
   })();
   return cleaning;
 }
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    say(`\n${sig}: stopping workers, s3rver and the server, removing ${tmp}`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
+cleanUpOnSignal(cleanUp, say, `stopping workers, s3rver and the server, removing ${tmp}`);
 
 async function startWorker(id: string, address: string, token: string): Promise<ChildProcess> {
   const cacheDir = join(tmp, `cache-${id}`);

@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeBigFile, writeSmallFiles, type BigFile, type SmallFiles } from '../volume-transfer/dataset.js';
-import { ROOT, load1, machineInfo, packageVersion, startS3rver, startStowage, wholeFlag, type S3rver, type StowageServer } from '../volume-transfer/setup.js';
+import { ROOT, cleanUpOnSignal, load1, machineInfo, packageVersion, startS3rver, startStowage, wholeFlag, type S3rver, type StowageServer } from '../volume-transfer/setup.js';
 import { BIG_NAME, PLAIN_PREFIX, SMALL_NAME, putOneFile, putPlain, putVolume } from './data.js';
 import {
   RCLONE_MOUNT_FLAGS,
@@ -118,14 +118,7 @@ function cleanUp(): Promise<void> {
   return cleaning;
 }
 
-let interrupted = false;
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    interrupted = true;
-    say(`\n${sig}: unmounting, stopping s3rver and the mounts, removing ${tmp}`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
+const signals = cleanUpOnSignal(cleanUp, say, `unmounting, stopping s3rver and the mounts, removing ${tmp}`);
 
 /** Mounts with `start`, runs `fn`, and always unmounts and stops the mount process. */
 async function withMount<T>(start: () => Promise<Mount>, fn: (m: Mount) => Promise<T>): Promise<T> {
@@ -382,7 +375,7 @@ main().then(
   () => cleanUp(),
   async (err: unknown) => {
     // After SIGINT/SIGTERM the reads fail because the mounts went away: not news.
-    if (interrupted) return;
+    if (signals.interrupted()) return;
     process.stderr.write(`mount-read failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     await cleanUp();
     process.exitCode = 1;

@@ -22,6 +22,7 @@ import { BIG_FLAGS, RclonePeer, SMALL_FLAGS } from './rclone-peer.js';
 import { compare, figure, table, type CaseName, type ContenderName, type Figure } from './report.js';
 import {
   ROOT,
+  cleanUpOnSignal,
   cpuSeconds,
   load1,
   machineInfo,
@@ -86,12 +87,7 @@ async function cleanUp(): Promise<void> {
   rmSync(tmp, { recursive: true, force: true });
 }
 
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    say(`\n${sig}: stopping s3rver and removing ${tmp}`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
+cleanUpOnSignal(cleanUp, say, `stopping s3rver and removing ${tmp}`);
 
 async function main(): Promise<void> {
   const started = performance.now();

@@ -110,6 +110,23 @@ export function s3rverStore(s3: S3rver): S3StoreOptions {
   return { bucket: BUCKET, prefix: 'stowage', endpoint: s3.endpoint, region: 'us-east-1', credentials: { accessKeyId: S3_KEY, secretAccessKey: S3_SECRET } };
 }
 
+/**
+ * On SIGINT or SIGTERM: says what is being stopped (`stopping`, after the
+ * signal's name), runs `cleanUp` and exits 130. `interrupted()` tells the run,
+ * whose calls the clean-up cuts short, that their failure is not news.
+ */
+export function cleanUpOnSignal(cleanUp: () => Promise<void>, say: (msg: string) => void, stopping: string): { interrupted: () => boolean } {
+  let interrupted = false;
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      interrupted = true;
+      say(`\n${sig}: ${stopping}`);
+      void cleanUp().finally(() => process.exit(130));
+    });
+  }
+  return { interrupted: () => interrupted };
+}
+
 /** A command-line number that must be a whole number ≥ `min`; otherwise prints why and `usage`, and exits 2. */
 export function wholeFlag(name: string, v: string | undefined, min: number, usage: string): number {
   const n = Number(v);
