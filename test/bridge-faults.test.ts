@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App, BridgeAdmin, Connection, UnavailableError, type FunctionCall } from '../src/client/index.js';
 import { CallState } from '../src/gen/stowage/v1/bridge.js';
-import { FIXTURE, cleanUpWorkers, isAlive, runnerPids, spawnServe, startWorker, waitFor, type ServeProcess, type WorkerProcess } from './support/bridge.js';
+import { FIXTURE, cleanUpWorkers, isAlive, runnerPids, spawnServe, startWorker, waitFor, workerRunning, type ServeProcess, type WorkerProcess } from './support/bridge.js';
 import { freePort, removeDir, runCli, startStowage, tempDir, type Stowage } from './support/processes.js';
 
 const fixtureFn = <A extends unknown[]>(app: App, name: string, opts: Parameters<App['function']>[0] = {}) =>
@@ -55,11 +55,7 @@ describe('compute bridge faults: workers killed, scale to zero, schedules', () =
   });
 
   /** The worker running `call` once it runs. */
-  const runningOn = (call: FunctionCall<unknown>) =>
-    waitFor(`call ${call.id} to run`, async () => {
-      const info = await BridgeAdmin.call(call.id, stowage.connection);
-      return info.state === CallState.CALL_STATE_RUNNING && runnerPids(workers.get(info.workerId)!.pid).length ? info.workerId : undefined;
-    });
+  const runningOn = (call: FunctionCall<unknown>) => workerRunning(stowage.connection, call.id, workers);
 
   it('with no work, no function process runs', () => {
     for (const w of workers.values()) expect(runnerPids(w.pid)).toEqual([]);

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App, BridgeAdmin, Connection, FunctionCall, FunctionError, NotFoundError, Volume } from '../src/client/index.js';
 import { CallState } from '../src/gen/stowage/v1/bridge.js';
-import { FIXTURE, cleanUpWorkers, cutConnections, isAlive, pidsMentioning, runnerPids, spawnServe, startWorker, waitFor, type ServeProcess, type WorkerProcess } from './support/bridge.js';
+import { FIXTURE, cleanUpWorkers, cutConnections, isAlive, pidsMentioning, runnerPids, spawnServe, startWorker, waitFor, workerRunning, type ServeProcess, type WorkerProcess } from './support/bridge.js';
 import { CLI, freePort, runCli, startStowage, tempDir, uniqueName, type Stowage } from './support/processes.js';
 import { KiB } from './support/volume-data.js';
 
@@ -101,10 +101,7 @@ describe('compute bridge life cycle: new volume versions, workers that stop answ
 
   it('a worker that stops answering without its stream ending: declared dead, its call retried elsewhere, its late outcome ignored; revived, it registers again and takes calls', async () => {
     const call = await fixtureFn<[number]>(app, 'sleep', { retries: 1 }).spawn(4000);
-    const victimId = await waitFor(`call ${call.id} to run`, async () => {
-      const i = await info(call.id);
-      return i.state === CallState.CALL_STATE_RUNNING && runnerPids(workers.get(i.workerId)!.pid).length ? i.workerId : undefined;
-    });
+    const victimId = await workerRunning(stowage.connection, call.id, workers);
     const victim = workers.get(victimId)!;
     const survivor = other(victimId);
     // Only the worker stops: its runner finishes the sleep meanwhile, and its reply waits for the worker.
@@ -145,10 +142,7 @@ describe('compute bridge life cycle: new volume versions, workers that stop answ
 
   it('a worker whose connection drops while the bridge runs: its call is retried elsewhere, it reconnects, and the attempt it still runs is cancelled', async () => {
     const call = await fixtureFn<[number]>(app, 'sleep', { retries: 1 }).spawn(4000);
-    const victimId = await waitFor(`call ${call.id} to run`, async () => {
-      const i = await info(call.id);
-      return i.state === CallState.CALL_STATE_RUNNING && runnerPids(workers.get(i.workerId)!.pid).length ? i.workerId : undefined;
-    });
+    const victimId = await workerRunning(stowage.connection, call.id, workers);
     const victim = workers.get(victimId)!;
     const survivor = other(victimId);
     const [runner] = runnerPids(victim.pid);

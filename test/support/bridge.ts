@@ -11,6 +11,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { BridgeAdmin, type Connection } from '../../src/client/index.js';
+import { CallState } from '../../src/gen/stowage/v1/bridge.js';
 import { CLI, ROOT, tempDir } from './processes.js';
 
 export const FIXTURE = join(ROOT, 'test', 'fixtures', 'bridge', 'jobs.mjs');
@@ -131,6 +133,14 @@ function processes(): ProcInfo[] {
 }
 
 /** PIDs of the function runner processes a worker has now. */
+/** The id of the worker running call `callId`, once the bridge says it runs and that worker has a function process. */
+export function workerRunning(connection: Connection, callId: string, workers: Map<string, { pid: number }>): Promise<string> {
+  return waitFor(`call ${callId} to run`, async () => {
+    const info = await BridgeAdmin.call(callId, connection);
+    return info.state === CallState.CALL_STATE_RUNNING && runnerPids(workers.get(info.workerId)!.pid).length ? info.workerId : undefined;
+  });
+}
+
 export function runnerPids(workerPid: number): number[] {
   return processes()
     .filter((p) => p.ppid === workerPid && p.cmdline.includes('worker/runner.js'))
