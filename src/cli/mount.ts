@@ -17,6 +17,7 @@ import { VolumeFilesystem } from '../fuse-mount/filesystem.js';
 import { MemoryChunkCache } from '../fuse-mount/memory-cache.js';
 import { isMounted, mountVolume, unmountPath, type Mounted } from '../fuse-mount/mount.js';
 import {
+  alive,
   commitMount,
   liveMountState,
   pruneMountStates,
@@ -263,7 +264,7 @@ async function warnLeftStaging(parent: string, log: Logger): Promise<void> {
   for (const name of names) {
     try {
       const about = JSON.parse(await readFile(join(parent, name, 'staging.json'), 'utf8')) as { pid: number; volume: string };
-      if (processExists(about.pid)) continue;
+      if (alive(about.pid)) continue;
       log.warn(
         { staging: join(parent, name), volume: about.volume },
         'a writable mount ended without committing its changes; nothing recovers them (their bytes are in files/ under numbered names): delete the directory when you no longer need it',
@@ -271,15 +272,6 @@ async function warnLeftStaging(parent: string, log: Logger): Promise<void> {
     } catch {
       // Not a staging directory, or being made.
     }
-  }
-}
-
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -122,7 +122,8 @@ async function isStowageMount(mountpoint: string): Promise<boolean> {
   });
 }
 
-function alive(pid: number): boolean {
+/** Whether process `pid` exists (EPERM: it does, under another user). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
