@@ -15,8 +15,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { parseArgs } from 'node:util';
-import { ROOT, cleanUpOnSignal, hostInfo, load1, packageVersion } from '../volume-transfer/setup.js';
+import { ROOT, cleanUpOnSignal, hostInfo, load1, packageVersion, parseFlags } from '../volume-transfer/setup.js';
 import { IoredisPeer } from './ioredis-peer.js';
 import type { Measured, Timing } from './measure.js';
 import { startRedis, type RedisServer } from '../../test/support/redis.js';
@@ -26,20 +25,14 @@ import { StowageContender } from './stowage.js';
 import { BATCH, CALLERS, KEYS, QUEUE_BATCH, VALUE_BYTES } from './workload.js';
 
 const USAGE = 'usage: node dist/bench/dict-queue/main.js [--quick] [--seconds S] [--json-only]';
-const flags = (() => {
-  try {
-    return parseArgs({
-      options: {
-        quick: { type: 'boolean', default: false },
-        seconds: { type: 'string' },
-        'json-only': { type: 'boolean', default: false },
-      },
-    }).values;
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
-    process.exit(2);
-  }
-})();
+const flags = parseFlags(
+  {
+    quick: { type: 'boolean', default: false },
+    seconds: { type: 'string' },
+    'json-only': { type: 'boolean', default: false },
+  },
+  USAGE,
+);
 const quick = flags.quick;
 const timing: Timing = quick
   ? { seconds: 0.3, warmSeconds: 0.05, latencySamples: 300, wakeSamples: 30 }

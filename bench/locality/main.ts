@@ -22,13 +22,12 @@ import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { App, Connection, Volume } from '../../src/client/index.js';
 import type { PlacementPolicyName } from '../../src/compute-bridge/types.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
 import { writeBigFile } from '../volume-transfer/dataset.js';
-import { ROOT, cleanUpOnSignal, hostInfo, load1, s3rverStore, startS3rver, track, wholeFlag, type S3rver } from '../volume-transfer/setup.js';
+import { ROOT, cleanUpOnSignal, hostInfo, load1, parseFlags, s3rverStore, startS3rver, track, wholeFlag, type S3rver } from '../volume-transfer/setup.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
@@ -36,25 +35,19 @@ const MiB = 1024 * 1024;
 const POLICIES: PlacementPolicyName[] = ['ours', 'round-robin', 'random'];
 const USAGE = 'usage: node dist/bench/locality/main.js [--quick] [--shards 16] [--shard-mib 64] [--calls 128] [--workers 4] [--cache-mib N] [--policies ours,round-robin,random] [--json-only]';
 
-const flags = (() => {
-  try {
-    return parseArgs({
-      options: {
-        quick: { type: 'boolean', default: false },
-        shards: { type: 'string', default: '16' },
-        'shard-mib': { type: 'string' },
-        calls: { type: 'string', default: '128' },
-        workers: { type: 'string', default: '4' },
-        'cache-mib': { type: 'string' },
-        policies: { type: 'string', default: POLICIES.join(',') },
-        'json-only': { type: 'boolean', default: false },
-      },
-    }).values;
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
-    process.exit(2);
-  }
-})();
+const flags = parseFlags(
+  {
+    quick: { type: 'boolean', default: false },
+    shards: { type: 'string', default: '16' },
+    'shard-mib': { type: 'string' },
+    calls: { type: 'string', default: '128' },
+    workers: { type: 'string', default: '4' },
+    'cache-mib': { type: 'string' },
+    policies: { type: 'string', default: POLICIES.join(',') },
+    'json-only': { type: 'boolean', default: false },
+  },
+  USAGE,
+);
 
 function whole(name: string, v: string | undefined, min: number): number {
   return wholeFlag(name, v, min, USAGE);

@@ -17,9 +17,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { writeBigFile, writeSmallFiles, type BigFile, type SmallFiles } from '../volume-transfer/dataset.js';
-import { ROOT, cleanUpOnSignal, load1, machineInfo, packageVersion, startS3rver, startStowage, wholeFlag, type S3rver, type StowageServer } from '../volume-transfer/setup.js';
+import { ROOT, cleanUpOnSignal, load1, machineInfo, packageVersion, parseFlags, startS3rver, startStowage, wholeFlag, type S3rver, type StowageServer } from '../volume-transfer/setup.js';
 import { BIG_NAME, PLAIN_PREFIX, SMALL_NAME, putOneFile, putPlain, putVolume } from './data.js';
 import {
   RCLONE_MOUNT_FLAGS,
@@ -61,23 +60,17 @@ const MAIN_CACHE_SIZE = '8GiB';
 
 const USAGE =
   'usage: node dist/bench/mount-read/main.js [--quick] [--size-mib 1024] [--small-files 10000] [--stream-mib 4096] [--readers 8] [--json-only]';
-const flags = (() => {
-  try {
-    return parseArgs({
-      options: {
-        quick: { type: 'boolean', default: false },
-        'size-mib': { type: 'string' },
-        'small-files': { type: 'string' },
-        'stream-mib': { type: 'string' },
-        readers: { type: 'string', default: '8' },
-        'json-only': { type: 'boolean', default: false },
-      },
-    }).values;
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
-    process.exit(2);
-  }
-})();
+const flags = parseFlags(
+  {
+    quick: { type: 'boolean', default: false },
+    'size-mib': { type: 'string' },
+    'small-files': { type: 'string' },
+    'stream-mib': { type: 'string' },
+    readers: { type: 'string', default: '8' },
+    'json-only': { type: 'boolean', default: false },
+  },
+  USAGE,
+);
 const quick = flags.quick;
 const sizeMiB = whole('size-mib', flags['size-mib'] ?? (quick ? '256' : '1024'), 1);
 const smallCount = whole('small-files', flags['small-files'] ?? (quick ? '2000' : '10000'), 1);

@@ -12,7 +12,6 @@
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { DEFAULT_CHUNK_SIZE, DEFAULT_PARALLEL } from '../../src/client/volume.js';
 import { AwsSdkPeer, PART_SIZE, QUEUE_SIZE, RANGE_SIZE, RANGES_IN_FLIGHT, SMALL_IN_FLIGHT } from './aws-peer.js';
 import type { Contender, Detail } from './contender.js';
@@ -27,6 +26,7 @@ import {
   load1,
   machineInfo,
   makeTempRoot,
+  parseFlags,
   settleDisk,
   startS3rver,
   startStowage,
@@ -41,21 +41,15 @@ const SMALL_FILE_SIZE = 4096;
 const RESULTS = join(ROOT, 'bench', 'results', 'volume-transfer.json');
 
 const USAGE = 'usage: node dist/bench/volume-transfer/main.js [--size-mib 1024] [--small-files 10000] [--chunk-mib 8] [--json-only]';
-const flags = (() => {
-  try {
-    return parseArgs({
-      options: {
-        'size-mib': { type: 'string', default: '1024' },
-        'small-files': { type: 'string', default: '10000' },
-        'chunk-mib': { type: 'string' },
-        'json-only': { type: 'boolean', default: false },
-      },
-    }).values;
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
-    process.exit(2);
-  }
-})();
+const flags = parseFlags(
+  {
+    'size-mib': { type: 'string', default: '1024' },
+    'small-files': { type: 'string', default: '10000' },
+    'chunk-mib': { type: 'string' },
+    'json-only': { type: 'boolean', default: false },
+  },
+  USAGE,
+);
 const sizeMiB = positive('size-mib', flags['size-mib']);
 const smallCount = positive('small-files', flags['small-files']);
 const chunkSize = flags['chunk-mib']

@@ -12,6 +12,7 @@ import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { pino } from 'pino';
 import { Connection } from '../../src/client/index.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
@@ -125,6 +126,16 @@ export function cleanUpOnSignal(cleanUp: () => Promise<void>, say: (msg: string)
     });
   }
   return { interrupted: () => interrupted };
+}
+
+/** The command line's flags as `options` declares them; a flag it does not declare or cannot parse prints why and `usage`, and exits 2. */
+export function parseFlags<const O extends NonNullable<ParseArgsConfig['options']>>(options: O, usage: string): ReturnType<typeof parseArgs<{ options: O }>>['values'] {
+  try {
+    return parseArgs({ options }).values;
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n${usage}\n`);
+    process.exit(2);
+  }
 }
 
 /** A command-line number that must be a whole number ≥ `min`; otherwise prints why and `usage`, and exits 2. */
