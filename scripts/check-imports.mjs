@@ -26,11 +26,13 @@ for (const file of files) {
 }
 
 const area = (f) => relative(src, f).split('/')[0];
-// compute-bridge is the bridge service (common, gen only); worker is the agent
+// tree is the format of stored versions (common only). compute-bridge is the bridge service (common, gen only); worker is the agent
 // on each host (a client of the server: common, gen, client; and the chunk
 // cache's layout from fuse-mount).
 const rules = [
-  ['common', ['volume-server', 'fuse-mount', 'dict', 'queue', 'compute-bridge', 'worker', 'client', 'cli', 'server']],
+  ['common', ['tree', 'volume-server', 'fuse-mount', 'dict', 'queue', 'compute-bridge', 'worker', 'client', 'cli', 'server']],
+  // tree is the stored format of versions, shared by the volume server and the mount: common below it, nothing above.
+  ['tree', ['volume-server', 'fuse-mount', 'dict', 'queue', 'compute-bridge', 'worker', 'client', 'cli', 'server', 'gen']],
   ['client', ['volume-server', 'cli', 'fuse-mount', 'compute-bridge', 'worker', 'server']],
   ['volume-server', ['client', 'cli', 'fuse-mount', 'server', 'dict', 'queue', 'compute-bridge', 'worker']],
   ['dict', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'queue', 'compute-bridge', 'worker']],
@@ -39,7 +41,7 @@ const rules = [
   ['worker', ['cli', 'server', 'volume-server', 'dict', 'queue', 'compute-bridge']],
   ['server', ['client', 'cli', 'worker']],
   ['fuse-mount', ['cli', 'volume-server', 'server', 'dict', 'queue', 'compute-bridge', 'worker']],
-  ['gen', ['common', 'client', 'cli', 'volume-server', 'dict', 'queue', 'server', 'compute-bridge', 'worker']],
+  ['gen', ['common', 'tree', 'client', 'cli', 'volume-server', 'dict', 'queue', 'server', 'compute-bridge', 'worker']],
 ];
 // The SDK may read a service's contract (its limits and types), nothing else of it.
 const contractOnly = ['dict', 'queue'];
