@@ -20,6 +20,7 @@ describe('test harness', () => {
     await vol.batchUpload().putFile(Buffer.from('x'.repeat(5000)), 'a.txt').commit();
     const stats = await s3.stats();
     expect(stats['PUT chunks']).toBe(1);
-    expect(stats['PUT manifests']).toBe(1);
+    expect(stats['PUT versions']).toBe(1);
+    expect(stats['PUT trees']).toBe(1);
   });
 });

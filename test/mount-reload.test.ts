@@ -32,6 +32,8 @@ describe('inode numbers across reloads (no FUSE)', () => {
     mode: 0o644,
     mtimeMs: 1000,
     extents: [{ blob: 'b', offset: 0, length: size, hash: hash.repeat(64) }],
+    id: 0,
+    tree: '',
   });
 
   it('keeps the number of an unchanged path, gives changed and added paths new ones, and never reuses one', () => {

@@ -20,8 +20,8 @@ import {
 } from '../src/client/index.js';
 import { sha256 } from '../src/common/hash.js';
 import { fromGrpcError } from '../src/common/grpc-errors.js';
-import { FileType, VolumeServiceClient, type FileEntry } from '../src/gen/stowage/v1/volume.js';
-import { drain, expectFailure, failureOf, manifestKeys, snapshot } from './support/checks.js';
+import { FileType, VolumeServiceClient, type CommitRequest, type CommitResponse, type FileEntry } from '../src/gen/stowage/v1/volume.js';
+import { drain, expectFailure, failureOf, versionKeys, snapshot } from './support/checks.js';
 import { removeScratch, scratchDir, startSetup, writeRandomFile, type Setup, type StoreKind } from './support/faults.js';
 import { runCli, uniqueName } from './support/processes.js';
 
@@ -69,13 +69,15 @@ function entryOf(conn: Connection, volume: string, path: string): Promise<FileEn
 }
 
 function rawCommit(conn: Connection, req: { volume: string; puts?: FileEntry[]; removes?: { path: string; recursive: boolean }[]; copies?: { srcs: string[]; dst: string }[]; force?: boolean }) {
-  return conn.unary(conn.volumes.commit.bind(conn.volumes), {
-    volume: req.volume,
-    puts: req.puts ?? [],
-    removes: req.removes ?? [],
-    copies: req.copies ?? [],
-    force: req.force ?? false,
-  });
+  return conn.clientStream<CommitRequest, CommitResponse>((cb) => conn.volumes.commit(cb), [
+    {
+      volume: req.volume,
+      puts: req.puts ?? [],
+      removes: req.removes ?? [],
+      copies: req.copies ?? [],
+      force: req.force ?? false,
+    },
+  ]);
 }
 
 describe.each<StoreKind>(['local', 's3'])('bad input to volumes (%s store)', (kind) => {
@@ -118,7 +120,7 @@ describe.each<StoreKind>(['local', 's3'])('bad input to volumes (%s store)', (ki
   it('refuses bad paths in every SDK call and changes nothing', async () => {
     const vol = await seedVolume(conn);
     const before = await snapshot(vol);
-    const manifests = await manifestKeys(setup.stowage.server.store);
+    const versionRecords = await versionKeys(setup.stowage.server.store);
     const local = scratchDir('bad-path-download');
     for (const [label, path, says] of BAD_PATHS) {
       const fail = (fn: () => unknown) =>
@@ -137,7 +139,7 @@ describe.each<StoreKind>(['local', 's3'])('bad input to volumes (%s store)', (ki
       await fail(() => vol.copyFiles(['keep.txt'], path));
     }
     expect(await snapshot(vol)).toEqual(before);
-    expect(await manifestKeys(setup.stowage.server.store)).toEqual(manifests);
+    expect(await versionKeys(setup.stowage.server.store)).toEqual(versionRecords);
     expect(existsSync(join(local, 'out'))).toBe(false);
     expect((await vol.readBytes('keep.txt')).toString()).toBe('keep me');
 
@@ -161,7 +163,7 @@ describe.each<StoreKind>(['local', 's3'])('bad input to volumes (%s store)', (ki
   it('the server refuses bad paths sent raw over gRPC', async () => {
     const vol = await seedVolume(conn);
     const before = await snapshot(vol);
-    const manifests = await manifestKeys(setup.stowage.server.store);
+    const versionRecords = await versionKeys(setup.stowage.server.store);
     const keep = await entryOf(conn, vol.name, 'keep.txt');
     const vols = conn.volumes;
     for (const [label, path, says] of BAD_PATHS) {
@@ -178,13 +180,13 @@ describe.each<StoreKind>(['local', 's3'])('bad input to volumes (%s store)', (ki
       await fail('getFile', () => conn.unary(vols.getFile.bind(vols), { volume: vol.name, path, version: 0, presign: false }));
       await fail('stat', () => conn.unary(vols.stat.bind(vols), { volume: vol.name, path, version: 0 }));
       await fail('listFiles', async () => {
-        for await (const _ of conn.stream(vols.listFiles({ volume: vol.name, path, recursive: true, version: 0 }))) {
+        for await (const _ of conn.stream(vols.listFiles({ volume: vol.name, path, recursive: true, version: 0, pageSize: 0, pageToken: '' }))) {
           // the first message or the failure is enough
         }
       });
     }
     expect(await snapshot(vol)).toEqual(before);
-    expect(await manifestKeys(setup.stowage.server.store)).toEqual(manifests);
+    expect(await versionKeys(setup.stowage.server.store)).toEqual(versionRecords);
   });
 
   it('refuses a put onto an existing file without force, before any chunk moves', async () => {
@@ -311,7 +313,7 @@ describe.each<StoreKind>(['local', 's3'])('bad input to volumes (%s store)', (ki
   it('refuses a commit that references chunks the store does not have', async () => {
     const vol = await seedVolume(conn);
     const before = await snapshot(vol);
-    const manifests = await manifestKeys(setup.stowage.server.store);
+    const versionRecords = await versionKeys(setup.stowage.server.store);
     const ghost = randomBytes(4096);
     const hash = sha256(ghost);
     const entry: FileEntry = {
@@ -321,6 +323,8 @@ describe.each<StoreKind>(['local', 's3'])('bad input to volumes (%s store)', (ki
       mode: 0o644,
       mtimeMs: Date.now(),
       extents: [{ blob: hash, offset: 0, length: ghost.length, hash }],
+      id: 0,
+      tree: '',
     };
     await expectFailure(
       () => rawCommit(conn, { volume: vol.name, puts: [entry] }),
@@ -340,7 +344,7 @@ describe.each<StoreKind>(['local', 's3'])('bad input to volumes (%s store)', (ki
     await expectFailure(() => rawCommit(conn, { volume: vol.name, puts: [past] }), FailedPreconditionError, 'FAILED_PRECONDITION', /upload them before committing/);
 
     expect(await snapshot(vol)).toEqual(before);
-    expect(await manifestKeys(setup.stowage.server.store)).toEqual(manifests);
+    expect(await versionKeys(setup.stowage.server.store)).toEqual(versionRecords);
     await expectFailure(() => vol.stat('ghost.bin'), NotFoundError, 'NOT_FOUND');
 
     // Once the chunk is uploaded the same commit goes through.

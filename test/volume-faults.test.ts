@@ -19,7 +19,7 @@ import {
 } from '../src/client/index.js';
 import { sha256 } from '../src/common/hash.js';
 import type { FileEntry } from '../src/gen/stowage/v1/volume.js';
-import { drain, escapeRegExp, expectFailure, manifestKeys, readUntilFailure, snapshot } from './support/checks.js';
+import { drain, escapeRegExp, expectFailure, versionKeys, readUntilFailure, snapshot } from './support/checks.js';
 import {
   corruptFile,
   filesBelow,
@@ -69,7 +69,7 @@ describe('S3 unreachable while the server runs', () => {
     const big = randomBytes(3 * MiB);
     await vol.batchUpload().putFile(big, 'big.bin').putFile(Buffer.from('small'), 'small.txt').commit();
     const before = await snapshot(vol);
-    const manifests = await manifestKeys(stowage.server.store);
+    const versionRecords = await versionKeys(stowage.server.store);
     const fresh = randomBytes(2 * MiB);
     const newName = uniqueName('born-while-down');
     const local = scratchDir('s3-down-download');
@@ -88,7 +88,7 @@ describe('S3 unreachable while the server runs', () => {
       await unavailable(() => drain(vol.readFile('small.txt')));
       await unavailable(() => direct.readBytes('big.bin'), /set STOWAGE_TRANSFER=proxy/);
       await unavailable(() => vol.download('big.bin', join(local, 'big.bin')));
-      // A commit that moves no chunk still writes its manifest to the store first.
+      // A commit that moves no chunk still writes its version record to the store first.
       await unavailable(() => vol.removeFile('small.txt'), /S3 unreachable/);
       await unavailable(() => Volume.fromName(newName, { createIfMissing: true, connection }), /S3 unreachable/);
 
@@ -115,7 +115,7 @@ describe('S3 unreachable while the server runs', () => {
     await Volume.fromName(newName, { createIfMissing: true, connection });
     expect((await Volume.list({ connection })).map((v) => v.name)).toContain(newName);
     // Nothing from the failed attempts: exactly the two new versions.
-    expect((await manifestKeys(stowage.server.store)).length).toBe(manifests.length + 2);
+    expect((await versionKeys(stowage.server.store)).length).toBe(versionRecords.length + 2);
   });
 });
 

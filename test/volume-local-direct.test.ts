@@ -19,8 +19,8 @@ describe('same-host transfers on the local-directory store', () => {
 
   it('reads and writes chunk files directly, and through the server only in proxy mode', async () => {
     const catalog = stowage.server.catalog;
-    const putBlob = vi.spyOn(catalog, 'putBlob');
-    const readBlob = vi.spyOn(catalog, 'readBlob');
+    const putBlob = vi.spyOn(catalog.blobs, 'putBlob');
+    const readBlob = vi.spyOn(catalog.blobs, 'readBlob');
     const data = randomBytes(5 * 1024 * 1024 + 3);
     const small = randomBytes(3000);
     const name = uniqueName();

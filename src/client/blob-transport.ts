@@ -109,7 +109,7 @@ export class BlobTransport {
   /** Tells the server a blob failed its check; never throws (the read error matters more). */
   async reportDamaged(blob: string): Promise<void> {
     await this.conn
-      .unary(this.conn.volumes.reportDamagedBlob.bind(this.conn.volumes), { hash: blob })
+      .unary(this.conn.volumes.reportDamagedBlob.bind(this.conn.volumes), { hash: blob, volume: '', path: '', version: 0 })
       .catch(() => undefined);
   }
 

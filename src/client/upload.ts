@@ -247,7 +247,7 @@ export class Uploader {
 }
 
 function entry(f: PendingFile, size: number, extents: Extent[]): FileEntry {
-  return { path: f.remotePath, type: FileType.FILE_TYPE_FILE, size, mode: f.mode, mtimeMs: f.mtimeMs, extents };
+  return { path: f.remotePath, type: FileType.FILE_TYPE_FILE, size, mode: f.mode, mtimeMs: f.mtimeMs, extents, id: 0, tree: '' };
 }
 
 async function readWhole(source: UploadSource): Promise<Buffer> {

@@ -13,7 +13,17 @@ import { join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError, isStowageError } from '../common/errors.js';
 import { checkName, normalizeFilePath, normalizePath } from '../common/validate.js';
-import { FileType, type FileEntry, type VersionInfo, type VolumeInfo } from '../gen/stowage/v1/volume.js';
+import pLimit from 'p-limit';
+import {
+  FileType,
+  type CommitRequest,
+  type CommitResponse,
+  type CopyOp,
+  type FileEntry,
+  type RemoveOp,
+  type VersionInfo,
+  type VolumeInfo,
+} from '../gen/stowage/v1/volume.js';
 import { BlobTransport, type TransferMode } from './blob-transport.js';
 import { BufferPool } from './buffer-pool.js';
 import { defaultConnection, type Connection } from './connection.js';
@@ -51,6 +61,13 @@ export interface ListOptions {
   version?: number;
 }
 
+export interface PageOptions {
+  /** Entries per page (listPage's default: 1000). */
+  pageSize?: number;
+  /** The nextPageToken of the page before. */
+  pageToken?: string;
+}
+
 export interface FileInfo {
   path: string;
   type: 'file' | 'directory';
@@ -75,6 +92,16 @@ export interface DownloadOptions {
 }
 
 const HEARTBEAT_MS = 30_000;
+/** Bytes of puts per message of a commit stream (the server accepts up to 16 MiB). */
+const COMMIT_MESSAGE_BYTES = 2 * 1024 * 1024;
+/** Up to this many paths, a batch checks for existing files with one stat each. */
+const STAT_CHECK_MAX = 256;
+
+function existsError(path: string, volume: string): AlreadyExistsError {
+  return new AlreadyExistsError(
+    `"${path}" already exists in volume "${volume}" (overwrite it with: stowage volume put -f, or force: true); nothing was uploaded`,
+  );
+}
 
 export class Volume {
   private readonly transport: BlobTransport;
@@ -157,9 +184,33 @@ export class Volume {
 
   // ---- reads -----------------------------------------------------------------
 
-  /** Entries directly in `path` (or below it, with recursive). */
+  /**
+   * Entries directly in `path` (or below it, with recursive: depth first, a
+   * directory before what is in it), in name order. For big directories use
+   * iterdir() or listPage(), which never hold the whole listing.
+   */
   async listdir(path = '/', opts: ListOptions = {}): Promise<FileInfo[]> {
     return (await this.listEntries(path, opts)).map(toInfo);
+  }
+
+  /** listdir() as it streams from the server. */
+  async *iterdir(path = '/', opts: ListOptions = {}): AsyncIterable<FileInfo> {
+    for await (const batch of this.listBatches(path, opts)) for (const e of batch.entries) yield toInfo(e);
+  }
+
+  /**
+   * One page of a listing: at most `pageSize` entries; pass `nextPageToken`
+   * back as `pageToken` for the next page (it reads the same version). The
+   * token is empty after the last page.
+   */
+  async listPage(path = '/', opts: ListOptions & PageOptions = {}): Promise<{ entries: FileInfo[]; nextPageToken: string }> {
+    const entries: FileInfo[] = [];
+    let nextPageToken = '';
+    for await (const batch of this.listBatches(path, { ...opts, pageSize: opts.pageSize ?? 1000 })) {
+      for (const e of batch.entries) entries.push(toInfo(e));
+      if (batch.nextPageToken) nextPageToken = batch.nextPageToken;
+    }
+    return { entries, nextPageToken };
   }
 
   async stat(path: string, opts: { version?: number } = {}): Promise<FileInfo> {
@@ -232,13 +283,7 @@ export class Volume {
 
   /** Removes a file, or a directory with recursive; one new version. */
   async removeFile(path: string, opts: { recursive?: boolean } = {}): Promise<number> {
-    const res = await this.call('commit', {
-      volume: this.name,
-      puts: [],
-      removes: [{ path: normalizePath(path), recursive: opts.recursive ?? false }],
-      copies: [],
-      force: false,
-    });
+    const res = await this.commit({ removes: [{ path: normalizePath(path), recursive: opts.recursive ?? false }], copies: [], force: false }, []);
     return res.version;
   }
 
@@ -250,13 +295,7 @@ export class Volume {
   async copyFiles(srcs: string[], dst: string, opts: { force?: boolean } = {}): Promise<number> {
     for (const s of srcs) normalizePath(s);
     normalizePath(dst);
-    const res = await this.call('commit', {
-      volume: this.name,
-      puts: [],
-      removes: [],
-      copies: [{ srcs, dst }],
-      force: opts.force ?? false,
-    });
+    const res = await this.commit({ removes: [], copies: [{ srcs, dst }], force: opts.force ?? false }, []);
     return res.version;
   }
 
@@ -276,19 +315,57 @@ export class Volume {
       onProgress: opts.onProgress,
     });
     const { entries, stats } = await uploader.run(files);
-    const res = await this.call('commit', {
-      volume: this.name,
-      puts: [...entries, ...more.existing],
-      removes: more.removes,
-      copies: [],
-      force: opts.force ?? false,
-    });
+    const res = await this.commit({ removes: more.removes, copies: [], force: opts.force ?? false }, [...entries, ...more.existing]);
     return { ...stats, version: res.version };
+  }
+
+  /**
+   * One commit: removals and copies, then the puts, sent as a stream of
+   * messages of at most COMMIT_MESSAGE_BYTES each so that a commit of a
+   * million files never needs one huge message.
+   */
+  private async commit(header: { removes: RemoveOp[]; copies: CopyOp[]; force: boolean }, puts: FileEntry[]): Promise<CommitResponse> {
+    const messages: CommitRequest[] = [];
+    let batch: FileEntry[] = [];
+    let bytes = 0;
+    const first = { volume: this.name, removes: header.removes, copies: header.copies, force: header.force };
+    const push = (): void => {
+      messages.push(messages.length === 0 ? { ...first, puts: batch } : { volume: '', removes: [], copies: [], force: false, puts: batch });
+      batch = [];
+      bytes = 0;
+    };
+    for (const e of puts) {
+      const size = Buffer.byteLength(e.path) + 64 + e.extents.length * 150;
+      if (batch.length > 0 && bytes + size > COMMIT_MESSAGE_BYTES) push();
+      batch.push(e);
+      bytes += size;
+    }
+    if (batch.length > 0 || messages.length === 0) push();
+    return this.conn.clientStream((cb) => this.conn.volumes.commit(cb), messages);
   }
 
   /** Fails before any byte moves when a target exists (the commit checks again). */
   private async refuseExisting(paths: string[]): Promise<void> {
     if (paths.length === 0) return;
+    if (paths.length <= STAT_CHECK_MAX) {
+      // A few paths: one stat each, whatever the size of the volume.
+      const limit = pLimit(8);
+      const hits = await Promise.all(
+        paths.map((p) =>
+          limit(async () => {
+            try {
+              return (await this.call('stat', { volume: this.name, path: p, version: 0 })).entry!.type === FileType.FILE_TYPE_FILE ? p : undefined;
+            } catch (err) {
+              if (isStowageError(err, 'NOT_FOUND')) return undefined;
+              throw err;
+            }
+          }),
+        ),
+      );
+      const clash = hits.find((h) => h !== undefined);
+      if (clash) throw existsError(clash, this.name);
+      return;
+    }
     const dirs = paths.map((p) => p.split('/').slice(0, -1));
     let common = dirs[0]!;
     for (const d of dirs) {
@@ -305,23 +382,25 @@ export class Volume {
     }
     const have = new Set(existing.filter((e) => e.type === FileType.FILE_TYPE_FILE).map((e) => e.path));
     const clash = paths.find((p) => have.has(p));
-    if (clash) {
-      throw new AlreadyExistsError(
-        `"${clash}" already exists in volume "${this.name}" (overwrite it with: stowage volume put -f, or force: true); nothing was uploaded`,
-      );
-    }
+    if (clash) throw existsError(clash, this.name);
   }
 
   private async listEntries(path: string, opts: ListOptions): Promise<FileEntry[]> {
+    const out: FileEntry[] = [];
+    for await (const batch of this.listBatches(path, opts)) out.push(...batch.entries);
+    return out;
+  }
+
+  private async *listBatches(path: string, opts: ListOptions & PageOptions): AsyncGenerator<{ entries: FileEntry[]; nextPageToken: string }> {
     const call = this.conn.volumes.listFiles({
       volume: this.name,
       path: normalizePath(path),
       recursive: opts.recursive ?? false,
       version: opts.version ?? 0,
+      pageSize: opts.pageSize ?? 0,
+      pageToken: opts.pageToken ?? '',
     });
-    const out: FileEntry[] = [];
-    for await (const batch of this.conn.stream(call)) out.push(...batch.entries);
-    return out;
+    yield* this.conn.stream(call);
   }
 
   private call<M extends UnaryName>(method: M, req: Parameters<Connection['volumes'][M]>[0]): Promise<UnaryResult<M>> {
@@ -332,7 +411,7 @@ export class Volume {
 }
 
 type Vols = Connection['volumes'];
-type UnaryName = 'getVolume' | 'listVersions' | 'stat' | 'getFile' | 'presignBlobs' | 'commit';
+type UnaryName = 'getVolume' | 'listVersions' | 'stat' | 'getFile' | 'presignBlobs';
 type CallbackOf<F> = F extends (req: never, md: never, opts: never, cb: infer C) => unknown ? C : never;
 type UnaryResult<M extends UnaryName> =
   CallbackOf<Vols[M]> extends (err: never, res: infer R) => void ? R : never;

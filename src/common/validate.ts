@@ -55,6 +55,15 @@ export function normalizeFilePath(path: string): string {
   return p;
 }
 
+/**
+ * The mode bits a volume keeps for a file: its permission bits only. Setuid,
+ * setgid, sticky and file-type bits are dropped, by the server when it stores
+ * a file and by clients when they write one.
+ */
+export function fileMode(mode: number): number {
+  return Number.isInteger(mode) ? mode & 0o777 : 0o644;
+}
+
 export const HASH = /^[0-9a-f]{64}$/;
 export function checkHash(hash: string): string {
   if (!HASH.test(hash)) throw new InvalidArgumentError(`invalid blob hash ${JSON.stringify(hash)}`);

@@ -189,7 +189,7 @@ export class Bridge {
       if (this.calls.has(id) || fresh.some((c) => c.id === id)) continue; // a Submit sent again
       const reads = input.reads.length ? input.reads : spec.reads;
       // Resolving now fails a bad glob at Submit and warms the cache for placement.
-      this.reads.extents(reads, spec.volumes, versions);
+      await this.reads.resolve(reads, spec.volumes, versions);
       fresh.push({
         id,
         spec,
@@ -522,7 +522,15 @@ export class Bridge {
         continue;
       }
       try {
-        candidates.push({ id, extents: this.reads.extents(call.reads, call.spec.volumes, call.versions) });
+        const extents = this.reads.cached(call.reads, call.spec.volumes, call.versions);
+        if (extents) candidates.push({ id, extents });
+        else {
+          // Not resolved since this bridge started (or evicted): placed once resolved.
+          this.reads.resolve(call.reads, call.spec.volumes, call.versions).then(
+            () => this.pump(),
+            (err: unknown) => this.finish(call, { error: errorOf(err) }),
+          );
+        }
       } catch (err) {
         this.finish(call, { error: errorOf(err) });
       }

@@ -6,9 +6,8 @@
  * cached by (volume, version, glob): versions never change.
  */
 import { LRUCache } from 'lru-cache';
-import picomatch from 'picomatch';
 import { InvalidArgumentError } from '../common/errors.js';
-import type { ExtentRef, ResolvedFile, VolumeResolver } from './types.js';
+import type { ExtentRef, VolumeResolver } from './types.js';
 
 /** Checks a function's mount paths: absolute, normalised, not nested in each other. */
 export function checkMountPaths(volumes: Record<string, string>): void {
@@ -38,7 +37,7 @@ export function splitRead(glob: string, volumes: Record<string, string>): { moun
 
 export class ReadResolver {
   private readonly globs = new LRUCache<string, ExtentRef[]>({ max: 4096 });
-  private readonly listings = new LRUCache<string, ResolvedFile[]>({ max: 32 });
+  private readonly resolving = new Map<string, Promise<ExtentRef[]>>();
 
   constructor(private readonly volumes: VolumeResolver) {}
 
@@ -46,42 +45,56 @@ export class ReadResolver {
     return this.volumes.latestVersion(volume);
   }
 
-  /** Distinct extents of every file the globs match, at the pinned versions. */
-  extents(reads: readonly string[], mounts: Record<string, string>, versions: Record<string, number>): ExtentRef[] {
-    if (reads.length === 1) return this.globExtents(reads[0]!, mounts, versions);
-    const seen = new Map<string, ExtentRef>();
-    for (const glob of reads) for (const e of this.globExtents(glob, mounts, versions)) seen.set(e.hash, e);
-    return [...seen.values()];
+  /** Distinct extents of every file the globs match, at the pinned versions (resolved and cached). */
+  async resolve(reads: readonly string[], mounts: Record<string, string>, versions: Record<string, number>): Promise<ExtentRef[]> {
+    const lists = await Promise.all(reads.map((glob) => this.globExtents(glob, mounts, versions)));
+    return merge(lists);
   }
 
-  private globExtents(glob: string, mounts: Record<string, string>, versions: Record<string, number>): ExtentRef[] {
+  /** The same as resolve() when every glob is cached; undefined when one is not (resolve() it first). */
+  cached(reads: readonly string[], mounts: Record<string, string>, versions: Record<string, number>): ExtentRef[] | undefined {
+    const lists: ExtentRef[][] = [];
+    for (const glob of reads) {
+      const hit = this.globs.get(this.key(glob, mounts, versions));
+      if (!hit) return undefined;
+      lists.push(hit);
+    }
+    return merge(lists);
+  }
+
+  private key(glob: string, mounts: Record<string, string>, versions: Record<string, number>): string {
     const { volume, inner } = splitRead(glob, mounts);
     const version = versions[volume];
     if (version === undefined) throw new InvalidArgumentError(`no version pinned for volume ${volume}`);
-    const key = `${volume}\0${version}\0${inner}`;
-    const hit = this.globs.get(key);
-    if (hit) return hit;
-    const files = this.listing(volume, version);
-    const isGlob = picomatch.scan(inner).isGlob;
-    const matcher = inner === '' ? () => true : picomatch(inner, { dot: true });
-    const seen = new Map<string, ExtentRef>();
-    for (const f of files) {
-      if (matcher(f.path) || (!isGlob && f.path.startsWith(`${inner}/`))) {
-        for (const e of f.extents) seen.set(e.hash, { hash: e.hash, length: e.length });
-      }
-    }
-    const out = [...seen.values()];
-    this.globs.set(key, out);
-    return out;
+    return `${volume}\0${version}\0${inner}`;
   }
 
-  private listing(volume: string, version: number): ResolvedFile[] {
-    const key = `${volume}\0${version}`;
-    let files = this.listings.get(key);
-    if (!files) {
-      files = this.volumes.files(volume, version);
-      this.listings.set(key, files);
+  private async globExtents(glob: string, mounts: Record<string, string>, versions: Record<string, number>): Promise<ExtentRef[]> {
+    const key = this.key(glob, mounts, versions);
+    const hit = this.globs.get(key);
+    if (hit) return hit;
+    let p = this.resolving.get(key);
+    if (!p) {
+      const { volume, inner } = splitRead(glob, mounts);
+      p = this.volumes
+        .matchFiles(volume, versions[volume]!, inner)
+        .then((files) => {
+          const seen = new Map<string, ExtentRef>();
+          for (const f of files) for (const e of f.extents) seen.set(e.hash, { hash: e.hash, length: e.length });
+          const out = [...seen.values()];
+          this.globs.set(key, out);
+          return out;
+        })
+        .finally(() => this.resolving.delete(key));
+      this.resolving.set(key, p);
     }
-    return files;
+    return p;
   }
+}
+
+function merge(lists: ExtentRef[][]): ExtentRef[] {
+  if (lists.length === 1) return lists[0]!;
+  const seen = new Map<string, ExtentRef>();
+  for (const l of lists) for (const e of l) seen.set(e.hash, e);
+  return [...seen.values()];
 }

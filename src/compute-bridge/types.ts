@@ -24,8 +24,12 @@ export interface ResolvedFile {
 export interface VolumeResolver {
   /** The newest version of `volume`: NotFoundError when there is no such volume, FailedPreconditionError when it has no version yet. */
   latestVersion(volume: string): number;
-  /** Every file of one version of `volume`, with its extents. */
-  files(volume: string, version: number): ResolvedFile[];
+  /**
+   * The files of one version of `volume` that a glob matches (a path without
+   * glob characters: that file, or everything below that directory), with
+   * their extents. Reads only the directories the glob can reach.
+   */
+  matchFiles(volume: string, version: number, glob: string): Promise<ResolvedFile[]>;
 }
 
 export const PLACEMENT_POLICIES = ['ours', 'round-robin', 'random'] as const;

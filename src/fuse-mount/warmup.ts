@@ -187,7 +187,7 @@ async function listFiles(conn: Connection, volume: string, paths: string[], vers
   const byPath = new Map<string, FileEntry>();
   let at = version;
   for (const path of paths.length > 0 ? paths : ['']) {
-    const call = conn.volumes.listFiles({ volume, path, recursive: true, version: at });
+    const call = conn.volumes.listFiles({ volume, path, recursive: true, version: at, pageSize: 0, pageToken: '' });
     for await (const batch of conn.stream(call)) {
       at = batch.version;
       for (const e of batch.entries) if (e.type !== FileType.FILE_TYPE_DIRECTORY) byPath.set(e.path, e);

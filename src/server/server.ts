@@ -24,7 +24,7 @@ import { DictService } from '../dict/service.js';
 import { BridgeServiceService } from '../gen/stowage/v1/bridge.js';
 import { DictServiceService } from '../gen/stowage/v1/dict.js';
 import { QueueServiceService } from '../gen/stowage/v1/queue.js';
-import { FileType, VolumeServiceService } from '../gen/stowage/v1/volume.js';
+import { VolumeServiceService } from '../gen/stowage/v1/volume.js';
 import { QueueService } from '../queue/service.js';
 import type { QueueBackend } from '../queue/types.js';
 import { VolumeCatalog, type CatalogOptions } from '../volume-server/catalog.js';
@@ -155,11 +155,8 @@ function volumeResolver(catalog: VolumeCatalog): VolumeResolver {
       if (!v) throw new FailedPreconditionError(`volume ${volume} has no version yet: put files into it first (stowage volume put ${volume} …)`);
       return v;
     },
-    files(volume, version) {
-      return catalog
-        .listFiles(volume, '', true, version)
-        .entries.filter((e) => e.type === FileType.FILE_TYPE_FILE)
-        .map((e) => ({ path: e.path, extents: e.extents.map((x) => ({ hash: x.hash, length: x.length })) }));
+    matchFiles(volume, version, glob) {
+      return catalog.matchFiles(volume, version, glob);
     },
   };
 }

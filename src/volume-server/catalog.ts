@@ -1,46 +1,43 @@
 /**
- * The volume catalogue: volumes, versions, upload planning and commit, on top
- * of a BlobStore (the truth) and a MetadataIndex (the fast local copy).
+ * The volume catalogue: volumes, versions, reads and commits, on top of a
+ * BlobStore (the truth) and a MetadataIndex (the fast local copy). Reads are
+ * in reads.ts, blobs in blobs.ts, the index rebuild in rebuild.ts, garbage
+ * collection in gc.ts; this file holds volumes and the commit.
  *
- * Commit order is what makes versions atomic and durable: blobs are in the
- * store before a commit is accepted; the manifest is written to the store
- * before the index moves the volume's head, in one index transaction. A crash
- * before the index write leaves an unreferenced manifest that a rebuild
- * adopts, never a half version. Commits to one volume are serialised here.
+ * Commit order is what makes versions atomic and durable: the blobs a commit
+ * uses are in the store (and checked) before it is accepted; then the new
+ * tree pages are written, then the version record naming the new root, and
+ * only then does the index move the volume's head, in one index transaction.
+ * A crash before the index write leaves pages and perhaps a version record
+ * that nothing acknowledged: the volume still shows its previous version, the
+ * next commit writes its own record over the orphan, and garbage collection
+ * deletes unreferenced pages. Commits to one volume are serialised here.
  */
 import { randomUUID } from 'node:crypto';
-import pLimit from 'p-limit';
-import {
-  AlreadyExistsError,
-  FailedPreconditionError,
-  IntegrityError,
-  NotFoundError,
-} from '../common/errors.js';
-import { sha256 } from '../common/hash.js';
+import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { checkHash, checkName, normalizeFilePath, normalizePath } from '../common/validate.js';
+import { checkName, fileMode, normalizeFilePath } from '../common/validate.js';
+import type { CopyOp, Extent, FileEntry, RemoveOp, VersionInfo, VolumeInfo } from '../gen/stowage/v1/volume.js';
+import { PageSink, emptyDirectory } from '../tree/edit.js';
+import { pageTotals, type DirRoot } from '../tree/format.js';
+import { BlobKeeper, type UploadPlan } from './blobs.js';
+import { CommitGate } from './commit-gate.js';
+import { Draft, type PutChange } from './draft.js';
+import type { DamageRecord, MetadataIndex } from './index/types.js';
+import { fileAt, listPath, matchGlob, statPath, decodeToken, type ListBatch, type MatchedFile, type VersionView } from './reads.js';
+import { IndexRebuilder, type RebuildResult } from './rebuild.js';
+import type { BlobStore } from './store/interface.js';
+import { TreeObjects } from './tree-objects.js';
 import {
-  FileType,
-  type CopyOp,
-  type Extent,
-  type FileEntry,
-  type RemoveOp,
-  type VersionInfo,
-  type VolumeInfo,
-} from '../gen/stowage/v1/volume.js';
-import { applyCopies, applyPuts, applyRemoves, checkPut, parentOf } from './file-ops.js';
-import type { MetadataIndex } from './index/types.js';
-import {
-  MANIFEST_FORMAT,
-  extentsOf,
-  manifestKey,
-  parseManifestKey,
+  FIRST_ENTRY_ID,
+  STORE_FORMAT,
+  storedVolume,
+  versionKey,
   volumeRecordKey,
-  type Manifest,
-  type StoredFile,
+  type Retention,
+  type VersionRecord,
   type VolumeRecord,
-} from './manifest.js';
-import { blobKey, type BlobStore } from './store/interface.js';
+} from './versions.js';
 
 export interface CatalogOptions {
   /** Hand out presigned URLs when the store can make them (default true). */
@@ -48,75 +45,74 @@ export interface CatalogOptions {
   presignExpirySeconds?: number;
   /** An ephemeral volume without a heartbeat for this long is deleted. */
   ephemeralTimeoutMs?: number;
+  /** Retention of volumes that set none (default: the last 10 versions, and every version younger than 24 h). */
+  retention?: Retention;
+  /** Grace period of garbage collection, and lease of planned uploads (default 1 h). */
+  graceMs?: number;
+  /** Memory for decoded tree pages (default 64 MiB). */
+  treeMemoryBytes?: number;
 }
 
-export interface CommitInput {
+export const DEFAULT_RETENTION: Retention = { keepLast: 10, keepWithinMs: 24 * 3600_000 };
+export const DEFAULT_GRACE_MS = 3600_000;
+
+/** The header of a commit: everything but its puts, which may stream in batches. */
+export interface CommitHeader {
   volume: string;
-  puts: FileEntry[];
   removes: RemoveOp[];
   copies: CopyOp[];
   force: boolean;
 }
 
-export interface UploadPlan {
-  missingBlobs: string[];
-  putUrls: Record<string, string>;
-  knownContents: Record<string, Extent>;
-}
-
+/** Small files get a content-index entry, so that their bytes are never sent twice. */
+const CONTENT_INDEX_MAX = 4 * 1024 * 1024;
 
 export class VolumeCatalog {
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly heartbeats = new Map<string, number>();
-  private readonly presign: boolean;
-  private readonly presignExpiry: number;
   private readonly ephemeralTimeoutMs: number;
-  private readonly storeLimit = pLimit(32);
-  /** Set while the index has not yet been filled from an unreachable store. */
-  private syncRetry: NodeJS.Timeout | undefined;
-  private retrying: Promise<void> | undefined;
-  private closed = false;
+  readonly trees: TreeObjects;
+  readonly blobs: BlobKeeper;
+  readonly retention: Retention;
+  readonly graceMs: number;
+  private readonly rebuilder: IndexRebuilder;
+  private readonly gate = new CommitGate();
 
   constructor(
     readonly store: BlobStore,
-    private readonly index: MetadataIndex,
+    readonly index: MetadataIndex,
     private readonly log: Logger,
     opts: CatalogOptions = {},
   ) {
-    this.presign = opts.presign ?? true;
-    this.presignExpiry = opts.presignExpirySeconds ?? 3600;
     this.ephemeralTimeoutMs = opts.ephemeralTimeoutMs ?? 5 * 60_000;
+    this.retention = opts.retention ?? DEFAULT_RETENTION;
+    this.graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
+    this.trees = new TreeObjects(store, index, log, { memoryBytes: opts.treeMemoryBytes, keepInIndex: store.presignScope === 'any' });
+    this.blobs = new BlobKeeper(store, index, log, { presign: opts.presign, presignExpirySeconds: opts.presignExpirySeconds, leaseMs: this.graceMs });
+    this.rebuilder = new IndexRebuilder(store, index, this.trees, log, (key, fn) => this.withLock(key, fn));
   }
 
   /**
    * Fills the index from the store unless it was filled before (a fresh or
-   * lost index). When the store is unreachable the server still starts, and
-   * the rebuild is retried until it succeeds.
+   * lost index), converting volumes of the manifest format. When the store is
+   * unreachable the server still starts, and the rebuild is retried until it
+   * succeeds.
    */
-  async init(retryMs = 5000): Promise<void> {
-    if (this.closed || this.index.isSynced()) return;
-    try {
-      const result = await this.rebuildIndex();
-      if (result.volumes > 0) this.log.info(result, 'index was empty: rebuilt it from the store');
-    } catch (err) {
-      if (this.closed) return;
-      this.log.warn({ err: (err as Error).message }, 'cannot rebuild the index from the store yet; retrying');
-      this.syncRetry = setTimeout(() => {
-        this.syncRetry = undefined;
-        this.retrying = this.init(retryMs).catch((e: unknown) =>
-          this.log.warn({ err: (e as Error).message }, 'index rebuild failed'),
-        );
-      }, retryMs);
-      this.syncRetry.unref();
-    }
+  init(retryMs = 5000): Promise<void> {
+    return this.rebuilder.init(retryMs);
   }
 
   /** Stops the rebuild retries and waits for one in flight, so that the index can be closed. */
-  async close(): Promise<void> {
-    this.closed = true;
-    if (this.syncRetry) clearTimeout(this.syncRetry);
-    this.syncRetry = undefined;
-    await this.retrying;
+  close(): Promise<void> {
+    return this.rebuilder.close();
+  }
+
+  rebuildIndex(): Promise<RebuildResult> {
+    return this.rebuilder.rebuild();
+  }
+
+  listDamaged(): DamageRecord[] {
+    return this.index.listDamage();
   }
 
   private notFoundVolume(name: string): NotFoundError {
@@ -133,7 +129,7 @@ export class VolumeCatalog {
     return this.withLock(`name:${name}`, async () => {
       const existing = this.index.getVolumeByName(name);
       if (existing) {
-        if (existOk) return info(existing);
+        if (existOk) return this.info(existing);
         throw new AlreadyExistsError(`volume "${name}" already exists`);
       }
       const rec: VolumeRecord = {
@@ -148,19 +144,19 @@ export class VolumeCatalog {
       await this.writeRecord(rec);
       await this.index.putVolume(rec);
       if (ephemeral) this.heartbeats.set(rec.id, Date.now());
-      return info(rec);
+      return this.info(rec);
     });
   }
 
   getVolume(name: string): VolumeInfo {
-    return info(this.record(name));
+    return this.info(this.record(name));
   }
 
   listVolumes(includeEphemeral: boolean): VolumeInfo[] {
     return this.index
       .listVolumes()
       .filter((v) => includeEphemeral || !v.ephemeral)
-      .map(info);
+      .map((v) => this.info(v));
   }
 
   async deleteVolume(name: string): Promise<void> {
@@ -183,9 +179,31 @@ export class VolumeCatalog {
         const renamed = { ...this.index.getVolume(rec.id)!, name: newName };
         await this.writeRecord(renamed);
         await this.index.putVolume(renamed);
-        return info(renamed);
+        return this.info(renamed);
       }),
     );
+  }
+
+  /** Sets a volume's retention (keepLast 0 and keepWithinMs 0 together: back to the server's default). */
+  async setRetention(name: string, keepLast: number, keepWithinMs: number): Promise<VolumeInfo> {
+    if (!Number.isSafeInteger(keepLast) || keepLast < 0 || !Number.isSafeInteger(keepWithinMs) || keepWithinMs < 0) {
+      throw new InvalidArgumentError('retention: keep-last and keep-within must be whole numbers, 0 or more');
+    }
+    const rec0 = this.record(name);
+    return this.withLock(rec0.id, async () => {
+      const rec = this.index.getVolume(rec0.id)!;
+      const next: VolumeRecord = { ...rec };
+      if (keepLast === 0 && keepWithinMs === 0) delete next.retention;
+      else next.retention = { keepLast, keepWithinMs };
+      await this.writeRecord(next);
+      await this.index.putVolume(next);
+      return this.info(next);
+    });
+  }
+
+  /** The retention that applies to a volume. */
+  retentionOf(rec: VolumeRecord): Retention {
+    return rec.retention ?? this.retention;
   }
 
   heartbeat(name: string): void {
@@ -211,235 +229,154 @@ export class VolumeCatalog {
   }
 
   listVersions(name: string): VersionInfo[] {
-    return this.index.listVersions(this.record(name).id);
+    return this.index.listVersions(this.record(name).id).map(versionInfo);
+  }
+
+  getVersion(name: string, version: number): VersionInfo {
+    const rec = this.record(name);
+    if (version === 0 && rec.latestVersion === 0) {
+      return { version: 0, createdAtMs: rec.createdAtMs, fileCount: 0, totalBytes: 0, root: '', dirCount: 0 };
+    }
+    return versionInfo(this.versionRecord(rec, version));
   }
 
   // ---- reads ---------------------------------------------------------------
 
-  /** Files (and implied directories) at or below `path`. */
-  listFiles(name: string, path: string, recursive: boolean, version: number): { version: number; entries: FileEntry[] } {
-    const dir = normalizePath(path);
-    const m = this.manifest(name, version);
-    const file = findFile(m, dir);
-    if (file) return { version: m.version, entries: [toEntry(file)] };
-    const entries: FileEntry[] = [];
-    const seenDirs = new Set<string>();
-    const prefix = dir === '' ? '' : `${dir}/`;
+  /** One version of a volume as reads see it (0: the latest). */
+  view(name: string, version: number): VersionView {
+    const rec = this.record(name);
+    if (version === 0 && rec.latestVersion === 0) return { volume: rec.name, version: 0, root: undefined, createdAtMs: rec.createdAtMs };
+    const v = this.versionRecord(rec, version);
+    return { volume: rec.name, version: v.version, root: v.root, createdAtMs: v.createdAtMs };
+  }
+
+  /** A listing in batches (see reads.ts listPath); `pageToken` continues an earlier page. */
+  async *listFiles(name: string, path: string, recursive: boolean, version: number, pageSize = 0, pageToken = ''): AsyncGenerator<ListBatch & { version: number }> {
+    const token = pageToken ? decodeToken(pageToken, path, recursive) : undefined;
+    const view = this.view(name, token?.v ?? version);
     let any = false;
-    for (const f of m.files) {
-      if (!f.path.startsWith(prefix)) continue;
+    for await (const b of listPath(this.trees, view, path, recursive, pageSize, token?.a)) {
       any = true;
-      const rest = f.path.slice(prefix.length);
-      const parts = rest.split('/');
-      // Every directory between `dir` and the file, once.
-      const dirDepth = recursive ? parts.length - 1 : Math.min(1, parts.length - 1);
-      for (let i = 1; i <= dirDepth; i++) {
-        const d = prefix + parts.slice(0, i).join('/');
-        if (!seenDirs.has(d)) {
-          seenDirs.add(d);
-          entries.push(dirEntry(d, m.createdAtMs));
-        }
-      }
-      if (recursive || parts.length === 1) entries.push(toEntry(f));
+      yield { ...b, version: view.version };
     }
-    if (!any && dir !== '') throw notFoundPath(name, dir, m.version);
-    return { version: m.version, entries };
+    if (!any) yield { entries: [], version: view.version };
   }
 
-  stat(name: string, path: string, version: number): { version: number; entry: FileEntry } {
-    const p = normalizePath(path);
-    const m = this.manifest(name, version);
-    const file = findFile(m, p);
-    if (file) return { version: m.version, entry: toEntry(file) };
-    if (p === '' || m.files.some((f) => f.path.startsWith(`${p}/`))) {
-      return { version: m.version, entry: dirEntry(p, m.createdAtMs) };
+  async stat(name: string, path: string, version: number): Promise<{ version: number; entry: FileEntry }> {
+    const view = this.view(name, version);
+    return { version: view.version, entry: await statPath(this.trees, view, path) };
+  }
+
+  async getFile(name: string, path: string, version: number, presign: boolean): Promise<{ version: number; entry: FileEntry; getUrls: Record<string, string> }> {
+    normalizeFilePath(path);
+    const view = this.view(name, version);
+    const entry = await fileAt(this.trees, view, path);
+    const getUrls = presign ? await this.blobs.presignBlobs(entry.extents.map((e) => e.blob)) : {};
+    return { version: view.version, entry, getUrls };
+  }
+
+  /** Tree objects of a volume's versions, checked, for clients that walk trees themselves. */
+  async *treeObjects(name: string, hashes: string[]): AsyncGenerator<{ hash: string; data: Buffer }> {
+    this.record(name);
+    if (hashes.length > 1024) throw new InvalidArgumentError(`at most 1024 tree objects per request, not ${hashes.length}`);
+    for (const h of hashes) {
+      if (!/^[0-9a-f]{64}$/.test(h)) throw new InvalidArgumentError(`invalid tree object hash ${JSON.stringify(h.slice(0, 80))}`);
     }
-    throw notFoundPath(name, p, m.version);
+    for (const hash of hashes) yield { hash, data: await this.trees.bytes(hash) };
   }
 
-  async getFile(
-    name: string,
-    path: string,
-    version: number,
-    presign: boolean,
-  ): Promise<{ version: number; entry: FileEntry; getUrls: Record<string, string> }> {
-    const p = normalizeFilePath(path);
-    const m = this.manifest(name, version);
-    const file = findFile(m, p);
-    if (!file) {
-      if (m.files.some((f) => f.path.startsWith(`${p}/`))) {
-        throw new FailedPreconditionError(`"${p}" in volume "${name}" is a directory, not a file`);
-      }
-      throw notFoundPath(name, p, m.version);
-    }
-    const entry = toEntry(file);
-    const getUrls = presign ? await this.presignBlobs(entry.extents.map((e) => e.blob)) : {};
-    return { version: m.version, entry, getUrls };
-  }
-
-  /** Whether a caller may be given presigned URLs (`sameHost`: it called from this host). */
-  canPresign(sameHost: boolean): boolean {
-    return this.presign && (this.store.presignScope !== 'local-host' || sameHost);
-  }
-
-  async presignBlobs(blobs: string[]): Promise<Record<string, string>> {
-    const urls: Record<string, string> = {};
-    const presignGet = this.store.presignGet?.bind(this.store);
-    if (!this.presign || !presignGet) return urls;
-    for (const b of new Set(blobs)) urls[b] = await presignGet(blobKey(checkHash(b)), this.presignExpiry);
-    return urls;
-  }
-
-  /** Reads a blob or a range of it, as stored (the client verifies hashes). */
-  async readBlob(hash: string, offset: number, length: number): Promise<Buffer> {
-    checkHash(hash);
-    return this.store.get(blobKey(hash), { offset, length: length === 0 ? undefined : length });
+  /** Files of one version that a glob matches (the compute bridge's `reads`). */
+  matchFiles(name: string, version: number, glob: string): Promise<MatchedFile[]> {
+    return matchGlob(this.trees, this.view(name, version), glob);
   }
 
   // ---- writes --------------------------------------------------------------
 
   async planUpload(name: string, blobs: string[], contents: string[], presign: boolean): Promise<UploadPlan> {
     this.record(name);
-    const unique = [...new Set(blobs.map(checkHash))];
-    const present = await Promise.all(unique.map((b) => this.blobPresent(b)));
-    const missingBlobs = unique.filter((_, i) => !present[i]);
-    const putUrls: Record<string, string> = {};
-    const presignPut = this.store.presignPut?.bind(this.store);
-    if (presign && this.presign && presignPut) {
-      for (const b of missingBlobs) putUrls[b] = await presignPut(blobKey(b), this.presignExpiry);
-    }
-    const knownContents: Record<string, Extent> = {};
-    for (const c of new Set(contents.map(checkHash))) {
-      const hit = this.index.findContent(c);
-      if (hit) knownContents[c] = hit;
-    }
-    return { missingBlobs, putUrls, knownContents };
-  }
-
-  /** Stores a blob sent through the server, after checking its hash. */
-  async putBlob(hash: string, data: Buffer): Promise<boolean> {
-    checkHash(hash);
-    const actual = sha256(data);
-    if (actual !== hash) {
-      throw new IntegrityError(`blob upload rejected: its bytes hash to ${actual}, not ${hash}`);
-    }
-    if (await this.blobPresent(hash)) return false;
-    await this.store.put(blobKey(hash), data);
-    return true;
+    return this.blobs.planUpload(blobs, contents, presign);
   }
 
   /**
-   * A client found bytes of this blob that do not match their hash. Re-read
-   * and check the whole blob; if it is damaged (or gone), mark it so that the
-   * next upload of the same data stores a good copy.
+   * Damage a client found in a blob; with the file it was found in (volume,
+   * path, version), every blob of that file is checked. Returns the damaged ones.
    */
-  async reportDamaged(hash: string): Promise<boolean> {
-    checkHash(hash);
-    let damaged: boolean;
-    try {
-      damaged = sha256(await this.store.get(blobKey(hash))) !== hash;
-    } catch (err) {
-      if (!(err instanceof NotFoundError)) throw err;
-      damaged = true;
+  async reportDamaged(hash: string, file?: { volume: string; path: string; version: number }): Promise<string[]> {
+    let fileBlobs: string[] = [];
+    if (file?.volume) {
+      const entry = await this.getFile(file.volume, file.path, file.version, false).catch(() => undefined);
+      fileBlobs = entry?.entry.extents.map((e) => e.blob) ?? [];
     }
-    if (damaged && !this.index.isDamaged(hash)) {
-      await this.index.markDamaged(hash);
-      this.log.warn({ blob: hash }, 'blob in the store does not match its hash: marked damaged, next upload repairs it');
-    }
-    return damaged;
+    return this.blobs.reportDamaged(hash, fileBlobs);
   }
 
-  async commit(input: CommitInput): Promise<{ version: number; volume: VolumeInfo }> {
-    const rec0 = this.record(input.volume);
-    return this.withLock(rec0.id, async () => {
+  /**
+   * Applies removals, then copies, then the puts (which may arrive in
+   * batches) to the latest version, and commits the result as the next one.
+   */
+  async commit(header: CommitHeader, puts: AsyncIterable<FileEntry[]>): Promise<{ version: number; volume: VolumeInfo }> {
+    const rec0 = this.record(header.volume);
+    return this.withLock(rec0.id, () => this.gate.pass(async () => {
       const rec = this.index.getVolume(rec0.id);
-      if (!rec) throw this.notFoundVolume(input.volume);
-      const base = this.manifestOf(rec, rec.latestVersion);
-      const files = new Map(base.files.map((f) => [f.path, f]));
-      applyRemoves(files, input.removes, rec.name);
-      applyCopies(files, input.copies, rec.name, input.force);
-      const puts = input.puts.map(checkPut);
-      const blobSizes = await this.checkBlobsPresent(puts);
-      applyPuts(files, puts, rec.name, input.force);
-
-      const version = rec.latestVersion + 1;
-      const manifest: Manifest = {
-        format: MANIFEST_FORMAT,
-        volumeId: rec.id,
-        volumeName: rec.name,
-        version,
-        createdAtMs: Date.now(),
-        files: [...files.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)),
-      };
+      if (!rec) throw this.notFoundVolume(header.volume);
+      const sink = new PageSink(this.trees);
+      const now = Date.now();
+      let base: DirRoot;
+      let nextId = FIRST_ENTRY_ID;
+      if (rec.latestVersion === 0) base = emptyDirectory(sink);
+      else {
+        const head = this.versionRecord(rec, rec.latestVersion);
+        base = { hash: head.root, totals: pageTotals(await this.trees.page(head.root)) };
+        nextId = head.nextId;
+      }
+      const draft = new Draft(sink, base, nextId, rec.name, now, header.force);
+      for (const op of header.removes) await draft.remove(op);
+      for (const op of header.copies) await draft.copy(op);
+      const need = new Map<string, number>();
+      const contents = new Map<string, Extent>();
+      const interned = new Map<string, string>();
+      for await (const batch of puts) {
+        for (const e of batch) {
+          const put = checkPut(e, now, interned);
+          for (const x of put.file.extents) need.set(x.blob, Math.max(need.get(x.blob) ?? 0, x.offset + x.length));
+          if (put.file.extents.length === 1 && put.file.size <= CONTENT_INDEX_MAX) contents.set(put.file.extents[0]!.hash, put.file.extents[0]!);
+          await draft.put(put);
+        }
+      }
+      const sizes = await this.blobs.checkForCommit(need);
+      for (const [blob, end] of need) sizes.set(blob, Math.max(sizes.get(blob) ?? 0, end));
+      const root = await draft.finish();
       // The store first: once the index moves, the version must be durable.
-      await this.store.put(manifestKey(rec.id, version), Buffer.from(JSON.stringify(manifest)));
-      const next: VolumeRecord = {
-        ...rec,
-        latestVersion: version,
-        fileCount: manifest.files.length,
-        totalBytes: manifest.files.reduce((n, f) => n + f.size, 0),
+      const written = await this.trees.write(sink, root.hash);
+      const version = rec.latestVersion + 1;
+      const vr: VersionRecord = {
+        format: STORE_FORMAT,
+        volumeId: rec.id,
+        version,
+        createdAtMs: now,
+        root: root.hash,
+        fileCount: root.totals.files,
+        dirCount: root.totals.dirs,
+        totalBytes: root.totals.bytes,
+        nextId: draft.idsUsedUpTo,
       };
-      await this.index.putVersion(next, manifest, blobSizes);
-      this.log.debug({ volume: rec.name, version, files: manifest.files.length }, 'committed');
-      return { version, volume: info(next) };
-    });
+      await this.store.put(versionKey(rec.id, version), Buffer.from(JSON.stringify(vr)));
+      const next: VolumeRecord = { ...rec, latestVersion: version, fileCount: vr.fileCount, totalBytes: vr.totalBytes };
+      await this.index.putVersion(next, vr, { sizes, contents });
+      this.gate.landed([...need.keys(), ...sink.pages.keys()]);
+      this.log.debug({ volume: rec.name, version, files: vr.fileCount, pages: written.objects, pageBytes: written.bytes }, 'committed');
+      return { version, volume: this.info(next) };
+    }));
   }
 
-  // ---- rebuild -------------------------------------------------------------
+  /** For garbage collection: what commits landing from now on reference. */
+  watchCommits(): { has(hash: string): boolean; stop(): void } {
+    return this.gate.watch();
+  }
 
-  /**
-   * Fills the index from volume records and manifests in the store. Safe on
-   * a live index: it adds volumes and versions the index lacks, forgets
-   * volumes the store says were deleted, and never moves a head backwards.
-   * Returns the live volumes and their versions found in the store.
-   */
-  async rebuildIndex(): Promise<{ volumes: number; versions: number }> {
-    const records: VolumeRecord[] = [];
-    for await (const key of this.store.list('volumes/')) {
-      if (!key.endsWith('.json')) continue;
-      records.push(JSON.parse((await this.store.get(key)).toString('utf8')) as VolumeRecord);
-    }
-    // Newest first, so that a name reused after a delete goes to the live volume.
-    records.sort((a, b) => b.createdAtMs - a.createdAtMs);
-    const claimed = new Set<string>();
-    let volumes = 0;
-    let versions = 0;
-    for (const r of records) {
-      if (r.deletedAtMs !== undefined) {
-        if (this.index.getVolume(r.id)) await this.index.removeVolume(r.id);
-        continue;
-      }
-      if (claimed.has(r.name)) continue;
-      claimed.add(r.name);
-      const holder = this.index.getVolumeByName(r.name);
-      if (holder && holder.id !== r.id) {
-        this.log.warn({ name: r.name, id: r.id, holder: holder.id }, 'rebuild: name taken by another volume; skipped');
-        continue;
-      }
-      await this.withLock(r.id, async () => {
-        const existing = this.index.getVolume(r.id);
-        let rec: VolumeRecord = existing ?? { ...r, latestVersion: 0, fileCount: 0, totalBytes: 0 };
-        if (rec.name !== r.name) rec = { ...rec, name: r.name };
-        const found: number[] = [];
-        for await (const key of this.store.list(`manifests/${r.id}/`)) {
-          const parsed = parseManifestKey(key);
-          if (parsed) found.push(parsed.version);
-        }
-        found.sort((a, b) => a - b);
-        versions += found.length;
-        const newer = found.filter((n) => n > rec.latestVersion);
-        // A volume new to the index appears with its first whole version, never empty.
-        if (existing ? existing.name !== rec.name : newer.length === 0) await this.index.putVolume(rec);
-        for (const v of newer) {
-          const m = JSON.parse((await this.store.get(manifestKey(r.id, v))).toString('utf8')) as Manifest;
-          rec = { ...rec, latestVersion: v, fileCount: m.files.length, totalBytes: m.files.reduce((n, f) => n + f.size, 0) };
-          await this.index.putVersion(rec, m);
-        }
-      });
-      volumes++;
-    }
-    await this.index.setSynced();
-    return { volumes, versions };
+  /** For garbage collection: runs `fn` while no commit is under way. */
+  exclusively<T>(fn: () => Promise<T>): Promise<T> {
+    return this.gate.exclusively(fn);
   }
 
   // ---- helpers -------------------------------------------------------------
@@ -451,74 +388,38 @@ export class VolumeCatalog {
     return rec;
   }
 
-  private manifest(name: string, version: number): Manifest {
-    return this.manifestOf(this.record(name), version);
-  }
-
-  private manifestOf(rec: VolumeRecord, version: number): Manifest {
+  versionRecord(rec: VolumeRecord, version: number): VersionRecord {
     const v = version === 0 ? rec.latestVersion : version;
-    if (v === 0) {
-      return { format: MANIFEST_FORMAT, volumeId: rec.id, volumeName: rec.name, version: 0, createdAtMs: rec.createdAtMs, files: [] };
-    }
-    const m = v <= rec.latestVersion ? this.index.getManifest(rec.id, v) : undefined;
-    if (!m) {
+    const vr = v > 0 && v <= rec.latestVersion ? this.index.getVersion(rec.id, v) : undefined;
+    if (!vr) {
+      const gone = v > 0 && v < rec.latestVersion ? ' (it was removed by garbage collection, or never existed)' : '';
       throw new NotFoundError(
-        `volume "${rec.name}" has no version ${v} (latest is ${rec.latestVersion}; list them with: stowage volume versions ${rec.name})`,
+        `volume "${rec.name}" has no version ${v}${gone} (latest is ${rec.latestVersion}; list them with: stowage volume versions ${rec.name})`,
       );
     }
-    return m;
+    return vr;
   }
 
-  private async blobPresent(hash: string): Promise<boolean> {
-    if (this.index.isDamaged(hash)) return false;
-    if (this.index.blobSize(hash) !== undefined) return true;
-    return (await this.storeLimit(() => this.store.head(blobKey(hash)))) !== undefined;
-  }
-
-  /**
-   * Checks that every blob the puts reference is stored and long enough;
-   * returns the sizes it read from the store. A blob marked damaged must
-   * have been replaced by a good copy.
-   */
-  private async checkBlobsPresent(puts: StoredFile[]): Promise<Map<string, number>> {
-    const need = new Map<string, number>();
-    for (const f of puts) {
-      for (const [blob, offset, length] of f.extents) need.set(blob, Math.max(need.get(blob) ?? 0, offset + length));
-    }
-    const sizes = new Map<string, number>();
-    const missing: string[] = [];
-    const damaged: string[] = [];
-    await Promise.all(
-      [...need].map(async ([blob, end]) => {
-        if (this.index.isDamaged(blob)) {
-          if (!(await this.storeLimit(() => this.reportDamaged(blob)))) await this.index.clearDamaged(blob);
-          else return void damaged.push(blob);
-        }
-        if ((this.index.blobSize(blob) ?? -1) >= end) return;
-        const size = await this.storeLimit(() => this.store.head(blobKey(blob)));
-        if (size === undefined || size < end) missing.push(blob);
-        else sizes.set(blob, size);
-      }),
-    );
-    if (missing.length) {
-      throw new FailedPreconditionError(
-        `commit refused: ${missing.length} chunk(s) are not in the store (first: ${missing[0]}); upload them before committing`,
-      );
-    }
-    if (damaged.length) {
-      throw new FailedPreconditionError(
-        `commit refused: ${damaged.length} chunk(s) in the store are damaged (first: ${damaged[0]}); upload them again before committing`,
-      );
-    }
-    return sizes;
+  private info(rec: VolumeRecord): VolumeInfo {
+    const r = this.retentionOf(rec);
+    return {
+      name: rec.name,
+      id: rec.id,
+      createdAtMs: rec.createdAtMs,
+      latestVersion: rec.latestVersion,
+      fileCount: rec.fileCount,
+      totalBytes: rec.totalBytes,
+      ephemeral: rec.ephemeral,
+      keepLast: r.keepLast,
+      keepWithinMs: r.keepWithinMs,
+    };
   }
 
   private async writeRecord(rec: VolumeRecord): Promise<void> {
-    const { latestVersion: _v, fileCount: _f, totalBytes: _t, ...stored } = rec;
-    await this.store.put(volumeRecordKey(rec.id), Buffer.from(JSON.stringify(stored)));
+    await this.store.put(volumeRecordKey(rec.id), Buffer.from(JSON.stringify(storedVolume(rec))));
   }
 
-  private withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.locks.get(key) ?? Promise.resolve();
     const run = prev.then(fn, fn);
     const tail = run.catch(() => undefined);
@@ -530,42 +431,35 @@ export class VolumeCatalog {
   }
 }
 
-function info(rec: VolumeRecord): VolumeInfo {
-  return {
-    name: rec.name,
-    id: rec.id,
-    createdAtMs: rec.createdAtMs,
-    latestVersion: rec.latestVersion,
-    fileCount: rec.fileCount,
-    totalBytes: rec.totalBytes,
-    ephemeral: rec.ephemeral,
+function versionInfo(v: VersionRecord): VersionInfo {
+  return { version: v.version, createdAtMs: v.createdAtMs, fileCount: v.fileCount, totalBytes: v.totalBytes, root: v.root, dirCount: v.dirCount };
+}
+
+/** A put as the server accepts it: a valid path, valid hashes, extents that cover the size, a plain mode. */
+export function checkPut(e: FileEntry, now: number, interned?: Map<string, string>): PutChange {
+  const path = normalizeFilePath(e.path);
+  let total = 0;
+  const intern = (h: string): string => {
+    if (!interned) return h;
+    const hit = interned.get(h);
+    if (hit) return hit;
+    interned.set(h, h);
+    return h;
   };
-}
-
-function notFoundPath(volume: string, path: string, version: number): NotFoundError {
-  return new NotFoundError(
-    `"${path}" not found in volume "${volume}" at version ${version} (list it with: stowage volume ls ${volume} ${parentOf(path) || '/'})`,
-  );
-}
-
-function findFile(m: Manifest, path: string): StoredFile | undefined {
-  if (path === '') return undefined;
-  let lo = 0;
-  let hi = m.files.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    const p = m.files[mid]!.path;
-    if (p === path) return m.files[mid];
-    if (p < path) lo = mid + 1;
-    else hi = mid - 1;
+  const extents = e.extents.map((x) => {
+    if (!/^[0-9a-f]{64}$/.test(x.blob) || !/^[0-9a-f]{64}$/.test(x.hash)) {
+      throw new InvalidArgumentError(`file "${path}": invalid extent hash (64 lowercase hex digits expected)`);
+    }
+    if (!Number.isSafeInteger(x.offset) || !Number.isSafeInteger(x.length) || x.offset < 0 || x.length < 0) {
+      throw new InvalidArgumentError(`file "${path}": invalid extent offset or length`);
+    }
+    total += x.length;
+    return { blob: intern(x.blob), offset: x.offset, length: x.length, hash: x.hash };
+  });
+  if (total !== e.size) {
+    throw new InvalidArgumentError(`file "${path}": extents cover ${total} bytes but the size is ${e.size}`);
   }
-  return undefined;
-}
-
-function toEntry(f: StoredFile): FileEntry {
-  return { path: f.path, type: FileType.FILE_TYPE_FILE, size: f.size, mode: f.mode, mtimeMs: f.mtimeMs, extents: extentsOf(f) };
-}
-
-function dirEntry(path: string, mtimeMs: number): FileEntry {
-  return { path, type: FileType.FILE_TYPE_DIRECTORY, size: 0, mode: 0o755, mtimeMs, extents: [] };
+  const mtimeMs = e.mtimeMs ? Math.floor(e.mtimeMs) : now;
+  if (!Number.isSafeInteger(mtimeMs)) throw new InvalidArgumentError(`file "${path}": invalid mtime`);
+  return { path, file: { kind: 'file', size: e.size, mode: fileMode(e.mode || 0o644), mtimeMs, extents } };
 }

@@ -2,13 +2,13 @@
 import { InvalidArgumentError } from '../common/errors.js';
 import { authCheck, clientStream, fromSameHost, serverStream, unary } from '../common/grpc-server.js';
 import type { Logger } from '../common/logger.js';
-import type { VolumeServiceServer } from '../gen/stowage/v1/volume.js';
+import type { CommitRequest, FileEntry, VolumeServiceServer } from '../gen/stowage/v1/volume.js';
 import type { VolumeCatalog } from './catalog.js';
+import { collectGarbage } from './gc.js';
 
 /** Largest blob accepted through PutBlob (a chunk, or a pack of small files). */
 export const MAX_BLOB_BYTES = 64 * 1024 * 1024;
 const FRAME = 1024 * 1024;
-const LIST_BATCH = 1000;
 
 export function volumeService(catalog: VolumeCatalog, token: string, log: Logger): VolumeServiceServer {
   const check = authCheck(token);
@@ -26,22 +26,24 @@ export function volumeService(catalog: VolumeCatalog, token: string, log: Logger
       return {};
     }),
     listVersions: unary(check, log, (r) => ({ versions: catalog.listVersions(r.name) })),
+    getVersion: unary(check, log, (r) => catalog.getVersion(r.volume, r.version)),
     listFiles: serverStream(check, log, async (r, write) => {
-      const { version, entries } = catalog.listFiles(r.volume, r.path, r.recursive, r.version);
-      if (entries.length === 0) await write({ entries: [], version });
-      for (let i = 0; i < entries.length; i += LIST_BATCH) {
-        await write({ entries: entries.slice(i, i + LIST_BATCH), version });
+      for await (const b of catalog.listFiles(r.volume, r.path, r.recursive, r.version, r.pageSize, r.pageToken)) {
+        await write({ entries: b.entries, version: b.version, nextPageToken: b.nextPageToken ?? '' });
       }
     }),
     stat: unary(check, log, (r) => catalog.stat(r.volume, r.path, r.version)),
     getFile: unary(check, log, (r, call) =>
-      catalog.getFile(r.volume, r.path, r.version, r.presign && catalog.canPresign(fromSameHost(call))),
+      catalog.getFile(r.volume, r.path, r.version, r.presign && catalog.blobs.canPresign(fromSameHost(call))),
     ),
+    getTreeObjects: serverStream(check, log, async (r, write) => {
+      for await (const o of catalog.treeObjects(r.volume, r.hashes)) await write(o);
+    }),
     presignBlobs: unary(check, log, async (r, call) => ({
-      getUrls: catalog.canPresign(fromSameHost(call)) ? await catalog.presignBlobs(r.blobs) : {},
+      getUrls: catalog.blobs.canPresign(fromSameHost(call)) ? await catalog.blobs.presignBlobs(r.blobs) : {},
     })),
     planUpload: unary(check, log, (r, call) =>
-      catalog.planUpload(r.volume, r.blobs, r.contents, r.presign && catalog.canPresign(fromSameHost(call))),
+      catalog.planUpload(r.volume, r.blobs, r.contents, r.presign && catalog.blobs.canPresign(fromSameHost(call))),
     ),
     putBlob: clientStream(check, log, async (messages) => {
       let hash = '';
@@ -66,18 +68,46 @@ export function volumeService(catalog: VolumeCatalog, token: string, log: Logger
       if (received !== size) {
         throw new InvalidArgumentError(`blob ${hash}: stream ended after ${received} of ${size} bytes`);
       }
-      const stored = await catalog.putBlob(hash, Buffer.concat(parts, size));
+      const stored = await catalog.blobs.putBlob(hash, Buffer.concat(parts, size));
       return { hash, stored };
     }),
     readBlob: serverStream(check, log, async (r, write) => {
-      const data = await catalog.readBlob(r.hash, r.offset, r.length);
+      const data = await catalog.blobs.readBlob(r.hash, r.offset, r.length);
       for (let i = 0; i < data.length; i += FRAME) await write({ data: data.subarray(i, i + FRAME) });
       if (data.length === 0) await write({ data: Buffer.alloc(0) });
     }),
-    reportDamagedBlob: unary(check, log, async (r) => ({ damaged: await catalog.reportDamaged(r.hash) })),
-    commit: unary(check, log, (r) =>
-      catalog.commit({ volume: r.volume, puts: r.puts, removes: r.removes, copies: r.copies, force: r.force }),
+    reportDamagedBlob: unary(check, log, async (r) => {
+      const damagedBlobs = await catalog.reportDamaged(r.hash, r.volume ? { volume: r.volume, path: r.path, version: r.version } : undefined);
+      return { damaged: damagedBlobs.includes(r.hash), damagedBlobs };
+    }),
+    commit: clientStream(check, log, async (messages) => {
+      const it = messages[Symbol.asyncIterator]();
+      const first = await it.next();
+      if (first.done) throw new InvalidArgumentError('Commit stream had no header');
+      const head: CommitRequest = first.value;
+      async function* puts(): AsyncGenerator<FileEntry[]> {
+        yield head.puts;
+        for (let m = await it.next(); !m.done; m = await it.next()) {
+          if (m.value.volume || m.value.removes.length || m.value.copies.length) {
+            throw new InvalidArgumentError('Commit stream: only the first message names the volume and carries removals and copies');
+          }
+          yield m.value.puts;
+        }
+      }
+      return catalog.commit({ volume: head.volume, removes: head.removes, copies: head.copies, force: head.force }, puts());
+    }),
+    rebuildIndex: unary(check, log, async () => {
+      const r = await catalog.rebuildIndex();
+      return { volumes: r.volumes, versions: r.versions, converted: r.converted, skipped: r.skipped.map(damagedObject) };
+    }),
+    listDamaged: unary(check, log, () => ({ objects: catalog.listDamaged().map(damagedObject) })),
+    setRetention: unary(check, log, (r) => catalog.setRetention(r.name, r.keepLast, r.keepWithinMs)),
+    collectGarbage: unary(check, log, (r) =>
+      collectGarbage(catalog, { volume: r.volume || undefined, graceMs: r.graceMs, dryRun: r.dryRun }),
     ),
-    rebuildIndex: unary(check, log, () => catalog.rebuildIndex()),
   };
+}
+
+function damagedObject(d: { kind: string; key: string; volume?: string; version?: number; reason: string; foundAtMs: number }) {
+  return { kind: d.kind, key: d.key, volume: d.volume ?? '', version: d.version ?? 0, reason: d.reason, foundAtMs: d.foundAtMs };
 }

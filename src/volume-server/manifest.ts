@@ -1,30 +1,14 @@
 /**
- * Versions as stored: each commit writes one immutable manifest object
- * (manifests/<volume id>/<version>.json) holding the whole file list of that
- * version, and volume records (volumes/<id>.json) hold names. Together they are
- * enough to rebuild the LMDB index from the store alone.
+ * The manifest format of stowage before store format 2, read only to convert
+ * it (rebuild.ts): each commit wrote one object,
+ * manifests/<volume id>/<version>.json, holding the whole file list of that
+ * version.
  */
-import type { Extent, FileEntry } from '../gen/stowage/v1/volume.js';
-
-export const MANIFEST_FORMAT = 1;
-
-export interface VolumeRecord {
-  id: string;
-  name: string;
-  createdAtMs: number;
-  ephemeral: boolean;
-  /** 0 before the first commit. */
-  latestVersion: number;
-  fileCount: number;
-  totalBytes: number;
-  /** Set when the volume was deleted; the record stays so rebuilds skip it. */
-  deletedAtMs?: number;
-}
+import { IntegrityError } from '../common/errors.js';
 
 export interface Manifest {
   format: number;
   volumeId: string;
-  volumeName: string;
   version: number;
   createdAtMs: number;
   /** Sorted by path; files only (directories are implied by paths). */
@@ -41,10 +25,6 @@ export interface StoredFile {
   extents: [string, number, number, string][];
 }
 
-export function volumeRecordKey(id: string): string {
-  return `volumes/${id}.json`;
-}
-
 export function manifestKey(volumeId: string, version: number): string {
   return `manifests/${volumeId}/${String(version).padStart(12, '0')}.json`;
 }
@@ -54,16 +34,21 @@ export function parseManifestKey(key: string): { volumeId: string; version: numb
   return m ? { volumeId: m[1]!, version: Number(m[2]) } : undefined;
 }
 
-export function toStoredFile(e: FileEntry): StoredFile {
-  return {
-    path: e.path,
-    size: e.size,
-    mode: e.mode,
-    mtimeMs: e.mtimeMs,
-    extents: e.extents.map((x) => [x.blob, x.offset, x.length, x.hash]),
-  };
-}
-
-export function extentsOf(f: StoredFile): Extent[] {
-  return f.extents.map(([blob, offset, length, hash]) => ({ blob, offset, length, hash }));
+/** Parses a manifest, checking its shape; IntegrityError naming it otherwise. */
+export function parseManifest(key: string, bytes: Buffer): Manifest {
+  let m: Manifest;
+  try {
+    m = JSON.parse(bytes.toString('utf8')) as Manifest;
+  } catch (err) {
+    throw new IntegrityError(`${key} is not valid JSON (${(err as Error).message})`);
+  }
+  if (typeof m !== 'object' || m === null || !Array.isArray(m.files) || typeof m.createdAtMs !== 'number') {
+    throw new IntegrityError(`${key} is not a manifest`);
+  }
+  for (const f of m.files) {
+    if (typeof f?.path !== 'string' || typeof f.size !== 'number' || !Array.isArray(f.extents)) {
+      throw new IntegrityError(`${key}: a file entry is malformed`);
+    }
+  }
+  return m;
 }

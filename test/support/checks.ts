@@ -70,10 +70,10 @@ export async function snapshot(vol: Volume): Promise<VolumeSnapshot> {
   };
 }
 
-/** Manifest objects in the store: a refused commit must not add one. */
-export async function manifestKeys(store: BlobStore): Promise<string[]> {
+/** Version records in the store: a refused commit must not add one. */
+export async function versionKeys(store: BlobStore): Promise<string[]> {
   const keys: string[] = [];
-  for await (const k of store.list('manifests/')) keys.push(k);
+  for await (const k of store.list('versions/')) keys.push(k);
   return keys;
 }
 

@@ -59,7 +59,7 @@ server.middleware.unshift(async (ctx, next) => {
     return;
   }
   const parts = ctx.path.split('/').filter(Boolean).slice(1);
-  const known = ['chunks', 'manifests', 'volumes'];
+  const known = ['chunks', 'manifests', 'volumes', 'versions', 'trees', 'incoming'];
   const kind = parts.find((p) => known.includes(p)) ?? 'other';
   const key = `${ctx.method} ${kind}`;
   counts[key] = (counts[key] ?? 0) + 1;

@@ -1,33 +1,39 @@
 /** MetadataIndex on LMDB (lmdb-js): durable, transactional, embedded. */
-import { open, type Database, type RootDatabase } from 'lmdb';
-import type { Extent, VersionInfo } from '../../gen/stowage/v1/volume.js';
-import type { Manifest, VolumeRecord } from '../manifest.js';
-import type { MetadataIndex } from './types.js';
+import { open, type Database, type Key, type RootDatabase } from 'lmdb';
+import type { Extent } from '../../gen/stowage/v1/volume.js';
+import type { VersionRecord, VolumeRecord } from '../versions.js';
+import type { DamageRecord, MetadataIndex, PlannedBlob, VersionBlobs } from './types.js';
 
-/** Small files at or below this size get a content-index entry. */
-const CONTENT_INDEX_MAX = 4 * 1024 * 1024;
+const MAX_VERSION = Number.MAX_SAFE_INTEGER;
 
 export class LmdbIndex implements MetadataIndex {
   private readonly root: RootDatabase;
   private readonly volumes: Database<VolumeRecord, string>;
   private readonly names: Database<string, string>;
-  private readonly manifests: Database<Manifest, [string, number]>;
-  private readonly versions: Database<VersionInfo, [string, number]>;
+  private readonly versions: Database<VersionRecord, [string, number]>;
   private readonly blobs: Database<number, string>;
   private readonly contents: Database<[string, number, number], string>;
   private readonly damaged: Database<number, string>;
+  private readonly trees: Database<Buffer | true, string>;
+  private readonly planned: Database<PlannedBlob, string>;
+  private readonly damage: Database<DamageRecord, string>;
   private readonly meta: Database<unknown, string>;
+  /** Databases of the manifest format (before store format 2), emptied once converted. */
+  private readonly legacy: Database<unknown, Key>[];
 
   constructor(path: string) {
     this.root = open({ path, compression: false });
     this.volumes = this.root.openDB({ name: 'volumes' });
     this.names = this.root.openDB({ name: 'names' });
-    this.manifests = this.root.openDB({ name: 'manifests' });
-    this.versions = this.root.openDB({ name: 'versions' });
+    this.versions = this.root.openDB({ name: 'version-records' });
     this.blobs = this.root.openDB({ name: 'blobs' });
     this.contents = this.root.openDB({ name: 'contents' });
     this.damaged = this.root.openDB({ name: 'damaged' });
+    this.trees = this.root.openDB({ name: 'trees', encoding: 'msgpack' });
+    this.planned = this.root.openDB({ name: 'planned' });
+    this.damage = this.root.openDB({ name: 'damage' });
     this.meta = this.root.openDB({ name: 'meta' });
+    this.legacy = [this.root.openDB({ name: 'manifests' }), this.root.openDB({ name: 'versions' })];
   }
 
   getVolumeByName(name: string): VolumeRecord | undefined {
@@ -64,57 +70,64 @@ export class LmdbIndex implements MetadataIndex {
       const rec = this.volumes.get(id);
       if (rec && this.names.get(rec.name) === id) void this.names.remove(rec.name);
       void this.volumes.remove(id);
-      const range = { start: [id, 0], end: [id, Number.MAX_SAFE_INTEGER] };
-      for (const key of this.manifests.getKeys(range)) void this.manifests.remove(key);
-      for (const key of this.versions.getKeys(range)) void this.versions.remove(key);
+      for (const key of this.versions.getKeys({ start: [id, 0], end: [id, MAX_VERSION] })) void this.versions.remove(key);
     });
   }
 
-  async putVersion(rec: VolumeRecord, manifest: Manifest, blobSizes = new Map<string, number>()): Promise<void> {
+  async putVersion(rec: VolumeRecord, version: VersionRecord, blobs?: VersionBlobs): Promise<void> {
     await this.root.transaction(() => {
-      const key: [string, number] = [manifest.volumeId, manifest.version];
-      void this.manifests.put(key, manifest);
-      void this.versions.put(key, {
-        version: manifest.version,
-        createdAtMs: manifest.createdAtMs,
-        fileCount: manifest.files.length,
-        totalBytes: manifest.files.reduce((n, f) => n + f.size, 0),
-      });
+      void this.versions.put([version.volumeId, version.version], version);
       void this.volumes.put(rec.id, rec);
       void this.names.put(rec.name, rec.id);
-      for (const f of manifest.files) {
-        for (const [blob, offset, length, hash] of f.extents) {
-          const known = Math.max(this.blobs.get(blob) ?? 0, blobSizes.get(blob) ?? 0, offset + length);
-          if (known !== this.blobs.get(blob)) void this.blobs.put(blob, known);
-          const old = this.contents.get(hash);
-          if (f.extents.length === 1 && f.size <= CONTENT_INDEX_MAX && (!old || this.damaged.doesExist(old[0]))) {
-            void this.contents.put(hash, [blob, offset, length]);
-          }
-        }
+      for (const [blob, size] of blobs?.sizes ?? []) {
+        const known = this.blobs.get(blob);
+        if (known === undefined || size > known) void this.blobs.put(blob, size);
+      }
+      for (const [hash, x] of blobs?.contents ?? []) {
+        const old = this.contents.get(hash);
+        if (!old || this.damaged.doesExist(old[0])) void this.contents.put(hash, [x.blob, x.offset, x.length]);
       }
     });
   }
 
-  getManifest(volumeId: string, version: number): Manifest | undefined {
-    return this.manifests.get([volumeId, version]);
+  getVersion(volumeId: string, version: number): VersionRecord | undefined {
+    return this.versions.get([volumeId, version]);
   }
 
-  listVersions(volumeId: string): VersionInfo[] {
-    return [
-      ...this.versions
-        .getRange({ start: [volumeId, 0], end: [volumeId, Number.MAX_SAFE_INTEGER] })
-        .map(({ value }) => value),
-    ];
+  listVersions(volumeId: string): VersionRecord[] {
+    return [...this.versions.getRange({ start: [volumeId, 0], end: [volumeId, MAX_VERSION] }).map(({ value }) => value)];
+  }
+
+  async removeVersions(volumeId: string, versions: number[]): Promise<void> {
+    await this.root.transaction(() => {
+      for (const v of versions) void this.versions.remove([volumeId, v]);
+    });
   }
 
   blobSize(hash: string): number | undefined {
     return this.blobs.get(hash);
   }
 
+  knownBlobs(): Iterable<string> {
+    return this.blobs.getKeys();
+  }
+
   findContent(hash: string): Extent | undefined {
     const hit = this.contents.get(hash);
-    if (!hit || this.damaged.doesExist(hit[0])) return undefined;
+    if (!hit || this.damaged.doesExist(hit[0]) || !this.blobs.doesExist(hit[0])) return undefined;
     return { blob: hit[0], offset: hit[1], length: hit[2], hash };
+  }
+
+  async forgetBlobs(hashes: string[]): Promise<void> {
+    if (hashes.length === 0) return;
+    const gone = new Set(hashes);
+    await this.root.transaction(() => {
+      for (const h of hashes) {
+        void this.blobs.remove(h);
+        void this.damaged.remove(h);
+      }
+      for (const { key, value } of this.contents.getRange()) if (gone.has(value[0])) void this.contents.remove(key);
+    });
   }
 
   async markDamaged(hash: string): Promise<void> {
@@ -129,12 +142,83 @@ export class LmdbIndex implements MetadataIndex {
     return this.damaged.doesExist(hash);
   }
 
+  hasTree(hash: string): boolean {
+    return this.trees.doesExist(hash);
+  }
+
+  getTree(hash: string): Buffer | undefined {
+    const v = this.trees.get(hash);
+    return v === true || v === undefined ? undefined : Buffer.from(v);
+  }
+
+  async putTrees(objects: [string, Buffer | undefined][]): Promise<void> {
+    if (objects.length === 0) return;
+    await this.root.transaction(() => {
+      for (const [hash, bytes] of objects) void this.trees.put(hash, bytes ?? true);
+    });
+  }
+
+  async forgetTrees(hashes: string[]): Promise<void> {
+    if (hashes.length === 0) return;
+    await this.root.transaction(() => {
+      for (const h of hashes) void this.trees.remove(h);
+    });
+  }
+
+  getPlanned(hash: string): PlannedBlob | undefined {
+    return this.planned.get(hash);
+  }
+
+  async putPlanned(hashes: string[], planned: PlannedBlob): Promise<void> {
+    if (hashes.length === 0) return;
+    await this.root.transaction(() => {
+      for (const h of hashes) {
+        const old = this.planned.get(h);
+        if (!old || old.expiresAtMs < planned.expiresAtMs) void this.planned.put(h, planned);
+      }
+    });
+  }
+
+  async clearPlanned(hashes: string[]): Promise<void> {
+    if (hashes.length === 0) return;
+    await this.root.transaction(() => {
+      for (const h of hashes) void this.planned.remove(h);
+    });
+  }
+
+  listPlanned(): Iterable<[string, PlannedBlob]> {
+    return this.planned.getRange().map(({ key, value }): [string, PlannedBlob] => [key, value]);
+  }
+
+  async recordDamage(d: DamageRecord): Promise<void> {
+    await this.damage.put(d.key, d);
+  }
+
+  async clearDamage(key: string): Promise<void> {
+    await this.damage.remove(key);
+  }
+
+  listDamage(): DamageRecord[] {
+    return [...this.damage.getRange().map(({ value }) => value)];
+  }
+
   isSynced(): boolean {
     return this.meta.get('synced') === true;
   }
 
   async setSynced(): Promise<void> {
     await this.meta.put('synced', true);
+  }
+
+  storeFormat(): number | undefined {
+    const f = this.meta.get('storeFormat');
+    return typeof f === 'number' ? f : undefined;
+  }
+
+  async setStoreFormat(format: number): Promise<void> {
+    await this.meta.put('storeFormat', format);
+    // The manifest format's databases are not read any more: give their pages back.
+    for (const db of this.legacy) await db.clearAsync();
   }
 
   async close(): Promise<void> {

@@ -14,6 +14,12 @@ export interface ByteRange {
   length?: number;
 }
 
+export interface StoredObject {
+  key: string;
+  size: number;
+  modifiedMs: number;
+}
+
 export interface BlobStore {
   /** Human-readable location, for messages: "s3://bucket/prefix (endpoint)" or a directory. */
   readonly description: string;
@@ -28,6 +34,16 @@ export interface BlobStore {
   /** Keys under a prefix, in lexical order. */
   list(prefix: string): AsyncIterable<string>;
   /**
+   * Objects under a prefix with their size and last change (garbage
+   * collection keeps what is younger than its grace period), in lexical order.
+   */
+  scan(prefix: string): AsyncIterable<StoredObject>;
+  /**
+   * Renames an object within the store, atomically, replacing `to`; stores
+   * that cannot rename leave it undefined (the caller copies and deletes).
+   */
+  move?(from: string, to: string): Promise<void>;
+  /**
    * Presigned URLs let clients move bytes without passing through the server.
    * Stores that cannot presign (the local directory) leave these undefined.
    */
@@ -40,7 +56,16 @@ export interface BlobStore {
   readonly presignScope?: 'any' | 'local-host';
 }
 
-/** Key of a blob (chunk or pack) by its SHA-256. */
+/** Key of a blob (chunk or pack) by its SHA-256. Only bytes checked against the hash are ever stored under it. */
 export function blobKey(hash: string): string {
   return `chunks/${hash.slice(0, 2)}/${hash}`;
+}
+
+/**
+ * Where a client on the server's host writes a blob itself (a file:// URL of
+ * the local store): the server checks the bytes against the hash before it
+ * moves them to blobKey, at the commit that first uses them.
+ */
+export function incomingKey(hash: string): string {
+  return `incoming/${hash.slice(0, 2)}/${hash}`;
 }

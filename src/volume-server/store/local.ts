@@ -1,10 +1,11 @@
 /** BlobStore on a local directory: the embedded default. */
-import { open, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { join, relative, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { NotFoundError, UnavailableError } from '../../common/errors.js';
 import { readAt, writeFileAtomic } from '../../common/files.js';
-import type { BlobStore, ByteRange } from './interface.js';
+import type { BlobStore, ByteRange, StoredObject } from './interface.js';
 
 export class LocalBlobStore implements BlobStore {
   readonly description: string;
@@ -72,8 +73,22 @@ export class LocalBlobStore implements BlobStore {
     await rm(this.path(key), { force: true });
   }
 
+  async move(from: string, to: string): Promise<void> {
+    try {
+      await mkdir(dirname(this.path(to)), { recursive: true });
+      await rename(this.path(from), this.path(to));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`object ${from} not found in ${this.description}`);
+      throw this.failure(`move ${from} to ${to}`, err);
+    }
+  }
+
   async *list(prefix: string): AsyncIterable<string> {
-    const keys: string[] = [];
+    for await (const o of this.scan(prefix)) yield o.key;
+  }
+
+  async *scan(prefix: string): AsyncIterable<StoredObject> {
+    const keys: StoredObject[] = [];
     const walk = async (dir: string): Promise<void> => {
       let names: string[];
       try {
@@ -84,15 +99,22 @@ export class LocalBlobStore implements BlobStore {
       }
       for (const name of names) {
         const full = join(dir, name);
-        if ((await stat(full)).isDirectory()) await walk(full);
-        else if (!name.includes('.tmp-')) keys.push(relative(this.root, full).split(sep).join('/'));
+        let st;
+        try {
+          st = await stat(full);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // removed while listing
+          throw err;
+        }
+        if (st.isDirectory()) await walk(full);
+        else if (!name.includes('.tmp-')) keys.push({ key: relative(this.root, full).split(sep).join('/'), size: st.size, modifiedMs: st.mtimeMs });
       }
     };
     // Start from the deepest directory the prefix names, then filter.
     const dirPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
     await walk(this.path(dirPart));
-    keys.sort();
-    for (const k of keys) if (k.startsWith(prefix)) yield k;
+    keys.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    for (const k of keys) if (k.key.startsWith(prefix)) yield k;
   }
 
   private failure(what: string, err: unknown): Error {

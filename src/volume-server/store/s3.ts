@@ -13,7 +13,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { NotFoundError, StowageError, UnavailableError, messageOf } from '../../common/errors.js';
-import type { BlobStore, ByteRange } from './interface.js';
+import type { BlobStore, ByteRange, StoredObject } from './interface.js';
 
 export interface S3StoreOptions {
   bucket: string;
@@ -105,6 +105,10 @@ export class S3BlobStore implements BlobStore {
   }
 
   async *list(prefix: string): AsyncIterable<string> {
+    for await (const o of this.scan(prefix)) yield o.key;
+  }
+
+  async *scan(prefix: string): AsyncIterable<StoredObject> {
     let token: string | undefined;
     do {
       const out = await this.call(`list ${prefix}`, () =>
@@ -117,7 +121,7 @@ export class S3BlobStore implements BlobStore {
         ),
       );
       for (const obj of out.Contents ?? []) {
-        if (obj.Key) yield obj.Key.slice(this.prefix.length);
+        if (obj.Key) yield { key: obj.Key.slice(this.prefix.length), size: obj.Size ?? 0, modifiedMs: obj.LastModified?.getTime() ?? 0 };
       }
       token = out.IsTruncated ? out.NextContinuationToken : undefined;
     } while (token);
