@@ -16,6 +16,10 @@ interface ServeFlags {
   only?: string;
   placement: string;
   localityWait?: string;
+  gcInterval: string;
+  gcGrace: string;
+  keepLast: string;
+  keepWithin: string;
 }
 
 export function register(program: Command): void {
@@ -34,6 +38,10 @@ export function register(program: Command): void {
     .option('--placement <policy>', 'compute bridge placement: ours (by cached bytes), round-robin or random', 'ours')
     .option('--locality-wait <ms>', 'how long a call waits for the busy worker that caches its data before going elsewhere (default 2000)')
     .option('--no-presign', 'stream chunk bytes through the server instead of handing out presigned URLs')
+    .option('--gc-interval <duration>', 'run garbage collection in the background this often (0: never)', '6h')
+    .option('--gc-grace <duration>', 'garbage collection keeps unreferenced objects younger than this, and leases planned uploads as long', '1h')
+    .option('--keep-last <n>', 'default retention: keep the newest N versions of each volume', '10')
+    .option('--keep-within <duration>', 'default retention: keep every version younger than this', '24h')
     .action(async (flags: ServeFlags) => {
       const port = Number(flags.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -58,6 +66,12 @@ export function register(program: Command): void {
       if (localityWaitMs !== undefined && (!Number.isInteger(localityWaitMs) || localityWaitMs < 0)) {
         throw new InvalidArgumentError(`--locality-wait ${flags.localityWait} is not a number of milliseconds`);
       }
+      const { parseDuration } = await import('../common/duration.js');
+      const gcIntervalMs = parseDuration('--gc-interval', flags.gcInterval);
+      const graceMs = parseDuration('--gc-grace', flags.gcGrace);
+      const keepLast = Number(flags.keepLast);
+      if (!Number.isSafeInteger(keepLast) || keepLast < 0) throw new InvalidArgumentError(`--keep-last ${flags.keepLast} is not a whole number`);
+      const keepWithinMs = parseDuration('--keep-within', flags.keepWithin);
       const log = createLogger('stowage');
       const server = await startServer({
         dataDir: flags.dataDir,
@@ -67,7 +81,8 @@ export function register(program: Command): void {
         s3: flags.s3Bucket
           ? { bucket: flags.s3Bucket, endpoint: flags.s3Endpoint, prefix: flags.s3Prefix, region: flags.s3Region }
           : undefined,
-        catalog: { presign: flags.presign },
+        catalog: { presign: flags.presign, graceMs, retention: { keepLast, keepWithinMs } },
+        gcIntervalMs,
         redisUrl: flags.redisUrl,
         only: only as typeof SERVICE_NAMES[number][] | undefined,
         bridge: { placement: flags.placement as (typeof PLACEMENT_POLICIES)[number], localityWaitMs },

@@ -13,6 +13,7 @@ import { commitMount, reloadMount } from '../fuse-mount/mount-state.js';
 import { warmupVolume, type WarmupResult } from '../fuse-mount/warmup.js';
 import { DEFAULT_CACHE_SIZE, defaultCacheDir, parseSize } from './mount.js';
 import { bytes, printJson, progressBar, transferSummary } from './output.js';
+import { registerAdmin } from './volume-admin.js';
 
 interface JsonFlag {
   json?: boolean;
@@ -88,9 +89,19 @@ export function register(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (name: string, path: string | undefined, flags: JsonFlag & { recursive?: boolean; version?: string }) => {
       const v = await Volume.fromName(name);
-      const entries = await v.listdir(path ?? '/', { recursive: flags.recursive, version: version(flags.version) });
-      if (flags.json) return printJson(entries);
-      for (const e of entries) console.log(fileRow(e));
+      const entries = v.iterdir(path ?? '/', { recursive: flags.recursive, version: version(flags.version) });
+      // Streamed as the server sends it: a directory of a million entries never sits in memory.
+      if (flags.json) {
+        let first = true;
+        process.stdout.write('[');
+        for await (const e of entries) {
+          process.stdout.write(`${first ? '\n' : ',\n'}  ${JSON.stringify(e)}`);
+          first = false;
+        }
+        process.stdout.write(first ? ']\n' : '\n]\n');
+        return;
+      }
+      for await (const e of entries) console.log(fileRow(e));
     });
 
   vol
@@ -264,14 +275,5 @@ export function register(program: Command): void {
       }
     });
 
-  vol
-    .command('rebuild-index')
-    .description("rebuild the server's LMDB index from the manifests in the store")
-    .option('--json', 'print JSON')
-    .action(async (flags: JsonFlag) => {
-      const conn = defaultConnection();
-      const res = await conn.unary(conn.volumes.rebuildIndex.bind(conn.volumes), {});
-      if (flags.json) return printJson(res);
-      console.log(`rebuilt the index: ${res.volumes} volumes, ${res.versions} versions`);
-    });
+  registerAdmin(vol);
 }

@@ -10,6 +10,7 @@ export {
   type FileInfo,
   type FromNameOptions,
   type ListOptions,
+  type PageOptions,
   type ReadOptions,
   type VersionInfo,
   type VolumeInfo,
@@ -18,6 +19,16 @@ export {
   type TransferStats,
 } from './volume.js';
 export type { TransferMode } from './blob-transport.js';
+export {
+  collectGarbage,
+  listDamaged,
+  rebuildIndex,
+  setRetention,
+  type DamagedObject,
+  type GcOptions,
+  type GcReport,
+  type RetentionOptions,
+} from './volume-admin.js';
 export {
   Dict,
   MAX_KEY_BYTES,

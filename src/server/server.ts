@@ -28,13 +28,16 @@ import { VolumeServiceService } from '../gen/stowage/v1/volume.js';
 import { QueueService } from '../queue/service.js';
 import type { QueueBackend } from '../queue/types.js';
 import { VolumeCatalog, type CatalogOptions } from '../volume-server/catalog.js';
+import { collectGarbage } from '../volume-server/gc.js';
 import { volumeService } from '../volume-server/grpc-service.js';
 import { LmdbIndex } from '../volume-server/index/lmdb.js';
 import type { BlobStore } from '../volume-server/store/interface.js';
+import { withFaults } from '../volume-server/store/faults.js';
 import { LocalBlobStore } from '../volume-server/store/local.js';
 import { S3BlobStore, type S3StoreOptions } from '../volume-server/store/s3.js';
 
 export const GRPC_MESSAGE_LIMIT = 256 * 1024 * 1024;
+export const DEFAULT_GC_INTERVAL_MS = 6 * 3600_000;
 
 export interface ServeOptions {
   dataDir?: string;
@@ -53,6 +56,8 @@ export interface ServeOptions {
   only?: readonly ServiceName[];
   /** Compute bridge settings (placement policy, timings). */
   bridge?: BridgeOptions;
+  /** How often garbage collection runs in the background (0: never; default 6 h). */
+  gcIntervalMs?: number;
   log?: Logger;
 }
 
@@ -80,7 +85,10 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
   mkdirSync(dataDir, { recursive: true });
   const { token, path: tokenPath, created } = loadOrCreateToken(dataDir);
   const services = opts.only ?? SERVICE_NAMES;
-  const store = opts.store ?? (opts.s3 ? new S3BlobStore(opts.s3) : new LocalBlobStore(join(dataDir, 'store')));
+  const store = withFaults(
+    opts.store ?? (opts.s3 ? new S3BlobStore(opts.s3) : new LocalBlobStore(join(dataDir, 'store'))),
+    process.env.STOWAGE_TEST_FAULTS,
+  );
   const index = new LmdbIndex(join(dataDir, 'index'));
   const catalog = new VolumeCatalog(store, index, log, opts.catalog);
   // Only the hosted services open their backends (and run their timers).
@@ -117,6 +125,17 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
         catalog.reapEphemeral().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'ephemeral reaper failed'));
       }, 30_000).unref()
     : undefined;
+  const gcInterval = opts.gcIntervalMs ?? DEFAULT_GC_INTERVAL_MS;
+  let gcRun: Promise<unknown> = Promise.resolve();
+  const gcTimer =
+    services.includes('volume') && gcInterval > 0
+      ? setInterval(() => {
+          gcRun = collectGarbage(catalog).then(
+            (r) => log.info({ ...r }, 'garbage collection'),
+            (err: unknown) => log.warn({ err: (err as Error).message }, 'garbage collection failed'),
+          );
+        }, gcInterval).unref()
+      : undefined;
 
   return {
     address: `${host}:${port}`,
@@ -131,6 +150,8 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
     services,
     async stop() {
       if (reaper) clearInterval(reaper);
+      if (gcTimer) clearInterval(gcTimer);
+      await gcRun;
       await bridgeService?.close();
       await catalog.close();
       // Sessions with blocked gets would hold a graceful shutdown open forever.

@@ -67,7 +67,12 @@ export function retained(versions: VersionRecord[], r: Retention, now: number): 
   return keep;
 }
 
-export async function collectGarbage(catalog: VolumeCatalog, opts: GcOptions = {}): Promise<GcReport> {
+/** Runs a collection; collections of one catalogue run one at a time. */
+export function collectGarbage(catalog: VolumeCatalog, opts: GcOptions = {}): Promise<GcReport> {
+  return catalog.withLock('gc', () => collect(catalog, opts));
+}
+
+async function collect(catalog: VolumeCatalog, opts: GcOptions): Promise<GcReport> {
   const started = performance.now();
   const index = catalog.index;
   const store = catalog.store;
@@ -93,6 +98,7 @@ export async function collectGarbage(catalog: VolumeCatalog, opts: GcOptions = {
   };
 
   // 1. Retention.
+  const dropped = new Map<string, Set<number>>();
   const volumes = opts.volume ? [catalog.getVolume(opts.volume)] : catalog.listVolumes(true);
   for (const info of volumes) {
     await catalog.withLock(info.id, async () => {
@@ -102,20 +108,21 @@ export async function collectGarbage(catalog: VolumeCatalog, opts: GcOptions = {
       const keep = retained(versions, catalog.retentionOf(rec), now);
       const drop = versions.filter((v) => !keep.has(v.version)).map((v) => v.version);
       report.versionsRemoved += drop.length;
+      dropped.set(rec.id, new Set(drop));
       if (dryRun || drop.length === 0) return;
       for (const v of drop) await store.delete(versionKey(rec.id, v));
       await index.removeVersions(rec.id, drop);
     });
   }
 
-  // 2. Mark, from every version the index keeps (dropped versions still count in a dry run).
+  // 2. Mark, from every version the index keeps (in a dry run, less those retention would remove).
   const watch = catalog.watchCommits();
   try {
     const trees = new Set<string>();
     const blobs = new Set<string>();
     const live = new Map<string, Set<number>>();
     for (const v of index.listVolumes()) {
-      const versions = index.listVersions(v.id);
+      const versions = index.listVersions(v.id).filter((x) => !dropped.get(v.id)?.has(x.version));
       live.set(v.id, new Set(versions.map((x) => x.version)));
       for (const vr of versions) await mark(catalog, vr.root, trees, blobs);
     }

@@ -143,12 +143,17 @@ export async function sha256Of(it: AsyncIterable<Buffer>): Promise<string> {
 }
 
 /** Where the bytes of blob `hash` sit on disk for this setup. */
-export async function storedBlobFile(setup: Setup, hash: string): Promise<string> {
-  if (!setup.s3) return join(setup.stowage.dataDir, 'store', ...blobKey(hash).split('/'));
-  // s3rver keeps each object as <dir>/<bucket>/<key>._S3rver_object.
-  const name = `${hash}._S3rver_object`;
-  const hits = (await filesBelow(setup.s3.dir)).filter((f) => f.endsWith(`/${name}`));
-  if (hits.length !== 1) throw new Error(`expected one s3rver object file for chunk ${hash}, found ${hits.length}`);
+export function storedBlobFile(setup: Setup, hash: string): Promise<string> {
+  return storedObjectFile(setup, blobKey(hash));
+}
+
+/** Where the object under `key` (chunks/…, trees/…, versions/…) sits on disk for this setup. */
+export async function storedObjectFile(setup: Setup, key: string): Promise<string> {
+  if (!setup.s3) return join(setup.stowage.dataDir, 'store', ...key.split('/'));
+  // s3rver keeps each object as <dir>/<bucket>/<prefix>/<key>._S3rver_object.
+  const name = `/${key}._S3rver_object`;
+  const hits = (await filesBelow(setup.s3.dir)).filter((f) => f.endsWith(name));
+  if (hits.length !== 1) throw new Error(`expected one s3rver object file for ${key}, found ${hits.length}`);
   return hits[0]!;
 }
 

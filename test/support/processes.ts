@@ -166,6 +166,8 @@ export async function startStowage(opts: Omit<ServeOptions, 'port' | 'host'> = {
 }
 
 export interface ChildServer {
+  /** Resolves when the process exits (by itself or killed). */
+  exited: Promise<void>;
   pid: number;
   address: string;
   token: string;
@@ -174,11 +176,11 @@ export interface ChildServer {
 }
 
 /** `stowage serve` as a child process (for SIGKILL tests). */
-export async function spawnStowage(dataDir: string, extraArgs: string[] = []): Promise<ChildServer> {
+export async function spawnStowage(dataDir: string, extraArgs: string[] = [], env: Record<string, string> = {}): Promise<ChildServer> {
   const port = await freePort();
   const child = spawn(process.execPath, [CLI, 'serve', '--data-dir', dataDir, '--port', String(port), ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, STOWAGE_LOG_LEVEL: 'warn' },
+    env: { ...process.env, STOWAGE_LOG_LEVEL: 'warn', ...env },
   });
   children.add(child);
   await new Promise<void>((resolve, reject) => {
@@ -189,7 +191,9 @@ export async function spawnStowage(dataDir: string, extraArgs: string[] = []): P
     });
     child.once('exit', (code) => reject(new Error(`stowage serve exited with ${code}: ${err}`)));
   });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
   return {
+    exited,
     pid: child.pid!,
     address: `127.0.0.1:${port}`,
     token: readFileSync(join(dataDir, 'token'), 'utf8').trim(),
