@@ -8,10 +8,10 @@ import { dirname } from 'node:path';
  * to a temporary name beside it, flushed, then renamed. A crash leaves no torn
  * file behind, and the temporary file is removed on failure.
  */
-export async function writeFileAtomic(path: string, data: Uint8Array): Promise<void> {
+export async function writeFileAtomic(path: string, data: Uint8Array, opts: { dirExists?: boolean } = {}): Promise<void> {
   const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
   try {
-    await mkdir(dirname(path), { recursive: true });
+    if (!opts.dirExists) await mkdir(dirname(path), { recursive: true });
     const fh = await open(tmp, 'w');
     try {
       await fh.writeFile(data);

@@ -64,8 +64,13 @@ export interface CommitHeader {
   force: boolean;
 }
 
-/** Small files get a content-index entry, so that their bytes are never sent twice. */
+/**
+ * Small files get a content-index entry, so that their bytes are never sent
+ * twice; below CONTENT_INDEX_MIN the entry would cost more than sending the
+ * bytes again (a million 12-byte files would index 100 MB to save 12).
+ */
 const CONTENT_INDEX_MAX = 4 * 1024 * 1024;
+const CONTENT_INDEX_MIN = 128;
 
 export class VolumeCatalog {
   private readonly locks = new Map<string, Promise<unknown>>();
@@ -339,7 +344,7 @@ export class VolumeCatalog {
         for (const e of batch) {
           const put = checkPut(e, now, interned);
           for (const x of put.file.extents) need.set(x.blob, Math.max(need.get(x.blob) ?? 0, x.offset + x.length));
-          if (put.file.extents.length === 1 && put.file.size <= CONTENT_INDEX_MAX) contents.set(put.file.extents[0]!.hash, put.file.extents[0]!);
+          if (put.file.extents.length === 1 && put.file.size <= CONTENT_INDEX_MAX && put.file.size >= CONTENT_INDEX_MIN) contents.set(put.file.extents[0]!.hash, put.file.extents[0]!);
           await draft.put(put);
         }
       }

@@ -65,6 +65,8 @@ const join = (dir: string, name: string): string => (dir === '' ? name : `${dir}
 export class Draft {
   private root: DraftDir;
   private nextId: number;
+  /** Parent directories of recent puts, by path: a batch of puts into one directory walks to it once. */
+  private readonly dirs = new Map<string, DraftDir>();
 
   constructor(
     private readonly sink: PageSink,
@@ -84,6 +86,7 @@ export class Draft {
   }
 
   async remove(op: RemoveChange): Promise<void> {
+    this.dirs.clear();
     const p = normalizePath(op.path);
     if (p === '') {
       if (!(await this.hasContent(this.root))) return; // removing everything from an empty volume
@@ -132,16 +135,22 @@ export class Draft {
 
   async put(change: PutChange): Promise<void> {
     const path = change.path;
-    const parts = path.split('/');
-    const name = parts.pop()!;
-    let dir = this.root;
-    for (let i = 0; i < parts.length; i++) {
-      const part = parts[i]!;
-      const node = await this.child(dir, part);
-      if (node && isFile(node)) {
-        throw new FailedPreconditionError(`cannot write "${path}" in volume "${this.volume}": "${parts.slice(0, i + 1).join('/')}" is a file`);
+    const cut = path.lastIndexOf('/');
+    const parentPath = cut < 0 ? '' : path.slice(0, cut);
+    const name = path.slice(cut + 1);
+    let dir = this.dirs.get(parentPath);
+    if (!dir) {
+      dir = this.root;
+      const parts = parentPath === '' ? [] : parentPath.split('/');
+      for (let i = 0; i < parts.length; i++) {
+        const part = parts[i]!;
+        const node = await this.child(dir, part);
+        if (node && isFile(node)) {
+          throw new FailedPreconditionError(`cannot write "${path}" in volume "${this.volume}": "${parts.slice(0, i + 1).join('/')}" is a file`);
+        }
+        dir = node ? this.open(dir, part, node) : this.makeDir(dir, part);
       }
-      dir = node ? this.open(dir, part, node) : this.makeDir(dir, part);
+      this.dirs.set(parentPath, dir);
     }
     const existing = await this.child(dir, name);
     let id: number;
@@ -156,6 +165,8 @@ export class Draft {
     } else {
       id = this.nextId++;
     }
+    // A directory left empty and now replaced by this file may be a cached parent.
+    if (existing && !isFile(existing)) this.dirs.clear();
     const { kind: _k, ...file } = change.file as FileItem;
     dir.changes.set(name, { kind: 'file', ...file, name, id });
   }

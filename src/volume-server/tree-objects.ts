@@ -34,7 +34,7 @@ export class TreeObjects implements TreeSource {
   private readonly memory: LRUCache<string, Page>;
   private readonly loading = new Map<string, Promise<Page>>();
   private readonly keepInIndex: boolean;
-  private readonly limit = pLimit(16);
+  private readonly limit = pLimit(64);
 
   constructor(
     private readonly store: BlobStore,

@@ -15,6 +15,9 @@ export class LocalBlobStore implements BlobStore {
    */
   readonly presignScope = 'local-host' as const;
 
+  /** Directories known to exist (made or seen): a write into one needs no mkdir. */
+  private readonly dirs = new Set<string>();
+
   constructor(private readonly root: string) {
     this.description = `local directory ${root}`;
   }
@@ -25,7 +28,13 @@ export class LocalBlobStore implements BlobStore {
 
   async put(key: string, data: Uint8Array): Promise<void> {
     try {
-      await writeFileAtomic(this.path(key), data);
+      const path = this.path(key);
+      const dir = dirname(path);
+      if (!this.dirs.has(dir)) {
+        await mkdir(dir, { recursive: true });
+        this.dirs.add(dir);
+      }
+      await writeFileAtomic(path, data, { dirExists: true });
     } catch (err) {
       throw this.failure(`write ${key}`, err);
     }
