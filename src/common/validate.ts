@@ -5,6 +5,11 @@ const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 export const MAX_PATH_BYTES = 4096;
 export const MAX_COMPONENT_BYTES = 255;
 
+/** A string for an error message: JSON-quoted, cut to `max` characters (paths may be 4096 bytes, or hostile). */
+export function quoted(s: string, max = 64): string {
+  return s.length <= max ? JSON.stringify(s) : `${JSON.stringify(s.slice(0, max))}…`;
+}
+
 /** Throws unless `name` is a valid volume (or dict, queue) name. */
 export function checkName(kind: string, name: string): string {
   if (typeof name !== 'string' || !NAME.test(name) || name === '.' || name === '..') {
@@ -23,7 +28,7 @@ export function checkName(kind: string, name: string): string {
 export function normalizePath(path: string): string {
   if (typeof path !== 'string') throw new InvalidArgumentError('path must be a string');
   if (path.includes('\0')) {
-    throw new InvalidArgumentError(`invalid path ${JSON.stringify(path)}: contains a NUL byte`);
+    throw new InvalidArgumentError(`invalid path ${quoted(path)}: contains a NUL byte`);
   }
   if (Buffer.byteLength(path) > MAX_PATH_BYTES) {
     throw new InvalidArgumentError(
@@ -35,7 +40,7 @@ export function normalizePath(path: string): string {
     if (part === '' || part === '.') continue;
     if (part === '..') {
       throw new InvalidArgumentError(
-        `invalid path ${JSON.stringify(path)}: ".." is not allowed in volume paths`,
+        `invalid path ${quoted(path)}: ".." is not allowed in volume paths`,
       );
     }
     if (Buffer.byteLength(part) > MAX_COMPONENT_BYTES) {
@@ -53,6 +58,22 @@ export function normalizeFilePath(path: string): string {
   const p = normalizePath(path);
   if (p === '') throw new InvalidArgumentError('a file path must not be empty or "/"');
   return p;
+}
+
+/** The most bytes one blob (chunk or pack) may hold; so also one extent. */
+export const MAX_BLOB_BYTES = 64 * 1024 * 1024;
+
+/** The mode a file gets when none was given (proto3 cannot tell 0 from unset). */
+export const DEFAULT_FILE_MODE = 0o644;
+
+/**
+ * The mode a volume stores and a client applies: permission bits only. No
+ * setuid, setgid or sticky bit (nor file-type bits) survives, whoever sent
+ * the mode: the server masks what a committer sends, and clients mask again
+ * what a server answers, before they create a file or report its mode.
+ */
+export function fileMode(mode: number): number {
+  return mode & 0o777 || DEFAULT_FILE_MODE;
 }
 
 export const HASH = /^[0-9a-f]{64}$/;

@@ -5,7 +5,7 @@
  * no overwrite without force). The catalogue applies them under its lock.
  */
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from '../common/errors.js';
-import { checkHash, normalizeFilePath, normalizePath } from '../common/validate.js';
+import { checkHash, fileMode, normalizeFilePath, normalizePath } from '../common/validate.js';
 import type { CopyOp, FileEntry, RemoveOp } from '../gen/stowage/v1/volume.js';
 import { toStoredFile, type StoredFile } from './manifest.js';
 
@@ -25,7 +25,7 @@ export function checkPut(e: FileEntry): StoredFile {
   if (total !== e.size) {
     throw new InvalidArgumentError(`file "${path}": extents cover ${total} bytes but the size is ${e.size}`);
   }
-  return toStoredFile({ ...e, path, mode: e.mode || 0o644, mtimeMs: e.mtimeMs || Date.now() });
+  return toStoredFile({ ...e, path, mode: fileMode(e.mode), mtimeMs: e.mtimeMs || Date.now() });
 }
 
 function under(files: Map<string, StoredFile>, dir: string): StoredFile[] {

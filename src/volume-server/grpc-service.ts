@@ -2,11 +2,12 @@
 import { InvalidArgumentError } from '../common/errors.js';
 import { authCheck, clientStream, fromSameHost, serverStream, unary } from '../common/grpc-server.js';
 import type { Logger } from '../common/logger.js';
+import { MAX_BLOB_BYTES } from '../common/validate.js';
 import type { VolumeServiceServer } from '../gen/stowage/v1/volume.js';
 import type { VolumeCatalog } from './catalog.js';
 
-/** Largest blob accepted through PutBlob (a chunk, or a pack of small files). */
-export const MAX_BLOB_BYTES = 64 * 1024 * 1024;
+/** Largest blob accepted through PutBlob (a chunk, or a pack of small files); clients refuse longer extents. */
+export { MAX_BLOB_BYTES };
 const FRAME = 1024 * 1024;
 const LIST_BATCH = 1000;
 
