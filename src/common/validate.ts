@@ -21,12 +21,16 @@ export function checkName(kind: string, name: string): string {
 }
 
 /**
- * Normalises a path inside a volume to its canonical form: '/'-separated, no
- * leading or trailing '/', no empty or '.' components. '' is the root.
- * Rejects '..', NUL, a component over 255 bytes and a path over 4096 bytes.
+ * Normalises a path inside a volume to its canonical form: Unicode NFC,
+ * '/'-separated, no leading or trailing '/', no empty or '.' components. '' is
+ * the root. Rejects '..', NUL, a component over 255 bytes and a path over 4096
+ * bytes (counted in UTF-8 after NFC). Server, SDK, CLI and the client's checks
+ * of what a server sends all use it, so the NFC and NFD spellings of a name
+ * ("café") name one file everywhere.
  */
-export function normalizePath(path: string): string {
-  if (typeof path !== 'string') throw new InvalidArgumentError('path must be a string');
+export function normalizePath(raw: string): string {
+  if (typeof raw !== 'string') throw new InvalidArgumentError('path must be a string');
+  const path = raw.normalize('NFC');
   if (path.includes('\0')) {
     throw new InvalidArgumentError(`invalid path ${quoted(path)}: contains a NUL byte`);
   }
