@@ -30,6 +30,7 @@ export function checkName(kind: string, name: string): string {
  */
 export function normalizePath(raw: string): string {
   if (typeof raw !== 'string') throw new InvalidArgumentError('path must be a string');
+  if (isCanonicalAscii(raw)) return raw;
   const path = raw.normalize('NFC');
   if (path.includes('\0')) {
     throw new InvalidArgumentError(`invalid path ${quoted(path)}: contains a NUL byte`);
@@ -55,6 +56,26 @@ export function normalizePath(raw: string): string {
     parts.push(part);
   }
   return parts.join('/');
+}
+
+/**
+ * Whether `path` is already canonical and plain ASCII (NFC as it is, one byte
+ * per character): the common case, which listings of a million files check
+ * without splitting, normalising or counting bytes.
+ */
+function isCanonicalAscii(path: string): boolean {
+  if (path.length > MAX_PATH_BYTES) return false;
+  let start = 0;
+  for (let i = 0; i <= path.length; i++) {
+    const c = i < path.length ? path.charCodeAt(i) : 0x2f;
+    if (c === 0 || c > 0x7f) return false;
+    if (c !== 0x2f) continue;
+    const len = i - start;
+    if (len === 0 || len > MAX_COMPONENT_BYTES) return false;
+    if (path.charCodeAt(start) === 0x2e && (len === 1 || (len === 2 && path.charCodeAt(start + 1) === 0x2e))) return false;
+    start = i + 1;
+  }
+  return true;
 }
 
 /** normalizePath that also refuses the root (a file needs a name). */
