@@ -103,7 +103,7 @@ export function downloadTargets(remoteRoot: string, rootEntry: FileEntry, entrie
       const local = resolve(base, ...rel.split('/'));
       if (rel === '' || !local.startsWith(base + sep)) {
         throw new IntegrityError(
-          `refused to download ${quoted(entry.path)}: it would be written to ${quoted(local)}, outside ${quoted(base)}; nothing is written outside the target directory`,
+          `refused to download ${quoted(entry.path)}: it would land outside ${JSON.stringify(base)}, and nothing is written outside the target directory`,
         );
       }
       return { entry, localPath: local, within: base };
@@ -251,13 +251,13 @@ class LocalDirs {
     }
     const rel = relative(within, dir);
     if (rel === '' || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel)) {
-      throw new IntegrityError(`refused to write into ${quoted(dir)}: it is outside ${quoted(within)}`);
+      throw new IntegrityError(`refused to write into ${JSON.stringify(dir)}: it is outside the target directory ${JSON.stringify(within)}`);
     }
     await this.prepare(dirname(dir), within);
     await oneDirectory(dir, within);
     const [realWithin, realDir] = await Promise.all([realpath(within), realpath(dir)]);
     if (!realDir.startsWith(realWithin + sep)) {
-      throw new IntegrityError(`refused to write into ${quoted(dir)}: it resolves to ${quoted(realDir)}, outside ${quoted(realWithin)}`);
+      throw new IntegrityError(`refused to write into ${JSON.stringify(dir)}: it resolves to ${JSON.stringify(realDir)}, outside the target directory ${JSON.stringify(realWithin)}`);
     }
   }
 }
