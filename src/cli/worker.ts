@@ -55,7 +55,8 @@ export function register(program: Command): void {
         workDir: resolve(flags.workDir ?? join(tmpdir(), `stowage-worker-${id ?? process.pid}`)),
         idleTimeoutMs,
         connection,
-        env: { ...process.env, STOWAGE_SERVER: cfg.server, STOWAGE_TOKEN: cfg.token },
+        // The mounts it starts find the server, and (on its host) its data dir for file:// transfers, as the worker did.
+        env: { ...process.env, STOWAGE_SERVER: cfg.server, STOWAGE_TOKEN: cfg.token, ...(cfg.dataDir ? { STOWAGE_DATA_DIR: cfg.dataDir } : {}) },
         mountArgs: flags.memoryCacheSize ? ['--memory-cache-size', flags.memoryCacheSize] : [],
         log,
         onRegistered: () => console.log(`worker ${agent.id} registered with the bridge at ${cfg.server} (slots ${slots}, cache ${cacheDir})`),

@@ -3,15 +3,20 @@
  * presigned URLs the server hands out, or streamed through the server (the
  * fallback, and the only path for the local-directory store). Every download
  * is verified against its hash before anyone sees it.
+ *
+ * A URL is the server's word, and the server may be an impostor: only http(s)
+ * URLs, and file:// URLs naming the blob's own chunk file in the store of the
+ * local server this client knows (local-files.ts), are used. Any other URL is
+ * ignored and the bytes go through the server's stream, so no answer can make
+ * the client read or write another local file.
  */
 import { dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { IntegrityError, StowageError, UnavailableError, messageOf } from '../common/errors.js';
 import { sha256 } from '../common/hash.js';
 import type { Extent } from '../gen/stowage/v1/volume.js';
 import type { Connection } from './connection.js';
 import { httpCall } from './http.js';
-import { isFileUrl, readFileUrl, writeFileUrl } from './local-files.js';
+import { LocalStore, isFileUrl, readChunkFile, writeChunkFile } from './local-files.js';
 
 const FRAME = 1024 * 1024;
 
@@ -33,26 +38,52 @@ export class BlobTransport {
    * a long-lived client (a mount) gets its fast path back after an outage.
    */
   private directBrokenUntil = 0;
+  /** The chunk files this client may touch itself: undefined unless it knows its server's data dir. */
+  private readonly localStore: LocalStore | undefined;
 
   constructor(
     private readonly conn: Connection,
     readonly mode: TransferMode = transferModeFromEnv(),
-  ) {}
+  ) {
+    this.localStore = conn.dataDir === undefined ? undefined : new LocalStore(conn.dataDir);
+  }
 
   /** Whether to ask the server for presigned URLs at all. */
   get wantsPresign(): boolean {
     return this.mode !== 'proxy' && Date.now() >= this.directBrokenUntil;
   }
 
+  /**
+   * Where a URL from the server may take this client: an http(s) URL, the
+   * local chunk file of `hash`, or nowhere (undefined: use the server's stream).
+   * With STOWAGE_TRANSFER=direct a URL that cannot be used is an error.
+   */
+  private async direct(url: string | undefined, hash: string, area: 'chunks' | 'incoming'): Promise<{ file: string } | { http: string } | undefined> {
+    if (!url || !this.wantsPresign) return undefined;
+    if (isFileUrl(url)) {
+      const file = await this.localStore?.chunkPath(url, hash, area);
+      if (file !== undefined) return { file };
+    } else if (/^https?:\/\//i.test(url)) {
+      return { http: url };
+    }
+    if (this.mode === 'direct') {
+      throw new UnavailableError(
+        `the server offered a URL for chunk ${hash.slice(0, 16)}… that this client does not use (${isFileUrl(url) ? (this.localStore ? `not the chunk's file in ${this.localStore.dir}` : 'a local file, and the local server\'s data dir is not known: set STOWAGE_DATA_DIR to it') : 'not http(s)'}); set STOWAGE_TRANSFER=auto to stream through the stowage server`,
+      );
+    }
+    return undefined;
+  }
+
   async upload(hash: string, data: Buffer, putUrl: string | undefined): Promise<void> {
-    if (putUrl && this.wantsPresign) {
+    const to = await this.direct(putUrl, hash, 'incoming');
+    if (to) {
       try {
-        if (isFileUrl(putUrl)) return await writeFileUrl(putUrl, data);
-        const res = await httpCall(putUrl, 'PUT', {}, data);
+        if ('file' in to) return await writeChunkFile(to.file, data);
+        const res = await httpCall(to.http, 'PUT', {}, data);
         if (res.status >= 200 && res.status < 300) return;
         throw new UnavailableError(`direct upload of chunk ${hash} failed: HTTP ${res.status} ${res.body.toString('utf8', 0, 500)}`);
       } catch (err) {
-        this.fellBack(err, putUrl);
+        this.fellBack(err, to);
       }
     }
     const frames: { hash: string; size: number; data: Buffer }[] = [{ hash, size: data.length, data: Buffer.alloc(0) }];
@@ -62,10 +93,11 @@ export class BlobTransport {
 
   /** Reads `length` bytes of a blob at `offset` (into `into` when it fits). */
   async read(blob: string, offset: number, length: number, getUrl: string | undefined, into?: Buffer): Promise<Buffer> {
-    if (getUrl && this.wantsPresign) {
+    const from = await this.direct(getUrl, blob, 'chunks');
+    if (from) {
       try {
-        if (isFileUrl(getUrl)) return await readFileUrl(getUrl, offset, length, into);
-        const res = await httpCall(getUrl, 'GET', { range: `bytes=${offset}-${offset + length - 1}` }, undefined, into);
+        if ('file' in from) return await readChunkFile(from.file, offset, length, into);
+        const res = await httpCall(from.http, 'GET', { range: `bytes=${offset}-${offset + length - 1}` }, undefined, into);
         if (res.status >= 200 && res.status < 300) {
           // A server that ignores Range sends the whole object.
           if (res.status === 200 && res.body.length !== length) return res.body.subarray(offset, offset + length);
@@ -75,7 +107,7 @@ export class BlobTransport {
         throw new UnavailableError(`direct read of chunk ${blob} failed: HTTP ${res.status}`);
       } catch (err) {
         if (err instanceof IntegrityError) throw err;
-        this.fellBack(err, getUrl);
+        this.fellBack(err, from);
       }
     }
     const parts: Buffer[] = [];
@@ -113,12 +145,12 @@ export class BlobTransport {
       .catch(() => undefined);
   }
 
-  private fellBack(err: unknown, url: string): void {
+  private fellBack(err: unknown, to: { file: string } | { http: string }): void {
     if (this.mode === 'direct') {
       if (err instanceof StowageError) throw err;
       // A refused connection is a bare system error: say which store, and what to do.
       throw new UnavailableError(
-        `object store at ${isFileUrl(url) ? dirname(fileURLToPath(url)) : new URL(url).origin} is unreachable (${messageOf(err)}); check that this machine can reach it, or set STOWAGE_TRANSFER=proxy to stream through the stowage server`,
+        `object store at ${'file' in to ? dirname(to.file) : new URL(to.http).origin} is unreachable (${messageOf(err)}); check that this machine can reach it, or set STOWAGE_TRANSFER=proxy to stream through the stowage server`,
         { cause: err },
       );
     }

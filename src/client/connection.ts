@@ -35,6 +35,8 @@ export interface ConnectOptions extends Partial<ClientConfig> {}
 
 export class Connection {
   readonly server: string;
+  /** The server's data dir when it runs on this host and holds our token (see config.ts); else undefined. */
+  readonly dataDir: string | undefined;
   readonly volumes: VolumeServiceClient;
   readonly dicts: DictServiceClient;
   readonly queues: QueueServiceClient;
@@ -47,6 +49,7 @@ export class Connection {
   constructor(opts: ConnectOptions = {}) {
     const cfg = resolveClientConfig(opts);
     this.server = cfg.server;
+    this.dataDir = cfg.dataDir;
     const auth: Interceptor = (options, next) =>
       new InterceptingCall(next(options), {
         start(metadata, listener, nextStart) {

@@ -2,11 +2,22 @@
  * The read side: a file's extents are fetched `parallel` at a time, verified
  * against their hashes, and handed out in order. Downloading a tree groups
  * small files by the pack that holds them, so that each pack is read once.
+ *
+ * Where files land is the client's decision, not the server's: a tree's
+ * files go only below the target directory (downloadTargets), directories
+ * below it are created one at a time and never followed when they are
+ * symlinks, each file is written to a new temporary file in its directory
+ * (O_EXCL | O_NOFOLLOW) and renamed over its name, and its mode is
+ * permission bits only (fileMode).
  */
-import { mkdir, open, rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, realpath, rename, rm } from 'node:fs/promises';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import pLimit from 'p-limit';
-import type { Extent, FileEntry } from '../gen/stowage/v1/volume.js';
+import { FailedPreconditionError, IntegrityError } from '../common/errors.js';
+import { fileMode, quoted } from '../common/validate.js';
+import { FileType, type Extent, type FileEntry } from '../gen/stowage/v1/volume.js';
 import { verifyExtent, type BlobTransport } from './blob-transport.js';
 import type { BufferPool } from './buffer-pool.js';
 import type { TransferProgress } from './upload.js';
@@ -69,7 +80,34 @@ export async function* readPieces(
 
 export interface DownloadTarget {
   entry: FileEntry;
+  /** Absolute. */
   localPath: string;
+  /** The directory the file must stay inside; directories between it and the file are created, never followed as symlinks. */
+  within: string;
+}
+
+/**
+ * Where the files of `remoteRoot` (a file, or a directory whose recursive
+ * listing is `entries`, both checked by server-answers.ts) land below
+ * `localPath`: a file at localPath itself, a directory's files at their
+ * relative paths below it. A path that would resolve outside is refused.
+ */
+export function downloadTargets(remoteRoot: string, rootEntry: FileEntry, entries: FileEntry[], localPath: string): DownloadTarget[] {
+  const base = resolve(localPath);
+  if (rootEntry.type === FileType.FILE_TYPE_FILE) return [{ entry: rootEntry, localPath: base, within: dirname(base) }];
+  const prefix = remoteRoot === '' ? '' : `${remoteRoot}/`;
+  return entries
+    .filter((e) => e.type === FileType.FILE_TYPE_FILE)
+    .map((entry) => {
+      const rel = entry.path.startsWith(prefix) ? entry.path.slice(prefix.length) : '';
+      const local = resolve(base, ...rel.split('/'));
+      if (rel === '' || !local.startsWith(base + sep)) {
+        throw new IntegrityError(
+          `refused to download ${quoted(entry.path)}: it would land outside ${JSON.stringify(base)}, and nothing is written outside the target directory`,
+        );
+      }
+      return { entry, localPath: local, within: base };
+    });
 }
 
 /**
@@ -97,6 +135,7 @@ export async function downloadFiles(
   let chunksTransferred = 0;
   const report = () => onProgress?.({ ...progress });
   const label = (path: string) => `"${path}" in volume "${volume}"`;
+  const dirs = new LocalDirs();
 
   // Group the extents of single-extent files by blob; big files go alone.
   const byBlob = new Map<string, DownloadTarget[]>();
@@ -130,7 +169,7 @@ export async function downloadFiles(
             await transport.reportDamaged(blob);
             throw err;
           }
-          await writeWhole(t.localPath, [data], t.entry.mode);
+          await writeWhole(dirs, t, [data]);
           progress.bytesDone += data.length;
           progress.filesDone++;
         }
@@ -146,9 +185,7 @@ export async function downloadFiles(
   return { bytesTransferred: progress.bytesTransferred, chunksTransferred };
 
   async function downloadLarge(t: DownloadTarget): Promise<void> {
-    const tmp = tmpName(t.localPath);
-    await mkdir(dirname(t.localPath), { recursive: true });
-    const fh = await open(tmp, 'w', t.entry.mode || 0o644);
+    const { fh, tmp } = await createTemp(dirs, t);
     try {
       let pos = 0;
       for await (const data of readPieces(
@@ -186,18 +223,81 @@ async function settle(tasks: Promise<void>[]): Promise<void> {
   if (failed) throw failed.reason;
 }
 
-function tmpName(path: string): string {
-  return `${path}.stowage-partial-${process.pid}`;
+/**
+ * The directories of one download, each made and checked once: every one
+ * between a target's `within` and its file is a real directory (created when
+ * missing, refused when a symlink or anything else), and resolves inside
+ * `within`.
+ */
+class LocalDirs {
+  private readonly ready = new Map<string, Promise<void>>();
+
+  /** Resolves once `dir` (`within`, or a directory below it) exists and is safe to write into. */
+  prepare(dir: string, within: string): Promise<void> {
+    const key = `${within}\0${dir}`;
+    let p = this.ready.get(key);
+    if (!p) {
+      p = this.make(dir, within);
+      this.ready.set(key, p);
+    }
+    return p;
+  }
+
+  private async make(dir: string, within: string): Promise<void> {
+    if (dir === within) {
+      // The user's choice: created as asked, followed if it is a link.
+      await mkdir(within, { recursive: true });
+      return;
+    }
+    const rel = relative(within, dir);
+    if (rel === '' || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel)) {
+      throw new IntegrityError(`refused to write into ${JSON.stringify(dir)}: it is outside the target directory ${JSON.stringify(within)}`);
+    }
+    await this.prepare(dirname(dir), within);
+    await oneDirectory(dir, within);
+    const [realWithin, realDir] = await Promise.all([realpath(within), realpath(dir)]);
+    if (!realDir.startsWith(realWithin + sep)) {
+      throw new IntegrityError(`refused to write into ${JSON.stringify(dir)}: it resolves to ${JSON.stringify(realDir)}, outside the target directory ${JSON.stringify(realWithin)}`);
+    }
+  }
 }
 
-async function writeWhole(path: string, parts: Buffer[], mode: number): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = tmpName(path);
-  const fh = await open(tmp, 'w', mode || 0o644);
+/** Makes one directory level below `within`, or checks that the one there is a real directory (not a symlink). */
+async function oneDirectory(dir: string, within: string): Promise<void> {
   try {
-    for (const p of parts) await fh.write(p);
-  } finally {
-    await fh.close();
+    await mkdir(dir);
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
   }
-  await rename(tmp, path);
+  const st = await lstat(dir);
+  if (!st.isDirectory()) {
+    throw new FailedPreconditionError(
+      `cannot download into ${JSON.stringify(within)}: ${quoted(relative(within, dir))} in it is ${st.isSymbolicLink() ? 'a symbolic link, and a download never follows one below its target' : 'not a directory'} (remove it, or download somewhere else)`,
+    );
+  }
+}
+
+/** A new temporary file beside the target, never an existing file or a link: renamed over the target once whole. */
+async function createTemp(dirs: LocalDirs, t: DownloadTarget) {
+  const dir = dirname(t.localPath);
+  await dirs.prepare(dir, t.within);
+  const tmp = join(dir, `.stowage-partial-${process.pid}-${randomBytes(6).toString('hex')}`);
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+  return { fh: await open(tmp, flags, fileMode(t.entry.mode)), tmp };
+}
+
+async function writeWhole(dirs: LocalDirs, t: DownloadTarget, parts: Buffer[]): Promise<void> {
+  const { fh, tmp } = await createTemp(dirs, t);
+  try {
+    try {
+      for (const p of parts) await fh.write(p);
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, t.localPath);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
 }

@@ -18,6 +18,7 @@ import { FileType, type Extent, type FileEntry } from '../gen/stowage/v1/volume.
 import type { BlobTransport } from './blob-transport.js';
 import type { BufferPool } from './buffer-pool.js';
 import type { Connection } from './connection.js';
+import { checkedPlan } from './server-answers.js';
 
 export type UploadSource = string | Buffer | Readable;
 
@@ -164,12 +165,17 @@ export class Uploader {
   }
 
   private async planAndSend(hash: string, data: Buffer): Promise<void> {
-    const plan = await this.conn.unary(this.conn.volumes.planUpload.bind(this.conn.volumes), {
-      volume: this.volume,
-      blobs: [hash],
-      contents: [],
-      presign: this.transport.wantsPresign,
-    });
+    const plan = checkedPlan(
+      await this.conn.unary(this.conn.volumes.planUpload.bind(this.conn.volumes), {
+        volume: this.volume,
+        blobs: [hash],
+        contents: [],
+        presign: this.transport.wantsPresign,
+      }),
+      [hash],
+      new Map(),
+      this.planWhat(),
+    );
     if (!plan.missingBlobs.includes(hash)) return;
     await this.transport.upload(hash, data, plan.putUrls[hash]);
     this.stats.chunksTransferred++;
@@ -191,12 +197,18 @@ export class Uploader {
       const batch = files.slice(i, i + SMALL_BATCH_FILES);
       const datas = await Promise.all(batch.map((f) => readWhole(f.source)));
       const hashes = datas.map((d) => sha256(d));
-      const plan = await this.conn.unary(this.conn.volumes.planUpload.bind(this.conn.volumes), {
-        volume: this.volume,
-        blobs: [],
-        contents: [...new Set(hashes)],
-        presign: false,
-      });
+      const contents = new Map(hashes.map((h, j) => [h, datas[j]!.length]));
+      const plan = checkedPlan(
+        await this.conn.unary(this.conn.volumes.planUpload.bind(this.conn.volumes), {
+          volume: this.volume,
+          blobs: [],
+          contents: [...contents.keys()],
+          presign: false,
+        }),
+        [],
+        contents,
+        this.planWhat(),
+      );
       const inBatch = new Map<string, PackSlot>();
       for (let j = 0; j < batch.length; j++) {
         const f = batch[j]!;
@@ -239,6 +251,10 @@ export class Uploader {
     for (const s of this.pack.slots) s.extent.blob = hash;
     this.pack = { parts: [], size: 0, slots: [] };
     await this.send(hash, data);
+  }
+
+  private planWhat(): string {
+    return `an upload plan for volume "${this.volume}"`;
   }
 
   private report(): void {

@@ -27,7 +27,8 @@ import {
 import { BlobTransport, type TransferMode } from './blob-transport.js';
 import { BufferPool } from './buffer-pool.js';
 import { defaultConnection, type Connection } from './connection.js';
-import { downloadFiles, piecesFor, readPieces, type DownloadTarget } from './download.js';
+import { downloadFiles, downloadTargets, piecesFor, readPieces } from './download.js';
+import { ListingCheck, checkedEntryAt, checkedUrls } from './server-answers.js';
 import { Uploader, type PendingFile, type TransferProgress, type TransferStats, type UploadSource } from './upload.js';
 
 export type { FileEntry, VersionInfo, VolumeInfo, TransferProgress, TransferStats };
@@ -214,25 +215,24 @@ export class Volume {
   }
 
   async stat(path: string, opts: { version?: number } = {}): Promise<FileInfo> {
-    const res = await this.call('stat', { volume: this.name, path: normalizePath(path), version: opts.version ?? 0 });
-    return toInfo(res.entry!);
+    const p = normalizePath(path);
+    const res = await this.call('stat', { volume: this.name, path: p, version: opts.version ?? 0 });
+    return toInfo(checkedEntryAt(res.entry, p, `the stat of "${p}" in volume "${this.name}"`));
   }
 
   /** The file's bytes (or a range of them) as verified Buffers, in order. */
   async *readFile(path: string, opts: ReadOptions = {}): AsyncIterable<Buffer> {
-    const res = await this.call('getFile', {
-      volume: this.name,
-      path: normalizeFilePath(path),
-      version: opts.version ?? 0,
-      presign: this.transport.wantsPresign,
-    });
-    const entry = res.entry!;
+    const p = normalizeFilePath(path);
+    const res = await this.call('getFile', { volume: this.name, path: p, version: opts.version ?? 0, presign: this.transport.wantsPresign });
+    const what = `a read of "${p}" in volume "${this.name}"`;
+    const entry = checkedEntryAt(res.entry, p, what, FileType.FILE_TYPE_FILE);
+    const getUrls = checkedUrls(res.getUrls, entry.extents.map((e) => e.blob), what);
     const offset = opts.offset ?? 0;
     if (offset < 0 || (opts.length !== undefined && opts.length < 0)) {
       throw new InvalidArgumentError('offset and length must not be negative');
     }
     const pieces = piecesFor(entry, offset, opts.length ?? entry.size);
-    yield* readPieces(this.transport, pieces, res.getUrls, this.opts.parallel, `"${entry.path}" in volume "${this.name}"`);
+    yield* readPieces(this.transport, pieces, getUrls, this.opts.parallel, `"${entry.path}" in volume "${this.name}"`);
   }
 
   /** readFile gathered into one Buffer. */
@@ -251,18 +251,12 @@ export class Volume {
     const root = normalizePath(remotePath);
     const stat = await this.call('stat', { volume: this.name, path: root, version: opts.version ?? 0 });
     const version = stat.version;
-    let targets: DownloadTarget[];
-    if (stat.entry!.type === FileType.FILE_TYPE_FILE) {
-      targets = [{ entry: stat.entry!, localPath }];
-    } else {
-      const entries = await this.listEntries(root, { recursive: true, version });
-      const prefix = root === '' ? 0 : root.length + 1;
-      targets = entries
-        .filter((e) => e.type === FileType.FILE_TYPE_FILE)
-        .map((entry) => ({ entry, localPath: join(localPath, ...entry.path.slice(prefix).split('/')) }));
-    }
+    const what = `a download of "${root}" from volume "${this.name}"`;
+    const entry = checkedEntryAt(stat.entry, root, what);
+    const entries = entry.type === FileType.FILE_TYPE_FILE ? [] : await this.listEntries(root, { recursive: true, version });
+    const targets = downloadTargets(root, entry, entries, localPath);
     const blobs = [...new Set(targets.flatMap((t) => t.entry.extents.map((e) => e.blob)))];
-    const getUrls = this.transport.wantsPresign ? (await this.call('presignBlobs', { blobs })).getUrls : {};
+    const getUrls = this.transport.wantsPresign ? checkedUrls((await this.call('presignBlobs', { blobs })).getUrls, blobs, what) : {};
     const moved = await downloadFiles(this.transport, this.name, targets, getUrls, this.opts.parallel, this.pool, opts.onProgress);
     return {
       version,
@@ -391,16 +385,19 @@ export class Volume {
     return out;
   }
 
+  /** A listing as it streams, each batch checked (ListingCheck) before it is used. */
   private async *listBatches(path: string, opts: ListOptions & PageOptions): AsyncGenerator<{ entries: FileEntry[]; nextPageToken: string }> {
+    const dir = normalizePath(path);
     const call = this.conn.volumes.listFiles({
       volume: this.name,
-      path: normalizePath(path),
+      path: dir,
       recursive: opts.recursive ?? false,
       version: opts.version ?? 0,
       pageSize: opts.pageSize ?? 0,
       pageToken: opts.pageToken ?? '',
     });
-    yield* this.conn.stream(call);
+    const check = new ListingCheck(dir, opts.recursive ?? false, `the listing of "${dir}" in volume "${this.name}"`);
+    for await (const batch of this.conn.stream(call)) yield { entries: check.batch(batch.entries), nextPageToken: batch.nextPageToken };
   }
 
   private call<M extends UnaryName>(method: M, req: Parameters<Connection['volumes'][M]>[0]): Promise<UnaryResult<M>> {

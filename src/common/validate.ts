@@ -5,6 +5,11 @@ const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 export const MAX_PATH_BYTES = 4096;
 export const MAX_COMPONENT_BYTES = 255;
 
+/** A string for an error message: JSON-quoted, cut to `max` characters (paths may be 4096 bytes, or hostile). */
+export function quoted(s: string, max = 64): string {
+  return s.length <= max ? JSON.stringify(s) : `${JSON.stringify(s.slice(0, max))}…`;
+}
+
 /** Throws unless `name` is a valid volume (or dict, queue) name. */
 export function checkName(kind: string, name: string): string {
   if (typeof name !== 'string' || !NAME.test(name) || name === '.' || name === '..') {
@@ -16,14 +21,19 @@ export function checkName(kind: string, name: string): string {
 }
 
 /**
- * Normalises a path inside a volume to its canonical form: '/'-separated, no
- * leading or trailing '/', no empty or '.' components. '' is the root.
- * Rejects '..', NUL, a component over 255 bytes and a path over 4096 bytes.
+ * Normalises a path inside a volume to its canonical form: Unicode NFC,
+ * '/'-separated, no leading or trailing '/', no empty or '.' components. '' is
+ * the root. Rejects '..', NUL, a component over 255 bytes and a path over 4096
+ * bytes (counted in UTF-8 after NFC). Server, SDK, CLI and the client's checks
+ * of what a server sends all use it, so the NFC and NFD spellings of a name
+ * ("café") name one file everywhere.
  */
-export function normalizePath(path: string): string {
-  if (typeof path !== 'string') throw new InvalidArgumentError('path must be a string');
+export function normalizePath(raw: string): string {
+  if (typeof raw !== 'string') throw new InvalidArgumentError('path must be a string');
+  if (isCanonicalAscii(raw)) return raw;
+  const path = raw.normalize('NFC');
   if (path.includes('\0')) {
-    throw new InvalidArgumentError(`invalid path ${JSON.stringify(path)}: contains a NUL byte`);
+    throw new InvalidArgumentError(`invalid path ${quoted(path)}: contains a NUL byte`);
   }
   if (Buffer.byteLength(path) > MAX_PATH_BYTES) {
     throw new InvalidArgumentError(
@@ -35,7 +45,7 @@ export function normalizePath(path: string): string {
     if (part === '' || part === '.') continue;
     if (part === '..') {
       throw new InvalidArgumentError(
-        `invalid path ${JSON.stringify(path)}: ".." is not allowed in volume paths`,
+        `invalid path ${quoted(path)}: ".." is not allowed in volume paths`,
       );
     }
     if (Buffer.byteLength(part) > MAX_COMPONENT_BYTES) {
@@ -48,6 +58,26 @@ export function normalizePath(path: string): string {
   return parts.join('/');
 }
 
+/**
+ * Whether `path` is already canonical and plain ASCII (NFC as it is, one byte
+ * per character): the common case, which listings of a million files check
+ * without splitting, normalising or counting bytes.
+ */
+function isCanonicalAscii(path: string): boolean {
+  if (path.length > MAX_PATH_BYTES) return false;
+  let start = 0;
+  for (let i = 0; i <= path.length; i++) {
+    const c = i < path.length ? path.charCodeAt(i) : 0x2f;
+    if (c === 0 || c > 0x7f) return false;
+    if (c !== 0x2f) continue;
+    const len = i - start;
+    if (len === 0 || len > MAX_COMPONENT_BYTES) return false;
+    if (path.charCodeAt(start) === 0x2e && (len === 1 || (len === 2 && path.charCodeAt(start + 1) === 0x2e))) return false;
+    start = i + 1;
+  }
+  return true;
+}
+
 /** normalizePath that also refuses the root (a file needs a name). */
 export function normalizeFilePath(path: string): string {
   const p = normalizePath(path);
@@ -55,13 +85,20 @@ export function normalizeFilePath(path: string): string {
   return p;
 }
 
+/** The most bytes one blob (chunk or pack) may hold; so also one extent. */
+export const MAX_BLOB_BYTES = 64 * 1024 * 1024;
+
+/** The mode a file gets when none was given (proto3 cannot tell 0 from unset). */
+export const DEFAULT_FILE_MODE = 0o644;
+
 /**
- * The mode bits a volume keeps for a file: its permission bits only. Setuid,
- * setgid, sticky and file-type bits are dropped, by the server when it stores
- * a file and by clients when they write one.
+ * The mode a volume stores and a client applies: permission bits only. No
+ * setuid, setgid or sticky bit (nor file-type bits) survives, whoever sent
+ * the mode: the server masks what a committer sends, and clients mask again
+ * what a server answers, before they create a file or report its mode.
  */
 export function fileMode(mode: number): number {
-  return Number.isInteger(mode) ? mode & 0o777 : 0o644;
+  return (Number.isInteger(mode) ? mode & 0o777 : 0) || DEFAULT_FILE_MODE;
 }
 
 export const HASH = /^[0-9a-f]{64}$/;

@@ -55,6 +55,7 @@
  */
 import { BlobTransport, type TransferMode } from '../client/blob-transport.js';
 import type { Connection } from '../client/connection.js';
+import { checkedListing } from '../client/server-answers.js';
 import { IntegrityError } from '../common/errors.js';
 import { FailedPreconditionError } from '../common/errors.js';
 import { checkName } from '../common/validate.js';
@@ -441,7 +442,7 @@ async function listVersion(conn: Connection, volume: string, version: number): P
   }
   const created = await conn.unary(conn.volumes.listVersions.bind(conn.volumes), { name: volume });
   const createdAtMs = created.versions.find((v) => v.version === listed)?.createdAtMs ?? Date.now();
-  return { version: listed, entries, createdAtMs };
+  return { version: listed, entries: checkedListing(entries, '', true, `the listing of volume "${volume}"`), createdAtMs };
 }
 
 function* entriesOf(tree: VersionTree): Iterable<FileEntry> {

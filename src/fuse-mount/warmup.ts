@@ -26,8 +26,9 @@ import pLimit from 'p-limit';
 import { BlobTransport, type TransferMode } from '../client/blob-transport.js';
 import type { Connection } from '../client/connection.js';
 import type { TransferProgress } from '../client/index.js';
+import { checkedListing } from '../client/server-answers.js';
 import { IntegrityError } from '../common/errors.js';
-import { checkName } from '../common/validate.js';
+import { checkName, normalizePath } from '../common/validate.js';
 import { FileType, type FileEntry } from '../gen/stowage/v1/volume.js';
 import { BlobUrls } from './blob-urls.js';
 import type { ChunkCache } from './types.js';
@@ -187,10 +188,16 @@ async function listFiles(conn: Connection, volume: string, paths: string[], vers
   const byPath = new Map<string, FileEntry>();
   let at = version;
   for (const path of paths.length > 0 ? paths : ['']) {
-    const call = conn.volumes.listFiles({ volume, path, recursive: true, version: at, pageSize: 0, pageToken: '' });
+    const dir = normalizePath(path);
+    const call = conn.volumes.listFiles({ volume, path: dir, recursive: true, version: at, pageSize: 0, pageToken: '' });
+    const listed: FileEntry[] = [];
     for await (const batch of conn.stream(call)) {
       at = batch.version;
-      for (const e of batch.entries) if (e.type !== FileType.FILE_TYPE_DIRECTORY) byPath.set(e.path, e);
+      listed.push(...batch.entries);
+    }
+    // Extent lengths size the buffers a warmup fetches into: checked like any listing.
+    for (const e of checkedListing(listed, dir, true, `the listing of "${dir}" in volume "${volume}"`)) {
+      if (e.type !== FileType.FILE_TYPE_DIRECTORY) byPath.set(e.path, e);
     }
   }
   return { version: at, files: [...byPath.values()] };

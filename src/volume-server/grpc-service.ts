@@ -2,12 +2,13 @@
 import { InvalidArgumentError } from '../common/errors.js';
 import { authCheck, clientStream, fromSameHost, serverStream, unary } from '../common/grpc-server.js';
 import type { Logger } from '../common/logger.js';
+import { MAX_BLOB_BYTES } from '../common/validate.js';
 import type { CommitRequest, FileEntry, VolumeServiceServer } from '../gen/stowage/v1/volume.js';
 import type { VolumeCatalog } from './catalog.js';
 import { collectGarbage } from './gc.js';
 
-/** Largest blob accepted through PutBlob (a chunk, or a pack of small files). */
-export const MAX_BLOB_BYTES = 64 * 1024 * 1024;
+/** Largest blob accepted through PutBlob (a chunk, or a pack of small files); clients refuse longer extents. */
+export { MAX_BLOB_BYTES };
 const FRAME = 1024 * 1024;
 
 export function volumeService(catalog: VolumeCatalog, token: string, log: Logger): VolumeServiceServer {

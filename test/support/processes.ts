@@ -153,7 +153,8 @@ export interface Stowage {
 export async function startStowage(opts: Omit<ServeOptions, 'port' | 'host'> = {}): Promise<Stowage> {
   const dataDir = opts.dataDir ?? tempDir('stowage');
   const server = await startServer({ ...opts, dataDir, host: '127.0.0.1', port: 0 });
-  const connection = new Connection({ server: server.address, token: server.token });
+  // Knowing the data dir lets the client move chunk bytes itself (file:// URLs) on the local store.
+  const connection = new Connection({ server: server.address, token: server.token, dataDir });
   return {
     server,
     connection,
