@@ -300,7 +300,10 @@ export class Volume {
       if (seen.has(path)) throw new InvalidArgumentError(`"${path}" is put twice in one batch`);
       seen.add(path);
     }
-    if (!opts.force) await this.refuseExisting([...seen]);
+    // The server applies a batch's removals first: a path the batch removes may be put again.
+    const removed = (p: string): boolean =>
+      more.removes.some((r) => r.path === p || (r.recursive && (r.path === '' || p.startsWith(`${r.path}/`))));
+    if (!opts.force) await this.refuseExisting([...seen].filter((p) => !removed(p)));
     const uploader = new Uploader(this.conn, this.transport, this.name, {
       chunkSize: this.opts.chunkSize,
       parallel: this.opts.parallel,

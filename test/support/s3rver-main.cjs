@@ -7,9 +7,15 @@
 // bytes GETs sent by "bytes GET kind"; POST
 // /__stats/reset zeroes them.
 'use strict';
+const crypto = require('node:crypto');
 const fs = require('node:fs');
+const path = require('node:path');
+const { Readable, Transform } = require('node:stream');
+const { pipeline } = require('node:stream/promises');
 const S3rver = require('s3rver');
 const FilesystemStore = require('s3rver/lib/stores/filesystem');
+const S3Object = require('s3rver/lib/models/object');
+const { walk } = require('s3rver/lib/utils');
 
 // s3rver 3.7 reads the end of `Range: bytes=0-0` (0) as "no end" and sends the
 // whole object as `206 bytes 0-(size-1)`; S3 sends the one byte asked for. A
@@ -23,6 +29,77 @@ FilesystemStore.prototype.getObject = async function (bucket, key, options) {
     object.range = { start: 0, end: 0 };
   }
   return object;
+};
+
+// s3rver 3.7 writes an object in place and answers the PUT before the bytes
+// are on disk: a GET during or just after a PUT (also a PUT over an existing
+// key) can read a prefix. An S3 PUT is atomic, and BlobStore's contract says
+// so (test/blob-store-contract.test.ts races readers with puts), so the object
+// is written beside its final name, flushed, then renamed into place.
+FilesystemStore.prototype.putObject = async function (object) {
+  const objectPath = this.getResourcePath(object.bucket, object.key, 'object');
+  await fs.promises.mkdir(path.dirname(objectPath), { recursive: true });
+  const tmp = `${objectPath}.tmp-${crypto.randomBytes(6).toString('hex')}`;
+  const md5 = crypto.createHash('md5');
+  let size = 0;
+  const count = new Transform({
+    transform(chunk, _encoding, callback) {
+      md5.update(chunk);
+      size += chunk.length;
+      callback(null, chunk);
+    },
+  });
+  const content = Buffer.isBuffer(object.content) ? Readable.from([object.content]) : object.content;
+  try {
+    await pipeline(content, count, fs.createWriteStream(tmp));
+    await fs.promises.rename(tmp, objectPath);
+  } catch (err) {
+    await fs.promises.rm(tmp, { force: true });
+    throw err;
+  }
+  const digest = md5.digest('hex');
+  await this.putMetadata(object.bucket, object.key, object.metadata, digest);
+  return { size, md5: digest };
+};
+
+// s3rver 3.7 lists keys in the order it walks directories ('a/b' before
+// 'a-b', and readdir order within a directory), and pages from the last key it
+// returned: keys that sort before it but were walked later are never listed.
+// S3 lists in UTF-8 byte order, which BlobStore.list promises; so collect the
+// matching keys, sort them, and page over that.
+FilesystemStore.prototype.listObjects = async function (bucket, options) {
+  const { delimiter = '', startAfter = '', prefix = '', maxKeys = Infinity } = options;
+  const bucketPath = this.getBucketPath(bucket);
+  const prefixPath = `${bucketPath}/${FilesystemStore.encodeKeyPath(prefix)}`;
+  const objectSuffix = '._S3rver_object';
+  const after = Buffer.from(startAfter);
+  const found = [];
+  const commonPrefixes = new Set();
+  // Only directories that can hold keys under the prefix.
+  const within = (dir) => dir.startsWith(prefixPath) || prefixPath.startsWith(dir);
+  for (const keyPath of walk(bucketPath, within)) {
+    if (!keyPath.endsWith(objectSuffix)) continue;
+    const key = FilesystemStore.decodeKeyPath(keyPath.slice(bucketPath.length + 1, -objectSuffix.length));
+    if (!key.startsWith(prefix)) continue;
+    const cut = delimiter ? key.indexOf(delimiter, prefix.length) : -1;
+    if (cut !== -1) commonPrefixes.add(key.slice(0, cut + delimiter.length));
+    else if (Buffer.compare(Buffer.from(key), after) > 0) found.push(key);
+  }
+  found.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+  const keys = found.slice(0, maxKeys);
+  const metadata = await Promise.all(
+    keys.map((key) =>
+      this.getMetadata(bucket, key).catch((err) => {
+        if (err.code === 'ENOENT') return undefined;
+        throw err;
+      }),
+    ),
+  );
+  return {
+    objects: keys.flatMap((key, i) => (metadata[i] ? [new S3Object(bucket, key, null, metadata[i])] : [])),
+    commonPrefixes: [...commonPrefixes].sort(),
+    isTruncated: found.length > keys.length,
+  };
 };
 
 const args = process.argv.slice(2);

@@ -7,6 +7,7 @@
  *   idempotent), so a retried or repeated upload never corrupts anything.
  * - Failures to reach the backing service are UnavailableError naming it; a
  *   missing key is NotFoundError. Nothing else leaks backend error types.
+ * test/blob-store-contract.test.ts checks these on every store.
  */
 export interface ByteRange {
   offset: number;

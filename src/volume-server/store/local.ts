@@ -3,7 +3,8 @@ import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { join, relative, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { NotFoundError, UnavailableError } from '../../common/errors.js';
+import { mkdirSync } from 'node:fs';
+import { NotFoundError, UnavailableError, messageOf } from '../../common/errors.js';
 import { readAt, writeFileAtomic } from '../../common/files.js';
 import type { BlobStore, ByteRange, StoredObject } from './interface.js';
 
@@ -20,6 +21,18 @@ export class LocalBlobStore implements BlobStore {
 
   constructor(private readonly root: string) {
     this.description = `local directory ${root}`;
+    // Made once, here: from now on a missing root means the data dir was removed (UnavailableError), not an empty store.
+    mkdirSync(root, { recursive: true });
+  }
+
+  /** The error for an operation that found `path` missing: the whole store gone, or just that object. */
+  private async missing(what: string, key: string, err: unknown): Promise<Error> {
+    try {
+      if ((await stat(this.root)).isDirectory()) return new NotFoundError(`object ${key} not found in ${this.description}`);
+    } catch {
+      // the root itself is gone
+    }
+    return new UnavailableError(`cannot ${what} in ${this.description}: the directory is missing (${(err as NodeJS.ErrnoException).code ?? messageOf(err)}); restore it or point --data-dir at the right place`, { cause: err });
   }
 
   private path(key: string): string {
@@ -31,6 +44,7 @@ export class LocalBlobStore implements BlobStore {
       const path = this.path(key);
       const dir = dirname(path);
       if (!this.dirs.has(dir)) {
+        if (!(await stat(this.root).catch(() => undefined))?.isDirectory()) throw Object.assign(new Error('store directory missing'), { code: 'ENOENT' });
         await mkdir(dir, { recursive: true });
         this.dirs.add(dir);
       }
@@ -45,9 +59,7 @@ export class LocalBlobStore implements BlobStore {
     try {
       fh = await open(this.path(key), 'r');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new NotFoundError(`object ${key} not found in ${this.description}`);
-      }
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw await this.missing(`read ${key}`, key, err);
       throw this.failure(`read ${key}`, err);
     }
     try {
@@ -65,7 +77,11 @@ export class LocalBlobStore implements BlobStore {
     try {
       return (await stat(this.path(key))).size;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        const why = await this.missing(`stat ${key}`, key, err);
+        if (why instanceof NotFoundError) return undefined;
+        throw why;
+      }
       throw this.failure(`stat ${key}`, err);
     }
   }
@@ -79,7 +95,13 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async delete(key: string): Promise<void> {
-    await rm(this.path(key), { force: true });
+    try {
+      if (!(await stat(this.root)).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+      await rm(this.path(key), { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw await this.missing(`delete ${key}`, key, err);
+      throw this.failure(`delete ${key}`, err);
+    }
   }
 
   async move(from: string, to: string): Promise<void> {
@@ -87,7 +109,7 @@ export class LocalBlobStore implements BlobStore {
       await mkdir(dirname(this.path(to)), { recursive: true });
       await rename(this.path(from), this.path(to));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`object ${from} not found in ${this.description}`);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw await this.missing(`move ${from}`, from, err);
       throw this.failure(`move ${from} to ${to}`, err);
     }
   }
@@ -98,13 +120,19 @@ export class LocalBlobStore implements BlobStore {
 
   async *scan(prefix: string): AsyncIterable<StoredObject> {
     const keys: StoredObject[] = [];
+    try {
+      if (!(await stat(this.root)).isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw await this.missing(`list ${prefix}`, prefix, err);
+      throw this.failure(`list ${prefix}`, err);
+    }
     const walk = async (dir: string): Promise<void> => {
       let names: string[];
       try {
         names = await readdir(dir);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-        throw err;
+        throw this.failure(`list ${prefix}`, err);
       }
       for (const name of names) {
         const full = join(dir, name);

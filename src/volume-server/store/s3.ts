@@ -73,17 +73,30 @@ export class S3BlobStore implements BlobStore {
     // Only closed ranges: some S3 servers get suffix ranges wrong.
     let Range: string | undefined;
     if (range) {
-      if (range.length === 0) return Buffer.alloc(0);
+      if (range.length === 0) {
+        // No bytes, but the object must be there.
+        if ((await this.head(key)) === undefined) throw new NotFoundError(`object ${key} not found in ${this.description}`);
+        return Buffer.alloc(0);
+      }
       Range =
         range.length === undefined
           ? `bytes=${range.offset}-`
           : `bytes=${range.offset}-${range.offset + range.length - 1}`;
     }
-    return this.call(`read ${key}`, async () => {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(key), Range }));
-      const bytes = await out.Body!.transformToByteArray();
-      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    });
+    try {
+      return await this.call(`read ${key}`, async () => {
+        const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(key), Range }));
+        const bytes = await out.Body!.transformToByteArray();
+        return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      });
+    } catch (err) {
+      // A range that starts at the end of the object reads no bytes, as a file would (S3 answers 416;
+      // some servers drop the connection): the object's size tells.
+      if (range && !(err instanceof NotFoundError) && range.offset >= ((await this.head(key).catch(() => undefined)) ?? Infinity)) {
+        return Buffer.alloc(0);
+      }
+      throw err;
+    }
   }
 
   async head(key: string): Promise<number | undefined> {
