@@ -342,3 +342,44 @@ describe.each<StoreKind>(['local', 's3'])('a chunk damaged in the store (%s stor
     expect((await vol.readBytes('multi.bin', { version: before })).equals(files['multi.bin'])).toBe(true);
   });
 });
+
+describe.each<StoreKind>(['local', 's3'])('repairing a file with more than one bad chunk (%s store)', (kind) => {
+  let setup: Setup;
+  beforeAll(async () => {
+    setup = await startSetup(kind);
+  });
+  afterAll(async () => {
+    await setup?.stop();
+  });
+
+  it('one put -f of the original data repairs a chunk deleted from the store and a damaged one, and the error said so', async () => {
+    const connection = setup.stowage.connection;
+    const name = uniqueName('repair');
+    const vol = await Volume.fromName(name, { createIfMissing: true, connection, chunkSize: 1 * MiB });
+    const local = join(scratchDir('repair'), 'four.bin');
+    await writeRandomFile(local, 4 * MiB);
+    const env = { STOWAGE_SERVER: setup.stowage.server.address, STOWAGE_TOKEN: setup.stowage.server.token, STOWAGE_CHUNK_SIZE: String(1 * MiB) };
+    expect((await runCli(['volume', 'put', name, local, 'four.bin'], env)).code).toBe(0);
+    const entry = (await connection.unary(connection.volumes.getFile.bind(connection.volumes), { volume: name, path: 'four.bin', version: 0, presign: false })).entry!;
+    expect(entry.extents).toHaveLength(4);
+    // The second chunk is gone from the store; the fourth has other bytes.
+    const gone = await storedBlobFile(setup, entry.extents[1]!.blob);
+    const { rm } = await import('node:fs/promises');
+    await rm(gone);
+    await corruptFile(await storedBlobFile(setup, entry.extents[3]!.blob), 100);
+
+    const err = await expectFailure(() => vol.readBytes('four.bin'), IntegrityError, 'INTEGRITY', /is missing from the store/);
+    expect(err.message).toMatch(/the server found 2 chunks of it damaged or missing; one put of the file repairs them all/);
+    const cli = await runCli(['volume', 'get', name, 'four.bin', join(scratchDir('repair-get'), 'out.bin')], env);
+    expect(cli.code).toBe(8);
+    expect(cli.stderr).toMatch(/put the same file again \(stowage volume put -f\)/);
+
+    // The fix the message gives, once: both chunks are sent again and the file reads.
+    const put = await runCli(['volume', 'put', '-f', '--json', name, local, 'four.bin'], env);
+    expect(put.code, put.stderr).toBe(0);
+    expect((JSON.parse(put.stdout) as CommitResult).chunksTransferred).toBe(2);
+    expect(sha256(await vol.readBytes('four.bin'))).toBe(await sha256Of((await import('node:fs')).createReadStream(local)));
+    // The version before the repair shares the chunks: it reads again too.
+    expect(sha256(await vol.readBytes('four.bin', { version: 1 }))).toBe(sha256(await vol.readBytes('four.bin')));
+  });
+});

@@ -3,9 +3,13 @@
  * itself through file:// URLs: the server's blob stream is not used, unless
  * the client asks for it (proxy) — and both paths give the same bytes.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Volume } from '../src/client/index.js';
+import { FileType, type CommitRequest, type CommitResponse } from '../src/gen/stowage/v1/volume.js';
 import { startStowage, uniqueName, type Stowage } from './support/processes.js';
 
 describe('same-host transfers on the local-directory store', () => {
@@ -41,5 +45,33 @@ describe('same-host transfers on the local-directory store', () => {
     expect(readBlob).toHaveBeenCalledTimes(6);
     expect((await direct.readBytes('other.bin')).equals(other)).toBe(true);
     expect(readBlob).toHaveBeenCalledTimes(6);
+  });
+
+  it('checks what a client wrote into the store itself before any version uses it: forged bytes are deleted and refused', async () => {
+    const conn = stowage.connection;
+    const vols = conn.volumes;
+    const name = uniqueName('forged');
+    await conn.unary(vols.createVolume.bind(vols), { name, ephemeral: false, existOk: false });
+    const honest = randomBytes(100_000);
+    const hash = createHash('sha256').update(honest).digest('hex');
+    const plan = await conn.unary(vols.planUpload.bind(vols), { volume: name, blobs: [hash], contents: [], presign: true });
+    expect(plan.missingBlobs).toEqual([hash]);
+    const url = plan.putUrls[hash]!;
+    // The URL names a file of incoming/, never the chunk's own key.
+    expect(url).toMatch(new RegExp(`/store/incoming/${hash.slice(0, 2)}/${hash}$`));
+    const forged = fileURLToPath(url);
+    mkdirSync(dirname(forged), { recursive: true });
+    writeFileSync(forged, randomBytes(100_000));
+    const entry = { path: 'x.bin', type: FileType.FILE_TYPE_FILE, size: honest.length, mode: 0o644, mtimeMs: 1, extents: [{ blob: hash, offset: 0, length: honest.length, hash }], id: 0, tree: '' };
+    const commit = () => conn.clientStream<CommitRequest, CommitResponse>((cb) => vols.commit(cb), [{ volume: name, puts: [entry], removes: [], copies: [], force: false }]);
+    await expect(commit()).rejects.toThrow(/do not match their hash .*deleted: upload them again/);
+    expect(existsSync(forged)).toBe(false);
+    expect(existsSync(join(stowage.dataDir, 'store', 'chunks', hash.slice(0, 2), hash))).toBe(false);
+    // An honest upload of the same bytes afterwards sends them (nothing is deduplicated against the forgery) and reads back.
+    const vol = await Volume.fromName(name, { connection: conn });
+    const put = await vol.batchUpload().putFile(honest, 'x.bin').commit();
+    expect(put.chunksTransferred).toBe(1);
+    expect((await vol.readBytes('x.bin')).equals(honest)).toBe(true);
+    expect(existsSync(join(stowage.dataDir, 'store', 'chunks', hash.slice(0, 2), hash))).toBe(true);
   });
 });

@@ -11,7 +11,7 @@
  * the client read or write another local file.
  */
 import { dirname } from 'node:path';
-import { IntegrityError, StowageError, UnavailableError, messageOf } from '../common/errors.js';
+import { IntegrityError, NotFoundError, StowageError, UnavailableError, messageOf } from '../common/errors.js';
 import { sha256 } from '../common/hash.js';
 import type { Extent } from '../gen/stowage/v1/volume.js';
 import type { Connection } from './connection.js';
@@ -119,30 +119,49 @@ export class BlobTransport {
 
   /**
    * Reads one extent and checks its hash; `what` names the file for the
-   * error. Damaged bytes are reported to the server, which re-checks the
-   * stored blob and, if it is bad, lets the next upload replace it.
+   * error. Damaged or missing bytes are reported to the server, which
+   * re-checks the stored blob (with `file`: every blob of that file) and marks
+   * what is damaged, so that the next upload of the file repairs it all.
    */
-  async readExtent(e: Extent, getUrl: string | undefined, what: string, into?: Buffer): Promise<Buffer> {
-    const data = await this.read(e.blob, e.offset, e.length, getUrl, into);
+  async readExtent(e: Extent, getUrl: string | undefined, what: string, into?: Buffer, file?: FileRef): Promise<Buffer> {
+    let data: Buffer;
     try {
-      return verifyExtent(data, e, what);
+      data = await this.read(e.blob, e.offset, e.length, getUrl, into);
     } catch (err) {
-      // A file:// URL names a path on the server's host; should this client
-      // see another file there, the server's own copy decides.
-      if (getUrl && isFileUrl(getUrl)) {
-        const viaServer = await this.read(e.blob, e.offset, e.length, undefined);
-        if (viaServer.length === e.length && sha256(viaServer) === e.hash) return viaServer;
-      }
-      await this.reportDamaged(e.blob);
-      throw err;
+      if (!(err instanceof NotFoundError) && !(err instanceof IntegrityError)) throw err;
+      throw await this.damaged(e, what, 'is missing from the store', file);
     }
+    if (data.length === e.length && sha256(data) === e.hash) return data;
+    // A file:// URL names a path on the server's host; should this client
+    // see another file there, the server's own copy decides.
+    if (getUrl && isFileUrl(getUrl)) {
+      const viaServer = await this.read(e.blob, e.offset, e.length, undefined).catch(() => undefined);
+      if (viaServer && viaServer.length === e.length && sha256(viaServer) === e.hash) return viaServer;
+    }
+    throw await this.damaged(e, what, 'does not match its hash', file);
   }
 
-  /** Tells the server a blob failed its check; never throws (the read error matters more). */
-  async reportDamaged(blob: string): Promise<void> {
-    await this.conn
-      .unary(this.conn.volumes.reportDamagedBlob.bind(this.conn.volumes), { hash: blob, volume: '', path: '', version: 0 })
+  /** Reports a damaged extent and makes the error that says how many chunks of the file are damaged and how to repair them. */
+  async damaged(e: Extent, what: string, how: string, file?: FileRef): Promise<IntegrityError> {
+    const blobs = await this.reportDamaged(e.blob, file);
+    return damageError(e, what, how, blobs.length);
+  }
+
+  /**
+   * Tells the server a blob failed its check (with `file`: the file it was
+   * found in, whose blobs are then all checked); returns the blobs the server
+   * found damaged. Never throws (the read error matters more).
+   */
+  async reportDamaged(blob: string, file?: FileRef): Promise<string[]> {
+    const res = await this.conn
+      .unary(this.conn.volumes.reportDamagedBlob.bind(this.conn.volumes), {
+        hash: blob,
+        volume: file?.volume ?? '',
+        path: file?.path ?? '',
+        version: file?.version ?? 0,
+      })
       .catch(() => undefined);
+    return res?.damagedBlobs.filter((b) => /^[0-9a-f]{64}$/.test(b)) ?? [];
   }
 
   private fellBack(err: unknown, to: { file: string } | { http: string }): void {
@@ -163,11 +182,22 @@ export class BlobTransport {
   }
 }
 
+/** The file a read is for, so that a damage report can check the whole file. */
+export interface FileRef {
+  volume: string;
+  path: string;
+  version: number;
+}
+
 export function verifyExtent(data: Buffer, e: Extent, what: string): Buffer {
-  if (data.length !== e.length || sha256(data) !== e.hash) {
-    throw new IntegrityError(
-      `integrity check failed for ${what}: chunk ${e.blob.slice(0, 16)}… (bytes ${e.offset}-${e.offset + e.length - 1}) does not match its hash, so it was not returned; the stored copy is damaged: put the same file again (stowage volume put -f) to store a good copy`,
-    );
-  }
+  if (data.length !== e.length || sha256(data) !== e.hash) throw damageError(e, what, 'does not match its hash', 0);
   return data;
+}
+
+/** The error of a read that met damaged bytes: never the bytes, and what repairs them. */
+export function damageError(e: Extent, what: string, how: string, damagedChunks: number): IntegrityError {
+  const all = damagedChunks > 1 ? ` (the server found ${damagedChunks} chunks of it damaged or missing; one put of the file repairs them all)` : '';
+  return new IntegrityError(
+    `integrity check failed for ${what}: chunk ${e.blob.slice(0, 16)}… (bytes ${e.offset}-${e.offset + e.length - 1}) ${how}, so it was not returned; the stored copy is damaged: put the same file again (stowage volume put -f) to store a good copy${all}`,
+  );
 }

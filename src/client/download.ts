@@ -18,7 +18,8 @@ import pLimit from 'p-limit';
 import { FailedPreconditionError, IntegrityError } from '../common/errors.js';
 import { fileMode, quoted } from '../common/validate.js';
 import { FileType, type Extent, type FileEntry } from '../gen/stowage/v1/volume.js';
-import { verifyExtent, type BlobTransport } from './blob-transport.js';
+import { sha256 } from '../common/hash.js';
+import { type BlobTransport, type FileRef } from './blob-transport.js';
 import type { BufferPool } from './buffer-pool.js';
 import type { TransferProgress } from './upload.js';
 
@@ -57,13 +58,14 @@ export async function* readPieces(
   parallel: number,
   what: string,
   pool?: BufferPool,
+  file?: FileRef,
 ): AsyncIterable<Buffer> {
   const window: Promise<Buffer>[] = [];
   let next = 0;
   const fill = () => {
     while (window.length < parallel && next < pieces.length) {
       const p = pieces[next++]!;
-      const fetched = transport.readExtent(p.extent, getUrls[p.extent.blob], what, pool?.acquire(p.extent.length));
+      const fetched = transport.readExtent(p.extent, getUrls[p.extent.blob], what, pool?.acquire(p.extent.length), file);
       fetched.catch(() => undefined); // surfaced when awaited in order
       window.push(fetched);
     }
@@ -119,6 +121,7 @@ export function downloadTargets(remoteRoot: string, rootEntry: FileEntry, entrie
 export async function downloadFiles(
   transport: BlobTransport,
   volume: string,
+  version: number,
   targets: DownloadTarget[],
   getUrls: Record<string, string>,
   parallel: number,
@@ -163,11 +166,9 @@ export async function downloadFiles(
         for (const t of group) {
           const e = t.entry.extents[0]!;
           let data: Buffer;
-          try {
-            data = verifyExtent(span.subarray(e.offset - start, e.offset - start + e.length), e, label(t.entry.path));
-          } catch (err) {
-            await transport.reportDamaged(blob);
-            throw err;
+          data = span.subarray(e.offset - start, e.offset - start + e.length);
+          if (data.length !== e.length || sha256(data) !== e.hash) {
+            throw await transport.damaged(e, label(t.entry.path), 'does not match its hash', { volume, path: t.entry.path, version });
           }
           await writeWhole(dirs, t, [data]);
           progress.bytesDone += data.length;
@@ -195,6 +196,7 @@ export async function downloadFiles(
         parallel,
         label(t.entry.path),
         pool,
+        { volume, path: t.entry.path, version },
       )) {
         await fh.write(data, 0, data.length, pos);
         pool.release(data);

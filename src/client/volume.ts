@@ -232,7 +232,7 @@ export class Volume {
       throw new InvalidArgumentError('offset and length must not be negative');
     }
     const pieces = piecesFor(entry, offset, opts.length ?? entry.size);
-    yield* readPieces(this.transport, pieces, getUrls, this.opts.parallel, `"${entry.path}" in volume "${this.name}"`);
+    yield* readPieces(this.transport, pieces, getUrls, this.opts.parallel, `"${entry.path}" in volume "${this.name}"`, undefined, { volume: this.name, path: entry.path, version: res.version });
   }
 
   /** readFile gathered into one Buffer. */
@@ -257,7 +257,7 @@ export class Volume {
     const targets = downloadTargets(root, entry, entries, localPath);
     const blobs = [...new Set(targets.flatMap((t) => t.entry.extents.map((e) => e.blob)))];
     const getUrls = this.transport.wantsPresign ? checkedUrls((await this.call('presignBlobs', { blobs })).getUrls, blobs, what) : {};
-    const moved = await downloadFiles(this.transport, this.name, targets, getUrls, this.opts.parallel, this.pool, opts.onProgress);
+    const moved = await downloadFiles(this.transport, this.name, version, targets, getUrls, this.opts.parallel, this.pool, opts.onProgress);
     return {
       version,
       files: targets.length,
