@@ -12,6 +12,7 @@ import { DiskChunkCache } from '../fuse-mount/disk-cache.js';
 import { commitMount, reloadMount } from '../fuse-mount/mount-state.js';
 import { warmupVolume, type WarmupResult } from '../fuse-mount/warmup.js';
 import { DEFAULT_CACHE_SIZE, defaultCacheDir, parseSize } from './mount.js';
+import { quote } from '../common/quote.js';
 import { bytes, printJson, progressBar, transferSummary } from './output.js';
 
 interface JsonFlag {
@@ -21,7 +22,7 @@ interface JsonFlag {
 const version = (v: string | undefined): number | undefined => {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`--version ${v} is not a version number (1, 2, …)`);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`--version ${quote(v)} is not a version number (1, 2, …)`);
   return n;
 };
 

@@ -8,6 +8,7 @@ import { parseDuration } from '../common/duration.js';
 import { createLogger } from '../common/logger.js';
 import { WorkerAgent } from '../worker/agent.js';
 import { DEFAULT_CACHE_SIZE, defaultCacheDir, parseSize } from './mount.js';
+import { quote } from '../common/quote.js';
 import { integerArg } from './values.js';
 
 interface WorkerFlags {
@@ -40,7 +41,7 @@ export function register(program: Command): void {
       if (flags.memoryCacheSize) parseSize('--memory-cache-size', flags.memoryCacheSize);
       const idleTimeoutMs = parseDuration('--idle-timeout', flags.idleTimeout);
       if (flags.id !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(flags.id)) {
-        throw new InvalidArgumentError(`--id ${flags.id}: use 1 to 64 of [A-Za-z0-9._-]`);
+        throw new InvalidArgumentError(`--id ${quote(flags.id)}: use 1 to 64 of [A-Za-z0-9._-]`);
       }
       const cfg = resolveClientConfig();
       const connection = new Connection(cfg);

@@ -13,6 +13,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { InvalidArgumentError, NotFoundError, isStowageError } from '../common/errors.js';
+import { quote, QUOTE_MAX_CHARS } from '../common/quote.js';
 import { DictOpKind, type DictInfo as DictInfoMessage, type DictOp, type DictResult } from '../gen/stowage/v1/dict.js';
 import { MAX_KEY_BYTES, MAX_VALUE_BYTES } from '../dict/types.js';
 import { codecFor, type Codec, type Encoding } from './codec.js';
@@ -292,10 +293,13 @@ export class Dict<K = unknown, V = unknown> {
   }
 
   private describe(key: K): string {
+    if (typeof key === 'string' || key instanceof Uint8Array) return quote(key);
+    let text: string;
     try {
-      return JSON.stringify(key) ?? String(key);
+      text = JSON.stringify(key) ?? String(key);
     } catch {
-      return String(key);
+      text = String(key);
     }
+    return text.length <= QUOTE_MAX_CHARS ? text : quote(text);
   }
 }

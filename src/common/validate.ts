@@ -1,5 +1,6 @@
 /** Names and paths as every service accepts them. */
 import { InvalidArgumentError } from './errors.js';
+import { quote } from './quote.js';
 
 const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 export const MAX_PATH_BYTES = 4096;
@@ -9,7 +10,7 @@ export const MAX_COMPONENT_BYTES = 255;
 export function checkName(kind: string, name: string): string {
   if (typeof name !== 'string' || !NAME.test(name) || name === '.' || name === '..') {
     throw new InvalidArgumentError(
-      `invalid ${kind} name ${JSON.stringify(name)}: use 1 to 64 characters from A-Z a-z 0-9 . _ - (not "." or "..")`,
+      `invalid ${kind} name ${quote(name)}: use 1 to 64 characters from A-Z a-z 0-9 . _ - (not "." or "..")`,
     );
   }
   return name;
@@ -23,7 +24,7 @@ export function checkName(kind: string, name: string): string {
 export function normalizePath(path: string): string {
   if (typeof path !== 'string') throw new InvalidArgumentError('path must be a string');
   if (path.includes('\0')) {
-    throw new InvalidArgumentError(`invalid path ${JSON.stringify(path)}: contains a NUL byte`);
+    throw new InvalidArgumentError(`invalid path ${quote(path)}: contains a NUL byte`);
   }
   if (Buffer.byteLength(path) > MAX_PATH_BYTES) {
     throw new InvalidArgumentError(
@@ -35,12 +36,12 @@ export function normalizePath(path: string): string {
     if (part === '' || part === '.') continue;
     if (part === '..') {
       throw new InvalidArgumentError(
-        `invalid path ${JSON.stringify(path)}: ".." is not allowed in volume paths`,
+        `invalid path ${quote(path)}: ".." is not allowed in volume paths`,
       );
     }
     if (Buffer.byteLength(part) > MAX_COMPONENT_BYTES) {
       throw new InvalidArgumentError(
-        `invalid path: component "${part.slice(0, 32)}…" is ${Buffer.byteLength(part)} bytes, over the limit of ${MAX_COMPONENT_BYTES}`,
+        `invalid path: component ${quote(part)} is ${Buffer.byteLength(part)} bytes, over the limit of ${MAX_COMPONENT_BYTES}`,
       );
     }
     parts.push(part);
@@ -57,6 +58,6 @@ export function normalizeFilePath(path: string): string {
 
 export const HASH = /^[0-9a-f]{64}$/;
 export function checkHash(hash: string): string {
-  if (!HASH.test(hash)) throw new InvalidArgumentError(`invalid blob hash ${JSON.stringify(hash)}`);
+  if (!HASH.test(hash)) throw new InvalidArgumentError(`invalid blob hash ${quote(hash)}`);
   return hash;
 }

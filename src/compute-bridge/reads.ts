@@ -8,6 +8,7 @@
 import { LRUCache } from 'lru-cache';
 import picomatch from 'picomatch';
 import { InvalidArgumentError } from '../common/errors.js';
+import { quote } from '../common/quote.js';
 import type { ExtentRef, ResolvedFile, VolumeResolver } from './types.js';
 
 /** Checks a function's mount paths: absolute, normalised, not nested in each other. */
@@ -15,11 +16,11 @@ export function checkMountPaths(volumes: Record<string, string>): void {
   const paths = Object.keys(volumes);
   for (const p of paths) {
     if (!/^\/[^/]/.test(p) || p.endsWith('/') || p.split('/').some((c) => c === '.' || c === '..')) {
-      throw new InvalidArgumentError(`volume mount path "${p}" must be an absolute path such as /data (no trailing '/', '.' or '..')`);
+      throw new InvalidArgumentError(`volume mount path ${quote(p)} must be an absolute path such as /data (no trailing '/', '.' or '..')`);
     }
-    if (!volumes[p]) throw new InvalidArgumentError(`mount path "${p}" names no volume`);
+    if (!volumes[p]) throw new InvalidArgumentError(`mount path ${quote(p)} names no volume`);
     for (const q of paths) {
-      if (q !== p && q.startsWith(`${p}/`)) throw new InvalidArgumentError(`mount paths "${p}" and "${q}" are nested: give each volume its own path`);
+      if (q !== p && q.startsWith(`${p}/`)) throw new InvalidArgumentError(`mount paths ${quote(p)} and ${quote(q)} are nested: give each volume its own path`);
     }
   }
 }
@@ -32,7 +33,7 @@ export function splitRead(glob: string, volumes: Record<string, string>): { moun
   }
   const declared = Object.keys(volumes);
   throw new InvalidArgumentError(
-    `reads "${glob}" is under no volume of the function (${declared.length ? `volumes: ${declared.join(', ')}` : 'it declares no volumes'}); reads are paths the function sees, e.g. /data/shards/*`,
+    `reads ${quote(glob)} is under no volume of the function (${declared.length ? `volumes: ${declared.map((d) => quote(d)).join(', ')}` : 'it declares no volumes'}); reads are paths the function sees, e.g. /data/shards/*`,
   );
 }
 
@@ -57,7 +58,7 @@ export class ReadResolver {
   private globExtents(glob: string, mounts: Record<string, string>, versions: Record<string, number>): ExtentRef[] {
     const { volume, inner } = splitRead(glob, mounts);
     const version = versions[volume];
-    if (version === undefined) throw new InvalidArgumentError(`no version pinned for volume ${volume}`);
+    if (version === undefined) throw new InvalidArgumentError(`no version pinned for volume ${quote(volume)}`);
     const key = `${volume}\0${version}\0${inner}`;
     const hit = this.globs.get(key);
     if (hit) return hit;
