@@ -29,6 +29,7 @@ const toStatus: Record<ErrorCode, status> = {
   UNAUTHENTICATED: status.UNAUTHENTICATED,
   INTEGRITY: status.DATA_LOSS,
   DEADLINE_EXCEEDED: status.DEADLINE_EXCEEDED,
+  RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
   // UNKNOWN: "an error raised by an API that does not return enough error information", i.e. the user's code.
   FUNCTION_ERROR: status.UNKNOWN,
   INTERNAL: status.INTERNAL,
@@ -44,6 +45,7 @@ const fromStatus = new Map<status, ErrorCode>([
   [status.DEADLINE_EXCEEDED, ErrorCode.UNAVAILABLE],
   [status.UNAUTHENTICATED, ErrorCode.UNAUTHENTICATED],
   [status.DATA_LOSS, ErrorCode.INTEGRITY],
+  [status.RESOURCE_EXHAUSTED, ErrorCode.RESOURCE_EXHAUSTED],
 ]);
 
 export interface GrpcStatusError {
