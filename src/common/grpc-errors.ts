@@ -83,6 +83,19 @@ export function fromGrpcError(err: unknown, server: string): StowageError {
       `stowage server at ${server} is unreachable (${details.replace(/\.?\s*Resolution note:\s*$/, '')}); start it with: stowage serve, or set STOWAGE_SERVER`,
     );
   }
+  // Deadlines are set by the client (connection.ts), whose interceptor names the call and the time allowed.
+  if (sent === undefined && e.code === status.DEADLINE_EXCEEDED) {
+    return errorForCode(code, `stowage server at ${server} did not answer in time: ${details}`);
+  }
+  // grpc-js's own size limits: "Received message larger than max (N vs M)" (either side), "Attempted to send message with a size larger than M" (client).
+  const size = sent === undefined && e.code === status.RESOURCE_EXHAUSTED ? /larger than (?:max \((\d+) vs\.? (\d+)\)|(\d+))/.exec(details) : null;
+  if (size) {
+    const bytes = size[1] === undefined ? '' : ` of ${size[1]} bytes`;
+    return errorForCode(
+      code,
+      `a gRPC message${bytes} is over the limit of ${size[2] ?? size[3]} bytes for one message to or from stowage server at ${server}: send or ask for less in one call`,
+    );
+  }
   return errorForCode(code, details);
 }
 
