@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import { Dict, NotFoundError, defaultConnection, type DictInfo } from '../client/index.js';
 import { printJson } from './output.js';
 import { quote } from '../common/quote.js';
+import { checkName } from '../common/validate.js';
 import { confirm, duration, exitOnClosedStdout, formatValue, integerArg, parseValue, writeLine } from './values.js';
 
 interface JsonFlag {
@@ -36,6 +37,7 @@ export function register(program: Command): void {
     .option('--idle-timeout <ms>', 'delete the dict after this long without use (default: never)')
     .action(async (name: string, flags: { idleTimeout?: string }) => {
       const idleTimeoutMs = integerArg('--idle-timeout', flags.idleTimeout, 0) ?? 0;
+      checkName('dict', name);
       const conn = defaultConnection();
       await conn.unary(conn.dicts.createDict.bind(conn.dicts), { name, existOk: false, idleTimeoutMs });
       console.log(`created dict ${name}`);

@@ -13,6 +13,7 @@ import { commitMount, reloadMount } from '../fuse-mount/mount-state.js';
 import { warmupVolume, type WarmupResult } from '../fuse-mount/warmup.js';
 import { DEFAULT_CACHE_SIZE, defaultCacheDir, parseSize } from './mount.js';
 import { quote } from '../common/quote.js';
+import { checkName } from '../common/validate.js';
 import { bytes, printJson, progressBar, transferSummary } from './output.js';
 
 interface JsonFlag {
@@ -66,7 +67,7 @@ export function register(program: Command): void {
     .description('create a volume')
     .action(async (name: string) => {
       const conn = defaultConnection();
-      await conn.unary(conn.volumes.createVolume.bind(conn.volumes), { name, ephemeral: false, existOk: false });
+      await conn.unary(conn.volumes.createVolume.bind(conn.volumes), { name: checkName('volume', name), ephemeral: false, existOk: false });
       console.log(`created volume ${name}`);
     });
 

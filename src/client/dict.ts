@@ -14,6 +14,7 @@
 import { randomUUID } from 'node:crypto';
 import { InvalidArgumentError, NotFoundError, isStowageError } from '../common/errors.js';
 import { quote, QUOTE_MAX_CHARS } from '../common/quote.js';
+import { checkName } from '../common/validate.js';
 import { DictOpKind, type DictInfo as DictInfoMessage, type DictOp, type DictResult } from '../gen/stowage/v1/dict.js';
 import { MAX_KEY_BYTES, MAX_VALUE_BYTES } from '../dict/types.js';
 import { codecFor, type Codec, type Encoding } from './codec.js';
@@ -80,6 +81,7 @@ export class Dict<K = unknown, V = unknown> {
 
   /** Looks a dict up by name; NotFoundError (with the command that creates it) unless createIfMissing. */
   static async fromName<K = unknown, V = unknown>(name: string, opts: DictFromNameOptions = {}): Promise<Dict<K, V>> {
+    checkName('dict', name);
     const conn = opts.connection ?? defaultConnection();
     const d = conn.dicts;
     if (opts.createIfMissing) {
@@ -111,6 +113,7 @@ export class Dict<K = unknown, V = unknown> {
   }
 
   static async delete(name: string, opts: { connection?: Connection } = {}): Promise<void> {
+    checkName('dict', name);
     const conn = opts.connection ?? defaultConnection();
     await conn.unary(conn.dicts.deleteDict.bind(conn.dicts), { name });
   }
