@@ -188,7 +188,7 @@ describe('compute bridge: calls, placement, errors (2 workers, local store)', ()
     await expect(fixture<[unknown]>('add').remote(() => 1)).rejects.toBeInstanceOf(InvalidArgumentError);
     const outside = await fixture('add', { volumes: { '/data': dataset }, reads: ['/elsewhere/*'] }).remote().catch((e: unknown) => e);
     expect(outside).toBeInstanceOf(InvalidArgumentError);
-    expect((outside as Error).message).toContain('reads "/elsewhere/*" is under no volume of the function (volumes: /data)');
+    expect((outside as Error).message).toContain('reads "/elsewhere/*" is under no volume of the function (volumes: "/data")');
     const noVolume = await fixture('add', { volumes: { '/data': uniqueName('absent') } }).remote().catch((e: unknown) => e);
     expect(noVolume).toBeInstanceOf(NotFoundError);
   });

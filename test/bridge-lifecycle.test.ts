@@ -236,7 +236,7 @@ describe('stowage serve --placement round-robin', () => {
       env: { ...process.env, STOWAGE_LOG_LEVEL: 'warn' },
     });
     expect(r.status, r.stderr).toBe(2);
-    expect(r.stderr).toContain('--placement nearest: choose from ours, round-robin, random');
+    expect(r.stderr).toContain('--placement "nearest": choose from ours, round-robin, random');
     expect(r.stderr).not.toContain('stowage serving on');
   });
 });

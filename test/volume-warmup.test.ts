@@ -196,6 +196,6 @@ describe('stowage volume warmup (S3 store)', () => {
     expect(noVersion.stderr).toContain(`stowage volume versions ${name}`);
     const badSize = await warmup(['--cache-size', 'lots', '--cache-dir', cacheDir]);
     expect(badSize.code, badSize.stderr).toBe(2);
-    expect(badSize.stderr).toContain('--cache-size lots is not a size');
+    expect(badSize.stderr).toContain('--cache-size "lots" is not a size');
   });
 });

@@ -9,6 +9,8 @@
 import type { Command } from 'commander';
 import { Dict, NotFoundError, defaultConnection, type DictInfo } from '../client/index.js';
 import { printJson } from './output.js';
+import { quote } from '../common/quote.js';
+import { checkName } from '../common/validate.js';
 import { confirm, duration, exitOnClosedStdout, formatValue, integerArg, parseValue, writeLine } from './values.js';
 
 interface JsonFlag {
@@ -22,7 +24,7 @@ function dictRow(d: DictInfo): string {
 /** The value at `key`; NotFoundError when absent, so scripts see exit 3. */
 async function getValue(d: Dict<string, unknown>, key: string): Promise<{ value: unknown; version: number }> {
   const got = await d.getWithVersion(key);
-  if (!got) throw new NotFoundError(`key ${JSON.stringify(key)} is not in dict ${d.name} (list its keys with: stowage dict items ${d.name})`);
+  if (!got) throw new NotFoundError(`key ${quote(key)} is not in dict ${d.name} (list its keys with: stowage dict items ${d.name})`);
   return got;
 }
 
@@ -35,6 +37,7 @@ export function register(program: Command): void {
     .option('--idle-timeout <ms>', 'delete the dict after this long without use (default: never)')
     .action(async (name: string, flags: { idleTimeout?: string }) => {
       const idleTimeoutMs = integerArg('--idle-timeout', flags.idleTimeout, 0) ?? 0;
+      checkName('dict', name);
       const conn = defaultConnection();
       await conn.unary(conn.dicts.createDict.bind(conn.dicts), { name, existOk: false, idleTimeoutMs });
       console.log(`created dict ${name}`);

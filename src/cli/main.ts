@@ -8,6 +8,7 @@ import { register as registerMount } from './mount.js';
 import { register as registerQueue } from './queue.js';
 import { register as registerRun } from './run.js';
 import { register as registerServe } from './serve.js';
+import { guardUnfinished } from './unfinished.js';
 import { register as registerVolume } from './volume.js';
 import { register as registerWorker } from './worker.js';
 
@@ -24,6 +25,7 @@ const EXIT: Record<ErrorCode, number> = {
   INTEGRITY: 8,
   DEADLINE_EXCEEDED: 9,
   FUNCTION_ERROR: 10,
+  RESOURCE_EXHAUSTED: 11,
   INTERNAL: 1,
 };
 
@@ -46,10 +48,15 @@ registerRun(program);
 registerWorker(program);
 registerBridge(program);
 
+// The command's words (short lowercase ones: its arguments may be anything), for the message of a lost command.
+const words = process.argv.slice(2).filter((a) => /^[a-z][a-z-]{0,31}$/.test(a)).slice(0, 2).join(' ');
+const finished = guardUnfinished(words || 'command');
 try {
   await program.parseAsync(process.argv);
+  finished();
   closeDefaultConnection();
 } catch (err) {
+  finished();
   closeDefaultConnection();
   if (err instanceof CommanderError) {
     process.exitCode = err.exitCode === 0 ? 0 : 2;

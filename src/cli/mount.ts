@@ -26,6 +26,7 @@ import {
   writeMountState,
   type MountState,
 } from '../fuse-mount/mount-state.js';
+import { quote } from '../common/quote.js';
 import { bytes } from './output.js';
 
 const UNITS: Record<string, number> = {
@@ -51,7 +52,7 @@ export function parseSize(flag: string, text: string, opts: { allowZero?: boolea
   const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
   const n = m && unit ? Math.floor(Number(m[1]) * unit) : NaN;
   if (!Number.isSafeInteger(n) || n < (opts.allowZero ? 0 : 1)) {
-    throw new InvalidArgumentError(`${flag} ${text} is not a size (examples: 512MiB, 10GiB, 1000000)`);
+    throw new InvalidArgumentError(`${flag} ${quote(text)} is not a size (examples: 512MiB, 10GiB, 1000000)`);
   }
   return n;
 }
@@ -105,7 +106,7 @@ export function register(program: Command): void {
       if (flags.version !== undefined) {
         version = Number(flags.version);
         if (!Number.isInteger(version) || version < 1) {
-          throw new InvalidArgumentError(`--version ${flags.version} is not a version number (1, 2, …)`);
+          throw new InvalidArgumentError(`--version ${quote(flags.version)} is not a version number (1, 2, …)`);
         }
       }
       if (flags.writable && version !== undefined) {

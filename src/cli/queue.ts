@@ -7,6 +7,7 @@
  */
 import type { Command } from 'commander';
 import { InvalidArgumentError, Queue, defaultConnection, type QueueInfo } from '../client/index.js';
+import { checkName } from '../common/validate.js';
 import { confirm, duration, exitOnClosedStdout, formatValue, integerArg, parseValue, printItems } from './values.js';
 import { printJson } from './output.js';
 
@@ -39,7 +40,7 @@ export function register(program: Command): void {
     .option('--idle-timeout <ms>', 'delete the queue after this long without use (default: never)')
     .action(async (name: string, flags: { maxSize?: string; maxDeliveries?: string; idleTimeout?: string }) => {
       const req = {
-        name,
+        name: checkName('queue', name),
         existOk: false,
         maxSize: integerArg('--max-size', flags.maxSize) ?? 0,
         maxDeliveries: integerArg('--max-deliveries', flags.maxDeliveries) ?? 0,

@@ -26,6 +26,7 @@ import {
   watchResults,
 } from '../client/internal.js';
 import { codecFor } from '../client/codec.js';
+import { quote } from '../common/quote.js';
 import { formatValue, integerArg } from './values.js';
 
 const FUNCTION_BRAND = Symbol.for('stowage.function');
@@ -118,7 +119,7 @@ export function register(program: Command): void {
       const mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
       const apps = new Set<HandleLike['app']>();
       for (const v of Object.values(mod)) if (isHandle(v)) apps.add(v.app);
-      if (!apps.size) throw new InvalidArgumentError(`module ${module} exports no function made with app.function`);
+      if (!apps.size) throw new InvalidArgumentError(`module ${quote(module)} exports no function made with app.function`);
       const names: string[] = [];
       for (const app of apps) names.push(...(await app.deploy()));
       console.log(names.length ? `scheduled: ${names.join(', ')}` : `module ${module} has no function with a schedule`);
@@ -128,7 +129,7 @@ export function register(program: Command): void {
 function parseTarget(target: string): { modulePath: string; fn: string } {
   const at = target.lastIndexOf('#');
   if (at <= 0 || at === target.length - 1) {
-    throw new InvalidArgumentError(`${target}: name the function as MODULE#FUNCTION, e.g. jobs.mjs#countLines`);
+    throw new InvalidArgumentError(`${quote(target)}: name the function as MODULE#FUNCTION, e.g. jobs.mjs#countLines`);
   }
   return { modulePath: resolve(target.slice(0, at)), fn: target.slice(at + 1) };
 }
@@ -137,7 +138,7 @@ function parseVolumes(specs: string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const s of specs) {
     const eq = s.indexOf('=');
-    if (eq <= 0 || eq === s.length - 1) throw new InvalidArgumentError(`--volume ${s}: use PATH=VOLUME, e.g. /data=my-dataset`);
+    if (eq <= 0 || eq === s.length - 1) throw new InvalidArgumentError(`--volume ${quote(s)}: use PATH=VOLUME, e.g. /data=my-dataset`);
     out[s.slice(0, eq)] = s.slice(eq + 1);
   }
   return out;
@@ -147,7 +148,7 @@ function parseJson(raw: string, what: string): unknown {
   try {
     return JSON.parse(raw);
   } catch (err) {
-    throw new InvalidArgumentError(`${what} ${JSON.stringify(raw)} is not JSON (${(err as Error).message}); quote strings, e.g. '"text"'`);
+    throw new InvalidArgumentError(`${what} ${quote(raw)} is not JSON (${(err as Error).message}); quote strings, e.g. '"text"'`);
   }
 }
 

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT } from '../common/config.js';
 import { InvalidArgumentError } from '../common/errors.js';
+import { quote } from '../common/quote.js';
 
 interface ServeFlags {
   dataDir: string;
@@ -45,7 +46,7 @@ export function register(program: Command): void {
     .action(async (flags: ServeFlags) => {
       const port = Number(flags.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) {
-        throw new InvalidArgumentError(`--port ${flags.port} is not a port number`);
+        throw new InvalidArgumentError(`--port ${quote(flags.port)} is not a port number`);
       }
       if (flags.s3Endpoint && !flags.s3Bucket) {
         throw new InvalidArgumentError('--s3-endpoint needs --s3-bucket too');
@@ -56,15 +57,15 @@ export function register(program: Command): void {
       const only = flags.only?.split(',').map((s) => s.trim());
       const unknown = only?.filter((s) => !(SERVICE_NAMES as readonly string[]).includes(s)) ?? [];
       if (unknown.length || only?.length === 0) {
-        throw new InvalidArgumentError(`--only ${flags.only}: choose from ${SERVICE_NAMES.join(',')}`);
+        throw new InvalidArgumentError(`--only ${quote(flags.only ?? '')}: choose from ${SERVICE_NAMES.join(',')}`);
       }
       const { PLACEMENT_POLICIES } = await import('../compute-bridge/types.js');
       if (!(PLACEMENT_POLICIES as readonly string[]).includes(flags.placement)) {
-        throw new InvalidArgumentError(`--placement ${flags.placement}: choose from ${PLACEMENT_POLICIES.join(', ')}`);
+        throw new InvalidArgumentError(`--placement ${quote(flags.placement)}: choose from ${PLACEMENT_POLICIES.join(', ')}`);
       }
       const localityWaitMs = flags.localityWait === undefined ? undefined : Number(flags.localityWait);
       if (localityWaitMs !== undefined && (!Number.isInteger(localityWaitMs) || localityWaitMs < 0)) {
-        throw new InvalidArgumentError(`--locality-wait ${flags.localityWait} is not a number of milliseconds`);
+        throw new InvalidArgumentError(`--locality-wait ${quote(flags.localityWait ?? '')} is not a number of milliseconds`);
       }
       const { parseDuration } = await import('../common/duration.js');
       const gcIntervalMs = parseDuration('--gc-interval', flags.gcInterval);

@@ -6,6 +6,7 @@
 import { once } from 'node:events';
 import { createInterface } from 'node:readline/promises';
 import { InvalidArgumentError } from '../client/index.js';
+import { quote } from '../common/quote.js';
 
 /** A whole-number flag or argument, checked here so that `--ttl abc` names the flag; -Infinity as `min` allows negatives. */
 export function integerArg(flag: string, raw: string | undefined, min = 1): number | undefined {
@@ -13,7 +14,7 @@ export function integerArg(flag: string, raw: string | undefined, min = 1): numb
   const n = Number(raw);
   if (raw.trim() === '' || !Number.isSafeInteger(n) || n < min) {
     const want = min === -Infinity ? 'a whole number' : `a whole number, ${min} or more`;
-    throw new InvalidArgumentError(`${flag} ${JSON.stringify(raw)}: must be ${want}`);
+    throw new InvalidArgumentError(`${flag} ${quote(raw)}: must be ${want}`);
   }
   return n;
 }
@@ -32,7 +33,7 @@ export function parseValue(raw: string, asJson: boolean | undefined): unknown {
       return v;
     });
   } catch (err) {
-    throw new InvalidArgumentError(`--json-value: ${JSON.stringify(raw)} is not valid JSON (${(err as Error).message}); nothing was written`);
+    throw new InvalidArgumentError(`--json-value: ${quote(raw)} is not valid JSON (${(err as Error).message}); nothing was written`);
   }
 }
 

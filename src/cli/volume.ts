@@ -12,6 +12,8 @@ import { DiskChunkCache } from '../fuse-mount/disk-cache.js';
 import { commitMount, reloadMount } from '../fuse-mount/mount-state.js';
 import { warmupVolume, type WarmupResult } from '../fuse-mount/warmup.js';
 import { DEFAULT_CACHE_SIZE, defaultCacheDir, parseSize } from './mount.js';
+import { quote } from '../common/quote.js';
+import { checkName } from '../common/validate.js';
 import { bytes, printJson, progressBar, transferSummary } from './output.js';
 import { registerAdmin } from './volume-admin.js';
 
@@ -22,7 +24,7 @@ interface JsonFlag {
 const version = (v: string | undefined): number | undefined => {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`--version ${v} is not a version number (1, 2, …)`);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`--version ${quote(v)} is not a version number (1, 2, …)`);
   return n;
 };
 
@@ -66,7 +68,7 @@ export function register(program: Command): void {
     .description('create a volume')
     .action(async (name: string) => {
       const conn = defaultConnection();
-      await conn.unary(conn.volumes.createVolume.bind(conn.volumes), { name, ephemeral: false, existOk: false });
+      await conn.unary(conn.volumes.createVolume.bind(conn.volumes), { name: checkName('volume', name), ephemeral: false, existOk: false });
       console.log(`created volume ${name}`);
     });
 

@@ -2,12 +2,13 @@
 import type { Command } from 'commander';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Connection, InvalidArgumentError } from '../client/index.js';
+import { Connection, InvalidArgumentError, StowageError } from '../client/index.js';
 import { resolveClientConfig } from '../common/config.js';
 import { parseDuration } from '../common/duration.js';
 import { createLogger } from '../common/logger.js';
 import { WorkerAgent } from '../worker/agent.js';
 import { DEFAULT_CACHE_SIZE, defaultCacheDir, parseSize } from './mount.js';
+import { quote } from '../common/quote.js';
 import { integerArg } from './values.js';
 
 interface WorkerFlags {
@@ -40,7 +41,7 @@ export function register(program: Command): void {
       if (flags.memoryCacheSize) parseSize('--memory-cache-size', flags.memoryCacheSize);
       const idleTimeoutMs = parseDuration('--idle-timeout', flags.idleTimeout);
       if (flags.id !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(flags.id)) {
-        throw new InvalidArgumentError(`--id ${flags.id}: use 1 to 64 of [A-Za-z0-9._-]`);
+        throw new InvalidArgumentError(`--id ${quote(flags.id)}: use 1 to 64 of [A-Za-z0-9._-]`);
       }
       const cfg = resolveClientConfig();
       const connection = new Connection(cfg);
@@ -60,15 +61,19 @@ export function register(program: Command): void {
         mountArgs: flags.memoryCacheSize ? ['--memory-cache-size', flags.memoryCacheSize] : [],
         log,
         onRegistered: () => console.log(`worker ${agent.id} registered with the bridge at ${cfg.server} (slots ${slots}, cache ${cacheDir})`),
+        onFatal: (err) => stopped(err),
       });
+      let stopped!: (why: NodeJS.Signals | StowageError) => void;
+      const why = new Promise<NodeJS.Signals | StowageError>((done) => (stopped = done));
+      process.once('SIGINT', () => stopped('SIGINT'));
+      process.once('SIGTERM', () => stopped('SIGTERM'));
       agent.start();
-      const signal = await new Promise<string>((done) => {
-        process.once('SIGINT', () => done('SIGINT'));
-        process.once('SIGTERM', () => done('SIGTERM'));
-      });
-      console.error(`worker ${agent.id}: ${signal}, stopping runners and unmounting`);
+      const reason = await why;
+      if (typeof reason === 'string') console.error(`worker ${agent.id}: ${reason}, stopping runners and unmounting`);
       await agent.stop();
       connection.close();
+      // A refused token is the command's error (exit 7, as for any command); a signal is a normal stop.
+      if (reason instanceof StowageError) throw reason;
       process.exit(0);
     });
 }

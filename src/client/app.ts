@@ -25,6 +25,7 @@ import { basename, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ClientReadableStream } from '@grpc/grpc-js';
 import { parseDuration } from '../common/duration.js';
+import { quote } from '../common/quote.js';
 import {
   DeadlineExceededError,
   ErrorCode,
@@ -84,7 +85,7 @@ export class App {
     readonly name: string,
     private readonly opts: AppOptions = {},
   ) {
-    if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new InvalidArgumentError(`app name "${name}" must be 1 to 64 of [A-Za-z0-9._-]`);
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new InvalidArgumentError(`app name ${quote(name)} must be 1 to 64 of [A-Za-z0-9._-]`);
   }
 
   get connection(): Connection {

@@ -5,6 +5,7 @@
  */
 import { Decoder, Encoder } from '@msgpack/msgpack';
 import { InvalidArgumentError } from '../common/errors.js';
+import { quote } from '../common/quote.js';
 
 export type Encoding = 'msgpack' | 'raw';
 
@@ -46,5 +47,5 @@ const raw: Codec = {
 export function codecFor(encoding: Encoding = 'msgpack'): Codec {
   if (encoding === 'msgpack') return msgpack;
   if (encoding === 'raw') return raw;
-  throw new InvalidArgumentError(`encoding ${JSON.stringify(encoding)} is not one of: msgpack, raw`);
+  throw new InvalidArgumentError(`encoding ${quote(String(encoding))} is not one of: msgpack, raw`);
 }

@@ -13,6 +13,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { InvalidArgumentError, NotFoundError, isStowageError } from '../common/errors.js';
+import { quote, QUOTE_MAX_CHARS } from '../common/quote.js';
+import { checkName } from '../common/validate.js';
 import { DictOpKind, type DictInfo as DictInfoMessage, type DictOp, type DictResult } from '../gen/stowage/v1/dict.js';
 import { MAX_KEY_BYTES, MAX_VALUE_BYTES } from '../dict/types.js';
 import { codecFor, type Codec, type Encoding } from './codec.js';
@@ -79,6 +81,7 @@ export class Dict<K = unknown, V = unknown> {
 
   /** Looks a dict up by name; NotFoundError (with the command that creates it) unless createIfMissing. */
   static async fromName<K = unknown, V = unknown>(name: string, opts: DictFromNameOptions = {}): Promise<Dict<K, V>> {
+    checkName('dict', name);
     const conn = opts.connection ?? defaultConnection();
     const d = conn.dicts;
     if (opts.createIfMissing) {
@@ -110,6 +113,7 @@ export class Dict<K = unknown, V = unknown> {
   }
 
   static async delete(name: string, opts: { connection?: Connection } = {}): Promise<void> {
+    checkName('dict', name);
     const conn = opts.connection ?? defaultConnection();
     await conn.unary(conn.dicts.deleteDict.bind(conn.dicts), { name });
   }
@@ -292,10 +296,13 @@ export class Dict<K = unknown, V = unknown> {
   }
 
   private describe(key: K): string {
+    if (typeof key === 'string' || key instanceof Uint8Array) return quote(key);
+    let text: string;
     try {
-      return JSON.stringify(key) ?? String(key);
+      text = JSON.stringify(key) ?? String(key);
     } catch {
-      return String(key);
+      text = String(key);
     }
+    return text.length <= QUOTE_MAX_CHARS ? text : quote(text);
   }
 }

@@ -16,7 +16,8 @@ import { lstat, mkdir, open, realpath, rename, rm } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import pLimit from 'p-limit';
 import { FailedPreconditionError, IntegrityError } from '../common/errors.js';
-import { fileMode, quoted } from '../common/validate.js';
+import { fileMode } from '../common/validate.js';
+import { quote } from '../common/quote.js';
 import { FileType, type Extent, type FileEntry } from '../gen/stowage/v1/volume.js';
 import { sha256 } from '../common/hash.js';
 import { type BlobTransport, type FileRef } from './blob-transport.js';
@@ -105,7 +106,7 @@ export function downloadTargets(remoteRoot: string, rootEntry: FileEntry, entrie
       const local = resolve(base, ...rel.split('/'));
       if (rel === '' || !local.startsWith(base + sep)) {
         throw new IntegrityError(
-          `refused to download ${quoted(entry.path)}: it would land outside ${JSON.stringify(base)}, and nothing is written outside the target directory`,
+          `refused to download ${quote(entry.path)}: it would land outside ${JSON.stringify(base)}, and nothing is written outside the target directory`,
         );
       }
       return { entry, localPath: local, within: base };
@@ -275,7 +276,7 @@ async function oneDirectory(dir: string, within: string): Promise<void> {
   const st = await lstat(dir);
   if (!st.isDirectory()) {
     throw new FailedPreconditionError(
-      `cannot download into ${JSON.stringify(within)}: ${quoted(relative(within, dir))} in it is ${st.isSymbolicLink() ? 'a symbolic link, and a download never follows one below its target' : 'not a directory'} (remove it, or download somewhere else)`,
+      `cannot download into ${JSON.stringify(within)}: ${quote(relative(within, dir))} in it is ${st.isSymbolicLink() ? 'a symbolic link, and a download never follows one below its target' : 'not a directory'} (remove it, or download somewhere else)`,
     );
   }
 }

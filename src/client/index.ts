@@ -74,6 +74,7 @@ export {
   IntegrityError,
   InvalidArgumentError,
   NotFoundError,
+  ResourceExhaustedError,
   StowageError,
   UnauthenticatedError,
   UnavailableError,

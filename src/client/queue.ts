@@ -16,6 +16,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { InvalidArgumentError, isStowageError } from '../common/errors.js';
+import { checkName } from '../common/validate.js';
 import { QueueOpKind, type QueueInfo as QueueInfoMessage, type QueueOp, type QueueResult } from '../gen/stowage/v1/queue.js';
 import { DEAD_LETTER_PARTITION, MAX_ITEM_BYTES, MAX_PARTITION_KEY_BYTES } from '../queue/types.js';
 import { codecFor, type Codec, type Encoding } from './codec.js';
@@ -125,6 +126,7 @@ export class Queue<T = unknown> {
 
   /** Looks a queue up by name; NotFoundError (with the command that creates it) unless createIfMissing. */
   static async fromName<T = unknown>(name: string, opts: QueueFromNameOptions = {}): Promise<Queue<T>> {
+    checkName('queue', name);
     const conn = opts.connection ?? defaultConnection();
     const q = conn.queues;
     if (opts.createIfMissing) {
@@ -163,6 +165,7 @@ export class Queue<T = unknown> {
   }
 
   static async delete(name: string, opts: { connection?: Connection } = {}): Promise<void> {
+    checkName('queue', name);
     const conn = opts.connection ?? defaultConnection();
     await conn.unary(conn.queues.deleteQueue.bind(conn.queues), { name });
   }

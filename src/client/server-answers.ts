@@ -16,7 +16,8 @@
  * (a bounded quote of) what was wrong; nothing of it is used.
  */
 import { IntegrityError, StowageError, messageOf } from '../common/errors.js';
-import { HASH, MAX_BLOB_BYTES, fileMode, normalizePath, quoted } from '../common/validate.js';
+import { HASH, MAX_BLOB_BYTES, fileMode, normalizePath } from '../common/validate.js';
+import { quote } from '../common/quote.js';
 import { FileType, type Extent, type FileEntry, type PlanUploadResponse } from '../gen/stowage/v1/volume.js';
 
 const ADVICE = 'nothing of that answer was used; check that the server address names a stowage server you trust (traffic to it is not encrypted)';
@@ -31,7 +32,7 @@ function checkedPath(path: string, what: string): string {
     return normalizePath(path);
   } catch (err) {
     const why = (err instanceof StowageError ? err.message : messageOf(err)).replace(/^invalid path( "(?:[^"\\]|\\.)*"…?)?: /, '');
-    throw refused(what, `it names ${quoted(String(path))}, not a valid volume path (${why})`);
+    throw refused(what, `it names ${quote(String(path))}, not a valid volume path (${why})`);
   }
 }
 
@@ -42,13 +43,13 @@ function wholeBytes(n: number, max = Number.MAX_SAFE_INTEGER): boolean {
 function checkedExtent(x: Extent, path: string, what: string): Extent {
   for (const [name, hash] of [['blob', x.blob], ['hash', x.hash]] as const) {
     if (typeof hash !== 'string' || !HASH.test(hash)) {
-      throw refused(what, `file ${quoted(path)} has an extent whose ${name} ${quoted(String(hash))} is not a SHA-256 (64 lowercase hex digits)`);
+      throw refused(what, `file ${quote(path)} has an extent whose ${name} ${quote(String(hash))} is not a SHA-256 (64 lowercase hex digits)`);
     }
   }
   if (!wholeBytes(x.offset, MAX_BLOB_BYTES) || !wholeBytes(x.length, MAX_BLOB_BYTES) || x.offset + x.length > MAX_BLOB_BYTES) {
     throw refused(
       what,
-      `file ${quoted(path)} has an extent at offset ${x.offset} of ${x.length} bytes, outside any blob (blobs hold at most ${MAX_BLOB_BYTES} bytes)`,
+      `file ${quote(path)} has an extent at offset ${x.offset} of ${x.length} bytes, outside any blob (blobs hold at most ${MAX_BLOB_BYTES} bytes)`,
     );
   }
   return { blob: x.blob, offset: x.offset, length: x.length, hash: x.hash };
@@ -59,18 +60,18 @@ export function checkedEntry(e: FileEntry | undefined, what: string): FileEntry 
   if (!e) throw refused(what, 'it holds no file entry');
   const path = checkedPath(e.path, what);
   if (e.type !== FileType.FILE_TYPE_FILE && e.type !== FileType.FILE_TYPE_DIRECTORY) {
-    throw refused(what, `${quoted(path)} has an unknown file type ${String(e.type)}`);
+    throw refused(what, `${quote(path)} has an unknown file type ${String(e.type)}`);
   }
   if (e.type === FileType.FILE_TYPE_FILE && path === '') throw refused(what, 'it holds a file without a name');
-  if (!wholeBytes(e.size)) throw refused(what, `${quoted(path)} has a size of ${e.size} bytes`);
+  if (!wholeBytes(e.size)) throw refused(what, `${quote(path)} has a size of ${e.size} bytes`);
   const extents = e.extents.map((x) => checkedExtent(x, path, what));
   if (e.type === FileType.FILE_TYPE_FILE) {
     const total = extents.reduce((n, x) => n + x.length, 0);
-    if (total !== e.size) throw refused(what, `file ${quoted(path)} is ${e.size} bytes but its extents hold ${total}`);
+    if (total !== e.size) throw refused(what, `file ${quote(path)} is ${e.size} bytes but its extents hold ${total}`);
   }
-  if (!wholeBytes(e.id)) throw refused(what, `${quoted(path)} has an invalid inode id`);
+  if (!wholeBytes(e.id)) throw refused(what, `${quote(path)} has an invalid inode id`);
   if (e.tree !== '' && (e.type !== FileType.FILE_TYPE_DIRECTORY || !/^[0-9a-f]{64}$/.test(e.tree))) {
-    throw refused(what, `${quoted(path)} names an invalid tree object`);
+    throw refused(what, `${quote(path)} names an invalid tree object`);
   }
   return { path, type: e.type, size: e.size, mode: fileMode(e.mode), mtimeMs: Number.isSafeInteger(e.mtimeMs) ? e.mtimeMs : 0, extents, id: e.id, tree: e.tree };
 }
@@ -78,8 +79,8 @@ export function checkedEntry(e: FileEntry | undefined, what: string): FileEntry 
 /** The entry a Stat or GetFile answered for `path` (already normalised): it must be that path. */
 export function checkedEntryAt(e: FileEntry | undefined, path: string, what: string, type?: FileType): FileEntry {
   const entry = checkedEntry(e, what);
-  if (entry.path !== path) throw refused(what, `it describes ${quoted(entry.path)} instead of ${quoted(path)}`);
-  if (type !== undefined && entry.type !== type) throw refused(what, `${quoted(path)} is not a file`);
+  if (entry.path !== path) throw refused(what, `it describes ${quote(entry.path)} instead of ${quote(path)}`);
+  if (type !== undefined && entry.type !== type) throw refused(what, `${quote(path)} is not a file`);
   return entry;
 }
 
@@ -115,20 +116,20 @@ export class ListingCheck {
     const { dir, prefix, what } = this;
     return entries.map((raw) => {
       const e = checkedEntry(raw, what);
-      if (this.fileOnly) throw refused(what, `it lists ${quoted(raw.path)} after the file ${quoted(dir)} itself`);
+      if (this.fileOnly) throw refused(what, `it lists ${quote(raw.path)} after the file ${quote(dir)} itself`);
       const onlyTheFile = e.path === dir && dir !== '' && e.type === FileType.FILE_TYPE_FILE && this.last === undefined;
       if (onlyTheFile) {
         this.fileOnly = true;
         return e;
       }
       if (!e.path.startsWith(prefix) || e.path === dir) {
-        throw refused(what, `it lists ${quoted(raw.path)}, which is not below ${quoted(dir || '/')}`);
+        throw refused(what, `it lists ${quote(raw.path)}, which is not below ${quote(dir || '/')}`);
       }
       if (!this.recursive && e.path.slice(prefix.length).includes('/')) {
-        throw refused(what, `it lists ${quoted(raw.path)}, which is not directly in ${quoted(dir || '/')}`);
+        throw refused(what, `it lists ${quote(raw.path)}, which is not directly in ${quote(dir || '/')}`);
       }
       const parts = e.path.split('/');
-      if (this.last && !after(parts, this.last)) throw refused(what, `it lists ${quoted(raw.path)} twice, or out of order`);
+      if (this.last && !after(parts, this.last)) throw refused(what, `it lists ${quote(raw.path)} twice, or out of order`);
       this.last = parts;
       return e;
     });
@@ -152,7 +153,7 @@ export function checkedUrls(urls: Record<string, string>, asked: Iterable<string
   const wanted = new Set(asked);
   const out: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const [blob, url] of Object.entries(urls)) {
-    if (!wanted.has(blob)) throw refused(what, `it holds a URL for ${quoted(blob)}, which was not asked for`);
+    if (!wanted.has(blob)) throw refused(what, `it holds a URL for ${quote(blob)}, which was not asked for`);
     if (typeof url !== 'string') throw refused(what, `the URL for blob ${blob.slice(0, 16)}… is not a string`);
     out[blob] = url;
   }
@@ -167,13 +168,13 @@ export function checkedUrls(urls: Record<string, string>, asked: Iterable<string
 export function checkedPlan(plan: PlanUploadResponse, blobs: string[], contents: Map<string, number>, what: string): PlanUploadResponse {
   const askedBlobs = new Set(blobs);
   for (const b of plan.missingBlobs) {
-    if (!askedBlobs.has(b)) throw refused(what, `it says ${quoted(b)} is missing, which was not asked about`);
+    if (!askedBlobs.has(b)) throw refused(what, `it says ${quote(b)} is missing, which was not asked about`);
   }
   const putUrls = checkedUrls(plan.putUrls, plan.missingBlobs, what);
   const knownContents: Record<string, Extent> = Object.create(null) as Record<string, Extent>;
   for (const [hash, x] of Object.entries(plan.knownContents)) {
     const length = contents.get(hash);
-    if (length === undefined) throw refused(what, `it knows content ${quoted(hash)}, which was not asked about`);
+    if (length === undefined) throw refused(what, `it knows content ${quote(hash)}, which was not asked about`);
     const extent = checkedExtent(x, `content ${hash.slice(0, 16)}…`, what);
     if (extent.hash !== hash || extent.length !== length) {
       throw refused(what, `it places content ${hash.slice(0, 16)}… (${length} bytes) at an extent of other bytes (${extent.hash.slice(0, 16)}…, ${extent.length} bytes)`);

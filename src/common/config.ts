@@ -2,7 +2,9 @@
  * Where clients find the server and its token. In order: explicit options,
  * STOWAGE_SERVER / STOWAGE_TOKEN, <data-dir>/token (the data dir of a server
  * started on this host: STOWAGE_DATA_DIR, else ./.stowage), then
- * ~/.config/stowage/config.json ({"server": "host:port", "token": "..."}).
+ * ~/.config/stowage/config.json ({"server": "host:port", "token": "..."}). And
+ * how long a client waits for an answer: explicit options, then
+ * STOWAGE_TIMEOUT / STOWAGE_TRANSFER_TIMEOUT.
  *
  * A client knows a local server's data dir only when that dir's token file
  * holds the very token the client uses: then, and only then, it may move
@@ -11,7 +13,8 @@
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { UnauthenticatedError } from './errors.js';
+import { parseDuration } from './duration.js';
+import { InvalidArgumentError, UnauthenticatedError } from './errors.js';
 
 export const DEFAULT_PORT = 7420;
 export const DEFAULT_HOST = '127.0.0.1';
@@ -67,4 +70,33 @@ export function resolveClientConfig(opts: Partial<ClientConfig> = {}): ClientCon
     );
   }
   return { server, token, dataDir: localToken === token ? resolve(localDir) : undefined };
+}
+
+/** Default time allowed for a call that reads or changes metadata (names, listings, dict and queue operations). */
+export const DEFAULT_TIMEOUT_MS = 60_000;
+/** Default time allowed for a call that moves data or does work in proportion to it (blob upload and read, commit, index rebuild). */
+export const DEFAULT_TRANSFER_TIMEOUT_MS = 10 * 60_000;
+
+export interface ClientTimeouts {
+  /** Deadline of a metadata call, and the margin a blocking queue operation gets beyond its own wait. */
+  timeoutMs: number;
+  /** Deadline of a data call. */
+  transferTimeoutMs: number;
+}
+
+export function resolveClientTimeouts(opts: Partial<ClientTimeouts> = {}): ClientTimeouts {
+  return {
+    timeoutMs: timeout('timeoutMs', opts.timeoutMs) ?? timeout('STOWAGE_TIMEOUT', process.env.STOWAGE_TIMEOUT) ?? DEFAULT_TIMEOUT_MS,
+    transferTimeoutMs:
+      timeout('transferTimeoutMs', opts.transferTimeoutMs) ??
+      timeout('STOWAGE_TRANSFER_TIMEOUT', process.env.STOWAGE_TRANSFER_TIMEOUT) ??
+      DEFAULT_TRANSFER_TIMEOUT_MS,
+  };
+}
+
+function timeout(what: string, value: number | string | undefined): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const ms = parseDuration(what, value);
+  if (ms < 1) throw new InvalidArgumentError(`${what} must be more than 0 (a call always has a deadline)`);
+  return ms;
 }

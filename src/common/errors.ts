@@ -14,6 +14,8 @@ export const ErrorCode = {
   INTEGRITY: 'INTEGRITY',
   /** A function call ran past its timeout. */
   DEADLINE_EXCEEDED: 'DEADLINE_EXCEEDED',
+  /** A limit on resources was reached (a message over the server's size limit). */
+  RESOURCE_EXHAUSTED: 'RESOURCE_EXHAUSTED',
   /** A function's own code threw (its message and stack come along). */
   FUNCTION_ERROR: 'FUNCTION_ERROR',
   INTERNAL: 'INTERNAL',
@@ -71,6 +73,11 @@ export class DeadlineExceededError extends StowageError {
     super(ErrorCode.DEADLINE_EXCEEDED, message);
   }
 }
+export class ResourceExhaustedError extends StowageError {
+  constructor(message: string) {
+    super(ErrorCode.RESOURCE_EXHAUSTED, message);
+  }
+}
 export class FunctionError extends StowageError {
   constructor(message: string) {
     super(ErrorCode.FUNCTION_ERROR, message);
@@ -91,6 +98,7 @@ const byCode: Record<ErrorCode, new (message: string) => StowageError> = {
   UNAUTHENTICATED: UnauthenticatedError,
   INTEGRITY: IntegrityError,
   DEADLINE_EXCEEDED: DeadlineExceededError,
+  RESOURCE_EXHAUSTED: ResourceExhaustedError,
   FUNCTION_ERROR: FunctionError,
   INTERNAL: InternalError,
 };

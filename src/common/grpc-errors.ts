@@ -2,9 +2,23 @@
  * The one place where StowageError and gRPC status meet. The INTEGRITY code
  * has no gRPC twin, so it travels as DATA_LOSS; the original code also rides in
  * the `stowage-code` trailer so the client restores the exact class.
+ *
+ * Status messages are bounded (MAX_STATUS_MESSAGE_BYTES), here, whatever the
+ * thrower put in them. The message travels percent-encoded (spaces and
+ * non-ASCII bytes take 3 bytes each) in the `grpc-message` trailer, and Node's
+ * HTTP/2 (nghttp2) cannot send a header block over 64 KiB after HPACK
+ * compression, even with the send limit grpc-js raises (Node 20: a header of
+ * 104,800 "a"s goes, 104,900 do not). Over that, the server's HTTP/2 session
+ * fails with a compression error and closes, and the client never takes it
+ * in (its socket sits half-closed with the server's last frames unread): the
+ * call, and every later call on that connection, waits forever.
  */
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { ErrorCode, StowageError, errorForCode, messageOf } from './errors.js';
+import { truncateMessage } from './quote.js';
+
+/** Longest status message sent or believed (UTF-8 bytes; up to 3 times that percent-encoded on the wire). */
+export const MAX_STATUS_MESSAGE_BYTES = 4096;
 
 const toStatus: Record<ErrorCode, status> = {
   INVALID_ARGUMENT: status.INVALID_ARGUMENT,
@@ -15,6 +29,7 @@ const toStatus: Record<ErrorCode, status> = {
   UNAUTHENTICATED: status.UNAUTHENTICATED,
   INTEGRITY: status.DATA_LOSS,
   DEADLINE_EXCEEDED: status.DEADLINE_EXCEEDED,
+  RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
   // UNKNOWN: "an error raised by an API that does not return enough error information", i.e. the user's code.
   FUNCTION_ERROR: status.UNKNOWN,
   INTERNAL: status.INTERNAL,
@@ -30,6 +45,7 @@ const fromStatus = new Map<status, ErrorCode>([
   [status.DEADLINE_EXCEEDED, ErrorCode.UNAVAILABLE],
   [status.UNAUTHENTICATED, ErrorCode.UNAUTHENTICATED],
   [status.DATA_LOSS, ErrorCode.INTEGRITY],
+  [status.RESOURCE_EXHAUSTED, ErrorCode.RESOURCE_EXHAUSTED],
 ]);
 
 export interface GrpcStatusError {
@@ -43,10 +59,10 @@ export function toGrpcError(err: unknown): GrpcStatusError {
   const metadata = new Metadata();
   if (err instanceof StowageError) {
     metadata.set('stowage-code', err.code);
-    return { code: toStatus[err.code], details: err.message, metadata };
+    return { code: toStatus[err.code], details: truncateMessage(err.message, MAX_STATUS_MESSAGE_BYTES), metadata };
   }
   metadata.set('stowage-code', ErrorCode.INTERNAL);
-  return { code: status.INTERNAL, details: `internal error: ${messageOf(err)}`, metadata };
+  return { code: status.INTERNAL, details: truncateMessage(`internal error: ${messageOf(err)}`, MAX_STATUS_MESSAGE_BYTES), metadata };
 }
 
 /** Client side: a failed call becomes the StowageError the server threw. */
@@ -59,13 +75,28 @@ export function fromGrpcError(err: unknown, server: string): StowageError {
     typeof sent === 'string' && sent in ErrorCode
       ? (sent as ErrorCode)
       : (fromStatus.get(e.code) ?? ErrorCode.INTERNAL);
+  // A server is trusted no more than its input: its message is cut like ours.
+  const details = truncateMessage(e.details ?? messageOf(err), MAX_STATUS_MESSAGE_BYTES);
   if (sent === undefined && e.code === status.UNAVAILABLE) {
     return errorForCode(
       code,
-      `stowage server at ${server} is unreachable (${(e.details ?? '').replace(/\.?\s*Resolution note:\s*$/, '')}); start it with: stowage serve, or set STOWAGE_SERVER`,
+      `stowage server at ${server} is unreachable (${details.replace(/\.?\s*Resolution note:\s*$/, '')}); start it with: stowage serve, or set STOWAGE_SERVER`,
     );
   }
-  return errorForCode(code, e.details ?? messageOf(err));
+  // Deadlines are set by the client (connection.ts), whose interceptor names the call and the time allowed.
+  if (sent === undefined && e.code === status.DEADLINE_EXCEEDED) {
+    return errorForCode(code, `stowage server at ${server} did not answer in time: ${details}`);
+  }
+  // grpc-js's own size limits: "Received message larger than max (N vs M)" (either side), "Attempted to send message with a size larger than M" (client).
+  const size = sent === undefined && e.code === status.RESOURCE_EXHAUSTED ? /larger than (?:max \((\d+) vs\.? (\d+)\)|(\d+))/.exec(details) : null;
+  if (size) {
+    const bytes = size[1] === undefined ? '' : ` of ${size[1]} bytes`;
+    return errorForCode(
+      code,
+      `a gRPC message${bytes} is over the limit of ${size[2] ?? size[3]} bytes for one message to or from stowage server at ${server}: send or ask for less in one call`,
+    );
+  }
+  return errorForCode(code, details);
 }
 
 export interface OpErrorMessage {
@@ -75,12 +106,12 @@ export interface OpErrorMessage {
 
 /** Server side: a failed operation inside a batch, reported without failing the batch. */
 export function toOpError(err: unknown): OpErrorMessage {
-  if (err instanceof StowageError) return { code: err.code, message: err.message };
-  return { code: ErrorCode.INTERNAL, message: `internal error: ${messageOf(err)}` };
+  if (err instanceof StowageError) return { code: err.code, message: truncateMessage(err.message, MAX_STATUS_MESSAGE_BYTES) };
+  return { code: ErrorCode.INTERNAL, message: truncateMessage(`internal error: ${messageOf(err)}`, MAX_STATUS_MESSAGE_BYTES) };
 }
 
 /** Client side: the StowageError a batch reported for one operation. */
 export function fromOpError(e: OpErrorMessage): StowageError {
   const code = e.code in ErrorCode ? (e.code as ErrorCode) : ErrorCode.INTERNAL;
-  return errorForCode(code, e.message);
+  return errorForCode(code, truncateMessage(e.message, MAX_STATUS_MESSAGE_BYTES));
 }

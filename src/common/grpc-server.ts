@@ -1,36 +1,117 @@
 /**
- * The server half of every gRPC service: the token check, and wrappers that
- * turn an async handler into a grpc-js one with errors encoded by
- * grpc-errors.ts. `session` serves a bidirectional stream of batches, each
- * answered on its own (out of order) so one slow batch never holds up others.
+ * The server half of every gRPC service: the checks every call passes before
+ * its handler sees a message, and wrappers that turn an async handler into a
+ * grpc-js one with errors encoded by grpc-errors.ts. `session` serves a
+ * bidirectional stream of batches, each answered on its own (out of order) so
+ * one slow batch never holds up others.
+ *
+ * Order of checks on a call (callGuard, a grpc-js server interceptor):
+ * 1. the bearer token, from the call's metadata, before any message is read:
+ *    grpc-js keeps the HTTP/2 stream paused until the handler asks for a
+ *    message, and a call refused here never reaches its handler, so its body
+ *    is never buffered (what arrives after the status is dropped unread);
+ * 2. the size of each message, from its 5-byte length prefix, before it is
+ *    read: grpc-js's server-wide limit (MAX_REQUEST_BYTES), RESOURCE_EXHAUSTED;
+ * 3. the method's own, smaller limit (withRequestLimits), once the message is
+ *    read but before it is decoded: INVALID_ARGUMENT, since no valid request
+ *    of that method is that large.
+ * The handlers check the token again (authCheck): a service mounted on a
+ * server without callGuard still refuses strangers.
  */
-import type {
-  handleBidiStreamingCall,
-  handleClientStreamingCall,
-  handleServerStreamingCall,
-  handleUnaryCall,
-  sendUnaryData,
-  ServerDuplexStream,
-  ServerUnaryCall,
-  ServerReadableStream,
-  ServerWritableStream,
+import {
+  ServerInterceptingCall,
+  type handleBidiStreamingCall,
+  type handleClientStreamingCall,
+  type handleServerStreamingCall,
+  type handleUnaryCall,
+  type Metadata,
+  type sendUnaryData,
+  type ServerDuplexStream,
+  type ServerInterceptor,
+  type ServerUnaryCall,
+  type ServerReadableStream,
+  type ServerWritableStream,
+  type ServiceDefinition,
 } from '@grpc/grpc-js';
 import { setMaxListeners } from 'node:events';
 import { bearerMatches } from './auth.js';
-import { UnauthenticatedError } from './errors.js';
+import { InvalidArgumentError, UnauthenticatedError } from './errors.js';
 import { toGrpcError } from './grpc-errors.js';
 import type { Logger } from './logger.js';
 
 type AnyCall = { metadata: { get(key: string): unknown[] } };
 
+function unauthenticated(metadata: AnyCall['metadata'], token: string): UnauthenticatedError | undefined {
+  const header = metadata.get('authorization')[0];
+  if (bearerMatches(typeof header === 'string' ? header : undefined, token)) return undefined;
+  return new UnauthenticatedError(
+    'missing or wrong token: set STOWAGE_TOKEN to the contents of the server\'s <data-dir>/token',
+  );
+}
+
 export function authCheck(token: string) {
   return (call: AnyCall): void => {
-    const header = call.metadata.get('authorization')[0];
-    if (!bearerMatches(typeof header === 'string' ? header : undefined, token)) {
-      throw new UnauthenticatedError(
-        'missing or wrong token: set STOWAGE_TOKEN to the contents of the server\'s <data-dir>/token',
-      );
-    }
+    const err = unauthenticated(call.metadata, token);
+    if (err) throw err;
+  };
+}
+
+/** What the deserializer hands on instead of a request over its method's limit; callGuard turns it into INVALID_ARGUMENT. */
+class OversizedRequest {
+  constructor(
+    readonly bytes: number,
+    readonly limit: number,
+  ) {}
+}
+
+/**
+ * `service` with a bound on the encoded size of each method's requests
+ * (`limits`, bytes; methods not named keep the server-wide bound). A request
+ * over it is not decoded: callGuard fails the call with INVALID_ARGUMENT.
+ */
+export function withRequestLimits<S extends ServiceDefinition>(service: S, limits: Partial<Record<keyof S, number>>): S {
+  const out: S = { ...service };
+  for (const name of Object.keys(limits) as (keyof S)[]) {
+    const limit = limits[name];
+    const method = service[name];
+    if (limit === undefined) continue;
+    const decode = method.requestDeserialize;
+    out[name] = {
+      ...method,
+      requestDeserialize: (bytes: Buffer): unknown => (bytes.length > limit ? new OversizedRequest(bytes.length, limit) : decode(bytes)),
+    };
+  }
+  return out;
+}
+
+/** The server interceptor every call goes through (the order of its checks: see the head of this file). */
+export function callGuard(token: string, log: Logger): ServerInterceptor {
+  return (method, call) => {
+    const refuse = (err: Error) => {
+      logFailure(log, method.path, err);
+      call.sendStatus(toGrpcError(err));
+    };
+    return new ServerInterceptingCall(call, {
+      start(next) {
+        next({
+          onReceiveMetadata(metadata: Metadata, pass) {
+            const err = unauthenticated(metadata, token);
+            // Not passing the metadata on: the handler never starts, nothing of the body is read.
+            if (err) refuse(err);
+            else pass(metadata);
+          },
+          onReceiveMessage(message: unknown, pass) {
+            if (message instanceof OversizedRequest) {
+              refuse(
+                new InvalidArgumentError(
+                  `${method.path} request of ${message.bytes} bytes is over the limit of ${message.limit} bytes for this method (no valid request is that large: check the names, paths and keys it carries)`,
+                ),
+              );
+            } else pass(message);
+          },
+        });
+      },
+    });
   };
 }
 

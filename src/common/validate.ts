@@ -1,20 +1,16 @@
 /** Names and paths as every service accepts them. */
 import { InvalidArgumentError } from './errors.js';
+import { quote } from './quote.js';
 
 const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 export const MAX_PATH_BYTES = 4096;
 export const MAX_COMPONENT_BYTES = 255;
 
-/** A string for an error message: JSON-quoted, cut to `max` characters (paths may be 4096 bytes, or hostile). */
-export function quoted(s: string, max = 64): string {
-  return s.length <= max ? JSON.stringify(s) : `${JSON.stringify(s.slice(0, max))}…`;
-}
-
 /** Throws unless `name` is a valid volume (or dict, queue) name. */
 export function checkName(kind: string, name: string): string {
   if (typeof name !== 'string' || !NAME.test(name) || name === '.' || name === '..') {
     throw new InvalidArgumentError(
-      `invalid ${kind} name ${JSON.stringify(name)}: use 1 to 64 characters from A-Z a-z 0-9 . _ - (not "." or "..")`,
+      `invalid ${kind} name ${quote(name)}: use 1 to 64 characters from A-Z a-z 0-9 . _ - (not "." or "..")`,
     );
   }
   return name;
@@ -33,7 +29,7 @@ export function normalizePath(raw: string): string {
   if (isCanonicalAscii(raw)) return raw;
   const path = raw.normalize('NFC');
   if (path.includes('\0')) {
-    throw new InvalidArgumentError(`invalid path ${quoted(path)}: contains a NUL byte`);
+    throw new InvalidArgumentError(`invalid path ${quote(path)}: contains a NUL byte`);
   }
   if (Buffer.byteLength(path) > MAX_PATH_BYTES) {
     throw new InvalidArgumentError(
@@ -45,12 +41,12 @@ export function normalizePath(raw: string): string {
     if (part === '' || part === '.') continue;
     if (part === '..') {
       throw new InvalidArgumentError(
-        `invalid path ${quoted(path)}: ".." is not allowed in volume paths`,
+        `invalid path ${quote(path)}: ".." is not allowed in volume paths`,
       );
     }
     if (Buffer.byteLength(part) > MAX_COMPONENT_BYTES) {
       throw new InvalidArgumentError(
-        `invalid path: component "${part.slice(0, 32)}…" is ${Buffer.byteLength(part)} bytes, over the limit of ${MAX_COMPONENT_BYTES}`,
+        `invalid path: component ${quote(part)} is ${Buffer.byteLength(part)} bytes, over the limit of ${MAX_COMPONENT_BYTES}`,
       );
     }
     parts.push(part);
@@ -103,6 +99,6 @@ export function fileMode(mode: number): number {
 
 export const HASH = /^[0-9a-f]{64}$/;
 export function checkHash(hash: string): string {
-  if (!HASH.test(hash)) throw new InvalidArgumentError(`invalid blob hash ${JSON.stringify(hash)}`);
+  if (!HASH.test(hash)) throw new InvalidArgumentError(`invalid blob hash ${quote(hash)}`);
   return hash;
 }

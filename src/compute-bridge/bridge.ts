@@ -48,6 +48,7 @@ import {
   messageOf,
 } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { quote } from '../common/quote.js';
 import {
   CallState,
   type BridgeMessage,
@@ -184,7 +185,7 @@ export class Bridge {
     const ids: string[] = [];
     for (const input of inputs) {
       const id = input.id || `fc-${randomUUID()}`;
-      if (!/^[A-Za-z0-9._-]{1,128}$/.test(id)) throw new InvalidArgumentError(`call id "${id}" must be 1 to 128 of [A-Za-z0-9._-]`);
+      if (!/^[A-Za-z0-9._-]{1,128}$/.test(id)) throw new InvalidArgumentError(`call id ${quote(id)} must be 1 to 128 of [A-Za-z0-9._-]`);
       ids.push(id);
       if (this.calls.has(id) || fresh.some((c) => c.id === id)) continue; // a Submit sent again
       const reads = input.reads.length ? input.reads : spec.reads;
@@ -279,7 +280,7 @@ export class Bridge {
   }
 
   private unknownCall(id: string): NotFoundError {
-    return new NotFoundError(`call ${id} not found (finished calls are kept for ${Math.round(this.resultTtlMs / 60_000)} minutes; list calls with: stowage bridge calls)`);
+    return new NotFoundError(`call ${quote(id)} not found (finished calls are kept for ${Math.round(this.resultTtlMs / 60_000)} minutes; list calls with: stowage bridge calls)`);
   }
 
   // ---- workers ---------------------------------------------------------------
@@ -574,7 +575,7 @@ export class Bridge {
 
 function checkSpec(spec: FunctionSpec): void {
   if (!/^[A-Za-z_$][\w$]*$/.test(spec.function)) {
-    throw new InvalidArgumentError(`function name "${spec.function}" is not an export name of a module`);
+    throw new InvalidArgumentError(`function name ${quote(spec.function)} is not an export name of a module`);
   }
   if (!spec.codeVolume || !spec.bundlePath) throw new InvalidArgumentError('the function names no code bundle (code_volume, bundle_path)');
   checkMountPaths(spec.volumes);

@@ -8,6 +8,7 @@
 import { Cron } from 'croner';
 import { InvalidArgumentError, NotFoundError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { quote } from '../common/quote.js';
 import type { FunctionSpec, Schedule } from '../gen/stowage/v1/bridge.js';
 import type { CallStore } from './types.js';
 
@@ -35,9 +36,9 @@ export class Schedules {
 
   async put(schedule: Schedule): Promise<Schedule> {
     if (!/^[A-Za-z0-9._-]{1,128}$/.test(schedule.name)) {
-      throw new InvalidArgumentError(`schedule name "${schedule.name}" must be 1 to 128 of [A-Za-z0-9._-]`);
+      throw new InvalidArgumentError(`schedule name ${quote(schedule.name)} must be 1 to 128 of [A-Za-z0-9._-]`);
     }
-    if (!schedule.function) throw new InvalidArgumentError(`schedule ${schedule.name} names no function`);
+    if (!schedule.function) throw new InvalidArgumentError(`schedule ${quote(schedule.name)} names no function`);
     checkCron(schedule.cron);
     const spec = { ...schedule.function, schedule: schedule.name };
     const s: Schedule = { name: schedule.name, cron: schedule.cron, function: spec, nextRunMs: 0 };
@@ -53,7 +54,7 @@ export class Schedules {
   async delete(name: string): Promise<void> {
     const job = this.jobs.get(name);
     const existed = await this.store.deleteSchedule(name);
-    if (!job && !existed) throw new NotFoundError(`schedule ${name} not found (list them with: stowage bridge schedules)`);
+    if (!job && !existed) throw new NotFoundError(`schedule ${quote(name)} not found (list them with: stowage bridge schedules)`);
     job?.cron.stop();
     this.jobs.delete(name);
   }
@@ -87,6 +88,6 @@ function checkCron(expr: string): void {
   try {
     new Cron(expr, { paused: true }).stop();
   } catch (err) {
-    throw new InvalidArgumentError(`cron expression "${expr}" is not valid: ${messageOf(err)} (examples: "*/5 * * * *", or with seconds first "*/10 * * * * *")`);
+    throw new InvalidArgumentError(`cron expression ${quote(expr)} is not valid: ${messageOf(err)} (examples: "*/5 * * * *", or with seconds first "*/10 * * * * *")`);
   }
 }

@@ -1,6 +1,7 @@
 /** Argument checks shared by every DictBackend, so all of them reject the same inputs. */
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from '../common/errors.js';
 import { checkName } from '../common/validate.js';
+import { quote, QUOTE_MAX_CHARS } from '../common/quote.js';
 import {
   MAX_BATCH_ENTRIES,
   MAX_KEY_BYTES,
@@ -84,7 +85,7 @@ export function checkVersion(version: number): number {
 }
 
 export function dictNotFound(name: string): NotFoundError {
-  return new NotFoundError(`dict ${JSON.stringify(name)} does not exist (create it with: stowage dict create ${name})`);
+  return new NotFoundError(`dict ${quote(name)} does not exist (create it with: stowage dict create ${name.length <= QUOTE_MAX_CHARS ? name : '<name>'})`);
 }
 
 /** Decimal integers as incr stores them: optional '-', no leading zeros, no spaces. */
@@ -100,11 +101,11 @@ export function parseCounter(value: Buffer | undefined, dict: string): number {
 }
 
 export function notACounter(dict: string): FailedPreconditionError {
-  return new FailedPreconditionError(`cannot incr a key in dict ${JSON.stringify(dict)}: its value is not a decimal integer`);
+  return new FailedPreconditionError(`cannot incr a key in dict ${quote(dict)}: its value is not a decimal integer`);
 }
 
 export function counterOverflow(dict: string): FailedPreconditionError {
-  return new FailedPreconditionError(`incr in dict ${JSON.stringify(dict)} would leave the safe integer range`);
+  return new FailedPreconditionError(`incr in dict ${quote(dict)} would leave the safe integer range`);
 }
 
 /** Cursors are opaque to callers; both backends encode a position key this way. */

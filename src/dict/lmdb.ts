@@ -21,6 +21,7 @@
 import { createHash } from 'node:crypto';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { AlreadyExistsError } from '../common/errors.js';
+import { quote } from '../common/quote.js';
 import * as check from './checks.js';
 import type { CasResult, DictBackend, DictEntry, DictInfo, ScanPage, VersionedValue } from './types.js';
 
@@ -66,7 +67,7 @@ export class LmdbDictBackend implements DictBackend {
       void this.dicts.put(name, { createdAtMs: now, idleTimeoutMs, lastUsedMs: now });
       return true;
     });
-    if (!created && !opts.existOk) throw new AlreadyExistsError(`dict ${JSON.stringify(name)} already exists`);
+    if (!created && !opts.existOk) throw new AlreadyExistsError(`dict ${quote(name)} already exists`);
     return created;
   }
 

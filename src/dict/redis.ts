@@ -30,6 +30,7 @@
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { AlreadyExistsError, InternalError, UnavailableError, messageOf } from '../common/errors.js';
+import { quote } from '../common/quote.js';
 import { redisReady, redisRetryStrategy } from '../common/redis-ready.js';
 import { redactUrl } from '../common/urls.js';
 import * as check from './checks.js';
@@ -78,7 +79,7 @@ export class RedisDictBackend implements DictBackend {
     const idle = String(check.checkIdleTimeout(opts.idleTimeoutMs));
     const created = (await this.run('create', [this.key(name, 'meta')], [String(Date.now()), idle], name)) === 1;
     await this.command(() => this.redis.sadd(this.registry(), name));
-    if (!created && !opts.existOk) throw new AlreadyExistsError(`dict ${JSON.stringify(name)} already exists`);
+    if (!created && !opts.existOk) throw new AlreadyExistsError(`dict ${quote(name)} already exists`);
     return created;
   }
 

@@ -16,6 +16,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { AlreadyExistsError } from '../common/errors.js';
+import { quote } from '../common/quote.js';
 import { partitionEvent, waitForPut } from './wake.js';
 import {
   DEAD_LETTER_PARTITION,
@@ -84,7 +85,7 @@ export class LmdbQueueBackend implements QueueBackend {
     checkQueueName(name);
     const s = checkSettings(settings);
     return this.root.transaction(() => {
-      if (this.queues.doesExist(name)) throw new AlreadyExistsError(`queue ${name} already exists`);
+      if (this.queues.doesExist(name)) throw new AlreadyExistsError(`queue ${quote(name)} already exists`);
       const now = Date.now();
       const rec: QueueRecord = { name, ...s, createdAtMs: now, lastUsedMs: now, seq: 0, total: 0, parts: {} };
       void this.queues.put(name, rec);

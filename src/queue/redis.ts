@@ -24,6 +24,7 @@ import {
   messageOf,
 } from '../common/errors.js';
 import { redisReady, redisRetryStrategy } from '../common/redis-ready.js';
+import { quote } from '../common/quote.js';
 import { redactUrl } from '../common/urls.js';
 import * as lua from './redis-scripts.js';
 import { waitForPut } from './wake.js';
@@ -247,7 +248,7 @@ export class RedisQueueBackend implements QueueBackend {
       // Redis may or may not prefix a script's error_reply with "ERR ".
       const msg = messageOf(err).replace(/^ERR /, '');
       if (msg.startsWith('STOWAGE_NOT_FOUND')) throw queueNotFound(name);
-      if (msg.startsWith('STOWAGE_EXISTS')) throw new AlreadyExistsError(`queue ${name} already exists`);
+      if (msg.startsWith('STOWAGE_EXISTS')) throw new AlreadyExistsError(`queue ${quote(name)} already exists`);
       if (msg.startsWith('STOWAGE_FULL')) {
         const [, free, requested] = msg.split(' ');
         throw new QueueFullError(name, Number(free), Number(requested));

@@ -5,6 +5,7 @@ import {
   NotFoundError,
 } from '../common/errors.js';
 import { checkName } from '../common/validate.js';
+import { quote, QUOTE_MAX_CHARS } from '../common/quote.js';
 import {
   DEAD_LETTER_PARTITION,
   DEFAULT_MAX_DELIVERIES,
@@ -40,7 +41,7 @@ export class QueueFullError extends FailedPreconditionError {
 }
 
 export function queueNotFound(name: string): NotFoundError {
-  return new NotFoundError(`queue ${name} not found (create it with: stowage queue create ${name})`);
+  return new NotFoundError(`queue ${quote(name)} not found (create it with: stowage queue create ${name.length <= QUOTE_MAX_CHARS ? name : '<name>'})`);
 }
 
 export const checkQueueName = (name: string): string => checkName('queue', name);
@@ -119,7 +120,7 @@ export function checkLimit(limit: number | undefined): number {
 /** Cursors are the last sequence number seen, as a decimal string. */
 export function parseCursor(cursor: string | undefined): number {
   if (cursor === undefined) return 0;
-  if (!/^\d{1,16}$/.test(cursor)) throw new InvalidArgumentError(`invalid cursor ${JSON.stringify(cursor)}`);
+  if (!/^\d{1,16}$/.test(cursor)) throw new InvalidArgumentError(`invalid cursor ${quote(cursor)}: pass back the cursor a previous page returned`);
   return Number(cursor);
 }
 

@@ -16,8 +16,10 @@ import type { VolumeResolver } from '../compute-bridge/types.js';
 import { loadOrCreateToken } from '../common/auth.js';
 import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT } from '../common/config.js';
 import { FailedPreconditionError, UnavailableError } from '../common/errors.js';
+import { callGuard, withRequestLimits } from '../common/grpc-server.js';
 import type { IdleOptions } from '../common/idle.js';
 import { createLogger, type Logger } from '../common/logger.js';
+import { MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES } from '../common/message-limits.js';
 import { redactUrl } from '../common/urls.js';
 import type { DictBackend } from '../dict/types.js';
 import { DictService } from '../dict/service.js';
@@ -35,8 +37,8 @@ import type { BlobStore } from '../volume-server/store/interface.js';
 import { withFaults } from '../volume-server/store/faults.js';
 import { LocalBlobStore } from '../volume-server/store/local.js';
 import { S3BlobStore, type S3StoreOptions } from '../volume-server/store/s3.js';
+import { BRIDGE_REQUEST_LIMITS, DICT_REQUEST_LIMITS, QUEUE_REQUEST_LIMITS, VOLUME_REQUEST_LIMITS } from './method-limits.js';
 
-export const GRPC_MESSAGE_LIMIT = 256 * 1024 * 1024;
 export const DEFAULT_GC_INTERVAL_MS = 6 * 3600_000;
 
 export interface ServeOptions {
@@ -105,13 +107,17 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
     : undefined;
 
   const server = new Server({
-    'grpc.max_receive_message_length': GRPC_MESSAGE_LIMIT,
-    'grpc.max_send_message_length': GRPC_MESSAGE_LIMIT,
+    // Checked from each message's length prefix, before the message is read (see common/grpc-server.ts).
+    'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
+    'grpc.max_send_message_length': MAX_RESPONSE_BYTES,
+    interceptors: [callGuard(token, log)],
   });
-  if (services.includes('volume')) server.addService(VolumeServiceService, volumeService(catalog, token, log));
-  if (dictService) server.addService(DictServiceService, dictService.handlers(token));
-  if (queueService) server.addService(QueueServiceService, queueService.handlers(token));
-  if (bridgeService) server.addService(BridgeServiceService, bridgeService.handlers(token));
+  if (services.includes('volume')) {
+    server.addService(withRequestLimits(VolumeServiceService, VOLUME_REQUEST_LIMITS), volumeService(catalog, token, log));
+  }
+  if (dictService) server.addService(withRequestLimits(DictServiceService, DICT_REQUEST_LIMITS), dictService.handlers(token));
+  if (queueService) server.addService(withRequestLimits(QueueServiceService, QUEUE_REQUEST_LIMITS), queueService.handlers(token));
+  if (bridgeService) server.addService(withRequestLimits(BridgeServiceService, BRIDGE_REQUEST_LIMITS), bridgeService.handlers(token));
   const host = opts.host ?? DEFAULT_HOST;
   const port = await new Promise<number>((res, rej) =>
     server.bindAsync(`${host}:${opts.port ?? DEFAULT_PORT}`, ServerCredentials.createInsecure(), (err, p) =>

@@ -2,6 +2,7 @@
 import { InvalidArgumentError } from '../common/errors.js';
 import { authCheck, clientStream, fromSameHost, serverStream, unary } from '../common/grpc-server.js';
 import type { Logger } from '../common/logger.js';
+import { quote } from '../common/quote.js';
 import { MAX_BLOB_BYTES } from '../common/validate.js';
 import type { CommitRequest, FileEntry, VolumeServiceServer } from '../gen/stowage/v1/volume.js';
 import type { VolumeCatalog } from './catalog.js';
@@ -61,13 +62,13 @@ export function volumeService(catalog: VolumeCatalog, token: string, log: Logger
         }
         if (m.data.length) {
           received += m.data.length;
-          if (received > size) throw new InvalidArgumentError(`blob ${hash}: more bytes than the announced ${size}`);
+          if (received > size) throw new InvalidArgumentError(`blob ${quote(hash)}: more bytes than the announced ${size}`);
           parts.push(m.data);
         }
       }
       if (!hash) throw new InvalidArgumentError('PutBlob stream had no header');
       if (received !== size) {
-        throw new InvalidArgumentError(`blob ${hash}: stream ended after ${received} of ${size} bytes`);
+        throw new InvalidArgumentError(`blob ${quote(hash)}: stream ended after ${received} of ${size} bytes`);
       }
       const stored = await catalog.blobs.putBlob(hash, Buffer.concat(parts, size));
       return { hash, stored };

@@ -10,7 +10,9 @@
  * which the mounts fill). The report after a call goes before its outcome, so
  * the bridge knows what the call cached before it places the next call in the
  * slot the outcome frees. When the stream fails it reconnects with backoff (250 ms doubling to
- * 5 s) and registers again, with the full chunk set.
+ * 5 s) and registers again, with the full chunk set; except when the server
+ * refused its token: that will not mend by waiting, so the agent stops and
+ * reports the error (`onFatal`; `stowage worker` exits with it, status 7).
  *
  * Calls. An assignment names a function (its bundle in a code volume), its
  * arguments and the pinned versions of its volumes. The agent mounts each
@@ -30,7 +32,8 @@ import { hostname } from 'node:os';
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { Connection } from '../client/index.js';
 import pRetry from 'p-retry';
-import { isStowageError, messageOf, StowageError } from '../common/errors.js';
+import { ErrorCode, isStowageError, messageOf, StowageError } from '../common/errors.js';
+import { fromGrpcError } from '../common/grpc-errors.js';
 import type { Logger } from '../common/logger.js';
 import { listCachedChunks } from '../fuse-mount/cache-listing.js';
 import type { Assignment, BridgeMessage, CallOutcome, WorkerMessage } from '../gen/stowage/v1/bridge.js';
@@ -54,6 +57,8 @@ export interface WorkerOptions {
   log: Logger;
   /** Called at each (re)registration with the bridge. */
   onRegistered?: () => void;
+  /** Called, once, when the agent gives up for good (the server refused its token); it has stopped reconnecting. */
+  onFatal?: (err: StowageError) => void;
 }
 
 const EMPTY_MSG: WorkerMessage = { register: undefined, chunks: undefined, heartbeat: undefined, outcome: undefined };
@@ -128,7 +133,19 @@ export class WorkerAgent {
       this.retry = setTimeout(() => void this.connect(), this.backoffMs);
       this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
     };
-    stream.on('error', (err: Error) => fail(`failed (${messageOf(err)})`));
+    stream.on('error', (err: Error) => {
+      const error = fromGrpcError(err, this.opts.connection.server);
+      if (error.code === ErrorCode.UNAUTHENTICATED && this.stream === stream && !this.stopped) {
+        this.stream = undefined;
+        this.stopped = true;
+        clearInterval(this.heartbeat);
+        clearInterval(this.scanner);
+        if (this.opts.onFatal) this.opts.onFatal(error);
+        else this.opts.log.error({ worker: this.id }, `worker: the bridge refused this worker, giving up: ${error.message}`);
+        return;
+      }
+      fail(`failed (${messageOf(err)})`);
+    });
     stream.on('end', () => fail('ended'));
     stream.write({
       ...EMPTY_MSG,

@@ -10,7 +10,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { createInterface, type Interface } from 'node:readline';
 import { BridgeAdmin, type Connection } from '../../src/client/index.js';
 import { CallState } from '../../src/gen/stowage/v1/bridge.js';
 import { CLI, ROOT, tempDir } from './processes.js';
@@ -35,8 +35,7 @@ export interface WorkerProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** `stowage worker` against `server`, resolved once it has registered. */
-export async function startWorker(opts: {
+export interface WorkerOptions {
   id: string;
   server: string;
   token: string;
@@ -46,7 +45,33 @@ export async function startWorker(opts: {
   cacheSize?: string;
   env?: Record<string, string>;
   args?: string[];
-}): Promise<WorkerProcess> {
+}
+
+/** `stowage worker` against `server`, resolved once it has registered. */
+export async function startWorker(opts: WorkerOptions): Promise<WorkerProcess> {
+  const { worker, lines } = launchWorker(opts);
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`worker ${opts.id} did not register in 20 s: ${worker.stderr()}`)), 20_000);
+    lines.on('line', (l) => {
+      if (l.includes('registered with the bridge')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    void worker.exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`worker ${opts.id} exited with ${code}: ${worker.stderr()}`));
+    });
+  });
+  return worker;
+}
+
+/** `stowage worker` against `server`, as soon as it is started (whether or not it ever registers). */
+export function spawnWorker(opts: WorkerOptions): WorkerProcess {
+  return launchWorker(opts).worker;
+}
+
+function launchWorker(opts: WorkerOptions): { worker: WorkerProcess; lines: Interface } {
   const cacheDir = opts.cacheDir ?? tempDir(`cache-${opts.id}`);
   const workDir = tempDir(`work-${opts.id}`);
   workDirs.add(workDir);
@@ -71,20 +96,7 @@ export async function startWorker(opts: {
   );
   const lines = createInterface({ input: child.stdout! });
   lines.on('line', (l) => (stdout += `${l}\n`));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`worker ${opts.id} did not register in 20 s: ${stderr}`)), 20_000);
-    lines.on('line', (l) => {
-      if (l.includes('registered with the bridge')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`worker ${opts.id} exited with ${code}: ${stderr}`));
-    });
-  });
-  return {
+  const worker: WorkerProcess = {
     id: opts.id,
     pid: child.pid!,
     cacheDir,
@@ -97,6 +109,7 @@ export async function startWorker(opts: {
       await exited;
     },
   };
+  return { worker, lines };
 }
 
 /** Waits until `fn` returns a truthy value (checked every 100 ms), or fails naming `what`. */
