@@ -24,6 +24,7 @@ const EXIT: Record<ErrorCode, number> = {
   INTEGRITY: 8,
   DEADLINE_EXCEEDED: 9,
   FUNCTION_ERROR: 10,
+  RESOURCE_EXHAUSTED: 11,
   INTERNAL: 1,
 };
 

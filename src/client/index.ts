@@ -63,6 +63,7 @@ export {
   IntegrityError,
   InvalidArgumentError,
   NotFoundError,
+  ResourceExhaustedError,
   StowageError,
   UnauthenticatedError,
   UnavailableError,

@@ -16,6 +16,8 @@ export const ErrorCode = {
   DEADLINE_EXCEEDED: 'DEADLINE_EXCEEDED',
   /** A function's own code threw (its message and stack come along). */
   FUNCTION_ERROR: 'FUNCTION_ERROR',
+  /** The server ran out of something it needs for the call, disk space mostly; the call may work once it is freed. */
+  RESOURCE_EXHAUSTED: 'RESOURCE_EXHAUSTED',
   INTERNAL: 'INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -76,6 +78,11 @@ export class FunctionError extends StowageError {
     super(ErrorCode.FUNCTION_ERROR, message);
   }
 }
+export class ResourceExhaustedError extends StowageError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.RESOURCE_EXHAUSTED, message, options);
+  }
+}
 export class InternalError extends StowageError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCode.INTERNAL, message, options);
@@ -92,6 +99,7 @@ const byCode: Record<ErrorCode, new (message: string) => StowageError> = {
   INTEGRITY: IntegrityError,
   DEADLINE_EXCEEDED: DeadlineExceededError,
   FUNCTION_ERROR: FunctionError,
+  RESOURCE_EXHAUSTED: ResourceExhaustedError,
   INTERNAL: InternalError,
 };
 

@@ -17,6 +17,7 @@ const toStatus: Record<ErrorCode, status> = {
   DEADLINE_EXCEEDED: status.DEADLINE_EXCEEDED,
   // UNKNOWN: "an error raised by an API that does not return enough error information", i.e. the user's code.
   FUNCTION_ERROR: status.UNKNOWN,
+  RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
   INTERNAL: status.INTERNAL,
 };
 
@@ -30,6 +31,7 @@ const fromStatus = new Map<status, ErrorCode>([
   [status.DEADLINE_EXCEEDED, ErrorCode.UNAVAILABLE],
   [status.UNAUTHENTICATED, ErrorCode.UNAUTHENTICATED],
   [status.DATA_LOSS, ErrorCode.INTEGRITY],
+  [status.RESOURCE_EXHAUSTED, ErrorCode.RESOURCE_EXHAUSTED],
 ]);
 
 export interface GrpcStatusError {

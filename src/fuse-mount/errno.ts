@@ -37,6 +37,8 @@ const byCode: Record<ErrorCode, number> = {
   // Function-call errors (compute bridge) do not reach the mount; mapped for completeness.
   DEADLINE_EXCEEDED: ETIMEDOUT,
   FUNCTION_ERROR: EIO,
+  // The server's disk is full: the write may work once space is freed there.
+  RESOURCE_EXHAUSTED: ENOSPC,
   INTERNAL: EIO,
 };
 
