@@ -59,6 +59,8 @@ export function register(program: Command): void {
         throw new InvalidArgumentError(`--locality-wait ${flags.localityWait} is not a number of milliseconds`);
       }
       const log = createLogger('stowage');
+      const { survivePendingLmdbFailures } = await import('../common/lmdb.js');
+      survivePendingLmdbFailures(log);
       const server = await startServer({
         dataDir: flags.dataDir,
         host: flags.host,

@@ -84,7 +84,7 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
   const index = new LmdbIndex(join(dataDir, 'index'));
   const catalog = new VolumeCatalog(store, index, log, opts.catalog);
   // Only the hosted services open their backends (and run their timers).
-  const { dicts, queues } = await openStateBackends(dataDir, opts.redisUrl, services).catch(async (err: unknown) => {
+  const { dicts, queues } = await openStateBackends(dataDir, opts.redisUrl, services, log).catch(async (err: unknown) => {
     await index.close();
     throw err;
   });
@@ -169,6 +169,7 @@ async function openStateBackends(
   dataDir: string,
   redisUrl: string | undefined,
   services: readonly ServiceName[],
+  log: Logger,
 ): Promise<{ dicts?: DictBackend; queues?: QueueBackend }> {
   const wantDicts = services.includes('dict');
   const wantQueues = services.includes('queue');
@@ -185,8 +186,11 @@ async function openStateBackends(
   }
   const { LmdbDictBackend } = await import('../dict/lmdb.js');
   const { LmdbQueueBackend } = await import('../queue/lmdb.js');
-  return {
-    dicts: wantDicts ? new LmdbDictBackend(join(dataDir, 'dict')) : undefined,
-    queues: wantQueues ? new LmdbQueueBackend(join(dataDir, 'queue')) : undefined,
-  };
+  const dicts = wantDicts ? new LmdbDictBackend(join(dataDir, 'dict'), log) : undefined;
+  try {
+    return { dicts, queues: wantQueues ? new LmdbQueueBackend(join(dataDir, 'queue'), log) : undefined };
+  } catch (err) {
+    await dicts?.close();
+    throw err;
+  }
 }

@@ -1,8 +1,12 @@
-/** BlobStore on a local directory: the embedded default. */
+/**
+ * BlobStore on a local directory: the embedded default. Files are written
+ * 0600 in 0700 directories (writeFileAtomic), and never torn: a write that
+ * fails (a full disk) leaves neither its file nor its temporary file behind.
+ */
 import { open, readdir, rm, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { NotFoundError, UnavailableError } from '../../common/errors.js';
+import { NotFoundError, ResourceExhaustedError, UnavailableError } from '../../common/errors.js';
 import { readAt, writeFileAtomic } from '../../common/files.js';
 import type { BlobStore, ByteRange } from './interface.js';
 
@@ -97,6 +101,9 @@ export class LocalBlobStore implements BlobStore {
 
   private failure(what: string, err: unknown): Error {
     const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT') {
+      return new ResourceExhaustedError(`no space left to ${what} in ${this.description}: ${code} (free space on that disk, then retry)`, { cause: err });
+    }
     return new UnavailableError(
       `cannot ${what} in ${this.description}: ${code ?? (err as Error).message}`,
       { cause: err },
