@@ -59,6 +59,9 @@ export function register(program: Command): void {
         throw new InvalidArgumentError(`--locality-wait ${flags.localityWait} is not a number of milliseconds`);
       }
       const log = createLogger('stowage');
+      // What the server creates is its user's alone (the data directory sets
+      // its own modes too; this covers whatever a library creates with its own).
+      process.umask(0o077);
       const { survivePendingLmdbFailures } = await import('../common/lmdb.js');
       survivePendingLmdbFailures(log);
       const server = await startServer({

@@ -8,7 +8,6 @@
  * VolumeResolver made here from the catalogue (services never import each other).
  */
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { BridgeService } from '../compute-bridge/service.js';
 import type { BridgeOptions } from '../compute-bridge/bridge.js';
@@ -16,6 +15,7 @@ import type { VolumeResolver } from '../compute-bridge/types.js';
 import { loadOrCreateToken } from '../common/auth.js';
 import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT } from '../common/config.js';
 import { FailedPreconditionError, UnavailableError } from '../common/errors.js';
+import { PRIVATE, setTreeModes } from '../common/file-modes.js';
 import type { IdleOptions } from '../common/idle.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { redactUrl } from '../common/urls.js';
@@ -33,6 +33,7 @@ import { LmdbIndex } from '../volume-server/index/lmdb.js';
 import type { BlobStore } from '../volume-server/store/interface.js';
 import { LocalBlobStore } from '../volume-server/store/local.js';
 import { S3BlobStore, type S3StoreOptions } from '../volume-server/store/s3.js';
+import { openDataDir, type DataDirLock } from './data-dir.js';
 
 export const GRPC_MESSAGE_LIMIT = 256 * 1024 * 1024;
 
@@ -77,24 +78,48 @@ export interface RunningServer {
 export async function startServer(opts: ServeOptions = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger('stowage');
   const dataDir = resolve(opts.dataDir ?? DEFAULT_DATA_DIR);
-  mkdirSync(dataDir, { recursive: true });
+  // Before anything else in the directory is opened: one server per data directory.
+  const lock = await openDataDir(dataDir, log);
+  const opened: { close(): Promise<void> }[] = [];
+  try {
+    return await serve(opts, log, dataDir, lock, opened);
+  } catch (err) {
+    for (const o of opened.reverse()) await o.close().catch(() => undefined);
+    lock.release();
+    throw err;
+  }
+}
+
+async function serve(
+  opts: ServeOptions,
+  log: Logger,
+  dataDir: string,
+  lock: DataDirLock,
+  opened: { close(): Promise<void> }[],
+): Promise<RunningServer> {
   const { token, path: tokenPath, created } = loadOrCreateToken(dataDir);
   const services = opts.only ?? SERVICE_NAMES;
   const store = opts.store ?? (opts.s3 ? new S3BlobStore(opts.s3) : new LocalBlobStore(join(dataDir, 'store')));
   const index = new LmdbIndex(join(dataDir, 'index'));
+  opened.push(index);
+  // The index opens LMDB itself (0644 files under the umask 022): set them private.
+  await setTreeModes(join(dataDir, 'index'), PRIVATE);
   const catalog = new VolumeCatalog(store, index, log, opts.catalog);
+  opened.push(catalog);
   // Only the hosted services open their backends (and run their timers).
-  const { dicts, queues } = await openStateBackends(dataDir, opts.redisUrl, services, log).catch(async (err: unknown) => {
-    await index.close();
-    throw err;
-  });
+  const { dicts, queues } = await openStateBackends(dataDir, opts.redisUrl, services, log);
+  if (dicts) opened.push(dicts);
+  if (queues) opened.push(queues);
   const dictService = dicts && new DictService(dicts, log, opts.idle);
   const queueService = queues && new QueueService(queues, log, opts.idle);
+  if (dictService) opened.push(dictService);
+  if (queueService) opened.push(queueService);
   // The bridge reads the catalogue (for placement) even when the volume service is not hosted here.
   if (services.includes('volume') || services.includes('bridge')) await catalog.init();
   const bridgeService = services.includes('bridge')
     ? new BridgeService(dataDir, volumeResolver(catalog), log, opts.bridge)
     : undefined;
+  if (bridgeService) opened.push(bridgeService);
 
   const server = new Server({
     'grpc.max_receive_message_length': GRPC_MESSAGE_LIMIT,
@@ -143,6 +168,7 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
       });
       await Promise.all([dictService?.close(), queueService?.close()]);
       await Promise.all([index.close(), dicts?.close(), queues?.close()]);
+      lock.release();
     },
   };
 }
