@@ -9,7 +9,7 @@
  * process (local store); needs `npm run build`.
  */
 import { randomBytes } from 'node:crypto';
-import { lstatSync, readdirSync } from 'node:fs';
+import { chmodSync, lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App, Volume } from '../src/client/index.js';
@@ -94,6 +94,15 @@ describe('chunk cache and work directory modes', () => {
     expect(mine.code, mine.stderr).toBe(0);
     expect(otherModes(cacheDir, '700', '600')).toEqual([]);
     expect(mine.stderr).toMatch(/set the modes of \d+ files and directories in the chunk cache .* to 0700 \(directories\) and 0600 \(files\)/);
+  });
+
+  it('a cache directory every user shares (sticky bit, as /tmp) is refused (exit 5) and left as it is', async () => {
+    const shared = tempDir('cache-sticky');
+    chmodSync(shared, 0o1777);
+    const r = await runCli(['volume', 'warmup', name, '--cache-dir', shared], env);
+    expect(r.code, r.stderr).toBe(5);
+    expect(r.stderr).toMatch(/is a directory every user shares \(it has the sticky bit, as \/tmp does\); give stowage a directory of its own/);
+    expect((lstatSync(shared).mode & 0o7777).toString(8)).toBe('1777');
   });
 
   it('an unknown --cache-mode is refused (exit 2) naming the choices', async () => {

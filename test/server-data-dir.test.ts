@@ -7,7 +7,7 @@
  * right at start. Needs `npm run build` (the server runs the built CLI).
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, lstatSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
@@ -16,7 +16,8 @@ import { Connection, Dict, Queue, Volume } from '../src/client/index.js';
 import { LOCK_FILE } from '../src/server/data-dir.js';
 import { ServeExited, isAlive, spawnServe, type ServeProcess } from './support/bridge.js';
 import { escapeRegExp, failureOf } from './support/checks.js';
-import { freePort, startStowage, tempDir, uniqueName } from './support/processes.js';
+import { freePort, runCli, startStowage, tempDir, uniqueName } from './support/processes.js';
+import { within } from './support/state-servers.js';
 import { KiB } from './support/volume-data.js';
 
 /** Every directory and regular file at or below `root` with its permission bits (octal text, for readable failures). */
@@ -132,6 +133,16 @@ describe('one stowage serve per data directory', () => {
 });
 
 describe('the data directory is private to the server user', () => {
+  it('a data directory every user shares (sticky bit, as /tmp) is refused (exit 5) and left as it is', async () => {
+    const shared = tempDir('sticky');
+    chmodSync(shared, 0o1777);
+    const r = await within('stowage serve on a shared directory to exit', runCli(['serve', '--data-dir', shared, '--port', '0'], { STOWAGE_LOG_LEVEL: 'warn' }), 30_000);
+    expect(r.code, r.stderr).toBe(5);
+    expect(r.stderr).toMatch(escapeRegExp(`${shared} is a directory every user shares (it has the sticky bit, as /tmp does); give stowage a directory of its own`));
+    expect((lstatSync(shared).mode & 0o7777).toString(8)).toBe('1777');
+    expect(readdirSync(shared)).toEqual([]);
+  });
+
   it('stowage serve under umask 022: the data dir is 0700 and each file 0600 after a volume put, a dict put and a queue put', async () => {
     const dataDir = join(tempDir('modes'), 'data');
     const server = await withUmask(0o022, () => serve(dataDir));
@@ -176,6 +187,8 @@ describe('the data directory is private to the server user', () => {
     mkdirSync(join(dataDir, 'store', 'extra'), { mode: 0o777 });
     chmodSync(join(dataDir, 'store', 'extra'), 0o777);
     expect(notPrivate(dataDir).length).toBeGreaterThan(10);
+    // Not stowage's: left as it is.
+    writeFileSync(join(dataDir, 'notes.txt'), 'the admin keeps notes here\n', { mode: 0o644 });
 
     const lines: string[] = [];
     const log = pino(
@@ -189,6 +202,8 @@ describe('the data directory is private to the server user', () => {
     );
     const again = await startStowage({ dataDir, log });
     await again.stop();
+    expect((lstatSync(join(dataDir, 'notes.txt')).mode & 0o777).toString(8)).toBe('644');
+    rmSync(join(dataDir, 'notes.txt'));
     expect(notPrivate(dataDir)).toEqual([]);
     const said = lines.map((l) => (JSON.parse(l) as { msg: string }).msg).find((m) => m.includes('set the modes'));
     expect(said, lines.join('')).toMatch(new RegExp(`set the modes of \\d+ files and directories in the data directory ${escapeRegExp(dataDir).source} to 0700 \\(directories\\) and 0600 \\(files\\)`));

@@ -6,9 +6,10 @@
  * a group (0750, 0640). Modes are set with chmod, never left to the umask,
  * and existing trees with other modes are brought in line at start.
  */
-import { chmodSync, mkdirSync, statSync } from 'node:fs';
+import { chmodSync, mkdirSync, statSync, type Stats } from 'node:fs';
 import { chmod, lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { FailedPreconditionError } from './errors.js';
 
 export interface FileModes {
   dir: number;
@@ -27,14 +28,27 @@ export type CacheModeName = keyof typeof CACHE_MODES;
 /**
  * Makes `dir` (and missing parents, which get the same mode) and sets `dir`
  * itself to exactly `modes.dir`. Returns whether an existing directory's mode
- * had to change.
+ * had to change. Refuses (FailedPreconditionError) a directory that is not
+ * this user's to change: one with the sticky bit (/tmp and the like, shared
+ * by everyone) or owned by another user.
  */
 export function ensureDir(dir: string, modes: Readonly<FileModes>): boolean {
   const made = mkdirSync(dir, { recursive: true, mode: modes.dir });
-  const before = statSync(dir).mode & 0o7777;
-  if (before === modes.dir) return false;
+  const st = statSync(dir);
+  if (made === undefined) checkOwnDir(dir, st);
+  if ((st.mode & 0o7777) === modes.dir) return false;
   chmodSync(dir, modes.dir);
   return made === undefined;
+}
+
+function checkOwnDir(dir: string, st: Stats): void {
+  if (st.mode & 0o1000) {
+    throw new FailedPreconditionError(`${dir} is a directory every user shares (it has the sticky bit, as /tmp does); give stowage a directory of its own, e.g. ${join(dir, 'stowage')}`);
+  }
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid) {
+    throw new FailedPreconditionError(`${dir} belongs to user ${st.uid}, not to this one (${uid}); run stowage as its owner, or give it a directory of its own`);
+  }
 }
 
 /**

@@ -13,18 +13,24 @@
  * Modes. The directory is 0700 and everything in it 0600 (files) or 0700
  * (directories), whatever the umask: the token, chunks, the LMDB stores. A
  * directory found with other modes is set right at start and the change
- * logged. The walk skips `store/` (which may hold millions of chunks) unless
- * the directory itself or `store/` had other modes, which is the case of a
- * directory made before modes were set (once: after that they are 0700).
+ * logged. Only what stowage keeps there is walked (a directory given by
+ * hand may hold other things), and a directory shared by all users (sticky,
+ * as /tmp) or owned by another user is refused. The walk skips `store/`
+ * (which may hold millions of chunks) unless the directory itself or `store/`
+ * had other modes, which is the case of a directory made before modes were
+ * set (once: after that they are 0700).
  */
 import { closeSync, ftruncateSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import fsx from 'fs-native-extensions';
+import { TOKEN_FILE } from '../common/config.js';
 import { FailedPreconditionError, messageOf } from '../common/errors.js';
 import { PRIVATE, ensureDir, setTreeModes } from '../common/file-modes.js';
 import type { Logger } from '../common/logger.js';
 
 export const LOCK_FILE = 'server.lock';
+/** What a server keeps in its data directory. */
+const OURS = [TOKEN_FILE, LOCK_FILE, 'store', 'index', 'dict', 'queue', 'bridge'];
 /** How long to wait for the holder to write its PID after it took the lock. */
 const HOLDER_PID_WAIT_MS = 1000;
 
@@ -50,8 +56,12 @@ export async function openDataDir(dir: string, log: Logger): Promise<DataDirLock
   try {
     const storeMode = modeOf(join(dir, 'store'));
     const walkStore = (rootMode !== undefined && rootMode !== PRIVATE.dir) || (storeMode !== undefined && storeMode !== PRIVATE.dir);
-    const changed = await setTreeModes(dir, PRIVATE, (p) => !walkStore && p === join(dir, 'store'));
-    if (rootMode !== undefined && rootMode !== PRIVATE.dir && !changed.includes(dir)) changed.unshift(dir);
+    const changed: string[] = rootMode !== undefined && rootMode !== PRIVATE.dir ? [dir] : [];
+    // Only what stowage keeps here: a data directory given by hand may hold other things.
+    for (const name of OURS) {
+      if (name === 'store' && !walkStore) continue;
+      changed.push(...(await setTreeModes(join(dir, name), PRIVATE)));
+    }
     if (changed.length) {
       log.info(
         { dataDir: dir, changed: changed.length, examples: changed.slice(0, 5) },
