@@ -102,7 +102,7 @@ async function serve(
   const store = opts.store ?? (opts.s3 ? new S3BlobStore(opts.s3) : new LocalBlobStore(join(dataDir, 'store')));
   const index = new LmdbIndex(join(dataDir, 'index'));
   opened.push(index);
-  // The index opens LMDB itself (0644 files under the umask 022): set them private.
+  // The index opens LMDB itself (0644 files under the umask 022) until it opens through LmdbEnv: set them private.
   await setTreeModes(join(dataDir, 'index'), PRIVATE);
   const catalog = new VolumeCatalog(store, index, log, opts.catalog);
   opened.push(catalog);
