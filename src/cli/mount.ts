@@ -10,6 +10,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError, Volume, defaultConnection } from '../client/index.js';
 import { messageOf } from '../common/errors.js';
+import { CACHE_MODES, type CacheModeName, type FileModes } from '../common/file-modes.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import type { CommitEvent } from '../fuse-mount/commit.js';
 import { DiskChunkCache } from '../fuse-mount/disk-cache.js';
@@ -62,6 +63,19 @@ export function defaultCacheDir(): string {
   return process.env.STOWAGE_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'stowage');
 }
 
+/** --cache-mode: who may read the chunk cache (the same for mount, warmup and worker). */
+export const CACHE_MODE_FLAGS = '--cache-mode <mode>';
+export const CACHE_MODE_HELP =
+  'private: only this user reads the chunk cache (0700 directories, 0600 files; the default); shared: its group may read it too (0750, 0640)';
+
+/** The modes --cache-mode names. */
+export function cacheModes(mode: string): Readonly<FileModes> {
+  if (!Object.hasOwn(CACHE_MODES, mode)) {
+    throw new InvalidArgumentError(`--cache-mode ${mode}: choose ${Object.keys(CACHE_MODES).join(' or ')}`);
+  }
+  return CACHE_MODES[mode as CacheModeName];
+}
+
 /** --cache-size when not given. */
 export const DEFAULT_CACHE_SIZE = '10GiB';
 /**
@@ -76,6 +90,7 @@ interface MountFlags {
   version?: string;
   cacheDir?: string;
   cacheSize: string;
+  cacheMode: string;
   memoryCacheSize: string;
   prefetchWindow: string;
   writable?: boolean;
@@ -98,6 +113,7 @@ export function register(program: Command): void {
     .option('--staging-dir <dir>', 'where a writable mount stages changes, in a fresh subdirectory (default: <cache dir>/staging)')
     .option('--cache-dir <dir>', 'chunk cache directory, shared by mounts on this host (default: STOWAGE_CACHE_DIR or ~/.cache/stowage)')
     .option('--cache-size <size>', 'bound on the chunk cache on disk', DEFAULT_CACHE_SIZE)
+    .option(CACHE_MODE_FLAGS, CACHE_MODE_HELP, 'private')
     .option('--memory-cache-size <size>', 'bound on hot chunks kept in memory', DEFAULT_MEMORY_CACHE_SIZE)
     .option('--prefetch-window <size>', 'most bytes fetched ahead of a sequential reader, per open file, at most half of --memory-cache-size (0: no prefetch)', '32MiB')
     .option('--debug', 'print libfuse debug output')
@@ -114,6 +130,7 @@ export function register(program: Command): void {
       }
       if (flags.stagingDir !== undefined && !flags.writable) throw new InvalidArgumentError('--staging-dir needs --writable');
       const diskBytes = parseSize('--cache-size', flags.cacheSize);
+      const modes = cacheModes(flags.cacheMode);
       const memoryBytes = parseSize('--memory-cache-size', flags.memoryCacheSize);
       // Chunks fetched ahead wait in the memory cache for their reader: a window larger than it would evict them first.
       const prefetchWindow = Math.min(parseSize('--prefetch-window', flags.prefetchWindow, { allowZero: true }), Math.floor(memoryBytes / 2));
@@ -125,7 +142,7 @@ export function register(program: Command): void {
         await warnLeftStaging(parent, log);
         stagingDir = join(parent, `${name}-${randomBytes(6).toString('hex')}`);
       }
-      const disk = await DiskChunkCache.open({ dir: cacheDir, maxBytes: diskBytes, logger: log });
+      const disk = await DiskChunkCache.open({ dir: cacheDir, maxBytes: diskBytes, modes, logger: log });
       const cache = new MemoryChunkCache(disk, { maxBytes: memoryBytes });
       let fs: VolumeFilesystem;
       try {

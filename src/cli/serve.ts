@@ -74,6 +74,11 @@ export function register(program: Command): void {
       if (!Number.isSafeInteger(keepLast) || keepLast < 0) throw new InvalidArgumentError(`--keep-last ${flags.keepLast} is not a whole number`);
       const keepWithinMs = parseDuration('--keep-within', flags.keepWithin);
       const log = createLogger('stowage');
+      // What the server creates is its user's alone (the data directory sets
+      // its own modes too; this covers whatever a library creates with its own).
+      process.umask(0o077);
+      const { survivePendingLmdbFailures } = await import('../common/lmdb.js');
+      survivePendingLmdbFailures(log);
       const server = await startServer({
         dataDir: flags.dataDir,
         host: flags.host,

@@ -7,7 +7,7 @@ import { resolveClientConfig } from '../common/config.js';
 import { parseDuration } from '../common/duration.js';
 import { createLogger } from '../common/logger.js';
 import { WorkerAgent } from '../worker/agent.js';
-import { DEFAULT_CACHE_SIZE, defaultCacheDir, parseSize } from './mount.js';
+import { CACHE_MODE_FLAGS, CACHE_MODE_HELP, DEFAULT_CACHE_SIZE, cacheModes, defaultCacheDir, parseSize } from './mount.js';
 import { quote } from '../common/quote.js';
 import { integerArg } from './values.js';
 
@@ -16,6 +16,7 @@ interface WorkerFlags {
   slots: string;
   cacheDir?: string;
   cacheSize: string;
+  cacheMode: string;
   memoryCacheSize?: string;
   idleTimeout: string;
   workDir?: string;
@@ -30,6 +31,7 @@ export function register(program: Command): void {
     .option('--slots <n>', 'calls run at once, each in its own process', '4')
     .option('--cache-dir <dir>', 'the host chunk cache its mounts share (default: STOWAGE_CACHE_DIR or ~/.cache/stowage)')
     .option('--cache-size <size>', 'bound on the chunk cache on disk', DEFAULT_CACHE_SIZE)
+    .option(CACHE_MODE_FLAGS, `${CACHE_MODE_HELP}; passed on to its mounts`, 'private')
     .option('--memory-cache-size <size>', "bound on each mount's hot chunks in memory (stowage mount's default when not given)")
     .option('--idle-timeout <duration>', 'stop a function process after this long without a call (e.g. 30s)', '30s')
     .option('--work-dir <dir>', 'where mounts and fetched code live (default: <tmp>/stowage-worker-<id>)')
@@ -38,6 +40,7 @@ export function register(program: Command): void {
       if (flags.bridge) process.env.STOWAGE_SERVER = flags.bridge;
       const slots = integerArg('--slots', flags.slots, 1)!;
       parseSize('--cache-size', flags.cacheSize);
+      cacheModes(flags.cacheMode);
       if (flags.memoryCacheSize) parseSize('--memory-cache-size', flags.memoryCacheSize);
       const idleTimeoutMs = parseDuration('--idle-timeout', flags.idleTimeout);
       if (flags.id !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(flags.id)) {
@@ -58,7 +61,7 @@ export function register(program: Command): void {
         connection,
         // The mounts it starts find the server, and (on its host) its data dir for file:// transfers, as the worker did.
         env: { ...process.env, STOWAGE_SERVER: cfg.server, STOWAGE_TOKEN: cfg.token, ...(cfg.dataDir ? { STOWAGE_DATA_DIR: cfg.dataDir } : {}) },
-        mountArgs: flags.memoryCacheSize ? ['--memory-cache-size', flags.memoryCacheSize] : [],
+        mountArgs: ['--cache-mode', flags.cacheMode, ...(flags.memoryCacheSize ? ['--memory-cache-size', flags.memoryCacheSize] : [])],
         log,
         onRegistered: () => console.log(`worker ${agent.id} registered with the bridge at ${cfg.server} (slots ${slots}, cache ${cacheDir})`),
         onFatal: (err) => stopped(err),

@@ -14,10 +14,13 @@ export const ErrorCode = {
   INTEGRITY: 'INTEGRITY',
   /** A function call ran past its timeout. */
   DEADLINE_EXCEEDED: 'DEADLINE_EXCEEDED',
-  /** A limit on resources was reached (a message over the server's size limit). */
-  RESOURCE_EXHAUSTED: 'RESOURCE_EXHAUSTED',
   /** A function's own code threw (its message and stack come along). */
   FUNCTION_ERROR: 'FUNCTION_ERROR',
+  /**
+   * The server ran out of something it needs for the call: disk space mostly
+   * (the call may work once it is freed), or a message over its size limit.
+   */
+  RESOURCE_EXHAUSTED: 'RESOURCE_EXHAUSTED',
   INTERNAL: 'INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -73,14 +76,14 @@ export class DeadlineExceededError extends StowageError {
     super(ErrorCode.DEADLINE_EXCEEDED, message);
   }
 }
-export class ResourceExhaustedError extends StowageError {
-  constructor(message: string) {
-    super(ErrorCode.RESOURCE_EXHAUSTED, message);
-  }
-}
 export class FunctionError extends StowageError {
   constructor(message: string) {
     super(ErrorCode.FUNCTION_ERROR, message);
+  }
+}
+export class ResourceExhaustedError extends StowageError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.RESOURCE_EXHAUSTED, message, options);
   }
 }
 export class InternalError extends StowageError {
@@ -98,8 +101,8 @@ const byCode: Record<ErrorCode, new (message: string) => StowageError> = {
   UNAUTHENTICATED: UnauthenticatedError,
   INTEGRITY: IntegrityError,
   DEADLINE_EXCEEDED: DeadlineExceededError,
-  RESOURCE_EXHAUSTED: ResourceExhaustedError,
   FUNCTION_ERROR: FunctionError,
+  RESOURCE_EXHAUSTED: ResourceExhaustedError,
   INTERNAL: InternalError,
 };
 

@@ -2,17 +2,19 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { PRIVATE, type FileModes } from './file-modes.js';
 
 /**
  * Writes `data` to `path` so that readers see the whole file or none: written
  * to a temporary name beside it, flushed, then renamed. A crash leaves no torn
- * file behind, and the temporary file is removed on failure.
+ * file behind, and the temporary file is removed on failure (a full disk
+ * included). Directories it makes, and the file, are private by default.
  */
-export async function writeFileAtomic(path: string, data: Uint8Array, opts: { dirExists?: boolean } = {}): Promise<void> {
+export async function writeFileAtomic(path: string, data: Uint8Array, modes: Readonly<FileModes> = PRIVATE, opts: { dirExists?: boolean } = {}): Promise<void> {
   const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
   try {
-    if (!opts.dirExists) await mkdir(dirname(path), { recursive: true });
-    const fh = await open(tmp, 'w');
+    if (!opts.dirExists) await mkdir(dirname(path), { recursive: true, mode: modes.dir });
+    const fh = await open(tmp, 'w', modes.file);
     try {
       await fh.writeFile(data);
       await fh.sync();

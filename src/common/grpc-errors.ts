@@ -29,9 +29,9 @@ const toStatus: Record<ErrorCode, status> = {
   UNAUTHENTICATED: status.UNAUTHENTICATED,
   INTEGRITY: status.DATA_LOSS,
   DEADLINE_EXCEEDED: status.DEADLINE_EXCEEDED,
-  RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
   // UNKNOWN: "an error raised by an API that does not return enough error information", i.e. the user's code.
   FUNCTION_ERROR: status.UNKNOWN,
+  RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
   INTERNAL: status.INTERNAL,
 };
 

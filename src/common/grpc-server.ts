@@ -185,8 +185,8 @@ export function fromSameHost(call: { getPeer(): string }): boolean {
 
 function logFailure(log: Logger, method: string, err: unknown): void {
   const { code, details } = toGrpcError(err);
-  // Caller mistakes are the caller's to read; server faults are ours.
-  if (code === 13 || code === 14 || code === 15) log.warn({ method, code }, details);
+  // Caller mistakes are the caller's to read; server faults (a full disk among them) are ours.
+  if (code === 8 || code === 13 || code === 14 || code === 15) log.warn({ method, code }, details);
   else log.debug({ method, code }, details);
 }
 

@@ -207,7 +207,7 @@ export class Bridge {
         decisions: [],
       });
     }
-    await Promise.all(fresh.map((c) => this.store.putCall(c)));
+    if (fresh.length) await this.store.putCalls(fresh);
     for (const c of fresh) {
       this.calls.set(c.id, c);
       this.queue.push(c.id);
@@ -487,7 +487,9 @@ export class Bridge {
   }
 
   private save(call: CallRecord): void {
-    this.store.putCall(call).catch((err: unknown) => this.log.error({ call: call.id, err: messageOf(err) }, 'bridge: cannot write a call to the store'));
+    // Nobody waits on this write: a failure (a full disk) is logged, and the
+    // call's next change of state writes its whole record again.
+    this.store.putCalls([call]).catch((err: unknown) => this.log.error({ call: call.id, err: messageOf(err) }, 'bridge: cannot write a call to the store'));
   }
 
   private sweep(): void {

@@ -23,7 +23,7 @@ export class BridgeService {
 
   /** Keeps its calls and schedules in LMDB under `<dataDir>/bridge`. */
   constructor(dataDir: string, volumes: VolumeResolver, private readonly log: Logger, opts: BridgeOptions = {}) {
-    this.store = new LmdbCallStore(join(dataDir, 'bridge'));
+    this.store = new LmdbCallStore(join(dataDir, 'bridge'), log);
     this.bridge = new Bridge(this.store, volumes, log, opts);
     this.schedules = new Schedules(
       this.store,

@@ -1,9 +1,12 @@
 /**
  * CallStore on LMDB (lmdb-js) under <data-dir>/bridge: `calls` id -> record,
- * `schedules` name -> schedule. Each put is committed before it resolves, so
- * a call acknowledged to its caller survives a killed bridge.
+ * `schedules` name -> schedule. Each write is committed before it resolves, so
+ * a call acknowledged to its caller survives a killed bridge; a write that
+ * cannot be committed (a full disk) rejects, naming the directory (LmdbEnv).
  */
-import { open, type Database, type RootDatabase } from 'lmdb';
+import type { Database } from 'lmdb';
+import { LmdbEnv } from '../common/lmdb.js';
+import type { Logger } from '../common/logger.js';
 import { Schedule } from '../gen/stowage/v1/bridge.js';
 import type { CallRecord, CallStore } from './types.js';
 
@@ -11,14 +14,14 @@ import type { CallRecord, CallStore } from './types.js';
 type StoredSchedule = Buffer;
 
 export class LmdbCallStore implements CallStore {
-  private readonly root: RootDatabase;
+  private readonly env: LmdbEnv;
   private readonly calls: Database<CallRecord, string>;
   private readonly schedules: Database<StoredSchedule, string>;
 
-  constructor(path: string) {
-    this.root = open({ path, compression: false });
-    this.calls = this.root.openDB({ name: 'calls' });
-    this.schedules = this.root.openDB({ name: 'schedules', encoding: 'binary' });
+  constructor(path: string, log: Logger) {
+    this.env = new LmdbEnv({ dir: path, what: 'bridge call store', log });
+    this.calls = this.env.root.openDB({ name: 'calls' });
+    this.schedules = this.env.root.openDB({ name: 'schedules', encoding: 'binary' });
   }
 
   loadCalls(): CallRecord[] {
@@ -29,12 +32,14 @@ export class LmdbCallStore implements CallStore {
     }));
   }
 
-  async putCall(call: CallRecord): Promise<void> {
-    await this.calls.put(call.id, call);
+  async putCalls(calls: readonly CallRecord[]): Promise<void> {
+    await this.env.transaction(() => {
+      for (const call of calls) void this.calls.put(call.id, call);
+    });
   }
 
   async deleteCalls(ids: string[]): Promise<void> {
-    await this.calls.transaction(() => {
+    await this.env.transaction(() => {
       for (const id of ids) void this.calls.remove(id);
     });
   }
@@ -44,16 +49,19 @@ export class LmdbCallStore implements CallStore {
   }
 
   async putSchedule(schedule: Schedule): Promise<void> {
-    await this.schedules.put(schedule.name, Buffer.from(Schedule.encode(schedule).finish()));
+    const bytes = Buffer.from(Schedule.encode(schedule).finish());
+    await this.env.transaction(() => void this.schedules.put(schedule.name, bytes));
   }
 
   async deleteSchedule(name: string): Promise<boolean> {
-    if (!this.schedules.doesExist(name)) return false;
-    await this.schedules.remove(name);
-    return true;
+    return this.env.transaction(() => {
+      if (!this.schedules.doesExist(name)) return false;
+      void this.schedules.remove(name);
+      return true;
+    });
   }
 
   async close(): Promise<void> {
-    await this.root.close();
+    await this.env.close();
   }
 }

@@ -75,7 +75,8 @@ export interface CallRecord {
 export interface CallStore {
   /** Every call kept (finished ones until they are swept). */
   loadCalls(): CallRecord[];
-  putCall(call: CallRecord): Promise<void>;
+  /** Writes the calls in one transaction: all of them or, if it fails, none. */
+  putCalls(calls: readonly CallRecord[]): Promise<void>;
   deleteCalls(ids: string[]): Promise<void>;
   loadSchedules(): Schedule[];
   putSchedule(schedule: Schedule): Promise<void>;

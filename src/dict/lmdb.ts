@@ -15,13 +15,17 @@
  *   entry with a TTL. It lets writes sweep expired entries in order and lets
  *   len subtract the expired-but-unswept ones without reading values.
  *
- * Writes run in lmdb-js transactions (serialised, atomic); reads outside one
- * see a consistent snapshot for the duration of a synchronous call.
+ * Writes run in lmdb-js transactions (serialised, atomic) through LmdbEnv,
+ * which turns a commit that fails (a full disk) into an error for that call;
+ * reads outside one see a consistent snapshot for the duration of a
+ * synchronous call, and go on working when writes cannot.
  */
 import { createHash } from 'node:crypto';
-import { open, type Database, type RootDatabase } from 'lmdb';
+import type { Database, RootDatabase } from 'lmdb';
 import { AlreadyExistsError } from '../common/errors.js';
 import { quote } from '../common/quote.js';
+import { LmdbEnv } from '../common/lmdb.js';
+import { createLogger, type Logger } from '../common/logger.js';
 import * as check from './checks.js';
 import type { CasResult, DictBackend, DictEntry, DictInfo, ScanPage, VersionedValue } from './types.js';
 
@@ -46,13 +50,15 @@ interface Entry {
 }
 
 export class LmdbDictBackend implements DictBackend {
+  private readonly env: LmdbEnv;
   private readonly root: RootDatabase;
   private readonly dicts: Database<DictRecord, string>;
   private readonly entries: Database<Buffer, Buffer>;
   private readonly expiries: Database<Buffer, Buffer>;
 
-  constructor(path: string) {
-    this.root = open({ path, compression: false });
+  constructor(path: string, log: Logger = createLogger('dict')) {
+    this.env = new LmdbEnv({ dir: path, what: 'dict store', log });
+    this.root = this.env.root;
     this.dicts = this.root.openDB({ name: 'dicts' });
     this.entries = this.root.openDB({ name: 'dict-entries', keyEncoding: 'binary', encoding: 'binary' });
     this.expiries = this.root.openDB({ name: 'dict-expiries', keyEncoding: 'binary', encoding: 'binary' });
@@ -61,7 +67,7 @@ export class LmdbDictBackend implements DictBackend {
   async create(name: string, opts: { existOk?: boolean; idleTimeoutMs?: number } = {}): Promise<boolean> {
     check.checkDictName(name);
     const idleTimeoutMs = check.checkIdleTimeout(opts.idleTimeoutMs);
-    const created = await this.root.transaction(() => {
+    const created = await this.env.transaction(() => {
       if (this.dicts.doesExist(name)) return false;
       const now = Date.now();
       void this.dicts.put(name, { createdAtMs: now, idleTimeoutMs, lastUsedMs: now });
@@ -100,7 +106,7 @@ export class LmdbDictBackend implements DictBackend {
   async dropIfIdle(name: string, nowMs?: number): Promise<boolean> {
     check.checkDictName(name);
     check.checkTime('nowMs', nowMs);
-    return this.root.transaction(() => {
+    return this.env.transaction(() => {
       const rec = this.dicts.get(name);
       if (!rec) return false;
       const { idleTimeoutMs, lastUsedMs } = dictInfo(name, rec);
@@ -248,33 +254,23 @@ export class LmdbDictBackend implements DictBackend {
   }
 
   async close(): Promise<void> {
-    await this.root.close();
+    await this.env.close();
   }
 
   /**
    * Runs `fn` in a write transaction after checking the dict exists and sweeping
-   * a few of its expired entries. An error thrown by `fn` aborts the transaction.
+   * a few of its expired entries. An error thrown by `fn` is the call's; `fn`
+   * throws before it writes (the sweep's removals are kept either way).
    */
   private async write<T>(dict: string, fn: (now: number, rec: DictRecord) => T): Promise<T> {
     check.checkDictName(dict);
-    let failure: { err: unknown } | undefined;
-    const result = await this.root.transaction(() => {
+    return this.env.transaction(() => {
       const rec = this.dicts.get(dict);
-      if (!rec) {
-        failure = { err: check.dictNotFound(dict) };
-        return undefined;
-      }
+      if (!rec) throw check.dictNotFound(dict);
       const now = Date.now();
       this.sweep(dict, now);
-      try {
-        return fn(now, rec);
-      } catch (err) {
-        failure = { err };
-        return undefined;
-      }
+      return fn(now, rec);
     });
-    if (failure) throw failure.err;
-    return result as T;
   }
 
   private requireDict(dict: string): void {

@@ -24,16 +24,22 @@
  * above spares the hot ones). A file that does not match is counted as a
  * corruption, removed, and the chunk loaded again.
  *
+ * Modes. The cache holds volume bytes: its directories are 0700 and its files
+ * 0600, or 0750 and 0640 when opened `shared` with the owner's group
+ * (`--cache-mode shared`), set with chmod whatever the umask. Files and
+ * directories found with other modes are set right by the scan at open.
+ *
  * Faults never fail a get: a vanished directory is recreated by the next
  * write and a vanished file is a miss; a write failing for lack of space
  * (ENOSPC, EDQUOT) evicts at least the chunk's size and retries once, and
  * otherwise the chunk is returned uncached. Each kind of fault is logged once.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { FailedPreconditionError, IntegrityError, messageOf } from '../common/errors.js';
+import { PRIVATE, ensureDir, type FileModes } from '../common/file-modes.js';
 import { sha256 } from '../common/hash.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { checkChunkKey, checkMaxBytes, chunkSize, isChunk, loadedMismatch } from './chunk-checks.js';
@@ -47,6 +53,8 @@ export interface DiskChunkCacheOptions {
   maxBytes: number;
   /** Least time between two mtime bumps of one file on hits (default 10 minutes; 0 = every hit). */
   touchIntervalMs?: number;
+  /** Modes of the cache's directories and files (default PRIVATE: 0700, 0600). */
+  modes?: Readonly<FileModes>;
   logger?: Logger;
 }
 
@@ -70,11 +78,13 @@ const STALE_TEMP_MS = 60 * 60 * 1000;
 const SCAN_BATCH = 64;
 
 const errnoOf = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | undefined)?.code;
+const octal = (mode: number): string => `0${mode.toString(8)}`;
 
 export class DiskChunkCache implements ChunkCache {
   private readonly root: string;
   private readonly maxBytes: number;
   private readonly touchIntervalMs: number;
+  private readonly modes: Readonly<FileModes>;
   private readonly log: Logger;
   private readonly index: LRUCache<string, Entry>;
   private readonly flights = new Singleflight<Found>();
@@ -91,6 +101,7 @@ export class DiskChunkCache implements ChunkCache {
     this.root = join(opts.dir, 'chunks');
     this.maxBytes = opts.maxBytes;
     this.touchIntervalMs = opts.touchIntervalMs ?? 10 * 60 * 1000;
+    this.modes = opts.modes ?? PRIVATE;
     this.log = opts.logger ?? createLogger('chunk-cache');
     this.index = new LRUCache<string, Entry>({
       maxSize: opts.maxBytes,
@@ -107,12 +118,19 @@ export class DiskChunkCache implements ChunkCache {
   /** Opens (creating if needed) the cache in `opts.dir` and indexes the chunks already there. */
   static async open(opts: DiskChunkCacheOptions): Promise<DiskChunkCache> {
     const cache = new DiskChunkCache(opts);
+    let changed: number;
     try {
-      await mkdir(cache.root, { recursive: true });
+      changed = Number(ensureDir(opts.dir, cache.modes)) + Number(ensureDir(cache.root, cache.modes));
     } catch (err) {
       throw new FailedPreconditionError(`cannot use ${opts.dir} as the chunk cache directory: ${messageOf(err)}`);
     }
-    await cache.scan();
+    changed += await cache.scan();
+    if (changed > 0) {
+      cache.log.info(
+        { dir: opts.dir, changed },
+        `set the modes of ${changed} files and directories in the chunk cache ${opts.dir} to ${octal(cache.modes.dir)} (directories) and ${octal(cache.modes.file)} (files)`,
+      );
+    }
     return cache;
   }
 
@@ -230,13 +248,18 @@ export class DiskChunkCache implements ChunkCache {
     const path = this.path(hash);
     const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
     try {
+      const mode = this.modes.file;
       try {
-        await writeFile(tmp, data, { flag: 'wx' });
+        await writeFile(tmp, data, { flag: 'wx', mode });
       } catch (err) {
         if (errnoOf(err) !== 'ENOENT') throw err;
-        await mkdir(join(this.root, hash.slice(0, 2)), { recursive: true });
-        await writeFile(tmp, data, { flag: 'wx' });
+        const shard = join(this.root, hash.slice(0, 2));
+        await mkdir(shard, { recursive: true, mode: this.modes.dir });
+        await chmod(shard, this.modes.dir);
+        await writeFile(tmp, data, { flag: 'wx', mode });
       }
+      // The umask only takes bits away: a group-readable mode it would cut is set again.
+      if (mode !== PRIVATE.file) await chmod(tmp, mode);
       await rename(tmp, path);
     } catch (err) {
       await rm(tmp, { force: true }).catch(() => undefined);
@@ -275,13 +298,27 @@ export class DiskChunkCache implements ChunkCache {
     this.touches.add(bump);
   }
 
-  /** Seeds the index from the files on disk, oldest mtime first; drops crash leftovers. */
-  private async scan(): Promise<void> {
+  /**
+   * Seeds the index from the files on disk, oldest mtime first; drops crash
+   * leftovers; sets modes that differ from the cache's. Returns how many
+   * modes it set.
+   */
+  private async scan(): Promise<number> {
     const files: { hash: string; size: number; mtimeMs: number }[] = [];
     const temps: string[] = [];
     const names: { hash: string; path: string }[] = [];
+    let changed = 0;
+    const setMode = async (path: string, mode: number, want: number): Promise<void> => {
+      if ((mode & 0o7777) === want) return;
+      await chmod(path, want).then(
+        () => changed++,
+        (err: unknown) => this.warnOnce(`chmod-${errnoOf(err)}`, err, 'cannot set the mode of part of the chunk cache directory'),
+      );
+    };
     for (const shard of await this.list(this.root)) {
       if (!SHARD.test(shard)) continue;
+      const st = await stat(join(this.root, shard)).catch(() => undefined);
+      if (st?.isDirectory()) await setMode(join(this.root, shard), st.mode, this.modes.dir);
       for (const name of await this.list(join(this.root, shard))) {
         const path = join(this.root, shard, name);
         if (HASH_FILE.test(name) && name.startsWith(shard)) names.push({ hash: name, path });
@@ -292,7 +329,9 @@ export class DiskChunkCache implements ChunkCache {
       await Promise.all(
         names.slice(i, i + SCAN_BATCH).map(async ({ hash, path }) => {
           const st = await stat(path).catch(() => undefined);
-          if (st?.isFile()) files.push({ hash, size: st.size, mtimeMs: st.mtimeMs });
+          if (!st?.isFile()) return;
+          files.push({ hash, size: st.size, mtimeMs: st.mtimeMs });
+          await setMode(path, st.mode, this.modes.file);
         }),
       );
     }
@@ -311,6 +350,7 @@ export class DiskChunkCache implements ChunkCache {
       else this.index.set(f.hash, { size: chunkSize(f.size), touchedMs: f.mtimeMs });
     }
     await Promise.allSettled([...this.removals.values()]);
+    return changed;
   }
 
   private async list(dir: string): Promise<string[]> {

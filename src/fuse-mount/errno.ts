@@ -37,8 +37,8 @@ const byCode: Record<ErrorCode, number> = {
   // Function-call errors (compute bridge) do not reach the mount; mapped for completeness.
   DEADLINE_EXCEEDED: ETIMEDOUT,
   FUNCTION_ERROR: EIO,
-  // A message over the server's size limit: not the file system's fault, and retrying will not help.
-  RESOURCE_EXHAUSTED: EIO,
+  // The server's disk is full (the write may work once space is freed there), or a message was over its size limit.
+  RESOURCE_EXHAUSTED: ENOSPC,
   INTERNAL: EIO,
 };
 

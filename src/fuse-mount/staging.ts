@@ -143,7 +143,7 @@ export class Staging {
   static async create(dir: string, base: () => VersionTree, about: { volume: string }): Promise<Staging> {
     await mkdir(join(dir, 'files'), { recursive: true, mode: 0o700 });
     const note = { ...about, pid: process.pid, startedAt: new Date().toISOString() };
-    await writeFile(join(dir, 'staging.json'), `${JSON.stringify(note)}\n`);
+    await writeFile(join(dir, 'staging.json'), `${JSON.stringify(note)}\n`, { mode: 0o600 });
     return new Staging(dir, base);
   }
 
@@ -388,7 +388,7 @@ export class Staging {
     if (staged.length === 0) return snap;
     if (copy) {
       snap.dir = join(this.dir, `commit-${++this.lastSnapshot}`);
-      await mkdir(snap.dir, { recursive: true });
+      await mkdir(snap.dir, { recursive: true, mode: 0o700 });
     }
     let n = 0;
     try {

@@ -14,9 +14,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { open, type Database, type RootDatabase } from 'lmdb';
+import type { Database, RootDatabase } from 'lmdb';
 import { AlreadyExistsError } from '../common/errors.js';
 import { quote } from '../common/quote.js';
+import { LmdbEnv } from '../common/lmdb.js';
+import { createLogger, type Logger } from '../common/logger.js';
 import { partitionEvent, waitForPut } from './wake.js';
 import {
   DEAD_LETTER_PARTITION,
@@ -66,6 +68,7 @@ interface Lease extends Item {
 const MAX = Number.MAX_SAFE_INTEGER;
 
 export class LmdbQueueBackend implements QueueBackend {
+  private readonly env: LmdbEnv;
   private readonly root: RootDatabase;
   private readonly queues: Database<QueueRecord, string>;
   private readonly items: Database<Item, [string, string, number]>;
@@ -73,8 +76,9 @@ export class LmdbQueueBackend implements QueueBackend {
   private readonly leaseIds: Database<number, [string, string]>;
   private readonly events = new EventEmitter().setMaxListeners(0);
 
-  constructor(path: string) {
-    this.root = open({ path, compression: false });
+  constructor(path: string, log: Logger = createLogger('queue')) {
+    this.env = new LmdbEnv({ dir: path, what: 'queue store', log });
+    this.root = this.env.root;
     this.queues = this.root.openDB({ name: 'queues' });
     this.items = this.root.openDB({ name: 'queue-items' });
     this.leases = this.root.openDB({ name: 'queue-leases' });
@@ -84,7 +88,7 @@ export class LmdbQueueBackend implements QueueBackend {
   async create(name: string, settings?: Partial<QueueSettings>): Promise<QueueInfo> {
     checkQueueName(name);
     const s = checkSettings(settings);
-    return this.root.transaction(() => {
+    return this.env.transaction(() => {
       if (this.queues.doesExist(name)) throw new AlreadyExistsError(`queue ${quote(name)} already exists`);
       const now = Date.now();
       const rec: QueueRecord = { name, ...s, createdAtMs: now, lastUsedMs: now, seq: 0, total: 0, parts: {} };
@@ -118,7 +122,7 @@ export class LmdbQueueBackend implements QueueBackend {
   async dropIfIdle(name: string, nowMs?: number): Promise<boolean> {
     checkQueueName(name);
     checkTime('nowMs', nowMs);
-    return this.root.transaction(() => {
+    return this.env.transaction(() => {
       const rec = this.queues.get(name);
       if (!rec) return false;
       const { idleTimeoutMs, lastUsedMs } = info(rec);
@@ -195,7 +199,7 @@ export class LmdbQueueBackend implements QueueBackend {
 
   async len(name: string, scope: LenScope = {}): Promise<number> {
     const partition = 'total' in scope ? undefined : checkPartition(scope.partition);
-    return this.withQueue(name, (rec) =>
+    return this.readQueue(name, (rec) =>
       partition === undefined ? rec.total : (rec.parts[partition]?.count ?? 0),
     );
   }
@@ -212,7 +216,7 @@ export class LmdbQueueBackend implements QueueBackend {
     const partition = checkPartition(options.partition);
     const limit = checkLimit(options.limit);
     const after = parseCursor(options.cursor);
-    return this.withQueue(name, () => {
+    return this.readQueue(name, () => {
       const range = { start: [name, partition, after + 1], end: [name, partition, MAX], limit: limit + 1 };
       const rows = [...this.items.getRange(range)];
       const page = rows.slice(0, limit);
@@ -228,10 +232,9 @@ export class LmdbQueueBackend implements QueueBackend {
   }
 
   async close(): Promise<void> {
-    await this.root.close();
+    await this.env.close();
   }
 
-  /** Runs `fn` in a write transaction on an existing queue, after expiring what is due. */
   /**
    * True when a get would deliver nothing: the partition has no items and no
    * lease of the queue is due to come back. Read from the committed snapshot,
@@ -247,9 +250,10 @@ export class LmdbQueueBackend implements QueueBackend {
     return [...dueLeases].length === 0 && [...items].length === 0;
   }
 
+  /** Runs `fn` in a write transaction on an existing queue, after expiring what is due. */
   private async withQueue<T>(name: string, fn: (rec: QueueRecord, now: number) => T, save = true): Promise<T> {
     checkQueueName(name);
-    return this.root.transaction(() => {
+    return this.env.transaction(() => {
       const rec = this.queues.get(name);
       if (!rec) throw queueNotFound(name);
       const now = Date.now();
@@ -258,6 +262,25 @@ export class LmdbQueueBackend implements QueueBackend {
       if (save) void this.queues.put(name, rec);
       return result;
     });
+  }
+
+  /**
+   * Runs a read (len, peek) on the committed snapshot when nothing of the
+   * queue is due to expire, so that it costs no write transaction (and works
+   * while the disk is full); otherwise as withQueue, which expires first.
+   */
+  private async readQueue<T>(name: string, fn: (rec: QueueRecord) => T): Promise<T> {
+    checkQueueName(name);
+    const rec = this.queues.get(name);
+    if (!rec) throw queueNotFound(name);
+    if (!this.dueToExpire(rec, Date.now())) return fn(rec);
+    return this.withQueue(name, fn);
+  }
+
+  /** Whether expire() would change anything: a partition past its TTL, or a lease due back. */
+  private dueToExpire(rec: QueueRecord, now: number): boolean {
+    if (Object.values(rec.parts).some((p) => p.expiresAtMs !== 0 && p.expiresAtMs <= now)) return true;
+    return [...this.leases.getKeys({ start: [rec.name, 0], end: [rec.name, now + 1], limit: 1 })].length > 0;
   }
 
   private expire(rec: QueueRecord, now: number): void {

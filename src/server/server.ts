@@ -8,7 +8,6 @@
  * VolumeResolver made here from the catalogue (services never import each other).
  */
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { BridgeService } from '../compute-bridge/service.js';
 import type { BridgeOptions } from '../compute-bridge/bridge.js';
@@ -38,6 +37,7 @@ import { withFaults } from '../volume-server/store/faults.js';
 import { LocalBlobStore } from '../volume-server/store/local.js';
 import { S3BlobStore, type S3StoreOptions } from '../volume-server/store/s3.js';
 import { BRIDGE_REQUEST_LIMITS, DICT_REQUEST_LIMITS, QUEUE_REQUEST_LIMITS, VOLUME_REQUEST_LIMITS } from './method-limits.js';
+import { openDataDir, type DataDirLock } from './data-dir.js';
 
 export const DEFAULT_GC_INTERVAL_MS = 6 * 3600_000;
 
@@ -84,27 +84,49 @@ export interface RunningServer {
 export async function startServer(opts: ServeOptions = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger('stowage');
   const dataDir = resolve(opts.dataDir ?? DEFAULT_DATA_DIR);
-  mkdirSync(dataDir, { recursive: true });
+  // Before anything else in the directory is opened: one server per data directory.
+  const lock = await openDataDir(dataDir, log);
+  const opened: { close(): Promise<void> }[] = [];
+  try {
+    return await serve(opts, log, dataDir, lock, opened);
+  } catch (err) {
+    for (const o of opened.reverse()) await o.close().catch(() => undefined);
+    lock.release();
+    throw err;
+  }
+}
+
+async function serve(
+  opts: ServeOptions,
+  log: Logger,
+  dataDir: string,
+  lock: DataDirLock,
+  opened: { close(): Promise<void> }[],
+): Promise<RunningServer> {
   const { token, path: tokenPath, created } = loadOrCreateToken(dataDir);
   const services = opts.only ?? SERVICE_NAMES;
   const store = withFaults(
     opts.store ?? (opts.s3 ? new S3BlobStore(opts.s3) : new LocalBlobStore(join(dataDir, 'store'))),
     process.env.STOWAGE_TEST_FAULTS,
   );
-  const index = new LmdbIndex(join(dataDir, 'index'));
+  const index = new LmdbIndex(join(dataDir, 'index'), log);
+  opened.push(index);
   const catalog = new VolumeCatalog(store, index, log, opts.catalog);
+  opened.push(catalog);
   // Only the hosted services open their backends (and run their timers).
-  const { dicts, queues } = await openStateBackends(dataDir, opts.redisUrl, services).catch(async (err: unknown) => {
-    await index.close();
-    throw err;
-  });
+  const { dicts, queues } = await openStateBackends(dataDir, opts.redisUrl, services, log);
+  if (dicts) opened.push(dicts);
+  if (queues) opened.push(queues);
   const dictService = dicts && new DictService(dicts, log, opts.idle);
   const queueService = queues && new QueueService(queues, log, opts.idle);
+  if (dictService) opened.push(dictService);
+  if (queueService) opened.push(queueService);
   // The bridge reads the catalogue (for placement) even when the volume service is not hosted here.
   if (services.includes('volume') || services.includes('bridge')) await catalog.init();
   const bridgeService = services.includes('bridge')
     ? new BridgeService(dataDir, volumeResolver(catalog), log, opts.bridge)
     : undefined;
+  if (bridgeService) opened.push(bridgeService);
 
   const server = new Server({
     // Checked from each message's length prefix, before the message is read (see common/grpc-server.ts).
@@ -170,6 +192,7 @@ export async function startServer(opts: ServeOptions = {}): Promise<RunningServe
       });
       await Promise.all([dictService?.close(), queueService?.close()]);
       await Promise.all([index.close(), dicts?.close(), queues?.close()]);
+      lock.release();
     },
   };
 }
@@ -193,6 +216,7 @@ async function openStateBackends(
   dataDir: string,
   redisUrl: string | undefined,
   services: readonly ServiceName[],
+  log: Logger,
 ): Promise<{ dicts?: DictBackend; queues?: QueueBackend }> {
   const wantDicts = services.includes('dict');
   const wantQueues = services.includes('queue');
@@ -209,8 +233,11 @@ async function openStateBackends(
   }
   const { LmdbDictBackend } = await import('../dict/lmdb.js');
   const { LmdbQueueBackend } = await import('../queue/lmdb.js');
-  return {
-    dicts: wantDicts ? new LmdbDictBackend(join(dataDir, 'dict')) : undefined,
-    queues: wantQueues ? new LmdbQueueBackend(join(dataDir, 'queue')) : undefined,
-  };
+  const dicts = wantDicts ? new LmdbDictBackend(join(dataDir, 'dict'), log) : undefined;
+  try {
+    return { dicts, queues: wantQueues ? new LmdbQueueBackend(join(dataDir, 'queue'), log) : undefined };
+  } catch (err) {
+    await dicts?.close();
+    throw err;
+  }
 }

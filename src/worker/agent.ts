@@ -29,10 +29,12 @@
  * attempt the bridge no longer expects) kills the call's runner.
  */
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { Connection } from '../client/index.js';
 import pRetry from 'p-retry';
 import { ErrorCode, isStowageError, messageOf, StowageError } from '../common/errors.js';
+import { PRIVATE, ensureDir, setTreeModes } from '../common/file-modes.js';
 import { fromGrpcError } from '../common/grpc-errors.js';
 import type { Logger } from '../common/logger.js';
 import { listCachedChunks } from '../fuse-mount/cache-listing.js';
@@ -87,12 +89,18 @@ export class WorkerAgent {
 
   constructor(private readonly opts: WorkerOptions) {
     this.id = opts.id ?? `${hostname()}-${process.pid}`;
+    // Mounts of volumes and function code: this user's alone (0700), whatever was there before.
+    if (ensureDir(opts.workDir, PRIVATE)) opts.log.info({ workDir: opts.workDir }, `set the mode of the work directory ${opts.workDir} to 0700: other local users could enter it`);
     this.mounts = new MountManager({ workDir: opts.workDir, cacheDir: opts.cacheDir, cacheSize: opts.cacheSize, env: opts.env, extraArgs: opts.mountArgs });
     this.code = new CodeCache(opts.workDir, opts.connection);
     this.runners = new RunnerPool(opts.slots, opts.idleTimeoutMs, { ...opts.env, STOWAGE_WORKER_ID: this.id });
   }
 
   start(): void {
+    // Bundles an earlier run left: 0600 like new ones. Only code/: mounts/ holds live FUSE mounts.
+    setTreeModes(join(this.opts.workDir, 'code'), PRIVATE).catch((err: unknown) =>
+      this.opts.log.warn({ err: messageOf(err) }, 'worker: cannot set the modes of fetched code in the work directory'),
+    );
     this.connect();
     this.scanner = setInterval(() => void this.reportChunks(), this.opts.scanMs ?? 500);
   }

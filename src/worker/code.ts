@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Volume, type Connection } from '../client/index.js';
 import { IntegrityError } from '../common/errors.js';
+import { PRIVATE } from '../common/file-modes.js';
 import { sha256 } from '../common/hash.js';
 import type { FunctionSpec } from '../gen/stowage/v1/bridge.js';
 
@@ -26,7 +27,7 @@ export class CodeCache {
   ) {
     this.dir = join(workDir, 'code');
     const link = join(this.dir, 'node_modules', 'stowage');
-    mkdirSync(join(this.dir, 'node_modules'), { recursive: true });
+    mkdirSync(join(this.dir, 'node_modules'), { recursive: true, mode: PRIVATE.dir });
     let current: string | undefined;
     try {
       current = readlinkSync(link);
@@ -60,7 +61,7 @@ export class CodeCache {
       throw new IntegrityError(`bundle ${spec.bundlePath} in volume ${spec.codeVolume} does not match its hash ${spec.bundleHash}`);
     }
     const tmp = `${path}.tmp-${process.pid}`;
-    await writeFile(tmp, bytes);
+    await writeFile(tmp, bytes, { mode: PRIVATE.file });
     await rename(tmp, path);
     return path;
   }

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { UnavailableError } from '../common/errors.js';
+import { PRIVATE } from '../common/file-modes.js';
 
 const CLI = fileURLToPath(new URL('../../../bin/stowage.js', import.meta.url));
 const START_TIMEOUT_MS = 60_000;
@@ -89,7 +90,7 @@ export class MountManager {
   }
 
   private async start(m: Mount): Promise<string> {
-    mkdirSync(m.dir, { recursive: true });
+    mkdirSync(m.dir, { recursive: true, mode: PRIVATE.dir });
     const args = [CLI, 'mount', m.volume, m.dir, '--version', String(m.version), '--cache-dir', this.opts.cacheDir, '--cache-size', this.opts.cacheSize, ...(this.opts.extraArgs ?? [])];
     const child = spawn(process.execPath, args, { env: this.opts.env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
     m.child = child;

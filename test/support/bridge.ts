@@ -200,7 +200,20 @@ export interface ServeProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** `stowage serve` as a child process on a given port (so that it can be restarted on the same address). */
+/** A `stowage serve` child that exited before it served: its exit code (or signal) and what it printed. */
+export class ServeExited extends Error {
+  constructor(
+    readonly exitCode: number | string,
+    readonly stderr: string,
+  ) {
+    super(`stowage serve exited with ${exitCode}: ${stderr}`);
+  }
+}
+
+/**
+ * `stowage serve` as a child process on a given port (so that it can be
+ * restarted on the same address); rejects with ServeExited if it exits first.
+ */
 export async function spawnServe(dataDir: string, port: number, args: string[] = []): Promise<ServeProcess> {
   const child = spawn(process.execPath, [CLI, 'serve', '--data-dir', dataDir, '--port', String(port), ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -208,10 +221,10 @@ export async function spawnServe(dataDir: string, port: number, args: string[] =
   });
   children.add(child);
   let err = '';
-  const exited = new Promise<void>((r) =>
-    child.once('exit', () => {
+  const exited = new Promise<number | string>((r) =>
+    child.once('exit', (code, signal) => {
       children.delete(child);
-      r();
+      r(code ?? signal ?? -1);
     }),
   );
   await new Promise<void>((resolve, reject) => {
@@ -219,7 +232,7 @@ export async function spawnServe(dataDir: string, port: number, args: string[] =
       err += d.toString();
       if (err.includes('stowage serving on')) resolve();
     });
-    void exited.then(() => reject(new Error(`stowage serve exited: ${err}`)));
+    void exited.then((code) => reject(new ServeExited(code, err)));
   });
   return {
     pid: child.pid!,

@@ -1,5 +1,11 @@
-/** MetadataIndex on LMDB (lmdb-js): durable, transactional, embedded. */
-import { open, type Database, type Key, type RootDatabase } from 'lmdb';
+/**
+ * MetadataIndex on LMDB (lmdb-js): durable, transactional, embedded. Every
+ * write goes through LmdbEnv, so that a full disk fails that write with
+ * RESOURCE_EXHAUSTED (naming the index) and nothing else.
+ */
+import type { Database, Key, RootDatabase } from 'lmdb';
+import { LmdbEnv } from '../../common/lmdb.js';
+import { createLogger, type Logger } from '../../common/logger.js';
 import type { Extent } from '../../gen/stowage/v1/volume.js';
 import type { VersionRecord, VolumeRecord } from '../versions.js';
 import type { DamageRecord, MetadataIndex, PlannedBlob, VersionBlobs } from './types.js';
@@ -7,6 +13,7 @@ import type { DamageRecord, MetadataIndex, PlannedBlob, VersionBlobs } from './t
 const MAX_VERSION = Number.MAX_SAFE_INTEGER;
 
 export class LmdbIndex implements MetadataIndex {
+  private readonly env: LmdbEnv;
   private readonly root: RootDatabase;
   private readonly volumes: Database<VolumeRecord, string>;
   private readonly names: Database<string, string>;
@@ -21,8 +28,9 @@ export class LmdbIndex implements MetadataIndex {
   /** Databases of the manifest format (before store format 2), emptied once converted. */
   private readonly legacy: Database<unknown, Key>[];
 
-  constructor(path: string) {
-    this.root = open({ path, compression: false });
+  constructor(path: string, log: Logger = createLogger('volume-index')) {
+    this.env = new LmdbEnv({ dir: path, what: 'volume index', log });
+    this.root = this.env.root;
     this.volumes = this.root.openDB({ name: 'volumes' });
     this.names = this.root.openDB({ name: 'names' });
     this.versions = this.root.openDB({ name: 'version-records' });
@@ -55,7 +63,7 @@ export class LmdbIndex implements MetadataIndex {
   }
 
   async putVolume(rec: VolumeRecord): Promise<void> {
-    await this.root.transaction(() => {
+    await this.env.transaction(() => {
       const old = this.volumes.get(rec.id);
       if (old && old.name !== rec.name && this.names.get(old.name) === rec.id) {
         void this.names.remove(old.name);
@@ -66,7 +74,7 @@ export class LmdbIndex implements MetadataIndex {
   }
 
   async removeVolume(id: string): Promise<void> {
-    await this.root.transaction(() => {
+    await this.env.transaction(() => {
       const rec = this.volumes.get(id);
       if (rec && this.names.get(rec.name) === id) void this.names.remove(rec.name);
       void this.volumes.remove(id);
@@ -75,7 +83,7 @@ export class LmdbIndex implements MetadataIndex {
   }
 
   async putVersion(rec: VolumeRecord, version: VersionRecord, blobs?: VersionBlobs): Promise<void> {
-    await this.root.transaction(() => {
+    await this.env.transaction(() => {
       void this.versions.put([version.volumeId, version.version], version);
       void this.volumes.put(rec.id, rec);
       void this.names.put(rec.name, rec.id);
@@ -99,7 +107,7 @@ export class LmdbIndex implements MetadataIndex {
   }
 
   async removeVersions(volumeId: string, versions: number[]): Promise<void> {
-    await this.root.transaction(() => {
+    await this.env.transaction(() => {
       for (const v of versions) void this.versions.remove([volumeId, v]);
     });
   }
@@ -121,7 +129,7 @@ export class LmdbIndex implements MetadataIndex {
   async forgetBlobs(hashes: string[]): Promise<void> {
     if (hashes.length === 0) return;
     const gone = new Set(hashes);
-    await this.root.transaction(() => {
+    await this.env.transaction(() => {
       for (const h of hashes) {
         void this.blobs.remove(h);
         void this.damaged.remove(h);
@@ -131,11 +139,11 @@ export class LmdbIndex implements MetadataIndex {
   }
 
   async markDamaged(hash: string): Promise<void> {
-    await this.damaged.put(hash, Date.now());
+    await this.env.transaction(() => void this.damaged.put(hash, Date.now()));
   }
 
   async clearDamaged(hash: string): Promise<void> {
-    await this.damaged.remove(hash);
+    await this.env.transaction(() => void this.damaged.remove(hash));
   }
 
   isDamaged(hash: string): boolean {
@@ -153,14 +161,14 @@ export class LmdbIndex implements MetadataIndex {
 
   async putTrees(objects: [string, Buffer | undefined][]): Promise<void> {
     if (objects.length === 0) return;
-    await this.root.transaction(() => {
+    await this.env.transaction(() => {
       for (const [hash, bytes] of objects) void this.trees.put(hash, bytes ?? true);
     });
   }
 
   async forgetTrees(hashes: string[]): Promise<void> {
     if (hashes.length === 0) return;
-    await this.root.transaction(() => {
+    await this.env.transaction(() => {
       for (const h of hashes) void this.trees.remove(h);
     });
   }
@@ -171,7 +179,7 @@ export class LmdbIndex implements MetadataIndex {
 
   async putPlanned(hashes: string[], planned: PlannedBlob): Promise<void> {
     if (hashes.length === 0) return;
-    await this.root.transaction(() => {
+    await this.env.transaction(() => {
       for (const h of hashes) {
         const old = this.planned.get(h);
         if (!old || old.expiresAtMs < planned.expiresAtMs) void this.planned.put(h, planned);
@@ -181,7 +189,7 @@ export class LmdbIndex implements MetadataIndex {
 
   async clearPlanned(hashes: string[]): Promise<void> {
     if (hashes.length === 0) return;
-    await this.root.transaction(() => {
+    await this.env.transaction(() => {
       for (const h of hashes) void this.planned.remove(h);
     });
   }
@@ -191,11 +199,11 @@ export class LmdbIndex implements MetadataIndex {
   }
 
   async recordDamage(d: DamageRecord): Promise<void> {
-    await this.damage.put(d.key, d);
+    await this.env.transaction(() => void this.damage.put(d.key, d));
   }
 
   async clearDamage(key: string): Promise<void> {
-    await this.damage.remove(key);
+    await this.env.transaction(() => void this.damage.remove(key));
   }
 
   listDamage(): DamageRecord[] {
@@ -207,7 +215,7 @@ export class LmdbIndex implements MetadataIndex {
   }
 
   async setSynced(): Promise<void> {
-    await this.meta.put('synced', true);
+    await this.env.transaction(() => void this.meta.put('synced', true));
   }
 
   storeFormat(): number | undefined {
@@ -216,12 +224,14 @@ export class LmdbIndex implements MetadataIndex {
   }
 
   async setStoreFormat(format: number): Promise<void> {
-    await this.meta.put('storeFormat', format);
-    // The manifest format's databases are not read any more: give their pages back.
-    for (const db of this.legacy) await db.clearAsync();
+    await this.env.transaction(() => {
+      void this.meta.put('storeFormat', format);
+      // The manifest format's databases are not read any more: give their pages back.
+      for (const db of this.legacy) for (const key of db.getKeys()) void db.remove(key);
+    });
   }
 
   async close(): Promise<void> {
-    await this.root.close();
+    await this.env.close();
   }
 }

@@ -1,10 +1,14 @@
-/** BlobStore on a local directory: the embedded default. */
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { join, relative, sep } from 'node:path';
-import { pathToFileURL } from 'node:url';
+/**
+ * BlobStore on a local directory: the embedded default. Files are written
+ * 0600 in 0700 directories (writeFileAtomic), and never torn: a write that
+ * fails (a full disk) leaves neither its file nor its temporary file behind.
+ */
 import { mkdirSync } from 'node:fs';
-import { NotFoundError, UnavailableError, messageOf } from '../../common/errors.js';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { NotFoundError, ResourceExhaustedError, UnavailableError, messageOf } from '../../common/errors.js';
+import { PRIVATE } from '../../common/file-modes.js';
 import { readAt, writeFileAtomic } from '../../common/files.js';
 import type { BlobStore, ByteRange, StoredObject } from './interface.js';
 
@@ -22,7 +26,7 @@ export class LocalBlobStore implements BlobStore {
   constructor(private readonly root: string) {
     this.description = `local directory ${root}`;
     // Made once, here: from now on a missing root means the data dir was removed (UnavailableError), not an empty store.
-    mkdirSync(root, { recursive: true });
+    mkdirSync(root, { recursive: true, mode: PRIVATE.dir });
   }
 
   /** The error for an operation that found `path` missing: the whole store gone, or just that object. */
@@ -45,10 +49,10 @@ export class LocalBlobStore implements BlobStore {
       const dir = dirname(path);
       if (!this.dirs.has(dir)) {
         if (!(await stat(this.root).catch(() => undefined))?.isDirectory()) throw Object.assign(new Error('store directory missing'), { code: 'ENOENT' });
-        await mkdir(dir, { recursive: true });
+        await mkdir(dir, { recursive: true, mode: PRIVATE.dir });
         this.dirs.add(dir);
       }
-      await writeFileAtomic(path, data, { dirExists: true });
+      await writeFileAtomic(path, data, PRIVATE, { dirExists: true });
     } catch (err) {
       throw this.failure(`write ${key}`, err);
     }
@@ -106,7 +110,7 @@ export class LocalBlobStore implements BlobStore {
 
   async move(from: string, to: string): Promise<void> {
     try {
-      await mkdir(dirname(this.path(to)), { recursive: true });
+      await mkdir(dirname(this.path(to)), { recursive: true, mode: PRIVATE.dir });
       await rename(this.path(from), this.path(to));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw await this.missing(`move ${from}`, from, err);
@@ -156,6 +160,9 @@ export class LocalBlobStore implements BlobStore {
 
   private failure(what: string, err: unknown): Error {
     const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOSPC' || code === 'EDQUOT') {
+      return new ResourceExhaustedError(`no space left to ${what} in ${this.description}: ${code} (free space on that disk, then retry)`, { cause: err });
+    }
     return new UnavailableError(
       `cannot ${what} in ${this.description}: ${code ?? (err as Error).message}`,
       { cause: err },
