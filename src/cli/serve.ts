@@ -31,7 +31,7 @@ export function register(program: Command): void {
     .option('--host <host>', 'address to listen on', process.env.STOWAGE_HOST ?? DEFAULT_HOST)
     .option('--port <port>', 'port to listen on (0 picks a free one)', process.env.STOWAGE_PORT ?? String(DEFAULT_PORT))
     .option('--s3-endpoint <url>', 'S3 API endpoint (MinIO, R2, ...); AWS when only --s3-bucket is given', process.env.STOWAGE_S3_ENDPOINT)
-    .option('--s3-bucket <bucket>', 'keep chunks and manifests in this bucket', process.env.STOWAGE_S3_BUCKET)
+    .option('--s3-bucket <bucket>', 'keep chunks, tree objects and version records in this bucket', process.env.STOWAGE_S3_BUCKET)
     .option('--s3-prefix <prefix>', 'key prefix inside the bucket', process.env.STOWAGE_S3_PREFIX)
     .option('--s3-region <region>', 'bucket region (default: AWS_REGION or us-east-1)', process.env.STOWAGE_S3_REGION)
     .option('--redis-url <url>', 'keep dicts and queues in Redis (redis://host:port[/db]) instead of LMDB', process.env.STOWAGE_REDIS_URL)

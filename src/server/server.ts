@@ -1,9 +1,9 @@
 /**
  * `stowage serve`: one gRPC server hosting the services on one port. The
- * embedded default keeps chunks and manifests under <data-dir>/store, the
+ * embedded default keeps chunks, tree objects and version records under <data-dir>/store, the
  * volume index under <data-dir>/index, and dicts and queues in LMDB under
  * <data-dir>/dict and <data-dir>/queue, and the compute bridge's calls under
- * <data-dir>/bridge. With an S3 bucket, chunks and manifests go there; with a
+ * <data-dir>/bridge. With an S3 bucket, chunks, tree objects and records go there; with a
  * Redis URL, dicts and queues go there. The bridge reads volumes through a
  * VolumeResolver made here from the catalogue (services never import each other).
  */

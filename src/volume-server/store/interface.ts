@@ -1,5 +1,5 @@
 /**
- * BlobStore: where immutable chunks, packs, manifests and volume records live.
+ * BlobStore: where immutable chunks, packs, tree objects, version records and volume records live.
  *
  * Invariants every implementation keeps:
  * - put is atomic: a reader sees the whole object or no object, never a prefix.
