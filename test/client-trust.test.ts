@@ -476,12 +476,12 @@ describe('a client against a hostile server', () => {
     });
 
     hostile.reset(script());
-    await expect(vol.readBytes('f')).rejects.toThrow(/no such blob/);
+    await expect(vol.readBytes('f')).rejects.toThrow(/is missing from the store/);
     expect(hostile.readBlobs).toEqual([h]);
 
     hostile.reset(script());
     const out = join(dir, 'out');
-    await expect(vol.download('f', join(out, 'f'))).rejects.toThrow(/no such blob/);
+    await expect(vol.download('f', join(out, 'f'))).rejects.toThrow(/is missing from the store/);
     expect(hostile.readBlobs).toEqual([h]);
     expect(treeOf(dir)).toEqual({ 'secret.txt': `file 644 ${h}`, out: 'dir 755' });
 
