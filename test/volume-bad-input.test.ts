@@ -180,7 +180,7 @@ describe.each<StoreKind>(['local', 's3'])('bad input to volumes (%s store)', (ki
       await fail('getFile', () => conn.unary(vols.getFile.bind(vols), { volume: vol.name, path, version: 0, presign: false }));
       await fail('stat', () => conn.unary(vols.stat.bind(vols), { volume: vol.name, path, version: 0 }));
       await fail('listFiles', async () => {
-        for await (const _ of conn.stream(vols.listFiles({ volume: vol.name, path, recursive: true, version: 0, pageSize: 0, pageToken: '' }))) {
+        for await (const _ of conn.stream(vols.listFiles({ volume: vol.name, path, recursive: true, version: 0, pageSize: 0, pageToken: '', withoutExtents: false }))) {
           // the first message or the failure is enough
         }
       });

@@ -24,7 +24,7 @@ async function referencedBlobs(connection: Connection): Promise<Set<string>> {
     const vol = await Volume.fromName(info.name, { connection });
     for (const v of await vol.versions()) {
       for await (const batch of connection.stream(
-        connection.volumes.listFiles({ volume: info.name, path: '', recursive: true, version: v.version, pageSize: 0, pageToken: '' }),
+        connection.volumes.listFiles({ volume: info.name, path: '', recursive: true, version: v.version, pageSize: 0, pageToken: '', withoutExtents: false }),
       )) {
         for (const e of batch.entries) for (const x of e.extents) out.add(x.blob);
       }

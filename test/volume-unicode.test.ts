@@ -88,7 +88,7 @@ describe('NFC and NFD spellings of a path name one file', () => {
     const newNfc = `${NFC.dir}/n\u00e9e.txt`;
     await commit([{ ...raw, path: newNfd }]);
     const stored: string[] = [];
-    for await (const batch of stowage.connection.stream(vols.listFiles({ volume: name, path: NFD.dir, recursive: true, version: 0, pageSize: 0, pageToken: '' }))) {
+    for await (const batch of stowage.connection.stream(vols.listFiles({ volume: name, path: NFD.dir, recursive: true, version: 0, pageSize: 0, pageToken: '', withoutExtents: false }))) {
       stored.push(...batch.entries.map((e) => e.path));
     }
     expect(stored.sort()).toEqual([`${NFC.dir}/${NFC.file}`, newNfc].sort());

@@ -81,7 +81,7 @@ describe('stowage volume warmup (S3 store)', () => {
     batch.putDirectory(treeDir, 'tree');
     expect((await batch.commit()).version).toBe(1);
 
-    const call = connection.volumes.listFiles({ volume: name, path: '', recursive: true, version: 1, pageSize: 0, pageToken: '' });
+    const call = connection.volumes.listFiles({ volume: name, path: '', recursive: true, version: 1, pageSize: 0, pageToken: '', withoutExtents: false });
     for await (const b of connection.stream(call)) {
       for (const e of b.entries) if (e.type !== FileType.FILE_TYPE_DIRECTORY) entries.set(e.path, e);
     }

@@ -55,8 +55,11 @@ function checkedExtent(x: Extent, path: string, what: string): Extent {
   return { blob: x.blob, offset: x.offset, length: x.length, hash: x.hash };
 }
 
-/** One entry, checked: canonical path, a known type, mode masked, extents that add up to the size. */
-export function checkedEntry(e: FileEntry | undefined, what: string): FileEntry {
+/**
+ * One entry, checked: canonical path, a known type, mode masked, extents that
+ * add up to the size (or none at all, when they were not asked for).
+ */
+export function checkedEntry(e: FileEntry | undefined, what: string, withExtents = true): FileEntry {
   if (!e) throw refused(what, 'it holds no file entry');
   const path = checkedPath(e.path, what);
   if (e.type !== FileType.FILE_TYPE_FILE && e.type !== FileType.FILE_TYPE_DIRECTORY) {
@@ -64,8 +67,9 @@ export function checkedEntry(e: FileEntry | undefined, what: string): FileEntry 
   }
   if (e.type === FileType.FILE_TYPE_FILE && path === '') throw refused(what, 'it holds a file without a name');
   if (!wholeBytes(e.size)) throw refused(what, `${quote(path)} has a size of ${e.size} bytes`);
+  if (!withExtents && e.extents.length > 0) throw refused(what, `${quote(path)} comes with extents that were not asked for`);
   const extents = e.extents.map((x) => checkedExtent(x, path, what));
-  if (e.type === FileType.FILE_TYPE_FILE) {
+  if (e.type === FileType.FILE_TYPE_FILE && withExtents) {
     const total = extents.reduce((n, x) => n + x.length, 0);
     if (total !== e.size) throw refused(what, `file ${quote(path)} is ${e.size} bytes but its extents hold ${total}`);
   }
@@ -108,6 +112,8 @@ export class ListingCheck {
     private readonly dir: string,
     private readonly recursive: boolean,
     private readonly what: string,
+    /** false: the listing was asked for without files' extents. */
+    private readonly withExtents = true,
   ) {
     this.prefix = dir === '' ? '' : `${dir}/`;
   }
@@ -115,7 +121,7 @@ export class ListingCheck {
   batch(entries: FileEntry[]): FileEntry[] {
     const { dir, prefix, what } = this;
     return entries.map((raw) => {
-      const e = checkedEntry(raw, what);
+      const e = checkedEntry(raw, what, this.withExtents);
       if (this.fileOnly) throw refused(what, `it lists ${quote(raw.path)} after the file ${quote(dir)} itself`);
       const onlyTheFile = e.path === dir && dir !== '' && e.type === FileType.FILE_TYPE_FILE && this.last === undefined;
       if (onlyTheFile) {

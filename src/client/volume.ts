@@ -253,7 +253,7 @@ export class Volume {
     const version = stat.version;
     const what = `a download of "${root}" from volume "${this.name}"`;
     const entry = checkedEntryAt(stat.entry, root, what);
-    const entries = entry.type === FileType.FILE_TYPE_FILE ? [] : await this.listEntries(root, { recursive: true, version });
+    const entries = entry.type === FileType.FILE_TYPE_FILE ? [] : await this.listEntries(root, { recursive: true, version, extents: true });
     const targets = downloadTargets(root, entry, entries, localPath);
     const blobs = [...new Set(targets.flatMap((t) => t.entry.extents.map((e) => e.blob)))];
     const getUrls = this.transport.wantsPresign ? checkedUrls((await this.call('presignBlobs', { blobs })).getUrls, blobs, what) : {};
@@ -382,14 +382,17 @@ export class Volume {
     if (clash) throw existsError(clash, this.name);
   }
 
-  private async listEntries(path: string, opts: ListOptions): Promise<FileEntry[]> {
+  private async listEntries(path: string, opts: ListOptions & { extents?: boolean }): Promise<FileEntry[]> {
     const out: FileEntry[] = [];
     for await (const batch of this.listBatches(path, opts)) out.push(...batch.entries);
     return out;
   }
 
   /** A listing as it streams, each batch checked (ListingCheck) before it is used. */
-  private async *listBatches(path: string, opts: ListOptions & PageOptions): AsyncGenerator<{ entries: FileEntry[]; nextPageToken: string }> {
+  private async *listBatches(
+    path: string,
+    opts: ListOptions & PageOptions & { extents?: boolean },
+  ): AsyncGenerator<{ entries: FileEntry[]; nextPageToken: string }> {
     const dir = normalizePath(path);
     const call = this.conn.volumes.listFiles({
       volume: this.name,
@@ -398,8 +401,10 @@ export class Volume {
       version: opts.version ?? 0,
       pageSize: opts.pageSize ?? 0,
       pageToken: opts.pageToken ?? '',
+      // Only a download needs every file's extents; a listing shows names and sizes.
+      withoutExtents: !opts.extents,
     });
-    const check = new ListingCheck(dir, opts.recursive ?? false, `the listing of "${dir}" in volume "${this.name}"`);
+    const check = new ListingCheck(dir, opts.recursive ?? false, `the listing of "${dir}" in volume "${this.name}"`, opts.extents ?? false);
     for await (const batch of this.conn.stream(call)) yield { entries: check.batch(batch.entries), nextPageToken: batch.nextPageToken };
   }
 

@@ -433,7 +433,7 @@ export class VolumeFilesystem {
 
 /** A version's recursive listing (0: the newest) and when it was committed. */
 async function listVersion(conn: Connection, volume: string, version: number): Promise<{ version: number; entries: FileEntry[]; createdAtMs: number }> {
-  const call = conn.volumes.listFiles({ volume, path: '', recursive: true, version, pageSize: 0, pageToken: '' });
+  const call = conn.volumes.listFiles({ volume, path: '', recursive: true, version, pageSize: 0, pageToken: '', withoutExtents: false });
   const entries: FileEntry[] = [];
   let listed = 0;
   for await (const batch of conn.stream(call)) {

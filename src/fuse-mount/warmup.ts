@@ -189,7 +189,7 @@ async function listFiles(conn: Connection, volume: string, paths: string[], vers
   let at = version;
   for (const path of paths.length > 0 ? paths : ['']) {
     const dir = normalizePath(path);
-    const call = conn.volumes.listFiles({ volume, path: dir, recursive: true, version: at, pageSize: 0, pageToken: '' });
+    const call = conn.volumes.listFiles({ volume, path: dir, recursive: true, version: at, pageSize: 0, pageToken: '', withoutExtents: false });
     const listed: FileEntry[] = [];
     for await (const batch of conn.stream(call)) {
       at = batch.version;

@@ -132,6 +132,18 @@ export class EntryCursor {
     return (f.page as { entries: Entry[] }).entries[f.index];
   }
 
+  /** The rest of the current leaf page's entries, from the position on; the position moves past them ([] at the end). */
+  async takeLeaf(): Promise<Entry[]> {
+    await this.descend(0);
+    const f = this.frames.at(-1);
+    if (!f) return [];
+    const entries = (f.page as { entries: Entry[] }).entries;
+    const run = f.index === 0 ? entries : entries.slice(f.index);
+    f.index = entries.length;
+    this.settle();
+    return run;
+  }
+
   async next(): Promise<void> {
     await this.descend(0);
     const f = this.frames.at(-1);

@@ -256,11 +256,19 @@ export class VolumeCatalog {
   }
 
   /** A listing in batches (see reads.ts listPath); `pageToken` continues an earlier page. */
-  async *listFiles(name: string, path: string, recursive: boolean, version: number, pageSize = 0, pageToken = ''): AsyncGenerator<ListBatch & { version: number }> {
+  async *listFiles(
+    name: string,
+    path: string,
+    recursive: boolean,
+    version: number,
+    pageSize = 0,
+    pageToken = '',
+    withExtents = true,
+  ): AsyncGenerator<ListBatch & { version: number }> {
     const token = pageToken ? decodeToken(pageToken, path, recursive) : undefined;
     const view = this.view(name, token?.v ?? version);
     let any = false;
-    for await (const b of listPath(this.trees, view, path, recursive, pageSize, token?.a)) {
+    for await (const b of listPath(this.trees, view, path, recursive, pageSize, token?.a, withExtents)) {
       any = true;
       yield { ...b, version: view.version };
     }

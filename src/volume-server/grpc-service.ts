@@ -30,7 +30,7 @@ export function volumeService(catalog: VolumeCatalog, token: string, log: Logger
     listVersions: unary(check, log, (r) => ({ versions: catalog.listVersions(r.name) })),
     getVersion: unary(check, log, (r) => catalog.getVersion(r.volume, r.version)),
     listFiles: serverStream(check, log, async (r, write) => {
-      for await (const b of catalog.listFiles(r.volume, r.path, r.recursive, r.version, r.pageSize, r.pageToken)) {
+      for await (const b of catalog.listFiles(r.volume, r.path, r.recursive, r.version, r.pageSize, r.pageToken, !r.withoutExtents)) {
         await write({ entries: b.entries, version: b.version, nextPageToken: b.nextPageToken ?? '' });
       }
     }),

@@ -25,11 +25,12 @@ export interface VersionView {
 /** Entries per message of a listing stream. */
 export const LIST_BATCH = 1000;
 
-export function toFileEntry(path: string, e: Entry): FileEntry {
+export function toFileEntry(path: string, e: Entry, withExtents = true): FileEntry {
   if (e.kind === 'dir') {
     return { path, type: FileType.FILE_TYPE_DIRECTORY, size: 0, mode: 0o755, mtimeMs: e.mtimeMs, extents: [], id: e.id, tree: e.tree };
   }
-  return { path, type: FileType.FILE_TYPE_FILE, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, extents: e.extents.map((x) => ({ ...x })), id: e.id, tree: '' };
+  // Extents are immutable once decoded: shared, not copied.
+  return { path, type: FileType.FILE_TYPE_FILE, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, extents: withExtents ? e.extents : [], id: e.id, tree: '' };
 }
 
 function rootEntry(v: VersionView): FileEntry {
@@ -106,55 +107,62 @@ export async function* listPath(
   recursive: boolean,
   pageSize: number,
   after: string | undefined,
+  withExtents = true,
 ): AsyncGenerator<ListBatch> {
   const path = normalizePath(rawPath);
   const top = await statPath(src, v, path);
   if (top.type === FileType.FILE_TYPE_FILE) {
-    if (after === undefined) yield { entries: [top] };
+    if (after === undefined) yield { entries: [withExtents ? top : { ...top, extents: [] }] };
     return;
   }
   if (!v.root) return;
   const tree = top.tree;
-  const prefix = path;
-  const join = (rel: string): string => (prefix === '' ? rel : `${prefix}/${rel}`);
+  const join = (rel: string): string => (path === '' ? rel : `${path}/${rel}`);
   let batch: FileEntry[] = [];
   let listed = 0;
   let last: string | undefined;
-  const items: AsyncIterable<{ rel: string; entry: Entry }> = recursive
-    ? mapWalk(walk(src, tree, { after }))
-    : cursorItems(src, tree, after);
-  const iterator = items[Symbol.asyncIterator]();
+  const items: AsyncIterator<{ rel: string; entry: Entry }[]> = recursive
+    ? chunked(walk(src, tree, { after }))[Symbol.asyncIterator]()
+    : leafRuns(src, tree, after)[Symbol.asyncIterator]();
   for (;;) {
-    const next = await atPath(what(v, path), () => iterator.next());
+    const next = await atPath(what(v, path), () => items.next());
     if (next.done) break;
-    const { rel, entry } = next.value;
-    if (pageSize > 0 && listed === pageSize) {
-      // One more exists: the page ends here.
-      yield { entries: batch, nextPageToken: encodeToken({ v: v.version, p: path, r: recursive, a: last! }) };
-      await iterator.return?.(undefined);
-      return;
-    }
-    batch.push(toFileEntry(join(rel), entry));
-    listed++;
-    last = rel;
-    if (batch.length >= LIST_BATCH) {
-      yield { entries: batch };
-      batch = [];
+    for (const { rel, entry } of next.value) {
+      if (pageSize > 0 && listed === pageSize) {
+        // One more exists: the page ends here.
+        yield { entries: batch, nextPageToken: encodeToken({ v: v.version, p: path, r: recursive, a: last! }) };
+        await items.return?.(undefined);
+        return;
+      }
+      batch.push(toFileEntry(join(rel), entry, withExtents));
+      listed++;
+      last = rel;
+      if (batch.length >= LIST_BATCH) {
+        yield { entries: batch };
+        batch = [];
+      }
     }
   }
   if (batch.length) yield { entries: batch };
 }
 
-async function* mapWalk(it: AsyncIterable<{ path: string; entry: Entry }>): AsyncGenerator<{ rel: string; entry: Entry }> {
-  for await (const w of it) yield { rel: w.path, entry: w.entry };
+/** A walk in runs of up to LIST_BATCH items, so that a listing awaits once per run, not once per entry. */
+async function* chunked(it: AsyncIterable<{ path: string; entry: Entry }>): AsyncGenerator<{ rel: string; entry: Entry }[]> {
+  let run: { rel: string; entry: Entry }[] = [];
+  for await (const w of it) {
+    run.push({ rel: w.path, entry: w.entry });
+    if (run.length >= LIST_BATCH) {
+      yield run;
+      run = [];
+    }
+  }
+  if (run.length) yield run;
 }
 
-async function* cursorItems(src: TreeSource, dir: string, after: string | undefined): AsyncGenerator<{ rel: string; entry: Entry }> {
+/** A directory's entries after `after`, a leaf page's worth at a time. */
+async function* leafRuns(src: TreeSource, dir: string, after: string | undefined): AsyncGenerator<{ rel: string; entry: Entry }[]> {
   const c = await EntryCursor.open(src, dir, after);
-  for (let e = await c.entry(); e; e = await c.entry()) {
-    yield { rel: e.name, entry: e };
-    await c.next();
-  }
+  for (let run = await c.takeLeaf(); run.length > 0; run = await c.takeLeaf()) yield run.map((e) => ({ rel: e.name, entry: e }));
 }
 
 /** A file matched by a glob, with its extents. */
