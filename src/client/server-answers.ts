@@ -67,8 +67,8 @@ export function checkedEntry(e: FileEntry | undefined, what: string, withExtents
   }
   if (e.type === FileType.FILE_TYPE_FILE && path === '') throw refused(what, 'it holds a file without a name');
   if (!wholeBytes(e.size)) throw refused(what, `${quote(path)} has a size of ${e.size} bytes`);
-  if (!withExtents && e.extents.length > 0) throw refused(what, `${quote(path)} comes with extents that were not asked for`);
-  const extents = e.extents.map((x) => checkedExtent(x, path, what));
+  // Extents that were not asked for are dropped, unread.
+  const extents = withExtents ? e.extents.map((x) => checkedExtent(x, path, what)) : [];
   if (e.type === FileType.FILE_TYPE_FILE && withExtents) {
     const total = extents.reduce((n, x) => n + x.length, 0);
     if (total !== e.size) throw refused(what, `file ${quote(path)} is ${e.size} bytes but its extents hold ${total}`);
