@@ -93,8 +93,8 @@ export interface DownloadOptions {
 }
 
 const HEARTBEAT_MS = 30_000;
-/** Bytes of puts per message of a commit stream (the server accepts up to 16 MiB). */
-const COMMIT_MESSAGE_BYTES = 2 * 1024 * 1024;
+/** Bytes of puts per message of a commit stream: the server reads ahead up to 16 messages, so small ones bound its memory. */
+const COMMIT_MESSAGE_BYTES = 512 * 1024;
 /** Up to this many paths, a batch checks for existing files with one stat each. */
 const STAT_CHECK_MAX = 256;
 

@@ -36,13 +36,20 @@ import { childFor, type TreeSource } from './read.js';
 /** New pages, encoded and named, kept until the caller stores them. */
 export class PageSink implements TreeSource {
   readonly pages = new Map<string, { page: Page; bytes: Buffer }>();
+  /** Every page ever added, taken or not. */
+  readonly made = new Set<string>();
+  private held = 0;
 
   constructor(private readonly base: TreeSource) {}
 
   /** Adds a page; returns its reference. */
   add(page: Page): PageRef {
     const { hash, bytes } = hashPage(page);
-    if (!this.pages.has(hash)) this.pages.set(hash, { page, bytes });
+    if (!this.pages.has(hash)) {
+      this.pages.set(hash, { page, bytes });
+      this.held += bytes.length;
+    }
+    this.made.add(hash);
     const first = page.kind === 'leaf' ? page.entries[0]?.name ?? '' : page.refs[0]!.first;
     return { first, hash, totals: pageTotals(page) };
   }
@@ -53,10 +60,17 @@ export class PageSink implements TreeSource {
     return mine ? Promise.resolve(mine.page) : this.base.page(hash);
   }
 
+  /** Bytes of the pages held now. */
   get bytes(): number {
-    let n = 0;
-    for (const p of this.pages.values()) n += p.bytes.length;
-    return n;
+    return this.held;
+  }
+
+  /** Removes every page from the sink and returns them (the caller stores them; reads of them then go to the base). */
+  take(): [string, { page: Page; bytes: Buffer }][] {
+    const out = [...this.pages];
+    this.pages.clear();
+    this.held = 0;
+    return out;
   }
 }
 

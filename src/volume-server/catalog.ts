@@ -49,7 +49,7 @@ export interface CatalogOptions {
   retention?: Retention;
   /** Grace period of garbage collection, and lease of planned uploads (default 1 h). */
   graceMs?: number;
-  /** Memory for decoded tree pages (default 64 MiB). */
+  /** Memory for decoded tree pages (default 32 MiB). */
   treeMemoryBytes?: number;
 }
 
@@ -71,6 +71,8 @@ export interface CommitHeader {
  */
 const CONTENT_INDEX_MAX = 4 * 1024 * 1024;
 const CONTENT_INDEX_MIN = 128;
+/** Pages a commit keeps in memory before it stores them (they are stored before its version record either way). */
+const SPILL_BYTES = 4 * 1024 * 1024;
 
 export class VolumeCatalog {
   private readonly locks = new Map<string, Promise<unknown>>();
@@ -348,6 +350,7 @@ export class VolumeCatalog {
       const need = new Map<string, number>();
       const contents = new Map<string, Extent>();
       const interned = new Map<string, string>();
+      let spilled = { objects: 0, bytes: 0 };
       for await (const batch of puts) {
         for (const e of batch) {
           const put = checkPut(e, now, interned);
@@ -355,12 +358,19 @@ export class VolumeCatalog {
           if (put.file.extents.length === 1 && put.file.size <= CONTENT_INDEX_MAX && put.file.size >= CONTENT_INDEX_MIN) contents.set(put.file.extents[0]!.hash, put.file.extents[0]!);
           await draft.put(put);
         }
+        // A big commit builds the directories it is done with and stores their pages as it goes (Draft.spill).
+        await draft.spill();
+        if (sink.bytes > SPILL_BYTES) {
+          const w = await this.trees.writePages(sink.take());
+          spilled = { objects: spilled.objects + w.objects, bytes: spilled.bytes + w.bytes };
+        }
       }
       const sizes = await this.blobs.checkForCommit(need);
       for (const [blob, end] of need) sizes.set(blob, Math.max(sizes.get(blob) ?? 0, end));
       const root = await draft.finish();
       // The store first: once the index moves, the version must be durable.
-      const written = await this.trees.write(sink, root.hash);
+      const last = await this.trees.write(sink, root.hash);
+      const written = { objects: spilled.objects + last.objects, bytes: spilled.bytes + last.bytes };
       const version = rec.latestVersion + 1;
       const vr: VersionRecord = {
         format: STORE_FORMAT,
@@ -376,7 +386,7 @@ export class VolumeCatalog {
       await this.store.put(versionKey(rec.id, version), Buffer.from(JSON.stringify(vr)));
       const next: VolumeRecord = { ...rec, latestVersion: version, fileCount: vr.fileCount, totalBytes: vr.totalBytes };
       await this.index.putVersion(next, vr, { sizes, contents });
-      this.gate.landed([...need.keys(), ...sink.pages.keys()]);
+      this.gate.landed([...need.keys(), ...sink.made]);
       this.log.debug({ volume: rec.name, version, files: vr.fileCount, pages: written.objects, pageBytes: written.bytes }, 'committed');
       return { version, volume: this.info(next) };
     }));

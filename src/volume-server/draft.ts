@@ -51,10 +51,10 @@ class DraftDir {
 
   constructor(
     readonly id: number,
-    /** The directory's root page as the version has it; undefined for a new directory. */
-    readonly baseTree: string | undefined,
-    readonly baseEntries: number,
-    readonly baseMtimeMs: number,
+    /** The directory's root page as the version has it (or as spill() built it); undefined for a new directory. */
+    public baseTree: string | undefined,
+    public baseEntries: number,
+    public baseMtimeMs: number,
   ) {}
 }
 
@@ -67,6 +67,10 @@ export class Draft {
   private nextId: number;
   /** Parent directories of recent puts, by path: a batch of puts into one directory walks to it once. */
   private readonly dirs = new Map<string, DraftDir>();
+  /** Directories this commit made, not yet built by spill(). */
+  private readonly fresh = new Set<DraftDir>();
+  /** Directories puts went into since the last spill(). */
+  private readonly touched = new Set<DraftDir>();
 
   constructor(
     private readonly sink: PageSink,
@@ -152,6 +156,7 @@ export class Draft {
       }
       this.dirs.set(parentPath, dir);
     }
+    this.touched.add(dir);
     const existing = await this.child(dir, name);
     let id: number;
     if (existing && !isFile(existing) && (await this.present(existing))) {
@@ -169,6 +174,30 @@ export class Draft {
     if (existing && !isFile(existing)) this.dirs.clear();
     const { kind: _k, ...file } = change.file as FileItem;
     dir.changes.set(name, { kind: 'file', ...file, name, id });
+  }
+
+  /**
+   * Builds now the directories this commit made that the puts since the last
+   * spill() did not go into (and that hold no other draft): their pages go to
+   * the sink and their entries are dropped from memory, and a later put into
+   * one of them edits what was built. A commit of millions of files, which
+   * arrive in path order, so holds about a directory's worth at a time.
+   */
+  async spill(): Promise<void> {
+    for (const d of this.fresh) {
+      if (this.touched.has(d) || d.changes.size === 0) continue;
+      let leaf = true;
+      for (const v of d.changes.values()) if (v instanceof DraftDir) leaf = false;
+      if (!leaf) continue;
+      const built = await this.finishDir(d, true);
+      d.baseTree = built!.hash;
+      d.baseEntries = built!.totals.entries;
+      d.baseMtimeMs = this.now;
+      d.changes.clear();
+      d.seen.clear();
+      this.fresh.delete(d);
+    }
+    this.touched.clear();
   }
 
   /** Writes the drafts as pages (to the sink) and returns the new root. */
@@ -198,6 +227,7 @@ export class Draft {
   private makeDir(dir: DraftDir, name: string): DraftDir {
     const d = new DraftDir(this.nextId++, undefined, 0, this.now);
     dir.changes.set(name, d);
+    this.fresh.add(d);
     return d;
   }
 

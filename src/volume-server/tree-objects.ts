@@ -21,14 +21,16 @@ import type { MetadataIndex } from './index/types.js';
 import type { BlobStore } from './store/interface.js';
 
 export interface TreeObjectsOptions {
-  /** Bytes of decoded pages kept in memory (default 64 MiB). */
+  /** Bytes of decoded pages kept in memory (default 32 MiB). */
   memoryBytes?: number;
   /** Keep the bytes of every page in the index too: for stores that are far away (default false). */
   keepInIndex?: boolean;
 }
 
 /** A decoded page takes several times its encoded bytes in memory. */
-const DECODED_FACTOR = 4;
+const DECODED_FACTOR = 5;
+/** Pages written at once that are also kept in memory (more: a bulk commit, whose pages are read back rarely). */
+const REMEMBER_WRITTEN = 64;
 
 export class TreeObjects implements TreeSource {
   private readonly memory: LRUCache<string, Page>;
@@ -42,7 +44,7 @@ export class TreeObjects implements TreeSource {
     private readonly log: Logger,
     opts: TreeObjectsOptions = {},
   ) {
-    this.memory = new LRUCache<string, Page>({ maxSize: opts.memoryBytes ?? 64 * 1024 * 1024, sizeCalculation: () => 1 });
+    this.memory = new LRUCache<string, Page>({ maxSize: opts.memoryBytes ?? 32 * 1024 * 1024, sizeCalculation: () => 1 });
     this.keepInIndex = opts.keepInIndex ?? false;
   }
 
@@ -83,9 +85,16 @@ export class TreeObjects implements TreeSource {
       if (mine.page.kind === 'inner') for (const r of mine.page.refs) stack.push(r.hash);
       else for (const e of mine.page.entries) if (e.kind === 'dir') stack.push(e.tree);
     }
+    return this.writePages(fresh);
+  }
+
+  /** Stores pages (those the store lacks) and records them; returns how many and their bytes. */
+  async writePages(pages: [string, { page: Page; bytes: Buffer }][]): Promise<{ objects: number; bytes: number }> {
+    const fresh = pages.filter(([hash]) => !this.index.hasTree(hash));
     await Promise.all(fresh.map(([hash, { bytes }]) => this.limit(() => this.store.put(treeObjectKey(hash), bytes))));
     await this.index.putTrees(fresh.map(([hash, { bytes }]) => [hash, this.keepInIndex ? bytes : undefined]));
-    for (const [hash, { page, bytes }] of fresh) this.remember(hash, page, bytes.length);
+    // The pages of a small commit are the path the next one walks again; a bulk commit's would only push them out.
+    if (fresh.length <= REMEMBER_WRITTEN) for (const [hash, { page, bytes }] of fresh) this.remember(hash, page, bytes.length);
     return { objects: fresh.length, bytes: fresh.reduce((n, [, p]) => n + p.bytes.length, 0) };
   }
 
