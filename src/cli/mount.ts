@@ -70,12 +70,15 @@ export const DEFAULT_CACHE_SIZE = '10GiB';
  * process stays under 300 MiB while it streams (bench/mount-read).
  */
 const DEFAULT_MEMORY_CACHE_SIZE = '64MiB';
+/** --tree-cache-size when not given: the pages of several hundred thousand entries (fuse-mount/tree-source.ts). */
+const DEFAULT_TREE_CACHE_SIZE = '32MiB';
 
 interface MountFlags {
   version?: string;
   cacheDir?: string;
   cacheSize: string;
   memoryCacheSize: string;
+  treeCacheSize: string;
   prefetchWindow: string;
   writable?: boolean;
   stagingDir?: string;
@@ -98,6 +101,7 @@ export function register(program: Command): void {
     .option('--cache-dir <dir>', 'chunk cache directory, shared by mounts on this host (default: STOWAGE_CACHE_DIR or ~/.cache/stowage)')
     .option('--cache-size <size>', 'bound on the chunk cache on disk', DEFAULT_CACHE_SIZE)
     .option('--memory-cache-size <size>', 'bound on hot chunks kept in memory', DEFAULT_MEMORY_CACHE_SIZE)
+    .option('--tree-cache-size <size>', 'bound on the directory pages (tree objects) kept in memory', DEFAULT_TREE_CACHE_SIZE)
     .option('--prefetch-window <size>', 'most bytes fetched ahead of a sequential reader, per open file, at most half of --memory-cache-size (0: no prefetch)', '32MiB')
     .option('--debug', 'print libfuse debug output')
     .action(async (name: string, dir: string, flags: MountFlags) => {
@@ -114,6 +118,7 @@ export function register(program: Command): void {
       if (flags.stagingDir !== undefined && !flags.writable) throw new InvalidArgumentError('--staging-dir needs --writable');
       const diskBytes = parseSize('--cache-size', flags.cacheSize);
       const memoryBytes = parseSize('--memory-cache-size', flags.memoryCacheSize);
+      const treeCacheBytes = parseSize('--tree-cache-size', flags.treeCacheSize);
       // Chunks fetched ahead wait in the memory cache for their reader: a window larger than it would evict them first.
       const prefetchWindow = Math.min(parseSize('--prefetch-window', flags.prefetchWindow, { allowZero: true }), Math.floor(memoryBytes / 2));
       const log = createLogger('mount');
@@ -134,6 +139,7 @@ export function register(program: Command): void {
           version,
           cache,
           prefetch: { maxWindow: prefetchWindow },
+          treeCacheBytes,
           stagingDir,
         });
       } catch (err) {

@@ -3,9 +3,18 @@
  * layer between the FUSE callbacks (mount.ts) and the SDK's transport.
  *
  * Design.
- * - The version is pinned at load: its recursive listing (with every file's
- *   extents) becomes a VersionTree, and no later call asks the server about
- *   metadata. getattr, readdir, open and statfs are answered from memory.
+ * - The version is pinned at load (GetVersion: its root page and totals) and
+ *   loaded lazily: a lookup walks from the root a name at a time, a listing
+ *   reads the pages of one directory (tree.ts), through the mount's
+ *   MountTreeSource, which fetches pages as they are reached, checks each
+ *   against its hash and keeps them within --tree-cache-size (tree-source.ts).
+ *   Mounting a volume of a million files reads one page; a stat of a deep
+ *   file reads the pages on its path; `find` over all of it holds at most the
+ *   bounded caches. A damaged or missing page fails the lookups that need it
+ *   with EIO, logged with the path (mount.ts); the rest of the tree still works.
+ * - Every callback captures the tree it starts with (`this.current`) and
+ *   uses it throughout, so that it sees one version or the other across a
+ *   reload, never a mix, though it may await page fetches.
  * - A read of [position, position+length) maps to the extents that overlap it
  *   (found by binary search over their start offsets); each extent's bytes come from the
  *   host's ChunkCache under the extent's hash. On a miss the cache calls our
@@ -15,10 +24,10 @@
  *   concurrent loads of one chunk, so eight readers of a cold chunk cost one
  *   transfer. Bytes that fail that check are reported to the server as
  *   damaged (as BlobTransport.readExtent does) and the read fails with EIO.
- * - The tree, the transport and the cache are shared by every open file. An
- *   open file handle is a number of our own (not the inode: two opens of one
- *   file are two readers), mapping to the file and its prefetch stream
- *   (prefetcher.ts), dropped at release.
+ * - The tree source, the transport and the cache are shared by every open
+ *   file. An open file handle is a number of our own (not the inode: two
+ *   opens of one file are two readers), mapping to the file and its prefetch
+ *   stream (prefetcher.ts), dropped at release.
  * - Prefetch: each read is also shown to the handle's stream, which fetches
  *   extents ahead of a sequential reader into the same cache with the same
  *   `extentBytes`; the read itself still gets every extent it touches, so a
@@ -27,46 +36,55 @@
  *   through PackReads (pack-reads.ts), which turns a walk through a directory
  *   of small files into a few ranged GETs of the pack and fills the cache with
  *   the neighbours it fetched; a small file read at random still costs one GET
- *   of its own bytes.
- * - Errors are thrown as they come (StowageError from the SDK, FsError for
- *   ENOENT and EROFS here); mount.ts turns them into errno in one place
- *   (errno.ts).
+ *   of its own bytes. It learns the neighbours from the leaf pages this layer
+ *   loads: every page a listing reads, and the page of each file opened.
+ * - Errors are thrown as they come (StowageError from the SDK or the tree,
+ *   FsError for ENOENT and EROFS here); mount.ts turns them into errno in one
+ *   place (errno.ts).
  *
- * - Reload (reload(), on SIGHUP): the newest version is listed and its tree
- *   (built from the current one, so unchanged paths keep their inode
- *   numbers: tree.ts) replaces the current one in one assignment; every
- *   callback is synchronous over the tree, so a readdir or getattr sees one
- *   tree or the other, never a mix. An open handle keeps the FileNode (the
- *   entry and extents) it opened, so it reads the version it opened to the
- *   end; new lookups and opens see the new tree. What the kernel has cached
- *   about changed paths is dealt with by mount.ts and kernel-refresh.ts, which
- *   need from here: the paths the kernel may know (every path getattr was
- *   asked about: each kernel lookup goes through it), and the retiring
- *   protocol — a changed or removed file is unlinked through the mount, which
- *   this layer allows for those paths only while a reload runs, and libfuse
- *   renames one that is still open to a `.fuse_hidden…` name (this layer
- *   answers getattr for it with the old node until its last close unlinks it).
+ * - Reload (reload(), on SIGHUP): GetVersion names the newest root; the two
+ *   versions are compared by hash (version-diff.ts), entering only the
+ *   directories whose root page differs, so a reload after a one-file commit
+ *   loads the pages on that file's path. The new tree replaces the current
+ *   one in one assignment. An open handle keeps the FileNode (the entry and
+ *   extents) it opened, so it reads the version it opened to the end; new
+ *   lookups and opens see the new tree. What the kernel has cached about
+ *   changed paths is dealt with by mount.ts and kernel-refresh.ts, which need
+ *   from here: the paths the kernel may know (every path getattr was asked
+ *   about, up to MAX_SEEN of them; beyond that every path counts as known),
+ *   and the retiring protocol — a changed or removed file is unlinked through
+ *   the mount, which this layer allows for those paths only while a reload
+ *   runs, and libfuse renames one that is still open to a `.fuse_hidden…`
+ *   name (this layer answers getattr for it with the old node until its last
+ *   close unlinks it). Which of the changed paths the kernel may know is
+ *   decided in the same synchronous step as the swap, so that a lookup
+ *   answered from the old tree while the comparison ran is not missed.
  *
  * - Writes (a writable mount only): the changes made through the mount are
  *   staged on local disk (staging.ts), laid over the tree: lookups, listings
  *   and opens here ask the staging first; what it covers a reload leaves
  *   alone in the kernel (its view of those paths is already right). The write
- *   callbacks themselves go to the staging (writable-ops.ts).
+ *   callbacks themselves go to the staging (writable-ops.ts). The swap of a
+ *   reload waits for the staging's running changes (Staging.exclusive), and a
+ *   commit's settling of the staging happens in the same step.
  */
 import { BlobTransport, type TransferMode } from '../client/blob-transport.js';
 import type { Connection } from '../client/connection.js';
-import { IntegrityError } from '../common/errors.js';
-import { FailedPreconditionError } from '../common/errors.js';
+import { FailedPreconditionError, IntegrityError } from '../common/errors.js';
 import { checkName } from '../common/validate.js';
 import type { FileEntry } from '../gen/stowage/v1/volume.js';
+import type { Entry, FileItem, LeafPage } from '../tree/format.js';
+import { atPath } from '../tree/read.js';
 import { BlobUrls } from './blob-urls.js';
 import { EISDIR, ENOENT, EROFS, FsError } from './errno.js';
 import { extentStarts, lastAtOrBefore } from './extents.js';
 import { PackReads, type PackReadOptions } from './pack-reads.js';
 import { Prefetcher, type FilePrefetch, type PrefetchOptions } from './prefetcher.js';
 import { FIRST_STAGED_HANDLE, Staging, isStaged, type ViewNode } from './staging.js';
+import { MountTreeSource } from './tree-source.js';
+import { VersionTree, checkIno, childPath, parentOf, type DirNode, type FileNode, type Node, type NodeAttr, type VersionHead } from './tree.js';
 import type { ChunkCache } from './types.js';
-import { VersionTree, changedPaths, type DirNode, type FileNode, type Node, type NodeAttr } from './tree.js';
+import { diffVersions } from './version-diff.js';
 
 export type { NodeAttr } from './tree.js';
 
@@ -82,6 +100,8 @@ export interface VolumeFilesystemOptions {
   prefetch?: PrefetchOptions;
   /** Read-ahead over the small files packed into one blob (pack-reads.ts); `maxWindow: 0` turns it off. */
   packReads?: PackReadOptions;
+  /** Bytes of decoded tree pages kept in memory (tree-source.ts; default 32 MiB). */
+  treeCacheBytes?: number;
   /** Makes the filesystem writable, staging changes in this directory (its own; made here). */
   stagingDir?: string;
 }
@@ -102,8 +122,8 @@ const NO_WRITE = ~0o222;
 /** fuse-native passes a handle as 32 bits; ours stay positive int32, below the staging's. */
 const MAX_HANDLE = FIRST_STAGED_HANDLE - 1;
 
-/** Paths remembered as possibly known to the kernel; beyond this, every path counts as known. */
-const MAX_SEEN = 1 << 20;
+/** Paths remembered as possibly known to the kernel (about 100 bytes each); beyond this, every path counts as known. */
+const MAX_SEEN = 1 << 17;
 /** libfuse renames an unlinked file that is still open to `<dir>/.fuse_hidden<16 hex>`. */
 const HIDDEN_PREFIX = '.fuse_hidden';
 
@@ -120,6 +140,13 @@ export interface ReloadPlan {
   revalidate: string[];
 }
 
+/**
+ * Run by a reload before it swaps trees, while the staging makes no change
+ * (a commit settles the staging with it): its lookups are done here, and the
+ * function it returns applies the result in the same step as the swap.
+ */
+export type ReloadSettle = (before: VersionTree, after: VersionTree) => Promise<() => void>;
+
 interface OpenFile {
   file: FileNode;
   prefetch: FilePrefetch | undefined;
@@ -128,11 +155,11 @@ interface OpenFile {
 export class VolumeFilesystem {
   private readonly handles = new Map<number, OpenFile>();
   private lastHandle = 0;
-  /** Paths getattr was asked about (a kernel lookup of each went through it), unless `seenAll`. */
-  private readonly seen = new Set<string>();
+  /** Paths getattr was asked about (a kernel lookup of each went through it), true for files; unless `seenAll`. */
+  private readonly seen = new Map<string, boolean>();
   private seenAll = false;
-  /** Files a running reload lets the mount unlink, with their old node. */
-  private readonly retiring = new Map<string, FileNode>();
+  /** Files a running reload lets the mount unlink, with their old node when the reload had it. */
+  private readonly retiring = new Map<string, FileNode | undefined>();
   /** Old files libfuse renamed to a hidden name while still open, until their last close unlinks them. */
   private readonly hidden = new Map<string, FileNode>();
   readonly packs: PackReads;
@@ -143,6 +170,8 @@ export class VolumeFilesystem {
   private constructor(
     readonly volume: string,
     private current: VersionTree,
+    /** Where the pages of every version this mount serves come from. */
+    readonly trees: MountTreeSource,
     private readonly conn: Connection,
     private readonly cache: ChunkCache,
     private readonly transport: BlobTransport,
@@ -153,20 +182,21 @@ export class VolumeFilesystem {
     readonly staging: Staging | undefined,
     packReads: PackReadOptions | undefined,
   ) {
-    this.packs = new PackReads(entriesOf(current), cache, (entry, index, offset, length) => this.readBlob(entry, index, offset, length), packReads);
+    this.packs = new PackReads(cache, (entry, index, offset, length) => this.readBlob(entry, index, offset, length), packReads);
   }
 
-  /** Lists the version (NOT_FOUND when the volume or version does not exist) and builds its tree. */
+  /** Finds the version (NOT_FOUND when the volume or version does not exist) and loads its root page. */
   static async load(opts: VolumeFilesystemOptions): Promise<VolumeFilesystem> {
     const volume = checkName('volume', opts.volume);
     const conn = opts.connection;
-    const { version, entries, createdAtMs } = await listVersion(conn, volume, opts.version ?? 0);
+    const head = await versionHead(conn, volume, opts.version ?? 0);
+    const trees = new MountTreeSource(conn, volume, opts.treeCacheBytes);
+    const tree = await VersionTree.open(trees, volume, head);
     const transport = new BlobTransport(conn, opts.transfer);
-    const tree = new VersionTree(version, entries, createdAtMs);
     const prefetcher = opts.prefetch?.maxWindow === 0 ? undefined : new Prefetcher((hash) => opts.cache.isHot(hash), opts.prefetch);
     let fs: VolumeFilesystem | undefined;
     const staging = opts.stagingDir ? await Staging.create(opts.stagingDir, () => fs!.current, { volume }) : undefined;
-    fs = new VolumeFilesystem(volume, tree, conn, opts.cache, transport, new BlobUrls(conn, transport), prefetcher, staging, opts.packReads);
+    fs = new VolumeFilesystem(volume, tree, trees, conn, opts.cache, transport, new BlobUrls(conn, transport), prefetcher, staging, opts.packReads);
     return fs;
   }
 
@@ -180,56 +210,61 @@ export class VolumeFilesystem {
   }
 
   /**
-   * Lists the newest version and serves it from now on (nothing changes when
-   * it is the one served). Reloads run one at a time. The caller tells the
-   * kernel (plan.unlink, plan.revalidate), then calls endReload().
+   * Serves the newest version from now on (nothing changes when it is the
+   * one served). Reloads run one at a time. `settle` (a commit's) runs before
+   * the swap and applies its result with it. The caller tells the kernel
+   * (plan.unlink, plan.revalidate), then calls endReload().
    */
-  reload(): Promise<ReloadPlan> {
+  reload(settle?: ReloadSettle): Promise<ReloadPlan> {
     const next = this.reloading.then(async () => {
       const before = this.current;
-      const listed = await listVersion(this.conn, this.volume, 0);
-      const plan: ReloadPlan = { from: before.version, to: listed.version, added: 0, changed: 0, removed: 0, unlink: [], revalidate: [] };
-      if (listed.version === before.version) return plan;
-      if (listed.version < before.version) {
-        throw new FailedPreconditionError(`the newest version of ${this.volume} is ${listed.version}, older than the mounted ${before.version}`);
+      const head = await versionHead(this.conn, this.volume, 0);
+      const plan: ReloadPlan = { from: before.version, to: head.version, added: 0, changed: 0, removed: 0, unlink: [], revalidate: [] };
+      if (head.version === before.version) return plan;
+      if (head.version < before.version) {
+        throw new FailedPreconditionError(`the newest version of ${this.volume} is ${head.version}, older than the mounted ${before.version}`);
       }
-      const after = new VersionTree(listed.version, listed.entries, listed.createdAtMs, before);
-      // From here to the end of this function nothing awaits: the swap and the retiring set are one step.
-      this.current = after;
-      this.packs.index(entriesOf(after));
-      const changes = changedPaths(before, after);
-      plan.added = changes.added.length;
-      plan.changed = changes.changed.length;
-      plan.removed = changes.removed.length;
-      // A path the staging covers shows what the staging says, before and after: the kernel's view of it stays right.
-      const known = (path: string): boolean => (this.seenAll || this.seen.has(path)) && !this.staging?.covers(path);
-      const parentOf = (path: string): string => path.slice(0, Math.max(1, path.lastIndexOf('/')));
-      const retire = (n: Node): void => {
-        if (n.kind !== 'file' || !known(n.path)) return;
-        this.retiring.set(n.path, n);
-        plan.unlink.push(n.path);
-      };
-      for (const n of changes.removed) {
-        retire(n);
-        // A removed directory whose parent stays: its lookup is redone (ENOENT), which drops what is below it too.
-        if (n.kind === 'dir' && known(n.path) && after.find(parentOf(n.path))) plan.revalidate.push(n.path);
-      }
-      for (const { before: b } of changes.changed) {
-        if (b.kind === 'file') retire(b);
-        else if (known(b.path)) plan.revalidate.push(b.path);
-      }
-      // A path the kernel remembers as missing: only the topmost added ones can have been looked up.
-      for (const n of changes.added) if (known(n.path) && before.find(parentOf(n.path))) plan.revalidate.push(n.path);
-      // A directory in both whose attributes changed (entries below it added or removed).
-      for (const n of after.nodes()) {
-        const b = n.kind === 'dir' && n !== after.root ? before.find(n.path) : undefined;
-        if (b?.kind === 'dir' && n.kind === 'dir' && b.ino === n.ino && (b.subdirs !== n.subdirs || b.mtimeMs !== n.mtimeMs) && known(n.path)) {
-          plan.revalidate.push(n.path);
+      const after = await VersionTree.open(this.trees, this.volume, head);
+      const changes = await atPath(`comparing versions ${before.version} and ${after.version} of volume "${this.volume}"`, () =>
+        // Once every path counts as known, the files below a removed directory are retired too: they must be listed.
+        diffVersions(before, after, this.seenAll),
+      );
+      plan.added = changes.added;
+      plan.changed = changes.changed;
+      plan.removed = changes.removed;
+      // Nothing awaits from the swap to the end of this: which paths the kernel may know is decided as it swaps.
+      const swap = (): void => {
+        this.current = after;
+        // A path the staging covers shows what the staging says, before and after: the kernel's view of it stays right.
+        const known = (path: string): boolean => (this.seenAll || this.seen.has(path)) && !this.staging?.covers(path);
+        const retire = (path: string, node: FileNode | undefined): void => {
+          if (!known(path) || this.retiring.has(path)) return;
+          this.retiring.set(path, node);
+          plan.unlink.push(path);
+        };
+        for (const f of changes.files) retire(f.path, f.node);
+        if (!this.seenAll && changes.removedDirs.length > 0) {
+          // Files below a removed directory that the kernel looked up: they were not listed (the directory was not walked).
+          const gone = new Set(changes.removedDirs);
+          for (const [path, isFile] of this.seen) if (isFile && isBelow(path, gone)) retire(path, undefined);
         }
-      }
-      plan.unlink.sort();
-      plan.revalidate.sort();
-      this.revalidating = new Set(plan.revalidate);
+        // A removed directory: its lookup is redone (ENOENT), which drops what is below it too.
+        for (const path of changes.removedDirs) if (known(path)) plan.revalidate.push(path);
+        // A path the kernel remembers as missing: only the topmost added ones can have been looked up.
+        for (const path of changes.addedPaths) if (known(path)) plan.revalidate.push(path);
+        // A directory in both whose attributes changed (entries below it added or removed).
+        for (const path of changes.changedDirs) if (known(path)) plan.revalidate.push(path);
+        plan.unlink.sort();
+        plan.revalidate.sort();
+        this.revalidating = new Set(plan.revalidate);
+      };
+      if (this.staging) {
+        await this.staging.exclusive(async () => {
+          const apply = await settle?.(before, after);
+          swap();
+          apply?.();
+        });
+      } else swap();
       return plan;
     });
     this.reloading = next.catch(() => undefined);
@@ -252,16 +287,11 @@ export class VolumeFilesystem {
     return { files: t.files, bytes: t.bytes, nodes: t.size };
   }
 
-  getattr(path: string): NodeAttr {
-    if (!this.seenAll) {
-      this.seen.add(path);
-      if (this.seen.size > MAX_SEEN) {
-        this.seenAll = true;
-        this.seen.clear();
-      }
-    }
-    const n = this.find(path) ?? this.hidden.get(path);
+  async getattr(path: string): Promise<NodeAttr> {
+    this.remember(path, false);
+    const n = (await this.find(path)) ?? this.hidden.get(path);
     if (!n) throw new FsError(ENOENT, `no such file in version ${this.current.version}: ${path}`);
+    if (n.kind === 'file') this.remember(path, true);
     return this.attrOf(n);
   }
 
@@ -270,18 +300,19 @@ export class VolumeFilesystem {
    * reload retires, and for the hidden name of a retired file still open when
    * libfuse unlinks it at its last close.
    */
-  unlink(path: string): void {
+  async unlink(path: string): Promise<void> {
     if (this.retiring.delete(path) || this.hidden.delete(path)) return;
     if (this.staging) return this.staging.unlink(path);
     throw new FsError(EROFS, `${path}: the mount is read-only`);
   }
 
   /** rename(2) through the mount: only libfuse hiding a retired file that is still open. */
-  rename(from: string, to: string): void {
-    const node = this.retiring.get(from);
-    if (node && to.slice(to.lastIndexOf('/') + 1).startsWith(HIDDEN_PREFIX)) {
+  async rename(from: string, to: string): Promise<void> {
+    if (this.retiring.has(from) && to.slice(to.lastIndexOf('/') + 1).startsWith(HIDDEN_PREFIX)) {
+      // libfuse hides only a file that is open: its handles have the node when the reload did not.
+      const node = this.retiring.get(from) ?? [...this.handles.values()].find((h) => h.file.path === from)?.file;
       this.retiring.delete(from);
-      this.hidden.set(to, node);
+      if (node) this.hidden.set(to, node);
       return;
     }
     if (this.staging) return this.staging.rename(from, to);
@@ -289,36 +320,40 @@ export class VolumeFilesystem {
   }
 
   /** Names in a directory with their attributes, '.' and '..' first. */
-  readdir(path: string): { names: string[]; attrs: NodeAttr[] } {
+  async readdir(path: string): Promise<{ names: string[]; attrs: NodeAttr[] }> {
+    const tree = this.current;
+    const parent = parentOf(path);
     if (this.staging) {
-      const parent = path === '/' ? path : path.slice(0, Math.max(1, path.lastIndexOf('/')));
-      const entries = this.staging.list(path);
-      const self = this.lookup(path);
+      const entries = await this.staging.list(path);
+      const self = await this.lookup(path, tree);
+      const up = path === '/' ? self : ((await this.find(parent, tree)) ?? self);
       return {
         names: ['.', '..', ...entries.map((e) => e.name)],
-        attrs: [this.attrOf(self), this.attrOf(this.find(parent) ?? self), ...entries.map((e) => this.attrOf(e.node))],
+        attrs: [this.attrOf(self), this.attrOf(up), ...entries.map((e) => this.attrOf(e.node))],
       };
     }
-    const dir = this.current.dir(path);
+    const dir = await tree.dir(path);
+    const up = path === '/' ? dir : ((await tree.find(parent)) ?? dir);
+    const entries = await tree.list(dir, (hash, page) => this.packs.add(hash, filesOf(page)));
     const names = ['.', '..'];
-    const attrs = [attrOf(dir), attrOf(dir.parent ?? dir)];
-    const prefix = dir.path === '/' ? '/' : `${dir.path}/`;
-    for (const name of dir.names) {
-      names.push(name);
-      attrs.push(attrOf(this.current.lookup(prefix + name)));
+    const attrs = [attrOf(dir), attrOf(up)];
+    for (const e of entries) {
+      names.push(e.name);
+      attrs.push(entryAttr(childPath(path, e.name), e));
     }
     return { names, attrs };
   }
 
   /** Checks that `path` may be opened with `flags`; returns a new file handle (release() drops it). */
-  open(path: string, flags: number): number {
-    const node = this.lookup(path);
+  async open(path: string, flags: number): Promise<number> {
+    const node = await this.lookup(path);
     if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) {
       // A writable mount's writing opens go to its staging (writable-ops.ts).
       throw new FsError(EROFS, `${path}: the mount is read-only`);
     }
     if (node.kind === 'staged') return this.staging!.openForRead(node);
     if (node.kind === 'dir' || node.kind === 'staged-dir') throw new FsError(EISDIR, `${path} is a directory`);
+    await this.indexNeighbours(node);
     const fh = this.newHandle();
     const entry = node.entry;
     this.handles.set(fh, { file: node, prefetch: this.prefetcher?.open(entry, (i) => this.extentBytes(entry, i)) });
@@ -332,8 +367,8 @@ export class VolumeFilesystem {
   }
 
   /** access(2): write access is never granted; the rest is (only the mounting user reaches the mount). */
-  access(path: string, mode: number): void {
-    if (!this.hidden.has(path)) this.lookup(path);
+  async access(path: string, mode: number): Promise<void> {
+    if (!this.hidden.has(path)) await this.lookup(path);
     const W_OK = 2;
     if (mode & W_OK && !this.staging) throw new FsError(EROFS, `${path}: the mount is read-only`);
   }
@@ -370,9 +405,9 @@ export class VolumeFilesystem {
    * the node it opened, whatever the path is called now (a reload may have
    * replaced it, or libfuse renamed it to a hidden name).
    */
-  fileFor(fh: number, path: string): FileNode {
+  async fileFor(fh: number, path: string): Promise<FileNode> {
     const byHandle = this.handles.get(fh)?.file;
-    const node: ViewNode = byHandle ?? this.lookup(path);
+    const node: ViewNode = byHandle ?? (await this.lookup(path));
     if (node.kind !== 'file') throw new FsError(EISDIR, `${path} is not a committed file`);
     return node;
   }
@@ -387,14 +422,34 @@ export class VolumeFilesystem {
   }
 
   /** The node at a path, with the staging over the tree when there is one. */
-  private find(path: string): ViewNode | undefined {
-    return this.staging ? this.staging.find(path) : this.current.find(path);
+  private find(path: string, tree = this.current): Promise<ViewNode | undefined> {
+    return this.staging ? this.staging.find(path) : tree.find(path);
   }
 
-  private lookup(path: string): ViewNode {
-    const n = this.find(path);
-    if (!n) throw new FsError(ENOENT, `no such file in version ${this.current.version}: ${path}`);
+  private async lookup(path: string, tree = this.current): Promise<ViewNode> {
+    const n = await this.find(path, tree);
+    if (!n) throw new FsError(ENOENT, `no such file in version ${tree.version}: ${path}`);
     return n;
+  }
+
+  private remember(path: string, isFile: boolean): void {
+    if (this.seenAll) return;
+    this.seen.set(path, isFile);
+    if (this.seen.size > MAX_SEEN) {
+      this.seenAll = true;
+      this.seen.clear();
+    }
+  }
+
+  /** Indexes the leaf page a packed file was found in, so that a walk through its directory reads its pack ahead. */
+  private async indexNeighbours(node: FileNode): Promise<void> {
+    if (!node.leaf || this.packs.maxWindow === 0 || node.entry.extents.every((e) => e.blob === e.hash)) return;
+    try {
+      const page = await this.trees.page(node.leaf);
+      if (page.kind === 'leaf') this.packs.add(node.leaf, filesOf(page));
+    } catch {
+      // Read-ahead only: the file's own read does not need its neighbours.
+    }
   }
 
   /** What stat says; in a writable mount every file and directory shows its owner's write bit, and directories one link. */
@@ -430,34 +485,36 @@ export class VolumeFilesystem {
   }
 }
 
-/** A version's recursive listing (0: the newest) and when it was committed. */
-async function listVersion(conn: Connection, volume: string, version: number): Promise<{ version: number; entries: FileEntry[]; createdAtMs: number }> {
-  const call = conn.volumes.listFiles({ volume, path: '', recursive: true, version, pageSize: 0, pageToken: '' });
-  const entries: FileEntry[] = [];
-  let listed = 0;
-  for await (const batch of conn.stream(call)) {
-    listed = batch.version;
-    entries.push(...batch.entries);
-  }
-  const created = await conn.unary(conn.volumes.listVersions.bind(conn.volumes), { name: volume });
-  const createdAtMs = created.versions.find((v) => v.version === listed)?.createdAtMs ?? Date.now();
-  return { version: listed, entries, createdAtMs };
+/** A version of the volume as GetVersion tells it (0: the newest). */
+async function versionHead(conn: Connection, volume: string, version: number): Promise<VersionHead> {
+  const v = await conn.unary(conn.volumes.getVersion.bind(conn.volumes), { volume, version });
+  return { version: v.version, root: v.root, createdAtMs: v.createdAtMs, files: v.fileCount, bytes: v.totalBytes, dirs: v.dirCount };
 }
 
-function* entriesOf(tree: VersionTree): Iterable<FileEntry> {
-  for (const n of tree.nodes()) if (n.kind === 'file') yield n.entry;
+/** Whether `path` is below one of the directories in `dirs`. */
+function isBelow(path: string, dirs: Set<string>): boolean {
+  for (let p = parentOf(path); p !== '/'; p = parentOf(p)) if (dirs.has(p)) return true;
+  return false;
+}
+
+function filesOf(page: LeafPage): FileItem[] {
+  return page.entries.filter((e): e is FileItem => e.kind === 'file');
 }
 
 function attrOf(n: Node): NodeAttr {
   if (n.kind === 'dir') return dirAttr(n);
-  return {
-    ino: n.ino,
-    mode: S_IFREG | ((n.mode & 0o777 || DEFAULT_FILE_MODE) & NO_WRITE),
-    nlink: 1,
-    size: n.size,
-    blocks: Math.ceil(n.size / 512),
-    mtimeMs: n.mtimeMs,
-  };
+  return fileAttr(n.ino, n.mode, n.size, n.mtimeMs);
+}
+
+/** The attributes of an entry listed at `path`, without making a node of it. */
+function entryAttr(path: string, e: Entry): NodeAttr {
+  checkIno(path, e.id);
+  if (e.kind === 'dir') return { ino: e.id, mode: S_IFDIR | 0o555, nlink: 2 + e.totals.subdirs, size: 4096, blocks: 8, mtimeMs: e.mtimeMs };
+  return fileAttr(e.id, e.mode, e.size, e.mtimeMs);
+}
+
+function fileAttr(ino: number, mode: number, size: number, mtimeMs: number): NodeAttr {
+  return { ino, mode: S_IFREG | ((mode & 0o777 || DEFAULT_FILE_MODE) & NO_WRITE), nlink: 1, size, blocks: Math.ceil(size / 512), mtimeMs };
 }
 
 function dirAttr(d: DirNode): NodeAttr {
