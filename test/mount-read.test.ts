@@ -19,6 +19,7 @@ import { runCli, uniqueName } from './support/processes.js';
 import { KiB, MiB, sha256, writeRandomTree } from './support/volume-data.js';
 
 const CHUNK = 1 * MiB;
+const NFC_NAME = 'unicode/caf\u00e9.txt';
 
 describe.each<StoreKind>(['local', 's3'])('read-only FUSE mount of a volume version (%s store)', (kind) => {
   let setup: Setup;
@@ -57,6 +58,8 @@ describe.each<StoreKind>(['local', 's3'])('read-only FUSE mount of a volume vers
     want.set('concurrent.bin', randomBytes(2 * CHUNK + 777));
     // Small enough to be packed with others: a slice of a pack blob.
     want.set('mid.bin', randomBytes(700 * KiB));
+    // Stored in NFC (one code point for é).
+    want.set(NFC_NAME, Buffer.from('café in NFC\n'));
     const batch = vol.batchUpload();
     for (const [path, data] of want) batch.putFile(data, path);
     batch.putFile(damaged, 'damaged.bin');
@@ -198,6 +201,15 @@ describe.each<StoreKind>(['local', 's3'])('read-only FUSE mount of a volume vers
     for (const p of ['one.bin', 'tree', everything[everything.length - 1]!]) {
       expect((await stat(join(mnt, p))).ino, p).toBe(ids.get(p));
     }
+  });
+
+  it('finds a name spelled in another Unicode form than the stored NFC', { timeout: 30_000 }, async () => {
+    const nfd = NFC_NAME.normalize('NFD');
+    expect(nfd).not.toBe(NFC_NAME);
+    expect((await readFile(join(mnt, nfd))).equals(want.get(NFC_NAME)!)).toBe(true);
+    expect((await stat(join(mnt, nfd))).ino).toBe((await stat(join(mnt, NFC_NAME))).ino);
+    // Listed as stored.
+    expect(await readdir(join(mnt, 'unicode'))).toEqual([NFC_NAME.split('/')[1]]);
   });
 
   it('refuses every kind of write with EROFS', { timeout: 30_000 }, async () => {
