@@ -49,16 +49,15 @@
  *   one in one assignment. An open handle keeps the FileNode (the entry and
  *   extents) it opened, so it reads the version it opened to the end; new
  *   lookups and opens see the new tree. What the kernel has cached about
- *   changed paths is dealt with by mount.ts and kernel-refresh.ts, which need
- *   from here: the paths the kernel may know (every path getattr was asked
- *   about, up to MAX_SEEN of them; beyond that every path counts as known),
- *   and the retiring protocol — a changed or removed file is unlinked through
- *   the mount, which this layer allows for those paths only while a reload
- *   runs, and libfuse renames one that is still open to a `.fuse_hidden…`
- *   name (this layer answers getattr for it with the old node until its last
- *   close unlinks it). Which of the changed paths the kernel may know is
- *   decided in the same synchronous step as the swap, so that a lookup
- *   answered from the old tree while the comparison ran is not missed.
+ *   changed paths is dealt with by mount.ts and kernel-refresh.ts, from the
+ *   plan KernelView (kernel-view.ts) makes: which paths the kernel may know
+ *   (every path getattr was asked about, within a bound), and the retiring
+ *   protocol (a changed or removed file is unlinked through the mount, which
+ *   this layer allows for those paths only while a reload runs; libfuse
+ *   renames one still open to a `.fuse_hidden…` name, answered with the old
+ *   node until its last close). The plan is made in the same synchronous
+ *   step as the swap, so that a lookup answered from the old tree while the
+ *   versions were compared is not missed.
  *
  * - Writes (a writable mount only): the changes made through the mount are
  *   staged on local disk (staging.ts), laid over the tree: lookups, listings
@@ -80,6 +79,7 @@ import { EISDIR, ENOENT, EROFS, FsError } from './errno.js';
 import { extentStarts, lastAtOrBefore } from './extents.js';
 import { PackReads, type PackReadOptions } from './pack-reads.js';
 import { Prefetcher, type FilePrefetch, type PrefetchOptions } from './prefetcher.js';
+import { KernelView, type ReloadPlan } from './kernel-view.js';
 import { FIRST_STAGED_HANDLE, Staging, isStaged, type ViewNode } from './staging.js';
 import { MountTreeSource } from './tree-source.js';
 import { VersionTree, checkIno, childPath, parentOf, type DirNode, type FileNode, type Node, type NodeAttr, type VersionHead } from './tree.js';
@@ -87,6 +87,7 @@ import type { ChunkCache } from './types.js';
 import { diffVersions } from './version-diff.js';
 
 export type { NodeAttr } from './tree.js';
+export type { ReloadPlan } from './kernel-view.js';
 
 export interface VolumeFilesystemOptions {
   connection: Connection;
@@ -122,23 +123,6 @@ const NO_WRITE = ~0o222;
 /** fuse-native passes a handle as 32 bits; ours stay positive int32, below the staging's. */
 const MAX_HANDLE = FIRST_STAGED_HANDLE - 1;
 
-/** Paths remembered as possibly known to the kernel (about 100 bytes each); beyond this, every path counts as known. */
-const MAX_SEEN = 1 << 17;
-/** libfuse renames an unlinked file that is still open to `<dir>/.fuse_hidden<16 hex>`. */
-const HIDDEN_PREFIX = '.fuse_hidden';
-
-/** What a reload did, and what the kernel must be told about it (kernel-refresh.ts). */
-export interface ReloadPlan {
-  from: number;
-  to: number;
-  added: number;
-  changed: number;
-  removed: number;
-  /** Files the kernel may know under their old identity, to unlink through the mount (allowed until endReload()). */
-  unlink: string[];
-  /** Paths whose cached lookup (positive or negative) the kernel must redo. */
-  revalidate: string[];
-}
 
 /**
  * Run by a reload before it swaps trees, while the staging makes no change
@@ -155,16 +139,9 @@ interface OpenFile {
 export class VolumeFilesystem {
   private readonly handles = new Map<number, OpenFile>();
   private lastHandle = 0;
-  /** Paths getattr was asked about (a kernel lookup of each went through it), true for files; unless `seenAll`. */
-  private readonly seen = new Map<string, boolean>();
-  private seenAll = false;
-  /** Files a running reload lets the mount unlink, with their old node when the reload had it. */
-  private readonly retiring = new Map<string, FileNode | undefined>();
-  /** Old files libfuse renamed to a hidden name while still open, until their last close unlinks them. */
-  private readonly hidden = new Map<string, FileNode>();
+  /** What the kernel may know, and the retiring of changed files during a reload. */
+  private readonly kernel = new KernelView();
   readonly packs: PackReads;
-  /** Paths a running reload makes the kernel look up again, which must not be created meanwhile (endReload() clears). */
-  private revalidating = new Set<string>();
   private reloading: Promise<unknown> = Promise.resolve();
 
   private constructor(
@@ -227,36 +204,16 @@ export class VolumeFilesystem {
       const after = await VersionTree.open(this.trees, this.volume, head);
       const changes = await atPath(`comparing versions ${before.version} and ${after.version} of volume "${this.volume}"`, () =>
         // Once every path counts as known, the files below a removed directory are retired too: they must be listed.
-        diffVersions(before, after, this.seenAll),
+        diffVersions(before, after, this.kernel.knowsAll),
       );
       plan.added = changes.added;
       plan.changed = changes.changed;
       plan.removed = changes.removed;
-      // Nothing awaits from the swap to the end of this: which paths the kernel may know is decided as it swaps.
+      // One step: which paths the kernel may know is decided as the trees are swapped.
       const swap = (): void => {
         this.current = after;
-        // A path the staging covers shows what the staging says, before and after: the kernel's view of it stays right.
-        const known = (path: string): boolean => (this.seenAll || this.seen.has(path)) && !this.staging?.covers(path);
-        const retire = (path: string, node: FileNode | undefined): void => {
-          if (!known(path) || this.retiring.has(path)) return;
-          this.retiring.set(path, node);
-          plan.unlink.push(path);
-        };
-        for (const f of changes.files) retire(f.path, f.node);
-        if (!this.seenAll && changes.removedDirs.length > 0) {
-          // Files below a removed directory that the kernel looked up: they were not listed (the directory was not walked).
-          const gone = new Set(changes.removedDirs);
-          for (const [path, isFile] of this.seen) if (isFile && isBelow(path, gone)) retire(path, undefined);
-        }
-        // A removed directory: its lookup is redone (ENOENT), which drops what is below it too.
-        for (const path of changes.removedDirs) if (known(path)) plan.revalidate.push(path);
-        // A path the kernel remembers as missing: only the topmost added ones can have been looked up.
-        for (const path of changes.addedPaths) if (known(path)) plan.revalidate.push(path);
-        // A directory in both whose attributes changed (entries below it added or removed).
-        for (const path of changes.changedDirs) if (known(path)) plan.revalidate.push(path);
-        plan.unlink.sort();
-        plan.revalidate.sort();
-        this.revalidating = new Set(plan.revalidate);
+        // A path the staging covers shows what the staging says, before and after.
+        this.kernel.plan(changes, (path) => this.staging?.covers(path) ?? false, plan);
       };
       if (this.staging) {
         await this.staging.exclusive(async () => {
@@ -273,13 +230,12 @@ export class VolumeFilesystem {
 
   /** The kernel was told about the last reload: the files it did not unlink are no longer unlinkable. */
   endReload(): void {
-    this.retiring.clear();
-    this.revalidating = new Set();
+    this.kernel.endReload();
   }
 
   /** Whether a running reload is making the kernel look `path` up again (its O_CREAT|O_EXCL open must create nothing). */
   beingRevalidated(path: string): boolean {
-    return this.revalidating.has(path);
+    return this.kernel.isRevalidating(path);
   }
 
   stats(): FsStats {
@@ -288,10 +244,10 @@ export class VolumeFilesystem {
   }
 
   async getattr(path: string): Promise<NodeAttr> {
-    this.remember(path, false);
-    const n = (await this.find(path)) ?? this.hidden.get(path);
+    this.kernel.remember(path, false);
+    const n = (await this.find(path)) ?? this.kernel.hiddenNode(path);
     if (!n) throw new FsError(ENOENT, `no such file in version ${this.current.version}: ${path}`);
-    if (n.kind === 'file') this.remember(path, true);
+    if (n.kind === 'file') this.kernel.remember(path, true);
     return this.attrOf(n);
   }
 
@@ -301,20 +257,15 @@ export class VolumeFilesystem {
    * libfuse unlinks it at its last close.
    */
   async unlink(path: string): Promise<void> {
-    if (this.retiring.delete(path) || this.hidden.delete(path)) return;
+    if (this.kernel.unlink(path)) return;
     if (this.staging) return this.staging.unlink(path);
     throw new FsError(EROFS, `${path}: the mount is read-only`);
   }
 
   /** rename(2) through the mount: only libfuse hiding a retired file that is still open. */
   async rename(from: string, to: string): Promise<void> {
-    if (this.retiring.has(from) && to.slice(to.lastIndexOf('/') + 1).startsWith(HIDDEN_PREFIX)) {
-      // libfuse hides only a file that is open: its handles have the node when the reload did not.
-      const node = this.retiring.get(from) ?? [...this.handles.values()].find((h) => h.file.path === from)?.file;
-      this.retiring.delete(from);
-      if (node) this.hidden.set(to, node);
-      return;
-    }
+    // libfuse hides only a file that is open: its handles have the node when the reload did not.
+    if (this.kernel.hide(from, to, (path) => [...this.handles.values()].find((h) => h.file.path === path)?.file)) return;
     if (this.staging) return this.staging.rename(from, to);
     throw new FsError(EROFS, `${from}: the mount is read-only`);
   }
@@ -368,7 +319,7 @@ export class VolumeFilesystem {
 
   /** access(2): write access is never granted; the rest is (only the mounting user reaches the mount). */
   async access(path: string, mode: number): Promise<void> {
-    if (!this.hidden.has(path)) await this.lookup(path);
+    if (!this.kernel.isHidden(path)) await this.lookup(path);
     const W_OK = 2;
     if (mode & W_OK && !this.staging) throw new FsError(EROFS, `${path}: the mount is read-only`);
   }
@@ -432,15 +383,6 @@ export class VolumeFilesystem {
     return n;
   }
 
-  private remember(path: string, isFile: boolean): void {
-    if (this.seenAll) return;
-    this.seen.set(path, isFile);
-    if (this.seen.size > MAX_SEEN) {
-      this.seenAll = true;
-      this.seen.clear();
-    }
-  }
-
   /** Indexes the leaf page a packed file was found in, so that a walk through its directory reads its pack ahead. */
   private async indexNeighbours(node: FileNode): Promise<void> {
     if (!node.leaf || this.packs.maxWindow === 0 || node.entry.extents.every((e) => e.blob === e.hash)) return;
@@ -489,12 +431,6 @@ export class VolumeFilesystem {
 async function versionHead(conn: Connection, volume: string, version: number): Promise<VersionHead> {
   const v = await conn.unary(conn.volumes.getVersion.bind(conn.volumes), { volume, version });
   return { version: v.version, root: v.root, createdAtMs: v.createdAtMs, files: v.fileCount, bytes: v.totalBytes, dirs: v.dirCount };
-}
-
-/** Whether `path` is below one of the directories in `dirs`. */
-function isBelow(path: string, dirs: Set<string>): boolean {
-  for (let p = parentOf(path); p !== '/'; p = parentOf(p)) if (dirs.has(p)) return true;
-  return false;
 }
 
 function filesOf(page: LeafPage): FileItem[] {
