@@ -226,46 +226,47 @@ export class Staging {
 
   /** A new staged file at `path` (create(2)); returns a handle open for writing. */
   create(path: string, mode: number): Promise<number> {
-    return this.exclusive(() => this.createNow(path, mode));
-  }
-
-  private async createNow(path: string, mode: number): Promise<number> {
-    await this.checkNew(path);
-    const existing = await this.find(path);
-    if (existing && isDir(existing)) throw new FsError(EISDIR, `${path} is a directory`);
-    const file = this.stage(path, mode & 0o777, existing?.ino);
-    const fh = this.openHandle(file, true);
-    try {
-      await this.change(file, (fd) => fd.truncate(0));
-    } catch (err) {
-      this.release(fh);
-      throw err;
-    }
-    return fh;
+    return this.opened(async () => {
+      await this.checkNew(path);
+      const existing = await this.find(path);
+      if (existing && isDir(existing)) throw new FsError(EISDIR, `${path} is a directory`);
+      const file = this.stage(path, mode & 0o777, existing?.ino);
+      return { fh: this.openHandle(file, true), then: this.change(file, (fd) => fd.truncate(0)) };
+    });
   }
 
   /** open(2) with write access or O_TRUNC. A committed file may only be replaced whole (O_TRUNC). */
   openForWrite(path: string, flags: number): Promise<number> {
-    return this.exclusive(() => this.openForWriteNow(path, flags));
+    return this.opened(async () => {
+      const node = await this.find(path);
+      if (!node) throw new FsError(ENOENT, `no such file: ${path}`);
+      if (isDir(node)) throw new FsError(EISDIR, `${path} is a directory`);
+      const trunc = (flags & O_TRUNC) !== 0;
+      let file: StagedFile;
+      if (node.kind === 'staged') file = node;
+      else if (trunc && !this.hidden.has(path)) file = this.stage(path, node.mode & 0o777 || DEFAULT_FILE_MODE, node.ino);
+      else throw inPlace(path, 'opened for writing without O_TRUNC');
+      return { fh: this.openHandle(file, (flags & O_ACCMODE) !== 0), then: trunc ? this.resize(file, 0) : undefined };
+    });
   }
 
-  private async openForWriteNow(path: string, flags: number): Promise<number> {
-    const node = await this.find(path);
-    if (!node) throw new FsError(ENOENT, `no such file: ${path}`);
-    if (isDir(node)) throw new FsError(EISDIR, `${path} is a directory`);
-    const trunc = (flags & O_TRUNC) !== 0;
-    let file: StagedFile;
-    if (node.kind === 'staged') file = node;
-    else if (trunc && !this.hidden.has(path)) file = this.stage(path, node.mode & 0o777 || DEFAULT_FILE_MODE, node.ino);
-    else throw inPlace(path, 'opened for writing without O_TRUNC');
-    const fh = this.openHandle(file, (flags & O_ACCMODE) !== 0);
-    if (trunc) {
-      try {
-        await this.resize(file, 0);
-      } catch (err) {
-        this.release(fh);
-        throw err;
-      }
+  /**
+   * Runs `open` (a lookup and a change of the staging) exclusively; the work
+   * on the file's bytes it queued (`then`) is awaited after, so that a slow
+   * one (behind a commit's copy of that file) holds up no other change. The
+   * handle is released when that work fails.
+   */
+  private async opened(open: () => Promise<{ fh: number; then: Promise<unknown> | undefined }>): Promise<number> {
+    const { fh, then } = await this.exclusive(async () => {
+      const r = await open();
+      if (r.then) awaitedLater(r.then);
+      return r;
+    });
+    try {
+      await then;
+    } catch (err) {
+      this.release(fh);
+      throw err;
     }
     return fh;
   }
@@ -296,18 +297,18 @@ export class Staging {
   }
 
   /** truncate(2) by path: a staged file to any size; a committed file only to 0 (replacing it whole). */
-  truncate(path: string, size: number): Promise<void> {
-    return this.exclusive(() => this.truncateNow(path, size));
-  }
-
-  private async truncateNow(path: string, size: number): Promise<void> {
-    const node = await this.find(path);
-    if (!node) throw new FsError(ENOENT, `no such file: ${path}`);
-    if (isDir(node)) throw new FsError(EISDIR, `${path} is a directory`);
-    if (node.kind === 'staged') return this.resize(node, size);
-    if (size !== 0 || this.hidden.has(path)) throw inPlace(path, `truncated to ${size} bytes`);
-    const file = this.stage(path, node.mode & 0o777 || DEFAULT_FILE_MODE, node.ino);
-    await this.resize(file, 0);
+  async truncate(path: string, size: number): Promise<void> {
+    // The resize is queued in the exclusive step and awaited after it (as in opened()).
+    const resized = await this.exclusive(async () => {
+      const node = await this.find(path);
+      if (!node) throw new FsError(ENOENT, `no such file: ${path}`);
+      if (isDir(node)) throw new FsError(EISDIR, `${path} is a directory`);
+      if (node.kind === 'staged') return { done: awaitedLater(this.resize(node, size)) };
+      if (size !== 0 || this.hidden.has(path)) throw inPlace(path, `truncated to ${size} bytes`);
+      const file = this.stage(path, node.mode & 0o777 || DEFAULT_FILE_MODE, node.ino);
+      return { done: awaitedLater(this.resize(file, 0)) };
+    });
+    await resized.done;
   }
 
   /** ftruncate(2) through a handle of a staged file. */
@@ -679,6 +680,12 @@ export class Staging {
     }
     return this.nextIno--;
   }
+}
+
+/** `p`, marked as handled: its caller awaits it once a step in between is done (a failure is not unhandled meanwhile). */
+function awaitedLater<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
 }
 
 /** Changed since its last commit (or never committed). */
