@@ -18,7 +18,9 @@ import { Volume } from '../src/client/index.js';
 import { DiskChunkCache } from '../src/fuse-mount/disk-cache.js';
 import { ENOENT } from '../src/fuse-mount/errno.js';
 import { VolumeFilesystem } from '../src/fuse-mount/filesystem.js';
+import { KernelView, type ReloadPlan } from '../src/fuse-mount/kernel-view.js';
 import { MemoryChunkCache } from '../src/fuse-mount/memory-cache.js';
+import type { VersionChanges } from '../src/fuse-mount/version-diff.js';
 import { removeScratch, scratchDir, startSetup, waitFor, type Setup } from './support/faults.js';
 import { cleanUpMounts, detach, errnoCode, mountDirs, startMountProcess, stopMount, type MountProcess } from './support/mount.js';
 import { runCli, startStowage, uniqueName, type Stowage } from './support/processes.js';
@@ -84,6 +86,72 @@ describe('inode numbers across reloads (no FUSE)', () => {
     const c3 = await ino('/d/c');
     expect([...v1, b2, e]).not.toContain(c3);
     expect(await ino('/b')).toBe(b2);
+  });
+
+  it('once every path counts as known, a reload lists and retires the files below a removed directory', async () => {
+    await vol.batchUpload().putFile(Buffer.from('1'), 'gone/a').putFile(Buffer.from('2'), 'gone/b/c').commit();
+    await fs.reload();
+    fs.endReload();
+    // More lookups than the mount remembers one by one.
+    for (let i = 0; i <= 1 << 17; i++) await fs.getattr(`/missing-${i}`).catch(() => undefined);
+    await vol.removeFile('gone', { recursive: true });
+    const plan = await fs.reload();
+    fs.endReload();
+    expect(plan.removed).toBe(4);
+    expect(plan.unlink).toEqual(['/gone/a', '/gone/b/c']);
+    expect(plan.revalidate).toContain('/gone');
+  });
+});
+
+describe('what a reload tells the kernel (no FUSE)', () => {
+  const changes = (over: Partial<VersionChanges>): VersionChanges => ({
+    added: 0,
+    changed: 0,
+    removed: 0,
+    files: [],
+    removedDirs: [],
+    removedTrees: new Map(),
+    addedPaths: [],
+    changedDirs: [],
+    ...over,
+  });
+  const emptyPlan = (): ReloadPlan => ({ from: 1, to: 2, added: 0, changed: 0, removed: 0, unlink: [], revalidate: [] });
+
+  it('retires the changed files the kernel looked up, and those below a removed directory; redoes the lookups that may be stale', () => {
+    const k = new KernelView();
+    for (const [path, isFile] of [['/x', true], ['/d', false], ['/d/c', true], ['/d/e/f', true], ['/staged', true], ['/new', false], ['/kept', false]] as const) {
+      k.remember(path, isFile);
+    }
+    const plan = emptyPlan();
+    const c = changes({
+      files: [{ path: '/x', node: undefined }, { path: '/unseen', node: undefined }, { path: '/staged', node: undefined }],
+      removedDirs: ['/d'],
+      addedPaths: ['/new', '/never-looked-up'],
+      changedDirs: ['/kept'],
+    });
+    k.plan(c, (path) => path === '/staged', plan);
+    expect(plan.unlink).toEqual(['/d/c', '/d/e/f', '/x']);
+    expect(plan.revalidate).toEqual(['/d', '/kept', '/new']);
+    expect(k.isRevalidating('/new')).toBe(true);
+    // Allowed once each, until the reload ends.
+    expect(k.unlink('/x')).toBe(true);
+    expect(k.unlink('/x')).toBe(false);
+    k.endReload();
+    expect(k.unlink('/d/c')).toBe(false);
+    expect(k.isRevalidating('/new')).toBe(false);
+  });
+
+  it('counts every path as known past its bound, but not while a reload compares versions', () => {
+    const k = new KernelView();
+    k.hold();
+    for (let i = 0; i <= 1 << 17; i++) k.remember(`/p${i}`, true);
+    expect(k.knowsAll).toBe(false);
+    k.release();
+    expect(k.knowsAll).toBe(true);
+    const plan = emptyPlan();
+    k.plan(changes({ files: [{ path: '/anything', node: undefined }], addedPaths: ['/a'] }), () => false, plan);
+    expect(plan.unlink).toEqual(['/anything']);
+    expect(plan.revalidate).toEqual(['/a']);
   });
 });
 

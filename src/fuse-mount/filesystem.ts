@@ -84,7 +84,7 @@ import { FIRST_STAGED_HANDLE, Staging, isStaged, type ViewNode } from './staging
 import { MountTreeSource } from './tree-source.js';
 import { VersionTree, checkIno, childPath, parentOf, type DirNode, type FileNode, type Node, type NodeAttr, type VersionHead } from './tree.js';
 import type { ChunkCache } from './types.js';
-import { diffVersions } from './version-diff.js';
+import { diffVersions, filesBelowRemoved } from './version-diff.js';
 
 export type { NodeAttr } from './tree.js';
 export type { ReloadPlan } from './kernel-view.js';
@@ -202,30 +202,42 @@ export class VolumeFilesystem {
         throw new FailedPreconditionError(`the newest version of ${this.volume} is ${head.version}, older than the mounted ${before.version}`);
       }
       const after = await VersionTree.open(this.trees, this.volume, head);
-      const changes = await atPath(`comparing versions ${before.version} and ${after.version} of volume "${this.volume}"`, () =>
-        // Once every path counts as known, the files below a removed directory are retired too: they must be listed.
-        diffVersions(before, after, this.kernel.knowsAll),
-      );
-      plan.added = changes.added;
-      plan.changed = changes.changed;
-      plan.removed = changes.removed;
-      // One step: which paths the kernel may know is decided as the trees are swapped.
-      const swap = (): void => {
-        this.current = after;
-        // A path the staging covers shows what the staging says, before and after.
-        this.kernel.plan(changes, (path) => this.staging?.covers(path) ?? false, plan);
-      };
-      if (this.staging) {
-        await this.staging.exclusive(async () => {
-          const apply = await settle?.(before, after);
-          swap();
-          apply?.();
-        });
-      } else swap();
-      return plan;
+      this.kernel.hold();
+      try {
+        return await this.compareAndSwap(before, after, plan, settle);
+      } finally {
+        this.kernel.release();
+      }
     });
     this.reloading = next.catch(() => undefined);
     return next;
+  }
+
+  /** The rest of reload(): what changed, and the swap to `after` with the kernel's plan made in the same step. */
+  private async compareAndSwap(before: VersionTree, after: VersionTree, plan: ReloadPlan, settle: ReloadSettle | undefined): Promise<ReloadPlan> {
+    const changes = await atPath(`comparing versions ${before.version} and ${after.version} of volume "${this.volume}"`, async () => {
+      const c = await diffVersions(before, after);
+      // Once every path counts as known (held so until the swap), the files below a removed directory are retired too: they must be listed.
+      if (this.kernel.knowsAll) await filesBelowRemoved(before, c);
+      return c;
+    });
+    plan.added = changes.added;
+    plan.changed = changes.changed;
+    plan.removed = changes.removed;
+    // One step: which paths the kernel may know is decided as the trees are swapped.
+    const swap = (): void => {
+      this.current = after;
+      // A path the staging covers shows what the staging says, before and after.
+      this.kernel.plan(changes, (path) => this.staging?.covers(path) ?? false, plan);
+    };
+    if (this.staging) {
+      await this.staging.exclusive(async () => {
+        const apply = await settle?.(before, after);
+        swap();
+        apply?.();
+      });
+    } else swap();
+    return plan;
   }
 
   /** The kernel was told about the last reload: the files it did not unlink are no longer unlinkable. */

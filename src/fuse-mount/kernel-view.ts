@@ -41,6 +41,8 @@ export class KernelView {
   /** Paths getattr was asked about, true for files; unless `seenAll`. */
   private readonly seen = new Map<string, boolean>();
   private seenAll = false;
+  /** While a reload compares versions, the set of known paths does not turn into "all" (hold()). */
+  private holding = false;
   /** Files a running reload lets the mount unlink, with their old node when the reload had it. */
   private readonly retiring = new Map<string, FileNode | undefined>();
   /** Old files libfuse renamed to a hidden name while still open, until their last close unlinks them. */
@@ -57,10 +59,26 @@ export class KernelView {
   remember(path: string, isFile: boolean): void {
     if (this.seenAll) return;
     this.seen.set(path, isFile);
-    if (this.seen.size > MAX_SEEN) {
-      this.seenAll = true;
-      this.seen.clear();
-    }
+    if (this.seen.size > MAX_SEEN && !this.holding) this.forgetPaths();
+  }
+
+  /**
+   * A reload starts comparing versions: knowsAll stays what it is until
+   * release() (the set may grow past its bound meanwhile, by the lookups of
+   * that time), so that what the reload listed for it is what plan() expects.
+   */
+  hold(): void {
+    this.holding = true;
+  }
+
+  release(): void {
+    this.holding = false;
+    if (this.seen.size > MAX_SEEN) this.forgetPaths();
+  }
+
+  private forgetPaths(): void {
+    this.seenAll = true;
+    this.seen.clear();
   }
 
   /** The old node under a hidden name, if libfuse hid one there. */
@@ -86,6 +104,7 @@ export class KernelView {
       plan.unlink.push(path);
     };
     for (const f of changes.files) retire(f.path, f.node);
+    // When every path counts as known, the caller listed the files below removed directories (knowsAll held since it looked).
     if (!this.seenAll && changes.removedDirs.length > 0) {
       // Files below a removed directory that the kernel looked up: the diff did not walk the directory.
       const gone = new Set(changes.removedDirs);
