@@ -198,11 +198,14 @@ describe('pack read-ahead (no FUSE)', () => {
     const p = pack(n);
     const cache = new MapCache();
     const ranges: [number, number][] = [];
-    const reads = new PackReads(p.entries, cache, async (_entry, _index, offset, length) => {
+    const reads = new PackReads(cache, async (_entry, _index, offset, length) => {
       ranges.push([offset, length]);
       await new Promise((r) => setImmediate(r));
       return Buffer.from(p.blob.subarray(offset, offset + length));
     });
+    // As the mount indexes the leaf pages of a directory it lists: here two pages.
+    reads.add('page-1', p.entries.slice(0, n >> 1));
+    reads.add('page-2', p.entries.slice(n >> 1));
     const read = (i: number) => cache.get(p.entries[i]!.extents[0]!.hash, FILE, () => reads.load(p.entries[i]!, 0));
     return { ...p, cache, ranges, reads, read };
   }

@@ -19,6 +19,7 @@ import { runCli, uniqueName } from './support/processes.js';
 import { KiB, MiB, sha256, writeRandomTree } from './support/volume-data.js';
 
 const CHUNK = 1 * MiB;
+const NFC_NAME = 'unicode/caf\u00e9.txt';
 
 describe.each<StoreKind>(['local', 's3'])('read-only FUSE mount of a volume version (%s store)', (kind) => {
   let setup: Setup;
@@ -57,6 +58,8 @@ describe.each<StoreKind>(['local', 's3'])('read-only FUSE mount of a volume vers
     want.set('concurrent.bin', randomBytes(2 * CHUNK + 777));
     // Small enough to be packed with others: a slice of a pack blob.
     want.set('mid.bin', randomBytes(700 * KiB));
+    // Stored in NFC (one code point for é).
+    want.set(NFC_NAME, Buffer.from('café in NFC\n'));
     const batch = vol.batchUpload();
     for (const [path, data] of want) batch.putFile(data, path);
     batch.putFile(damaged, 'damaged.bin');
@@ -188,11 +191,25 @@ describe.each<StoreKind>(['local', 's3'])('read-only FUSE mount of a volume vers
     const everything = (await vol.listdir('/', { recursive: true, version: 1 })).map((e) => e.path).sort();
     const walked = (await readdir(mnt, { recursive: true })).sort();
     expect(walked).toEqual(everything);
-    // Inode numbers are the mount's own (use_ino): the root is 1, then the listing's sorted order.
+    // Inode numbers (use_ino) are the entries' ids in the version: the root is 1.
+    const { connection } = setup.stowage;
+    const ids = new Map<string, number>();
+    const call = connection.volumes.listFiles({ volume: name, path: '', recursive: true, version: 1, pageSize: 0, pageToken: '', withoutExtents: true });
+    for await (const batch of connection.stream(call)) for (const e of batch.entries) ids.set(e.path, e.id);
+    expect(ids.size).toBe(everything.length);
     expect((await stat(mnt)).ino).toBe(1);
     for (const p of ['one.bin', 'tree', everything[everything.length - 1]!]) {
-      expect((await stat(join(mnt, p))).ino, p).toBe(everything.indexOf(p) + 2);
+      expect((await stat(join(mnt, p))).ino, p).toBe(ids.get(p));
     }
+  });
+
+  it('finds a name spelled in another Unicode form than the stored NFC', { timeout: 30_000 }, async () => {
+    const nfd = NFC_NAME.normalize('NFD');
+    expect(nfd).not.toBe(NFC_NAME);
+    expect((await readFile(join(mnt, nfd))).equals(want.get(NFC_NAME)!)).toBe(true);
+    expect((await stat(join(mnt, nfd))).ino).toBe((await stat(join(mnt, NFC_NAME))).ino);
+    // Listed as stored.
+    expect(await readdir(join(mnt, 'unicode'))).toEqual([NFC_NAME.split('/')[1]]);
   });
 
   it('refuses every kind of write with EROFS', { timeout: 30_000 }, async () => {

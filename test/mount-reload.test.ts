@@ -15,44 +15,143 @@ import { open, readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Volume } from '../src/client/index.js';
-import { VersionTree, changedPaths } from '../src/fuse-mount/tree.js';
-import { FileType, type FileEntry } from '../src/gen/stowage/v1/volume.js';
+import { DiskChunkCache } from '../src/fuse-mount/disk-cache.js';
+import { ENOENT } from '../src/fuse-mount/errno.js';
+import { VolumeFilesystem } from '../src/fuse-mount/filesystem.js';
+import { KernelView, type ReloadPlan } from '../src/fuse-mount/kernel-view.js';
+import { MemoryChunkCache } from '../src/fuse-mount/memory-cache.js';
+import type { VersionChanges } from '../src/fuse-mount/version-diff.js';
 import { removeScratch, scratchDir, startSetup, waitFor, type Setup } from './support/faults.js';
 import { cleanUpMounts, detach, errnoCode, mountDirs, startMountProcess, stopMount, type MountProcess } from './support/mount.js';
-import { runCli, uniqueName } from './support/processes.js';
+import { runCli, startStowage, uniqueName, type Stowage } from './support/processes.js';
 import { KiB, MiB, sha256 } from './support/volume-data.js';
 
 const CHUNK = 1 * MiB;
 
 describe('inode numbers across reloads (no FUSE)', () => {
-  const file = (path: string, hash: string, size = 10): FileEntry => ({
-    path,
-    type: FileType.FILE_TYPE_FILE,
-    size,
-    mode: 0o644,
-    mtimeMs: 1000,
-    extents: [{ blob: 'b', offset: 0, length: size, hash: hash.repeat(64) }],
-    id: 0,
-    tree: '',
+  // The filesystem layer over a real server (in this process, local store), without the kernel.
+  let stowage: Stowage;
+  let fs: VolumeFilesystem;
+  let vol: Volume;
+
+  beforeAll(async () => {
+    stowage = await startStowage();
+    const { connection } = stowage;
+    vol = await Volume.fromName(uniqueName('inodes'), { createIfMissing: true, connection });
+    const v1 = vol.batchUpload();
+    for (const [path, text] of [['a', '1'], ['b', '2'], ['d/c', '3'], ['keep/x', '4']]) v1.putFile(Buffer.from(text!), path!);
+    await v1.commit();
+    const disk = await DiskChunkCache.open({ dir: join(scratchDir('inodes-cache'), 'cache'), maxBytes: 64 * MiB });
+    fs = await VolumeFilesystem.load({ connection, volume: vol.name, cache: new MemoryChunkCache(disk, { maxBytes: 8 * MiB }) });
   });
 
-  it('keeps the number of an unchanged path, gives changed and added paths new ones, and never reuses one', () => {
-    const v1 = new VersionTree(1, [file('a', '1'), file('b', '2'), file('d/c', '3')], 0);
-    expect(['/a', '/b', '/d/c', '/d'].map((p) => v1.find(p)?.ino)).toEqual([2, 3, 4, 5]);
-    // b changes, d/c goes, e arrives.
-    const v2 = new VersionTree(2, [file('a', '1'), file('b', '9'), file('e', '4')], 0, v1);
-    expect(v2.find('/a')?.ino).toBe(2);
-    expect(v2.find('/b')?.ino).toBe(6);
-    expect(v2.find('/e')?.ino).toBe(7);
-    expect(v2.find('/d')).toBeUndefined();
-    const c = changedPaths(v1, v2);
-    expect(c.changed.map((x) => x.after.path)).toEqual(['/b']);
-    expect(c.added.map((n) => n.path)).toEqual(['/e']);
-    expect(c.removed.map((n) => n.path).sort()).toEqual(['/d', '/d/c']);
-    // d/c comes back with its old bytes: a new number all the same (4 named another node of this mount).
-    const v3 = new VersionTree(3, [file('a', '1'), file('b', '9'), file('d/c', '3')], 0, v2);
-    expect([v3.find('/b')?.ino, v3.find('/d/c')?.ino, v3.find('/d')?.ino]).toEqual([6, 8, 9]);
-    expect(v3.nextIno).toBe(10);
+  afterAll(async () => {
+    await fs?.close();
+    await stowage?.stop();
+  });
+
+  const ino = async (path: string): Promise<number> => (await fs.getattr(path)).ino;
+
+  it('keeps the number of an unchanged path, gives changed and added paths new ones, and never reuses one', async () => {
+    // The entries' ids, as the commit gave them: every path its own, the root 1.
+    const paths = ['/a', '/b', '/d', '/d/c', '/keep', '/keep/x'];
+    const v1 = await Promise.all(paths.map(ino));
+    expect(await ino('/')).toBe(1);
+    expect(new Set([1, ...v1]).size).toBe(paths.length + 1);
+    // Looked up and found missing (the kernel would remember that).
+    await expect(fs.getattr('/e')).rejects.toMatchObject({ errno: ENOENT });
+
+    // b changes, d/c goes (and d with it: a directory without files), e arrives.
+    const to = (await vol.batchUpload({ force: true }).putFile(Buffer.from('9'), 'b').putFile(Buffer.from('5'), 'e').removeFile('d/c').commit()).version;
+    const plan = await fs.reload();
+    fs.endReload();
+    expect(plan).toMatchObject({ from: 1, to, added: 1, changed: 1, removed: 2 });
+    // What the kernel was shown is dealt with: the changed and removed files it knows unlinked, the rest looked up again.
+    expect(plan.unlink).toEqual(['/b', '/d/c']);
+    expect(plan.revalidate).toEqual(['/d', '/e']);
+    expect(await ino('/a')).toBe(v1[0]);
+    expect(await ino('/keep/x')).toBe(v1[5]);
+    expect(await ino('/keep')).toBe(v1[4]);
+    const b2 = await ino('/b');
+    const e = await ino('/e');
+    expect(v1).not.toContain(b2);
+    expect(v1).not.toContain(e);
+    await expect(fs.getattr('/d')).rejects.toMatchObject({ errno: ENOENT });
+
+    // d/c comes back with its old bytes: a new number all the same (the old one named another node of this mount).
+    await vol.batchUpload().putFile(Buffer.from('3'), 'd/c').commit();
+    const again = await fs.reload();
+    fs.endReload();
+    expect(again).toMatchObject({ added: 2, changed: 0, removed: 0 });
+    const c3 = await ino('/d/c');
+    expect([...v1, b2, e]).not.toContain(c3);
+    expect(await ino('/b')).toBe(b2);
+  });
+
+  it('once every path counts as known, a reload lists and retires the files below a removed directory', async () => {
+    await vol.batchUpload().putFile(Buffer.from('1'), 'gone/a').putFile(Buffer.from('2'), 'gone/b/c').commit();
+    await fs.reload();
+    fs.endReload();
+    // More lookups than the mount remembers one by one.
+    for (let i = 0; i <= 1 << 17; i++) await fs.getattr(`/missing-${i}`).catch(() => undefined);
+    await vol.removeFile('gone', { recursive: true });
+    const plan = await fs.reload();
+    fs.endReload();
+    expect(plan.removed).toBe(4);
+    expect(plan.unlink).toEqual(['/gone/a', '/gone/b/c']);
+    expect(plan.revalidate).toContain('/gone');
+  });
+});
+
+describe('what a reload tells the kernel (no FUSE)', () => {
+  const changes = (over: Partial<VersionChanges>): VersionChanges => ({
+    added: 0,
+    changed: 0,
+    removed: 0,
+    files: [],
+    removedDirs: [],
+    removedTrees: new Map(),
+    addedPaths: [],
+    changedDirs: [],
+    ...over,
+  });
+  const emptyPlan = (): ReloadPlan => ({ from: 1, to: 2, added: 0, changed: 0, removed: 0, unlink: [], revalidate: [] });
+
+  it('retires the changed files the kernel looked up, and those below a removed directory; redoes the lookups that may be stale', () => {
+    const k = new KernelView();
+    for (const [path, isFile] of [['/x', true], ['/d', false], ['/d/c', true], ['/d/e/f', true], ['/staged', true], ['/new', false], ['/kept', false]] as const) {
+      k.remember(path, isFile);
+    }
+    const plan = emptyPlan();
+    const c = changes({
+      files: [{ path: '/x', node: undefined }, { path: '/unseen', node: undefined }, { path: '/staged', node: undefined }],
+      removedDirs: ['/d'],
+      addedPaths: ['/new', '/never-looked-up'],
+      changedDirs: ['/kept'],
+    });
+    k.plan(c, (path) => path === '/staged', plan);
+    expect(plan.unlink).toEqual(['/d/c', '/d/e/f', '/x']);
+    expect(plan.revalidate).toEqual(['/d', '/kept', '/new']);
+    expect(k.isRevalidating('/new')).toBe(true);
+    // Allowed once each, until the reload ends.
+    expect(k.unlink('/x')).toBe(true);
+    expect(k.unlink('/x')).toBe(false);
+    k.endReload();
+    expect(k.unlink('/d/c')).toBe(false);
+    expect(k.isRevalidating('/new')).toBe(false);
+  });
+
+  it('counts every path as known past its bound, but not while a reload compares versions', () => {
+    const k = new KernelView();
+    k.hold();
+    for (let i = 0; i <= 1 << 17; i++) k.remember(`/p${i}`, true);
+    expect(k.knowsAll).toBe(false);
+    k.release();
+    expect(k.knowsAll).toBe(true);
+    const plan = emptyPlan();
+    k.plan(changes({ files: [{ path: '/anything', node: undefined }], addedPaths: ['/a'] }), () => false, plan);
+    expect(plan.unlink).toEqual(['/anything']);
+    expect(plan.revalidate).toEqual(['/a']);
   });
 });
 

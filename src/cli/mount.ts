@@ -85,6 +85,8 @@ export const DEFAULT_CACHE_SIZE = '10GiB';
  * process stays under 300 MiB while it streams (bench/mount-read).
  */
 const DEFAULT_MEMORY_CACHE_SIZE = '64MiB';
+/** --tree-cache-size when not given: the pages of several hundred thousand entries (fuse-mount/tree-source.ts). */
+const DEFAULT_TREE_CACHE_SIZE = '32MiB';
 
 interface MountFlags {
   version?: string;
@@ -92,6 +94,7 @@ interface MountFlags {
   cacheSize: string;
   cacheMode: string;
   memoryCacheSize: string;
+  treeCacheSize: string;
   prefetchWindow: string;
   writable?: boolean;
   stagingDir?: string;
@@ -115,6 +118,7 @@ export function register(program: Command): void {
     .option('--cache-size <size>', 'bound on the chunk cache on disk', DEFAULT_CACHE_SIZE)
     .option(CACHE_MODE_FLAGS, CACHE_MODE_HELP, 'private')
     .option('--memory-cache-size <size>', 'bound on hot chunks kept in memory', DEFAULT_MEMORY_CACHE_SIZE)
+    .option('--tree-cache-size <size>', 'bound on the directory pages (tree objects) kept in memory', DEFAULT_TREE_CACHE_SIZE)
     .option('--prefetch-window <size>', 'most bytes fetched ahead of a sequential reader, per open file, at most half of --memory-cache-size (0: no prefetch)', '32MiB')
     .option('--debug', 'print libfuse debug output')
     .action(async (name: string, dir: string, flags: MountFlags) => {
@@ -132,6 +136,7 @@ export function register(program: Command): void {
       const diskBytes = parseSize('--cache-size', flags.cacheSize);
       const modes = cacheModes(flags.cacheMode);
       const memoryBytes = parseSize('--memory-cache-size', flags.memoryCacheSize);
+      const treeCacheBytes = parseSize('--tree-cache-size', flags.treeCacheSize);
       // Chunks fetched ahead wait in the memory cache for their reader: a window larger than it would evict them first.
       const prefetchWindow = Math.min(parseSize('--prefetch-window', flags.prefetchWindow, { allowZero: true }), Math.floor(memoryBytes / 2));
       const log = createLogger('mount');
@@ -152,6 +157,7 @@ export function register(program: Command): void {
           version,
           cache,
           prefetch: { maxWindow: prefetchWindow },
+          treeCacheBytes,
           stagingDir,
         });
       } catch (err) {

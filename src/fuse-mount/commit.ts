@@ -9,8 +9,13 @@
  * A removal of a file the latest version no longer has (another writer
  * removed it) is dropped rather than failing the commit.
  */
+import pLimit from 'p-limit';
 import type { CommitResult as BatchResult, TransferProgress, Volume } from '../client/volume.js';
+import { NotFoundError } from '../common/errors.js';
 import type { Snapshot } from './staging.js';
+
+/** Stats of removed paths in flight at once. */
+const STATS_AT_ONCE = 8;
 
 /** What asked for a commit. */
 export type CommitTrigger = 'request' | 'fsync' | 'unmount';
@@ -47,14 +52,25 @@ export async function commitSnapshot(
   const batch = vol.batchUpload({ force: true, onProgress });
   for (const p of snap.puts) batch.putFile(p.source, p.path, { mode: p.mode, mtimeMs: p.mtimeMs });
   for (const e of snap.existing) batch.putExisting(e.node.entry, e.path, { mode: e.node.mode });
+  // Each removal is checked by a stat of its path (the cost of the removals, not of the volume).
+  const limit = pLimit(STATS_AT_ONCE);
+  const present = await Promise.all(
+    snap.removes.map((r) =>
+      limit(async () => {
+        try {
+          return (await vol.stat(r)).type === 'file';
+        } catch (err) {
+          if (err instanceof NotFoundError) return false;
+          throw err;
+        }
+      }),
+    ),
+  );
   let removed = 0;
-  if (snap.removes.length > 0) {
-    const files = new Set((await vol.listdir('/', { recursive: true })).filter((f) => f.type === 'file').map((f) => f.path));
-    for (const r of snap.removes) {
-      if (!files.has(r.slice(1))) continue;
-      batch.removeFile(r);
-      removed++;
-    }
-  }
+  snap.removes.forEach((r, i) => {
+    if (!present[i]) return;
+    batch.removeFile(r);
+    removed++;
+  });
   return { ...(await batch.commit()), removed };
 }

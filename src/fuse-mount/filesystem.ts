@@ -3,9 +3,18 @@
  * layer between the FUSE callbacks (mount.ts) and the SDK's transport.
  *
  * Design.
- * - The version is pinned at load: its recursive listing (with every file's
- *   extents) becomes a VersionTree, and no later call asks the server about
- *   metadata. getattr, readdir, open and statfs are answered from memory.
+ * - The version is pinned at load (GetVersion: its root page and totals) and
+ *   loaded lazily: a lookup walks from the root a name at a time, a listing
+ *   reads the pages of one directory (tree.ts), through the mount's
+ *   MountTreeSource, which fetches pages as they are reached, checks each
+ *   against its hash and keeps them within --tree-cache-size (tree-source.ts).
+ *   Mounting a volume of a million files reads one page; a stat of a deep
+ *   file reads the pages on its path; `find` over all of it holds at most the
+ *   bounded caches. A damaged or missing page fails the lookups that need it
+ *   with EIO, logged with the path (mount.ts); the rest of the tree still works.
+ * - Every callback captures the tree it starts with (`this.current`) and
+ *   uses it throughout, so that it sees one version or the other across a
+ *   reload, never a mix, though it may await page fetches.
  * - A read of [position, position+length) maps to the extents that overlap it
  *   (found by binary search over their start offsets); each extent's bytes come from the
  *   host's ChunkCache under the extent's hash. On a miss the cache calls our
@@ -15,10 +24,10 @@
  *   concurrent loads of one chunk, so eight readers of a cold chunk cost one
  *   transfer. Bytes that fail that check are reported to the server as
  *   damaged (as BlobTransport.readExtent does) and the read fails with EIO.
- * - The tree, the transport and the cache are shared by every open file. An
- *   open file handle is a number of our own (not the inode: two opens of one
- *   file are two readers), mapping to the file and its prefetch stream
- *   (prefetcher.ts), dropped at release.
+ * - The tree source, the transport and the cache are shared by every open
+ *   file. An open file handle is a number of our own (not the inode: two
+ *   opens of one file are two readers), mapping to the file and its prefetch
+ *   stream (prefetcher.ts), dropped at release.
  * - Prefetch: each read is also shown to the handle's stream, which fetches
  *   extents ahead of a sequential reader into the same cache with the same
  *   `extentBytes`; the read itself still gets every extent it touches, so a
@@ -27,49 +36,58 @@
  *   through PackReads (pack-reads.ts), which turns a walk through a directory
  *   of small files into a few ranged GETs of the pack and fills the cache with
  *   the neighbours it fetched; a small file read at random still costs one GET
- *   of its own bytes.
- * - Errors are thrown as they come (StowageError from the SDK, FsError for
- *   ENOENT and EROFS here); mount.ts turns them into errno in one place
- *   (errno.ts).
+ *   of its own bytes. It learns the neighbours from the leaf pages this layer
+ *   loads: every page a listing reads, and the page of each file opened.
+ * - Errors are thrown as they come (StowageError from the SDK or the tree,
+ *   FsError for ENOENT and EROFS here); mount.ts turns them into errno in one
+ *   place (errno.ts).
  *
- * - Reload (reload(), on SIGHUP): the newest version is listed and its tree
- *   (built from the current one, so unchanged paths keep their inode
- *   numbers: tree.ts) replaces the current one in one assignment; every
- *   callback is synchronous over the tree, so a readdir or getattr sees one
- *   tree or the other, never a mix. An open handle keeps the FileNode (the
- *   entry and extents) it opened, so it reads the version it opened to the
- *   end; new lookups and opens see the new tree. What the kernel has cached
- *   about changed paths is dealt with by mount.ts and kernel-refresh.ts, which
- *   need from here: the paths the kernel may know (every path getattr was
- *   asked about: each kernel lookup goes through it), and the retiring
- *   protocol — a changed or removed file is unlinked through the mount, which
- *   this layer allows for those paths only while a reload runs, and libfuse
- *   renames one that is still open to a `.fuse_hidden…` name (this layer
- *   answers getattr for it with the old node until its last close unlinks it).
+ * - Reload (reload(), on SIGHUP): GetVersion names the newest root; the two
+ *   versions are compared by hash (version-diff.ts), entering only the
+ *   directories whose root page differs, so a reload after a one-file commit
+ *   loads the pages on that file's path. The new tree replaces the current
+ *   one in one assignment. An open handle keeps the FileNode (the entry and
+ *   extents) it opened, so it reads the version it opened to the end; new
+ *   lookups and opens see the new tree. What the kernel has cached about
+ *   changed paths is dealt with by mount.ts and kernel-refresh.ts, from the
+ *   plan KernelView (kernel-view.ts) makes: which paths the kernel may know
+ *   (every path getattr was asked about, within a bound), and the retiring
+ *   protocol (a changed or removed file is unlinked through the mount, which
+ *   this layer allows for those paths only while a reload runs; libfuse
+ *   renames one still open to a `.fuse_hidden…` name, answered with the old
+ *   node until its last close). The plan is made in the same synchronous
+ *   step as the swap, so that a lookup answered from the old tree while the
+ *   versions were compared is not missed.
  *
  * - Writes (a writable mount only): the changes made through the mount are
  *   staged on local disk (staging.ts), laid over the tree: lookups, listings
  *   and opens here ask the staging first; what it covers a reload leaves
  *   alone in the kernel (its view of those paths is already right). The write
- *   callbacks themselves go to the staging (writable-ops.ts).
+ *   callbacks themselves go to the staging (writable-ops.ts). The swap of a
+ *   reload waits for the staging's running changes (Staging.exclusive), and a
+ *   commit's settling of the staging happens in the same step.
  */
 import { BlobTransport, type TransferMode } from '../client/blob-transport.js';
 import type { Connection } from '../client/connection.js';
-import { checkedListing } from '../client/server-answers.js';
-import { IntegrityError } from '../common/errors.js';
-import { FailedPreconditionError } from '../common/errors.js';
+import { FailedPreconditionError, IntegrityError } from '../common/errors.js';
 import { checkName } from '../common/validate.js';
 import type { FileEntry } from '../gen/stowage/v1/volume.js';
+import type { Entry, FileItem, LeafPage } from '../tree/format.js';
+import { atPath } from '../tree/read.js';
 import { BlobUrls } from './blob-urls.js';
 import { EISDIR, ENOENT, EROFS, FsError } from './errno.js';
 import { extentStarts, lastAtOrBefore } from './extents.js';
 import { PackReads, type PackReadOptions } from './pack-reads.js';
 import { Prefetcher, type FilePrefetch, type PrefetchOptions } from './prefetcher.js';
+import { KernelView, type ReloadPlan } from './kernel-view.js';
 import { FIRST_STAGED_HANDLE, Staging, isStaged, type ViewNode } from './staging.js';
+import { MountTreeSource } from './tree-source.js';
+import { VersionTree, checkIno, childPath, parentOf, type DirNode, type FileNode, type Node, type NodeAttr, type VersionHead } from './tree.js';
 import type { ChunkCache } from './types.js';
-import { VersionTree, changedPaths, type DirNode, type FileNode, type Node, type NodeAttr } from './tree.js';
+import { diffVersions, filesBelowRemoved } from './version-diff.js';
 
 export type { NodeAttr } from './tree.js';
+export type { ReloadPlan } from './kernel-view.js';
 
 export interface VolumeFilesystemOptions {
   connection: Connection;
@@ -83,6 +101,8 @@ export interface VolumeFilesystemOptions {
   prefetch?: PrefetchOptions;
   /** Read-ahead over the small files packed into one blob (pack-reads.ts); `maxWindow: 0` turns it off. */
   packReads?: PackReadOptions;
+  /** Bytes of decoded tree pages kept in memory (tree-source.ts; default 32 MiB). */
+  treeCacheBytes?: number;
   /** Makes the filesystem writable, staging changes in this directory (its own; made here). */
   stagingDir?: string;
 }
@@ -103,23 +123,13 @@ const NO_WRITE = ~0o222;
 /** fuse-native passes a handle as 32 bits; ours stay positive int32, below the staging's. */
 const MAX_HANDLE = FIRST_STAGED_HANDLE - 1;
 
-/** Paths remembered as possibly known to the kernel; beyond this, every path counts as known. */
-const MAX_SEEN = 1 << 20;
-/** libfuse renames an unlinked file that is still open to `<dir>/.fuse_hidden<16 hex>`. */
-const HIDDEN_PREFIX = '.fuse_hidden';
 
-/** What a reload did, and what the kernel must be told about it (kernel-refresh.ts). */
-export interface ReloadPlan {
-  from: number;
-  to: number;
-  added: number;
-  changed: number;
-  removed: number;
-  /** Files the kernel may know under their old identity, to unlink through the mount (allowed until endReload()). */
-  unlink: string[];
-  /** Paths whose cached lookup (positive or negative) the kernel must redo. */
-  revalidate: string[];
-}
+/**
+ * Run by a reload before it swaps trees, while the staging makes no change
+ * (a commit settles the staging with it): its lookups are done here, and the
+ * function it returns applies the result in the same step as the swap.
+ */
+export type ReloadSettle = (before: VersionTree, after: VersionTree) => Promise<() => void>;
 
 interface OpenFile {
   file: FileNode;
@@ -129,21 +139,16 @@ interface OpenFile {
 export class VolumeFilesystem {
   private readonly handles = new Map<number, OpenFile>();
   private lastHandle = 0;
-  /** Paths getattr was asked about (a kernel lookup of each went through it), unless `seenAll`. */
-  private readonly seen = new Set<string>();
-  private seenAll = false;
-  /** Files a running reload lets the mount unlink, with their old node. */
-  private readonly retiring = new Map<string, FileNode>();
-  /** Old files libfuse renamed to a hidden name while still open, until their last close unlinks them. */
-  private readonly hidden = new Map<string, FileNode>();
+  /** What the kernel may know, and the retiring of changed files during a reload. */
+  private readonly kernel = new KernelView();
   readonly packs: PackReads;
-  /** Paths a running reload makes the kernel look up again, which must not be created meanwhile (endReload() clears). */
-  private revalidating = new Set<string>();
   private reloading: Promise<unknown> = Promise.resolve();
 
   private constructor(
     readonly volume: string,
     private current: VersionTree,
+    /** Where the pages of every version this mount serves come from. */
+    readonly trees: MountTreeSource,
     private readonly conn: Connection,
     private readonly cache: ChunkCache,
     private readonly transport: BlobTransport,
@@ -154,20 +159,21 @@ export class VolumeFilesystem {
     readonly staging: Staging | undefined,
     packReads: PackReadOptions | undefined,
   ) {
-    this.packs = new PackReads(entriesOf(current), cache, (entry, index, offset, length) => this.readBlob(entry, index, offset, length), packReads);
+    this.packs = new PackReads(cache, (entry, index, offset, length) => this.readBlob(entry, index, offset, length), packReads);
   }
 
-  /** Lists the version (NOT_FOUND when the volume or version does not exist) and builds its tree. */
+  /** Finds the version (NOT_FOUND when the volume or version does not exist) and loads its root page. */
   static async load(opts: VolumeFilesystemOptions): Promise<VolumeFilesystem> {
     const volume = checkName('volume', opts.volume);
     const conn = opts.connection;
-    const { version, entries, createdAtMs } = await listVersion(conn, volume, opts.version ?? 0);
+    const head = await versionHead(conn, volume, opts.version ?? 0);
+    const trees = new MountTreeSource(conn, volume, opts.treeCacheBytes);
+    const tree = await VersionTree.open(trees, volume, head);
     const transport = new BlobTransport(conn, opts.transfer);
-    const tree = new VersionTree(version, entries, createdAtMs);
     const prefetcher = opts.prefetch?.maxWindow === 0 ? undefined : new Prefetcher((hash) => opts.cache.isHot(hash), opts.prefetch);
     let fs: VolumeFilesystem | undefined;
     const staging = opts.stagingDir ? await Staging.create(opts.stagingDir, () => fs!.current, { volume }) : undefined;
-    fs = new VolumeFilesystem(volume, tree, conn, opts.cache, transport, new BlobUrls(conn, transport), prefetcher, staging, opts.packReads);
+    fs = new VolumeFilesystem(volume, tree, trees, conn, opts.cache, transport, new BlobUrls(conn, transport), prefetcher, staging, opts.packReads);
     return fs;
   }
 
@@ -181,71 +187,67 @@ export class VolumeFilesystem {
   }
 
   /**
-   * Lists the newest version and serves it from now on (nothing changes when
-   * it is the one served). Reloads run one at a time. The caller tells the
-   * kernel (plan.unlink, plan.revalidate), then calls endReload().
+   * Serves the newest version from now on (nothing changes when it is the
+   * one served). Reloads run one at a time. `settle` (a commit's) runs before
+   * the swap and applies its result with it. The caller tells the kernel
+   * (plan.unlink, plan.revalidate), then calls endReload().
    */
-  reload(): Promise<ReloadPlan> {
+  reload(settle?: ReloadSettle): Promise<ReloadPlan> {
     const next = this.reloading.then(async () => {
       const before = this.current;
-      const listed = await listVersion(this.conn, this.volume, 0);
-      const plan: ReloadPlan = { from: before.version, to: listed.version, added: 0, changed: 0, removed: 0, unlink: [], revalidate: [] };
-      if (listed.version === before.version) return plan;
-      if (listed.version < before.version) {
-        throw new FailedPreconditionError(`the newest version of ${this.volume} is ${listed.version}, older than the mounted ${before.version}`);
+      const head = await versionHead(this.conn, this.volume, 0);
+      const plan: ReloadPlan = { from: before.version, to: head.version, added: 0, changed: 0, removed: 0, unlink: [], revalidate: [] };
+      if (head.version === before.version) return plan;
+      if (head.version < before.version) {
+        throw new FailedPreconditionError(`the newest version of ${this.volume} is ${head.version}, older than the mounted ${before.version}`);
       }
-      const after = new VersionTree(listed.version, listed.entries, listed.createdAtMs, before);
-      // From here to the end of this function nothing awaits: the swap and the retiring set are one step.
-      this.current = after;
-      this.packs.index(entriesOf(after));
-      const changes = changedPaths(before, after);
-      plan.added = changes.added.length;
-      plan.changed = changes.changed.length;
-      plan.removed = changes.removed.length;
-      // A path the staging covers shows what the staging says, before and after: the kernel's view of it stays right.
-      const known = (path: string): boolean => (this.seenAll || this.seen.has(path)) && !this.staging?.covers(path);
-      const parentOf = (path: string): string => path.slice(0, Math.max(1, path.lastIndexOf('/')));
-      const retire = (n: Node): void => {
-        if (n.kind !== 'file' || !known(n.path)) return;
-        this.retiring.set(n.path, n);
-        plan.unlink.push(n.path);
-      };
-      for (const n of changes.removed) {
-        retire(n);
-        // A removed directory whose parent stays: its lookup is redone (ENOENT), which drops what is below it too.
-        if (n.kind === 'dir' && known(n.path) && after.find(parentOf(n.path))) plan.revalidate.push(n.path);
+      const after = await VersionTree.open(this.trees, this.volume, head);
+      this.kernel.hold();
+      try {
+        return await this.compareAndSwap(before, after, plan, settle);
+      } finally {
+        this.kernel.release();
       }
-      for (const { before: b } of changes.changed) {
-        if (b.kind === 'file') retire(b);
-        else if (known(b.path)) plan.revalidate.push(b.path);
-      }
-      // A path the kernel remembers as missing: only the topmost added ones can have been looked up.
-      for (const n of changes.added) if (known(n.path) && before.find(parentOf(n.path))) plan.revalidate.push(n.path);
-      // A directory in both whose attributes changed (entries below it added or removed).
-      for (const n of after.nodes()) {
-        const b = n.kind === 'dir' && n !== after.root ? before.find(n.path) : undefined;
-        if (b?.kind === 'dir' && n.kind === 'dir' && b.ino === n.ino && (b.subdirs !== n.subdirs || b.mtimeMs !== n.mtimeMs) && known(n.path)) {
-          plan.revalidate.push(n.path);
-        }
-      }
-      plan.unlink.sort();
-      plan.revalidate.sort();
-      this.revalidating = new Set(plan.revalidate);
-      return plan;
     });
     this.reloading = next.catch(() => undefined);
     return next;
   }
 
+  /** The rest of reload(): what changed, and the swap to `after` with the kernel's plan made in the same step. */
+  private async compareAndSwap(before: VersionTree, after: VersionTree, plan: ReloadPlan, settle: ReloadSettle | undefined): Promise<ReloadPlan> {
+    const changes = await atPath(`comparing versions ${before.version} and ${after.version} of volume "${this.volume}"`, async () => {
+      const c = await diffVersions(before, after);
+      // Once every path counts as known (held so until the swap), the files below a removed directory are retired too: they must be listed.
+      if (this.kernel.knowsAll) await filesBelowRemoved(before, c);
+      return c;
+    });
+    plan.added = changes.added;
+    plan.changed = changes.changed;
+    plan.removed = changes.removed;
+    // One step: which paths the kernel may know is decided as the trees are swapped.
+    const swap = (): void => {
+      this.current = after;
+      // A path the staging covers shows what the staging says, before and after.
+      this.kernel.plan(changes, (path) => this.staging?.covers(path) ?? false, plan);
+    };
+    if (this.staging) {
+      await this.staging.exclusive(async () => {
+        const apply = await settle?.(before, after);
+        swap();
+        apply?.();
+      });
+    } else swap();
+    return plan;
+  }
+
   /** The kernel was told about the last reload: the files it did not unlink are no longer unlinkable. */
   endReload(): void {
-    this.retiring.clear();
-    this.revalidating = new Set();
+    this.kernel.endReload();
   }
 
   /** Whether a running reload is making the kernel look `path` up again (its O_CREAT|O_EXCL open must create nothing). */
   beingRevalidated(path: string): boolean {
-    return this.revalidating.has(path);
+    return this.kernel.isRevalidating(path);
   }
 
   stats(): FsStats {
@@ -253,16 +255,11 @@ export class VolumeFilesystem {
     return { files: t.files, bytes: t.bytes, nodes: t.size };
   }
 
-  getattr(path: string): NodeAttr {
-    if (!this.seenAll) {
-      this.seen.add(path);
-      if (this.seen.size > MAX_SEEN) {
-        this.seenAll = true;
-        this.seen.clear();
-      }
-    }
-    const n = this.find(path) ?? this.hidden.get(path);
+  async getattr(path: string): Promise<NodeAttr> {
+    this.kernel.remember(path, false);
+    const n = (await this.find(path)) ?? this.kernel.hiddenNode(path);
     if (!n) throw new FsError(ENOENT, `no such file in version ${this.current.version}: ${path}`);
+    if (n.kind === 'file') this.kernel.remember(path, true);
     return this.attrOf(n);
   }
 
@@ -271,55 +268,55 @@ export class VolumeFilesystem {
    * reload retires, and for the hidden name of a retired file still open when
    * libfuse unlinks it at its last close.
    */
-  unlink(path: string): void {
-    if (this.retiring.delete(path) || this.hidden.delete(path)) return;
+  async unlink(path: string): Promise<void> {
+    if (this.kernel.unlink(path)) return;
     if (this.staging) return this.staging.unlink(path);
     throw new FsError(EROFS, `${path}: the mount is read-only`);
   }
 
   /** rename(2) through the mount: only libfuse hiding a retired file that is still open. */
-  rename(from: string, to: string): void {
-    const node = this.retiring.get(from);
-    if (node && to.slice(to.lastIndexOf('/') + 1).startsWith(HIDDEN_PREFIX)) {
-      this.retiring.delete(from);
-      this.hidden.set(to, node);
-      return;
-    }
+  async rename(from: string, to: string): Promise<void> {
+    // libfuse hides only a file that is open: its handles have the node when the reload did not.
+    if (this.kernel.hide(from, to, (path) => [...this.handles.values()].find((h) => h.file.path === path)?.file)) return;
     if (this.staging) return this.staging.rename(from, to);
     throw new FsError(EROFS, `${from}: the mount is read-only`);
   }
 
   /** Names in a directory with their attributes, '.' and '..' first. */
-  readdir(path: string): { names: string[]; attrs: NodeAttr[] } {
+  async readdir(path: string): Promise<{ names: string[]; attrs: NodeAttr[] }> {
+    const tree = this.current;
+    const parent = parentOf(path);
     if (this.staging) {
-      const parent = path === '/' ? path : path.slice(0, Math.max(1, path.lastIndexOf('/')));
-      const entries = this.staging.list(path);
-      const self = this.lookup(path);
+      const entries = await this.staging.list(path);
+      const self = await this.lookup(path, tree);
+      const up = path === '/' ? self : ((await this.find(parent, tree)) ?? self);
       return {
         names: ['.', '..', ...entries.map((e) => e.name)],
-        attrs: [this.attrOf(self), this.attrOf(this.find(parent) ?? self), ...entries.map((e) => this.attrOf(e.node))],
+        attrs: [this.attrOf(self), this.attrOf(up), ...entries.map((e) => this.attrOf(e.node))],
       };
     }
-    const dir = this.current.dir(path);
+    const dir = await tree.dir(path);
+    const up = path === '/' ? dir : ((await tree.find(parent)) ?? dir);
+    const entries = await tree.list(dir, (hash, page) => this.packs.add(hash, filesOf(page)));
     const names = ['.', '..'];
-    const attrs = [attrOf(dir), attrOf(dir.parent ?? dir)];
-    const prefix = dir.path === '/' ? '/' : `${dir.path}/`;
-    for (const name of dir.names) {
-      names.push(name);
-      attrs.push(attrOf(this.current.lookup(prefix + name)));
+    const attrs = [attrOf(dir), attrOf(up)];
+    for (const e of entries) {
+      names.push(e.name);
+      attrs.push(entryAttr(childPath(path, e.name), e));
     }
     return { names, attrs };
   }
 
   /** Checks that `path` may be opened with `flags`; returns a new file handle (release() drops it). */
-  open(path: string, flags: number): number {
-    const node = this.lookup(path);
+  async open(path: string, flags: number): Promise<number> {
+    const node = await this.lookup(path);
     if ((flags & O_ACCMODE) !== 0 || (flags & O_TRUNC) !== 0) {
       // A writable mount's writing opens go to its staging (writable-ops.ts).
       throw new FsError(EROFS, `${path}: the mount is read-only`);
     }
     if (node.kind === 'staged') return this.staging!.openForRead(node);
     if (node.kind === 'dir' || node.kind === 'staged-dir') throw new FsError(EISDIR, `${path} is a directory`);
+    await this.indexNeighbours(node);
     const fh = this.newHandle();
     const entry = node.entry;
     this.handles.set(fh, { file: node, prefetch: this.prefetcher?.open(entry, (i) => this.extentBytes(entry, i)) });
@@ -333,8 +330,8 @@ export class VolumeFilesystem {
   }
 
   /** access(2): write access is never granted; the rest is (only the mounting user reaches the mount). */
-  access(path: string, mode: number): void {
-    if (!this.hidden.has(path)) this.lookup(path);
+  async access(path: string, mode: number): Promise<void> {
+    if (!this.kernel.isHidden(path)) await this.lookup(path);
     const W_OK = 2;
     if (mode & W_OK && !this.staging) throw new FsError(EROFS, `${path}: the mount is read-only`);
   }
@@ -371,9 +368,9 @@ export class VolumeFilesystem {
    * the node it opened, whatever the path is called now (a reload may have
    * replaced it, or libfuse renamed it to a hidden name).
    */
-  fileFor(fh: number, path: string): FileNode {
+  async fileFor(fh: number, path: string): Promise<FileNode> {
     const byHandle = this.handles.get(fh)?.file;
-    const node: ViewNode = byHandle ?? this.lookup(path);
+    const node: ViewNode = byHandle ?? (await this.lookup(path));
     if (node.kind !== 'file') throw new FsError(EISDIR, `${path} is not a committed file`);
     return node;
   }
@@ -388,14 +385,25 @@ export class VolumeFilesystem {
   }
 
   /** The node at a path, with the staging over the tree when there is one. */
-  private find(path: string): ViewNode | undefined {
-    return this.staging ? this.staging.find(path) : this.current.find(path);
+  private find(path: string, tree = this.current): Promise<ViewNode | undefined> {
+    return this.staging ? this.staging.find(path) : tree.find(path);
   }
 
-  private lookup(path: string): ViewNode {
-    const n = this.find(path);
-    if (!n) throw new FsError(ENOENT, `no such file in version ${this.current.version}: ${path}`);
+  private async lookup(path: string, tree = this.current): Promise<ViewNode> {
+    const n = await this.find(path, tree);
+    if (!n) throw new FsError(ENOENT, `no such file in version ${tree.version}: ${path}`);
     return n;
+  }
+
+  /** Indexes the leaf page a packed file was found in, so that a walk through its directory reads its pack ahead. */
+  private async indexNeighbours(node: FileNode): Promise<void> {
+    if (!node.leaf || this.packs.maxWindow === 0 || node.entry.extents.every((e) => e.blob === e.hash)) return;
+    try {
+      const page = await this.trees.page(node.leaf);
+      if (page.kind === 'leaf') this.packs.add(node.leaf, filesOf(page));
+    } catch {
+      // Read-ahead only: the file's own read does not need its neighbours.
+    }
   }
 
   /** What stat says; in a writable mount every file and directory shows its owner's write bit, and directories one link. */
@@ -431,34 +439,37 @@ export class VolumeFilesystem {
   }
 }
 
-/** A version's recursive listing (0: the newest) and when it was committed. */
-async function listVersion(conn: Connection, volume: string, version: number): Promise<{ version: number; entries: FileEntry[]; createdAtMs: number }> {
-  const call = conn.volumes.listFiles({ volume, path: '', recursive: true, version, pageSize: 0, pageToken: '', withoutExtents: false });
-  const entries: FileEntry[] = [];
-  let listed = 0;
-  for await (const batch of conn.stream(call)) {
-    listed = batch.version;
-    entries.push(...batch.entries);
+/** A version of the volume as GetVersion tells it (0: the newest). */
+async function versionHead(conn: Connection, volume: string, version: number): Promise<VersionHead> {
+  const v = await conn.unary(conn.volumes.getVersion.bind(conn.volumes), { volume, version });
+  // What the server says is checked like any answer (server-answers.ts); pages are checked against their hashes as they load.
+  if (v.root !== '' && !/^[0-9a-f]{64}$/.test(v.root)) {
+    throw new IntegrityError(`refused the server's answer to GetVersion of volume "${volume}": its root is not a tree object hash`);
   }
-  const created = await conn.unary(conn.volumes.listVersions.bind(conn.volumes), { name: volume });
-  const createdAtMs = created.versions.find((v) => v.version === listed)?.createdAtMs ?? Date.now();
-  return { version: listed, entries: checkedListing(entries, '', true, `the listing of volume "${volume}"`), createdAtMs };
+  if (version !== 0 && v.version !== version) {
+    throw new IntegrityError(`refused the server's answer to GetVersion of volume "${volume}": it describes version ${v.version} instead of ${version}`);
+  }
+  return { version: v.version, root: v.root, createdAtMs: v.createdAtMs, files: v.fileCount, bytes: v.totalBytes, dirs: v.dirCount };
 }
 
-function* entriesOf(tree: VersionTree): Iterable<FileEntry> {
-  for (const n of tree.nodes()) if (n.kind === 'file') yield n.entry;
+function filesOf(page: LeafPage): FileItem[] {
+  return page.entries.filter((e): e is FileItem => e.kind === 'file');
 }
 
 function attrOf(n: Node): NodeAttr {
   if (n.kind === 'dir') return dirAttr(n);
-  return {
-    ino: n.ino,
-    mode: S_IFREG | ((n.mode & 0o777 || DEFAULT_FILE_MODE) & NO_WRITE),
-    nlink: 1,
-    size: n.size,
-    blocks: Math.ceil(n.size / 512),
-    mtimeMs: n.mtimeMs,
-  };
+  return fileAttr(n.ino, n.mode, n.size, n.mtimeMs);
+}
+
+/** The attributes of an entry listed at `path`, without making a node of it. */
+function entryAttr(path: string, e: Entry): NodeAttr {
+  checkIno(path, e.id);
+  if (e.kind === 'dir') return { ino: e.id, mode: S_IFDIR | 0o555, nlink: 2 + e.totals.subdirs, size: 4096, blocks: 8, mtimeMs: e.mtimeMs };
+  return fileAttr(e.id, e.mode, e.size, e.mtimeMs);
+}
+
+function fileAttr(ino: number, mode: number, size: number, mtimeMs: number): NodeAttr {
+  return { ino, mode: S_IFREG | ((mode & 0o777 || DEFAULT_FILE_MODE) & NO_WRITE), nlink: 1, size, blocks: Math.ceil(size / 512), mtimeMs };
 }
 
 function dirAttr(d: DirNode): NodeAttr {

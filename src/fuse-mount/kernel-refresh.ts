@@ -35,7 +35,7 @@ import { dirname } from 'node:path';
 import pLimit from 'p-limit';
 import { messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import type { ReloadPlan } from './filesystem.js';
+import type { ReloadPlan } from './kernel-view.js';
 
 const CONCURRENCY = 2;
 /** Outcomes that mean the kernel now agrees with the new tree. */

@@ -2,8 +2,9 @@
  * Mounting a VolumeFilesystem with fuse-native (libfuse 2, high-level API).
  *
  * - Every callback runs the filesystem call and answers 0 or -errno; errors
- *   become errno only here, through errno.ts. A failed read is logged with
- *   its reason, since the reader only sees EIO.
+ *   become errno only here, through errno.ts. A failed read, and a lookup or
+ *   listing that fails with EIO (a tree object damaged or out of reach), is
+ *   logged with its path and reason, since the caller only sees the number.
  * - Content only changes at a reload (Mounted.reload, on SIGHUP), which
  *   tells the kernel itself what changed (kernel-refresh.ts), so the kernel
  *   may keep what it learns: long entry/attr timeouts, negative lookups
@@ -36,11 +37,10 @@ import { FailedPreconditionError, messageOf } from '../common/errors.js';
 import type { Volume } from '../client/volume.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { commitSnapshot, type CommitEvent, type CommitResult, type CommitTrigger } from './commit.js';
-import { EROFS, errnoOf } from './errno.js';
-import type { NodeAttr, VolumeFilesystem } from './filesystem.js';
+import { EIO, EROFS, errnoOf } from './errno.js';
+import type { NodeAttr, ReloadSettle, VolumeFilesystem } from './filesystem.js';
 import { refreshKernelCache } from './kernel-refresh.js';
 import type { Snapshot } from './staging.js';
-import type { VersionTree } from './tree.js';
 import { writableOperations } from './writable-ops.js';
 
 const run = promisify(execFile);
@@ -126,12 +126,10 @@ export async function mountVolume(fs: VolumeFilesystem, dir: string, opts: Mount
     queue = next.catch(() => undefined);
     return next;
   };
-  /** Moves to the newest version and tells the kernel; `settle` runs once the new tree is served, before the kernel is told. */
-  const reloadNow = async (settle?: (before: VersionTree, after: VersionTree) => void): Promise<ReloadResult> => {
-    const before = fs.tree;
-    const plan = await fs.reload();
+  /** Moves to the newest version and tells the kernel; `settle` is applied with the swap of trees, before the kernel is told. */
+  const reloadNow = async (settle?: ReloadSettle): Promise<ReloadResult> => {
+    const plan = await fs.reload(settle);
     try {
-      settle?.(before, fs.tree);
       await refreshKernelCache(mountpoint, plan, log);
     } finally {
       fs.endReload();
@@ -329,32 +327,40 @@ function operations(fs: VolumeFilesystem, log: Logger): FuseOps {
     mtime: a.mtimeMs,
     ctime: a.mtimeMs,
   });
-  /** Runs a synchronous call; a thrown error answers -errno. */
-  const answer = <T>(f: () => T, cb: (err: number, value?: T) => void): void => {
-    let value: T;
+  /** Runs a call (it may await pages of the tree); a thrown error answers -errno, logged when it is EIO. */
+  const answer = <T>(op: string, path: string, f: () => T | Promise<T>, cb: (err: number, value?: T) => void): void => {
+    const fail = (err: unknown): void => {
+      const errno = errnoOf(err);
+      if (errno === EIO) log.error({ volume: fs.volume, version: fs.version, op, path, errno, err: messageOf(err) }, `${op} failed`);
+      cb(-errno);
+    };
+    let value: T | Promise<T>;
     try {
       value = f();
     } catch (err) {
-      cb(-errnoOf(err));
+      fail(err);
       return;
     }
-    cb(0, value);
+    if (value instanceof Promise) value.then((v) => cb(0, v), fail);
+    else cb(0, value);
   };
   const readOnly = (...args: unknown[]): void => (args[args.length - 1] as (err: number) => void)(-EROFS);
 
   return {
-    getattr: (path, cb) => answer(() => toStat(fs.getattr(path)), cb),
+    getattr: (path, cb) => answer('getattr', path, async () => toStat(await fs.getattr(path)), cb),
     readdir: (path, cb) =>
       answer(
+        'readdir',
+        path,
         () => fs.readdir(path),
         (err, r) => (r ? cb(0, r.names, r.attrs.map(toStat)) : cb(err)),
       ),
-    open: (path, flags, cb) => answer(() => fs.open(path, flags), cb),
+    open: (path, flags, cb) => answer('open', path, () => fs.open(path, flags), cb),
     release: (_path, fd, cb) => {
       fs.release(fd);
       cb(0);
     },
-    access: (path, mode, cb) => answer(() => fs.access(path, mode), (err) => cb(err)),
+    access: (path, mode, cb) => answer('access', path, () => fs.access(path, mode), (err) => cb(err)),
     statfs: (_path, cb) => {
       const s = fs.stats();
       const blocks = Math.min(0xffff_ffff, Math.ceil(s.bytes / BLOCK));
@@ -373,21 +379,16 @@ function operations(fs: VolumeFilesystem, log: Logger): FuseOps {
       });
     },
     read: (path, fd, buffer, length, position, cb) => {
-      let file;
-      try {
-        file = fs.fileFor(fd, path);
-      } catch (err) {
-        cb(-errnoOf(err));
-        return;
-      }
-      fs.read(file, position, length, buffer, fd).then(cb, (err: unknown) => {
+      fs.fileFor(fd, path)
+        .then((file) => fs.read(file, position, length, buffer, fd))
+        .then(cb, (err: unknown) => {
         const errno = errnoOf(err);
-        log.error({ volume: fs.volume, version: fs.version, path, position, length, errno, err: messageOf(err) }, 'read failed');
-        cb(-errno);
-      });
+          log.error({ volume: fs.volume, version: fs.version, path, position, length, errno, err: messageOf(err) }, 'read failed');
+          cb(-errno);
+        });
     },
-    unlink: (path, cb) => answer(() => fs.unlink(path), (err) => cb(err)),
-    rename: (from, to, cb) => answer(() => fs.rename(from, to), (err) => cb(err)),
+    unlink: (path, cb) => answer('unlink', path, () => fs.unlink(path), (err) => cb(err)),
+    rename: (from, to, cb) => answer('rename', from, () => fs.rename(from, to), (err) => cb(err)),
     write: readOnly,
     create: readOnly,
     truncate: readOnly,

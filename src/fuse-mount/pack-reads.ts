@@ -9,9 +9,15 @@
  * only the extent asked for when a pack is read at random.
  *
  * Design.
- * - `packs`: for every blob that holds two or more distinct extents of the
- *   mounted version, those extents sorted by offset (built from the tree; a
- *   blob holding one extent, a chunk of a big file, is read as before).
+ * - The index: the mount never holds a whole version, so the files it knows
+ *   about come in as it loads them, a leaf page of a directory at a time
+ *   (every page a listing loads, and the page of each file opened: add()).
+ *   Pages are kept in an LRU bounded by their number of extents. A blob's
+ *   pack is the extents of the indexed pages that lie in it, sorted by offset,
+ *   when there are two or more distinct ones (a blob holding one extent, a
+ *   chunk of a big file, is read as before). The upload packs a directory's
+ *   small files in name order, so the pages of a directory being walked hold
+ *   the pack's neighbours of the file being read.
  * - Each pack keeps up to CURSORS read cursors (the end of the last range it
  *   fetched and the window that range used). A miss at or just after a
  *   cursor's end (within SEQUENTIAL_GAP) is the next step of a sequential
@@ -43,6 +49,8 @@ const SEQUENTIAL_GAP = 64 * KiB;
 const CURSORS = 4;
 /** Packs whose cursors are remembered. */
 const MAX_PACK_STREAMS = 4096;
+/** Extents indexed at most (about 200 bytes each, shared with the tree's pages while they are cached). */
+const DEFAULT_MAX_INDEXED = 65_536;
 
 interface PackedExtent {
   offset: number;
@@ -71,6 +79,8 @@ export interface PackReadOptions {
   initialWindow?: number;
   /** 0 turns pack read-ahead off: every extent is fetched on its own. */
   maxWindow?: number;
+  /** Extents of indexed pages kept (default DEFAULT_MAX_INDEXED). */
+  maxIndexed?: number;
 }
 
 export interface PackReadStats {
@@ -85,7 +95,10 @@ export interface PackReadStats {
 }
 
 export class PackReads {
-  private packs = new Map<string, PackedExtent[]>();
+  /** Indexed leaf pages: blob → the page's extents in it, sorted by offset. */
+  private readonly pages: LRUCache<string, Map<string, PackedExtent[]>>;
+  /** Blob → the indexed pages with extents in it. */
+  private readonly pagesOf = new Map<string, Set<string>>();
   private readonly cursors = new LRUCache<string, Cursor[]>({ max: MAX_PACK_STREAMS });
   private readonly inflight = new Map<string, Range[]>();
   private readonly fills = new Set<Promise<unknown>>();
@@ -95,35 +108,70 @@ export class PackReads {
   readonly maxWindow: number;
 
   constructor(
-    entries: Iterable<FileEntry>,
     private readonly cache: ChunkCache,
     private readonly readRange: BlobRangeReader,
     opts: PackReadOptions = {},
   ) {
     this.maxWindow = opts.maxWindow ?? DEFAULT_PACK_MAX_WINDOW;
     this.initialWindow = Math.min(opts.initialWindow ?? DEFAULT_PACK_INITIAL_WINDOW, this.maxWindow);
-    this.index(entries);
+    this.pages = new LRUCache<string, Map<string, PackedExtent[]>>({
+      maxSize: opts.maxIndexed ?? DEFAULT_MAX_INDEXED,
+      sizeCalculation: (byBlob) => {
+        let n = 1;
+        for (const run of byBlob.values()) n += run.length;
+        return n;
+      },
+      dispose: (byBlob, key) => {
+        for (const blob of byBlob.keys()) {
+          const set = this.pagesOf.get(blob);
+          set?.delete(key);
+          if (set?.size === 0) this.pagesOf.delete(blob);
+        }
+      },
+    });
   }
 
-  /** Serves the extents of another version from now on (after a reload); blobs never change, so what is cached stays right. */
-  index(entries: Iterable<FileEntry>): void {
-    // One sorted array rather than a map per blob: a version of big files has a blob per chunk.
-    const all: (PackedExtent & { blob: string })[] = [];
-    for (const entry of entries) for (const e of entry.extents) all.push({ blob: e.blob, offset: e.offset, length: e.length, hash: e.hash });
-    all.sort((a, b) => (a.blob < b.blob ? -1 : a.blob > b.blob ? 1 : a.offset - b.offset));
-    const packs = new Map<string, PackedExtent[]>();
-    for (let i = 0; i < all.length; ) {
-      let j = i;
-      const run: PackedExtent[] = [];
-      for (; j < all.length && all[j]!.blob === all[i]!.blob; j++) {
-        const x = all[j]!;
-        // The same bytes in several files (deduplicated at upload) are one extent here.
-        if (run.length === 0 || run[run.length - 1]!.offset !== x.offset) run.push({ offset: x.offset, length: x.length, hash: x.hash });
+  /**
+   * Indexes the files of one leaf page of a directory (`key`: the page's
+   * hash; a page indexed already is only marked recently used). Blobs never
+   * change, so what is indexed stays right across reloads.
+   */
+  add(key: string, files: Iterable<{ extents: readonly (PackedExtent & { blob: string })[] }>): void {
+    if (this.maxWindow === 0 || this.pages.get(key)) return;
+    const byBlob = new Map<string, PackedExtent[]>();
+    for (const f of files) {
+      for (const e of f.extents) {
+        // A chunk of a big file (the whole blob) is never part of a pack.
+        if (e.hash === e.blob) continue;
+        let run = byBlob.get(e.blob);
+        if (!run) byBlob.set(e.blob, (run = []));
+        run.push(e);
       }
-      if (run.length > 1) packs.set(all[i]!.blob, run);
-      i = j;
     }
-    this.packs = packs;
+    if (byBlob.size === 0) return;
+    for (const run of byBlob.values()) run.sort((a, b) => a.offset - b.offset);
+    this.pages.set(key, byBlob);
+    for (const blob of byBlob.keys()) {
+      let set = this.pagesOf.get(blob);
+      if (!set) this.pagesOf.set(blob, (set = new Set()));
+      set.add(key);
+    }
+  }
+
+  /** The indexed extents of `blob`, sorted by offset, when there are two or more distinct ones. */
+  private packOf(blob: string): PackedExtent[] | undefined {
+    const keys = this.pagesOf.get(blob);
+    if (!keys) return undefined;
+    const runs: PackedExtent[][] = [];
+    for (const k of keys) {
+      const run = this.pages.peek(k)?.get(blob);
+      if (run) runs.push(run);
+    }
+    const all = runs.length === 1 ? runs[0]! : runs.flat().sort((a, b) => a.offset - b.offset);
+    // The same bytes in several files (deduplicated at upload) are one extent here.
+    const pack: PackedExtent[] = [];
+    for (const x of all) if (pack.length === 0 || pack[pack.length - 1]!.offset !== x.offset) pack.push(x);
+    return pack.length > 1 ? pack : undefined;
   }
 
   stats(): PackReadStats {
@@ -133,7 +181,7 @@ export class PackReads {
   /** The bytes of extent `index` of `entry` (unverified: the caller's cache get checks them). */
   async load(entry: FileEntry, index: number): Promise<Buffer> {
     const e = entry.extents[index]!;
-    const pack = this.maxWindow > 0 ? this.packs.get(e.blob) : undefined;
+    const pack = this.maxWindow > 0 ? this.packOf(e.blob) : undefined;
     if (!pack) return this.readRange(entry, index, e.offset, e.length);
     const end = e.offset + e.length;
     const covering = this.inflight.get(e.blob)?.find((r) => r.start <= e.offset && end <= r.end);

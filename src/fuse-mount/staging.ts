@@ -11,7 +11,12 @@
  *   whiteout) hides a committed file; directories made by mkdir exist until
  *   the version has them; committed directories removed by rmdir are hidden.
  *   find() answers a path in that merged view, and every lookup of the mount
- *   goes through it.
+ *   goes through it. The base is loaded lazily (tree.ts), so reading it
+ *   awaits: find() reads the base first and then decides by what the staging
+ *   holds when the base has answered. Changes that read the base (create,
+ *   open for writing, truncate, unlink, rename, mkdir, rmdir, chmod) run one
+ *   at a time (exclusive()), each as one step over the state it read, and a
+ *   reload swaps the base between them, never in the middle of one.
  * - A volume is write-once: a committed file is never changed in place. It
  *   can be replaced whole (open with O_TRUNC, truncate to 0: a new staged
  *   file), renamed or chmod-ed (the same stored bytes under a new path or
@@ -38,16 +43,18 @@
  *   has it (a file below it was committed) or the mount ends; a committed
  *   directory emptied by this mount's removals stays, empty, in the mount.
  *   Renaming a directory is EXDEV (mv then copies it and removes the source).
- * - Numbers: staged inodes count down from the top of the 32-bit range (the
- *   tree's count up from 1); handles are in [2^30, 2^31), above the read-only
- *   handles of filesystem.ts.
+ * - Numbers: staged inodes count down from the top of the 32-bit range to
+ *   STAGED_INO_FLOOR (the tree's ids count up from 1 and stay below it:
+ *   tree.ts); handles are in [2^30, 2^31), above the read-only handles of
+ *   filesystem.ts.
  */
 import { constants } from 'node:fs';
 import { copyFile, mkdir, open, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import pLimit from 'p-limit';
 import { normalizeFilePath } from '../common/validate.js';
-import { EBADF, EEXIST, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY, EPERM, EXDEV, FsError } from './errno.js';
-import type { DirNode, FileNode, Node, NodeAttr, VersionTree } from './tree.js';
+import { EBADF, EEXIST, EISDIR, ENOENT, ENOSPC, ENOTDIR, ENOTEMPTY, EPERM, EXDEV, FsError } from './errno.js';
+import { STAGED_INO_FLOOR, childPath, parentOf, type DirNode, type FileNode, type Node, type NodeAttr, type VersionTree } from './tree.js';
 
 export interface StagedFile {
   kind: 'staged';
@@ -109,9 +116,7 @@ const HIDDEN_PREFIX = '.fuse_hidden';
 
 export const isStaged = (n: ViewNode): n is StagedFile | StagedDir => n.kind === 'staged' || n.kind === 'staged-dir';
 const isDir = (n: ViewNode): n is DirNode | StagedDir => n.kind === 'dir' || n.kind === 'staged-dir';
-const parentOf = (path: string): string => path.slice(0, Math.max(1, path.lastIndexOf('/')));
 const nameOf = (path: string): string => path.slice(path.lastIndexOf('/') + 1);
-const childPath = (dir: string, name: string): string => (dir === '/' ? `/${name}` : `${dir}/${name}`);
 
 export class Staging {
   /** Staged files, and committed files under a new path or mode, by path. */
@@ -132,6 +137,8 @@ export class Staging {
   private nextIno = TOP_INO;
   private lastLocal = 0;
   private lastSnapshot = 0;
+  /** Changes that read the base, and reloads' swaps of it: one at a time. */
+  private readonly serial = pLimit(1);
 
   private constructor(
     /** This mount's staging directory. */
@@ -149,12 +156,27 @@ export class Staging {
 
   // ---- the merged view ------------------------------------------------------
 
+  /**
+   * Runs `f` when no other change that reads the base runs, and none starts
+   * until it ends (a reload swaps the base inside one).
+   */
+  exclusive<T>(f: () => Promise<T>): Promise<T> {
+    return this.serial(f);
+  }
+
   /** The node at a FUSE path in the merged view, or undefined. */
-  find(path: string): ViewNode | undefined {
-    const own = this.hidden.get(path) ?? this.files.get(path) ?? this.dirs.get(path);
+  async find(path: string): Promise<ViewNode | undefined> {
+    const own = this.own(path);
     if (own) return own;
     if (this.removed.has(path) || this.removedDirs.has(path)) return undefined;
-    return this.base().find(path);
+    const b = await this.base().find(path);
+    // The staging may have changed while the base was read: what it holds now wins.
+    return this.own(path) ?? (this.removed.has(path) || this.removedDirs.has(path) ? undefined : b);
+  }
+
+  /** What the staging itself has at `path`. */
+  private own(path: string): ViewNode | undefined {
+    return this.hidden.get(path) ?? this.files.get(path) ?? this.dirs.get(path);
   }
 
   /** Whether the staging decides what `path` is (a reload must leave the kernel's view of it alone). */
@@ -168,17 +190,23 @@ export class Staging {
   }
 
   /** The entries of a directory of the merged view, by name, sorted. */
-  list(path: string): { name: string; node: ViewNode }[] {
-    const dir = this.find(path);
+  async list(path: string): Promise<{ name: string; node: ViewNode }[]> {
+    const base = this.base();
+    const b = await base.find(path);
+    const inBase = new Map<string, Node>();
+    if (b?.kind === 'dir') for (const n of await base.children(b)) inBase.set(nameOf(n.path), n);
+    // From here on nothing awaits: the listing is the staging as it is now over that base.
+    const dir = this.own(path) ?? (this.removed.has(path) || this.removedDirs.has(path) ? undefined : b);
     if (!dir) throw new FsError(ENOENT, `no such directory: ${path}`);
     if (!isDir(dir)) throw new FsError(ENOTDIR, `not a directory: ${path}`);
     const names = new Set<string>(this.kids.get(path));
-    const b = this.base().find(path);
-    if (b?.kind === 'dir') for (const n of b.names) names.add(n);
+    for (const n of inBase.keys()) names.add(n);
     const out: { name: string; node: ViewNode }[] = [];
     for (const name of [...names].sort()) {
-      const node = this.find(childPath(path, name));
-      if (node && !this.hidden.has(childPath(path, name))) out.push({ name, node });
+      const p = childPath(path, name);
+      if (this.hidden.has(p)) continue;
+      const node = this.own(p) ?? (this.removed.has(p) || this.removedDirs.has(p) ? undefined : inBase.get(name));
+      if (node) out.push({ name, node });
     }
     return out;
   }
@@ -197,39 +225,48 @@ export class Staging {
   }
 
   /** A new staged file at `path` (create(2)); returns a handle open for writing. */
-  async create(path: string, mode: number): Promise<number> {
-    this.checkNew(path);
-    const existing = this.find(path);
-    if (existing && isDir(existing)) throw new FsError(EISDIR, `${path} is a directory`);
-    const file = this.stage(path, mode & 0o777, existing?.ino);
-    const fh = this.openHandle(file, true);
-    try {
-      await this.change(file, (fd) => fd.truncate(0));
-    } catch (err) {
-      this.release(fh);
-      throw err;
-    }
-    return fh;
+  create(path: string, mode: number): Promise<number> {
+    return this.opened(async () => {
+      await this.checkNew(path);
+      const existing = await this.find(path);
+      if (existing && isDir(existing)) throw new FsError(EISDIR, `${path} is a directory`);
+      const file = this.stage(path, mode & 0o777, existing?.ino);
+      return { fh: this.openHandle(file, true), then: this.change(file, (fd) => fd.truncate(0)) };
+    });
   }
 
   /** open(2) with write access or O_TRUNC. A committed file may only be replaced whole (O_TRUNC). */
-  async openForWrite(path: string, flags: number): Promise<number> {
-    const node = this.find(path);
-    if (!node) throw new FsError(ENOENT, `no such file: ${path}`);
-    if (isDir(node)) throw new FsError(EISDIR, `${path} is a directory`);
-    const trunc = (flags & O_TRUNC) !== 0;
-    let file: StagedFile;
-    if (node.kind === 'staged') file = node;
-    else if (trunc && !this.hidden.has(path)) file = this.stage(path, node.mode & 0o777 || DEFAULT_FILE_MODE, node.ino);
-    else throw inPlace(path, 'opened for writing without O_TRUNC');
-    const fh = this.openHandle(file, (flags & O_ACCMODE) !== 0);
-    if (trunc) {
-      try {
-        await this.resize(file, 0);
-      } catch (err) {
-        this.release(fh);
-        throw err;
-      }
+  openForWrite(path: string, flags: number): Promise<number> {
+    return this.opened(async () => {
+      const node = await this.find(path);
+      if (!node) throw new FsError(ENOENT, `no such file: ${path}`);
+      if (isDir(node)) throw new FsError(EISDIR, `${path} is a directory`);
+      const trunc = (flags & O_TRUNC) !== 0;
+      let file: StagedFile;
+      if (node.kind === 'staged') file = node;
+      else if (trunc && !this.hidden.has(path)) file = this.stage(path, node.mode & 0o777 || DEFAULT_FILE_MODE, node.ino);
+      else throw inPlace(path, 'opened for writing without O_TRUNC');
+      return { fh: this.openHandle(file, (flags & O_ACCMODE) !== 0), then: trunc ? this.resize(file, 0) : undefined };
+    });
+  }
+
+  /**
+   * Runs `open` (a lookup and a change of the staging) exclusively; the work
+   * on the file's bytes it queued (`then`) is awaited after, so that a slow
+   * one (behind a commit's copy of that file) holds up no other change. The
+   * handle is released when that work fails.
+   */
+  private async opened(open: () => Promise<{ fh: number; then: Promise<unknown> | undefined }>): Promise<number> {
+    const { fh, then } = await this.exclusive(async () => {
+      const r = await open();
+      if (r.then) awaitedLater(r.then);
+      return r;
+    });
+    try {
+      await then;
+    } catch (err) {
+      this.release(fh);
+      throw err;
     }
     return fh;
   }
@@ -261,13 +298,17 @@ export class Staging {
 
   /** truncate(2) by path: a staged file to any size; a committed file only to 0 (replacing it whole). */
   async truncate(path: string, size: number): Promise<void> {
-    const node = this.find(path);
-    if (!node) throw new FsError(ENOENT, `no such file: ${path}`);
-    if (isDir(node)) throw new FsError(EISDIR, `${path} is a directory`);
-    if (node.kind === 'staged') return this.resize(node, size);
-    if (size !== 0 || this.hidden.has(path)) throw inPlace(path, `truncated to ${size} bytes`);
-    const file = this.stage(path, node.mode & 0o777 || DEFAULT_FILE_MODE, node.ino);
-    await this.resize(file, 0);
+    // The resize is queued in the exclusive step and awaited after it (as in opened()).
+    const resized = await this.exclusive(async () => {
+      const node = await this.find(path);
+      if (!node) throw new FsError(ENOENT, `no such file: ${path}`);
+      if (isDir(node)) throw new FsError(EISDIR, `${path} is a directory`);
+      if (node.kind === 'staged') return { done: awaitedLater(this.resize(node, size)) };
+      if (size !== 0 || this.hidden.has(path)) throw inPlace(path, `truncated to ${size} bytes`);
+      const file = this.stage(path, node.mode & 0o777 || DEFAULT_FILE_MODE, node.ino);
+      return { done: awaitedLater(this.resize(file, 0)) };
+    });
+    await resized.done;
   }
 
   /** ftruncate(2) through a handle of a staged file. */
@@ -294,36 +335,42 @@ export class Staging {
 
   // ---- changing the tree -------------------------------------------------------
 
-  unlink(path: string): void {
-    const node = this.find(path);
-    if (!node) throw new FsError(ENOENT, `no such file: ${path}`);
-    if (isDir(node)) throw new FsError(EISDIR, `${path} is a directory`);
-    if (this.hidden.get(path) === node) {
-      this.hidden.delete(path);
-      if (node.kind === 'staged') this.forget(node);
-      return;
-    }
-    this.takeOut(path, node);
+  unlink(path: string): Promise<void> {
+    return this.exclusive(async () => {
+      const node = await this.find(path);
+      if (!node) throw new FsError(ENOENT, `no such file: ${path}`);
+      if (isDir(node)) throw new FsError(EISDIR, `${path} is a directory`);
+      if (this.hidden.get(path) === node) {
+        this.hidden.delete(path);
+        if (node.kind === 'staged') this.forget(node);
+        return;
+      }
+      await this.takeOut(path, node);
+    });
   }
 
-  rename(from: string, to: string): void {
-    const node = this.find(from);
+  rename(from: string, to: string): Promise<void> {
+    return this.exclusive(() => this.renameNow(from, to));
+  }
+
+  private async renameNow(from: string, to: string): Promise<void> {
+    const node = await this.find(from);
     if (!node) throw new FsError(ENOENT, `no such file: ${from}`);
     if (isDir(node)) {
       throw new FsError(EXDEV, `${from} is a directory: a volume cannot rename directories in place (mv copies them instead)`);
     }
     if (nameOf(to).startsWith(HIDDEN_PREFIX)) {
       // libfuse hides a file that is unlinked (or replaced) while open.
-      this.takeOut(from, node, false);
+      await this.takeOut(from, node, false);
       this.hidden.set(to, node);
       if (node.kind === 'staged') node.path = to;
       return;
     }
-    this.checkNew(to);
+    await this.checkNew(to);
     if (from === to) return;
-    const target = this.find(to);
+    const target = await this.find(to);
     if (target && isDir(target)) throw new FsError(EISDIR, `${to} is a directory`);
-    this.takeOut(from, node, false);
+    await this.takeOut(from, node, false);
     if (node.kind === 'staged') {
       this.setFile(to, node);
       node.path = to;
@@ -333,20 +380,25 @@ export class Staging {
     }
   }
 
-  mkdir(path: string): void {
-    this.checkNew(path);
-    if (this.find(path)) throw new FsError(EEXIST, `${path} exists`);
-    this.dirs.set(path, { kind: 'staged-dir', ino: this.newIno(), path, mtimeMs: Date.now() });
-    this.addKid(path);
+  mkdir(path: string): Promise<void> {
+    return this.exclusive(async () => {
+      await this.checkNew(path);
+      if (await this.find(path)) throw new FsError(EEXIST, `${path} exists`);
+      this.dirs.set(path, { kind: 'staged-dir', ino: this.newIno(), path, mtimeMs: Date.now() });
+      this.addKid(path);
+    });
   }
 
-  rmdir(path: string): void {
-    const node = this.find(path);
-    if (!node) throw new FsError(ENOENT, `no such directory: ${path}`);
-    if (!isDir(node)) throw new FsError(ENOTDIR, `not a directory: ${path}`);
-    if (this.list(path).length > 0) throw new FsError(ENOTEMPTY, `${path} is not empty`);
-    if (this.dirs.delete(path)) this.dropKid(path);
-    if (this.base().find(path)?.kind === 'dir') this.removedDirs.add(path);
+  rmdir(path: string): Promise<void> {
+    return this.exclusive(async () => {
+      const node = await this.find(path);
+      if (!node) throw new FsError(ENOENT, `no such directory: ${path}`);
+      if (!isDir(node)) throw new FsError(ENOTDIR, `not a directory: ${path}`);
+      if ((await this.list(path)).length > 0) throw new FsError(ENOTEMPTY, `${path} is not empty`);
+      const inBase = (await this.base().find(path))?.kind === 'dir';
+      if (this.dirs.delete(path)) this.dropKid(path);
+      if (inBase) this.removedDirs.add(path);
+    });
   }
 
   /**
@@ -354,19 +406,21 @@ export class Staging {
    * again without moving bytes). A volume stores no directories: chmod of one
    * changes nothing (as utimens), so that cp -p and mv across filesystems work.
    */
-  chmod(path: string, mode: number): void {
-    const node = this.find(path);
-    if (!node) throw new FsError(ENOENT, `no such file: ${path}`);
-    if (isDir(node)) return;
-    const bits = mode & 0o777;
-    if (node.kind === 'staged') {
-      node.mode = bits;
-      node.gen++;
-    } else if (node.kind === 'file' && (node.mode & 0o777) !== bits) {
-      const moved: FileNode = { ...node, mode: bits };
-      if (this.hidden.get(path) === node) this.hidden.set(path, moved);
-      else this.setFile(path, moved);
-    }
+  chmod(path: string, mode: number): Promise<void> {
+    return this.exclusive(async () => {
+      const node = await this.find(path);
+      if (!node) throw new FsError(ENOENT, `no such file: ${path}`);
+      if (isDir(node)) return;
+      const bits = mode & 0o777;
+      if (node.kind === 'staged') {
+        node.mode = bits;
+        node.gen++;
+      } else if (node.kind === 'file' && (node.mode & 0o777) !== bits) {
+        const moved: FileNode = { ...node, mode: bits };
+        if (this.hidden.get(path) === node) this.hidden.set(path, moved);
+        else this.setFile(path, moved);
+      }
+    });
   }
 
   // ---- commits -------------------------------------------------------------------
@@ -420,17 +474,29 @@ export class Staging {
   }
 
   /**
-   * `snap` is committed and the mount now serves `after` (which has it, or a
-   * later version), in place of `before`: drops what `after` holds and keeps
-   * what changed since the snapshot, so the merged view stays as it was.
+   * `snap` is committed and the mount is about to serve `after` (which has
+   * it, or a later version) in place of `before`. Reads what it needs of both
+   * trees and returns the step, run with the swap (inside exclusive()), that
+   * drops what `after` holds and keeps what changed since the snapshot, so the
+   * merged view stays as it was.
    */
-  settle(snap: Snapshot, before: VersionTree, after: VersionTree): void {
-    // Committed directories emptied by our removals are gone from the version; they stay in the mount.
+  async settle(snap: Snapshot, before: VersionTree, after: VersionTree): Promise<() => void> {
     const emptied = new Set<string>();
     for (const r of snap.removes) for (let p = parentOf(r); p !== '/'; p = parentOf(p)) emptied.add(p);
+    const wasDir = new Map<string, DirNode>();
+    const inAfter = new Map<string, Node | undefined>();
     for (const path of emptied) {
-      const b = before.find(path);
-      if (b?.kind === 'dir' && !after.find(path) && !this.removedDirs.has(path) && !this.dirs.has(path) && !this.files.has(path)) {
+      const b = await before.find(path);
+      if (b?.kind === 'dir') wasDir.set(path, b);
+    }
+    for (const path of new Set([...emptied, ...this.dirs.keys(), ...this.removedDirs])) inAfter.set(path, await after.find(path));
+    return () => this.settleNow(snap, wasDir, inAfter);
+  }
+
+  private settleNow(snap: Snapshot, wasDir: Map<string, DirNode>, inAfter: Map<string, Node | undefined>): void {
+    // Committed directories emptied by our removals are gone from the version; they stay in the mount.
+    for (const [path, b] of wasDir) {
+      if (!inAfter.get(path) && !this.removedDirs.has(path) && !this.dirs.has(path) && !this.files.has(path)) {
         this.dirs.set(path, { kind: 'staged-dir', ino: b.ino, path, mtimeMs: b.mtimeMs });
         this.addKid(path);
       }
@@ -448,12 +514,12 @@ export class Staging {
     }
     for (const r of snap.removes) this.removed.delete(r);
     for (const [path] of this.dirs) {
-      if (after.find(path)?.kind === 'dir') {
+      if (inAfter.get(path)?.kind === 'dir') {
         this.dirs.delete(path);
         this.dropKid(path);
       }
     }
-    for (const path of this.removedDirs) if (!after.find(path)) this.removedDirs.delete(path);
+    for (const path of this.removedDirs) if (inAfter.has(path) && !inAfter.get(path)) this.removedDirs.delete(path);
     this.committing = new Set();
   }
 
@@ -500,14 +566,15 @@ export class Staging {
   }
 
   /** `node` leaves `path` (unlinked, renamed away or hidden); a committed one leaves a whiteout. */
-  private takeOut(path: string, node: StagedFile | FileNode, discard = true): void {
+  private async takeOut(path: string, node: StagedFile | FileNode, discard = true): Promise<void> {
+    const inBase = (await this.base().find(path))?.kind === 'file';
     if (this.hidden.get(path) === node) this.hidden.delete(path);
     if (this.files.get(path) === node) {
       this.files.delete(path);
       this.dropKid(path);
       if (discard && node.kind === 'staged') this.forget(node);
     }
-    if (this.base().find(path)?.kind === 'file' || this.committing.has(path)) this.removed.add(path);
+    if (inBase || this.committing.has(path)) this.removed.add(path);
   }
 
   /** A file leaves the view because the version holds it now. */
@@ -548,10 +615,10 @@ export class Staging {
   }
 
   /** A path a new file or directory may take: a valid volume path whose parent is a directory. */
-  private checkNew(path: string): void {
+  private async checkNew(path: string): Promise<void> {
     // The SDK's rules for a volume path (FUSE never passes '..' or NUL; a path over 4096 bytes it may).
     normalizeFilePath(path);
-    const parent = this.find(parentOf(path));
+    const parent = await this.find(parentOf(path));
     if (!parent) throw new FsError(ENOENT, `no such directory: ${parentOf(path)}`);
     if (!isDir(parent)) throw new FsError(ENOTDIR, `not a directory: ${parentOf(path)}`);
   }
@@ -608,8 +675,17 @@ export class Staging {
   }
 
   private newIno(): number {
+    if (this.nextIno < STAGED_INO_FLOOR) {
+      throw new FsError(ENOSPC, `this mount has staged more files than it can number; commit (stowage volume commit) and mount again`);
+    }
     return this.nextIno--;
   }
+}
+
+/** `p`, marked as handled: its caller awaits it once a step in between is done (a failure is not unhandled meanwhile). */
+function awaitedLater<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
 }
 
 /** Changed since its last commit (or never committed). */

@@ -1,28 +1,33 @@
 /**
- * VersionTree: the file tree of one version of a volume, held in memory for
- * the life of a mount. A version never changes, so the tree is built once from
- * the recursive listing and never invalidated.
+ * VersionTree: one version of a volume as the mount sees it, loaded lazily.
+ * A version is the hash of its root directory page (tree/format.ts); a path
+ * is resolved by walking from the root one name at a time through the
+ * mount's MountTreeSource, which loads (and keeps, within its bound) only the
+ * pages on the way. Nothing here holds the whole version: a VersionTree is a
+ * root hash, the version's totals and the root's attributes.
  *
- * Inode numbers are the position in the listing sorted by path, plus 2 (the
- * root is 1): the same version mounted again gets the same numbers, and they
- * fit the 32 bits fuse-native passes to the kernel.
+ * Inode numbers are the entries' ids (the root is 1): a commit gives an id to
+ * each entry it creates or changes and later versions keep it while the entry
+ * is unchanged, so numbers are stable across reloads and remounts, and a
+ * changed file gets a new one, with no table here. Ids must stay below
+ * STAGED_INO_FLOOR, where the staging of a writable mount numbers its own
+ * inodes (counting down from the top of the 32 bits fuse-native passes): an
+ * entry whose id reaches it is refused (EIO with the reason) rather than
+ * shown under a number that could name another file.
  *
- * A tree built on reload from the mount's previous tree (`previous`) keeps
- * the number of every path whose node is the same in both (a directory, or a
- * file with the same size, mode, mtime and extents); every other path gets a
- * number above any the mount has used (`nextIno` only grows), so a number
- * never names two different files in one mount. Same number, same content:
- * changedPaths() compares numbers.
+ * A VersionTree never changes: a reload makes a new one, and a FUSE callback
+ * that captured one at its start sees that version throughout.
  */
-import { FileType, type FileEntry } from '../gen/stowage/v1/volume.js';
 import { FailedPreconditionError } from '../common/errors.js';
+import { FileType, type FileEntry } from '../gen/stowage/v1/volume.js';
+import type { DirItem, Entry, FileItem, LeafPage } from '../tree/format.js';
+import { atPath } from '../tree/read.js';
 import { ENOENT, ENOTDIR, FsError } from './errno.js';
+import type { MountTreeSource } from './tree-source.js';
 
 export const ROOT_INO = 1;
-/** fuse-native passes st_ino as a uint32 (and fh as an int32): more nodes cannot be numbered. */
-const MAX_NODES = 0x7fff_fff0;
-/** Inode numbers stay below this across reloads. */
-const MAX_INO = 0xffff_fff0;
+/** Inode numbers from here up belong to the staging of a writable mount (staging.ts); the tree's ids stay below. */
+export const STAGED_INO_FLOOR = 0xf000_0000;
 
 export interface FileNode {
   kind: 'file';
@@ -32,8 +37,10 @@ export interface FileNode {
   size: number;
   mode: number;
   mtimeMs: number;
-  /** The file's entry as listed: its extents, in order. */
+  /** The file's entry: its extents, in order (shared with the page it was read from). */
   entry: FileEntry;
+  /** The leaf page it was found in (its neighbours there are read ahead of it: pack-reads.ts). */
+  leaf: string | undefined;
 }
 
 export interface DirNode {
@@ -41,10 +48,9 @@ export interface DirNode {
   ino: number;
   path: string;
   mtimeMs: number;
-  parent: DirNode | undefined;
-  /** Names of the entries directly inside, sorted. */
-  names: string[];
-  /** How many of them are directories (for st_nlink). */
+  /** Its root page ('' for the root of a version without files). */
+  tree: string;
+  /** How many of its entries are directories (for st_nlink). */
   subdirs: number;
 }
 
@@ -60,153 +66,145 @@ export interface NodeAttr {
   mtimeMs: number;
 }
 
+/** A version as GetVersion tells it. */
+export interface VersionHead {
+  version: number;
+  /** '' when the volume has no files. */
+  root: string;
+  createdAtMs: number;
+  files: number;
+  bytes: number;
+  dirs: number;
+}
+
+export const parentOf = (path: string): string => path.slice(0, Math.max(1, path.lastIndexOf('/')));
+export const childPath = (dir: string, name: string): string => (dir === '/' ? `/${name}` : `${dir}/${name}`);
 
 export class VersionTree {
-  private readonly byPath = new Map<string, Node>();
-  private readonly byIno = new Map<number, Node>();
+  readonly version: number;
   readonly root: DirNode;
   readonly files: number;
   readonly bytes: number;
-  /** The first inode number this mount has not used yet. */
-  readonly nextIno: number;
+  /** Every node: files, directories and the root. */
+  readonly size: number;
 
-  constructor(
-    readonly version: number,
-    entries: FileEntry[],
-    createdAtMs: number,
-    /** The tree this one replaces in a running mount: unchanged paths keep their numbers. */
-    previous?: VersionTree,
+  private constructor(
+    readonly src: MountTreeSource,
+    readonly volume: string,
+    head: VersionHead,
+    rootSubdirs: number,
   ) {
-    if (entries.length > MAX_NODES) throw new FailedPreconditionError(`version ${version} has ${entries.length} entries, more than a mount can number`);
-    this.root = { kind: 'dir', ino: ROOT_INO, path: '/', mtimeMs: createdAtMs, parent: undefined, names: [], subdirs: 0 };
-    this.add(this.root);
-    const sorted = [...entries].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-    let files = 0;
-    let bytes = 0;
-    let next = previous ? previous.nextIno : ROOT_INO + 1 + sorted.length;
-    sorted.forEach((e, i) => {
-      const path = `/${e.path}`;
-      const before = previous?.find(path);
-      const ino = !previous ? ROOT_INO + 1 + i : before && sameNode(before, e) ? before.ino : next++;
-      if (e.type === FileType.FILE_TYPE_DIRECTORY) {
-        this.add({ kind: 'dir', ino, path, mtimeMs: e.mtimeMs || createdAtMs, parent: undefined, names: [], subdirs: 0 });
-      } else {
-        this.add({ kind: 'file', ino, path, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, entry: e });
-        files++;
-        bytes += e.size;
-      }
-    });
-    this.files = files;
-    this.bytes = bytes;
-    this.nextIno = this.link(next, previous);
-    if (this.nextIno > MAX_INO) {
-      throw new FailedPreconditionError(`the mount has used up its inode numbers; mount version ${version} afresh instead of reloading`);
-    }
+    this.version = head.version;
+    this.files = head.files;
+    this.bytes = head.bytes;
+    this.size = head.files + head.dirs + 1;
+    this.root = { kind: 'dir', ino: ROOT_INO, path: '/', mtimeMs: head.createdAtMs, tree: head.root, subdirs: rootSubdirs };
   }
 
-  /** The node at a FUSE path, or undefined. */
-  find(path: string): Node | undefined {
-    return this.byPath.get(path);
+  /** The tree of `head`, with its root page loaded (for the root's link count; a damaged root fails here). */
+  static async open(src: MountTreeSource, volume: string, head: VersionHead): Promise<VersionTree> {
+    let subdirs = 0;
+    if (head.root) {
+      const page = await atPath(`reading the root of volume "${volume}" at version ${head.version}`, () => src.page(head.root));
+      subdirs = page.kind === 'leaf' ? page.entries.filter((e) => e.kind === 'dir').length : page.refs.reduce((n, r) => n + r.totals.subdirs, 0);
+    }
+    return new VersionTree(src, volume, head, subdirs);
+  }
+
+  /**
+   * The node at a FUSE path, or undefined. A name that is not there but whose
+   * NFC form is (volume paths are stored in NFC) resolves to that entry.
+   * A damaged or missing tree object on the way is an IntegrityError naming the path.
+   */
+  async find(path: string): Promise<Node | undefined> {
+    if (path === '/') return this.root;
+    return atPath(this.reading(path), async () => {
+      let dir: DirNode = this.root;
+      const parts = path.split('/');
+      for (let i = 1; i < parts.length; i++) {
+        const part = parts[i]!;
+        if (part === '' || !dir.tree) return undefined;
+        let hit = await this.src.find(dir.tree, part);
+        const nfc = part.normalize('NFC');
+        if (!hit && nfc !== part) hit = await this.src.find(dir.tree, nfc);
+        if (!hit) return undefined;
+        const node = this.node(childPath(dir.path, part), hit.entry, hit.leaf);
+        if (i === parts.length - 1) return node;
+        if (node.kind !== 'dir') return undefined;
+        dir = node;
+      }
+      return dir;
+    });
   }
 
   /** The node at a FUSE path; ENOENT when there is none. */
-  lookup(path: string): Node {
-    const n = this.byPath.get(path);
+  async lookup(path: string): Promise<Node> {
+    const n = await this.find(path);
     if (!n) throw new FsError(ENOENT, `no such file in version ${this.version}: ${path}`);
     return n;
   }
 
-  dir(path: string): DirNode {
-    const n = this.lookup(path);
+  async dir(path: string): Promise<DirNode> {
+    const n = await this.lookup(path);
     if (n.kind !== 'dir') throw new FsError(ENOTDIR, `not a directory: ${path}`);
     return n;
   }
 
-  byInode(ino: number): Node | undefined {
-    return this.byIno.get(ino);
-  }
-
-  get size(): number {
-    return this.byPath.size;
-  }
-
-  private add(n: Node): void {
-    this.byPath.set(n.path, n);
-    this.byIno.set(n.ino, n);
-  }
-
   /**
-   * Hangs every node under its parent. A listing names every directory between
-   * the root and a file; a parent it leaves out is made up (numbered after the
-   * listed nodes, so the listed ones keep their numbers; or with its number in
-   * `previous`). Returns the next unused number.
+   * The entries of a directory in name order, a leaf page at a time (`onLeaf`
+   * sees each page's entries, for the pack read-ahead).
    */
-  private link(nextIno: number, previous: VersionTree | undefined): number {
-    let next = nextIno;
-    const pending = [...this.byPath.values()].filter((n) => n !== this.root);
-    for (const n of pending) {
-      let child: Node = n;
-      for (;;) {
-        const cut = child.path.lastIndexOf('/');
-        const parentPath = cut === 0 ? '/' : child.path.slice(0, cut);
-        let parent = this.byPath.get(parentPath);
-        let made = false;
-        if (!parent) {
-          const before = previous?.find(parentPath);
-          const ino = before?.kind === 'dir' ? before.ino : next++;
-          parent = { kind: 'dir', ino, path: parentPath, mtimeMs: this.root.mtimeMs, parent: undefined, names: [], subdirs: 0 };
-          this.add(parent);
-          made = true;
-        }
-        if (parent.kind !== 'dir') break; // a file that is also a prefix: the listing never does this
-        parent.names.push(child.path.slice(cut + 1));
-        if (child.kind === 'dir') {
-          child.parent = parent;
-          parent.subdirs++;
-        }
-        if (!made) break;
-        child = parent;
+  async list(dir: DirNode, onLeaf?: (hash: string, page: LeafPage) => void): Promise<Entry[]> {
+    if (!dir.tree) return [];
+    const out: Entry[] = [];
+    await atPath(this.reading(dir.path), async () => {
+      for await (const { hash, page } of this.src.leaves(dir.tree)) {
+        onLeaf?.(hash, page);
+        for (const e of page.entries) out.push(e);
       }
-    }
-    for (const n of this.byPath.values()) if (n.kind === 'dir') n.names.sort();
-    return next;
+    });
+    return out;
   }
 
-  /** Every node, in no particular order. */
-  nodes(): IterableIterator<Node> {
-    return this.byPath.values();
+  /** The children of a directory as nodes. */
+  async children(dir: DirNode): Promise<Node[]> {
+    return (await this.list(dir)).map((e) => this.node(childPath(dir.path, e.name), e, undefined));
+  }
+
+  /** The node for an entry found at `path`. */
+  node(path: string, e: Entry, leaf: string | undefined): Node {
+    checkIno(path, e.id);
+    return e.kind === 'dir' ? dirNode(path, e) : fileNode(path, e, leaf);
+  }
+
+  private reading(path: string): string {
+    return `looking up ${path} in volume "${this.volume}" at version ${this.version}`;
   }
 }
 
-/** What a reload changed, by path: `changed` exist in both trees as different nodes (new content or type). */
-export interface TreeChanges {
-  added: Node[];
-  changed: { before: Node; after: Node }[];
-  removed: Node[];
-}
-
-/** The paths of `after` (built with `before` as its previous tree) that differ from `before`. */
-export function changedPaths(before: VersionTree, after: VersionTree): TreeChanges {
-  const out: TreeChanges = { added: [], changed: [], removed: [] };
-  for (const b of before.nodes()) {
-    const a = after.find(b.path);
-    if (!a) out.removed.push(b);
-    else if (a.ino !== b.ino) out.changed.push({ before: b, after: a });
+/** Refuses an entry whose id cannot be its inode number (the root's, or in the staging's range). */
+export function checkIno(path: string, id: number): void {
+  if (id >= STAGED_INO_FLOOR || id <= ROOT_INO) {
+    throw new FailedPreconditionError(
+      `${path} has inode id ${id}, outside what a mount can number (2 to ${STAGED_INO_FLOOR - 1}); read it with stowage volume get instead`,
+    );
   }
-  for (const a of after.nodes()) if (!before.find(a.path)) out.added.push(a);
-  return out;
 }
 
-/** Whether a listed entry is the same node as `n` of the previous tree (same number, same bytes). */
-function sameNode(n: Node, e: FileEntry): boolean {
-  if (e.type === FileType.FILE_TYPE_DIRECTORY) return n.kind === 'dir';
-  if (n.kind !== 'file') return false;
-  const a = n.entry;
-  return (
-    a.size === e.size &&
-    a.mode === e.mode &&
-    a.mtimeMs === e.mtimeMs &&
-    a.extents.length === e.extents.length &&
-    a.extents.every((x, i) => x.hash === e.extents[i]!.hash && x.length === e.extents[i]!.length)
-  );
+function dirNode(path: string, e: DirItem): DirNode {
+  return { kind: 'dir', ino: e.id, path, mtimeMs: e.mtimeMs, tree: e.tree, subdirs: e.totals.subdirs };
+}
+
+function fileNode(path: string, e: FileItem, leaf: string | undefined): FileNode {
+  const entry: FileEntry = {
+    path: path.slice(1),
+    type: FileType.FILE_TYPE_FILE,
+    size: e.size,
+    mode: e.mode,
+    mtimeMs: e.mtimeMs,
+    extents: e.extents,
+    id: e.id,
+    tree: '',
+  };
+  return { kind: 'file', ino: e.id, path, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, entry, leaf };
 }

@@ -111,14 +111,17 @@ export function writableOperations(
     mkdir: (path, _mode, cb) =>
       answer('mkdir', path, cb, () => {
         notRevalidating(path);
-        staging.mkdir(path);
+        return staging.mkdir(path);
       }),
     rmdir: (path, cb) => answer('rmdir', path, cb, () => staging.rmdir(path)),
     chmod: (path, mode, cb) => answer('chmod', path, cb, () => staging.chmod(path, mode)),
-    utimens: (path, _atime, _mtime, cb) => answer('utimens', path, cb, () => void fs.getattr(path)),
+    utimens: (path, _atime, _mtime, cb) =>
+      answer('utimens', path, cb, async () => {
+        await fs.getattr(path);
+      }),
     chown: (path, uid, gid, cb) =>
-      answer('chown', path, cb, () => {
-        fs.getattr(path);
+      answer('chown', path, cb, async () => {
+        await fs.getattr(path);
         const unchanged = (id: number, mine: number): boolean => id === mine || id === NO_ID;
         if (!unchanged(uid, process.getuid?.() ?? 0) || !unchanged(gid, process.getgid?.() ?? 0)) {
           throw new FsError(EPERM, `a volume stores no owners: every file belongs to the user who mounted it`);

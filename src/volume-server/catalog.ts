@@ -94,7 +94,7 @@ export class VolumeCatalog {
     this.ephemeralTimeoutMs = opts.ephemeralTimeoutMs ?? 5 * 60_000;
     this.retention = opts.retention ?? DEFAULT_RETENTION;
     this.graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
-    this.trees = new TreeObjects(store, index, log, { memoryBytes: opts.treeMemoryBytes, keepInIndex: store.presignScope === 'any' });
+    this.trees = new TreeObjects(store, index, log, { memoryBytes: opts.treeMemoryBytes, keepInIndex: store.presignScope !== 'local-host' });
     this.blobs = new BlobKeeper(store, index, log, { presign: opts.presign, presignExpirySeconds: opts.presignExpirySeconds, leaseMs: this.graceMs });
     this.rebuilder = new IndexRebuilder(store, index, this.trees, log, (key, fn) => this.withLock(key, fn));
   }

@@ -15,7 +15,7 @@ import { IntegrityError, NotFoundError } from '../common/errors.js';
 import { sha256 } from '../common/hash.js';
 import type { Logger } from '../common/logger.js';
 import type { PageSink } from '../tree/edit.js';
-import { decodePage, treeObjectKey, type Page } from '../tree/format.js';
+import { decodePage, encodePage, treeObjectKey, type Page } from '../tree/format.js';
 import type { TreeSource } from '../tree/read.js';
 import type { MetadataIndex } from './index/types.js';
 import type { BlobStore } from './store/interface.js';
@@ -61,6 +61,12 @@ export class TreeObjects implements TreeSource {
 
   /** A page's bytes as stored, checked against its hash (for clients that read trees themselves). */
   async bytes(hash: string): Promise<Buffer> {
+    // A page held decoded is served from memory, as the server's own reads of it are: encoded again, if that gives its bytes.
+    const held = this.memory.get(hash);
+    if (held) {
+      const again = encodePage(held);
+      if (sha256(again) === hash) return again;
+    }
     const { bytes } = await this.fetch(hash);
     const actual = sha256(bytes);
     if (actual !== hash) throw new IntegrityError(`tree object ${hash} in ${this.store.description} is damaged: its bytes hash to ${actual}`);
