@@ -14,6 +14,7 @@
  * deletes unreferenced pages. Commits to one volume are serialised here.
  */
 import { randomUUID } from 'node:crypto';
+import pLimit from 'p-limit';
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { checkName, fileMode, normalizeFilePath } from '../common/validate.js';
@@ -84,6 +85,7 @@ export class VolumeCatalog {
   readonly graceMs: number;
   private readonly rebuilder: IndexRebuilder;
   private readonly gate = new CommitGate();
+  private readonly treeReads = pLimit(32);
 
   constructor(
     readonly store: BlobStore,
@@ -297,7 +299,10 @@ export class VolumeCatalog {
     for (const h of hashes) {
       if (!/^[0-9a-f]{64}$/.test(h)) throw new InvalidArgumentError(`invalid tree object hash ${JSON.stringify(h.slice(0, 80))}`);
     }
-    for (const hash of hashes) yield { hash, data: await this.trees.bytes(hash) };
+    // Read concurrently (a request names a directory's worth of pages), answered in order.
+    const reads = hashes.map((hash) => this.treeReads(() => this.trees.bytes(hash)));
+    for (const r of reads) r.catch(() => undefined);
+    for (let i = 0; i < hashes.length; i++) yield { hash: hashes[i]!, data: await reads[i]! };
   }
 
   /** Files of one version that a glob matches (the compute bridge's `reads`). */
