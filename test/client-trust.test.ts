@@ -21,7 +21,7 @@ import {
   type handleUnaryCall,
 } from '@grpc/grpc-js';
 import { createHash, randomBytes } from 'node:crypto';
-import { lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { lstat, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -44,6 +44,8 @@ import {
   type VolumeInfo,
   type VolumeServiceServer,
 } from '../src/gen/stowage/v1/volume.js';
+import { encode as msgpackEncode } from '@msgpack/msgpack';
+import { hashPage, type Entry, type FileItem, type Page } from '../src/tree/format.js';
 import { expectFailure } from './support/checks.js';
 import { cleanUpMounts, startMountProcess, stopMount } from './support/mount.js';
 import { runCli, runCliBytes, startStowage, tempDir, uniqueName, type Stowage } from './support/processes.js';
@@ -65,6 +67,8 @@ interface Script {
   /** PlanUpload says every blob asked about is missing, with this URL. */
   putUrl?: (blob: string) => string | undefined;
   knownContents?: Record<string, Extent>;
+  /** For a mount: the root page GetVersion names, and the tree objects GetTreeObjects serves (by hash). */
+  tree?: { root: string; objects: Map<string, Buffer> };
 }
 
 class HostileServer {
@@ -183,8 +187,17 @@ class HostileServer {
         call.on('end', () => cb(null, { version: 2, volume: info(volume) }));
       },
       rebuildIndex: nope,
-      getVersion: nope,
-      getTreeObjects: (call) => call.emit('error', { code: status.UNIMPLEMENTED, details: 'not in this test' }),
+      getVersion: unary(() => {
+        if (!this.script.tree) throw new Error('no tree in this script');
+        return { version: 1, createdAtMs: 1, fileCount: 3, totalBytes: 30, root: this.script.tree.root, dirCount: 1 };
+      }),
+      getTreeObjects: (call) => {
+        for (const hash of call.request.hashes) {
+          const data = this.script.tree?.objects.get(hash);
+          if (data) call.write({ hash, data });
+        }
+        call.end();
+      },
       setRetention: nope,
       collectGarbage: nope,
       listDamaged: nope,
@@ -515,23 +528,52 @@ describe('a mount of a hostile server', () => {
   const mount = (label: string) =>
     startMountProcess({ volume: name, dir: join(scratch, label), cacheDir: join(scratch, `${label}-cache`), env });
 
-  it('refuses to mount a listing that climbs out of the volume, and shows no setuid, setgid or sticky bit', { timeout: 60_000 }, async () => {
-    hostile.reset({ listing: [hostile.file('ok.txt', Buffer.from('fine\n')), hostile.file('data/../../../etc/x', Buffer.from('escaped\n'))] });
+  /** Tree objects for the mount: pages as the real server would store them, or bytes of anyone's making. */
+  const objects = new Map<string, Buffer>();
+  const page = (p: Page): string => {
+    const { hash, bytes } = hashPage(p);
+    objects.set(hash, bytes);
+    return hash;
+  };
+  const raw = (body: unknown): string => {
+    const bytes = Buffer.from(msgpackEncode(body));
+    const hash = sha256(bytes);
+    objects.set(hash, bytes);
+    return hash;
+  };
+  const fileItem = (fileName: string, data: Buffer, mode: number, id: number): FileItem => {
+    const h = sha256(data);
+    hostile.blobs.set(h, data);
+    return { kind: 'file', name: fileName, id, size: data.length, mode, mtimeMs: 1, extents: [{ blob: h, offset: 0, length: data.length, hash: h }] };
+  };
+
+  it('refuses tree pages that name a path out of the volume, and shows no setuid, setgid or sticky bit', { timeout: 60_000 }, async () => {
+    // A root page whose only entry is "..": malformed, so the mount does not start on it.
+    const h = Buffer.alloc(32, 7);
+    const climbing = raw([1, 0, [['..', 0, 5, 4, 0o644, 1, [[h, 4]]]]]);
+    hostile.reset({ listing: [], tree: { root: climbing, objects } });
     const refused = await mount('climb').then(
       (m) => `mounted: ${m.line}`,
       (err: unknown) => String(err),
     );
-    expect(refused).toMatch(/exited with 8: .*refused the server's answer to the listing of volume .*"data\/\.\.\/\.\.\/\.\.\/etc\/x"/s);
+    expect(refused).toMatch(/exited with 8: .*tree object .*malformed.*invalid name "\.\."/s);
 
-    hostile.reset({ listing: [hostile.file('suid', Buffer.from('#!/bin/sh\n'), 0o4755), hostile.file('sticky', Buffer.from('x\n'), 0o1777), hostile.file('sgid', Buffer.from('y\n'), 0o102755)] });
+    // A directory whose page names "a/b" or "..": listing it fails with EIO, the rest of the mount reads.
+    const badDir = raw([1, 0, [['a/b', 0, 6, 4, 0o644, 1, [[h, 4]]]]]);
+    const files = [fileItem('sgid', Buffer.from('y\n'), 0o102755, 3), fileItem('sticky', Buffer.from('x\n'), 0o1777, 4), fileItem('suid', Buffer.from('#!/bin/sh\n'), 0o4755, 5)];
+    const dirEntry: Entry = { kind: 'dir', name: 'bad', id: 2, mtimeMs: 1, tree: badDir, totals: { entries: 1, subdirs: 0, files: 1, dirs: 0, bytes: 4 } };
+    const root = page({ kind: 'leaf', entries: [dirEntry, ...files] });
+    hostile.reset({ listing: [], tree: { root, objects } });
     const m = await mount('modes');
     try {
       // Asynchronous calls only: the mount asks the hostile server, which answers from this process.
       const dir = join(scratch, 'modes');
       const modes: Record<string, number> = {};
-      for (const f of await readdir(dir)) modes[f] = (await lstat(join(dir, f))).mode & 0o7777;
+      for (const f of await readdir(dir)) if (f !== 'bad') modes[f] = (await lstat(join(dir, f))).mode & 0o7777;
       expect(modes).toEqual({ suid: 0o555, sticky: 0o555, sgid: 0o555 });
       expect(await readFile(join(dir, 'suid'), 'utf8')).toBe('#!/bin/sh\n');
+      expect(await readdir(join(dir, 'bad')).then(() => 'listed', (err: NodeJS.ErrnoException) => err.code)).toBe('EIO');
+      expect(existsSync(join(scratch, 'a'))).toBe(false);
     } finally {
       await stopMount(m, 'SIGTERM');
     }
