@@ -141,7 +141,9 @@ async function collect(catalog: VolumeCatalog, opts: GcOptions): Promise<GcRepor
         return;
       }
       await catalog.exclusively(async () => {
-        const gone = batch.filter((o) => !o.hash || !watch.has(o.hash));
+        // Landed since the mark, or planned since the sweep began: kept.
+        const leasedNow = (h: string): boolean => graceMs > 0 && (index.getPlanned(h)?.expiresAtMs ?? 0) > Date.now();
+        const gone = batch.filter((o) => !o.hash || (!watch.has(o.hash) && !(o.kind === 'blob' && leasedNow(o.hash))));
         await Promise.all(gone.map((o) => store.delete(o.key)));
         await index.forgetBlobs(gone.filter((o) => o.kind === 'blob').map((o) => o.hash!));
         const deadTrees = gone.filter((o) => o.kind === 'tree').map((o) => o.hash!);
