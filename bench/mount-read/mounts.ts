@@ -13,7 +13,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BUCKET, ROOT, S3_KEY, S3_SECRET, track } from '../volume-transfer/setup.js';
+import { BUCKET, ROOT, S3_KEY, S3_SECRET, processMemory, track } from '../volume-transfer/setup.js';
 
 const READY_MS = 60_000;
 const STOP_MS = 10_000;
@@ -48,12 +48,7 @@ export interface Mount {
 }
 
 export function peakRssOf(pid: number): number {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : Number.NaN;
-  } catch {
-    return Number.NaN;
-  }
+  return processMemory(pid).peak;
 }
 
 /**

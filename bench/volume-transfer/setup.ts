@@ -184,6 +184,30 @@ export function cpuSeconds(s3rverPid: number): { client: number; s3rver: number 
 
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
 
+/** CPU seconds (user + system, all threads) used so far by one process; NaN once it is gone or off Linux. */
+export function processCpuSeconds(pid: number | 'self'): number {
+  return procCpu(String(pid), false);
+}
+
+/** A process's resident set now (VmRSS) and its peak so far (VmHWM), in bytes; NaN once it is gone or off Linux. */
+export interface ProcessMemory {
+  rss: number;
+  peak: number;
+}
+
+export function processMemory(pid: number | 'self'): ProcessMemory {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (field: string) => {
+      const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(status);
+      return m ? Number(m[1]) * 1024 : Number.NaN;
+    };
+    return { rss: kb('VmRSS'), peak: kb('VmHWM') };
+  } catch {
+    return { rss: Number.NaN, peak: Number.NaN };
+  }
+}
+
 function procCpu(pid: string, withChildren: boolean): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
