@@ -6,7 +6,7 @@
 import { S3Client } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -228,6 +228,17 @@ export function load1(): number {
 /** Flushes dirty pages, so that one phase's writeback does not slow the next. */
 export function settleDisk(): void {
   spawnSync('sync', { stdio: 'ignore' });
+}
+
+/** Writes back dirty pages, then drops the page cache, dentries and inodes (machine-wide); false when not permitted (not root). */
+export function dropCaches(): boolean {
+  settleDisk();
+  try {
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The host and the stowage build a run measured. */
