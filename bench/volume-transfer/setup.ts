@@ -291,6 +291,22 @@ export function machineInfo(): MachineInfo {
   };
 }
 
+/** The environment for `rclone` with a remote `s3:` on the benchmark's s3rver (RCLONE_CONFIG_S3_*, no config file). */
+export function rcloneEnv(endpoint: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    RCLONE_CONFIG_S3_TYPE: 's3',
+    RCLONE_CONFIG_S3_PROVIDER: 'Other',
+    RCLONE_CONFIG_S3_ENDPOINT: endpoint,
+    RCLONE_CONFIG_S3_ACCESS_KEY_ID: S3_KEY,
+    RCLONE_CONFIG_S3_SECRET_ACCESS_KEY: S3_SECRET,
+    RCLONE_CONFIG_S3_REGION: 'us-east-1',
+  };
+  // rclone loads AWS_CA_BUNDLE at start-up and fails on this machine's bundle; plain HTTP needs no CA.
+  delete env.AWS_CA_BUNDLE;
+  return env;
+}
+
 /** An S3 client for the benchmark's s3rver: path-style, its fixed keys, keep-alive sockets, no optional checksums. */
 export function s3rverClient(endpoint: string): S3Client {
   return new S3Client({
