@@ -55,12 +55,12 @@ export interface Aim {
 const KiB = 1024;
 const MiB = 1024 * 1024;
 
-/** Store bytes (files' sizes) and index bytes (disk blocks: LMDB's file is sparse) added per 1-file commit. */
+/** Bytes (the sum of file sizes) a 1-file commit adds to the data dir's store/ and, separately, to its index/ (LMDB). */
 export function growth(c: CaseResult): { store: number; index: number } {
   const n = Math.max(1, c.commits.n);
   return {
     store: (c.commits.store.after.apparent - c.commits.store.before.apparent) / n,
-    index: (c.commits.index.after.allocated - c.commits.index.before.allocated) / n,
+    index: (c.commits.index.after.apparent - c.commits.index.before.apparent) / n,
   };
 }
 
