@@ -92,7 +92,12 @@ const dirSize = wholeFlag('dir-size', flags['dir-size'], 1, USAGE);
 const nCommits = wholeFlag('commits', flags.commits, 1, USAGE);
 const nStats = wholeFlag('stats', flags.stats, 1, USAGE);
 const nListdirs = wholeFlag('listdirs', flags.listdirs, 1, USAGE);
-const say = (msg: string) => process.stderr.write(`${msg}\n`);
+const runStarted = performance.now();
+/** A progress line on stderr, after the seconds since the run started. */
+const say = (msg: string) => {
+  const lead = msg.startsWith('\n') ? '\n' : '';
+  process.stderr.write(`${lead}[${((performance.now() - runStarted) / 1000).toFixed(0).padStart(5)} s] ${msg.slice(lead.length)}\n`);
+};
 
 const tmp = (() => {
   const base = join(tmpdir(), 'stowage-bench');
@@ -122,9 +127,15 @@ function cleanUp(): Promise<void> {
 }
 const signals = cleanUpOnSignal(cleanUp, say, `unmounting, stopping the servers and s3rver${flags.keep ? '' : `, removing ${tmp}`}`);
 
-/** `rm -rf`: fs.rmSync takes minutes over a directory of 100,000 files here (a few hundred unlinks a second). */
+/**
+ * `rm -rf`, timed on stderr. Removing is the slowest thing a run does to the
+ * disk here (1,000–1,500 files a second on this shared VM; fs.rmSync, which
+ * stays on the main thread, managed a few hundred), so the run says how long it took.
+ */
 function removeTree(dir: string): void {
+  const t0 = performance.now();
   spawnSync('rm', ['-rf', '--', dir], { stdio: 'ignore' });
+  say(`  removed ${dir} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 
 /** Drops the page cache before a cold phase; remembers whether it could. */
