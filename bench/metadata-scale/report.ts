@@ -69,16 +69,16 @@ export function serverPeak(c: CaseResult): number {
 }
 
 /**
- * ms a warm listdir of 10,000 entries takes: the warm p50 when the directory
- * listed has 10,000 entries; scaled linearly from a larger one (the flat
- * layout's: today's listing costs in proportion to the entries it returns);
- * undefined from a smaller one, where a fixed cost per call would be
- * multiplied too.
+ * The listdir aim (10,000 entries in under 50 ms) read as a rate: the warm
+ * p50 of the listing divided by its entries in tens of thousands, for
+ * listings of at least 10,000 entries (the flat layout's directory). A
+ * directory of 1,000 would multiply the fixed cost of a call by ten, so it
+ * gives none. With an SDK that lists a page at a time, this is what a page
+ * of 10,000 costs; today the one call returns the whole directory.
  */
-export function listdirPer10k(c: CaseResult): { ms: number; scaledFrom?: number } | undefined {
+export function listdirPer10k(c: CaseResult): { ms: number; entries: number } | undefined {
   const e = c.listdir.entries;
-  if (e < 10_000) return undefined;
-  return e === 10_000 ? { ms: c.listdir.warm.p50 } : { ms: (c.listdir.warm.p50 * 10_000) / e, scaledFrom: e };
+  return e < 10_000 ? undefined : { ms: (c.listdir.warm.p50 * 10_000) / e, entries: e };
 }
 
 /** The issue's aims (stated for 1,000,000 files; checked for every case). */
@@ -91,7 +91,7 @@ export function aimsOf(c: CaseResult): Aim[] {
   add('1-file commit p50', '< 50 ms', c.commits.latencies.p50, 'ms', c.commits.latencies.p50 < 50);
   add('stat warm p50', '< 1 ms', c.stat.warm.p50, 'ms', c.stat.warm.p50 < 1);
   const l = listdirPer10k(c);
-  if (l) add('listdir of 10,000 entries', '< 50 ms', l.ms, 'ms', l.ms < 50);
+  if (l) add('listdir, per 10,000 entries', '< 50 ms', l.ms, 'ms', l.ms < 50);
   if (c.layout === 'dirs') {
     const g = growth(c).store;
     add('store growth per 1-file commit', '< 64 KiB', g / KiB, 'KiB', g < 64 * KiB);
@@ -129,7 +129,7 @@ function layout(rows: string[][]): string {
 }
 
 const per10k = (l: ReturnType<typeof listdirPer10k>) =>
-  !l ? '— (directories smaller than 10,000)' : `${ms(l.ms)} ms${l.scaledFrom ? ` (scaled from ${fmt(l.scaledFrom, 0)})` : ''}`;
+  !l ? '— (directories of fewer than 10,000)' : `${ms(l.ms)} ms (p50 × 10,000 ÷ ${fmt(l.entries, 0)})`;
 
 type Row = [string, (c: CaseResult) => string];
 
@@ -143,7 +143,7 @@ const FIGURES: Row[] = [
   ['  ours / local (warm p50)', (c) => ratio(c.stat.warm.p50, c.peers?.localStat.warm.p50)],
   ['listdir cold p50 / p99', (c) => `${lat(c.listdir.cold)} (${fmt(c.listdir.entries, 0)} entries, n=${c.listdir.cold.n})`],
   ['listdir warm p50 / p99', (c) => lat(c.listdir.warm)],
-  ['  10,000 entries (warm p50)', (c) => per10k(listdirPer10k(c))],
+  ['  per 10,000 entries (warm)', (c) => per10k(listdirPer10k(c))],
   ['recursive listing, SDK', (c) => `${secs(c.fullListing.seconds)} (${fmt(c.fullListing.entries, 0)} entries)`],
   ['  rclone lsf -R (s3rver)', (c) => (c.peers?.rclone ? secs(c.peers.rclone.seconds) : (c.peers?.rcloneSkipped ?? '—'))],
   ['  ours / rclone', (c) => ratio(c.fullListing.seconds, c.peers?.rclone?.seconds)],
