@@ -53,10 +53,19 @@ export interface PutFigures {
   chunks: number;
 }
 
-/** The whole local tree as one new version: `putDirectory(localRoot, '/')`, as `stowage volume put VOL DIR /` does. */
+/**
+ * The whole local tree as one new version: one batch with `putFile(local,
+ * remote)` for every file, one `commit()`. Not `putDirectory(localRoot, '/')`
+ * (what `stowage volume put VOL DIR /` calls): today its commit() spreads
+ * the whole walk into one push() call, which overflows the stack above
+ * about 125,000 files (RangeError on Node 20). Per-file puts go through
+ * the same upload and commit, with a stat of each local file as the walk has.
+ */
 export async function firstPut(vol: Volume, tree: Tree, localRoot: string): Promise<PutFigures> {
   const t0 = performance.now();
-  const r = await vol.batchUpload().putDirectory(localRoot, '/').commit();
+  const batch = vol.batchUpload();
+  for (let i = 0; i < tree.files; i++) batch.putFile(localPath(localRoot, tree, i), tree.path(i));
+  const r = await batch.commit();
   const seconds = (performance.now() - t0) / 1000;
   if (r.files !== tree.files) throw new Error(`the first put committed ${r.files} files, not ${tree.files}`);
   return { seconds, files: r.files, filesPerSec: tree.files / seconds, version: r.version, chunks: r.chunks };
