@@ -73,11 +73,15 @@ function resourcePath(s3Dir: string, key: string, resource: string): string {
   return join(s3Dir, BUCKET, ...parts, `${name}._S3rver_${resource}`);
 }
 
-/** Every file of `tree` as an object under `prefix` in the s3rver at `endpoint` keeping its files in `s3Dir`. */
-export async function writeObjects(endpoint: string, s3Dir: string, prefix: string, tree: Tree): Promise<ObjectsWritten> {
+/**
+ * Every file of `tree` as an object under `prefix` in the s3rver at
+ * `endpoint` keeping its files in `s3Dir`: the first `putSample` by PUT, the
+ * rest on disk. The first must be PUT (its metadata file is the template).
+ */
+export async function writeObjects(endpoint: string, s3Dir: string, prefix: string, tree: Tree, putSample = PUT_SAMPLE): Promise<ObjectsWritten> {
   const client = s3rverClient(endpoint);
   try {
-    const put = Math.min(PUT_SAMPLE, tree.files);
+    const put = Math.max(1, Math.min(putSample, tree.files));
     const limit = pLimit(PUTS_IN_FLIGHT);
     let t0 = performance.now();
     await Promise.all(
