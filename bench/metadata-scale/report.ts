@@ -40,6 +40,7 @@ export interface CaseResult {
     localStat: { cold: Latencies; warm: Latencies };
     objects?: ObjectsWritten;
     rclone?: { seconds: number; files: number; cpu: { rclone: number; s3rver: number } };
+    /** Why the rclone listing was skipped, in a few words. */
     rcloneSkipped?: string;
   };
 }
@@ -145,7 +146,7 @@ const FIGURES: Row[] = [
   ['listdir warm p50 / p99', (c) => lat(c.listdir.warm)],
   ['  per 10,000 entries (warm)', (c) => per10k(listdirPer10k(c))],
   ['recursive listing, SDK', (c) => `${secs(c.fullListing.seconds)} (${fmt(c.fullListing.entries, 0)} entries)`],
-  ['  rclone lsf -R (s3rver)', (c) => (c.peers?.rclone ? secs(c.peers.rclone.seconds) : (c.peers?.rcloneSkipped ?? '—'))],
+  ['  rclone lsf -R (s3rver)', (c) => (c.peers?.rclone ? secs(c.peers.rclone.seconds) : c.peers?.rcloneSkipped ? `skipped (${c.peers.rcloneSkipped})` : '—')],
   ['  ours / rclone', (c) => ratio(c.fullListing.seconds, c.peers?.rclone?.seconds)],
   ['mount ready', (c) => secs(c.mount?.readySeconds)],
   ['find over the mount cold / warm', (c) => (c.mount ? `${secs(c.mount.findCold.seconds)} / ${secs(c.mount.findWarm.seconds)}` : '—')],
