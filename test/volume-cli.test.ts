@@ -132,6 +132,22 @@ describe('stowage volume (CLI)', () => {
     expect(history.at(-1)?.fileCount).toBe(8);
   });
 
+  it('puts a directory of 150,000 files, and stat, ls and ls -r page through it', { timeout: 300_000 }, async () => {
+    const name = await created();
+    const dir = join(work, 'many');
+    for (let d = 0; d < 15; d++) {
+      mkdirSync(join(dir, `d${d}`), { recursive: true });
+      for (let i = 0; i < 10_000; i++) writeFileSync(join(dir, `d${d}`, `f${i}`), '');
+    }
+    const put = JSON.parse((await ok(['put', '--json', name, dir, '/'])).stdout) as { files: number };
+    expect(put.files).toBe(150_000);
+    const top = (await ok(['ls', name])).stdout.trim().split('\n');
+    expect(top).toHaveLength(15);
+    const all = (await ok(['ls', '-r', name, 'd7'])).stdout.trim().split('\n');
+    expect(all).toHaveLength(10_000);
+    expect((await ok(['ls', name, 'd14/f9999'])).stdout).toMatch(/d14\/f9999/);
+  });
+
   it('refuses to overwrite without -f, and with -f moves no chunk it has already', async () => {
     const name = await created();
     const file = join(work, 'weights.bin');

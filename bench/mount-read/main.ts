@@ -14,11 +14,11 @@
  * or is interrupted (SIGINT/SIGTERM).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeBigFile, writeSmallFiles, type BigFile, type SmallFiles } from '../volume-transfer/dataset.js';
-import { ROOT, cleanUpOnSignal, load1, machineInfo, packageVersion, parseFlags, startS3rver, startStowage, wholeFlag, type S3rver, type StowageServer } from '../volume-transfer/setup.js';
+import { ROOT, cleanUpOnSignal, load1, machineInfo, packageVersion, parseFlags, processCpuSeconds as cpuOf, dropCaches, startS3rver, startStowage, wholeFlag, type S3rver, type StowageServer } from '../volume-transfer/setup.js';
 import { BIG_NAME, PLAIN_PREFIX, SMALL_NAME, putOneFile, putPlain, putVolume } from './data.js';
 import {
   RCLONE_MOUNT_FLAGS,
@@ -122,28 +122,6 @@ async function withMount<T>(start: () => Promise<Mount>, fn: (m: Mount) => Promi
   } finally {
     await m.stop();
     mounts.delete(m);
-  }
-}
-
-/** Writes back dirty pages, then drops the page cache, dentries and inodes; false when not permitted. */
-function dropCaches(): boolean {
-  spawnSync('sync', { stdio: 'ignore' });
-  try {
-    writeFileSync('/proc/sys/vm/drop_caches', '3');
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
-function cpuOf(pid: number | 'self'): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
-    return (f[11]! + f[12]!) / CLOCK_TICKS;
-  } catch {
-    return Number.NaN;
   }
 }
 

@@ -13,7 +13,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BUCKET, ROOT, S3_KEY, S3_SECRET, track } from '../volume-transfer/setup.js';
+import { BUCKET, ROOT, S3_KEY, S3_SECRET, processMemory, rcloneEnv, track } from '../volume-transfer/setup.js';
 
 const READY_MS = 60_000;
 const STOP_MS = 10_000;
@@ -48,12 +48,7 @@ export interface Mount {
 }
 
 export function peakRssOf(pid: number): number {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : Number.NaN;
-  } catch {
-    return Number.NaN;
-  }
+  return processMemory(pid).peak;
 }
 
 /**
@@ -131,17 +126,7 @@ export const RCLONE_MOUNT_FLAGS = ['--read-only', '--s3-no-check-bucket'];
 
 /** `rclone mount s3:BUCKET/PREFIX DIR --vfs-cache-mode MODE`, configured through RCLONE_CONFIG_S3_*. */
 export function mountRclone(dir: string, opts: { endpoint: string; prefix: string; mode: 'off' | 'full'; cacheDir: string }): Promise<Mount> {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    RCLONE_CONFIG_S3_TYPE: 's3',
-    RCLONE_CONFIG_S3_PROVIDER: 'Other',
-    RCLONE_CONFIG_S3_ENDPOINT: opts.endpoint,
-    RCLONE_CONFIG_S3_ACCESS_KEY_ID: S3_KEY,
-    RCLONE_CONFIG_S3_SECRET_ACCESS_KEY: S3_SECRET,
-    RCLONE_CONFIG_S3_REGION: 'us-east-1',
-  };
-  // rclone loads AWS_CA_BUNDLE at start-up and fails on this machine's bundle; plain HTTP needs no CA.
-  delete env.AWS_CA_BUNDLE;
+  const env = rcloneEnv(opts.endpoint);
   const args = ['mount', `s3:${BUCKET}/${opts.prefix}`, dir, '--vfs-cache-mode', opts.mode, '--cache-dir', opts.cacheDir, ...RCLONE_MOUNT_FLAGS];
   return startMount(`rclone (${opts.mode})`, dir, 'rclone', args, env);
 }

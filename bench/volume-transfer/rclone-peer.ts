@@ -9,7 +9,7 @@ import { rename } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Contender, Detail } from './contender.js';
 import type { BigFile, SmallFiles } from './dataset.js';
-import { BUCKET, S3_KEY, S3_SECRET, track } from './setup.js';
+import { BUCKET, rcloneEnv, track } from './setup.js';
 
 const REMOTE = `s3:${BUCKET}/peer-rclone`;
 // rclone cuts a download into streams of at least --multi-thread-cutoff bytes,
@@ -53,17 +53,7 @@ export class RclonePeer implements Contender {
 
   private copy(from: string, to: string, flags: string[]): Promise<Detail> {
     const args = ['copy', from, to, ...flags, ...COMMON_FLAGS];
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      RCLONE_CONFIG_S3_TYPE: 's3',
-      RCLONE_CONFIG_S3_PROVIDER: 'Other',
-      RCLONE_CONFIG_S3_ENDPOINT: this.endpoint,
-      RCLONE_CONFIG_S3_ACCESS_KEY_ID: S3_KEY,
-      RCLONE_CONFIG_S3_SECRET_ACCESS_KEY: S3_SECRET,
-      RCLONE_CONFIG_S3_REGION: 'us-east-1',
-    };
-    // rclone loads AWS_CA_BUNDLE at start-up and fails on this machine's bundle; plain HTTP needs no CA.
-    delete env.AWS_CA_BUNDLE;
+    const env = rcloneEnv(this.endpoint);
     return new Promise((resolve, reject) => {
       const child = track(spawn('rclone', args, { env, stdio: ['ignore', 'ignore', 'pipe'] }));
       let stderr = '';

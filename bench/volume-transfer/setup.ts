@@ -6,7 +6,7 @@
 import { S3Client } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -184,6 +184,30 @@ export function cpuSeconds(s3rverPid: number): { client: number; s3rver: number 
 
 const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
 
+/** CPU seconds (user + system, all threads) used so far by one process; NaN once it is gone or off Linux. */
+export function processCpuSeconds(pid: number | 'self'): number {
+  return procCpu(String(pid), false);
+}
+
+/** A process's resident set now (VmRSS) and its peak so far (VmHWM), in bytes; NaN once it is gone or off Linux. */
+export interface ProcessMemory {
+  rss: number;
+  peak: number;
+}
+
+export function processMemory(pid: number | 'self'): ProcessMemory {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (field: string) => {
+      const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(status);
+      return m ? Number(m[1]) * 1024 : Number.NaN;
+    };
+    return { rss: kb('VmRSS'), peak: kb('VmHWM') };
+  } catch {
+    return { rss: Number.NaN, peak: Number.NaN };
+  }
+}
+
 function procCpu(pid: string, withChildren: boolean): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -204,6 +228,17 @@ export function load1(): number {
 /** Flushes dirty pages, so that one phase's writeback does not slow the next. */
 export function settleDisk(): void {
   spawnSync('sync', { stdio: 'ignore' });
+}
+
+/** Writes back dirty pages, then drops the page cache, dentries and inodes (machine-wide); false when not permitted (not root). */
+export function dropCaches(): boolean {
+  settleDisk();
+  try {
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The host and the stowage build a run measured. */
@@ -254,6 +289,22 @@ export function machineInfo(): MachineInfo {
     s3rver: packageVersion('s3rver'),
     awsSdk: packageVersion('@aws-sdk/client-s3'),
   };
+}
+
+/** The environment for `rclone` with a remote `s3:` on the benchmark's s3rver (RCLONE_CONFIG_S3_*, no config file). */
+export function rcloneEnv(endpoint: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    RCLONE_CONFIG_S3_TYPE: 's3',
+    RCLONE_CONFIG_S3_PROVIDER: 'Other',
+    RCLONE_CONFIG_S3_ENDPOINT: endpoint,
+    RCLONE_CONFIG_S3_ACCESS_KEY_ID: S3_KEY,
+    RCLONE_CONFIG_S3_SECRET_ACCESS_KEY: S3_SECRET,
+    RCLONE_CONFIG_S3_REGION: 'us-east-1',
+  };
+  // rclone loads AWS_CA_BUNDLE at start-up and fails on this machine's bundle; plain HTTP needs no CA.
+  delete env.AWS_CA_BUNDLE;
+  return env;
 }
 
 /** An S3 client for the benchmark's s3rver: path-style, its fixed keys, keep-alive sockets, no optional checksums. */

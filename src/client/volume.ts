@@ -493,7 +493,7 @@ export class BatchUpload {
         f.mtimeMs = given?.mtimeMs ?? Math.floor(st.mtimeMs);
       }
     }
-    for (const d of this.dirs) this.files.push(...(await walk(d.local, d.remote)));
+    for (const d of this.dirs) for (const f of await walk(d.local, d.remote)) this.files.push(f);
     return this.volume.commitBatch(this.files, this.opts, this.extras);
   }
 }
