@@ -11,7 +11,9 @@
  * to one chunk, each sent as one blob. 10,000 small files cost a few requests,
  * not 10,000.
  */
+import { readFileSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
+import { SMALL_READ_MAX, eachInRuns } from '../common/files.js';
 import type { Readable } from 'node:stream';
 import { sha256 } from '../common/hash.js';
 import { FileType, type Extent, type FileEntry } from '../gen/stowage/v1/volume.js';
@@ -195,7 +197,9 @@ export class Uploader {
   private async uploadSmall(files: PendingFile[], entries: Map<PendingFile, FileEntry>): Promise<void> {
     for (let i = 0; i < files.length; i += SMALL_BATCH_FILES) {
       const batch = files.slice(i, i + SMALL_BATCH_FILES);
-      const datas = await Promise.all(batch.map((f) => readWhole(f.source)));
+      // Files of a few KiB are read on this thread (eachInRuns); bigger ones through the thread pool.
+      const read = await eachInRuns(batch, (f) => (typeof f.source === 'string' && (f.size ?? Infinity) <= SMALL_READ_MAX ? readFileSync(f.source) : undefined));
+      const datas = await Promise.all(batch.map((f, k) => read[k] ?? readWhole(f.source)));
       const hashes = datas.map((d) => sha256(d));
       const contents = new Map(hashes.map((h, j) => [h, datas[j]!.length]));
       const plan = checkedPlan(

@@ -8,9 +8,11 @@
  *   await batch.commit();                      // one new version, atomically
  *   for await (const buf of vol.readFile('/model.bin')) { ... }
  */
-import { lstat, readdir, stat } from 'node:fs/promises';
+import { lstatSync, statSync, type Stats } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
+import { eachInRuns } from '../common/files.js';
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError, isStowageError } from '../common/errors.js';
 import { checkName, normalizeFilePath, normalizePath } from '../common/validate.js';
 import pLimit from 'p-limit';
@@ -484,24 +486,24 @@ export class BatchUpload {
   async commit(): Promise<CommitResult> {
     if (this.committed) throw new InvalidArgumentError('this batch was committed already');
     this.committed = true;
-    for (const f of this.files) {
-      if (f.size === -1) {
-        const st = await statFile(f.source as string);
-        const given = this.given.get(f);
-        f.size = st.size;
-        f.mode = given?.mode ?? st.mode & 0o777;
-        f.mtimeMs = given?.mtimeMs ?? Math.floor(st.mtimeMs);
-      }
-    }
+    const local = this.files.filter((f) => f.size === -1);
+    const stats = await eachInRuns(local, (f) => statFile(f.source as string));
+    local.forEach((f, i) => {
+      const st = stats[i]!;
+      const given = this.given.get(f);
+      f.size = st.size;
+      f.mode = given?.mode ?? st.mode & 0o777;
+      f.mtimeMs = given?.mtimeMs ?? Math.floor(st.mtimeMs);
+    });
     for (const d of this.dirs) for (const f of await walk(d.local, d.remote)) this.files.push(f);
     return this.volume.commitBatch(this.files, this.opts, this.extras);
   }
 }
 
-async function statFile(path: string) {
+function statFile(path: string): Stats {
   let st;
   try {
-    st = await stat(path);
+    st = statSync(path);
   } catch {
     throw new NotFoundError(`local file ${path} not found`);
   }
@@ -516,20 +518,18 @@ async function walk(localDir: string, remoteDir: string): Promise<PendingFile[]>
   } catch {
     throw new NotFoundError(`local directory ${localDir} not found`);
   }
-  const out: PendingFile[] = [];
-  for (const d of names) {
-    if (!d.isFile()) continue;
-    const full = join(d.parentPath, d.name);
+  const files = names.filter((d) => d.isFile()).map((d) => join(d.parentPath, d.name));
+  const out = await eachInRuns(files, (full): PendingFile => {
     const rel = relative(localDir, full).split(sep).join('/');
-    const st = await lstat(full);
-    out.push({
+    const st = lstatSync(full);
+    return {
       remotePath: normalizeFilePath(remoteDir === '' ? rel : `${remoteDir}/${rel}`),
       source: full,
       size: st.size,
       mode: st.mode & 0o777,
       mtimeMs: Math.floor(st.mtimeMs),
-    });
-  }
+    };
+  });
   out.sort((a, b) => (a.remotePath < b.remotePath ? -1 : 1));
   return out;
 }

@@ -42,3 +42,24 @@ export async function readAt(fh: FileHandle, offset: number, length: number, int
   }
   return buf.subarray(0, done);
 }
+
+/** Files up to this size are read (and stat-ed) on the calling thread; above it, through the thread pool. */
+export const SMALL_READ_MAX = 64 * 1024;
+/** Synchronous file calls made between two turns of the event loop. */
+const SYNC_RUN = 256;
+
+/**
+ * Calls `fn` on each item, SYNC_RUN at a time on this thread, yielding to the
+ * event loop between runs. For the stat and read of files of a few KiB, a
+ * thread-pool round trip each (four at a time) costs far more than the system
+ * call: 100,000 small files stat-ed and read this way take about a second.
+ */
+export async function eachInRuns<T, R>(items: readonly T[], fn: (item: T) => R): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  for (let i = 0; i < items.length; i += SYNC_RUN) {
+    const end = Math.min(items.length, i + SYNC_RUN);
+    for (let j = i; j < end; j++) out[j] = fn(items[j]!);
+    if (end < items.length) await new Promise<void>((r) => setImmediate(r));
+  }
+  return out;
+}

@@ -166,7 +166,16 @@ const encoder = new Encoder({ initialBufferSize: 16 * 1024 });
 const decoder = new Decoder({ maxStrLength: 4096, maxBinLength: 32, maxArrayLength: 1 << 22, maxMapLength: 0 });
 
 const bin = (hex: string): Uint8Array => Buffer.from(hex, 'hex');
-const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
+/**
+ * Hex of a binary the decoder handed out: a view into the page's bytes. One
+ * Buffer over the page's memory serves every hash of the page, instead of a
+ * new Buffer object per hash (decoding is most of what a listing costs).
+ */
+let whole: { ab: ArrayBufferLike; buf: Buffer } | undefined;
+const hex = (b: Uint8Array): string => {
+  if (whole?.ab !== b.buffer) whole = { ab: b.buffer, buf: Buffer.from(b.buffer) };
+  return whole.buf.toString('hex', b.byteOffset, b.byteOffset + b.byteLength);
+};
 
 export function encodePage(p: Page): Buffer {
   const body =
@@ -224,6 +233,8 @@ export function decodePage(hash: string, bytes: Uint8Array): Page {
     return parsePage(decoder.decode(bytes));
   } catch (err) {
     throw new IntegrityError(`tree object ${hash} is malformed: ${(err as Error).message}`);
+  } finally {
+    whole = undefined;
   }
 }
 

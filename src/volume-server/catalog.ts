@@ -1,8 +1,9 @@
 /**
  * The volume catalogue: volumes, versions, reads and commits, on top of a
  * BlobStore (the truth) and a MetadataIndex (the fast local copy). Reads are
- * in reads.ts, blobs in blobs.ts, the index rebuild in rebuild.ts, garbage
- * collection in gc.ts; this file holds volumes and the commit.
+ * in reads.ts, blobs in blobs.ts, what a commit writes in commit.ts (and what
+ * it does to the tree in draft.ts), the index rebuild in rebuild.ts, garbage
+ * collection in gc.ts; this file holds volumes, and the locks around commits.
  *
  * Commit order is what makes versions atomic and durable: the blobs a commit
  * uses are in the store (and checked) before it is accepted; then the new
@@ -17,28 +18,17 @@ import { randomUUID } from 'node:crypto';
 import pLimit from 'p-limit';
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { checkName, fileMode, normalizeFilePath } from '../common/validate.js';
-import type { CopyOp, Extent, FileEntry, RemoveOp, VersionInfo, VolumeInfo } from '../gen/stowage/v1/volume.js';
-import { PageSink, emptyDirectory } from '../tree/edit.js';
-import { pageTotals, type DirRoot } from '../tree/format.js';
+import { checkName, normalizeFilePath } from '../common/validate.js';
+import type { FileEntry, VersionInfo, VolumeInfo } from '../gen/stowage/v1/volume.js';
 import { BlobKeeper, type UploadPlan } from './blobs.js';
 import { CommitGate } from './commit-gate.js';
-import { Draft, type PutChange } from './draft.js';
+import { commitVersion, type CommitHeader } from './commit.js';
 import type { DamageRecord, MetadataIndex } from './index/types.js';
 import { fileAt, listPath, matchGlob, statPath, decodeToken, type ListBatch, type MatchedFile, type VersionView } from './reads.js';
 import { IndexRebuilder, type RebuildResult } from './rebuild.js';
 import type { BlobStore } from './store/interface.js';
 import { TreeObjects } from './tree-objects.js';
-import {
-  FIRST_ENTRY_ID,
-  STORE_FORMAT,
-  storedVolume,
-  versionKey,
-  volumeRecordKey,
-  type Retention,
-  type VersionRecord,
-  type VolumeRecord,
-} from './versions.js';
+import { storedVolume, volumeRecordKey, type Retention, type VersionRecord, type VolumeRecord } from './versions.js';
 
 export interface CatalogOptions {
   /** Hand out presigned URLs when the store can make them (default true). */
@@ -50,30 +40,14 @@ export interface CatalogOptions {
   retention?: Retention;
   /** Grace period of garbage collection, and lease of planned uploads (default 1 h). */
   graceMs?: number;
-  /** Memory for decoded tree pages (default 32 MiB). */
+  /** Memory for decoded tree pages (default 64 MiB). */
   treeMemoryBytes?: number;
 }
 
 export const DEFAULT_RETENTION: Retention = { keepLast: 10, keepWithinMs: 24 * 3600_000 };
 export const DEFAULT_GRACE_MS = 3600_000;
 
-/** The header of a commit: everything but its puts, which may stream in batches. */
-export interface CommitHeader {
-  volume: string;
-  removes: RemoveOp[];
-  copies: CopyOp[];
-  force: boolean;
-}
 
-/**
- * Small files get a content-index entry, so that their bytes are never sent
- * twice; below CONTENT_INDEX_MIN the entry would cost more than sending the
- * bytes again (a million 12-byte files would index 100 MB to save 12).
- */
-const CONTENT_INDEX_MAX = 4 * 1024 * 1024;
-const CONTENT_INDEX_MIN = 128;
-/** Pages a commit keeps in memory before it stores them (they are stored before its version record either way). */
-const SPILL_BYTES = 4 * 1024 * 1024;
 
 export class VolumeCatalog {
   private readonly locks = new Map<string, Promise<unknown>>();
@@ -336,65 +310,16 @@ export class VolumeCatalog {
    */
   async commit(header: CommitHeader, puts: AsyncIterable<FileEntry[]>): Promise<{ version: number; volume: VolumeInfo }> {
     const rec0 = this.record(header.volume);
-    return this.withLock(rec0.id, () => this.gate.pass(async () => {
-      const rec = this.index.getVolume(rec0.id);
-      if (!rec) throw this.notFoundVolume(header.volume);
-      const sink = new PageSink(this.trees);
-      const now = Date.now();
-      let base: DirRoot;
-      let nextId = FIRST_ENTRY_ID;
-      if (rec.latestVersion === 0) base = emptyDirectory(sink);
-      else {
-        const head = this.versionRecord(rec, rec.latestVersion);
-        base = { hash: head.root, totals: pageTotals(await this.trees.page(head.root)) };
-        nextId = head.nextId;
-      }
-      const draft = new Draft(sink, base, nextId, rec.name, now, header.force);
-      for (const op of header.removes) await draft.remove(op);
-      for (const op of header.copies) await draft.copy(op);
-      const need = new Map<string, number>();
-      const contents = new Map<string, Extent>();
-      const interned = new Map<string, string>();
-      let spilled = { objects: 0, bytes: 0 };
-      for await (const batch of puts) {
-        for (const e of batch) {
-          const put = checkPut(e, now, interned);
-          for (const x of put.file.extents) need.set(x.blob, Math.max(need.get(x.blob) ?? 0, x.offset + x.length));
-          if (put.file.extents.length === 1 && put.file.size <= CONTENT_INDEX_MAX && put.file.size >= CONTENT_INDEX_MIN) contents.set(put.file.extents[0]!.hash, put.file.extents[0]!);
-          await draft.put(put);
-        }
-        // A big commit builds the directories it is done with and stores their pages as it goes (Draft.spill).
-        await draft.spill();
-        if (sink.bytes > SPILL_BYTES) {
-          const w = await this.trees.writePages(sink.take());
-          spilled = { objects: spilled.objects + w.objects, bytes: spilled.bytes + w.bytes };
-        }
-      }
-      const sizes = await this.blobs.checkForCommit(need);
-      for (const [blob, end] of need) sizes.set(blob, Math.max(sizes.get(blob) ?? 0, end));
-      const root = await draft.finish();
-      // The store first: once the index moves, the version must be durable.
-      const last = await this.trees.write(sink, root.hash);
-      const written = { objects: spilled.objects + last.objects, bytes: spilled.bytes + last.bytes };
-      const version = rec.latestVersion + 1;
-      const vr: VersionRecord = {
-        format: STORE_FORMAT,
-        volumeId: rec.id,
-        version,
-        createdAtMs: now,
-        root: root.hash,
-        fileCount: root.totals.files,
-        dirCount: root.totals.dirs,
-        totalBytes: root.totals.bytes,
-        nextId: draft.idsUsedUpTo,
-      };
-      await this.store.put(versionKey(rec.id, version), Buffer.from(JSON.stringify(vr)));
-      const next: VolumeRecord = { ...rec, latestVersion: version, fileCount: vr.fileCount, totalBytes: vr.totalBytes };
-      await this.index.putVersion(next, vr, { sizes, contents });
-      this.gate.landed([...need.keys(), ...sink.made]);
-      this.log.debug({ volume: rec.name, version, files: vr.fileCount, pages: written.objects, pageBytes: written.bytes }, 'committed');
-      return { version, volume: this.info(next) };
-    }));
+    return this.withLock(rec0.id, () =>
+      this.gate.pass(async () => {
+        const rec = this.index.getVolume(rec0.id);
+        if (!rec) throw this.notFoundVolume(header.volume);
+        const head = rec.latestVersion === 0 ? undefined : this.versionRecord(rec, rec.latestVersion);
+        const done = await commitVersion({ store: this.store, index: this.index, trees: this.trees, blobs: this.blobs, log: this.log }, rec, head, header, puts);
+        this.gate.landed(done.referenced);
+        return { version: done.version.version, volume: this.info(done.volume) };
+      }),
+    );
   }
 
   /** For garbage collection: what commits landing from now on reference. */
@@ -461,33 +386,4 @@ export class VolumeCatalog {
 
 function versionInfo(v: VersionRecord): VersionInfo {
   return { version: v.version, createdAtMs: v.createdAtMs, fileCount: v.fileCount, totalBytes: v.totalBytes, root: v.root, dirCount: v.dirCount };
-}
-
-/** A put as the server accepts it: a valid path, valid hashes, extents that cover the size, a plain mode. */
-export function checkPut(e: FileEntry, now: number, interned?: Map<string, string>): PutChange {
-  const path = normalizeFilePath(e.path);
-  let total = 0;
-  const intern = (h: string): string => {
-    if (!interned) return h;
-    const hit = interned.get(h);
-    if (hit) return hit;
-    interned.set(h, h);
-    return h;
-  };
-  const extents = e.extents.map((x) => {
-    if (!/^[0-9a-f]{64}$/.test(x.blob) || !/^[0-9a-f]{64}$/.test(x.hash)) {
-      throw new InvalidArgumentError(`file "${path}": invalid extent hash (64 lowercase hex digits expected)`);
-    }
-    if (!Number.isSafeInteger(x.offset) || !Number.isSafeInteger(x.length) || x.offset < 0 || x.length < 0) {
-      throw new InvalidArgumentError(`file "${path}": invalid extent offset or length`);
-    }
-    total += x.length;
-    return { blob: intern(x.blob), offset: x.offset, length: x.length, hash: x.hash };
-  });
-  if (total !== e.size) {
-    throw new InvalidArgumentError(`file "${path}": extents cover ${total} bytes but the size is ${e.size}`);
-  }
-  const mtimeMs = e.mtimeMs ? Math.floor(e.mtimeMs) : now;
-  if (!Number.isSafeInteger(mtimeMs)) throw new InvalidArgumentError(`file "${path}": invalid mtime`);
-  return { path, file: { kind: 'file', size: e.size, mode: fileMode(e.mode || 0o644), mtimeMs, extents } };
 }

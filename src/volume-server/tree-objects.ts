@@ -21,7 +21,7 @@ import type { MetadataIndex } from './index/types.js';
 import type { BlobStore } from './store/interface.js';
 
 export interface TreeObjectsOptions {
-  /** Bytes of decoded pages kept in memory (default 32 MiB). */
+  /** Bytes of decoded pages kept in memory (default 64 MiB). */
   memoryBytes?: number;
   /** Keep the bytes of every page in the index too: for stores that are far away (default false). */
   keepInIndex?: boolean;
@@ -44,7 +44,7 @@ export class TreeObjects implements TreeSource {
     private readonly log: Logger,
     opts: TreeObjectsOptions = {},
   ) {
-    this.memory = new LRUCache<string, Page>({ maxSize: opts.memoryBytes ?? 32 * 1024 * 1024, sizeCalculation: () => 1 });
+    this.memory = new LRUCache<string, Page>({ maxSize: opts.memoryBytes ?? 64 * 1024 * 1024, sizeCalculation: () => 1 });
     this.keepInIndex = opts.keepInIndex ?? false;
   }
 

@@ -75,9 +75,17 @@ FilesystemStore.prototype.listObjects = async function (bucket, options) {
   const after = Buffer.from(startAfter);
   const found = [];
   const commonPrefixes = new Set();
+  if (!delimiter) {
+    // Without a delimiter (a recursive listing): walk in key order, skip what is at or before startAfter,
+    // and stop one key past a page, so that paging through N keys costs about N, not N²/1000.
+    for (const key of keysInOrder(bucketPath, '', prefix, after)) {
+      found.push(key);
+      if (found.length > maxKeys) break;
+    }
+  }
   // Only directories that can hold keys under the prefix.
   const within = (dir) => dir.startsWith(prefixPath) || prefixPath.startsWith(dir);
-  for (const keyPath of walk(bucketPath, within)) {
+  if (delimiter) for (const keyPath of walk(bucketPath, within)) {
     if (!keyPath.endsWith(objectSuffix)) continue;
     const key = FilesystemStore.decodeKeyPath(keyPath.slice(bucketPath.length + 1, -objectSuffix.length));
     if (!key.startsWith(prefix)) continue;
@@ -101,6 +109,39 @@ FilesystemStore.prototype.listObjects = async function (bucket, options) {
     isTruncated: found.length > keys.length,
   };
 };
+
+/**
+ * Keys under `dirPath` (whose keys start with `keyPrefix`) in UTF-8 byte order:
+ * a directory sorts as its name plus '/', which places its whole subtree right
+ * among its siblings. Subtrees that hold no key under `prefix`, or none after
+ * `after`, are not read.
+ */
+function* keysInOrder(dirPath, keyPrefix, prefix, after) {
+  const objectSuffix = '._S3rver_object';
+  let entries;
+  try {
+    entries = require('node:fs').readdirSync(dirPath, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  const items = [];
+  for (const e of entries) {
+    if (e.isDirectory()) items.push({ sort: Buffer.from(`${keyPrefix}${e.name}/`), dir: e.name });
+    else if (e.name.endsWith(objectSuffix)) items.push({ sort: Buffer.from(keyPrefix + e.name.slice(0, -objectSuffix.length)) });
+  }
+  items.sort((a, b) => Buffer.compare(a.sort, b.sort));
+  for (const it of items) {
+    const name = it.sort.toString();
+    if (it.dir !== undefined) {
+      if (!(name.startsWith(prefix) || prefix.startsWith(name))) continue;
+      // Everything below sorts before `after` unless `after` is itself below.
+      if (Buffer.compare(it.sort, after) < 0 && !after.toString().startsWith(name)) continue;
+      yield* keysInOrder(`${dirPath}/${it.dir}`, name, prefix, after);
+    } else if (name.startsWith(prefix) && Buffer.compare(it.sort, after) > 0) {
+      yield name;
+    }
+  }
+}
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
