@@ -14,7 +14,7 @@ import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { submitCalls } from '../src/client/app.js';
-import { BridgeAdmin, Connection, Dict, Queue, ResourceExhaustedError, type StowageError } from '../src/client/index.js';
+import { BridgeAdmin, Connection, Dict, Queue, ResourceExhaustedError, Volume, collectGarbage, type StowageError } from '../src/client/index.js';
 import type { FunctionSpec } from '../src/gen/stowage/v1/bridge.js';
 import { blobKey } from '../src/volume-server/store/interface.js';
 import { LocalBlobStore } from '../src/volume-server/store/local.js';
@@ -173,6 +173,37 @@ describe('stowage serve on a disk that fills up (LMDB)', () => {
       await rm(s.filler);
       const after = await submit();
       expect((await BridgeAdmin.call(after, s.connection)).callId).toBe(after);
+      expectAliveAndQuiet(s);
+    } finally {
+      await stop(s);
+    }
+  });
+});
+
+describe('volumes on a disk that fills up', () => {
+  it('the put that finds the disk full fails with RESOURCE_EXHAUSTED naming the data dir; committed files read; puts work once space is freed, and GC takes back what the failed put left', async () => {
+    const s = await serveOnSmallDisk('full-volume');
+    try {
+      const vol = await Volume.fromName(uniqueName('full'), { createIfMissing: true, connection: s.connection });
+      const first = randomBytes(VALUE);
+      await vol.batchUpload().putFile(first, 'first.bin').commit();
+      const { failedAt, err } = await fillUntilFailure((i) => vol.batchUpload().putFile(randomBytes(VALUE), `f${i}.bin`).commit());
+      expect(err, String(err)).toBeInstanceOf(ResourceExhaustedError);
+      expect((err as StowageError).message).toMatch(new RegExp(`${escapeRegExp(s.dataDir).source}.*free space on that disk, then retry`));
+      expectAliveAndQuiet(s);
+      // What was committed reads; the failed put is not a version.
+      expect((await vol.readBytes('first.bin')).equals(first)).toBe(true);
+      expect((await vol.info()).latestVersion).toBe(failedAt + 1);
+      await expect(vol.stat(`f${failedAt}.bin`)).rejects.toThrow(/not found/);
+
+      await rm(s.filler);
+      const again = randomBytes(VALUE);
+      await vol.batchUpload().putFile(again, `f${failedAt}.bin`).commit();
+      expect((await vol.readBytes(`f${failedAt}.bin`)).equals(again)).toBe(true);
+      // Whatever the failed put stored is unreferenced: a collection with no grace removes it, and keeps every file.
+      await collectGarbage({ connection: s.connection, graceMs: 0 });
+      expect((await vol.readBytes('first.bin')).equals(first)).toBe(true);
+      expect((await vol.readBytes(`f${failedAt}.bin`)).equals(again)).toBe(true);
       expectAliveAndQuiet(s);
     } finally {
       await stop(s);

@@ -71,15 +71,15 @@ export async function lookupPath(src: TreeSource, root: string, parts: string[])
 }
 
 /**
- * Runs `fn`, turning a damaged or missing tree object into an IntegrityError
- * that says which path of which version it stopped.
+ * Runs `fn`, adding to an IntegrityError (a damaged tree object; a TreeSource
+ * reports a missing one as damaged too, since a version refers to it) which
+ * path of which version it stopped.
  */
 export async function atPath<T>(what: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
     if (isStowageError(err, 'INTEGRITY')) throw new IntegrityError(`${what}: ${err.message}`);
-    if (err instanceof NotFoundError && /tree object/.test(err.message)) throw new IntegrityError(`${what}: ${err.message}`);
     throw err;
   }
 }

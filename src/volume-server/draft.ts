@@ -79,6 +79,8 @@ export class Draft {
     private readonly volume: string,
     private readonly now: number,
     private readonly force: boolean,
+    /** A directory's changes past which spill() builds them into pages. */
+    private readonly foldEntries = FOLD_ENTRIES,
   ) {
     this.root = new DraftDir(ROOT_ID, base.hash, base.totals.entries, now);
     this.nextId = nextId;
@@ -177,27 +179,30 @@ export class Draft {
   }
 
   /**
-   * Builds now the directories this commit made that the puts since the last
-   * spill() did not go into (and that hold no other draft): their pages go to
-   * the sink and their entries are dropped from memory, and a later put into
-   * one of them edits what was built. A commit of millions of files, which
-   * arrive in path order, so holds about a directory's worth at a time.
+   * Builds now what a commit of millions of files need not hold: the
+   * directories this commit made that the puts since the last spill() did not
+   * go into, and any directory that has gathered more than FOLD_ENTRIES
+   * changes (a flat directory of a million). Their pages go to the sink, their
+   * entries are dropped from memory, and what the directory gets afterwards
+   * is an edit of what was built. Puts arrive in path order, so such an edit
+   * touches the last pages only. Only directories holding no other draft are
+   * built (a draft below one stays where puts find it).
    */
   async spill(): Promise<void> {
-    for (const d of this.fresh) {
-      if (this.touched.has(d) || d.changes.size === 0) continue;
-      let leaf = true;
-      for (const v of d.changes.values()) if (v instanceof DraftDir) leaf = false;
-      if (!leaf) continue;
-      const built = await this.finishDir(d, true);
-      d.baseTree = built!.hash;
-      d.baseEntries = built!.totals.entries;
-      d.baseMtimeMs = this.now;
-      d.changes.clear();
-      d.seen.clear();
-      this.fresh.delete(d);
-    }
+    for (const d of this.touched) if (d.changes.size > this.foldEntries && isLeaf(d)) await this.fold(d);
+    for (const d of this.fresh) if (!this.touched.has(d) && d.changes.size > 0 && isLeaf(d)) await this.fold(d);
     this.touched.clear();
+  }
+
+  /** Builds a draft's changes into its base: the draft stays, as a directory with nothing changed yet. */
+  private async fold(d: DraftDir): Promise<void> {
+    const built = await this.finishDir(d, true);
+    d.baseTree = built!.hash;
+    d.baseEntries = built!.totals.entries;
+    d.baseMtimeMs = this.now;
+    d.changes.clear();
+    d.seen.clear();
+    this.fresh.delete(d);
   }
 
   /** Writes the drafts as pages (to the sink) and returns the new root. */
@@ -313,6 +318,14 @@ export class Draft {
     }
     return out.totals.entries === 0 && !isRoot ? null : out;
   }
+}
+
+/** A directory's changes past which spill() builds them into pages, by default. */
+const FOLD_ENTRIES = 16_384;
+
+function isLeaf(d: DraftDir): boolean {
+  for (const v of d.changes.values()) if (v instanceof DraftDir) return false;
+  return true;
 }
 
 function isFile(n: Node): n is FileItem {

@@ -125,7 +125,8 @@ export class TreeObjects implements TreeSource {
     try {
       return { bytes: await this.store.get(treeObjectKey(hash)), fromIndex: false };
     } catch (err) {
-      if (err instanceof NotFoundError) throw new NotFoundError(`tree object ${hash} is missing from ${this.store.description}`);
+      // A version refers to it: gone is damage, not an absent name.
+      if (err instanceof NotFoundError) throw new IntegrityError(`tree object ${hash} is missing from ${this.store.description}`);
       throw err;
     }
   }
