@@ -3,10 +3,10 @@
  * "Volumes at dataset scale"). For each size and layout: a tree of tiny files
  * put with the SDK into a `stowage serve` child process on the embedded
  * default, then timed through public interfaces only (SDK, CLI, /proc): a
- * 1-file commit, stat and listdir cold and warm, a recursive listing, the
- * mount until the first read works, `find` over it, a reload after a 1-file
- * commit; the store bytes a 1-file commit adds; the memory and CPU seconds
- * of the server and the mount. Beside them in the same run: the same tree on
+ * 1-file commit, stat and listdir cold and warm (and pages of 10,000 of a
+ * directory that big), a recursive listing, the mount until the first read
+ * works, `find` over it, a reload after a 1-file commit; the store bytes a
+ * 1-file commit adds; the memory and CPU seconds of the server and the mount. Beside them in the same run: the same tree on
  * the local file system (find, fs.stat: the ceiling) and rclone listing as
  * many plain objects in s3rver.
  *
@@ -42,7 +42,7 @@ import {
   type S3rver,
 } from '../volume-transfer/setup.js';
 import { findCount, measureMount, stowageCli } from './mount.js';
-import { firstPut, fullListing, latencies, listDirs, oneFileCommits, statFiles } from './ours.js';
+import { firstPut, fullListing, latencies, listDirs, listPages, oneFileCommits, statFiles } from './ours.js';
 import { PUTS_IN_FLIGHT, PUT_SAMPLE, RCLONE_LIST_FLAGS, localStats, rcloneList, writeObjects } from './peers.js';
 import { aimsOf, tables, type CaseResult } from './report.js';
 import { dirBytes, startServe, type ServeProcess } from './server.js';
@@ -61,6 +61,8 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const RCLONE_FLAT_MAX = 20_000;
 const STAT_SEED = 1;
 const LISTDIR_SEED = 2;
+/** Entries per listPage call in the paged listing of a big directory. */
+const PAGE = 10_000;
 
 const USAGE =
   'usage: node dist/bench/metadata-scale/main.js [--files 100000[,1000000]] [--layouts dirs,flat] [--dir-size 1000] [--commits 20] ' +
@@ -219,6 +221,15 @@ async function runCase(tree: Tree): Promise<CaseResult> {
   c0.server = server.cpuSeconds();
   const listWarm = latencies(await listDirs(vol, tree, tree.layout === 'dirs' ? dirs : Array<number>(nListdirs).fill(0)));
   const listWarmCpu = server.cpuSeconds() - c0.server;
+  // A directory of 10,000 or more is also listed a page of 10,000 at a time (listPage), as a user pages through it.
+  let paged: CaseResult['listPages'];
+  if (tree.entriesIn(dirs[0]!) >= PAGE) {
+    await restart();
+    const cold = await listPages(vol, tree, dirs[0]!, nListdirs, PAGE);
+    const warm = await listPages(vol, tree, dirs[0]!, nListdirs, PAGE, cold.tokens);
+    paged = { pageSize: PAGE, cold: latencies(cold.samplesMs), warm: latencies(warm.samplesMs) };
+    say(`  listPage of ${PAGE} entries: cold p50 ${paged.cold.p50} ms; warm p50 ${paged.warm.p50} ms p99 ${paged.warm.p99} ms`);
+  }
   c0.server = server.cpuSeconds();
   const full = await fullListing(vol, tree);
   const fullCpu = server.cpuSeconds() - c0.server;
@@ -263,6 +274,7 @@ async function runCase(tree: Tree): Promise<CaseResult> {
     commits: { n: nCommits, latencies: commitLat, serverCpu: commitCpu, store: { before: before.store, after: after.store }, index: { before: before.index, after: after.index } },
     stat: { cold: statCold, warm: statWarm, serverCpu: { cold: statColdCpu, warm: statWarmCpu } },
     listdir: { entries: tree.entriesIn(dirs[0]!), cold: listCold, warm: listWarm, serverCpu: { cold: listColdCpu, warm: listWarmCpu } },
+    listPages: paged,
     fullListing: { ...full, serverCpu: fullCpu },
     mount,
     server: { afterPut, peaks },

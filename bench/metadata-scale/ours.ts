@@ -115,6 +115,36 @@ export function listDirs(vol: Volume, tree: Tree, dirs: readonly number[]): Prom
   );
 }
 
+/**
+ * The first `pages` pages of `pageSize` entries of directory `d`, one
+ * listPage call each, each continuing from the token of the one before;
+ * `tokens` (from an earlier run) replays the same pages. Returns the
+ * milliseconds each page took and the token each was asked with.
+ */
+export async function listPages(
+  vol: Volume,
+  tree: Tree,
+  d: number,
+  pages: number,
+  pageSize: number,
+  tokens?: readonly string[],
+): Promise<{ samplesMs: number[]; tokens: string[] }> {
+  const samplesMs: number[] = [];
+  const asked: string[] = [];
+  let token = '';
+  for (let i = 0; i < pages && (i === 0 || token); i++) {
+    const pageToken = tokens ? tokens[i]! : token;
+    const t0 = performance.now();
+    const r = await vol.listPage(tree.dirPath(d), { pageSize, pageToken });
+    samplesMs.push(performance.now() - t0);
+    const want = Math.min(pageSize, tree.entriesIn(d) - i * pageSize);
+    if (r.entries.length !== want) throw new Error(`page ${i} of ${tree.dirPath(d)} gave ${r.entries.length} entries, not ${want}`);
+    asked.push(pageToken);
+    token = r.nextPageToken;
+  }
+  return { samplesMs, tokens: asked };
+}
+
 /** The whole volume in one recursive listing (`listdir('/', { recursive: true })`): what rclone lists beside it. */
 export async function fullListing(vol: Volume, tree: Tree): Promise<{ seconds: number; entries: number }> {
   const t0 = performance.now();

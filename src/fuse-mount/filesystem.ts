@@ -75,6 +75,7 @@ import type { FileEntry } from '../gen/stowage/v1/volume.js';
 import type { Entry, FileItem, LeafPage } from '../tree/format.js';
 import { atPath } from '../tree/read.js';
 import { BlobUrls } from './blob-urls.js';
+import { DirListing } from './dir-listing.js';
 import { EISDIR, ENOENT, EROFS, FsError } from './errno.js';
 import { extentStarts, lastAtOrBefore } from './extents.js';
 import { PackReads, type PackReadOptions } from './pack-reads.js';
@@ -283,28 +284,28 @@ export class VolumeFilesystem {
   }
 
   /** Names in a directory with their attributes, '.' and '..' first. */
-  async readdir(path: string): Promise<{ names: string[]; attrs: NodeAttr[] }> {
+  async readdir(path: string): Promise<DirListing> {
     const tree = this.current;
     const parent = parentOf(path);
+    const out = new DirListing();
     if (this.staging) {
       const entries = await this.staging.list(path);
       const self = await this.lookup(path, tree);
       const up = path === '/' ? self : ((await this.find(parent, tree)) ?? self);
-      return {
-        names: ['.', '..', ...entries.map((e) => e.name)],
-        attrs: [this.attrOf(self), this.attrOf(up), ...entries.map((e) => this.attrOf(e.node))],
-      };
+      out.add('.', this.attrOf(self));
+      out.add('..', this.attrOf(up));
+      for (const e of entries) out.add(e.name, this.attrOf(e.node));
+      return out;
     }
     const dir = await tree.dir(path);
     const up = path === '/' ? dir : ((await tree.find(parent)) ?? dir);
-    const entries = await tree.list(dir, (hash, page) => this.packs.add(hash, filesOf(page)));
-    const names = ['.', '..'];
-    const attrs = [attrOf(dir), attrOf(up)];
-    for (const e of entries) {
-      names.push(e.name);
-      attrs.push(entryAttr(childPath(path, e.name), e));
-    }
-    return { names, attrs };
+    out.add('.', attrOf(dir));
+    out.add('..', attrOf(up));
+    await tree.eachLeaf(dir, (hash, page) => {
+      this.packs.add(hash, filesOf(page));
+      for (const e of page.entries) out.add(e.name, entryAttr(childPath(path, e.name), e));
+    });
+    return out;
   }
 
   /** Checks that `path` may be opened with `flags`; returns a new file handle (release() drops it). */

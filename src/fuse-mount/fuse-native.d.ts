@@ -43,7 +43,12 @@ declare module 'fuse-native' {
     access?(path: string, mode: number, cb: Done): void;
     statfs?(path: string, cb: (err: number, st?: FuseStatfs) => void): void;
     getattr?(path: string, cb: (err: number, st?: FuseStat) => void): void;
-    readdir?(path: string, cb: (err: number, names?: string[], stats?: FuseStat[]) => void): void;
+    /**
+     * fuse-native's own _op_readdir takes FuseStat objects; StowageFuse's
+     * takes them already in fuse-native's layout (18 uint32 each, see
+     * dir-listing.ts) and passes them on as they are.
+     */
+    readdir?(path: string, cb: (err: number, names?: string[], stats?: FuseStat[] | Uint32Array[]) => void): void;
     open?(path: string, flags: number, cb: (err: number, fd?: number) => void): void;
     release?(path: string, fd: number, cb: Done): void;
     /** Copy up to `length` bytes into `buffer`, then cb(bytesCopied) (0 at EOF) or cb(-errno). */
@@ -94,6 +99,9 @@ declare module 'fuse-native' {
     unmount(cb: (err: Error | null) => void): void;
     /** The `-o…` argument handed to libfuse; overridable to add options fuse-native does not know. */
     protected _fuseOptions(): string;
+    protected readonly ops: FuseOps;
+    /** Called by the native side for each readdir; `signal` answers it. */
+    protected _op_readdir(signal: (err: number, names?: string[], stats?: FuseStat[] | Uint32Array[]) => void, path: string): void;
     static unmount(mnt: string, cb: (err: Error | null) => void): void;
   }
 }

@@ -111,6 +111,14 @@ class StowageFuse extends Fuse {
     const base = super._fuseOptions();
     return base ? `${base},${extra}` : `-o${extra}`;
   }
+
+  /**
+   * fuse-native's readdir makes a Uint32Array of each stat object; ours hands
+   * it the stats already laid out (DirListing.fuseStats), views of one array.
+   */
+  protected override _op_readdir(signal: (err: number, names?: string[], stats?: FuseStat[] | Uint32Array[]) => void, path: string): void {
+    this.ops.readdir!(path, (err, names, stats) => (err ? signal(err) : signal(0, names, stats ?? [])));
+  }
 }
 
 export async function mountVolume(fs: VolumeFilesystem, dir: string, opts: MountOptions = {}): Promise<Mounted> {
@@ -353,7 +361,7 @@ function operations(fs: VolumeFilesystem, log: Logger): FuseOps {
         'readdir',
         path,
         () => fs.readdir(path),
-        (err, r) => (r ? cb(0, r.names, r.attrs.map(toStat)) : cb(err)),
+        (err, r) => (r ? cb(0, r.names, r.fuseStats({ uid, gid, blksize: IO_SIZE })) : cb(err)),
       ),
     open: (path, flags, cb) => answer('open', path, () => fs.open(path, flags), cb),
     release: (_path, fd, cb) => {

@@ -151,17 +151,22 @@ export class VersionTree {
   }
 
   /**
-   * The entries of a directory in name order, a leaf page at a time (`onLeaf`
-   * sees each page's entries, for the pack read-ahead).
+   * Calls `fn` with each leaf page of a directory, in name order, as it loads
+   * (nothing of the directory is held here: a listing of a huge directory
+   * keeps what it needs of each page and lets the page go).
    */
-  async list(dir: DirNode, onLeaf?: (hash: string, page: LeafPage) => void): Promise<Entry[]> {
-    if (!dir.tree) return [];
-    const out: Entry[] = [];
+  async eachLeaf(dir: DirNode, fn: (hash: string, page: LeafPage) => void): Promise<void> {
+    if (!dir.tree) return;
     await atPath(this.reading(dir.path), async () => {
-      for await (const { hash, page } of this.src.leaves(dir.tree)) {
-        onLeaf?.(hash, page);
-        for (const e of page.entries) out.push(e);
-      }
+      for await (const { hash, page } of this.src.leaves(dir.tree)) fn(hash, page);
+    });
+  }
+
+  /** The entries of a directory in name order. */
+  async list(dir: DirNode): Promise<Entry[]> {
+    const out: Entry[] = [];
+    await this.eachLeaf(dir, (_hash, page) => {
+      for (const e of page.entries) out.push(e);
     });
     return out;
   }
