@@ -9,7 +9,9 @@
  * pages on that file's path, never the volume. `find` over the whole mount
  * lists every file with the mount process under a stated RSS bound; inode
  * numbers hold across remounts and reloads; a damaged tree object fails only
- * the lookups below it, with EIO and a logged path. Mount points are detached
+ * the lookups below it, with EIO and a logged path; listing a directory
+ * fetches the next directories of a walk in the background (walk-ahead.ts),
+ * and no more. Mount points are detached
  * and processes killed by PID in afterAll. No timing assertions (times are
  * printed as measurements). The server shares this process's libuv thread
  * pool with the test's own file system calls on the mount, which block a
@@ -69,6 +71,19 @@ async function pagesOnPath(src: TreeSource, root: string, path: string): Promise
     const e = page.entries.find((x) => x.name === name);
     if (!e) throw new Error(`${path}: no ${name}`);
     if (e.kind === 'dir') dir = e.tree;
+  }
+  return out;
+}
+
+/** The hashes of every page of one directory (not of the directories in it), walked on the server's tree source. */
+async function pagesOfDir(src: TreeSource, tree: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  const stack = [tree];
+  while (stack.length) {
+    const hash = stack.pop()!;
+    out.add(hash);
+    const page = await src.page(hash);
+    if (page.kind === 'inner') for (const r of page.refs) stack.push(r.hash);
   }
   return out;
 }
@@ -145,6 +160,26 @@ describe('a mount of 70,000 files loads what it touches', () => {
     expect(flatPath.size).toBeGreaterThan(2); // the directory is a tree of pages itself
     for (const h of flat) expect(flatPath.has(h), `page ${h} is not on the path of ${one}`).toBe(true);
     console.log(`[measure] mount ready in ${readyMs.toFixed(0)} ms (process start included); ${atMount.length} tree object(s) at mount, ${deep.length} for ${DEEP}, ${flat.length} for ${one}`);
+  });
+
+  it('a listing fetches in the background the pages of the directories a walk lists next, and only those', { timeout: 60_000 }, async () => {
+    take();
+    const dirTree = async (path: string): Promise<string> => (await catalog.stat(name, path, 1)).entry.tree;
+    const listed = await pagesOfDir(catalog.trees, await dirTree('shards/s010'));
+    const next = await pagesOfDir(catalog.trees, await dirTree('shards/s011'));
+    const far = await pagesOfDir(catalog.trees, await dirTree('shards/s040'));
+    expect(await readdir(join(mnt, 'shards/s010'))).toHaveLength(PER_SHARD);
+    // The walk's next directory (the sibling after it) arrives without being asked for.
+    const seen = new Set<string>();
+    for (let tries = 0; tries < 200 && [...next].some((h) => !seen.has(h)); tries++) {
+      for (const h of take()) seen.add(h);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const h of listed) expect(seen.has(h), `page ${h} of the listed directory`).toBe(true);
+    for (const h of next) expect(seen.has(h), `page ${h} of shards/s011, the next directory`).toBe(true);
+    // Nothing beyond the read-ahead: shards/s040 is 30 directories further on.
+    for (const h of far) expect(seen.has(h), `page ${h} of shards/s040`).toBe(false);
+    console.log(`[measure] a listing of 1,000 entries fetched ${seen.size} tree objects: ${listed.size} its own, the rest of the directories after it`);
   });
 
   it('find lists every file the SDK lists, with the mount process under its RSS bound', { timeout: 300_000 }, async () => {

@@ -55,11 +55,11 @@ export interface PutFigures {
 
 /**
  * The whole local tree as one new version: one batch with `putFile(local,
- * remote)` for every file, one `commit()`. Not `putDirectory(localRoot, '/')`
- * (what `stowage volume put VOL DIR /` calls): today its commit() spreads
- * the whole walk into one push() call, which overflows the stack above
- * about 125,000 files (RangeError on Node 20). Per-file puts go through
- * the same upload and commit, with a stat of each local file as the walk has.
+ * remote)` for every file, one `commit()`, as the baseline in bench/README.md
+ * was measured (then `putDirectory` overflowed the stack above about 125,000
+ * files; it no longer does). Per-file puts go through the same upload and
+ * commit as `putDirectory(localRoot, '/')`, with a stat of each local file as
+ * its walk has.
  */
 export async function firstPut(vol: Volume, tree: Tree, localRoot: string): Promise<PutFigures> {
   const t0 = performance.now();

@@ -72,7 +72,7 @@ import type { Connection } from '../client/connection.js';
 import { FailedPreconditionError, IntegrityError } from '../common/errors.js';
 import { checkName } from '../common/validate.js';
 import type { FileEntry } from '../gen/stowage/v1/volume.js';
-import type { Entry, FileItem, LeafPage } from '../tree/format.js';
+import type { DirItem, Entry, FileItem, LeafPage } from '../tree/format.js';
 import { atPath } from '../tree/read.js';
 import { BlobUrls } from './blob-urls.js';
 import { DirListing } from './dir-listing.js';
@@ -86,6 +86,7 @@ import { MountTreeSource } from './tree-source.js';
 import { VersionTree, checkIno, childPath, parentOf, type DirNode, type FileNode, type Node, type NodeAttr, type VersionHead } from './tree.js';
 import type { ChunkCache } from './types.js';
 import { diffVersions, filesBelowRemoved } from './version-diff.js';
+import { WALK_AHEAD, WalkAhead } from './walk-ahead.js';
 
 export type { NodeAttr } from './tree.js';
 export type { ReloadPlan } from './kernel-view.js';
@@ -143,6 +144,8 @@ export class VolumeFilesystem {
   /** What the kernel may know, and the retiring of changed files during a reload. */
   private readonly kernel = new KernelView();
   readonly packs: PackReads;
+  /** Directory read-ahead for walks (find, os.walk). */
+  readonly walkAhead: WalkAhead;
   private reloading: Promise<unknown> = Promise.resolve();
 
   private constructor(
@@ -161,6 +164,7 @@ export class VolumeFilesystem {
     packReads: PackReadOptions | undefined,
   ) {
     this.packs = new PackReads(cache, (entry, index, offset, length) => this.readBlob(entry, index, offset, length), packReads);
+    this.walkAhead = new WalkAhead(trees, trees.maxBytes);
   }
 
   /** Finds the version (NOT_FOUND when the volume or version does not exist) and loads its root page. */
@@ -301,10 +305,15 @@ export class VolumeFilesystem {
     const up = path === '/' ? dir : ((await tree.find(parent)) ?? dir);
     out.add('.', attrOf(dir));
     out.add('..', attrOf(up));
+    const subdirs: DirItem[] = [];
     await tree.eachLeaf(dir, (hash, page) => {
       this.packs.add(hash, filesOf(page));
-      for (const e of page.entries) out.add(e.name, entryAttr(childPath(path, e.name), e));
+      for (const e of page.entries) {
+        out.add(e.name, entryAttr(childPath(path, e.name), e));
+        if (e.kind === 'dir' && subdirs.length < WALK_AHEAD) subdirs.push(e);
+      }
     });
+    this.walkAhead.listed(dir, subdirs, path !== '/' && up.kind === 'dir' ? up : undefined);
     return out;
   }
 

@@ -79,7 +79,8 @@ export class MountTreeSource implements TreeSource {
   constructor(
     private readonly conn: Connection,
     private readonly volume: string,
-    maxBytes = DEFAULT_TREE_CACHE_BYTES,
+    /** The bound of the cache of decoded pages (an estimate: DECODED_FACTOR). */
+    readonly maxBytes = DEFAULT_TREE_CACHE_BYTES,
   ) {
     this.pages = new LRUCache<string, Page>({ maxSize: maxBytes });
   }
