@@ -14,13 +14,13 @@
  * MAX_ENTRIES entries (a huge directory is listed when asked for, not on a
  * guess), together taking at most a quarter of the tree source's cache (by
  * BYTES_PER_ENTRY: what is fetched ahead must not push out what the walk is
- * using), looking at most SCAN_PAGES leaf pages of the parent for them;
- * a directory fetched ahead in the last RECENT_MS is not fetched again (a
- * walk names each directory ahead several times). Everything here is
+ * using), looking at most SCAN_PAGES leaf pages of the parent for them.
+ * A walk names each directory ahead several times: the pages it has are
+ * cache hits (which also keep them from being pushed out before the walk
+ * gets there), and those on the way are merged. Everything here is
  * a guess: a failure is ignored, and the listing that needs the page asks
  * again (and reports it).
  */
-import { LRUCache } from 'lru-cache';
 import type { DirItem, Entry } from '../tree/format.js';
 import { EntryCursor } from '../tree/read.js';
 import type { MountTreeSource } from './tree-source.js';
@@ -34,15 +34,8 @@ const MAX_ENTRIES = 4096;
 const SCAN_PAGES = 2;
 /** What an entry takes in the tree source's cache, about (DECODED_FACTOR times its encoded bytes). */
 const BYTES_PER_ENTRY = 500;
-/** Directories remembered as fetched ahead, and for how long. */
-const REMEMBERED = 4096;
-const RECENT_MS = 10_000;
 
 export class WalkAhead {
-  private readonly fetched = new LRUCache<string, true>({ max: REMEMBERED, ttl: RECENT_MS });
-  /** Directories fetched ahead (for tests and the mount's stats). */
-  count = 0;
-
   private readonly budget: number;
 
   constructor(
@@ -88,9 +81,6 @@ export class WalkAhead {
   }
 
   private async fetchDir(tree: string): Promise<void> {
-    if (this.fetched.get(tree)) return;
-    this.fetched.set(tree, true);
-    this.count++;
     for await (const _ of this.src.leaves(tree)) {
       // Loading is the point: the pages land in the tree source's cache.
     }
