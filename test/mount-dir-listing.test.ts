@@ -27,6 +27,8 @@ describe('DirListing', () => {
     // Sizes past 32 bits and ids near the top of what a mount numbers.
     { ino: 0xefff_fffe, mode: 0o100555, nlink: 1, size: 5 * 2 ** 40 + 17, blocks: Math.ceil((5 * 2 ** 40 + 17) / 512), mtimeMs: 4_102_444_800_000 },
     { ino: 99, mode: 0o100444, nlink: 1, size: 2 ** 32, blocks: 2 ** 23, mtimeMs: 1 },
+    // A time before 1970.
+    { ino: 100, mode: 0o100444, nlink: 1, size: 3, blocks: 1, mtimeMs: -315_360_000_123 },
   ];
 
   it('lays out each entry as fuse-native does for the same stat object', async () => {
@@ -41,6 +43,7 @@ describe('DirListing', () => {
     expect(ours.map((v) => [...v])).toEqual(theirs.map((v) => [...v]));
     // Views of one block of stats, not an array each.
     expect(new Set(ours.map((v) => v.buffer)).size).toBe(1);
+    attrs.forEach((a, i) => expect(listing.attr(i)).toEqual(a));
   });
 
   it('keeps every entry in order as it grows, and reads each back', () => {

@@ -19,6 +19,7 @@ import {
   Volume,
 } from '../src/client/index.js';
 import { sha256 } from '../src/common/hash.js';
+import { MAX_EXTENTS } from '../src/volume-server/commit.js';
 import { fromGrpcError } from '../src/common/grpc-errors.js';
 import { FileType, VolumeServiceClient, type CommitRequest, type CommitResponse, type FileEntry } from '../src/gen/stowage/v1/volume.js';
 import { drain, expectFailure, failureOf, versionKeys, snapshot } from './support/checks.js';
@@ -187,6 +188,35 @@ describe.each<StoreKind>(['local', 's3'])('bad input to volumes (%s store)', (ki
     }
     expect(await snapshot(vol)).toEqual(before);
     expect(await versionKeys(setup.stowage.server.store)).toEqual(versionRecords);
+  });
+
+  it('pages a raw listing of "/dir/" on with its own token, and refuses a file of more chunks than a tree page holds', async () => {
+    const vol = await seedVolume(conn);
+    await vol.batchUpload().putFile(Buffer.from('two'), 'dir/second.txt').commit();
+    const vols = conn.volumes;
+    const page = async (pageToken: string): Promise<{ paths: string[]; next: string }> => {
+      const paths: string[] = [];
+      let next = '';
+      for await (const b of conn.stream(vols.listFiles({ volume: vol.name, path: '/dir/', recursive: false, version: 0, pageSize: 1, pageToken, withoutExtents: true }))) {
+        paths.push(...b.entries.map((e) => e.path));
+        if (b.nextPageToken) next = b.nextPageToken;
+      }
+      return { paths, next };
+    };
+    const first = await page('');
+    expect(first.paths).toEqual(['dir/inner.txt']);
+    expect(await page(first.next)).toEqual({ paths: ['dir/second.txt'], next: '' });
+
+    const keep = await entryOf(conn, vol.name, 'keep.txt');
+    const before = await snapshot(vol);
+    const many = Array.from({ length: MAX_EXTENTS + 1 }, () => keep.extents[0]!);
+    await expectFailure(
+      () => rawCommit(conn, { volume: vol.name, puts: [{ ...keep, path: 'huge.bin', size: keep.size * many.length, extents: many }] }),
+      InvalidArgumentError,
+      'INVALID_ARGUMENT',
+      /huge\.bin" has 180001 chunks, more than one file may have .*larger chunkSize/,
+    );
+    expect(await snapshot(vol)).toEqual(before);
   });
 
   it('refuses a put onto an existing file without force, before any chunk moves', async () => {

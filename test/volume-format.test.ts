@@ -3,7 +3,7 @@
 // in the middle of a commit shows the version before it.
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -75,6 +75,32 @@ describe('data written before the tree format', () => {
     }
   });
 
+  it('a manifest whose extents are malformed is skipped and listed as damaged; the other versions convert', async () => {
+    const dir = scratchDir('format1-bad-manifest');
+    execFileSync('tar', ['-xzf', join(FIXTURES, 'local.tar.gz'), '-C', dir]);
+    const dataDir = join(dir, 'local');
+    const manifests = join(dataDir, 'store', 'manifests');
+    // The volume with five versions: its third manifest gets an extent that is not [blob, offset, length, hash].
+    const id = readdirSync(manifests).find((d) => readdirSync(join(manifests, d)).length === 5)!;
+    const key = `manifests/${id}/${String(3).padStart(12, '0')}.json`;
+    const m = JSON.parse(readFileSync(join(dataDir, 'store', key), 'utf8')) as { files: { extents: unknown[] }[] };
+    m.files[0]!.extents = [[1, 'x']];
+    writeFileSync(join(dataDir, 'store', key), JSON.stringify(m));
+    const stowage = await startStowage({ dataDir });
+    try {
+      const c = stowage.connection;
+      const history = await Volume.fromName('history', { connection: c });
+      expect((await history.versions()).map((v) => v.version)).toEqual([1, 2, 4, 5]);
+      for (const f of expected.history!['5']!) expect(sha(await history.readBytes(f.path, { version: 5 })), f.path).toBe(f.sha256);
+      const damaged = await listDamaged({ connection: c });
+      expect(damaged.map((d) => [d.kind, d.key])).toEqual([['version', key]]);
+      expect(damaged[0]!.reason).toMatch(/extent .* is malformed/);
+      expect((await (await Volume.fromName('emptied', { connection: c })).versions()).length).toBe(2);
+    } finally {
+      await stowage.stop();
+    }
+  });
+
   it('a bucket written by the old server opens on a new server with an empty data dir', async () => {
     const dir = scratchDir('format1-s3');
     execFileSync('tar', ['-xzf', join(FIXTURES, 's3rver.tar.gz'), '-C', dir]);
@@ -132,7 +158,7 @@ describe.each(['local', 's3'] as const)('damage in the store stays where it is (
 });
 
 describe('a damaged record does not stop the rebuild', () => {
-  it('skips a damaged version record and a damaged volume record, lists them, and opens everything else', async () => {
+  it('skips a damaged version record and a damaged volume record, lists them, opens everything else, and GC keeps the skipped volume', async () => {
     const setup = await startSetup('local');
     try {
       const c = setup.stowage.connection;
@@ -146,8 +172,10 @@ describe('a damaged record does not stop the rebuild', () => {
       const zInfo = await z.info();
       const dataDir = setup.stowage.dataDir;
       await setup.stowage.stop();
+      const zRecord = join(dataDir, 'store', 'volumes', `${zInfo.id}.json`);
+      const zGood = readFileSync(zRecord);
       writeFileSync(join(dataDir, 'store', 'versions', aInfo.id, `${String(3).padStart(12, '0')}.json`), '{"format": 2, "truncat');
-      writeFileSync(join(dataDir, 'store', 'volumes', `${zInfo.id}.json`), 'not json');
+      writeFileSync(zRecord, 'not json');
       await rm(join(dataDir, 'index'), { recursive: true });
       setup.stowage = await startStowage({ dataDir });
       const conn = setup.stowage.connection;
@@ -168,6 +196,18 @@ describe('a damaged record does not stop the rebuild', () => {
       );
       expect(damaged.find((d) => d.kind === 'version')!.reason).toMatch(/not valid JSON/);
       await expect(Volume.fromName(z.name, { connection: conn })).rejects.toThrow(NotFoundError);
+
+      // A collection deletes nothing of the volume the index does not hold: it is damaged, not deleted.
+      await collectGarbage({ graceMs: 0, connection: conn });
+      await setup.stowage.stop();
+      writeFileSync(zRecord, zGood);
+      await rm(join(dataDir, 'index'), { recursive: true });
+      setup.stowage = await startStowage({ dataDir });
+      const z2 = await Volume.fromName(z.name, { connection: setup.stowage.connection });
+      expect((await z2.readBytes('z.txt')).toString()).toBe('z');
+      expect(await listDamaged({ connection: setup.stowage.connection })).toEqual([
+        expect.objectContaining({ kind: 'version', key: `versions/${aInfo.id}/${String(3).padStart(12, '0')}.json` }),
+      ]);
     } finally {
       await setup.stop();
     }

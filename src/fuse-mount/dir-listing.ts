@@ -78,13 +78,17 @@ export class DirListing {
   }
 }
 
-/** A non-negative integer below 2^53 as two uint32, low first (fuse-native's setDoubleInt). */
+/**
+ * An integer of magnitude below 2^53 as two uint32, low first, as
+ * fuse-native's setDoubleInt stores it (a time before 1970 is negative: its
+ * words wrap as in two's complement).
+ */
 function setDouble(s: Uint32Array, o: number, v: number): void {
-  const low = v % TWO_32;
-  s[o] = low;
-  s[o + 1] = (v - low) / TWO_32;
+  s[o] = v % TWO_32; // the array wraps a negative remainder to its uint32
+  s[o + 1] = Math.floor(v / TWO_32);
 }
 
 function getDouble(s: Uint32Array, o: number): number {
-  return s[o]! + s[o + 1]! * TWO_32;
+  const high = s[o + 1]!;
+  return s[o]! + (high >= 0x8000_0000 ? high - TWO_32 : high) * TWO_32;
 }

@@ -16,8 +16,10 @@
  *   of the event loop (the children of an inner page loaded together, the
  *   lookups of several FUSE callbacks) go out as one GetTreeObjects request
  *   of up to MAX_BATCH hashes. The server fails a whole request at the first
- *   page it cannot serve, so a failed request of several pages is asked again
- *   page by page: one damaged page fails only the lookups that need it.
+ *   page it cannot serve, so a request of several pages failed for damage is
+ *   asked again page by page, one after another: one damaged page fails only
+ *   the lookups that need it. Any other failure (the server unreachable)
+ *   fails the request's lookups, which FUSE answers with EIO.
  * - Lookups by name (find) are remembered in a second bounded LRU keyed by
  *   the directory's root page and the name, with the leaf page the entry was
  *   found in: a directory's root page names its content, so what is
@@ -27,7 +29,7 @@
 import { LRUCache } from 'lru-cache';
 import pLimit from 'p-limit';
 import type { Connection } from '../client/connection.js';
-import { IntegrityError, NotFoundError } from '../common/errors.js';
+import { IntegrityError, isStowageError } from '../common/errors.js';
 import { decodePage, type Entry, type LeafPage, type Page } from '../tree/format.js';
 import { childFor, type TreeSource } from '../tree/read.js';
 
@@ -149,16 +151,22 @@ export class MountTreeSource implements TreeSource {
       const hashes = [...all.keys()];
       for (let i = 0; i < hashes.length; i += MAX_BATCH) {
         const batch = new Map(hashes.slice(i, i + MAX_BATCH).map((h) => [h, all.get(h)!]));
-        void this.limit(() => this.fetch(batch, true));
+        this.limit(() => this.fetch(batch, true)).catch((err: unknown) => {
+          for (const w of batch.values()) w.reject(err);
+        });
       }
     });
   }
 
-  /** One GetTreeObjects request for the pages in `batch`; settles every waiter in it. */
+  /**
+   * One GetTreeObjects request for the pages in `batch`; settles every waiter
+   * in it. A page the server does not send is damage (an IntegrityError, EIO
+   * in the mount), never a missing name.
+   */
   private async fetch(batch: Map<string, Waiter>, retryAlone: boolean): Promise<void> {
     this.counts.requests++;
-    const call = this.conn.volumes.getTreeObjects({ volume: this.volume, hashes: [...batch.keys()] });
     try {
+      const call = this.conn.volumes.getTreeObjects({ volume: this.volume, hashes: [...batch.keys()] });
       for await (const o of this.conn.stream(call)) {
         const w = batch.get(o.hash);
         if (!w) continue;
@@ -166,15 +174,16 @@ export class MountTreeSource implements TreeSource {
         this.accept(o.hash, o.data, w);
       }
     } catch (err) {
-      if (retryAlone && batch.size > 1) {
-        // Which page failed is not said: ask for each of the rest on its own.
-        await Promise.all([...batch].map(([h, w]) => this.fetch(new Map([[h, w]]), false)));
+      if (retryAlone && batch.size > 1 && isStowageError(err, 'INTEGRITY')) {
+        // The server stops at the first page it cannot serve and does not say which: ask for each of the rest
+        // on its own, one after another, so that only the lookups that need the bad page fail.
+        for (const [h, w] of batch) await this.fetch(new Map([[h, w]]), false);
         return;
       }
       for (const w of batch.values()) w.reject(err);
       return;
     }
-    for (const [hash, w] of batch) w.reject(new NotFoundError(`tree object ${hash} of volume "${this.volume}" was not sent by the server`));
+    for (const [hash, w] of batch) w.reject(new IntegrityError(`tree object ${hash} of volume "${this.volume}" was asked for and not sent by the server`));
   }
 
   private accept(hash: string, data: Uint8Array, w: Waiter): void {

@@ -23,7 +23,7 @@
  */
 import type { DirItem, Entry } from '../tree/format.js';
 import { EntryCursor } from '../tree/read.js';
-import type { MountTreeSource } from './tree-source.js';
+import { DECODED_FACTOR, type MountTreeSource } from './tree-source.js';
 import type { DirNode } from './tree.js';
 
 /** Directories fetched ahead per listing. */
@@ -32,8 +32,8 @@ export const WALK_AHEAD = 8;
 const MAX_ENTRIES = 4096;
 /** Leaf pages of the parent looked at for the directories after the one listed. */
 const SCAN_PAGES = 2;
-/** What an entry takes in the tree source's cache, about (DECODED_FACTOR times its encoded bytes). */
-const BYTES_PER_ENTRY = 500;
+/** What an entry takes in the tree source's cache, about: DECODED_FACTOR times its encoded bytes (about 100). */
+const BYTES_PER_ENTRY = 100 * DECODED_FACTOR;
 
 export class WalkAhead {
   private readonly budget: number;

@@ -78,6 +78,9 @@ export class BlobKeeper {
 
   async planUpload(blobs: string[], contents: string[], presign: boolean): Promise<UploadPlan> {
     const unique = [...new Set(blobs.map(checkHash))];
+    // Leased before they are looked for: a collection that has not deleted one by now keeps it.
+    const until = { expiresAtMs: Date.now() + this.opts.leaseMs };
+    await this.index.putPlanned(unique, until);
     const present = await Promise.all(unique.map((b) => this.present(b)));
     const missingBlobs = unique.filter((_, i) => !present[i]);
     const putUrls: Record<string, string> = {};
@@ -92,8 +95,8 @@ export class BlobKeeper {
       const hit = this.index.findContent(c);
       if (hit) knownContents[c] = hit;
     }
-    const leased = [...unique, ...Object.values(knownContents).map((x) => x.blob)];
-    await this.index.putPlanned(leased, { expiresAtMs: Date.now() + this.opts.leaseMs });
+    const contentBlobs = Object.values(knownContents).map((x) => x.blob);
+    if (contentBlobs.length) await this.index.putPlanned(contentBlobs, until);
     return { missingBlobs, putUrls, knownContents };
   }
 

@@ -159,7 +159,9 @@ export class VolumeCatalog {
         if (this.index.getVolumeByName(newName)) {
           throw new AlreadyExistsError(`cannot rename "${name}": volume "${newName}" already exists`);
         }
-        const renamed = { ...this.index.getVolume(rec.id)!, name: newName };
+        const now = this.index.getVolume(rec.id);
+        if (!now) throw this.notFoundVolume(name);
+        const renamed = { ...now, name: newName };
         await this.writeRecord(renamed);
         await this.index.putVolume(renamed);
         return this.info(renamed);
@@ -174,7 +176,8 @@ export class VolumeCatalog {
     }
     const rec0 = this.record(name);
     return this.withLock(rec0.id, async () => {
-      const rec = this.index.getVolume(rec0.id)!;
+      const rec = this.index.getVolume(rec0.id);
+      if (!rec) throw this.notFoundVolume(name);
       const next: VolumeRecord = { ...rec };
       if (keepLast === 0 && keepWithinMs === 0) delete next.retention;
       else next.retention = { keepLast, keepWithinMs };

@@ -30,6 +30,8 @@ import { FIRST_ENTRY_ID, STORE_FORMAT, versionKey, type VersionRecord, type Volu
  */
 const CONTENT_INDEX_MAX = 4 * 1024 * 1024;
 const CONTENT_INDEX_MIN = 128;
+/** Chunks one file may have: its entry (up to about 80 bytes a chunk) must fit in a tree page (MAX_PAGE_BYTES, 16 MiB). */
+export const MAX_EXTENTS = 180_000;
 /** Pages a commit keeps in memory before it stores them (they are stored before its version record either way). */
 const SPILL_BYTES = 4 * 1024 * 1024;
 
@@ -118,6 +120,11 @@ export async function commitVersion(
 /** A put as the server accepts it: a valid path, valid hashes, extents that cover the size, a plain mode. */
 export function checkPut(e: FileEntry, now: number, interned?: Map<string, string>): PutChange {
   const path = normalizeFilePath(e.path);
+  if (e.extents.length > MAX_EXTENTS) {
+    throw new InvalidArgumentError(
+      `file "${path}" has ${e.extents.length} chunks, more than one file may have (${MAX_EXTENTS}: 1.4 TiB at the SDK's default chunk size of 8 MiB); put it with a larger chunkSize`,
+    );
+  }
   let total = 0;
   const intern = (h: string): string => {
     if (!interned) return h;

@@ -10,8 +10,10 @@
  *    is not walked again, so versions sharing subtrees cost what they do not
  *    share), collecting tree objects and the blobs their files use. Blobs an
  *    upload planned are leased for the grace period and count as live. A
- *    tree object that cannot be read stops the collection before anything is
- *    deleted: what it references cannot be known.
+ *    tree object that cannot be read stops the collection before the sweep
+ *    (retention has removed its versions by then): what it references cannot
+ *    be known. Volumes the store has and the index does not hold (a damaged
+ *    volume record) are marked from their records and kept whole.
  * 3. Sweep: the store is listed; an object not marked is deleted when it is
  *    older than the grace period (uploads in flight, pages of a commit not yet
  *    landed). Blobs a client left under incoming/, version records nothing
@@ -20,16 +22,18 @@
  * Safety while commits run on this server: deletions happen in batches, each
  * while no commit is between its start and its index update (CommitGate), and
  * skip what a commit that landed since the mark references; the index forgets
- * each deleted object in the same batch, so a later commit checks the store
- * again instead of trusting the index. A collection killed half way leaves
- * only unreferenced objects deleted and can simply be run again.
+ * each object of a batch before the store deletes it, so a later commit
+ * checks the store again instead of trusting the index, also when a delete
+ * fails or the server dies between the two. A collection killed half way
+ * leaves only unreferenced objects deleted (or forgotten and still stored,
+ * for the next collection) and can simply be run again.
  */
-import { FailedPreconditionError } from '../common/errors.js';
+import { FailedPreconditionError, isStowageError } from '../common/errors.js';
 import { parseTreeObjectKey, type Page } from '../tree/format.js';
 import type { VolumeCatalog } from './catalog.js';
-import { parseManifestKey } from './manifest.js';
+import { parseManifest, parseManifestKey } from './manifest.js';
 import { blobKey } from './store/interface.js';
-import { parseVersionKey, versionKey, type Retention, type VersionRecord } from './versions.js';
+import { parseVersionKey, parseVersionRecord, parseVolumeRecord, parseVolumeRecordKey, versionKey, type Retention, type VersionRecord } from './versions.js';
 
 export interface GcOptions {
   /** Only this volume's versions go through retention (the sweep covers the whole store). */
@@ -126,6 +130,7 @@ async function collect(catalog: VolumeCatalog, opts: GcOptions): Promise<GcRepor
       live.set(v.id, new Set(versions.map((x) => x.version)));
       for (const vr of versions) await mark(catalog, vr.root, trees, blobs);
     }
+    const unheld = await markUnheld(catalog, trees, blobs);
     const leased = new Set<string>();
     if (graceMs > 0) for (const [hash, p] of index.listPlanned()) if (p.expiresAtMs > now) leased.add(hash);
     report.blobsLive = blobs.size;
@@ -144,11 +149,13 @@ async function collect(catalog: VolumeCatalog, opts: GcOptions): Promise<GcRepor
         // Landed since the mark, or planned since the sweep began: kept.
         const leasedNow = (h: string): boolean => graceMs > 0 && (index.getPlanned(h)?.expiresAtMs ?? 0) > Date.now();
         const gone = batch.filter((o) => !o.hash || (!watch.has(o.hash) && !(o.kind === 'blob' && leasedNow(o.hash))));
-        await Promise.all(gone.map((o) => store.delete(o.key)));
+        // The index forgets first: an object it lists must be in the store (a commit trusts it), while
+        // one it has forgotten and a failed or killed delete left behind is only asked for again.
         await index.forgetBlobs(gone.filter((o) => o.kind === 'blob').map((o) => o.hash!));
         const deadTrees = gone.filter((o) => o.kind === 'tree').map((o) => o.hash!);
         await index.forgetTrees(deadTrees);
         catalog.trees.forget(deadTrees);
+        await Promise.all(gone.map((o) => store.delete(o.key)));
         for (const o of gone) count(report, o.kind, o.size);
       });
     };
@@ -179,13 +186,14 @@ async function collect(catalog: VolumeCatalog, opts: GcOptions): Promise<GcRepor
     const damaged = new Set(index.listDamage().map((d) => d.key));
     for await (const o of store.scan('versions/')) {
       const k = parseVersionKey(o.key);
-      if (!k || live.get(k.volumeId)?.has(k.version) || damaged.has(o.key)) continue;
+      if (!k || live.get(k.volumeId)?.has(k.version) || unheld.has(k.volumeId) || damaged.has(o.key)) continue;
       // A record of a live volume that the index lacks may be a commit landing now: the grace period covers it.
       await consider({ ...o, kind: 'other' });
     }
-    // Every manifest was converted when the index was filled from this store format.
+    // Every manifest of a volume the index holds was converted when the index was filled from this store format.
     for await (const o of store.scan('manifests/')) {
-      if (!parseManifestKey(o.key) || damaged.has(o.key)) continue;
+      const k = parseManifestKey(o.key);
+      if (!k || unheld.has(k.volumeId) || damaged.has(o.key)) continue;
       await consider({ ...o, kind: 'other' });
     }
     await flush();
@@ -207,6 +215,51 @@ function count(r: GcReport, kind: 'blob' | 'tree' | 'other', size: number): void
   } else r.otherRemoved++;
 }
 
+/**
+ * Volumes the store has and the index does not hold, though they are not
+ * deleted: a volume record the rebuild could not read, or a name another
+ * volume holds. Nothing of theirs is collected: every version record and
+ * manifest of theirs that can be read is marked, and all of them are kept,
+ * until someone sees to them (stowage volume damaged). Returns their ids.
+ */
+async function markUnheld(catalog: VolumeCatalog, trees: Set<string>, blobs: Set<string>): Promise<Set<string>> {
+  const { index, store } = catalog;
+  const unheld = new Set<string>();
+  for await (const key of store.list('volumes/')) {
+    const id = parseVolumeRecordKey(key);
+    if (!id || index.getVolume(id)) continue;
+    try {
+      if (parseVolumeRecord(key, await store.get(key)).deletedAtMs !== undefined) continue;
+    } catch (err) {
+      if (!isStowageError(err, 'INTEGRITY') && !isStowageError(err, 'NOT_FOUND')) throw err;
+    }
+    unheld.add(id);
+  }
+  for (const id of unheld) {
+    for await (const key of store.list(`versions/${id}/`)) {
+      if (!parseVersionKey(key)) continue;
+      const root = await readable(() => store.get(key).then((b) => parseVersionRecord(key, b).root));
+      if (root) await mark(catalog, root, trees, blobs);
+    }
+    for await (const key of store.list(`manifests/${id}/`)) {
+      if (!parseManifestKey(key)) continue;
+      const m = await readable(() => store.get(key).then((b) => parseManifest(key, b)));
+      for (const f of m?.files ?? []) for (const [blob] of f.extents) blobs.add(blob);
+    }
+  }
+  return unheld;
+}
+
+/** What `read` gives; undefined when what it reads is damaged (or gone since it was listed). */
+async function readable<T>(read: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await read();
+  } catch (err) {
+    if (isStowageError(err, 'INTEGRITY') || isStowageError(err, 'NOT_FOUND')) return undefined;
+    throw err;
+  }
+}
+
 /** Marks every page below `root` and the blobs its files use; pages marked before are not walked again. */
 async function mark(catalog: VolumeCatalog, root: string, trees: Set<string>, blobs: Set<string>): Promise<void> {
   const stack = [root];
@@ -218,7 +271,7 @@ async function mark(catalog: VolumeCatalog, root: string, trees: Set<string>, bl
       page = await catalog.trees.page(hash);
     } catch (err) {
       throw new FailedPreconditionError(
-        `garbage collection stopped before deleting anything: tree object ${hash} cannot be read (${(err as Error).message}); see stowage volume damaged`,
+        `garbage collection stopped before deleting any blob or tree object: tree object ${hash} cannot be read (${(err as Error).message}); see stowage volume damaged`,
       );
     }
     trees.add(hash);

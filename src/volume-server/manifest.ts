@@ -45,9 +45,16 @@ export function parseManifest(key: string, bytes: Buffer): Manifest {
   if (typeof m !== 'object' || m === null || !Array.isArray(m.files) || typeof m.createdAtMs !== 'number') {
     throw new IntegrityError(`${key} is not a manifest`);
   }
+  const hex = (x: unknown): boolean => typeof x === 'string' && /^[0-9a-f]{64}$/.test(x);
+  const whole = (x: unknown): boolean => Number.isSafeInteger(x) && (x as number) >= 0;
   for (const f of m.files) {
-    if (typeof f?.path !== 'string' || typeof f.size !== 'number' || !Array.isArray(f.extents)) {
+    if (typeof f?.path !== 'string' || !whole(f.size) || !Array.isArray(f.extents) || !Number.isFinite(f.mtimeMs) || !whole(f.mode)) {
       throw new IntegrityError(`${key}: a file entry is malformed`);
+    }
+    for (const x of f.extents as unknown[]) {
+      if (!Array.isArray(x) || x.length !== 4 || !hex(x[0]) || !whole(x[1]) || !whole(x[2]) || !hex(x[3])) {
+        throw new IntegrityError(`${key}: an extent of ${JSON.stringify(f.path.slice(0, 200))} is malformed`);
+      }
     }
   }
   return m;

@@ -83,7 +83,8 @@ export function decodeToken(token: string, path: string, recursive: boolean): Pa
   } catch {
     throw new InvalidArgumentError('invalid page token: pass back the next_page_token of the listing it continues');
   }
-  if (typeof t !== 'object' || t === null || typeof t.v !== 'number' || typeof t.a !== 'string' || t.p !== path || t.r !== recursive) {
+  // The token holds the path as the listing normalised it ('dir' for '/dir/').
+  if (typeof t !== 'object' || t === null || typeof t.v !== 'number' || typeof t.a !== 'string' || t.p !== normalizePath(path) || t.r !== recursive) {
     throw new InvalidArgumentError('invalid page token: it belongs to another listing (path or recursion differ)');
   }
   return t;

@@ -206,22 +206,30 @@ export class IndexRebuilder {
       const base: DirRoot = before ? { hash: before.root, totals: pageTotals(await this.trees.page(before.root)) } : emptyDirectory(sink);
       const draft = new Draft(sink, base, before?.nextId ?? FIRST_ENTRY_ID, rec.name, createdAtMs, true);
       const current = new Map(files.map((f) => [f.path, f]));
-      for (const path of prevFiles.keys()) if (!current.has(path)) await draft.remove({ path, recursive: false });
-      for (const f of files) {
-        const old = prevFiles.get(f.path);
-        if (old && sameStored(old, f)) continue;
-        await draft.put({
-          path: f.path,
-          file: {
-            kind: 'file',
-            size: f.size,
-            mode: fileMode(f.mode),
-            mtimeMs: Math.floor(f.mtimeMs),
-            extents: f.extents.map(([blob, offset, length, hash]) => ({ blob, offset, length, hash })),
-          },
-        });
+      let root: DirRoot;
+      try {
+        for (const path of prevFiles.keys()) if (!current.has(path)) await draft.remove({ path, recursive: false });
+        for (const f of files) {
+          const old = prevFiles.get(f.path);
+          if (old && sameStored(old, f)) continue;
+          await draft.put({
+            path: f.path,
+            file: {
+              kind: 'file',
+              size: f.size,
+              mode: fileMode(f.mode),
+              mtimeMs: Math.floor(f.mtimeMs),
+              extents: f.extents.map(([blob, offset, length, hash]) => ({ blob, offset, length, hash })),
+            },
+          });
+        }
+        root = await draft.finish();
+      } catch (err) {
+        // A store that cannot be reached stops the rebuild (it is retried); a manifest that cannot be made into a tree is damage.
+        if (isStowageError(err, 'UNAVAILABLE') || isStowageError(err, 'RESOURCE_EXHAUSTED')) throw err;
+        damaged({ kind: 'version', key, volume: rec.name, version: v, reason: `cannot be converted: ${messageOf(err)}` });
+        continue;
       }
-      const root = await draft.finish();
       await this.trees.write(sink, root.hash);
       const vr: VersionRecord = {
         format: STORE_FORMAT,

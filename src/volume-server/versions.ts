@@ -57,6 +57,11 @@ export function volumeRecordKey(id: string): string {
   return `volumes/${id}.json`;
 }
 
+/** The volume id of a volume record's key; undefined for any other key. */
+export function parseVolumeRecordKey(key: string): string | undefined {
+  return /^volumes\/([^/]+)\.json$/.exec(key)?.[1];
+}
+
 export function versionKey(volumeId: string, version: number): string {
   return `versions/${volumeId}/${String(version).padStart(12, '0')}.json`;
 }

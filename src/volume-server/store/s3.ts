@@ -134,7 +134,7 @@ export class S3BlobStore implements BlobStore {
         ),
       );
       for (const obj of out.Contents ?? []) {
-        if (obj.Key) yield { key: obj.Key.slice(this.prefix.length), size: obj.Size ?? 0, modifiedMs: obj.LastModified?.getTime() ?? 0 };
+        if (obj.Key) yield { key: obj.Key.slice(this.prefix.length), size: obj.Size ?? 0, modifiedMs: obj.LastModified?.getTime() ?? Date.now() };
       }
       token = out.IsTruncated ? out.NextContinuationToken : undefined;
     } while (token);
