@@ -87,6 +87,19 @@ describe.each<StoreKind>(['local', 's3'])('garbage collection (%s store)', (kind
     // Nothing left to collect.
     const again = await collectGarbage({ graceMs: 0, connection });
     expect(again).toMatchObject({ versionsRemoved: 0, blobsRemoved: 0, treesRemoved: 0 });
+    // The small files collected are put again: their bytes are sent again (the server no longer offers the
+    // blob they were packed in), and they read back.
+    const plan = await connection.unary(connection.volumes.planUpload.bind(connection.volumes), {
+      volume: vol.name,
+      blobs: [],
+      contents: small.map((d) => createHash('sha256').update(d).digest('hex')),
+      presign: false,
+    });
+    expect(plan.knownContents).toEqual({});
+    const back = vol.batchUpload();
+    small.forEach((d, i) => back.putFile(d, `small/${i}.txt`));
+    await back.commit();
+    for (const [i, d] of small.entries()) expect((await vol.readBytes(`small/${i}.txt`)).equals(d)).toBe(true);
   });
 
   it('keeps unreferenced objects younger than the grace period, and blobs planned for an upload', async () => {

@@ -197,7 +197,10 @@ async function collect(catalog: VolumeCatalog, opts: GcOptions): Promise<GcRepor
       await consider({ ...o, kind: 'other' });
     }
     await flush();
-    if (!dryRun) await index.clearPlanned([...index.listPlanned()].filter(([, p]) => p.expiresAtMs <= now).map(([h]) => h));
+    if (!dryRun) {
+      await index.clearPlanned([...index.listPlanned()].filter(([, p]) => p.expiresAtMs <= now).map(([h]) => h));
+      await index.dropStaleContents();
+    }
   } finally {
     watch.stop();
   }

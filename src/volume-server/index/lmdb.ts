@@ -128,14 +128,28 @@ export class LmdbIndex implements MetadataIndex {
 
   async forgetBlobs(hashes: string[]): Promise<void> {
     if (hashes.length === 0) return;
-    const gone = new Set(hashes);
     await this.env.transaction(() => {
       for (const h of hashes) {
         void this.blobs.remove(h);
         void this.damaged.remove(h);
       }
-      for (const { key, value } of this.contents.getRange()) if (gone.has(value[0])) void this.contents.remove(key);
     });
+  }
+
+  async dropStaleContents(): Promise<number> {
+    const stale: string[] = [];
+    for (const { key, value } of this.contents.getRange()) if (!this.blobs.doesExist(value[0])) stale.push(key);
+    for (let i = 0; i < stale.length; i += 4096) {
+      const run = stale.slice(i, i + 4096);
+      await this.env.transaction(() => {
+        // A blob stored again since it was listed (the same hash, the same bytes) makes its contents right again.
+        for (const k of run) {
+          const v = this.contents.get(k);
+          if (v && !this.blobs.doesExist(v[0])) void this.contents.remove(k);
+        }
+      });
+    }
+    return stale.length;
   }
 
   async markDamaged(hash: string): Promise<void> {

@@ -63,8 +63,10 @@ export interface MetadataIndex {
   knownBlobs(): Iterable<string>;
   /** Where a small file with this content hash lives in an intact blob, if anywhere. */
   findContent(hash: string): Extent | undefined;
-  /** Forgets blobs garbage collection deleted (their sizes, contents in them, damage marks). */
+  /** Forgets blobs garbage collection deleted (their sizes and damage marks; findContent ignores contents in them from now on). */
   forgetBlobs(hashes: string[]): Promise<void>;
+  /** Drops the contents whose blob is gone (once per collection, after the sweep); returns how many. */
+  dropStaleContents(): Promise<number>;
 
   /** Blobs whose stored bytes were found not to match their hash (or missing). */
   markDamaged(hash: string): Promise<void>;
