@@ -77,8 +77,6 @@ export function register(program: Command): void {
       // What the server creates is its user's alone (the data directory sets
       // its own modes too; this covers whatever a library creates with its own).
       process.umask(0o077);
-      const { survivePendingLmdbFailures } = await import('../common/lmdb.js');
-      survivePendingLmdbFailures(log);
       const server = await startServer({
         dataDir: flags.dataDir,
         host: flags.host,

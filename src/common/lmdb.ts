@@ -1,7 +1,6 @@
 /**
  * LMDB (lmdb-js) as every stowage store opens and writes it: the dict, the
- * queue, the bridge's calls (and the volume index, once it opens through
- * here). One job: a write that fails to commit (the disk is full) fails the
+ * queue, the bridge's calls and the volume index. One job: a write that fails to commit (the disk is full) fails the
  * call that made it with an error naming the store and what to do, reads go
  * on working, and writes work again by themselves once space comes back.
  *
@@ -177,26 +176,4 @@ async function freeBytes(dir: string): Promise<number | undefined> {
   } catch {
     return undefined;
   }
-}
-
-/**
- * For a process that writes LMDB environments not opened through LmdbEnv
- * (the volume index, until it moves here): when such an environment's
- * commit fails, lmdb-js rejects promises of its own that no caller holds
- * (see the head of this file): the "Commit failed" of its event-turn batch,
- * then the cause in `commitError`. Both are errors made in lmdb-js's
- * write.js. This logs those instead of letting them end the process; any
- * other unhandled rejection still ends it, as by default. Returns a function
- * that removes the handler.
- */
-export function survivePendingLmdbFailures(log: Logger): () => void {
-  const handler = (reason: unknown): void => {
-    if (!(reason instanceof Error) || !/[\\/]lmdb[\\/]write\.js:/.test(reason.stack ?? '')) throw reason;
-    const commitError = (reason as { commitError?: unknown }).commitError;
-    // Handled here, so that it is not reported on its own as well.
-    if (commitError instanceof Promise) commitError.catch(() => undefined);
-    log.warn({ err: reason.message }, 'an LMDB commit failed with no caller left to tell (its writes were not kept)');
-  };
-  process.on('unhandledRejection', handler);
-  return () => process.off('unhandledRejection', handler);
 }

@@ -116,10 +116,6 @@ export class LmdbIndex implements MetadataIndex {
     return this.blobs.get(hash);
   }
 
-  knownBlobs(): Iterable<string> {
-    return this.blobs.getKeys();
-  }
-
   findContent(hash: string): Extent | undefined {
     const hit = this.contents.get(hash);
     if (!hit || this.damaged.doesExist(hit[0]) || !this.blobs.doesExist(hit[0])) return undefined;

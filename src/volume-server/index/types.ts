@@ -55,12 +55,11 @@ export interface MetadataIndex {
   removeVersions(volumeId: string, versions: number[]): Promise<void>;
 
   /**
-   * For a blob that a committed version references: a size it is known to
-   * have at least. undefined for blobs no version references.
+   * For a blob that a committed version references (or did, until garbage
+   * collection sweeps it): a size it is known to have at least. undefined for
+   * blobs no version has referenced.
    */
   blobSize(hash: string): number | undefined;
-  /** Every blob some committed version referenced (for garbage collection's count). */
-  knownBlobs(): Iterable<string>;
   /** Where a small file with this content hash lives in an intact blob, if anywhere. */
   findContent(hash: string): Extent | undefined;
   /** Forgets blobs garbage collection deleted (their sizes and damage marks; findContent ignores contents in them from now on). */
