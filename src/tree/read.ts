@@ -10,7 +10,7 @@ import { pageLevel } from './format.js';
 
 /** Where pages come from. */
 export interface TreeSource {
-  /** The page named `hash`, checked and decoded. IntegrityError when damaged, NotFoundError when absent. */
+  /** The page named `hash`, checked and decoded. IntegrityError when damaged or absent (a version refers to it). */
   page(hash: string): Promise<Page>;
 }
 

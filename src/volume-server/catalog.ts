@@ -7,7 +7,9 @@
  *
  * Commit order is what makes versions atomic and durable: the blobs a commit
  * uses are in the store (and checked) before it is accepted; then the new
- * tree pages are written, then the version record naming the new root, and
+ * tree pages are written (a huge commit stores the pages of directories it
+ * is done with as it goes, before that check; a failed commit leaves them to
+ * garbage collection), then the version record naming the new root, and
  * only then does the index move the volume's head, in one index transaction.
  * A crash before the index write leaves pages and perhaps a version record
  * that nothing acknowledged: the volume still shows its previous version, the

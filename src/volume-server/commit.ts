@@ -2,7 +2,8 @@
  * What one commit writes, in order (the catalogue holds the volume's lock and
  * the commit gate around it): the removals, copies and puts applied to drafts
  * of the directories they touch (draft.ts); the blobs they use checked
- * (blobs.ts); the new tree pages stored; the version record stored; and only
+ * (blobs.ts); the new tree pages stored (those of a huge commit as it goes,
+ * see below); the version record stored; and only
  * then the volume's new head in the index, in one transaction. See the
  * catalogue's header for what a crash at each step leaves.
  *

@@ -7,8 +7,9 @@
  * name. Everything else stays as it was and is never loaded. Removals, then
  * copies, then puts are applied in that order, with the rules that keep a
  * volume a tree (no file where a directory is, no directory under a file, no
- * overwrite without force); a rule broken fails the whole commit and nothing
- * is written. finish() turns the drafts into pages bottom-up (tree/edit.ts):
+ * overwrite without force); a rule broken fails the whole commit, and no
+ * version is written (pages a huge commit stored as it went are then
+ * referenced by nothing, for garbage collection). finish() turns the drafts into pages bottom-up (tree/edit.ts):
  * only the pages on the changed paths are new.
  *
  * Directories are implied by files, as they always were: a directory left
