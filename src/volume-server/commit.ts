@@ -16,7 +16,7 @@ import type { Logger } from '../common/logger.js';
 import { fileMode, normalizeFilePath } from '../common/validate.js';
 import type { CopyOp, Extent, FileEntry, RemoveOp } from '../gen/stowage/v1/volume.js';
 import { PageSink, emptyDirectory } from '../tree/edit.js';
-import { pageTotals, type DirRoot } from '../tree/format.js';
+import { MAX_PAGE_BYTES, pageTotals, type DirRoot } from '../tree/format.js';
 import type { BlobKeeper } from './blobs.js';
 import { Draft, type PutChange } from './draft.js';
 import type { MetadataIndex } from './index/types.js';
@@ -31,8 +31,8 @@ import { FIRST_ENTRY_ID, STORE_FORMAT, versionKey, type VersionRecord, type Volu
  */
 const CONTENT_INDEX_MAX = 4 * 1024 * 1024;
 const CONTENT_INDEX_MIN = 128;
-/** Chunks one file may have: its entry (up to about 80 bytes a chunk) must fit in a tree page (MAX_PAGE_BYTES, 16 MiB). */
-export const MAX_EXTENTS = 180_000;
+/** The bytes a file's extents may take in its tree page: MAX_PAGE_BYTES less room for the entries beside it (a leaf is split at 256 KiB). */
+const MAX_ENTRY_BYTES = MAX_PAGE_BYTES - 512 * 1024;
 /** Pages a commit keeps in memory before it stores them (they are stored before its version record either way). */
 const SPILL_BYTES = 4 * 1024 * 1024;
 
@@ -121,9 +121,12 @@ export async function commitVersion(
 /** A put as the server accepts it: a valid path, valid hashes, extents that cover the size, a plain mode. */
 export function checkPut(e: FileEntry, now: number, interned?: Map<string, string>): PutChange {
   const path = normalizeFilePath(e.path);
-  if (e.extents.length > MAX_EXTENTS) {
+  // Its entry must fit in one tree page (tree/format.ts): a chunk stored as a blob of its own takes 40 bytes there, a part of a pack 79.
+  let entryBytes = 0;
+  for (const x of e.extents) entryBytes += x.blob === x.hash && x.offset === 0 ? 40 : 79;
+  if (entryBytes > MAX_ENTRY_BYTES) {
     throw new InvalidArgumentError(
-      `file "${path}" has ${e.extents.length} chunks, more than one file may have (${MAX_EXTENTS}: 1.4 TiB at the SDK's default chunk size of 8 MiB); put it with a larger chunkSize`,
+      `file "${path}" has ${e.extents.length} chunks, more than one file may have (about 400,000 chunks of its own: 3 TiB at the SDK's default chunk size of 8 MiB); put it with a larger chunkSize`,
     );
   }
   let total = 0;
