@@ -131,12 +131,26 @@ export class Connection {
     });
   }
 
-  /** Collects every message of a server stream. */
+  /**
+   * Collects every message of a server stream. A consumer that stops early
+   * (a break, or a throw of its own such as a refused listing) cancels the
+   * call: leaving the stream only destroys grpc-js's Readable, and the server
+   * would go on sending until its deadline.
+   */
   async *stream<Res>(call: ClientReadableStream<Res>): AsyncIterable<Res> {
+    let ended = false;
     try {
       for await (const msg of call as AsyncIterable<Res>) yield msg;
+      ended = true;
     } catch (err) {
+      ended = true;
       throw fromGrpcError(err, this.server);
+    } finally {
+      if (!ended) {
+        // The CANCELLED status comes back as an 'error' event, which nobody else listens to any more.
+        call.on('error', () => undefined);
+        call.cancel();
+      }
     }
   }
 
