@@ -151,15 +151,18 @@ export class BlobTransport {
    * Tells the server a blob failed its check (with `file`: the file it was
    * found in, whose blobs are then all checked); returns the blobs the server
    * found damaged. Never throws (the read error matters more).
+   *
+   * It waits the metadata deadline (STOWAGE_TIMEOUT), not the transfer one:
+   * the caller's read has already failed, and its error should not wait ten
+   * minutes on a report that only adds a count to it.
    */
   async reportDamaged(blob: string, file?: FileRef): Promise<string[]> {
     const res = await this.conn
-      .unary(this.conn.volumes.reportDamagedBlob.bind(this.conn.volumes), {
-        hash: blob,
-        volume: file?.volume ?? '',
-        path: file?.path ?? '',
-        version: file?.version ?? 0,
-      })
+      .unary(
+        this.conn.volumes.reportDamagedBlob.bind(this.conn.volumes),
+        { hash: blob, volume: file?.volume ?? '', path: file?.path ?? '', version: file?.version ?? 0 },
+        { timeoutMs: this.conn.timeouts.timeoutMs },
+      )
       .catch(() => undefined);
     return res?.damagedBlobs.filter((b) => /^[0-9a-f]{64}$/.test(b)) ?? [];
   }

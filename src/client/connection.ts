@@ -53,7 +53,7 @@ const TRANSFER = new Set([
   '/stowage.v1.VolumeService/PlanUpload',
   '/stowage.v1.VolumeService/PresignBlobs',
   '/stowage.v1.VolumeService/GetTreeObjects',
-  // Reads every chunk of the file it names.
+  // Reads every chunk of the file it names (the SDK's own reports wait only STOWAGE_TIMEOUT: blob-transport.ts reportDamaged).
   '/stowage.v1.VolumeService/ReportDamagedBlob',
   '/stowage.v1.BridgeService/Submit',
 ]);
