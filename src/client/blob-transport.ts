@@ -158,10 +158,27 @@ export class BlobTransport {
     try {
       data = await this.read(e.blob, e.offset, e.length, getUrl, into);
     } catch (err) {
-      if (!(err instanceof NotFoundError) && !(err instanceof IntegrityError)) throw err;
-      if (oversized.has(err)) throw err;
-      throw await this.damaged(e, what, 'is missing from the store', file);
+      throw await this.readFailure(err, e, what, file);
     }
+    return this.verified(data, e, getUrl, what, file);
+  }
+
+  /**
+   * The error to throw for a failed read of (a span holding) extent `e`: a
+   * missing chunk is reported to the server and named as damage of `what`;
+   * any other error is itself.
+   */
+  async readFailure(err: unknown, e: Extent, what: string, file?: FileRef): Promise<unknown> {
+    if (!(err instanceof NotFoundError) && !(err instanceof IntegrityError)) return err;
+    if (oversized.has(err)) return err;
+    return this.damaged(e, what, 'is missing from the store', file);
+  }
+
+  /**
+   * `data`, read for extent `e` from `getUrl` (or the server), when it matches
+   * the extent's hash; otherwise the damage is reported and thrown (readExtent).
+   */
+  async verified(data: Buffer, e: Extent, getUrl: string | undefined, what: string, file?: FileRef): Promise<Buffer> {
     if (data.length === e.length && sha256(data) === e.hash) return data;
     // A file:// URL names a path on the server's host; should this client
     // see another file there, the server's own copy decides.
