@@ -240,11 +240,6 @@ export interface FileRef {
   version: number;
 }
 
-export function verifyExtent(data: Buffer, e: Extent, what: string): Buffer {
-  if (data.length !== e.length || sha256(data) !== e.hash) throw damageError(e, what, 'does not match its hash', 0);
-  return data;
-}
-
 /** The error of a read that met damaged bytes: never the bytes, and what repairs them. */
 export function damageError(e: Extent, what: string, how: string, damagedChunks: number): IntegrityError {
   const all = damagedChunks > 1 ? ` (the server found ${damagedChunks} chunks of it damaged or missing; one put of the file repairs them all)` : '';
