@@ -3,11 +3,12 @@
  * against an in-process server found through STOWAGE_SERVER / STOWAGE_TOKEN.
  * Needs `npm run build` first (bin/stowage.js loads dist/).
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { removeDir, runCli, runCliBytes, startStowage, tempDir, uniqueName, type CliResult, type Stowage } from './support/processes.js';
+import { CLI, removeDir, runCli, runCliBytes, startStowage, tempDir, uniqueName, type CliResult, type Stowage } from './support/processes.js';
 import { KiB, readTree, treeDifferences, writeRandomTree } from './support/volume-data.js';
 
 /** Small chunks, so that a 300 KiB file is several chunks. */
@@ -250,6 +251,30 @@ describe('stowage volume (CLI)', () => {
     expect(res.volumes).toBeGreaterThanOrEqual(1);
     expect(res.versions).toBeGreaterThanOrEqual(1);
     expect((await versions(name)).map((v) => v.version)).toEqual([1]);
+  });
+
+  it('ls into a reader that goes away after one line (`| head -1`) exits 0 without a stack trace', async () => {
+    const name = await created();
+    // Far more than a pipe's buffer (64 KiB) of rows: the CLI is still writing when the reader leaves.
+    const dir = join(work, 'head');
+    mkdirSync(dir);
+    for (let i = 0; i < 3000; i++) writeFileSync(join(dir, `a-file-with-a-longish-name-${i}`), '');
+    await ok(['put', name, dir, '/']);
+    const run = await new Promise<{ code: number | null; first: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [CLI, 'volume', 'ls', '-r', name], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let first = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => {
+        if (first) return;
+        first = d.toString().split('\n')[0]!;
+        child.stdout.destroy();
+      });
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('close', (code) => resolve({ code, first, stderr }));
+    });
+    expect(run.first).toMatch(/^(file|dir ) .*a-file-with-a-longish-name-/);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
   });
 
   it('says which characters a volume name may use (exit 2)', async () => {
