@@ -277,6 +277,23 @@ describe('stowage volume (CLI)', () => {
     expect(run.code).toBe(0);
   });
 
+  it('refuses a --keep-last that is not a whole number a uint32 holds, naming the flag and quoting the value (exit 2)', async () => {
+    const name = await created();
+    const before = (await json<{ keepLast: number }>(['retention', name])).keepLast;
+    for (const bad of ['1e3', '', ' ', '0x10', '-1', '4294967296', '1.5']) {
+      const r = await cli(['retention', name, '--keep-last', bad]);
+      expect(r.code, `--keep-last ${JSON.stringify(bad)}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toContain(`--keep-last ${JSON.stringify(bad)}: must be a whole number from 0 to 4294967295`);
+    }
+    expect((await json<{ keepLast: number }>(['retention', name])).keepLast).toBe(before);
+    // The largest a uint32 holds is taken as it is.
+    expect((await json<{ keepLast: number }>(['retention', name, '--keep-last', '4294967295'])).keepLast).toBe(4294967295);
+    // 0 and 0 is the server's default, not "only the latest": refused, saying so.
+    const zero = await cli(['retention', name, '--keep-last', '0', '--keep-within', '0']);
+    expect(zero.code).toBe(2);
+    expect(zero.stderr).toMatch(/sets the volume back to the server's default retention; say --default for that, or --keep-last 1 to keep only the latest/);
+  });
+
   it('says which characters a volume name may use (exit 2)', async () => {
     const cases = [['create', 'bad name!'], ['ls', 'bad/name'], ['put', 'bad name', '-', 'x.txt']];
     const results = await Promise.all(cases.map((args) => cli(args, Buffer.from('x'))));
