@@ -10,7 +10,8 @@
  * as long as their caller asks (dict and queue sessions, the worker stream,
  * WatchCalls) have none: each dict or queue operation has its own deadline
  * instead (session.ts: `timeoutMs` beyond the operation's own wait), and
- * keepalive pings find a connection that went silent under them.
+ * keepalive pings find a connection that went silent under them. Nor has the
+ * unary CollectGarbage, which lists the whole store (OPEN_ENDED).
  */
 import {
   InterceptingCall,
