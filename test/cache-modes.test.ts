@@ -108,7 +108,7 @@ describe('chunk cache and work directory modes', () => {
   it('an unknown --cache-mode is refused (exit 2) naming the choices', async () => {
     const r = await runCli(['volume', 'warmup', name, '--cache-dir', join(tempDir('cache-bad'), 'cache'), '--cache-mode', 'world'], env);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/--cache-mode world: choose private or shared/);
+    expect(r.stderr).toMatch(/--cache-mode "world": choose private or shared/);
   });
 
   it('a worker under umask 022 keeps its work directory and the code it fetched private', async () => {

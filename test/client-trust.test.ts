@@ -13,6 +13,7 @@
  * stored as 0o755.
  */
 import {
+  Metadata,
   Server,
   ServerCredentials,
   status,
@@ -21,12 +22,16 @@ import {
   type handleUnaryCall,
 } from '@grpc/grpc-js';
 import { createHash, randomBytes } from 'node:crypto';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { lstat, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { Connection, FailedPreconditionError, IntegrityError, Volume } from '../src/client/index.js';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Connection, FailedPreconditionError, IntegrityError, NotFoundError, StowageError, Volume } from '../src/client/index.js';
+import { InternalError } from '../src/common/errors.js';
+import { callError } from '../src/client/app.js';
+import { fromOpError } from '../src/common/grpc-errors.js';
 import {
   FileType,
   VolumeServiceService,
@@ -41,6 +46,8 @@ import {
   type PutBlobResponse,
   type ReadBlobRequest,
   type ReadBlobResponse,
+  type StatRequest,
+  type StatResponse,
   type VolumeInfo,
   type VolumeServiceServer,
 } from '../src/gen/stowage/v1/volume.js';
@@ -69,6 +76,12 @@ interface Script {
   knownContents?: Record<string, Extent>;
   /** For a mount: the root page GetVersion names, and the tree objects GetTreeObjects serves (by hash). */
   tree?: { root: string; objects: Map<string, Buffer> };
+  /** Stat fails with this status, and this `stowage-code` trailer. */
+  statFails?: { code: status; stowageCode: string };
+  /** ListFiles answers "data/f000000001"… in batches of 1,000 until the client cancels; batch `badAt` names a path out of "data". */
+  endlessListing?: { badAt?: number };
+  /** ReadBlob sends this many bytes more than were asked for. */
+  readBlobExtra?: number;
 }
 
 class HostileServer {
@@ -77,6 +90,10 @@ class HostileServer {
   readonly blobs = new Map<string, Buffer>();
   readonly readBlobs: string[] = [];
   readonly putBlobs: string[] = [];
+  /** Blobs a client reported damaged. */
+  readonly reported: string[] = [];
+  /** Set when a client cancels an endless listing. */
+  listingCancelled = false;
   private server = new Server();
   address = '';
 
@@ -104,6 +121,8 @@ class HostileServer {
     this.script = script;
     this.readBlobs.length = 0;
     this.putBlobs.length = 0;
+    this.reported.length = 0;
+    this.listingCancelled = false;
   }
 
   /** A file entry whose bytes ReadBlob serves. */
@@ -124,8 +143,24 @@ class HostileServer {
     };
     const nope: handleUnaryCall<unknown, never> = (_call, cb) => cb({ code: status.UNIMPLEMENTED, details: 'not in this test' });
     const listFiles: handleServerStreamingCall<ListFilesRequest, ListFilesResponse> = (call) => {
-      call.write({ entries: this.script.listing, version: 1, nextPageToken: '' });
-      call.end();
+      const endless = this.script.endlessListing;
+      if (!endless) {
+        call.write({ entries: this.script.listing, version: 1, nextPageToken: '' });
+        call.end();
+        return;
+      }
+      call.on('cancelled', () => (this.listingCancelled = true));
+      let n = 0;
+      const entry = (path: string): FileEntry => ({ path, type: FileType.FILE_TYPE_FILE, size: 0, mode: 0o644, mtimeMs: 1, extents: [], id: 0, tree: '' });
+      // As fast as the client takes them, for as long as it does not cancel.
+      const more = (): void => {
+        while (!call.cancelled) {
+          const batch = n++;
+          const entries = Array.from({ length: 1000 }, (_, i) => entry(batch === endless.badAt && i === 0 ? 'data/../../x' : `data/f${String(batch * 1000 + i).padStart(9, '0')}`));
+          if (!call.write({ entries, version: 1, nextPageToken: '' })) return void call.once('drain', more);
+        }
+      };
+      more();
     };
     const readBlob: handleServerStreamingCall<ReadBlobRequest, ReadBlobResponse> = (call) => {
       const { hash, offset, length } = call.request;
@@ -133,6 +168,7 @@ class HostileServer {
       const data = this.blobs.get(hash);
       if (!data) return void call.emit('error', { code: status.NOT_FOUND, details: 'no such blob' });
       call.write({ data: data.subarray(offset, length === 0 ? undefined : offset + length) });
+      if (this.script.readBlobExtra) call.write({ data: randomBytes(this.script.readBlobExtra) });
       call.end();
     };
     const putBlob: handleClientStreamingCall<PutBlobRequest, PutBlobResponse> = (call, cb) => {
@@ -143,6 +179,10 @@ class HostileServer {
         cb(null, { hash, stored: true });
       });
     };
+    const stat: handleUnaryCall<StatRequest, StatResponse> = unary((r) => ({
+      version: 1,
+      entry: this.script.stat?.(r.path) ?? { path: r.path, type: FileType.FILE_TYPE_DIRECTORY, size: 0, mode: 0o755, mtimeMs: 1, extents: [], id: 0, tree: '' },
+    }));
     const fileAt = (path: string): FileEntry => {
       const e = this.script.listing.find((f) => f.path === path);
       if (!e) throw new Error(`no file ${path} in this script`);
@@ -157,10 +197,13 @@ class HostileServer {
       heartbeat: unary(() => ({})),
       listVersions: unary(() => ({ versions: [{ version: 1, createdAtMs: 1, fileCount: 1, totalBytes: 1, root: '', dirCount: 0 }] })),
       listFiles,
-      stat: unary((r) => ({
-        version: 1,
-        entry: this.script.stat?.(r.path) ?? { path: r.path, type: FileType.FILE_TYPE_DIRECTORY, size: 0, mode: 0o755, mtimeMs: 1, extents: [], id: 0, tree: '' },
-      })),
+      stat: (call, cb) => {
+        const fails = this.script.statFails;
+        if (!fails) return void stat(call, cb);
+        const metadata = new Metadata();
+        metadata.set('stowage-code', fails.stowageCode);
+        cb({ code: fails.code, details: `refused with stowage-code ${fails.stowageCode}`, metadata });
+      },
       getFile: unary((r) => this.script.getFile?.(r.path) ?? { version: 1, entry: fileAt(r.path), getUrls: {} }),
       presignBlobs: unary((r) => {
         const getUrls: Record<string, string> = {};
@@ -180,7 +223,10 @@ class HostileServer {
       }),
       putBlob,
       readBlob,
-      reportDamagedBlob: unary(() => ({ damaged: false, damagedBlobs: [] })),
+      reportDamagedBlob: unary((r) => {
+        this.reported.push(r.hash);
+        return { damaged: false, damagedBlobs: [] };
+      }),
       commit: (call, cb) => {
         let volume = '';
         call.on('data', (m: CommitRequest) => (volume ||= m.volume));
@@ -469,6 +515,94 @@ describe('a client against a hostile server', () => {
       expect(hostile.readBlobs).toEqual([]);
     } finally {
       local.close();
+    }
+  });
+
+  it('takes a stowage-code trailer naming an inherited property (toString, constructor) for an unknown code, not a class to construct', async () => {
+    for (const stowageCode of ['toString', 'constructor', '__proto__', 'hasOwnProperty']) {
+      hostile.reset({ listing: [], statFails: { code: status.NOT_FOUND, stowageCode } });
+      // The gRPC status decides: NOT_FOUND, with the server's message.
+      const err = await expectFailure(() => vol.stat('f'), NotFoundError, 'NOT_FOUND', new RegExp(`refused with stowage-code ${stowageCode}`));
+      expect(err, stowageCode).toBeInstanceOf(StowageError);
+      hostile.reset({ listing: [], statFails: { code: status.UNIMPLEMENTED, stowageCode } });
+      await expectFailure(() => vol.stat('f'), InternalError, 'INTERNAL');
+      // The same for an operation's error inside a batch (dict, queue) and a compute call's error.
+      expect(fromOpError({ code: stowageCode, message: 'm' })).toBeInstanceOf(InternalError);
+      expect(callError({ code: stowageCode, message: 'm', name: '', stack: '' }, 'c1', 'w1')).toBeInstanceOf(InternalError);
+    }
+  });
+
+  it('cancels a listing the caller stops reading: a break out of iterdir, or a batch it refuses', async () => {
+    hostile.reset({ listing: [], endlessListing: {} });
+    for await (const e of vol.iterdir('data')) {
+      expect(e.path).toBe('data/f000000000');
+      break;
+    }
+    // Without a cancel the server would go on until the deadline (ListFiles: the 10-minute transfer one).
+    await vi.waitFor(() => expect(hostile.listingCancelled).toBe(true), { timeout: 20_000, interval: 50 });
+
+    hostile.reset({ listing: [], endlessListing: { badAt: 2 } });
+    await expectFailure(() => vol.listdir('data'), IntegrityError, 'INTEGRITY', /the listing of "data"/, /"data\/\.\.\/\.\.\/x"/);
+    await vi.waitFor(() => expect(hostile.listingCancelled).toBe(true), { timeout: 20_000, interval: 50 });
+  });
+
+  it('refuses a chunk read that brings more bytes than asked for, through the server or from a URL, without reporting damage', async () => {
+    const data = Buffer.from('0123456789');
+    const h = sha256(data);
+    // Through the server's stream.
+    hostile.reset({ listing: [hostile.file('f', data)], readBlobExtra: 100 });
+    await expectFailure(
+      () => vol.readBytes('f'),
+      IntegrityError,
+      'INTEGRITY',
+      new RegExp(`refused a read of chunk ${h.slice(0, 16)}… \\(10 bytes at offset 0\\) from stowage server at ${hostile.address}: it sent more than the 10 bytes asked for`),
+      /check that the server address names a stowage server you trust/,
+    );
+    expect(hostile.reported).toEqual([]);
+
+    // From a presigned URL: a longer body announced, one that is not (chunked), and one that ignores the range and runs past any blob.
+    const answers: Record<string, (res: import('node:http').ServerResponse) => void> = {
+      announced: (res) => {
+        res.writeHead(206, { 'content-length': '20' });
+        res.end(Buffer.concat([data, data]));
+      },
+      chunked: (res) => {
+        res.writeHead(206);
+        res.write(data);
+        res.end(randomBytes(100));
+      },
+      endless: (res) => {
+        res.writeHead(200);
+        const block = randomBytes(1024 * 1024);
+        const more = (): void => {
+          while (!res.destroyed && res.write(block));
+          if (!res.destroyed) res.once('drain', more);
+        };
+        res.on('close', () => res.removeAllListeners('drain'));
+        more();
+      },
+    };
+    const http: HttpServer = createHttpServer((req, res) => answers[req.url!.slice(1)]!(res));
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    const origin = `http://127.0.0.1:${(http.address() as { port: number }).port}`;
+    try {
+      for (const [how, says] of [
+        ['announced', /it answered \(HTTP 206\) with more than the 10 bytes expected/],
+        ['chunked', /it answered \(HTTP 206\) with more than the 10 bytes expected/],
+        ['endless', /it answered \(HTTP 200\) with more than the 67108864 bytes expected/],
+      ] as const) {
+        hostile.reset({ listing: [hostile.file('f', data)] });
+        hostile.script.getFile = (path) => ({ version: 1, entry: hostile.script.listing.find((e) => e.path === path)!, getUrls: { [h]: `${origin}/${how}` } });
+        // A fresh Volume: its transport has not fallen back to the server's stream in an earlier case.
+        const v = await Volume.fromName(name, { connection: conn });
+        const err = await expectFailure(() => v.readBytes('f'), IntegrityError, 'INTEGRITY', new RegExp(`from the object store at ${origin}`), says);
+        expect(err.message, how).toMatch(/nothing of it was used/);
+        expect(hostile.readBlobs, `${how}: not read through the server instead`).toEqual([]);
+        expect(hostile.reported).toEqual([]);
+      }
+    } finally {
+      http.closeAllConnections();
+      await new Promise((resolve) => http.close(resolve));
     }
   });
 

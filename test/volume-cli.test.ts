@@ -3,11 +3,12 @@
  * against an in-process server found through STOWAGE_SERVER / STOWAGE_TOKEN.
  * Needs `npm run build` first (bin/stowage.js loads dist/).
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { removeDir, runCli, runCliBytes, startStowage, tempDir, uniqueName, type CliResult, type Stowage } from './support/processes.js';
+import { CLI, removeDir, runCli, runCliBytes, startStowage, tempDir, uniqueName, type CliResult, type Stowage } from './support/processes.js';
 import { KiB, readTree, treeDifferences, writeRandomTree } from './support/volume-data.js';
 
 /** Small chunks, so that a 300 KiB file is several chunks. */
@@ -250,6 +251,47 @@ describe('stowage volume (CLI)', () => {
     expect(res.volumes).toBeGreaterThanOrEqual(1);
     expect(res.versions).toBeGreaterThanOrEqual(1);
     expect((await versions(name)).map((v) => v.version)).toEqual([1]);
+  });
+
+  it('ls into a reader that goes away after one line (`| head -1`) exits 0 without a stack trace', async () => {
+    const name = await created();
+    // Far more than a pipe's buffer (64 KiB) of rows: the CLI is still writing when the reader leaves.
+    const dir = join(work, 'head');
+    mkdirSync(dir);
+    for (let i = 0; i < 3000; i++) writeFileSync(join(dir, `a-file-with-a-longish-name-${i}`), '');
+    await ok(['put', name, dir, '/']);
+    const run = await new Promise<{ code: number | null; first: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [CLI, 'volume', 'ls', '-r', name], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let first = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => {
+        if (first) return;
+        first = d.toString().split('\n')[0]!;
+        child.stdout.destroy();
+      });
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('close', (code) => resolve({ code, first, stderr }));
+    });
+    expect(run.first).toMatch(/^(file|dir ) .*a-file-with-a-longish-name-/);
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+  });
+
+  it('refuses a --keep-last that is not a whole number a uint32 holds, naming the flag and quoting the value (exit 2)', async () => {
+    const name = await created();
+    const before = (await json<{ keepLast: number }>(['retention', name])).keepLast;
+    for (const bad of ['1e3', '', ' ', '0x10', '-1', '4294967296', '1.5']) {
+      const r = await cli(['retention', name, '--keep-last', bad]);
+      expect(r.code, `--keep-last ${JSON.stringify(bad)}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toContain(`--keep-last ${JSON.stringify(bad)}: must be a whole number from 0 to 4294967295`);
+    }
+    expect((await json<{ keepLast: number }>(['retention', name])).keepLast).toBe(before);
+    // The largest a uint32 holds is taken as it is.
+    expect((await json<{ keepLast: number }>(['retention', name, '--keep-last', '4294967295'])).keepLast).toBe(4294967295);
+    // 0 and 0 is the server's default, not "only the latest": refused, saying so.
+    const zero = await cli(['retention', name, '--keep-last', '0', '--keep-within', '0']);
+    expect(zero.code).toBe(2);
+    expect(zero.stderr).toMatch(/sets the volume back to the server's default retention; say --default for that, or --keep-last 1 to keep only the latest/);
   });
 
   it('says which characters a volume name may use (exit 2)', async () => {

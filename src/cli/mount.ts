@@ -71,7 +71,7 @@ export const CACHE_MODE_HELP =
 /** The modes --cache-mode names. */
 export function cacheModes(mode: string): Readonly<FileModes> {
   if (!Object.hasOwn(CACHE_MODES, mode)) {
-    throw new InvalidArgumentError(`--cache-mode ${mode}: choose ${Object.keys(CACHE_MODES).join(' or ')}`);
+    throw new InvalidArgumentError(`--cache-mode ${quote(mode)}: choose ${Object.keys(CACHE_MODES).join(' or ')}`);
   }
   return CACHE_MODES[mode as CacheModeName];
 }

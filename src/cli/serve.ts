@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT } from '../common/config.js';
 import { InvalidArgumentError } from '../common/errors.js';
 import { quote } from '../common/quote.js';
+import { UINT32_MAX, integerArg } from './values.js';
 
 interface ServeFlags {
   dataDir: string;
@@ -44,10 +45,7 @@ export function register(program: Command): void {
     .option('--keep-last <n>', 'default retention: keep the newest N versions of each volume', '10')
     .option('--keep-within <duration>', 'default retention: keep every version younger than this', '24h')
     .action(async (flags: ServeFlags) => {
-      const port = Number(flags.port);
-      if (!Number.isInteger(port) || port < 0 || port > 65535) {
-        throw new InvalidArgumentError(`--port ${quote(flags.port)} is not a port number`);
-      }
+      const port = integerArg('--port', flags.port, 0, 65535)!;
       if (flags.s3Endpoint && !flags.s3Bucket) {
         throw new InvalidArgumentError('--s3-endpoint needs --s3-bucket too');
       }
@@ -63,15 +61,11 @@ export function register(program: Command): void {
       if (!(PLACEMENT_POLICIES as readonly string[]).includes(flags.placement)) {
         throw new InvalidArgumentError(`--placement ${quote(flags.placement)}: choose from ${PLACEMENT_POLICIES.join(', ')}`);
       }
-      const localityWaitMs = flags.localityWait === undefined ? undefined : Number(flags.localityWait);
-      if (localityWaitMs !== undefined && (!Number.isInteger(localityWaitMs) || localityWaitMs < 0)) {
-        throw new InvalidArgumentError(`--locality-wait ${quote(flags.localityWait ?? '')} is not a number of milliseconds`);
-      }
+      const localityWaitMs = integerArg('--locality-wait', flags.localityWait, 0);
       const { parseDuration } = await import('../common/duration.js');
       const gcIntervalMs = parseDuration('--gc-interval', flags.gcInterval);
       const graceMs = parseDuration('--gc-grace', flags.gcGrace);
-      const keepLast = Number(flags.keepLast);
-      if (!Number.isSafeInteger(keepLast) || keepLast < 0) throw new InvalidArgumentError(`--keep-last ${flags.keepLast} is not a whole number`);
+      const keepLast = integerArg('--keep-last', flags.keepLast, 0, UINT32_MAX)!;
       const keepWithinMs = parseDuration('--keep-within', flags.keepWithin);
       const log = createLogger('stowage');
       // What the server creates is its user's alone (the data directory sets

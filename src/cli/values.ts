@@ -1,19 +1,33 @@
 /**
- * What `stowage dict` and `stowage queue` share: number flags checked with
- * the flag's name in the error, values in and out as JSON, listings streamed
- * in bounded memory, and the confirmation before a destructive command.
+ * What the CLI's command groups share (`stowage dict` and `stowage queue`
+ * most): number flags checked with the flag's name in the error, values in
+ * and out as JSON, listings streamed in bounded memory, and the confirmation
+ * before a destructive command.
  */
 import { once } from 'node:events';
 import { createInterface } from 'node:readline/promises';
-import { InvalidArgumentError } from '../client/index.js';
+import { InvalidArgumentError } from '../common/errors.js';
 import { quote } from '../common/quote.js';
 
-/** A whole-number flag or argument, checked here so that `--ttl abc` names the flag; -Infinity as `min` allows negatives. */
-export function integerArg(flag: string, raw: string | undefined, min = 1): number | undefined {
+/** The largest value of a uint32 proto field (--keep-last, counts). */
+export const UINT32_MAX = 4_294_967_295;
+
+/**
+ * A whole-number flag or argument in decimal digits, checked here so that
+ * `--ttl abc` names the flag (Number() alone would take '', '1e3' and '0x10');
+ * -Infinity as `min` allows negatives, `max` bounds what a proto field holds.
+ */
+export function integerArg(flag: string, raw: string | undefined, min = 1, max = Number.MAX_SAFE_INTEGER): number | undefined {
   if (raw === undefined) return undefined;
-  const n = Number(raw);
-  if (raw.trim() === '' || !Number.isSafeInteger(n) || n < min) {
-    const want = min === -Infinity ? 'a whole number' : `a whole number, ${min} or more`;
+  const digits = raw.trim();
+  const n = Number(digits);
+  if (!/^-?\d+$/.test(digits) || !Number.isSafeInteger(n) || n < min || n > max) {
+    const want =
+      max < Number.MAX_SAFE_INTEGER
+        ? `a whole number from ${min === -Infinity ? Number.MIN_SAFE_INTEGER : min} to ${max}`
+        : min === -Infinity
+          ? 'a whole number'
+          : `a whole number, ${min} or more`;
     throw new InvalidArgumentError(`${flag} ${quote(raw)}: must be ${want}`);
   }
   return n;

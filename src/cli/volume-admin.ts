@@ -4,6 +4,7 @@ import { Volume, collectGarbage, listDamaged, rebuildIndex, setRetention } from 
 import { parseDuration } from '../common/duration.js';
 import { InvalidArgumentError } from '../common/errors.js';
 import { bytes, printJson } from './output.js';
+import { UINT32_MAX, integerArg } from './values.js';
 
 interface JsonFlag {
   json?: boolean;
@@ -55,11 +56,13 @@ export function registerAdmin(vol: Command): void {
       if (flags.default && setting) throw new InvalidArgumentError('--default cannot go with --keep-last or --keep-within');
       if (flags.default) info = await setRetention(name, { keepLast: 0, keepWithinMs: 0 });
       else if (setting) {
-        const keepLast = flags.keepLast === undefined ? info.keepLast : Number(flags.keepLast);
-        if (!Number.isSafeInteger(keepLast) || keepLast < 0) throw new InvalidArgumentError(`--keep-last ${flags.keepLast} is not a whole number`);
+        const keepLast = integerArg('--keep-last', flags.keepLast, 0, UINT32_MAX) ?? info.keepLast;
         const keepWithinMs = flags.keepWithin === undefined ? Number(info.keepWithinMs) : parseDuration('--keep-within', flags.keepWithin);
+        // The server stores 0 and 0 as "no rule of the volume's own" (catalog.ts setRetention).
         if (keepLast === 0 && keepWithinMs === 0) {
-          throw new InvalidArgumentError('--keep-last 0 with --keep-within 0 would keep only the latest version; use --keep-last 1 for that, or --default');
+          throw new InvalidArgumentError(
+            "--keep-last 0 with --keep-within 0 would not keep only the latest version: it sets the volume back to the server's default retention; say --default for that, or --keep-last 1 to keep only the latest",
+          );
         }
         info = await setRetention(name, { keepLast, keepWithinMs });
       }

@@ -16,6 +16,7 @@ import { quote } from '../common/quote.js';
 import { checkName } from '../common/validate.js';
 import { bytes, printJson, progressBar, transferSummary } from './output.js';
 import { registerAdmin } from './volume-admin.js';
+import { exitOnClosedStdout, writeLine } from './values.js';
 
 interface JsonFlag {
   json?: boolean;
@@ -90,6 +91,7 @@ export function register(program: Command): void {
     .option('--version <n>', 'list this version instead of the latest')
     .option('--json', 'print JSON')
     .action(async (name: string, path: string | undefined, flags: JsonFlag & { recursive?: boolean; version?: string }) => {
+      exitOnClosedStdout();
       const v = await Volume.fromName(name);
       const entries = v.iterdir(path ?? '/', { recursive: flags.recursive, version: version(flags.version) });
       // Streamed as the server sends it: a directory of a million entries never sits in memory.
@@ -103,7 +105,7 @@ export function register(program: Command): void {
         process.stdout.write(first ? ']\n' : '\n]\n');
         return;
       }
-      for await (const e of entries) console.log(fileRow(e));
+      for await (const e of entries) await writeLine(fileRow(e));
     });
 
   vol

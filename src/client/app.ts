@@ -29,6 +29,7 @@ import { quote } from '../common/quote.js';
 import {
   DeadlineExceededError,
   ErrorCode,
+  isErrorCode,
   FunctionError,
   InvalidArgumentError,
   NotFoundError,
@@ -302,7 +303,8 @@ export interface RemoteErrorDetails {
 }
 
 export function callError(e: CallError | undefined, callId: string, workerId: string): StowageError & RemoteErrorDetails {
-  const code = e?.code && e.code in ErrorCode ? (e.code as ErrorCode) : ErrorCode.INTERNAL;
+  const sent = e?.code;
+  const code = isErrorCode(sent) ? sent : ErrorCode.INTERNAL;
   const err = errorForCode(code, e?.message ?? `call ${callId} failed without an error`) as StowageError & RemoteErrorDetails;
   err.callId = callId;
   err.workerId = workerId;

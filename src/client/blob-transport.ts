@@ -13,12 +13,30 @@
 import { dirname } from 'node:path';
 import { IntegrityError, NotFoundError, StowageError, UnavailableError, messageOf } from '../common/errors.js';
 import { sha256 } from '../common/hash.js';
+import { MAX_BLOB_BYTES } from '../common/validate.js';
 import type { Extent } from '../gen/stowage/v1/volume.js';
 import type { Connection } from './connection.js';
-import { httpCall } from './http.js';
+import { BodyTooLongError, httpCall } from './http.js';
 import { LocalStore, isFileUrl, readChunkFile, writeChunkFile } from './local-files.js';
 
 const FRAME = 1024 * 1024;
+/** The most of an HTTP error's body (or of a PUT's answer) read: enough for S3's XML error. */
+const HTTP_ANSWER_BYTES = 64 * 1024;
+
+/**
+ * Reads refused for sending more bytes than asked for. They are
+ * IntegrityErrors (bytes that cannot be the blob's), but not a missing chunk:
+ * readExtent passes them on as they are instead of reporting damage.
+ */
+const oversized = new WeakSet<Error>();
+
+function tooManyBytes(blob: string, offset: number, length: number, from: string, why: string): IntegrityError {
+  const err = new IntegrityError(
+    `refused a read of chunk ${blob.slice(0, 16)}… (${length} bytes at offset ${offset}) from ${from}: ${why}; nothing of it was used: check that the server address names a stowage server you trust (traffic to it is not encrypted)`,
+  );
+  oversized.add(err);
+  return err;
+}
 
 /** How blob bytes travel: 'auto' uses presigned URLs when granted and reachable. */
 export type TransferMode = 'auto' | 'direct' | 'proxy';
@@ -79,7 +97,7 @@ export class BlobTransport {
     if (to) {
       try {
         if ('file' in to) return await writeChunkFile(to.file, data);
-        const res = await httpCall(to.http, 'PUT', {}, data);
+        const res = await httpCall(to.http, 'PUT', {}, data, { maxBody: () => HTTP_ANSWER_BYTES });
         if (res.status >= 200 && res.status < 300) return;
         throw new UnavailableError(`direct upload of chunk ${hash} failed: HTTP ${res.status} ${res.body.toString('utf8', 0, 500)}`);
       } catch (err) {
@@ -97,7 +115,11 @@ export class BlobTransport {
     if (from) {
       try {
         if ('file' in from) return await readChunkFile(from.file, offset, length, into);
-        const res = await httpCall(from.http, 'GET', { range: `bytes=${offset}-${offset + length - 1}` }, undefined, into);
+        const res = await httpCall(from.http, 'GET', { range: `bytes=${offset}-${offset + length - 1}` }, undefined, {
+          into,
+          // A range (206) is what was asked for; a store that ignores Range sends the whole blob (200).
+          maxBody: (status) => (status === 206 ? length : status === 200 ? MAX_BLOB_BYTES : HTTP_ANSWER_BYTES),
+        });
         if (res.status >= 200 && res.status < 300) {
           // A server that ignores Range sends the whole object.
           if (res.status === 200 && res.body.length !== length) return res.body.subarray(offset, offset + length);
@@ -107,11 +129,19 @@ export class BlobTransport {
         throw new UnavailableError(`direct read of chunk ${blob} failed: HTTP ${res.status}`);
       } catch (err) {
         if (err instanceof IntegrityError) throw err;
+        if (err instanceof BodyTooLongError) {
+          throw tooManyBytes(blob, offset, length, `the object store at ${err.origin}`, `it answered (HTTP ${err.status}) with more than the ${err.maxBytes} bytes expected`);
+        }
         this.fellBack(err, from);
       }
     }
+    const most = length === 0 ? MAX_BLOB_BYTES : length;
     const parts: Buffer[] = [];
+    let got = 0;
     for await (const m of this.conn.stream(this.conn.volumes.readBlob({ hash: blob, offset, length }))) {
+      got += m.data.length;
+      // Leaving the stream cancels the call (Connection.stream): the rest is never buffered.
+      if (got > most) throw tooManyBytes(blob, offset, length, `stowage server at ${this.conn.server}`, `it sent more than the ${most} bytes asked for`);
       parts.push(m.data);
     }
     return Buffer.concat(parts);
@@ -128,9 +158,27 @@ export class BlobTransport {
     try {
       data = await this.read(e.blob, e.offset, e.length, getUrl, into);
     } catch (err) {
-      if (!(err instanceof NotFoundError) && !(err instanceof IntegrityError)) throw err;
-      throw await this.damaged(e, what, 'is missing from the store', file);
+      throw await this.readFailure(err, e, what, file);
     }
+    return this.verified(data, e, getUrl, what, file);
+  }
+
+  /**
+   * The error to throw for a failed read of (a span holding) extent `e`: a
+   * missing chunk is reported to the server and named as damage of `what`;
+   * any other error is itself.
+   */
+  async readFailure(err: unknown, e: Extent, what: string, file?: FileRef): Promise<unknown> {
+    if (!(err instanceof NotFoundError) && !(err instanceof IntegrityError)) return err;
+    if (oversized.has(err)) return err;
+    return this.damaged(e, what, 'is missing from the store', file);
+  }
+
+  /**
+   * `data`, read for extent `e` from `getUrl` (or the server), when it matches
+   * the extent's hash; otherwise the damage is reported and thrown (readExtent).
+   */
+  async verified(data: Buffer, e: Extent, getUrl: string | undefined, what: string, file?: FileRef): Promise<Buffer> {
     if (data.length === e.length && sha256(data) === e.hash) return data;
     // A file:// URL names a path on the server's host; should this client
     // see another file there, the server's own copy decides.
@@ -151,15 +199,18 @@ export class BlobTransport {
    * Tells the server a blob failed its check (with `file`: the file it was
    * found in, whose blobs are then all checked); returns the blobs the server
    * found damaged. Never throws (the read error matters more).
+   *
+   * It waits the metadata deadline (STOWAGE_TIMEOUT), not the transfer one:
+   * the caller's read has already failed, and its error should not wait ten
+   * minutes on a report that only adds a count to it.
    */
   async reportDamaged(blob: string, file?: FileRef): Promise<string[]> {
     const res = await this.conn
-      .unary(this.conn.volumes.reportDamagedBlob.bind(this.conn.volumes), {
-        hash: blob,
-        volume: file?.volume ?? '',
-        path: file?.path ?? '',
-        version: file?.version ?? 0,
-      })
+      .unary(
+        this.conn.volumes.reportDamagedBlob.bind(this.conn.volumes),
+        { hash: blob, volume: file?.volume ?? '', path: file?.path ?? '', version: file?.version ?? 0 },
+        { timeoutMs: this.conn.timeouts.timeoutMs },
+      )
       .catch(() => undefined);
     return res?.damagedBlobs.filter((b) => /^[0-9a-f]{64}$/.test(b)) ?? [];
   }
@@ -187,11 +238,6 @@ export interface FileRef {
   volume: string;
   path: string;
   version: number;
-}
-
-export function verifyExtent(data: Buffer, e: Extent, what: string): Buffer {
-  if (data.length !== e.length || sha256(data) !== e.hash) throw damageError(e, what, 'does not match its hash', 0);
-  return data;
 }
 
 /** The error of a read that met damaged bytes: never the bytes, and what repairs them. */

@@ -10,7 +10,8 @@
  * as long as their caller asks (dict and queue sessions, the worker stream,
  * WatchCalls) have none: each dict or queue operation has its own deadline
  * instead (session.ts: `timeoutMs` beyond the operation's own wait), and
- * keepalive pings find a connection that went silent under them.
+ * keepalive pings find a connection that went silent under them. Nor has the
+ * unary CollectGarbage, which lists the whole store (OPEN_ENDED).
  */
 import {
   InterceptingCall,
@@ -53,7 +54,7 @@ const TRANSFER = new Set([
   '/stowage.v1.VolumeService/PlanUpload',
   '/stowage.v1.VolumeService/PresignBlobs',
   '/stowage.v1.VolumeService/GetTreeObjects',
-  // Reads every chunk of the file it names.
+  // Reads every chunk of the file it names (the SDK's own reports wait only STOWAGE_TIMEOUT: blob-transport.ts reportDamaged).
   '/stowage.v1.VolumeService/ReportDamagedBlob',
   '/stowage.v1.BridgeService/Submit',
 ]);
@@ -131,12 +132,26 @@ export class Connection {
     });
   }
 
-  /** Collects every message of a server stream. */
+  /**
+   * Collects every message of a server stream. A consumer that stops early
+   * (a break, or a throw of its own such as a refused listing) cancels the
+   * call: leaving the stream only destroys grpc-js's Readable, and the server
+   * would go on sending until its deadline.
+   */
   async *stream<Res>(call: ClientReadableStream<Res>): AsyncIterable<Res> {
+    let ended = false;
     try {
       for await (const msg of call as AsyncIterable<Res>) yield msg;
+      ended = true;
     } catch (err) {
+      ended = true;
       throw fromGrpcError(err, this.server);
+    } finally {
+      if (!ended) {
+        // The CANCELLED status comes back as an 'error' event, which nobody else listens to any more.
+        call.on('error', () => undefined);
+        call.cancel();
+      }
     }
   }
 

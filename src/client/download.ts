@@ -19,7 +19,6 @@ import { FailedPreconditionError, IntegrityError } from '../common/errors.js';
 import { fileMode } from '../common/validate.js';
 import { quote } from '../common/quote.js';
 import { FileType, type Extent, type FileEntry } from '../gen/stowage/v1/volume.js';
-import { sha256 } from '../common/hash.js';
 import { type BlobTransport, type FileRef } from './blob-transport.js';
 import type { BufferPool } from './buffer-pool.js';
 import type { TransferProgress } from './upload.js';
@@ -159,18 +158,29 @@ export async function downloadFiles(
   for (const [blob, group] of byBlob) {
     tasks.push(
       limit(async () => {
-        const start = Math.min(...group.map((t) => t.entry.extents[0]!.offset));
-        const end = Math.max(...group.map((t) => t.entry.extents[0]!.offset + t.entry.extents[0]!.length));
-        const span = await transport.read(blob, start, end - start, getUrls[blob]);
+        // A loop, not Math.min(...group): a blob may be shared by more files than a call takes arguments.
+        let start = Infinity;
+        let end = 0;
+        for (const t of group) {
+          const e = t.entry.extents[0]!;
+          start = Math.min(start, e.offset);
+          end = Math.max(end, e.offset + e.length);
+        }
+        const url = getUrls[blob];
+        const fileOf = (t: DownloadTarget): FileRef => ({ volume, path: t.entry.path, version });
+        let span: Buffer;
+        try {
+          span = await transport.read(blob, start, end - start, url);
+        } catch (err) {
+          // The blob holds every file of the group: the first one names it.
+          const first = group[0]!;
+          throw await transport.readFailure(err, first.entry.extents[0]!, label(first.entry.path), fileOf(first));
+        }
         chunksTransferred++;
         progress.bytesTransferred += span.length;
         for (const t of group) {
           const e = t.entry.extents[0]!;
-          let data: Buffer;
-          data = span.subarray(e.offset - start, e.offset - start + e.length);
-          if (data.length !== e.length || sha256(data) !== e.hash) {
-            throw await transport.damaged(e, label(t.entry.path), 'does not match its hash', { volume, path: t.entry.path, version });
-          }
+          const data = await transport.verified(span.subarray(e.offset - start, e.offset - start + e.length), e, url, label(t.entry.path), fileOf(t));
           await writeWhole(dirs, t, [data]);
           progress.bytesDone += data.length;
           progress.filesDone++;

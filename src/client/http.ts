@@ -3,6 +3,11 @@
  * CPU per byte here (web streams, then a copy in arrayBuffer()); with a
  * keep-alive agent and the body read into one buffer of the announced length,
  * a 8 MiB chunk costs one copy.
+ *
+ * A URL's host is no more trusted than the server that named it: a body is
+ * read only up to the most the caller expects (`maxBody`), so neither an
+ * announced Content-Length nor an endless body can make the client allocate
+ * more; a longer one fails the call (BodyTooLongError) without being buffered.
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
@@ -16,14 +21,25 @@ export interface HttpResponse {
   body: Buffer;
 }
 
-/** `into`, when given, receives the body if it fits (saving an allocation). */
-export function httpCall(
-  url: string,
-  method: 'GET' | 'PUT',
-  headers: Record<string, string>,
-  body?: Buffer,
-  into?: Buffer,
-): Promise<HttpResponse> {
+export interface HttpOptions {
+  /** Receives the body if it fits (saving an allocation). */
+  into?: Buffer;
+  /** The longest body accepted for a response of this status. */
+  maxBody: (status: number) => number;
+}
+
+/** A response body longer than the caller's `maxBody`: the rest of it was not read. */
+export class BodyTooLongError extends Error {
+  constructor(
+    readonly origin: string,
+    readonly status: number,
+    readonly maxBytes: number,
+  ) {
+    super(`${origin} answered (HTTP ${status}) with a body of more than the ${maxBytes} bytes expected`);
+  }
+}
+
+export function httpCall(url: string, method: 'GET' | 'PUT', headers: Record<string, string>, body: Buffer | undefined, opts: HttpOptions): Promise<HttpResponse> {
   const u = new URL(url);
   const secure = u.protocol === 'https:';
   const request = secure ? httpsRequest : httpRequest;
@@ -35,7 +51,17 @@ export function httpCall(
         headers: body ? { ...headers, 'content-length': String(body.length) } : headers,
         agent: secure ? httpsAgent : httpAgent,
       },
-      (res) => readBody(res, into).then((b) => resolve({ status: res.statusCode ?? 0, body: b }), reject),
+      (res) => {
+        const status = res.statusCode ?? 0;
+        readBody(res, opts.into, opts.maxBody(status), () => new BodyTooLongError(u.origin, status, opts.maxBody(status))).then(
+          (b) => resolve({ status, body: b }),
+          (err: unknown) => {
+            // The rest of the body is not read: the socket is closed, not put back in the pool.
+            req.destroy();
+            reject(err);
+          },
+        );
+      },
     );
     req.setTimeout(IDLE_TIMEOUT_MS, () => req.destroy(new Error(`no answer from ${u.origin} for ${IDLE_TIMEOUT_MS / 1000}s`)));
     req.on('error', reject);
@@ -43,19 +69,32 @@ export function httpCall(
   });
 }
 
-function readBody(res: IncomingMessage, into: Buffer | undefined): Promise<Buffer> {
+function readBody(res: IncomingMessage, into: Buffer | undefined, maxBytes: number, tooLong: () => Error): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const announced = Number(res.headers['content-length']);
-    const known = Number.isInteger(announced) && announced >= 0;
+    const header = res.headers['content-length'];
+    const announced = Number(header);
+    const known = header !== undefined && Number.isSafeInteger(announced) && announced >= 0;
+    if (known && announced > maxBytes) return reject(tooLong());
     const buf = !known ? undefined : into && into.length >= announced ? into.subarray(0, announced) : Buffer.allocUnsafe(announced);
     let pos = 0;
+    let inBuf = 0;
     const extra: Buffer[] = [];
-    res.on('data', (d: Buffer) => {
-      if (buf && pos + d.length <= buf.length) d.copy(buf, pos);
-      else extra.push(d);
+    const onData = (d: Buffer) => {
+      if (pos + d.length > maxBytes) {
+        res.off('data', onData);
+        res.pause();
+        return reject(tooLong());
+      }
+      if (buf && extra.length === 0 && pos + d.length <= buf.length) {
+        d.copy(buf, pos);
+        inBuf += d.length;
+      } else {
+        extra.push(d);
+      }
       pos += d.length;
-    });
-    res.on('end', () => resolve(buf && extra.length === 0 ? buf.subarray(0, pos) : Buffer.concat(buf ? [buf, ...extra] : extra)));
+    };
+    res.on('data', onData);
+    res.on('end', () => resolve(buf && extra.length === 0 ? buf.subarray(0, pos) : Buffer.concat(buf ? [buf.subarray(0, inBuf), ...extra] : extra)));
     res.on('error', reject);
     res.on('aborted', () => reject(new Error('response aborted')));
   });

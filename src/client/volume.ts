@@ -353,7 +353,8 @@ export class Volume {
         paths.map((p) =>
           limit(async () => {
             try {
-              return (await this.call('stat', { volume: this.name, path: p, version: 0 })).entry!.type === FileType.FILE_TYPE_FILE ? p : undefined;
+              const res = await this.call('stat', { volume: this.name, path: p, version: 0 });
+              return checkedEntryAt(res.entry, p, `the stat of "${p}" in volume "${this.name}"`).type === FileType.FILE_TYPE_FILE ? p : undefined;
             } catch (err) {
               if (isStowageError(err, 'NOT_FOUND')) return undefined;
               throw err;

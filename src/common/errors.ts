@@ -25,6 +25,15 @@ export const ErrorCode = {
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
+/**
+ * Whether a code from the wire is one of ours. An own-property test: `in`
+ * would also accept inherited names (`toString`, `constructor`), and
+ * errorForCode would then construct Object.prototype's functions.
+ */
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.hasOwn(ErrorCode, code);
+}
+
 export class StowageError extends Error {
   constructor(
     readonly code: ErrorCode,

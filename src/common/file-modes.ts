@@ -81,8 +81,3 @@ export async function setTreeModes(
   await visit(root);
   return changed;
 }
-
-/** True when `mode` grants something `modes` does not (group or other bits it leaves out). */
-export function looserThan(mode: number, modes: Readonly<FileModes>): boolean {
-  return (mode & 0o777 & ~modes.dir) !== 0;
-}

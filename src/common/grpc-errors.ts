@@ -14,7 +14,7 @@
  * call, and every later call on that connection, waits forever.
  */
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
-import { ErrorCode, StowageError, errorForCode, messageOf } from './errors.js';
+import { ErrorCode, StowageError, errorForCode, isErrorCode, messageOf } from './errors.js';
 import { truncateMessage } from './quote.js';
 
 /** Longest status message sent or believed (UTF-8 bytes; up to 3 times that percent-encoded on the wire). */
@@ -71,10 +71,7 @@ export function fromGrpcError(err: unknown, server: string): StowageError {
   const e = err as Partial<ServiceError>;
   if (typeof e.code !== 'number') return new StowageError(ErrorCode.INTERNAL, messageOf(err));
   const sent = e.metadata?.get('stowage-code')[0];
-  const code =
-    typeof sent === 'string' && sent in ErrorCode
-      ? (sent as ErrorCode)
-      : (fromStatus.get(e.code) ?? ErrorCode.INTERNAL);
+  const code = isErrorCode(sent) ? sent : (fromStatus.get(e.code) ?? ErrorCode.INTERNAL);
   // A server is trusted no more than its input: its message is cut like ours.
   const details = truncateMessage(e.details ?? messageOf(err), MAX_STATUS_MESSAGE_BYTES);
   if (sent === undefined && e.code === status.UNAVAILABLE) {
@@ -112,6 +109,6 @@ export function toOpError(err: unknown): OpErrorMessage {
 
 /** Client side: the StowageError a batch reported for one operation. */
 export function fromOpError(e: OpErrorMessage): StowageError {
-  const code = e.code in ErrorCode ? (e.code as ErrorCode) : ErrorCode.INTERNAL;
+  const code = isErrorCode(e.code) ? e.code : ErrorCode.INTERNAL;
   return errorForCode(code, truncateMessage(e.message, MAX_STATUS_MESSAGE_BYTES));
 }
