@@ -1,13 +1,14 @@
 /** Checks shared by the chunk cache layers. */
 import { FailedPreconditionError, IntegrityError, InvalidArgumentError } from '../common/errors.js';
 import { sha256 } from '../common/hash.js';
+import { quote } from '../common/quote.js';
 
 const HASH = /^[0-9a-f]{64}$/;
 
 /** Validates a get's arguments; the hash also names a file, so nothing else may pass. */
 export function checkChunkKey(hash: string, length: number, closed: boolean): void {
   if (closed) throw new FailedPreconditionError('the chunk cache is closed');
-  if (!HASH.test(hash)) throw new InvalidArgumentError(`chunk hash must be 64 lowercase hex digits (SHA-256), got ${JSON.stringify(hash.slice(0, 80))}`);
+  if (!HASH.test(hash)) throw new InvalidArgumentError(`chunk hash must be 64 lowercase hex digits (SHA-256), got ${quote(hash)}`);
   if (!Number.isSafeInteger(length) || length < 0) throw new InvalidArgumentError(`chunk length must be a non-negative integer, got ${length}`);
 }
 

@@ -42,6 +42,7 @@
 import { Decoder, Encoder } from '@msgpack/msgpack';
 import { IntegrityError } from '../common/errors.js';
 import { sha256 } from '../common/hash.js';
+import { quote } from '../common/quote.js';
 
 export const TREE_FORMAT = 1;
 const LEAF = 0;
@@ -311,7 +312,7 @@ function hash(v: unknown): string {
 }
 
 function name(v: unknown): string {
-  if (typeof v !== 'string' || !isComponent(v)) fail(`invalid name ${JSON.stringify(String(v).slice(0, 64))}`);
+  if (typeof v !== 'string' || !isComponent(v)) fail(`invalid name ${quote(String(v))}`);
   return v as string;
 }
 
@@ -327,7 +328,7 @@ function totals(a: unknown[], from: number): Totals {
 
 function sorted(names: string[]): void {
   for (let i = 1; i < names.length; i++) {
-    if (!(names[i - 1]! < names[i]!)) fail(`names out of order at ${JSON.stringify(names[i]!.slice(0, 64))}`);
+    if (!(names[i - 1]! < names[i]!)) fail(`names out of order at ${quote(names[i]!)}`);
   }
 }
 

@@ -20,6 +20,7 @@ import { randomUUID } from 'node:crypto';
 import pLimit from 'p-limit';
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { quote } from '../common/quote.js';
 import { checkName, normalizeFilePath } from '../common/validate.js';
 import type { FileEntry, VersionInfo, VolumeInfo } from '../gen/stowage/v1/volume.js';
 import { BlobKeeper, type UploadPlan } from './blobs.js';
@@ -276,7 +277,7 @@ export class VolumeCatalog {
     this.record(name);
     if (hashes.length > 1024) throw new InvalidArgumentError(`at most 1024 tree objects per request, not ${hashes.length}`);
     for (const h of hashes) {
-      if (!/^[0-9a-f]{64}$/.test(h)) throw new InvalidArgumentError(`invalid tree object hash ${JSON.stringify(h.slice(0, 80))}`);
+      if (!/^[0-9a-f]{64}$/.test(h)) throw new InvalidArgumentError(`invalid tree object hash ${quote(h)}`);
     }
     // Read concurrently (a request names a directory's worth of pages), answered in order.
     const reads = hashes.map((hash) => this.treeReads(() => this.trees.bytes(hash)));

@@ -5,6 +5,7 @@
  * version.
  */
 import { IntegrityError } from '../common/errors.js';
+import { quote } from '../common/quote.js';
 
 export interface Manifest {
   format: number;
@@ -53,7 +54,7 @@ export function parseManifest(key: string, bytes: Buffer): Manifest {
     }
     for (const x of f.extents as unknown[]) {
       if (!Array.isArray(x) || x.length !== 4 || !hex(x[0]) || !whole(x[1]) || !whole(x[2]) || !hex(x[3])) {
-        throw new IntegrityError(`${key}: an extent of ${JSON.stringify(f.path.slice(0, 200))} is malformed`);
+        throw new IntegrityError(`${key}: an extent of ${quote(f.path)} is malformed`);
       }
     }
   }
