@@ -83,7 +83,7 @@ import { Prefetcher, type FilePrefetch, type PrefetchOptions } from './prefetche
 import { KernelView, type ReloadPlan } from './kernel-view.js';
 import { FIRST_STAGED_HANDLE, Staging, isStaged, type ViewNode } from './staging.js';
 import { MountTreeSource } from './tree-source.js';
-import { VersionTree, checkIno, childPath, parentOf, type DirNode, type FileNode, type Node, type NodeAttr, type VersionHead } from './tree.js';
+import { VersionTree, checkIno, childPath, parentOf, type FileNode, type Node, type NodeAttr, type VersionHead } from './tree.js';
 import type { ChunkCache } from './types.js';
 import { diffVersions, filesBelowRemoved } from './version-diff.js';
 import { WALK_AHEAD, WalkAhead } from './walk-ahead.js';
@@ -467,14 +467,14 @@ function filesOf(page: LeafPage): FileItem[] {
 }
 
 function attrOf(n: Node): NodeAttr {
-  if (n.kind === 'dir') return dirAttr(n);
+  if (n.kind === 'dir') return dirAttr(n.ino, n.subdirs, n.mtimeMs);
   return fileAttr(n.ino, n.mode, n.size, n.mtimeMs);
 }
 
 /** The attributes of an entry listed at `path`, without making a node of it. */
 function entryAttr(path: string, e: Entry): NodeAttr {
   checkIno(path, e.id);
-  if (e.kind === 'dir') return { ino: e.id, mode: S_IFDIR | 0o555, nlink: 2 + e.totals.subdirs, size: 4096, blocks: 8, mtimeMs: e.mtimeMs };
+  if (e.kind === 'dir') return dirAttr(e.id, e.totals.subdirs, e.mtimeMs);
   return fileAttr(e.id, e.mode, e.size, e.mtimeMs);
 }
 
@@ -482,6 +482,6 @@ function fileAttr(ino: number, mode: number, size: number, mtimeMs: number): Nod
   return { ino, mode: S_IFREG | ((mode & 0o777 || DEFAULT_FILE_MODE) & NO_WRITE), nlink: 1, size, blocks: Math.ceil(size / 512), mtimeMs };
 }
 
-function dirAttr(d: DirNode): NodeAttr {
-  return { ino: d.ino, mode: S_IFDIR | 0o555, nlink: 2 + d.subdirs, size: 4096, blocks: 8, mtimeMs: d.mtimeMs };
+function dirAttr(ino: number, subdirs: number, mtimeMs: number): NodeAttr {
+  return { ino, mode: S_IFDIR | 0o555, nlink: 2 + subdirs, size: 4096, blocks: 8, mtimeMs };
 }

@@ -231,12 +231,8 @@ async function markUnheld(catalog: VolumeCatalog, trees: Set<string>, blobs: Set
   for await (const key of store.list('volumes/')) {
     const id = parseVolumeRecordKey(key);
     if (!id || index.getVolume(id)) continue;
-    try {
-      if (parseVolumeRecord(key, await store.get(key)).deletedAtMs !== undefined) continue;
-    } catch (err) {
-      if (!isStowageError(err, 'INTEGRITY') && !isStowageError(err, 'NOT_FOUND')) throw err;
-    }
-    unheld.add(id);
+    const rec = await readable(() => store.get(key).then((b) => parseVolumeRecord(key, b)));
+    if (rec?.deletedAtMs === undefined) unheld.add(id);
   }
   for (const id of unheld) {
     for await (const key of store.list(`versions/${id}/`)) {
