@@ -6,7 +6,7 @@
  * Below a directory entry present in both, the caller decides whether to
  * descend (equal `tree` hashes mean nothing below changed).
  */
-import type { Entry } from './format.js';
+import { sameFile, type Entry } from './format.js';
 import { EntryCursor, type TreeSource } from './read.js';
 
 export interface EntryChange {
@@ -61,16 +61,7 @@ async function skipShared(ca: EntryCursor, cb: EntryCursor): Promise<boolean> {
 
 /** Whether two entries of one name are the same (a directory: the same tree, id and mtime). */
 export function sameEntry(a: Entry, b: Entry): boolean {
-  if (a.kind !== b.kind || a.id !== b.id || a.mtimeMs !== b.mtimeMs) return false;
-  if (a.kind === 'dir') return a.tree === (b as typeof a).tree;
-  const f = b as typeof a;
-  return (
-    a.size === f.size &&
-    a.mode === f.mode &&
-    a.extents.length === f.extents.length &&
-    a.extents.every((x, i) => {
-      const y = f.extents[i]!;
-      return x.hash === y.hash && x.blob === y.blob && x.offset === y.offset && x.length === y.length;
-    })
-  );
+  if (a.kind !== b.kind || a.id !== b.id) return false;
+  if (a.kind === 'dir') return a.mtimeMs === b.mtimeMs && a.tree === (b as typeof a).tree;
+  return sameFile(a, b as typeof a);
 }

@@ -127,6 +127,20 @@ export function pageLevel(p: Page): number {
 }
 
 /** The totals of a page: what its subtree holds. */
+/** Whether two files are the same bytes with the same attributes (size, mode, mtime and extents; names and ids aside). */
+export function sameFile(a: Omit<FileItem, 'name' | 'id'>, b: Omit<FileItem, 'name' | 'id'>): boolean {
+  return (
+    a.size === b.size &&
+    a.mode === b.mode &&
+    a.mtimeMs === b.mtimeMs &&
+    a.extents.length === b.extents.length &&
+    a.extents.every((x, i) => {
+      const y = b.extents[i]!;
+      return x.hash === y.hash && x.blob === y.blob && x.offset === y.offset && x.length === y.length;
+    })
+  );
+}
+
 export function pageTotals(p: Page): Totals {
   const t = { entries: 0, subdirs: 0, files: 0, dirs: 0, bytes: 0 };
   if (p.kind === 'leaf') {

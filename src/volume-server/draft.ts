@@ -22,7 +22,7 @@
 import { AlreadyExistsError, FailedPreconditionError, InvalidArgumentError, NotFoundError } from '../common/errors.js';
 import { normalizeFilePath, normalizePath } from '../common/validate.js';
 import { PageSink, buildDirectory, editDirectory } from '../tree/edit.js';
-import type { DirItem, DirRoot, Entry, FileItem } from '../tree/format.js';
+import { sameFile, type DirItem, type DirRoot, type Entry, type FileItem } from '../tree/format.js';
 import { EntryCursor, findEntry, walk } from '../tree/read.js';
 import { ROOT_ID } from './versions.js';
 
@@ -337,17 +337,4 @@ function dirItem(d: DraftDir, name: string, root: DirRoot, now: number): DirItem
   // An unchanged subtree keeps its mtime, so that its entry (and the pages above) stay the same.
   const mtimeMs = root.hash === d.baseTree ? d.baseMtimeMs : now;
   return { kind: 'dir', name, id: d.id, mtimeMs, tree: root.hash, totals: root.totals };
-}
-
-function sameFile(a: FileItem, b: Omit<FileItem, 'name' | 'id'>): boolean {
-  return (
-    a.size === b.size &&
-    a.mode === b.mode &&
-    a.mtimeMs === b.mtimeMs &&
-    a.extents.length === b.extents.length &&
-    a.extents.every((x, i) => {
-      const y = b.extents[i]!;
-      return x.hash === y.hash && x.blob === y.blob && x.offset === y.offset && x.length === y.length;
-    })
-  );
 }
