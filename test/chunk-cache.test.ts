@@ -15,9 +15,9 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { FailedPreconditionError, IntegrityError, InvalidArgumentError } from '../src/common/errors.js';
 import { sha256 } from '../src/common/hash.js';
 import type { Logger } from '../src/common/logger.js';
-import { DiskChunkCache } from '../src/fuse-mount/disk-cache.js';
-import { MemoryChunkCache } from '../src/fuse-mount/memory-cache.js';
-import type { ChunkCache, ChunkCacheStats } from '../src/fuse-mount/types.js';
+import { DiskChunkCache } from '../src/fuse-mount/cache/disk-cache.js';
+import { MemoryChunkCache } from '../src/fuse-mount/cache/memory-cache.js';
+import type { ChunkCache, ChunkCacheStats } from '../src/fuse-mount/cache/types.js';
 
 /** Error codes the next writeFile calls fail with, one per call, then writes succeed again. */
 const writeFaults = vi.hoisted(() => ({ codes: [] as string[] }));

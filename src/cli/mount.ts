@@ -12,10 +12,10 @@ import { InvalidArgumentError, Volume, defaultConnection } from '../client/index
 import { messageOf } from '../common/errors.js';
 import { CACHE_MODES, type CacheModeName, type FileModes } from '../common/file-modes.js';
 import { createLogger, type Logger } from '../common/logger.js';
-import type { CommitEvent } from '../fuse-mount/commit.js';
-import { DiskChunkCache } from '../fuse-mount/disk-cache.js';
+import type { CommitEvent } from '../fuse-mount/write/commit.js';
+import { DiskChunkCache } from '../fuse-mount/cache/disk-cache.js';
 import { VolumeFilesystem } from '../fuse-mount/filesystem.js';
-import { MemoryChunkCache } from '../fuse-mount/memory-cache.js';
+import { MemoryChunkCache } from '../fuse-mount/cache/memory-cache.js';
 import { isMounted, mountVolume, unmountPath, type Mounted } from '../fuse-mount/mount.js';
 import {
   alive,

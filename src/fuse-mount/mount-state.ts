@@ -27,7 +27,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { FailedPreconditionError, StowageError, UnavailableError, errorForCode, messageOf, type ErrorCode } from '../common/errors.js';
-import type { CommitResult } from './commit.js';
+import type { CommitResult } from './write/commit.js';
 
 export interface MountState {
   pid: number;

@@ -36,12 +36,12 @@ import Fuse, { type FuseOps, type FuseStat } from 'fuse-native';
 import { FailedPreconditionError, messageOf } from '../common/errors.js';
 import type { Volume } from '../client/volume.js';
 import { createLogger, type Logger } from '../common/logger.js';
-import { commitSnapshot, type CommitEvent, type CommitResult, type CommitTrigger } from './commit.js';
+import { commitSnapshot, type CommitEvent, type CommitResult, type CommitTrigger } from './write/commit.js';
 import { EIO, EROFS, errnoOf } from './errno.js';
 import type { NodeAttr, ReloadSettle, VolumeFilesystem } from './filesystem.js';
 import { refreshKernelCache } from './kernel-refresh.js';
-import type { Snapshot } from './staging.js';
-import { writableOperations } from './writable-ops.js';
+import type { Snapshot } from './write/staging.js';
+import { writableOperations } from './write/writable-ops.js';
 
 const run = promisify(execFile);
 

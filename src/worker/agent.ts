@@ -37,7 +37,7 @@ import { ErrorCode, isStowageError, messageOf, StowageError } from '../common/er
 import { PRIVATE, ensureDir, setTreeModes } from '../common/file-modes.js';
 import { fromGrpcError } from '../common/grpc-errors.js';
 import type { Logger } from '../common/logger.js';
-import { listCachedChunks } from '../fuse-mount/cache-listing.js';
+import { listCachedChunks } from '../fuse-mount/cache/cache-listing.js';
 import type { Assignment, BridgeMessage, CallOutcome, WorkerMessage } from '../gen/stowage/v1/bridge.js';
 import { CodeCache } from './code.js';
 import { MountManager } from './mounts.js';

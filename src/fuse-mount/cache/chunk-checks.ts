@@ -1,7 +1,7 @@
 /** Checks shared by the chunk cache layers. */
-import { FailedPreconditionError, IntegrityError, InvalidArgumentError } from '../common/errors.js';
-import { sha256 } from '../common/hash.js';
-import { quote } from '../common/quote.js';
+import { FailedPreconditionError, IntegrityError, InvalidArgumentError } from '../../common/errors.js';
+import { sha256 } from '../../common/hash.js';
+import { quote } from '../../common/quote.js';
 
 const HASH = /^[0-9a-f]{64}$/;
 

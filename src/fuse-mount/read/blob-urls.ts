@@ -10,10 +10,10 @@
  * and BlobTransport streams through the server.
  */
 import { LRUCache } from 'lru-cache';
-import type { BlobTransport } from '../client/blob-transport.js';
-import type { Connection } from '../client/connection.js';
-import type { FileEntry } from '../gen/stowage/v1/volume.js';
-import { Singleflight } from './singleflight.js';
+import type { BlobTransport } from '../../client/blob-transport.js';
+import type { Connection } from '../../client/connection.js';
+import type { FileEntry } from '../../gen/stowage/v1/volume.js';
+import { Singleflight } from '../cache/singleflight.js';
 
 /** Extents of one file presigned by one request. */
 const WINDOW = 256;

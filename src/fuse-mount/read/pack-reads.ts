@@ -36,8 +36,8 @@
  *   whose cache get verifies and stores it.
  */
 import { LRUCache } from 'lru-cache';
-import type { FileEntry } from '../gen/stowage/v1/volume.js';
-import type { ChunkCache } from './types.js';
+import type { FileEntry } from '../../gen/stowage/v1/volume.js';
+import type { ChunkCache } from '../cache/types.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

@@ -23,15 +23,15 @@
  * The caller owns the cache (warmup neither opens nor closes it).
  */
 import pLimit from 'p-limit';
-import { BlobTransport, type TransferMode } from '../client/blob-transport.js';
-import type { Connection } from '../client/connection.js';
-import type { TransferProgress } from '../client/index.js';
-import { checkedListing } from '../client/server-answers.js';
-import { IntegrityError } from '../common/errors.js';
-import { checkName, normalizePath } from '../common/validate.js';
-import { FileType, type FileEntry } from '../gen/stowage/v1/volume.js';
+import { BlobTransport, type TransferMode } from '../../client/blob-transport.js';
+import type { Connection } from '../../client/connection.js';
+import type { TransferProgress } from '../../client/index.js';
+import { checkedListing } from '../../client/server-answers.js';
+import { IntegrityError } from '../../common/errors.js';
+import { checkName, normalizePath } from '../../common/validate.js';
+import { FileType, type FileEntry } from '../../gen/stowage/v1/volume.js';
 import { BlobUrls } from './blob-urls.js';
-import type { ChunkCache } from './types.js';
+import type { ChunkCache } from '../cache/types.js';
 
 export interface WarmupOptions {
   connection: Connection;

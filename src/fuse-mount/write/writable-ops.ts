@@ -25,10 +25,10 @@
  */
 import { statfs } from 'node:fs/promises';
 import type { FuseOps } from 'fuse-native';
-import { messageOf } from '../common/errors.js';
-import type { Logger } from '../common/logger.js';
-import { EBADF, EDQUOT, EINVAL, EIO, ENOSPC, ENOTSUP, EPERM, EROFS, EXDEV, FsError, errnoOf } from './errno.js';
-import type { VolumeFilesystem } from './filesystem.js';
+import { messageOf } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import { EBADF, EDQUOT, EINVAL, EIO, ENOSPC, ENOTSUP, EPERM, EROFS, EXDEV, FsError, errnoOf } from '../errno.js';
+import type { VolumeFilesystem } from '../filesystem.js';
 import type { CommitTrigger } from './commit.js';
 
 const O_ACCMODE = 0o3;

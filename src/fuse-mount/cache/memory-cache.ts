@@ -7,7 +7,7 @@
  * medium this cache guards against. It owns the layer below: close closes it.
  */
 import { LRUCache } from 'lru-cache';
-import { IntegrityError } from '../common/errors.js';
+import { IntegrityError } from '../../common/errors.js';
 import { checkChunkKey, checkMaxBytes, chunkSize } from './chunk-checks.js';
 import { Singleflight } from './singleflight.js';
 import type { ChunkCache, ChunkCacheStats } from './types.js';

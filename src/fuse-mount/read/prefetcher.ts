@@ -39,8 +39,8 @@
  * read time, not a second transfer.
  */
 import pLimit, { type LimitFunction } from 'p-limit';
-import { messageOf } from '../common/errors.js';
-import { createLogger, type Logger } from '../common/logger.js';
+import { messageOf } from '../../common/errors.js';
+import { createLogger, type Logger } from '../../common/logger.js';
 import { extentStarts, lastAtOrBefore, type ExtentList } from './extents.js';
 
 const KiB = 1024;

@@ -10,8 +10,8 @@
  * removed it) is dropped rather than failing the commit.
  */
 import pLimit from 'p-limit';
-import type { CommitResult as BatchResult, TransferProgress, Volume } from '../client/volume.js';
-import { NotFoundError } from '../common/errors.js';
+import type { CommitResult as BatchResult, TransferProgress, Volume } from '../../client/volume.js';
+import { NotFoundError } from '../../common/errors.js';
 import type { Snapshot } from './staging.js';
 
 /** Stats of removed paths in flight at once. */

@@ -52,9 +52,9 @@ import { constants } from 'node:fs';
 import { copyFile, mkdir, open, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
-import { normalizeFilePath } from '../common/validate.js';
-import { EBADF, EEXIST, EISDIR, ENOENT, ENOSPC, ENOTDIR, ENOTEMPTY, EPERM, EXDEV, FsError } from './errno.js';
-import { STAGED_INO_FLOOR, childPath, parentOf, type DirNode, type FileNode, type Node, type NodeAttr, type VersionTree } from './tree.js';
+import { normalizeFilePath } from '../../common/validate.js';
+import { EBADF, EEXIST, EISDIR, ENOENT, ENOSPC, ENOTDIR, ENOTEMPTY, EPERM, EXDEV, FsError } from '../errno.js';
+import { STAGED_INO_FLOOR, childPath, parentOf, type DirNode, type FileNode, type Node, type NodeAttr, type VersionTree } from '../tree.js';
 
 export interface StagedFile {
   kind: 'staged';
