@@ -1,5 +1,5 @@
 /**
- * The mount's prefetcher (src/fuse-mount/prefetcher.ts). Without FUSE: the
+ * The mount's prefetcher (src/fuse-mount/read/prefetcher.ts). Without FUSE: the
  * window logic (growth, cap, reset on a jump, the kernel's out-of-order
  * readahead) and the fetch scheduling (bounds per file and per mount, nothing
  * for a random reader, failures swallowed) against a fake fetch. With a real

@@ -19,7 +19,6 @@ import { DiskChunkCache } from '../src/fuse-mount/cache/disk-cache.js';
 import { ENOENT } from '../src/fuse-mount/errno.js';
 import { VolumeFilesystem } from '../src/fuse-mount/filesystem.js';
 import { KernelView, type ReloadPlan } from '../src/fuse-mount/kernel-view.js';
-import { MemoryChunkCache } from '../src/fuse-mount/cache/memory-cache.js';
 import type { VersionChanges } from '../src/fuse-mount/version-diff.js';
 import { removeScratch, scratchDir, startSetup, waitFor, type Setup } from './support/faults.js';
 import { cleanUpMounts, detach, errnoCode, mountDirs, startMountProcess, stopMount, type MountProcess } from './support/mount.js';
@@ -42,7 +41,7 @@ describe('inode numbers across reloads (no FUSE)', () => {
     for (const [path, text] of [['a', '1'], ['b', '2'], ['d/c', '3'], ['keep/x', '4']]) v1.putFile(Buffer.from(text!), path!);
     await v1.commit();
     const disk = await DiskChunkCache.open({ dir: join(scratchDir('inodes-cache'), 'cache'), maxBytes: 64 * MiB });
-    fs = await VolumeFilesystem.load({ connection, volume: vol.name, cache: new MemoryChunkCache(disk, { maxBytes: 8 * MiB }) });
+    fs = await VolumeFilesystem.load({ connection, volume: vol.name, cache: disk });
   });
 
   afterAll(async () => {

@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
 import { readFile, readdir, realpath } from 'node:fs/promises';
-import { homedir } from 'node:os';
+import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError, Volume, defaultConnection } from '../client/index.js';
 import { messageOf } from '../common/errors.js';
@@ -15,7 +15,6 @@ import { createLogger, type Logger } from '../common/logger.js';
 import type { CommitEvent } from '../fuse-mount/write/commit.js';
 import { DiskChunkCache } from '../fuse-mount/cache/disk-cache.js';
 import { VolumeFilesystem } from '../fuse-mount/filesystem.js';
-import { MemoryChunkCache } from '../fuse-mount/cache/memory-cache.js';
 import { isMounted, mountVolume, unmountPath, type Mounted } from '../fuse-mount/mount.js';
 import {
   alive,
@@ -76,15 +75,31 @@ export function cacheModes(mode: string): Readonly<FileModes> {
   return CACHE_MODES[mode as CacheModeName];
 }
 
+/** --fetch-threads: the chunk cache's fetch threads (the same for mount and warmup). */
+export const FETCH_THREADS_FLAGS = '--fetch-threads <n>';
+export const FETCH_THREADS_HELP = 'threads that fetch, verify and write chunks into the cache, 0 to 64 (0: on the thread that answers FUSE; default: one per core, up to 4)';
+
+/** The value of --fetch-threads, or its default. */
+export function parseFetchThreads(text: string | undefined): number {
+  if (text === undefined) return defaultFetchThreads();
+  const n = /^\d{1,2}$/.test(text) ? Number(text) : NaN;
+  if (!(n <= 64)) throw new InvalidArgumentError(`--fetch-threads ${quote(text)} is not a number of threads from 0 to 64`);
+  return n;
+}
+
 /** --cache-size when not given. */
 export const DEFAULT_CACHE_SIZE = '10GiB';
 /**
- * --memory-cache-size when not given: twice the default prefetch window (4
- * fetches of 8 MiB chunks in flight per file, as the prefetcher allows), so
- * chunks fetched ahead stay in memory until they are read, and the mount
- * process stays under 300 MiB while it streams (bench/mount-read).
+ * --memory-cache-size when not given. Chunks live in cache files (the page
+ * cache is their memory tier); memory holds only those whose files could not
+ * be written (a full or vanished cache disk), so that the mount still serves
+ * them.
  */
 const DEFAULT_MEMORY_CACHE_SIZE = '64MiB';
+/** --fetch-threads when not given: one per core, up to 4 (a thread fetches, hashes and writes about 1 GB/s). */
+export function defaultFetchThreads(): number {
+  return Math.min(4, availableParallelism());
+}
 /** --tree-cache-size when not given: the pages of several hundred thousand entries (fuse-mount/tree-source.ts). */
 const DEFAULT_TREE_CACHE_SIZE = '32MiB';
 
@@ -96,6 +111,7 @@ interface MountFlags {
   memoryCacheSize: string;
   treeCacheSize: string;
   prefetchWindow: string;
+  fetchThreads?: string;
   writable?: boolean;
   stagingDir?: string;
   debug?: boolean;
@@ -117,9 +133,10 @@ export function register(program: Command): void {
     .option('--cache-dir <dir>', 'chunk cache directory, shared by mounts on this host (default: STOWAGE_CACHE_DIR or ~/.cache/stowage)')
     .option('--cache-size <size>', 'bound on the chunk cache on disk', DEFAULT_CACHE_SIZE)
     .option(CACHE_MODE_FLAGS, CACHE_MODE_HELP, 'private')
-    .option('--memory-cache-size <size>', 'bound on hot chunks kept in memory', DEFAULT_MEMORY_CACHE_SIZE)
+    .option('--memory-cache-size <size>', 'bound on chunks kept in memory when the cache disk cannot take them (full, or gone)', DEFAULT_MEMORY_CACHE_SIZE)
     .option('--tree-cache-size <size>', 'bound on the directory pages (tree objects) kept in memory', DEFAULT_TREE_CACHE_SIZE)
-    .option('--prefetch-window <size>', 'most bytes fetched ahead of a sequential reader, per open file, at most half of --memory-cache-size (0: no prefetch)', '32MiB')
+    .option('--prefetch-window <size>', 'most bytes fetched ahead of a sequential reader, per open file (0: no prefetch)', '32MiB')
+    .option(FETCH_THREADS_FLAGS, FETCH_THREADS_HELP)
     .option('--debug', 'print libfuse debug output')
     .action(async (name: string, dir: string, flags: MountFlags) => {
       let version: number | undefined;
@@ -137,8 +154,8 @@ export function register(program: Command): void {
       const modes = cacheModes(flags.cacheMode);
       const memoryBytes = parseSize('--memory-cache-size', flags.memoryCacheSize);
       const treeCacheBytes = parseSize('--tree-cache-size', flags.treeCacheSize);
-      // Chunks fetched ahead wait in the memory cache for their reader: a window larger than it would evict them first.
-      const prefetchWindow = Math.min(parseSize('--prefetch-window', flags.prefetchWindow, { allowZero: true }), Math.floor(memoryBytes / 2));
+      const prefetchWindow = parseSize('--prefetch-window', flags.prefetchWindow, { allowZero: true });
+      const fetchThreads = parseFetchThreads(flags.fetchThreads);
       const log = createLogger('mount');
       const cacheDir = flags.cacheDir ?? defaultCacheDir();
       let stagingDir: string | undefined;
@@ -147,8 +164,7 @@ export function register(program: Command): void {
         await warnLeftStaging(parent, log);
         stagingDir = join(parent, `${name}-${randomBytes(6).toString('hex')}`);
       }
-      const disk = await DiskChunkCache.open({ dir: cacheDir, maxBytes: diskBytes, modes, logger: log });
-      const cache = new MemoryChunkCache(disk, { maxBytes: memoryBytes });
+      const cache = await DiskChunkCache.open({ dir: cacheDir, maxBytes: diskBytes, memoryBytes, fetchThreads, modes, logger: log });
       let fs: VolumeFilesystem;
       try {
         fs = await VolumeFilesystem.load({

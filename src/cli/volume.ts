@@ -11,7 +11,7 @@ import { defaultConnection } from '../client/index.js';
 import { DiskChunkCache } from '../fuse-mount/cache/disk-cache.js';
 import { commitMount, reloadMount } from '../fuse-mount/mount-state.js';
 import { warmupVolume, type WarmupResult } from '../fuse-mount/read/warmup.js';
-import { CACHE_MODE_FLAGS, CACHE_MODE_HELP, DEFAULT_CACHE_SIZE, cacheModes, defaultCacheDir, parseSize } from './mount.js';
+import { CACHE_MODE_FLAGS, CACHE_MODE_HELP, DEFAULT_CACHE_SIZE, FETCH_THREADS_FLAGS, FETCH_THREADS_HELP, cacheModes, defaultCacheDir, parseFetchThreads, parseSize } from './mount.js';
 import { quote } from '../common/quote.js';
 import { checkName } from '../common/validate.js';
 import { bytes, printJson, progressBar, transferSummary } from './output.js';
@@ -180,13 +180,15 @@ export function register(program: Command): void {
     .option('--cache-dir <dir>', 'chunk cache directory, as for stowage mount (default: STOWAGE_CACHE_DIR or ~/.cache/stowage)')
     .option('--cache-size <size>', 'bound on the chunk cache on disk, as for stowage mount', DEFAULT_CACHE_SIZE)
     .option(CACHE_MODE_FLAGS, CACHE_MODE_HELP, 'private')
+    .option(FETCH_THREADS_FLAGS, FETCH_THREADS_HELP)
     .option('--json', 'print the summary as JSON')
-    .action(async (name: string, paths: string[], flags: JsonFlag & { version?: string; cacheDir?: string; cacheSize: string; cacheMode: string }) => {
+    .action(async (name: string, paths: string[], flags: JsonFlag & { version?: string; cacheDir?: string; cacheSize: string; cacheMode: string; fetchThreads?: string }) => {
       const at = version(flags.version);
       const maxBytes = parseSize('--cache-size', flags.cacheSize);
       const modes = cacheModes(flags.cacheMode);
+      const fetchThreads = parseFetchThreads(flags.fetchThreads);
       const cacheDir = resolve(flags.cacheDir ?? defaultCacheDir());
-      const cache = await DiskChunkCache.open({ dir: cacheDir, maxBytes, modes });
+      const cache = await DiskChunkCache.open({ dir: cacheDir, maxBytes, modes, fetchThreads });
       const bar = progressBar('warmup', !flags.json);
       let result;
       try {

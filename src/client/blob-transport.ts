@@ -75,8 +75,9 @@ export class BlobTransport {
    * Where a URL from the server may take this client: an http(s) URL, the
    * local chunk file of `hash`, or nowhere (undefined: use the server's stream).
    * With STOWAGE_TRANSFER=direct a URL that cannot be used is an error.
+   * (The mount's fetch threads take the same route: fuse-mount/read/extent-reader.ts.)
    */
-  private async direct(url: string | undefined, hash: string, area: 'chunks' | 'incoming'): Promise<{ file: string } | { http: string } | undefined> {
+  async direct(url: string | undefined, hash: string, area: 'chunks' | 'incoming'): Promise<{ file: string } | { http: string } | undefined> {
     if (!url || !this.wantsPresign) return undefined;
     if (isFileUrl(url)) {
       const file = await this.localStore?.chunkPath(url, hash, area);

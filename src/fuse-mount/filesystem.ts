@@ -16,21 +16,20 @@
  *   uses it throughout, so that it sees one version or the other across a
  *   reload, never a mix, though it may await page fetches.
  * - A read of [position, position+length) maps to the extents that overlap it
- *   (found by binary search over their start offsets); each extent's bytes come from the
- *   host's ChunkCache under the extent's hash. On a miss the cache calls our
- *   `load`, which reads the extent's byte range of its blob (a presigned URL
- *   when granted, else the server's stream) without hashing it: the cache
- *   verifies loaded bytes before it stores or returns them, and merges
- *   concurrent loads of one chunk, so eight readers of a cold chunk cost one
- *   transfer. Bytes that fail that check are reported to the server as
- *   damaged (as BlobTransport.readExtent does) and the read fails with EIO.
+ *   (found by binary search over their start offsets); each extent's part is
+ *   copied by the ExtentReader (read/extent-reader.ts) from the host's chunk
+ *   cache straight into the buffer FUSE handed the read. On a miss the cache's
+ *   fetch threads fetch the extent (or a run of its pack), verify it and
+ *   write its file, and concurrent misses of one chunk are merged, so eight
+ *   readers of a cold chunk cost one transfer. Bytes that fail their hash are
+ *   reported to the server as damaged and the read fails with EIO.
  * - The tree source, the transport and the cache are shared by every open
  *   file. An open file handle is a number of our own (not the inode: two
  *   opens of one file are two readers), mapping to the file and its prefetch
  *   stream (prefetcher.ts), dropped at release.
- * - Prefetch: each read is also shown to the handle's stream, which fetches
- *   extents ahead of a sequential reader into the same cache with the same
- *   `extentBytes`; the read itself still gets every extent it touches, so a
+ * - Prefetch: each read is also shown to the handle's stream, which fills
+ *   the cache with the extents ahead of a sequential reader through the same
+ *   ExtentReader; the read itself still reads every extent it touches, so a
  *   failed or stale prefetch costs nothing but the transfer.
  * - Packs: a miss on an extent of a blob that packs many small files goes
  *   through PackReads (pack-reads.ts), which turns a walk through a directory
@@ -67,16 +66,15 @@
  *   reload waits for the staging's running changes (Staging.exclusive), and a
  *   commit's settling of the staging happens in the same step.
  */
-import { BlobTransport, type TransferMode } from '../client/blob-transport.js';
+import type { TransferMode } from '../client/blob-transport.js';
 import type { Connection } from '../client/connection.js';
 import { FailedPreconditionError, IntegrityError } from '../common/errors.js';
 import { checkName } from '../common/validate.js';
-import type { FileEntry } from '../gen/stowage/v1/volume.js';
 import type { DirItem, Entry, FileItem, LeafPage } from '../tree/format.js';
 import { atPath } from '../tree/read.js';
-import { BlobUrls } from './read/blob-urls.js';
 import { DirListing } from './dir-listing.js';
 import { EISDIR, ENOENT, EROFS, FsError } from './errno.js';
+import { ExtentReader } from './read/extent-reader.js';
 import { extentStarts, lastAtOrBefore } from './read/extents.js';
 import { PackReads, type PackReadOptions } from './read/pack-reads.js';
 import { Prefetcher, type FilePrefetch, type PrefetchOptions } from './read/prefetcher.js';
@@ -154,16 +152,15 @@ export class VolumeFilesystem {
     /** Where the pages of every version this mount serves come from. */
     readonly trees: MountTreeSource,
     private readonly conn: Connection,
-    private readonly cache: ChunkCache,
-    private readonly transport: BlobTransport,
-    private readonly urls: BlobUrls,
+    /** The host's chunk cache, and how extents get into it. */
+    readonly extents: ExtentReader,
     /** Undefined when prefetching is off. */
     readonly prefetcher: Prefetcher | undefined,
     /** The changes of a writable mount; undefined when read-only. */
     readonly staging: Staging | undefined,
     packReads: PackReadOptions | undefined,
   ) {
-    this.packs = new PackReads(cache, (entry, index, offset, length) => this.readBlob(entry, index, offset, length), packReads);
+    this.packs = new PackReads(extents, packReads);
     this.walkAhead = new WalkAhead(trees, trees.maxBytes);
   }
 
@@ -174,11 +171,11 @@ export class VolumeFilesystem {
     const head = await versionHead(conn, volume, opts.version ?? 0);
     const trees = new MountTreeSource(conn, volume, opts.treeCacheBytes);
     const tree = await VersionTree.open(trees, volume, head);
-    const transport = new BlobTransport(conn, opts.transfer);
-    const prefetcher = opts.prefetch?.maxWindow === 0 ? undefined : new Prefetcher((hash) => opts.cache.isHot(hash), opts.prefetch);
+    const extents = new ExtentReader(conn, opts.cache, opts.transfer);
+    const prefetcher = opts.prefetch?.maxWindow === 0 ? undefined : new Prefetcher((hash) => opts.cache.has(hash), opts.prefetch);
     let fs: VolumeFilesystem | undefined;
     const staging = opts.stagingDir ? await Staging.create(opts.stagingDir, () => fs!.current, { volume }) : undefined;
-    fs = new VolumeFilesystem(volume, tree, trees, conn, opts.cache, transport, new BlobUrls(conn, transport), prefetcher, staging, opts.packReads);
+    fs = new VolumeFilesystem(volume, tree, trees, conn, extents, prefetcher, staging, opts.packReads);
     return fs;
   }
 
@@ -329,7 +326,7 @@ export class VolumeFilesystem {
     await this.indexNeighbours(node);
     const fh = this.newHandle();
     const entry = node.entry;
-    this.handles.set(fh, { file: node, prefetch: this.prefetcher?.open(entry, (i) => this.extentBytes(entry, i)) });
+    this.handles.set(fh, { file: node, prefetch: this.prefetcher?.open(entry, (i) => this.extents.fill(entry, i, this.packs.loader(entry, i))) });
     return fh;
   }
 
@@ -361,15 +358,19 @@ export class VolumeFilesystem {
     for (let i = lastAtOrBefore(starts, position); i < extents.length && starts[i]! < end; i++) {
       wanted.push({ index: i, from: Math.max(0, position - starts[i]!), to: Math.min(extents[i]!.length, end - starts[i]!) });
     }
-    const fetching = Promise.all(wanted.map((w) => this.extentBytes(file.entry, w.index)));
-    // After the read's own gets have started, so that its loads go first.
+    // Each extent's part goes straight into its place in FUSE's buffer.
+    let into0 = 0;
+    const reads = wanted.map((w) => {
+      const part = into.subarray(into0, into0 + (w.to - w.from));
+      into0 += w.to - w.from;
+      return this.extents.read(file.entry, w.index, w.from, part, this.packs.loader(file.entry, w.index));
+    });
+    // After the read's own loads have started, so that they go first.
     const open = this.handles.get(fh);
     if (open?.file === file) open.prefetch?.read(position, end - position);
-    const parts = await fetching;
-    let copied = 0;
-    wanted.forEach((w, i) => {
-      copied += parts[i]!.copy(into, copied, w.from, w.to);
-    });
+    const counts = await Promise.all(reads);
+    const copied = counts.reduce((n, c) => n + c, 0);
+    if (copied !== end - position) throw new IntegrityError(`read ${copied} bytes of ${file.path} at ${position} instead of ${end - position}: its extents are shorter than its size`);
     return copied;
   }
 
@@ -391,7 +392,7 @@ export class VolumeFilesystem {
     await this.staging?.close();
     await this.prefetcher?.close();
     await this.packs.settled();
-    await this.cache.close();
+    await this.extents.cache.close();
   }
 
   /** The node at a path, with the staging over the tree when there is one. */
@@ -429,23 +430,6 @@ export class VolumeFilesystem {
       this.lastHandle = this.lastHandle >= MAX_HANDLE ? 1 : this.lastHandle + 1;
     } while (this.handles.has(this.lastHandle));
     return this.lastHandle;
-  }
-
-  /** Bytes [offset, offset + length) of the blob of extent `index` of `entry`, unverified. */
-  private async readBlob(entry: FileEntry, index: number, offset: number, length: number): Promise<Buffer> {
-    const url = await this.urls.forExtent(entry, index);
-    return this.transport.read(entry.extents[index]!.blob, offset, length, url);
-  }
-
-  /** The verified bytes of one extent, through the cache (a miss goes through the pack read-ahead). */
-  private async extentBytes(entry: FileEntry, index: number): Promise<Buffer> {
-    const e = entry.extents[index]!;
-    try {
-      return await this.cache.get(e.hash, e.length, () => this.packs.load(entry, index));
-    } catch (err) {
-      if (err instanceof IntegrityError) await this.transport.reportDamaged(e.blob);
-      throw err;
-    }
   }
 }
 

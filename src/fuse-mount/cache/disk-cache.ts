@@ -1,56 +1,74 @@
 /**
  * DiskChunkCache: the host's chunk cache on local disk.
  *
- * Layout. `<dir>/chunks/<hash[0..2]>/<hash>` holds the bytes of one chunk and
- * nothing else, so every mount on the host that points at the same directory
- * shares one copy of a chunk, whichever volume it came from. A file is written
- * under a temporary name beside it (`<hash>.tmp-<random>`) and renamed into
- * place, so a reader sees a whole file or none. Writes are not fsynced: a file
- * torn by a crash fails its hash check on the next read and is loaded again,
- * which is cheaper than an fsync per chunk.
+ * Layout. `<dir>/chunks/<hash[0..2]>/<hash>` holds one chunk: its bytes, a
+ * CRC32C per 32 KiB block and a trailer (block-file.ts). Every mount on the
+ * host that points at the same directory shares one copy of a chunk,
+ * whichever volume it came from. A file is written under a temporary name
+ * beside it (`<hash>.tmp-<random>`) and renamed into place, so a reader sees
+ * a whole file or none. Writes are not fsynced: a block torn by a crash fails
+ * its CRC on the next read and the chunk is loaded again, which is cheaper
+ * than an fsync per chunk.
+ *
+ * Reads. A hit reads only the blocks a read touches, with pread on a file
+ * descriptor kept open (an LRU of them), straight into the caller's buffer
+ * when the read is block-aligned (FUSE's 128 KiB reads are), and checks each
+ * block's CRC against the table read once at open. The kernel's page cache
+ * over these files is the memory tier: a chunk read twice is read from
+ * memory, and none of it is counted against this process.
+ *
+ * Misses. The caller's ChunkLoad hands plans to `fetch`, which runs them on
+ * the fetch threads (fetch-pool.ts, fetch-job.ts): fetch, SHA-256 check and
+ * file write happen there, and only the outcome comes back. Concurrent misses
+ * of one chunk are merged (Singleflight).
  *
  * Index and bound. Each process keeps its own LRU index (lru-cache, sized in
- * bytes) of the files it knows; evicting an entry removes its file. At open the
- * directory is scanned and the index seeded oldest mtime first, and a hit
- * bumps the file's mtime at most once per `touchIntervalMs`, so recency
- * survives a restart (to that resolution). A file found on disk that the index
- * does not know (another process wrote it) is verified, served and adopted.
- * With several processes on one directory each one's bound covers only its
- * own view: files the others wrote and this one never read do not count, so
- * the directory can hold up to the sum of the bounds. That is accepted for
- * now; one process per host owning the cache would make it exact.
- *
- * Trust. Bytes read back from disk are hashed on every hit (the memory layer
- * above spares the hot ones). A file that does not match is counted as a
- * corruption, removed, and the chunk loaded again.
+ * bytes of chunk data) of the files it knows; evicting an entry removes its
+ * file. At open the directory is scanned and the index seeded oldest mtime
+ * first, and a hit bumps the file's mtime at most once per
+ * `touchIntervalMs`, so recency survives a restart (to that resolution). A
+ * file found on disk that the index does not know (another process wrote it)
+ * is checked as it is read, and adopted. With several processes on one
+ * directory each one's bound covers only its own view: files the others
+ * wrote and this one never read do not count, so the directory can hold up
+ * to the sum of the bounds. That is accepted for now; one process per host
+ * owning the cache would make it exact.
  *
  * Modes. The cache holds volume bytes: its directories are 0700 and its files
  * 0600, or 0750 and 0640 when opened `shared` with the owner's group
  * (`--cache-mode shared`), set with chmod whatever the umask. Files and
  * directories found with other modes are set right by the scan at open.
  *
- * Faults never fail a get: a vanished directory is recreated by the next
- * write and a vanished file is a miss; a write failing for lack of space
- * (ENOSPC, EDQUOT) evicts at least the chunk's size and retries once, and
- * otherwise the chunk is returned uncached. Each kind of fault is logged once.
+ * Faults never fail a read: a vanished file is a miss and a vanished
+ * directory is recreated by the next write; a write failing for lack of space
+ * (ENOSPC, EDQUOT) evicts at least the chunk's size and retries once; a chunk
+ * whose file still cannot be written is kept in memory (within
+ * `memoryBytes`, least recently used leaving first) and served from there.
+ * Each kind of fault is logged once.
  */
-import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { close as closeFd, constants, fstat, open as openFd, read as readFd } from 'node:fs';
+import { chmod, readdir, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
-import { FailedPreconditionError, IntegrityError, messageOf } from '../../common/errors.js';
+import { FailedPreconditionError, IntegrityError, InvalidArgumentError, UnavailableError, messageOf } from '../../common/errors.js';
 import { PRIVATE, ensureDir, type FileModes } from '../../common/file-modes.js';
-import { sha256 } from '../../common/hash.js';
 import { createLogger, type Logger } from '../../common/logger.js';
-import { checkChunkKey, checkMaxBytes, chunkSize, isChunk, loadedMismatch } from './chunk-checks.js';
+import { BLOCK, BLOCK_SHIFT, blocksMatch, blocksOf, crcTableOf, fileSizeOf, lengthOfFile } from './block-file.js';
+import { checkChunkKey, checkMaxBytes, chunkSize, loadedMismatch } from './chunk-checks.js';
+import type { FetchJob } from './fetch-job.js';
+import { FetchPool } from './fetch-pool.js';
 import { Singleflight } from './singleflight.js';
-import type { ChunkCache, ChunkCacheStats } from './types.js';
+import type { ChunkCache, ChunkCacheStats, ChunkLoad, FetchOutcome, FetchPlan } from './types.js';
 
 export interface DiskChunkCacheOptions {
   /** The cache directory; created if missing. Chunks live under `<dir>/chunks/`. */
   dir: string;
   /** Bound on the bytes of chunks this process keeps in the directory. */
   maxBytes: number;
+  /** Bound on the bytes of chunks kept in memory because their files could not be written (default 64 MiB). */
+  memoryBytes?: number;
+  /** Threads that fetch, verify and write chunks (default 1; 0: on the calling thread). */
+  fetchThreads?: number;
   /** Least time between two mtime bumps of one file on hits (default 10 minutes; 0 = every hit). */
   touchIntervalMs?: number;
   /** Modes of the cache's directories and files (default PRIVATE: 0700, 0600). */
@@ -64,9 +82,14 @@ interface Entry {
   touchedMs: number;
 }
 
-interface Found {
-  data: Buffer;
-  hit: boolean;
+/** An open chunk file: its descriptor and CRC table, shared by the reads in progress. */
+interface OpenChunk {
+  fd: number;
+  length: number;
+  table: Buffer;
+  users: number;
+  /** Dropped from the LRU while in use: closed by its last user. */
+  dropped: boolean;
 }
 
 const HASH_FILE = /^[0-9a-f]{64}$/;
@@ -76,9 +99,15 @@ const NO_SPACE = new Set(['ENOSPC', 'EDQUOT']);
 const STALE_TEMP_MS = 60 * 60 * 1000;
 /** Files stat'ed at once while scanning. */
 const SCAN_BATCH = 64;
+/** Chunk files kept open. */
+const OPEN_FILES = 128;
+const DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024;
 
 const errnoOf = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | undefined)?.code;
 const octal = (mode: number): string => `0${mode.toString(8)}`;
+
+/** A chunk file read back wrong (short, or a block failing its CRC). */
+class DamagedFile extends Error {}
 
 export class DiskChunkCache implements ChunkCache {
   private readonly root: string;
@@ -87,7 +116,11 @@ export class DiskChunkCache implements ChunkCache {
   private readonly modes: Readonly<FileModes>;
   private readonly log: Logger;
   private readonly index: LRUCache<string, Entry>;
-  private readonly flights = new Singleflight<Found>();
+  /** Chunks whose files could not be written. */
+  private readonly memory: LRUCache<string, Buffer>;
+  private readonly files: LRUCache<string, OpenChunk>;
+  private readonly flights = new Singleflight<Buffer | undefined>();
+  private readonly pool: FetchPool;
   /** File removals in progress, by hash: a write or read of the same chunk waits for them. */
   private readonly removals = new Map<string, Promise<void>>();
   /** mtime bumps in progress, awaited by close. */
@@ -103,6 +136,7 @@ export class DiskChunkCache implements ChunkCache {
     this.touchIntervalMs = opts.touchIntervalMs ?? 10 * 60 * 1000;
     this.modes = opts.modes ?? PRIVATE;
     this.log = opts.logger ?? createLogger('chunk-cache');
+    this.pool = new FetchPool(opts.fetchThreads ?? 1);
     this.index = new LRUCache<string, Entry>({
       maxSize: opts.maxBytes,
       sizeCalculation: (e) => e.size,
@@ -111,6 +145,22 @@ export class DiskChunkCache implements ChunkCache {
         if (reason === 'set') return;
         if (reason === 'evict') this.counts.evictions++;
         this.removeFile(hash);
+      },
+    });
+    const memoryBytes = opts.memoryBytes ?? DEFAULT_MEMORY_BYTES;
+    checkMaxBytes(memoryBytes);
+    this.memory = new LRUCache<string, Buffer>({
+      maxSize: memoryBytes,
+      sizeCalculation: (b) => chunkSize(b.length),
+      dispose: (_b, _hash, reason) => {
+        if (reason === 'evict') this.counts.evictions++;
+      },
+    });
+    this.files = new LRUCache<string, OpenChunk>({
+      max: OPEN_FILES,
+      dispose: (f) => {
+        f.dropped = true;
+        if (f.users === 0) closeFd(f.fd, () => undefined);
       },
     });
   }
@@ -122,6 +172,7 @@ export class DiskChunkCache implements ChunkCache {
     try {
       changed = Number(ensureDir(opts.dir, cache.modes)) + Number(ensureDir(cache.root, cache.modes));
     } catch (err) {
+      await cache.pool.close();
       throw new FailedPreconditionError(`cannot use ${opts.dir} as the chunk cache directory: ${messageOf(err)}`);
     }
     changed += await cache.scan();
@@ -134,137 +185,241 @@ export class DiskChunkCache implements ChunkCache {
     return cache;
   }
 
-  async get(hash: string, length: number, load: () => Promise<Buffer>): Promise<Buffer> {
+  async read(hash: string, length: number, at: number, into: Buffer, load: ChunkLoad): Promise<number> {
+    checkChunkKey(hash, length, this.closed, at);
+    const out = into.subarray(0, Math.max(0, Math.min(into.length, length - at)));
+    let loaded: Buffer | undefined;
+    // Loads at most twice: a file another process removes between our load and our read is loaded again.
+    for (let attempt = 0; ; attempt++) {
+      const held = this.memory.get(hash) ?? loaded;
+      if (held) return this.copyHeld(hash, length, held, at, out, attempt);
+      const n = await this.readStored(hash, length, at, out);
+      if (n !== undefined) {
+        if (attempt === 0) this.counts.hits++;
+        return n;
+      }
+      if (attempt === 2) throw new UnavailableError(`chunk ${hash.slice(0, 16)}… left the cache twice right after it was loaded; try the read again`);
+      if (attempt === 0) this.counts.misses++;
+      loaded = await this.loadOnce(hash, load);
+    }
+  }
+
+  async fill(hash: string, length: number, load: ChunkLoad): Promise<boolean> {
     checkChunkKey(hash, length, this.closed);
-    let found: Found;
-    try {
-      found = await this.flights.do(hash, () => this.lookup(hash, length, load));
-    } catch (err) {
-      this.counts.misses++;
-      throw err;
+    if (this.has(hash)) {
+      this.counts.hits++;
+      return false;
     }
-    if (found.hit) this.counts.hits++;
-    else this.counts.misses++;
-    // A caller that joined another's get with a different length asked for other bytes.
-    if (found.data.length !== length) {
-      throw new IntegrityError(`chunk ${hash.slice(0, 16)}… is ${found.data.length} bytes, not ${length}`);
-    }
-    return found.data;
+    this.counts.misses++;
+    await this.loadOnce(hash, load);
+    return true;
   }
 
   has(hash: string): boolean {
-    return this.index.has(hash);
-  }
-
-  /** Every hit reads the disk. */
-  isHot(_hash: string): boolean {
-    return false;
+    return this.index.has(hash) || this.memory.has(hash);
   }
 
   stats(): ChunkCacheStats {
-    return { bytes: this.index.calculatedSize, entries: this.index.size, ...this.counts };
+    return {
+      bytes: this.index.calculatedSize + this.memory.calculatedSize,
+      entries: this.index.size + this.memory.size,
+      inMemory: this.memory.size,
+      ...this.counts,
+    };
   }
 
   async close(): Promise<void> {
     this.closed = true;
     await this.flights.settled();
     await Promise.allSettled([...this.removals.values(), ...this.touches]);
+    this.files.clear();
+    this.memory.clear();
+    await this.pool.close();
   }
 
   private path(hash: string): string {
     return join(this.root, hash.slice(0, 2), hash);
   }
 
-  private async lookup(hash: string, length: number, load: () => Promise<Buffer>): Promise<Found> {
-    const stored = await this.readStored(hash);
-    if (stored) return { data: stored, hit: true };
-    this.counts.loads++;
-    const data = await load();
-    if (!isChunk(data, hash, length)) throw loadedMismatch(hash, length, data);
-    await this.store(hash, data);
-    return { data, hit: false };
+  private copyHeld(hash: string, length: number, held: Buffer, at: number, out: Buffer, attempt: number): number {
+    if (held.length !== length) throw new IntegrityError(`chunk ${hash.slice(0, 16)}… is ${held.length} bytes, not ${length}`);
+    if (attempt === 0) this.counts.hits++;
+    return held.copy(out, 0, at, at + out.length);
   }
 
-  /** The verified bytes of the chunk's file, or undefined when there is no good file. */
-  private async readStored(hash: string): Promise<Buffer | undefined> {
-    await this.removals.get(hash);
-    let data: Buffer;
-    try {
-      data = await readFile(this.path(hash));
-    } catch (err) {
-      const code = errnoOf(err);
-      if (code !== 'ENOENT') this.warnOnce(`read-${code}`, err, 'cannot read a cached chunk; loading it instead');
-      // Gone (another process evicted it, or the directory was deleted) or unreadable.
-      this.index.delete(hash);
+  /**
+   * One load of a missing chunk, merged across callers. Resolves to its bytes
+   * when they are kept only for this load (too big for either bound), else to
+   * undefined (read it from disk or memory); rejects with an IntegrityError
+   * when the chunk is still missing afterwards.
+   */
+  private loadOnce(hash: string, load: ChunkLoad): Promise<Buffer | undefined> {
+    return this.flights.do(hash, async () => {
+      this.counts.loads++;
+      let own: Buffer | undefined;
+      await load((plan) => this.fetch(plan, (h, bytes) => h === hash && (own = bytes)));
+      if (own) return own;
+      if (!this.has(hash)) throw loadedMismatch(hash);
       return undefined;
+    });
+  }
+
+  /** Runs a plan on a fetch thread and records what it stored; `unkept` receives chunks no bound could keep. */
+  private async fetch(plan: FetchPlan, unkept: (hash: string, bytes: Buffer) => void): Promise<FetchOutcome> {
+    if (this.closed) throw new FailedPreconditionError('the chunk cache is closed');
+    for (const c of plan.chunks) {
+      checkChunkKey(c.hash, c.length, false, c.at);
+      if (c.at + c.length > plan.length) throw new InvalidArgumentError(`chunk ${c.hash.slice(0, 16)}… lies beyond the ${plan.length} bytes fetched`);
     }
-    // Only the hash judges the file: a caller asking with a wrong length gets an
-    // IntegrityError from get, and the good file stays.
-    if (sha256(data) !== hash) {
-      this.counts.corruptions++;
-      this.log.warn({ hash, bytes: data.length }, 'cached chunk does not match its hash; removing it and loading it again');
-      if (this.index.has(hash)) this.index.delete(hash);
-      else this.removeFile(hash);
-      await this.removals.get(hash);
+    await Promise.all(plan.chunks.map((c) => this.removals.get(c.hash)));
+    const job: FetchJob = {
+      source: plan.source,
+      offset: plan.offset,
+      length: plan.length,
+      // A chunk larger than the bound comes back in memory instead of being written.
+      chunks: plan.chunks.map((c) => ({ ...c, path: chunkSize(c.length) > this.maxBytes ? undefined : this.path(c.hash) })),
+      fileMode: this.modes.file,
+      dirMode: this.modes.dir,
+    };
+    const result = await this.pool.run(job);
+    if (!result.ok) throw new UnavailableError(result.error);
+    const outcome: FetchOutcome = new Map();
+    for (const c of result.chunks) {
+      if (c.status === 'mismatch') {
+        outcome.set(c.hash, 'mismatch');
+        continue;
+      }
+      outcome.set(c.hash, 'kept');
+      const size = chunkSize(plan.chunks.find((p) => p.hash === c.hash)!.length);
+      if (c.status === 'stored') {
+        this.index.set(c.hash, { size, touchedMs: Date.now() });
+        continue;
+      }
+      const bytes = Buffer.from(c.bytes.buffer, c.bytes.byteOffset, c.bytes.byteLength);
+      if (NO_SPACE.has(c.code) && (await this.storeAgain(c.hash, size, bytes))) continue;
+      if (c.code !== 'E2BIG') this.warnOnce(`write-${c.code}`, c.code, 'cannot write to the chunk cache; keeping chunks in memory instead');
+      this.memory.set(c.hash, bytes);
+      if (!this.memory.has(c.hash)) unkept(c.hash, bytes);
+    }
+    return outcome;
+  }
+
+  /** After ENOSPC or EDQUOT: evicts at least `size` bytes and writes the chunk once more; whether that worked. */
+  private async storeAgain(hash: string, size: number, bytes: Buffer): Promise<boolean> {
+    this.evict(size);
+    await Promise.allSettled([...this.removals.values()]);
+    const again = await this.pool.run({
+      source: { bytes },
+      offset: 0,
+      length: bytes.length,
+      chunks: [{ hash, length: bytes.length, at: 0, path: this.path(hash) }],
+      fileMode: this.modes.file,
+      dirMode: this.modes.dir,
+    });
+    if (again.ok && again.chunks[0]?.status === 'stored') {
+      this.index.set(hash, { size, touchedMs: Date.now() });
+      return true;
+    }
+    this.warnOnce('full', 'ENOSPC', 'chunk cache disk is full even after evicting; keeping chunks in memory instead');
+    return false;
+  }
+
+  /**
+   * Copies [at, at + out.length) of the chunk's file into `out`, checking the
+   * blocks read; undefined when there is no good file (a damaged one is
+   * dropped, so that the caller loads the chunk again).
+   */
+  private async readStored(hash: string, length: number, at: number, out: Buffer): Promise<number | undefined> {
+    await this.removals.get(hash);
+    const f = this.files.get(hash) ?? (await this.openStored(hash, length));
+    if (!f) return undefined;
+    if (f.length !== length) throw new IntegrityError(`chunk ${hash.slice(0, 16)}… is ${f.length} bytes, not ${length}`);
+    f.users++;
+    try {
+      const first = at >> BLOCK_SHIFT;
+      const start = first * BLOCK;
+      const end = at + out.length;
+      const aligned = start === at && (end % BLOCK === 0 || end === length);
+      const span = aligned ? out : Buffer.allocUnsafe(Math.min(length, blocksOf(end) * BLOCK) - start);
+      if ((await preadFull(f.fd, span, start)) !== span.length) throw new DamagedFile('the file is shorter than its trailer says');
+      if (!blocksMatch(span, first, f.table)) throw new DamagedFile('a block does not match its CRC32C');
+      if (!aligned) span.copy(out, 0, at - start, at - start + out.length);
+    } catch (err) {
+      if (err instanceof DamagedFile) this.damaged(hash, err.message);
+      else this.unreadable(hash, err);
       return undefined;
+    } finally {
+      f.users--;
+      if (f.dropped && f.users === 0) closeFd(f.fd, () => undefined);
     }
     const entry = this.index.get(hash);
     if (entry) this.touch(hash, entry);
-    else if (!this.removals.has(hash)) {
+    return out.length;
+  }
+
+  /**
+   * Opens the chunk's file and reads its CRC table; undefined when there is
+   * none (or it is damaged: dropped). A good file of another length is an
+   * IntegrityError for this caller, and stays.
+   */
+  private async openStored(hash: string, length: number): Promise<OpenChunk | undefined> {
+    let fd: number;
+    try {
+      fd = await new Promise<number>((resolve, reject) => openFd(this.path(hash), constants.O_RDONLY | constants.O_NOFOLLOW, (err, n) => (err ? reject(err) : resolve(n))));
+    } catch (err) {
+      this.unreadable(hash, err);
+      return undefined;
+    }
+    let keep = false;
+    try {
+      const size = await new Promise<number>((resolve, reject) => fstat(fd, (err, st) => (err ? reject(err) : resolve(st.size))));
+      const stored = lengthOfFile(size);
+      const tail = stored === undefined ? undefined : Buffer.allocUnsafe(size - stored);
+      const table = tail && (await preadFull(fd, tail, stored!)) === tail.length ? crcTableOf(tail, stored!) : undefined;
+      if (!table || size !== fileSizeOf(stored!)) {
+        this.damaged(hash, 'its trailer is missing or not this format');
+        return undefined;
+      }
+      if (stored !== length) throw new IntegrityError(`chunk ${hash.slice(0, 16)}… is ${stored} bytes, not ${length}`);
+      keep = true;
+      const f: OpenChunk = { fd, length, table: Buffer.from(table), users: 0, dropped: false };
+      this.files.set(hash, f);
       // Written by another process (or dropped from our index while we read it): adopt it.
-      const adopted = { size: chunkSize(data.length), touchedMs: 0 };
-      this.index.set(hash, adopted);
-      this.touch(hash, adopted);
+      if (!this.index.has(hash) && !this.removals.has(hash)) {
+        const adopted = { size: chunkSize(length), touchedMs: 0 };
+        this.index.set(hash, adopted);
+        this.touch(hash, adopted);
+      }
+      return f;
+    } catch (err) {
+      if (err instanceof IntegrityError) throw err;
+      this.unreadable(hash, err);
+      return undefined;
+    } finally {
+      if (!keep) closeFd(fd, () => undefined);
     }
-    return data;
   }
 
-  /** Stores verified bytes; never throws (an unstored chunk is only a future miss). */
-  private async store(hash: string, data: Buffer): Promise<void> {
-    const size = chunkSize(data.length);
-    if (size > this.maxBytes) return;
-    await this.removals.get(hash);
-    try {
-      await this.writeFile(hash, data);
-    } catch (err) {
-      if (!NO_SPACE.has(errnoOf(err) ?? '')) {
-        this.warnOnce(`write-${errnoOf(err)}`, err, 'cannot write to the chunk cache; serving chunks without caching them');
-        return;
-      }
-      this.evict(size);
-      await Promise.allSettled([...this.removals.values()]);
-      try {
-        await this.writeFile(hash, data);
-      } catch (again) {
-        this.warnOnce(`write-${errnoOf(again)}`, again, 'chunk cache disk is full even after evicting; serving chunks without caching them');
-        return;
-      }
-    }
-    this.index.set(hash, { size, touchedMs: Date.now() });
+  /** A file that fails its checks: counted, logged, dropped (the caller loads the chunk again). */
+  private damaged(hash: string, why: string): void {
+    this.counts.corruptions++;
+    this.log.warn({ hash, why }, `cached chunk is damaged (${why}); removing it and loading it again`);
+    this.drop(hash);
   }
 
-  /** Writes the chunk's file whole or not at all, recreating its directory if it vanished. */
-  private async writeFile(hash: string, data: Buffer): Promise<void> {
-    const path = this.path(hash);
-    const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
-    try {
-      const mode = this.modes.file;
-      try {
-        await writeFile(tmp, data, { flag: 'wx', mode });
-      } catch (err) {
-        if (errnoOf(err) !== 'ENOENT') throw err;
-        const shard = join(this.root, hash.slice(0, 2));
-        await mkdir(shard, { recursive: true, mode: this.modes.dir });
-        await chmod(shard, this.modes.dir);
-        await writeFile(tmp, data, { flag: 'wx', mode });
-      }
-      // The umask only takes bits away: a group-readable mode it would cut is set again.
-      if (mode !== PRIVATE.file) await chmod(tmp, mode);
-      await rename(tmp, path);
-    } catch (err) {
-      await rm(tmp, { force: true }).catch(() => undefined);
-      throw err;
-    }
+  /** A file that cannot be opened or read: gone (another process evicted it, the directory was deleted) or unreadable. */
+  private unreadable(hash: string, err: unknown): void {
+    const code = errnoOf(err);
+    if (code !== 'ENOENT') this.warnOnce(`read-${code}`, err, 'cannot read a cached chunk; loading it instead');
+    this.files.delete(hash);
+    this.index.delete(hash);
+  }
+
+  /** Forgets the chunk and removes its file. */
+  private drop(hash: string): void {
+    this.files.delete(hash);
+    if (this.index.has(hash)) this.index.delete(hash);
+    else this.removeFile(hash);
   }
 
   /** Drops least recently used entries until at least `bytes` are freed or none are left. */
@@ -277,6 +432,7 @@ export class DiskChunkCache implements ChunkCache {
   }
 
   private removeFile(hash: string): void {
+    this.files.delete(hash);
     const removal = rm(this.path(hash), { force: true })
       .catch((err: unknown) => this.warnOnce(`remove-${errnoOf(err)}`, err, 'cannot remove a chunk from the cache'))
       .finally(() => {
@@ -307,6 +463,7 @@ export class DiskChunkCache implements ChunkCache {
     const files: { hash: string; size: number; mtimeMs: number }[] = [];
     const temps: string[] = [];
     const names: { hash: string; path: string }[] = [];
+    const others: string[] = [];
     let changed = 0;
     const setMode = async (path: string, mode: number, want: number): Promise<void> => {
       if ((mode & 0o7777) === want) return;
@@ -330,7 +487,10 @@ export class DiskChunkCache implements ChunkCache {
         names.slice(i, i + SCAN_BATCH).map(async ({ hash, path }) => {
           const st = await stat(path).catch(() => undefined);
           if (!st?.isFile()) return;
-          files.push({ hash, size: st.size, mtimeMs: st.mtimeMs });
+          const length = lengthOfFile(st.size);
+          // Not this format's size: a file of an older cache format, or torn by a crash. Loaded again when read.
+          if (length === undefined) return void others.push(hash);
+          files.push({ hash, size: length, mtimeMs: st.mtimeMs });
           await setMode(path, st.mode, this.modes.file);
         }),
       );
@@ -342,6 +502,8 @@ export class DiskChunkCache implements ChunkCache {
         if (st && now - st.mtimeMs > STALE_TEMP_MS) await rm(path, { force: true }).catch(() => undefined);
       }),
     );
+    for (const hash of others) this.removeFile(hash);
+    if (others.length > 0) this.log.info({ dir: this.root, files: others.length }, `removed ${others.length} chunk files that are not in this cache format (an older stowage, or torn by a crash); they are loaded again when read`);
     files.sort((a, b) => a.mtimeMs - b.mtimeMs);
     // Setting newest last makes it the most recently used; beyond the bound the oldest go (and their files).
     for (const f of files) {
@@ -367,4 +529,21 @@ export class DiskChunkCache implements ChunkCache {
     this.warned.add(kind);
     this.log.warn({ dir: this.root, err: messageOf(err) }, msg);
   }
+}
+
+/** Reads into all of `buf` from `position` (fewer bytes only at the end of the file); how many were read. */
+function preadFull(fd: number, buf: Buffer, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let done = 0;
+    const step = (): void => {
+      if (done === buf.length) return resolve(done);
+      readFd(fd, buf, done, buf.length - done, position + done, (err, n) => {
+        if (err) return reject(err);
+        if (n === 0) return resolve(done);
+        done += n;
+        step();
+      });
+    };
+    step();
+  });
 }

@@ -29,15 +29,19 @@
  *   while they fit in the window and are not in the cache already. While it
  *   is in flight, misses on extents it covers wait for it rather than start
  *   their own GET (eight readers walking one directory share each range).
- * - When a range arrives, every extent in it other than the one asked for is
- *   handed to the chunk cache (which verifies each against its hash and
- *   stores it), in the background; a bad neighbour is dropped and fetched on
- *   its own if it is ever read. The extent asked for goes back to the caller,
- *   whose cache get verifies and stores it.
+ * - A range is one plan for the chunk cache's fetch threads (through
+ *   ExtentReader.fetchRange): the thread fetches it, verifies every extent in
+ *   it against its hash and writes each one's cache file. A bad neighbour is
+ *   dropped and fetched on its own if it is ever read. A range counts as in
+ *   flight until every extent of it is stored, so a miss that joins it finds
+ *   its extent in the cache (or, if that one was bad, fetches it alone): no
+ *   extent is fetched twice because a reader came between the transfer and
+ *   the write.
  */
 import { LRUCache } from 'lru-cache';
 import type { FileEntry } from '../../gen/stowage/v1/volume.js';
-import type { ChunkCache } from '../cache/types.js';
+import type { ChunkLoad } from '../cache/types.js';
+import type { ExtentReader, PlannedChunk } from './extent-reader.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -69,11 +73,9 @@ interface Cursor {
 interface Range {
   start: number;
   end: number;
-  data: Promise<Buffer>;
+  /** Settles once every extent of the range is stored (or failed). */
+  done: Promise<unknown>;
 }
-
-/** Reads [offset, offset + length) of a blob, for the extent `index` of `entry` (whose URL to use). */
-export type BlobRangeReader = (entry: FileEntry, index: number, offset: number, length: number) => Promise<Buffer>;
 
 export interface PackReadOptions {
   initialWindow?: number;
@@ -90,7 +92,7 @@ export interface PackReadStats {
   bytes: number;
   /** Misses answered from a range already in flight. */
   joined: number;
-  /** Neighbouring extents handed to the cache. */
+  /** Neighbouring extents fetched with the extent a miss asked for. */
   filled: number;
 }
 
@@ -101,15 +103,13 @@ export class PackReads {
   private readonly pagesOf = new Map<string, Set<string>>();
   private readonly cursors = new LRUCache<string, Cursor[]>({ max: MAX_PACK_STREAMS });
   private readonly inflight = new Map<string, Range[]>();
-  private readonly fills = new Set<Promise<unknown>>();
   private readonly counts: PackReadStats = { ranges: 0, bytes: 0, joined: 0, filled: 0 };
   private clock = 0;
   readonly initialWindow: number;
   readonly maxWindow: number;
 
   constructor(
-    private readonly cache: ChunkCache,
-    private readonly readRange: BlobRangeReader,
+    private readonly reader: ExtentReader,
     opts: PackReadOptions = {},
   ) {
     this.maxWindow = opts.maxWindow ?? DEFAULT_PACK_MAX_WINDOW;
@@ -178,34 +178,45 @@ export class PackReads {
     return { ...this.counts };
   }
 
-  /** The bytes of extent `index` of `entry` (unverified: the caller's cache get checks them). */
-  async load(entry: FileEntry, index: number): Promise<Buffer> {
+  /** The loader of extent `index` of `entry` for the cache: a run of its pack when there is one, else the extent alone. */
+  loader(entry: FileEntry, index: number): ChunkLoad {
     const e = entry.extents[index]!;
     const pack = this.maxWindow > 0 ? this.packOf(e.blob) : undefined;
-    if (!pack) return this.readRange(entry, index, e.offset, e.length);
-    const end = e.offset + e.length;
-    const covering = this.inflight.get(e.blob)?.find((r) => r.start <= e.offset && end <= r.end);
-    if (covering) {
-      this.counts.joined++;
-      return slice(await covering.data, e.offset - covering.start, e.length);
-    }
-    const cursor = this.cursorFor(e.blob, e.offset);
-    const { to, fill } = this.extendRange(pack, e.offset, end, cursor.window);
-    // The cursor moves to where this range ends, whether it arrives or not.
-    cursor.end = to;
-    const range: Range = { start: e.offset, end: to, data: this.readRange(entry, index, e.offset, to - e.offset) };
-    this.counts.ranges++;
-    this.counts.bytes += to - e.offset;
-    this.track(e.blob, range);
-    const data = await range.data;
-    if (data.length !== to - e.offset) return data; // the caller's check reports it
-    for (const x of fill) this.fill(x, slice(data, x.offset - e.offset, x.length));
-    return slice(data, 0, e.length);
+    if (!pack) return this.reader.loader(entry, index);
+    const alone: PlannedChunk[] = [{ hash: e.hash, length: e.length, at: 0 }];
+    return async (fetch) => {
+      const end = e.offset + e.length;
+      const covering = this.inflight.get(e.blob)?.find((r) => r.start <= e.offset && end <= r.end);
+      if (covering) {
+        this.counts.joined++;
+        await covering.done.catch(() => undefined);
+        // Stored by that range; a bad copy there is fetched on its own.
+        if (!this.reader.cache.has(e.hash)) await this.reader.fetchRange(entry, index, e.offset, e.length, alone, fetch);
+        return;
+      }
+      const cursor = this.cursorFor(e.blob, e.offset);
+      const { to, fill } = this.extendRange(pack, e.offset, end, cursor.window);
+      // The cursor moves to where this range ends, whether it arrives or not.
+      cursor.end = to;
+      const chunks = [...alone];
+      const seen = new Set([e.hash]);
+      for (const x of fill) {
+        if (seen.has(x.hash)) continue;
+        seen.add(x.hash);
+        chunks.push({ hash: x.hash, length: x.length, at: x.offset - e.offset });
+      }
+      const range: Range = { start: e.offset, end: to, done: this.reader.fetchRange(entry, index, e.offset, to - e.offset, chunks, fetch) };
+      this.counts.ranges++;
+      this.counts.bytes += to - e.offset;
+      this.counts.filled += chunks.length - 1;
+      this.track(e.blob, range);
+      await range.done;
+    };
   }
 
-  /** Waits for the neighbours being handed to the cache. */
+  /** Waits for the ranges in flight. */
   async settled(): Promise<void> {
-    while (this.fills.size > 0) await Promise.allSettled([...this.fills]);
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight.values()].flat().map((r) => r.done));
   }
 
   /**
@@ -235,7 +246,7 @@ export class PackReads {
     if (window > 0) {
       for (let i = firstAtOrAfter(pack, firstEnd); i < pack.length; i++) {
         const x = pack[i]!;
-        if (x.offset + x.length - start > window || this.cache.has(x.hash)) break;
+        if (x.offset + x.length - start > window || this.reader.cache.has(x.hash)) break;
         fill.push(x);
         to = x.offset + x.length;
       }
@@ -253,17 +264,7 @@ export class PackReads {
       l.splice(l.indexOf(range), 1);
       if (l.length === 0) this.inflight.delete(blob);
     };
-    range.data.then(done, done);
-  }
-
-  private fill(x: PackedExtent, bytes: Buffer): void {
-    if (this.cache.has(x.hash)) return;
-    this.counts.filled++;
-    const put = this.cache
-      .get(x.hash, x.length, () => Promise.resolve(bytes))
-      .catch(() => undefined)
-      .finally(() => this.fills.delete(put));
-    this.fills.add(put);
+    range.done.then(done, done);
   }
 }
 
@@ -277,9 +278,4 @@ function firstAtOrAfter(pack: PackedExtent[], offset: number): number {
     else hi = mid;
   }
   return lo;
-}
-
-/** A copy of part of a range: the cache keeps it, and must not keep the whole range alive. */
-function slice(data: Buffer, from: number, length: number): Buffer {
-  return Buffer.from(data.subarray(from, from + length));
 }

@@ -10,10 +10,11 @@
  *   two files (or repeated in one) is fetched once. Chunks the cache says it
  *   holds (`has`) are skipped without reading them; a damaged file among them
  *   is caught, as on any hit, when a read checks it.
- * - Each fetch is the mount's own: `cache.get` with the loader VolumeFilesystem
- *   uses (a presigned URL when granted, else the server's stream), so loaded
- *   bytes are verified before they are stored and a damaged blob is reported
- *   to the server. At most `concurrency` fetches run at once.
+ * - Each fetch is the mount's own: ExtentReader.fill (extent-reader.ts), the
+ *   cache's fetch threads fetching by a presigned URL when granted, else
+ *   through the server's stream, so loaded bytes are verified before they are
+ *   stored and a damaged blob is reported to the server. At most
+ *   `concurrency` fetches run at once.
  * - The first failure stops new fetches; those in flight finish, then it is
  *   thrown. What was fetched stays cached, so running warmup again resumes.
  * - Whether chunks stay is the cache's business: more bytes than its bound
@@ -23,14 +24,14 @@
  * The caller owns the cache (warmup neither opens nor closes it).
  */
 import pLimit from 'p-limit';
-import { BlobTransport, type TransferMode } from '../../client/blob-transport.js';
+import type { TransferMode } from '../../client/blob-transport.js';
 import type { Connection } from '../../client/connection.js';
 import type { TransferProgress } from '../../client/index.js';
 import { checkedListing } from '../../client/server-answers.js';
 import { IntegrityError } from '../../common/errors.js';
 import { checkName, normalizePath } from '../../common/validate.js';
 import { FileType, type FileEntry } from '../../gen/stowage/v1/volume.js';
-import { BlobUrls } from './blob-urls.js';
+import { ExtentReader } from './extent-reader.js';
 import type { ChunkCache } from '../cache/types.js';
 
 export interface WarmupOptions {
@@ -122,8 +123,7 @@ export async function warmupVolume(opts: WarmupOptions): Promise<WarmupResult> {
   };
   opts.onProgress?.({ ...progress });
 
-  const transport = new BlobTransport(opts.connection, opts.transfer);
-  const urls = new BlobUrls(opts.connection, transport);
+  const extents = new ExtentReader(opts.connection, cache, opts.transfer);
   const limit = pLimit(opts.concurrency ?? DEFAULT_CONCURRENCY);
   let failure: { err: unknown } | undefined;
   let chunksFetched = 0;
@@ -132,16 +132,10 @@ export async function warmupVolume(opts: WarmupOptions): Promise<WarmupResult> {
     todo.map((c) =>
       limit(async () => {
         if (failure) return;
-        let loaded = false;
+        let loaded: boolean;
         try {
-          await cache.get(c.hash, c.length, async () => {
-            loaded = true;
-            const e = c.entry.extents[c.index]!;
-            const url = await urls.forExtent(c.entry, c.index);
-            return transport.read(e.blob, e.offset, e.length, url);
-          });
+          loaded = await extents.fill(c.entry, c.index);
         } catch (err) {
-          if (err instanceof IntegrityError) await transport.reportDamaged(c.entry.extents[c.index]!.blob);
           failure ??= { err: err instanceof IntegrityError ? new IntegrityError(`/${c.entry.path}: ${err.message}`) : err };
           return;
         }
