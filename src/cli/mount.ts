@@ -16,7 +16,8 @@ import type { CommitEvent } from '../fuse-mount/write/commit.js';
 import { DiskChunkCache } from '../fuse-mount/cache/disk-cache.js';
 import { VolumeFilesystem } from '../fuse-mount/filesystem.js';
 import { MemoryChunkCache } from '../fuse-mount/cache/memory-cache.js';
-import { isMounted, mountVolume, unmountPath, type Mounted } from '../fuse-mount/mount.js';
+import { isMounted, unmountPath, type Mounted } from '../fuse-mount/mount.js';
+import { mountVolume } from '../fuse-mount/mount-session.js';
 import {
   alive,
   commitMount,
