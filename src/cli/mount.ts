@@ -1,33 +1,24 @@
 /**
  * `stowage mount` and `stowage unmount`: a FUSE mount of one version of a
  * volume, read-only (SIGHUP moves it to the newest), or writable (changes are
- * staged and committed as new versions).
+ * staged and committed as new versions). Here: the flags, the chunk cache
+ * and the filesystem; the mount process itself (signals, state file, commit
+ * requests, unmount and exit) is fuse-mount/mount-process.ts.
  */
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
-import { readFile, readdir, realpath } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { availableParallelism, homedir } from 'node:os';
 import { join } from 'node:path';
-import { InvalidArgumentError, Volume, defaultConnection } from '../client/index.js';
-import { messageOf } from '../common/errors.js';
+import { InvalidArgumentError, defaultConnection } from '../client/index.js';
 import { CACHE_MODES, type CacheModeName, type FileModes } from '../common/file-modes.js';
 import { createLogger, type Logger } from '../common/logger.js';
-import type { CommitEvent } from '../fuse-mount/write/commit.js';
 import { DiskChunkCache } from '../fuse-mount/cache/disk-cache.js';
 import { VolumeFilesystem } from '../fuse-mount/filesystem.js';
-import { isMounted, mountVolume, unmountPath, type Mounted } from '../fuse-mount/mount.js';
-import {
-  alive,
-  commitMount,
-  liveMountState,
-  pruneMountStates,
-  removeMountState,
-  serveCommitRequests,
-  writeMountState,
-  type MountState,
-} from '../fuse-mount/mount-state.js';
+import { unmountPath } from '../fuse-mount/mount.js';
+import { runMountProcess } from '../fuse-mount/mount-process.js';
+import { alive, commitMount, liveMountState } from '../fuse-mount/mount-state.js';
 import { quote } from '../common/quote.js';
-import { bytes } from './output.js';
 
 const UNITS: Record<string, number> = {
   '': 1,
@@ -117,9 +108,6 @@ interface MountFlags {
   debug?: boolean;
 }
 
-/** How often the mount process checks whether someone else unmounted it (stowage unmount, fusermount -u). */
-const WATCH_MS = 1000;
-
 export function register(program: Command): void {
   program
     .command('mount <volume> <dir>')
@@ -180,75 +168,7 @@ export function register(program: Command): void {
         await cache.close();
         throw err;
       }
-      let mounted: Mounted;
-      let state: MountState | undefined;
-      try {
-        const commitTo = flags.writable ? await Volume.fromName(name, { connection: defaultConnection() }) : undefined;
-        mounted = await mountVolume(fs, dir, {
-          logger: log,
-          debug: flags.debug,
-          commitTo,
-          onCommit: (e) => {
-            reportCommit(e, name, dir);
-            if (e.kind === 'done' && state) {
-              state.version = e.result.version;
-              void writeMountState(state).catch(() => undefined);
-            }
-          },
-        });
-      } catch (err) {
-        await fs.close();
-        if (fs.staging && !fs.staging.hasChanges()) await fs.staging.remove();
-        throw err;
-      }
-      // Listening before the state file tells `stowage volume reload` where to send SIGHUP.
-      // One reload after another, each recorded before the next starts.
-      let reloads = Promise.resolve();
-      process.on('SIGHUP', () => {
-        reloads = reloads.then(() => reloadOnSignal(mounted, name, () => state));
-      });
-      let commits: Awaited<ReturnType<typeof serveCommitRequests>> | undefined;
-      if (mounted.writable) {
-        try {
-          commits = await serveCommitRequests(await realpath(mounted.mountpoint), () => mounted.commit('request'));
-        } catch (err) {
-          log.warn({ err: messageOf(err) }, 'cannot take commit requests: stowage volume commit will not find this mount (fsync and unmount still commit)');
-        }
-      }
-      state = await recordMount(mounted, name, log, fs.staging?.dir, commits?.path);
-      console.log(
-        `mounted ${name} version ${fs.version} at ${mounted.mountpoint}${mounted.writable ? ` (writable; staging in ${fs.staging!.dir})` : ''}`,
-      );
-
-      const reason = await new Promise<string>((done) => {
-        process.once('SIGINT', () => done('SIGINT'));
-        process.once('SIGTERM', () => done('SIGTERM'));
-        // Started by a `stowage worker` with an IPC channel: the mount goes when the worker does (even killed).
-        process.once('disconnect', () => done('its worker exited'));
-        const watch = setInterval(() => {
-          isMounted(mounted.mountpoint).then(
-            (still) => still || done('unmounted'),
-            () => undefined,
-          );
-        }, WATCH_MS);
-        watch.unref();
-      });
-      await commits?.close().catch(() => undefined);
-      if (state) {
-        const { mountpoint } = state;
-        state = undefined; // a reload finishing from now on records nothing
-        await removeMountState(mountpoint).catch(() => undefined);
-      }
-      // fuse-native keeps a libuv handle referenced once its FUSE thread has
-      // started, whether or not it unmounted itself: leave explicitly.
-      try {
-        await mounted.unmount();
-      } catch (err) {
-        console.error(`error: unmounting ${mounted.mountpoint} failed: ${messageOf(err)}`);
-        process.exit(1);
-      }
-      console.error(`unmounted ${mounted.mountpoint} (${reason})`);
-      process.exit(0);
+      await runMountProcess(fs, { volume: name, dir, logger: log, debug: flags.debug, connection: defaultConnection() });
     });
 
   program
@@ -263,34 +183,6 @@ export function register(program: Command): void {
       await unmountPath(dir, flags.lazy);
       console.log(`unmounted ${dir}`);
     });
-}
-
-/** One line on stderr per commit event of the mount. */
-function reportCommit(e: CommitEvent, volume: string, dir: string): void {
-  const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
-  switch (e.kind) {
-    case 'start':
-      console.error(
-        `committing ${volume} at ${dir} (${e.trigger}): ${plural(e.files, 'file')} (${bytes(e.bytes)}), ${e.renamed} renamed, ${e.removed} removed`,
-      );
-      break;
-    case 'progress': {
-      const p = e.progress;
-      console.error(`committing ${volume}: ${p.filesDone}/${p.filesTotal} files, ${bytes(p.bytesDone)} of ${p.bytesTotal === undefined ? '?' : bytes(p.bytesTotal)}`);
-      break;
-    }
-    case 'done': {
-      const r = e.result;
-      console.error(
-        `committed ${volume} at ${dir} (${e.trigger}): version ${r.from} -> ${r.version} (${plural(r.files, 'file')}, ${bytes(r.bytes)}; ` +
-          `${r.chunksTransferred} chunks uploaded (${bytes(r.bytesTransferred)}); ${r.renamed} renamed, ${r.removed} removed) in ${r.seconds.toFixed(2)}s`,
-      );
-      break;
-    }
-    case 'failed':
-      console.error(`error: committing ${volume} at ${dir} failed (${e.trigger}); the changes stay staged in ${e.stagingDir}: ${e.error}`);
-      break;
-  }
 }
 
 /** Tells about staging directories of writable mounts that ended without committing (a killed process leaves its own). */
@@ -313,40 +205,4 @@ async function warnLeftStaging(parent: string, log: Logger): Promise<void> {
       // Not a staging directory, or being made.
     }
   }
-}
-
-/** Writes the mount's state file (mount-state.ts), so that `stowage volume reload` and `commit` find this process; undefined when it cannot. */
-async function recordMount(mounted: Mounted, volume: string, log: Logger, staging?: string, commitSocket?: string): Promise<MountState | undefined> {
-  try {
-    const state: MountState = { pid: process.pid, mountpoint: await realpath(mounted.mountpoint), volume, version: mounted.version, reloads: 0, staging, commitSocket };
-    await pruneMountStates();
-    await writeMountState(state);
-    return state;
-  } catch (err) {
-    log.warn({ err: messageOf(err) }, 'cannot write the mount state file: stowage volume reload will not find this mount (SIGHUP still works)');
-    return undefined;
-  }
-}
-
-/** SIGHUP: reload to the newest version, log it on stderr and record it in the state file. */
-async function reloadOnSignal(mounted: Mounted, volume: string, current: () => MountState | undefined): Promise<void> {
-  let lastError: string | undefined;
-  try {
-    const r = await mounted.reload();
-    console.error(
-      r.from === r.to
-        ? `reloaded ${volume} at ${mounted.mountpoint}: version ${r.to} is the newest, nothing changed`
-        : `reloaded ${volume} at ${mounted.mountpoint}: version ${r.from} -> ${r.to} (${r.added} added, ${r.changed} changed, ${r.removed} removed)`,
-    );
-  } catch (err) {
-    lastError = messageOf(err);
-    console.error(`error: reloading ${volume} at ${mounted.mountpoint} failed, still serving version ${mounted.version}: ${lastError}`);
-  }
-  const state = current();
-  if (!state) return;
-  state.reloads++;
-  state.version = mounted.version;
-  if (lastError === undefined) delete state.lastError;
-  else state.lastError = lastError;
-  await writeMountState(state).catch((err: unknown) => console.error(`error: cannot update the mount state file: ${messageOf(err)}`));
 }

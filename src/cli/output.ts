@@ -1,9 +1,9 @@
 /** What every command prints: JSON for scripts, progress bars and summaries for people. */
 import { SingleBar } from 'cli-progress';
-import prettyBytes from 'pretty-bytes';
 import type { TransferProgress, TransferStats } from '../client/index.js';
+import { bytes } from '../common/bytes.js';
 
-export const bytes = (n: number): string => prettyBytes(n, { binary: true });
+export { bytes };
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);

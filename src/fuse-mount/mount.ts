@@ -1,5 +1,8 @@
 /**
- * Mounting a VolumeFilesystem with fuse-native (libfuse 2, high-level API).
+ * Mounting a VolumeFilesystem with fuse-native (libfuse 2, high-level API):
+ * the kernel side. The life of one mount (reloads, commits and the unmount
+ * sequence, one at a time) is MountSession, in mount-session.ts; the
+ * `stowage mount` process around it is mount-process.ts.
  *
  * - Every callback runs the filesystem call and answers 0 or -errno; errors
  *   become errno only here, through errno.ts. A failed read, and a lookup or
@@ -19,9 +22,7 @@
  *   O_TRUNC reaches it as one (a whole-file rewrite of a committed file is
  *   allowed, an open for writing without O_TRUNC is not). Mounted.commit()
  *   commits the staged changes as one version (commit.ts) and moves the
- *   mount to it like a reload, settling the staging in the same step; commits
- *   and reloads run one at a time. unmount() commits what is left once the
- *   kernel has let go, and keeps the staging directory if that fails.
+ *   mount to it like a reload (mount-session.ts tells the order).
  * - Options fuse-native does not pass on (use_ino, negative_timeout) are
  *   appended to its `-o` string by overriding `_fuseOptions`.
  * - A mount point left behind by a mount process that died ("Transport
@@ -35,13 +36,10 @@ import { promisify } from 'node:util';
 import Fuse, { type FuseOps, type FuseStat } from 'fuse-native';
 import { FailedPreconditionError, messageOf } from '../common/errors.js';
 import type { Volume } from '../client/volume.js';
-import { createLogger, type Logger } from '../common/logger.js';
-import { commitSnapshot, type CommitEvent, type CommitResult, type CommitTrigger } from './write/commit.js';
+import type { Logger } from '../common/logger.js';
+import type { CommitEvent, CommitResult, CommitTrigger } from './write/commit.js';
 import { EIO, EROFS, errnoOf } from './errno.js';
-import type { NodeAttr, ReloadSettle, VolumeFilesystem } from './filesystem.js';
-import { refreshKernelCache } from './kernel-refresh.js';
-import type { Snapshot } from './write/staging.js';
-import { writableOperations } from './write/writable-ops.js';
+import type { NodeAttr, VolumeFilesystem } from './filesystem.js';
 
 const run = promisify(execFile);
 
@@ -49,8 +47,6 @@ const run = promisify(execFile);
 const METADATA_TIMEOUT_S = 3600;
 /** fuse-native answers ETIMEDOUT for an op not done in time; a cold chunk may take a while. */
 const OP_TIMEOUT_MS = { default: 30_000, read: 120_000, write: 120_000, fsync: 3_600_000 };
-/** Commit progress is reported at most this often. */
-const PROGRESS_MS = 2000;
 const BLOCK = 4096;
 const IO_SIZE = 128 * 1024;
 
@@ -103,7 +99,7 @@ export interface Mounted {
 }
 
 /** fuse-native with the options it cannot express. */
-class StowageFuse extends Fuse {
+export class StowageFuse extends Fuse {
   writable = false;
 
   protected override _fuseOptions(): string {
@@ -121,81 +117,8 @@ class StowageFuse extends Fuse {
   }
 }
 
-export async function mountVolume(fs: VolumeFilesystem, dir: string, opts: MountOptions = {}): Promise<Mounted> {
-  const mountpoint = resolve(dir);
-  const log = opts.logger ?? createLogger('fuse-mount');
-  const staging = fs.staging;
-  if (staging && !opts.commitTo) throw new FailedPreconditionError('a writable mount needs the volume its commits go to');
-  await prepareMountpoint(mountpoint, log);
-  let queue: Promise<unknown> = Promise.resolve();
-  /** Runs `f` after every reload and commit queued before it. */
-  const inTurn = <T>(f: () => Promise<T>): Promise<T> => {
-    const next = queue.then(f);
-    queue = next.catch(() => undefined);
-    return next;
-  };
-  /** Moves to the newest version and tells the kernel; `settle` is applied with the swap of trees, before the kernel is told. */
-  const reloadNow = async (settle?: ReloadSettle): Promise<ReloadResult> => {
-    const plan = await fs.reload(settle);
-    try {
-      await refreshKernelCache(mountpoint, plan, log);
-    } finally {
-      fs.endReload();
-    }
-    const { from, to, added, changed, removed } = plan;
-    return { from, to, added, changed, removed };
-  };
-  /** One commit; `detached` once the kernel has let go of the mount (nothing can write, nothing to reload). */
-  const commitNow = async (trigger: CommitTrigger, detached: boolean): Promise<CommitResult> => {
-    const from = fs.version;
-    const started = performance.now();
-    const nothing: CommitResult = { from, version: from, files: 0, bytes: 0, renamed: 0, removed: 0, chunksTransferred: 0, bytesTransferred: 0, seconds: 0 };
-    if (!staging?.hasChanges()) return nothing;
-    const report = opts.onCommit ?? (() => undefined);
-    let snap: Snapshot | undefined;
-    let committed;
-    try {
-      snap = await staging.snapshot(!detached);
-      const bytes = snap.puts.reduce((n, p) => n + p.size, 0);
-      report({ kind: 'start', trigger, files: snap.puts.length, bytes, renamed: snap.existing.length, removed: snap.removes.length });
-      let lastProgress = performance.now();
-      committed = await commitSnapshot(opts.commitTo!, snap, (progress) => {
-        if (performance.now() - lastProgress < PROGRESS_MS) return;
-        lastProgress = performance.now();
-        report({ kind: 'progress', trigger, progress });
-      });
-    } catch (err) {
-      if (snap) await staging.discard(snap);
-      report({ kind: 'failed', trigger, error: messageOf(err), stagingDir: staging.dir });
-      throw err;
-    }
-    const frozen = snap;
-    if (!detached) {
-      try {
-        await reloadNow((before, after) => staging.settle(frozen, before, after));
-      } catch (err) {
-        // The version exists but the mount could not list it: the changes stay staged (showing the same bytes), and the next commit puts them again, moving no bytes.
-        log.error({ version: committed.version, err: messageOf(err) }, `committed version ${committed.version}, but the mount still serves version ${fs.version}`);
-      }
-    }
-    await staging.discard(snap);
-    const result: CommitResult = {
-      from,
-      version: committed.version,
-      files: committed.files,
-      bytes: committed.bytes,
-      renamed: snap.existing.length,
-      removed: committed.removed,
-      chunksTransferred: committed.chunksTransferred,
-      bytesTransferred: committed.bytesTransferred,
-      seconds: (performance.now() - started) / 1000,
-    };
-    report({ kind: 'done', trigger, result });
-    return result;
-  };
-  let detached = false;
-  const readOps = operations(fs, log);
-  const ops = staging ? writableOperations(fs, readOps, { log, commit: (trigger) => inTurn(() => commitNow(trigger, detached)) }) : readOps;
+/** fuse-native over `ops` at `mountpoint`, with the mount's options; not mounted yet. */
+export function fuseFor(fs: VolumeFilesystem, mountpoint: string, ops: FuseOps, debug?: boolean): StowageFuse {
   const fuse = new StowageFuse(mountpoint, ops, {
     fsname: `stowage:${fs.volume}`,
     subtype: 'stowage',
@@ -203,56 +126,10 @@ export async function mountVolume(fs: VolumeFilesystem, dir: string, opts: Mount
     entryTimeout: METADATA_TIMEOUT_S,
     attrTimeout: METADATA_TIMEOUT_S,
     timeout: OP_TIMEOUT_MS,
-    debug: opts.debug,
+    debug,
   });
-  fuse.writable = staging !== undefined;
-  await new Promise<void>((done, fail) =>
-    fuse.mount((err) =>
-      err ? fail(new FailedPreconditionError(`cannot mount at ${mountpoint}: ${messageOf(err)} (is /dev/fuse there, and fusermount installed?)`)) : done(),
-    ),
-  );
-  let unmounted: Promise<void> | undefined;
-  return {
-    mountpoint,
-    get version() {
-      return fs.version;
-    },
-    writable: staging !== undefined,
-    reload() {
-      return inTurn(() => reloadNow());
-    },
-    commit(trigger = 'request') {
-      return inTurn(() => commitNow(trigger, detached));
-    },
-    unmount() {
-      unmounted ??= (async () => {
-        let notDetached: unknown;
-        try {
-          if (await isMounted(mountpoint)) {
-            await new Promise<void>((done, fail) => fuse.unmount((err) => (err ? fail(err) : done())));
-          }
-          detached = true;
-        } catch (err) {
-          notDetached = err;
-        }
-        let failure: unknown;
-        if (staging) {
-          try {
-            await inTurn(() => commitNow('unmount', detached));
-          } catch (err) {
-            failure = err;
-          }
-        }
-        await fs.close();
-        if (failure !== undefined) {
-          throw new FailedPreconditionError(`the last commit failed, so the uncommitted changes are kept in ${staging!.dir}: ${messageOf(failure)}`);
-        }
-        await staging?.remove();
-        if (notDetached !== undefined) throw notDetached;
-      })();
-      return unmounted;
-    },
-  };
+  fuse.writable = fs.staging !== undefined;
+  return fuse;
 }
 
 /** `fusermount -u` (lazy with `lazy`): detaches a mount point whoever mounted it. */
@@ -286,7 +163,7 @@ function unescapeMountPath(field: string): string {
  * timeouts are long), so staleness is probed with statfs, which always asks
  * the filesystem process and fails with ENOTCONN once it is gone.
  */
-async function prepareMountpoint(mountpoint: string, log: Logger): Promise<void> {
+export async function prepareMountpoint(mountpoint: string, log: Logger): Promise<void> {
   try {
     const st = await stat(mountpoint);
     if (!st.isDirectory()) throw new FailedPreconditionError(`${mountpoint} is not a directory`);
@@ -319,7 +196,7 @@ async function detachStale(mountpoint: string, log: Logger): Promise<void> {
 }
 
 /** The fuse-native callbacks over `fs`. */
-function operations(fs: VolumeFilesystem, log: Logger): FuseOps {
+export function operations(fs: VolumeFilesystem, log: Logger): FuseOps {
   const uid = process.getuid?.() ?? 0;
   const gid = process.getgid?.() ?? 0;
   const toStat = (a: NodeAttr): FuseStat => ({

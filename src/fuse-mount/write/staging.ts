@@ -1,6 +1,6 @@
 /**
  * Staging: the changes made through a writable mount, held on local disk
- * until a commit turns them into one new version of the volume (mount.ts
+ * until a commit turns them into one new version of the volume (mount-session.ts
  * commits them; this module keeps them and takes snapshots of them).
  *
  * Design.
