@@ -101,12 +101,13 @@ async function startMount(name: string, dir: string, cmd: string, args: string[]
   };
 }
 
-/** `stowage mount VOLUME DIR --cache-dir CACHE --cache-size SIZE`, talking to the bench's stowage server. */
+/** `stowage mount VOLUME DIR --cache-dir CACHE --cache-size SIZE [--fetch-threads N]`, talking to the bench's stowage server. */
 export function mountStowage(
   dir: string,
-  opts: { volume: string; cacheDir: string; cacheSize: string; server: string; token: string },
+  opts: { volume: string; cacheDir: string; cacheSize: string; server: string; token: string; fetchThreads?: number },
 ): Promise<Mount> {
   const args = [join(ROOT, 'bin', 'stowage.js'), 'mount', opts.volume, dir, '--cache-dir', opts.cacheDir, '--cache-size', opts.cacheSize];
+  if (opts.fetchThreads !== undefined) args.push('--fetch-threads', String(opts.fetchThreads));
   const env = { ...process.env, STOWAGE_SERVER: opts.server, STOWAGE_TOKEN: opts.token, STOWAGE_LOG_LEVEL: 'warn' };
   return startMount('stowage', dir, process.execPath, args, env);
 }
@@ -131,8 +132,15 @@ export function mountRclone(dir: string, opts: { endpoint: string; prefix: strin
   return startMount(`rclone (${opts.mode})`, dir, 'rclone', args, env);
 }
 
-/** The trivial in-memory fuse-native file system (trivial-fuse.js) over the local data. */
-export function mountTrivial(dir: string, opts: { bigFile: string; smallDir: string }): Promise<Mount> {
+/** The trivial in-memory fuse-native file system (trivial-fuse.js) over the local data (the shards too when `shardsDir` is given). */
+export function mountTrivial(dir: string, opts: { bigFile: string; smallDir: string; shardsDir?: string }): Promise<Mount> {
   const script = join(ROOT, 'dist', 'bench', 'mount-read', 'trivial-fuse.js');
-  return startMount('trivial FUSE', dir, process.execPath, [script, dir, opts.bigFile, opts.smallDir], { ...process.env });
+  const args = [script, dir, opts.bigFile, opts.smallDir, ...(opts.shardsDir ? [opts.shardsDir] : [])];
+  return startMount('trivial FUSE', dir, process.execPath, args, { ...process.env });
+}
+
+/** Whether this checkout's `stowage mount` takes --fetch-threads (the sweep is skipped when it does not). */
+export function stowageHasFetchThreads(): boolean {
+  const help = spawnSync(process.execPath, [join(ROOT, 'bin', 'stowage.js'), 'mount', '--help'], { encoding: 'utf8' });
+  return /--fetch-threads\b/.test(help.stdout ?? '');
 }

@@ -34,6 +34,8 @@ export interface ReadResult {
   checked: number;
   /** Seconds spent listing (small files only). */
   listSeconds?: number;
+  /** Reads (or GETs) made, where the rate of reads is a figure (loader cases). */
+  reads?: number;
 }
 
 /** Reads `path` from start to end in READ_SIZE reads; compares samples with `source`. */
@@ -136,7 +138,7 @@ export class Presigner {
 }
 
 /** GETs of `url` (whole, or `range` "bytes=a-b") into `into`; resolves with the byte count. */
-function getInto(agent: Agent, url: string, into: Buffer, range?: string): Promise<number> {
+export function getInto(agent: Agent, url: string, into: Buffer, range?: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const req = request(url, { agent, headers: range ? { range } : {} }, (res) => {
       if (res.statusCode !== 200 && res.statusCode !== 206) {

@@ -3,7 +3,7 @@
  * faster), the aims, and the printed tables. MB is 10^6 bytes, MiB 2^20.
  */
 
-export type Workload = 'big' | 'small' | 'stream';
+export type Workload = 'big' | 'small' | 'stream' | 'weights' | 'random-1m' | 'random-64k';
 
 export interface Figure {
   /** Row label, e.g. "stowage cold". */
@@ -14,10 +14,17 @@ export interface Figure {
   files: number;
   mbPerSec: number;
   filesPerSec: number;
+  /** Reads made and their rate (weights and random reads). */
+  reads?: number;
+  readsPerSec?: number;
   /** Whether the page cache was dropped just before (false: not asked, or not permitted). */
   pageCacheDropped: boolean;
   /** CPU seconds during the case: this process (the reader, and the stowage server), the mount process, s3rver. */
   cpu: { bench: number; mount: number; s3rver: number };
+  /** The mount process's CPU seconds per GiB read (cpu.mount ÷ bytes/2^30); NaN (null in the JSON) without a mount. */
+  cpuSecondsPerGiB: number;
+  /** The stowage mount's --fetch-threads in this case (the sweep); absent: the mount's default. */
+  fetchThreads?: number;
   /** Requests s3rver saw during the case, by "METHOD kind". */
   s3Requests: Record<string, number>;
   loadBefore: number;
@@ -55,12 +62,15 @@ export const RCLONE_OFF = 'rclone off cold';
 export const RCLONE_FULL = 'rclone full cold';
 export const RCLONE_FULL_WARM = 'rclone full warm (page cache dropped)';
 export const GETS = 'parallel GETs (s3rver)';
-export const LOCAL = 'local file (page cache)';
+export const LOCAL = 'local file (page cache kept)';
+export const LOCAL_DROPPED = 'local file (page cache dropped)';
+/** The chunk files of the stowage mount's cache directory, read whole after its warm read (big file only). */
+export const CACHE_DIR = 'cache dir files (page cache dropped)';
 export const TRIVIAL = 'trivial FUSE (memory)';
 export const STREAM = 'stowage stream';
 
 export function compare(figures: Figure[], rss: { mount: number; stream?: number }): { ratios: Record<string, number>; aims: Aim[] } {
-  const get = (c: string, w: Workload) => figures.find((f) => f.contender === c && f.workload === w);
+  const get = (c: string, w: Workload) => figures.find((f) => f.contender === c && f.workload === w && f.fetchThreads === undefined);
   const ratios: Record<string, number> = {};
   const pairs: [string, string, string][] = [
     ['ours-cold/s3fs', OURS_COLD, S3FS],
@@ -111,7 +121,7 @@ export function tables(
   aims: Aim[],
   labels: { bigMiB: number; smallFiles: number; streamMiB: number; streamCache: string },
 ): string {
-  const order = [OURS_COLD, OURS_WARM, OURS_WARM_PC, S3FS, RCLONE_OFF, RCLONE_FULL, RCLONE_FULL_WARM, GETS, LOCAL, TRIVIAL];
+  const order = [OURS_COLD, OURS_WARM, OURS_WARM_PC, S3FS, RCLONE_OFF, RCLONE_FULL, RCLONE_FULL_WARM, GETS, LOCAL, LOCAL_DROPPED, CACHE_DIR, TRIVIAL];
   const cell = (f: Figure | undefined) => {
     if (!f) return '—';
     const r = f.workload === 'small' ? `${fmt(f.filesPerSec, 0)} files/s` : `${fmt(f.mbPerSec, 1)} MB/s`;
@@ -119,7 +129,7 @@ export function tables(
   };
   const rows: string[][] = [['contender', `${labels.bigMiB} MiB file, 1 MiB reads`, `${labels.smallFiles} × 4 KiB files`, 'peak RSS']];
   for (const c of order) {
-    const big = figures.find((f) => f.contender === c && f.workload === 'big');
+    const big = figures.find((f) => f.contender === c && f.workload === 'big' && f.fetchThreads === undefined);
     const small = figures.find((f) => f.contender === c && f.workload === 'small');
     if (!big && !small) continue;
     const rss = peakRss[c];

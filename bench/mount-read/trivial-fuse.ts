@@ -1,9 +1,10 @@
 /**
  * The ceiling of FUSE through fuse-native: a read-only file system that
- * serves `big.bin` and `small/…` from memory and does nothing else (no cache,
- * no hashing, no network). Run as a child process by the benchmark:
+ * serves `big.bin`, `small/…` and (when SHARDS_DIR is given) `shards/…` from
+ * memory and does nothing else (no cache, no hashing, no network). Run as a
+ * child process by the benchmark:
  *
- *   node dist/bench/mount-read/trivial-fuse.js MOUNTPOINT BIG_FILE SMALL_DIR
+ *   node dist/bench/mount-read/trivial-fuse.js MOUNTPOINT BIG_FILE SMALL_DIR [SHARDS_DIR]
  *
  * Same metadata timeouts as stowage's mount, no kernel_cache (every read
  * reaches this process, as a cold page cache would). SIGTERM / SIGINT
@@ -13,9 +14,9 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Fuse, { type FuseStat } from 'fuse-native';
 
-const [mnt, bigPath, smallDir] = process.argv.slice(2);
+const [mnt, bigPath, smallDir, shardsDir] = process.argv.slice(2);
 if (!mnt || !bigPath || !smallDir) {
-  process.stderr.write('usage: trivial-fuse.js MOUNTPOINT BIG_FILE SMALL_DIR\n');
+  process.stderr.write('usage: trivial-fuse.js MOUNTPOINT BIG_FILE SMALL_DIR [SHARDS_DIR]\n');
   process.exit(2);
 }
 
@@ -29,7 +30,12 @@ const now = Date.now();
 const files = new Map<string, Buffer>();
 const dirs = new Map<string, string[]>();
 files.set('/big.bin', readFileSync(bigPath));
-dirs.set('/', ['big.bin', 'small']);
+dirs.set('/', shardsDir ? ['big.bin', 'shards', 'small'] : ['big.bin', 'small']);
+if (shardsDir) {
+  const names = readdirSync(shardsDir).sort();
+  dirs.set('/shards', names);
+  for (const n of names) files.set(`/shards/${n}`, readFileSync(join(shardsDir, n)));
+}
 const smallNames: string[] = [];
 for (const d of readdirSync(smallDir).sort()) {
   smallNames.push(d);
