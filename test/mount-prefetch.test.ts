@@ -14,7 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Volume } from '../src/client/index.js';
 import { PackReads } from '../src/fuse-mount/read/pack-reads.js';
 import { Prefetcher, ReadWindow } from '../src/fuse-mount/read/prefetcher.js';
-import type { ChunkCache, ChunkCacheStats } from '../src/fuse-mount/cache/types.js';
+import type { ChunkCache, ChunkCacheStats, ChunkLoad, FetchOutcome, FetchPlan } from '../src/fuse-mount/cache/types.js';
+import type { ExtentReader, PlannedChunk } from '../src/fuse-mount/read/extent-reader.js';
 import type { FileEntry } from '../src/gen/stowage/v1/volume.js';
 import { removeScratch, scratchDir, startSetup, waitFor, type Setup } from './support/faults.js';
 import { cleanUpMounts, startMountProcess, stopMount, type MountProcess } from './support/mount.js';
@@ -172,25 +173,42 @@ describe('pack read-ahead (no FUSE)', () => {
     );
     return { files, blob, entries };
   }
-  /** A chunk cache in a Map that checks what it stores, as the real ones do. */
+  /** A chunk cache in a Map that checks what it stores and merges concurrent loads, as the real one does. */
   class MapCache implements ChunkCache {
     readonly chunks = new Map<string, Buffer>();
-    async get(hash: string, _length: number, load: () => Promise<Buffer>): Promise<Buffer> {
-      const hit = this.chunks.get(hash);
-      if (hit) return hit;
-      const data = await load();
-      if (sha256(data) !== hash) throw new Error(`bad bytes for ${hash}`);
-      this.chunks.set(hash, data);
-      return data;
+    private readonly flights = new Map<string, Promise<void>>();
+    async read(hash: string, length: number, at: number, into: Buffer, load: ChunkLoad): Promise<number> {
+      await this.fill(hash, length, load);
+      const c = this.chunks.get(hash);
+      if (!c) throw new Error(`bad bytes for ${hash}`);
+      return c.copy(into, 0, at, Math.min(length, at + into.length));
+    }
+    async fill(hash: string, _length: number, load: ChunkLoad): Promise<boolean> {
+      if (this.chunks.has(hash)) return false;
+      let f = this.flights.get(hash);
+      if (!f) {
+        f = load((plan) => this.fetch(plan)).finally(() => this.flights.delete(hash));
+        this.flights.set(hash, f);
+      }
+      await f;
+      return true;
+    }
+    private async fetch(plan: FetchPlan): Promise<FetchOutcome> {
+      const src = (plan.source as { bytes: Uint8Array }).bytes;
+      const out: FetchOutcome = new Map();
+      for (const c of plan.chunks) {
+        const b = Buffer.from(src.subarray(c.at, c.at + c.length));
+        const ok = sha256(b) === c.hash;
+        if (ok) this.chunks.set(c.hash, b);
+        out.set(c.hash, ok ? 'kept' : 'mismatch');
+      }
+      return out;
     }
     has(hash: string): boolean {
       return this.chunks.has(hash);
     }
-    isHot(hash: string): boolean {
-      return this.chunks.has(hash);
-    }
     stats(): ChunkCacheStats {
-      return { bytes: 0, entries: this.chunks.size, hits: 0, misses: 0, loads: 0, evictions: 0, corruptions: 0 };
+      return { bytes: 0, entries: this.chunks.size, hits: 0, misses: 0, loads: 0, evictions: 0, corruptions: 0, inMemory: 0 };
     }
     async close(): Promise<void> {}
   }
@@ -198,15 +216,28 @@ describe('pack read-ahead (no FUSE)', () => {
     const p = pack(n);
     const cache = new MapCache();
     const ranges: [number, number][] = [];
-    const reads = new PackReads(cache, async (_entry, _index, offset, length) => {
-      ranges.push([offset, length]);
-      await new Promise((r) => setImmediate(r));
-      return Buffer.from(p.blob.subarray(offset, offset + length));
-    });
+    // The part of ExtentReader that PackReads uses, over the blob in memory.
+    const reader = {
+      cache,
+      fetchRange: async (_entry: FileEntry, _index: number, offset: number, length: number, chunks: PlannedChunk[], fetch: (plan: FetchPlan) => Promise<FetchOutcome>) => {
+        ranges.push([offset, length]);
+        await new Promise((r) => setImmediate(r));
+        return fetch({ source: { bytes: p.blob.subarray(offset, offset + length) }, offset, length, chunks });
+      },
+      loader: (entry: FileEntry, index: number): ChunkLoad => {
+        const e = entry.extents[index]!;
+        return async (fetch) => void (await reader.fetchRange(entry, index, e.offset, e.length, [{ hash: e.hash, length: e.length, at: 0 }], fetch));
+      },
+    };
+    const reads = new PackReads(reader as unknown as ExtentReader);
     // As the mount indexes the leaf pages of a directory it lists: here two pages.
     reads.add('page-1', p.entries.slice(0, n >> 1));
     reads.add('page-2', p.entries.slice(n >> 1));
-    const read = (i: number) => cache.get(p.entries[i]!.extents[0]!.hash, FILE, () => reads.load(p.entries[i]!, 0));
+    const read = async (i: number) => {
+      const into = Buffer.alloc(FILE);
+      const got = await cache.read(p.entries[i]!.extents[0]!.hash, FILE, 0, into, reads.loader(p.entries[i]!, 0));
+      return into.subarray(0, got);
+    };
     return { ...p, cache, ranges, reads, read };
   }
 
