@@ -101,6 +101,8 @@ const STALE_TEMP_MS = 60 * 60 * 1000;
 const SCAN_BATCH = 64;
 /** Chunk files kept open. */
 const OPEN_FILES = 128;
+/** Chunks up to this size are read whole in one pread, their files not kept open. */
+const SMALL_CHUNK = 64 * 1024;
 const DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024;
 
 const errnoOf = (err: unknown): string | undefined => (err as NodeJS.ErrnoException | undefined)?.code;
@@ -331,9 +333,15 @@ export class DiskChunkCache implements ChunkCache {
    */
   private async readStored(hash: string, length: number, at: number, out: Buffer): Promise<number | undefined> {
     await this.removals.get(hash);
-    const f = this.files.get(hash) ?? (await this.openStored(hash, length));
+    const open = this.files.get(hash);
+    if (!open && length <= SMALL_CHUNK) {
+      const got = await this.readSmall(hash, length, at, out);
+      if (got !== 'other') return got;
+    }
+    const f = open ?? (await this.openStored(hash, length));
     if (!f) return undefined;
     if (f.length !== length) throw new IntegrityError(`chunk ${hash.slice(0, 16)}… is ${f.length} bytes, not ${length}`);
+    if (out.length === 0) return 0;
     f.users++;
     try {
       const first = at >> BLOCK_SHIFT;
@@ -352,9 +360,52 @@ export class DiskChunkCache implements ChunkCache {
       f.users--;
       if (f.dropped && f.users === 0) closeFd(f.fd, () => undefined);
     }
-    const entry = this.index.get(hash);
-    if (entry) this.touch(hash, entry);
+    this.adopt(hash, length);
     return out.length;
+  }
+
+  /**
+   * A small chunk's file read whole in one pread and checked, without
+   * keeping it open (a walk through small files reads each once); 'other'
+   * when the file is not the size this length makes (openStored decides).
+   */
+  private async readSmall(hash: string, length: number, at: number, out: Buffer): Promise<number | undefined | 'other'> {
+    const size = fileSizeOf(length);
+    const buf = Buffer.allocUnsafe(size + 1);
+    let fd: number;
+    try {
+      fd = await openChunkFile(this.path(hash));
+    } catch (err) {
+      this.unreadable(hash, err);
+      return undefined;
+    }
+    let n: number;
+    try {
+      n = await preadFull(fd, buf, 0);
+    } catch (err) {
+      this.unreadable(hash, err);
+      return undefined;
+    } finally {
+      closeFd(fd, () => undefined);
+    }
+    if (n !== size) return 'other';
+    const table = crcTableOf(buf.subarray(length, size), length);
+    if (!table || !blocksMatch(buf.subarray(0, length), 0, table)) {
+      this.damaged(hash, table ? 'a block does not match its CRC32C' : 'its trailer is missing or not this format');
+      return undefined;
+    }
+    this.adopt(hash, length);
+    return buf.copy(out, 0, at, at + out.length);
+  }
+
+  /** Indexes a good file this process did not know (another process wrote it), or bumps a known one's mtime. */
+  private adopt(hash: string, length: number): void {
+    const entry = this.index.get(hash);
+    if (entry) return this.touch(hash, entry);
+    if (this.removals.has(hash)) return;
+    const adopted = { size: chunkSize(length), touchedMs: 0 };
+    this.index.set(hash, adopted);
+    this.touch(hash, adopted);
   }
 
   /**
@@ -365,7 +416,7 @@ export class DiskChunkCache implements ChunkCache {
   private async openStored(hash: string, length: number): Promise<OpenChunk | undefined> {
     let fd: number;
     try {
-      fd = await new Promise<number>((resolve, reject) => openFd(this.path(hash), constants.O_RDONLY | constants.O_NOFOLLOW, (err, n) => (err ? reject(err) : resolve(n))));
+      fd = await openChunkFile(this.path(hash));
     } catch (err) {
       this.unreadable(hash, err);
       return undefined;
@@ -385,11 +436,7 @@ export class DiskChunkCache implements ChunkCache {
       const f: OpenChunk = { fd, length, table: Buffer.from(table), users: 0, dropped: false };
       this.files.set(hash, f);
       // Written by another process (or dropped from our index while we read it): adopt it.
-      if (!this.index.has(hash) && !this.removals.has(hash)) {
-        const adopted = { size: chunkSize(length), touchedMs: 0 };
-        this.index.set(hash, adopted);
-        this.touch(hash, adopted);
-      }
+      if (!this.index.has(hash)) this.adopt(hash, length);
       return f;
     } catch (err) {
       if (err instanceof IntegrityError) throw err;
@@ -529,6 +576,10 @@ export class DiskChunkCache implements ChunkCache {
     this.warned.add(kind);
     this.log.warn({ dir: this.root, err: messageOf(err) }, msg);
   }
+}
+
+function openChunkFile(path: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => openFd(path, constants.O_RDONLY | constants.O_NOFOLLOW, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
 /** Reads into all of `buf` from `position` (fewer bytes only at the end of the file); how many were read. */
