@@ -47,13 +47,13 @@
  * Each kind of fault is logged once.
  */
 import { close as closeFd, constants, fstat, open as openFd, read as readFd } from 'node:fs';
-import { chmod, readdir, rm, stat, utimes } from 'node:fs/promises';
+import { chmod, open as openHandle, readdir, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { FailedPreconditionError, IntegrityError, InvalidArgumentError, UnavailableError, messageOf } from '../../common/errors.js';
 import { PRIVATE, ensureDir, type FileModes } from '../../common/file-modes.js';
 import { createLogger, type Logger } from '../../common/logger.js';
-import { BLOCK, BLOCK_SHIFT, blocksMatch, blocksOf, crcTableOf, fileSizeOf, lengthOfFile } from './block-file.js';
+import { BLOCK, BLOCK_SHIFT, TRAILER_BYTES, blocksMatch, blocksOf, crcTableOf, fileSizeOf, lengthInTrailer, lengthOfFile } from './block-file.js';
 import { checkChunkKey, checkMaxBytes, chunkSize, loadedMismatch } from './chunk-checks.js';
 import type { FetchJob } from './fetch-job.js';
 import { FetchPool } from './fetch-pool.js';
@@ -188,12 +188,14 @@ export class DiskChunkCache implements ChunkCache {
   async read(hash: string, length: number, at: number, into: Buffer, load: ChunkLoad): Promise<number> {
     checkChunkKey(hash, length, this.closed, at);
     const out = into.subarray(0, Math.max(0, Math.min(into.length, length - at)));
+    // Past the end nothing is copied (the block arithmetic below assumes at <= length); the chunk must still be there.
+    const from = Math.min(at, length);
     let loaded: Buffer | undefined;
     // Loads at most twice: a file another process removes between our load and our read is loaded again.
     for (let attempt = 0; ; attempt++) {
       const held = this.memory.get(hash) ?? loaded;
-      if (held) return this.copyHeld(hash, length, held, at, out, attempt);
-      const n = await this.readStored(hash, length, at, out);
+      if (held) return this.copyHeld(hash, length, held, from, out, attempt);
+      const n = await this.readStored(hash, length, from, out);
       if (n !== undefined) {
         if (attempt === 0) this.counts.hits++;
         return n;
@@ -296,8 +298,9 @@ export class DiskChunkCache implements ChunkCache {
         continue;
       }
       const bytes = Buffer.from(c.bytes.buffer, c.bytes.byteOffset, c.bytes.byteLength);
-      if (NO_SPACE.has(c.code) && (await this.storeAgain(c.hash, size, bytes))) continue;
-      if (c.code !== 'E2BIG') this.warnOnce(`write-${c.code}`, c.code, 'cannot write to the chunk cache; keeping chunks in memory instead');
+      if (NO_SPACE.has(c.code)) {
+        if (await this.storeAgain(c.hash, size, bytes, c.code)) continue;
+      } else if (c.code !== 'E2BIG') this.warnOnce(`write-${c.code}`, c.code, 'cannot write to the chunk cache; keeping chunks in memory instead');
       this.memory.set(c.hash, bytes);
       if (!this.memory.has(c.hash)) unkept(c.hash, bytes);
     }
@@ -305,7 +308,7 @@ export class DiskChunkCache implements ChunkCache {
   }
 
   /** After ENOSPC or EDQUOT: evicts at least `size` bytes and writes the chunk once more; whether that worked. */
-  private async storeAgain(hash: string, size: number, bytes: Buffer): Promise<boolean> {
+  private async storeAgain(hash: string, size: number, bytes: Buffer, code: string): Promise<boolean> {
     this.evict(size);
     await Promise.allSettled([...this.removals.values()]);
     const again = await this.pool.run({
@@ -320,7 +323,7 @@ export class DiskChunkCache implements ChunkCache {
       this.index.set(hash, { size, touchedMs: Date.now() });
       return true;
     }
-    this.warnOnce('full', 'ENOSPC', 'chunk cache disk is full even after evicting; keeping chunks in memory instead');
+    this.warnOnce(`full-${code}`, code, 'chunk cache disk is full even after evicting; keeping chunks in memory instead');
     return false;
   }
 
@@ -488,8 +491,8 @@ export class DiskChunkCache implements ChunkCache {
           const st = await stat(path).catch(() => undefined);
           if (!st?.isFile()) return;
           const length = lengthOfFile(st.size);
-          // Not this format's size: a file of an older cache format, or torn by a crash. Loaded again when read.
-          if (length === undefined) return void others.push(hash);
+          // Not this format's size or trailer: a file of an older cache format, or torn by a crash. Loaded again when read.
+          if (length === undefined || (await lengthInFile(path, st.size)) !== length) return void others.push(hash);
           files.push({ hash, size: length, mtimeMs: st.mtimeMs });
           await setMode(path, st.mode, this.modes.file);
         }),
@@ -528,6 +531,22 @@ export class DiskChunkCache implements ChunkCache {
     if (this.warned.has(kind)) return;
     this.warned.add(kind);
     this.log.warn({ dir: this.root, err: messageOf(err) }, msg);
+  }
+}
+
+/** The chunk length the trailer at the end of the file names; undefined when it has none of this format or cannot be read. */
+async function lengthInFile(path: string, size: number): Promise<number | undefined> {
+  if (size < TRAILER_BYTES) return undefined;
+  const fh = await openHandle(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
+  if (!fh) return undefined;
+  try {
+    const trailer = Buffer.alloc(TRAILER_BYTES);
+    const { bytesRead } = await fh.read(trailer, 0, TRAILER_BYTES, size - TRAILER_BYTES);
+    return bytesRead === TRAILER_BYTES ? lengthInTrailer(trailer) : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    await fh.close().catch(() => undefined);
   }
 }
 
