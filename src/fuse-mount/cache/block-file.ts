@@ -58,6 +58,14 @@ export function tailOf(data: Uint8Array): Buffer {
   return tail;
 }
 
+/** The chunk length a trailer (a file's last TRAILER_BYTES) names, or undefined when it is not this format's. */
+export function lengthInTrailer(trailer: Buffer): number | undefined {
+  if (trailer.length !== TRAILER_BYTES) return undefined;
+  if (trailer.readUInt32LE(0) !== MAGIC || trailer.readUInt8(4) !== FORMAT || trailer.readUInt8(5) !== BLOCK_SHIFT) return undefined;
+  const length = trailer.readBigUInt64LE(8);
+  return length <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(length) : undefined;
+}
+
 /**
  * The CRC table of a cache file whose last bytes are `tail` (at least the
  * table and trailer of a chunk of `length` bytes), or undefined when the

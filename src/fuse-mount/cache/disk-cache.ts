@@ -46,14 +46,14 @@
  * `memoryBytes`, least recently used leaving first) and served from there.
  * Each kind of fault is logged once.
  */
-import { close as closeFd, constants, fstat, open as openFd, read as readFd } from 'node:fs';
-import { chmod, readdir, rm, stat, utimes } from 'node:fs/promises';
+import { close as closeFd, constants, fstat, open as openFd, read as readFd, type Stats } from 'node:fs';
+import { chmod, open as openHandle, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { FailedPreconditionError, IntegrityError, InvalidArgumentError, UnavailableError, messageOf } from '../../common/errors.js';
 import { PRIVATE, ensureDir, type FileModes } from '../../common/file-modes.js';
 import { createLogger, type Logger } from '../../common/logger.js';
-import { BLOCK, BLOCK_SHIFT, blocksMatch, blocksOf, crcTableOf, fileSizeOf, lengthOfFile } from './block-file.js';
+import { BLOCK, BLOCK_SHIFT, TRAILER_BYTES, blocksMatch, blocksOf, crcTableOf, fileSizeOf, lengthInTrailer, lengthOfFile } from './block-file.js';
 import { checkChunkKey, checkMaxBytes, chunkSize, loadedMismatch } from './chunk-checks.js';
 import type { FetchJob } from './fetch-job.js';
 import { FetchPool } from './fetch-pool.js';
@@ -76,8 +76,21 @@ export interface DiskChunkCacheOptions {
   logger?: Logger;
 }
 
+/** What a lookup (or load) of a chunk found. */
+interface Located {
+  /** Whether the chunk was loaded (a miss), not found stored (a hit). */
+  loaded: boolean;
+  /** Its bytes, when it is small or kept only in memory. */
+  bytes?: Buffer;
+}
+
 interface Entry {
+  /** Bytes of its file (the bound counts these). */
   size: number;
+  /** Bytes of the chunk. */
+  length: number;
+  /** When this process indexed it, in the order of `DiskChunkCache.seq`. */
+  seq: number;
   /** When this process last set (or saw) the file's mtime, in ms since the epoch. */
   touchedMs: number;
 }
@@ -88,6 +101,8 @@ interface OpenChunk {
   length: number;
   table: Buffer;
   users: number;
+  /** When the file was last seen linked (fstat), in ms since the epoch. */
+  checkedMs: number;
   /** Dropped from the LRU while in use: closed by its last user. */
   dropped: boolean;
 }
@@ -99,8 +114,13 @@ const NO_SPACE = new Set(['ENOSPC', 'EDQUOT']);
 const STALE_TEMP_MS = 60 * 60 * 1000;
 /** Files stat'ed at once while scanning. */
 const SCAN_BATCH = 64;
+/** A file beside `chunks/` naming the layout of the files in it (block-file.ts); a directory without it is checked file by file once. */
+const FORMAT_MARKER = 'chunk-format';
+const FORMAT_NAME = 'stowage chunk files with CRC32C blocks, format 1\n';
 /** Chunk files kept open. */
 const OPEN_FILES = 128;
+/** How often an open chunk file is checked for having been removed. */
+const RECHECK_MS = 1000;
 /** Chunks up to this size are read whole in one pread, their files not kept open. */
 const SMALL_CHUNK = 64 * 1024;
 const DEFAULT_MEMORY_BYTES = 64 * 1024 * 1024;
@@ -121,7 +141,7 @@ export class DiskChunkCache implements ChunkCache {
   /** Chunks whose files could not be written. */
   private readonly memory: LRUCache<string, Buffer>;
   private readonly files: LRUCache<string, OpenChunk>;
-  private readonly flights = new Singleflight<Buffer | undefined>();
+  private readonly flights = new Singleflight<Located>();
   private readonly pool: FetchPool;
   /** File removals in progress, by hash: a write or read of the same chunk waits for them. */
   private readonly removals = new Map<string, Promise<void>>();
@@ -130,6 +150,12 @@ export class DiskChunkCache implements ChunkCache {
   private readonly warned = new Set<string>();
   private readonly counts = { hits: 0, misses: 0, loads: 0, evictions: 0, corruptions: 0 };
   private closed = false;
+  /** Bytes of the chunks the index holds (it is bounded by their files' sizes). */
+  private dataBytes = 0;
+  /** Set while an entry is forgotten without removing its file (forget()). */
+  private keepFileOf: string | undefined;
+  /** Counts index entries made, so that a miss seen by an open started earlier does not forget a newer entry. */
+  private seq = 0;
 
   private constructor(opts: DiskChunkCacheOptions) {
     checkMaxBytes(opts.maxBytes);
@@ -143,10 +169,11 @@ export class DiskChunkCache implements ChunkCache {
       maxSize: opts.maxBytes,
       sizeCalculation: (e) => e.size,
       // 'set' replaces an entry by one for the same file: keep the file.
-      dispose: (_e, hash, reason) => {
+      dispose: (e, hash, reason) => {
+        this.dataBytes -= e.length;
         if (reason === 'set') return;
         if (reason === 'evict') this.counts.evictions++;
-        this.removeFile(hash);
+        if (this.keepFileOf !== hash) this.removeFile(hash);
       },
     });
     const memoryBytes = opts.memoryBytes ?? DEFAULT_MEMORY_BYTES;
@@ -177,7 +204,13 @@ export class DiskChunkCache implements ChunkCache {
       await cache.pool.close();
       throw new FailedPreconditionError(`cannot use ${opts.dir} as the chunk cache directory: ${messageOf(err)}`);
     }
-    changed += await cache.scan();
+    // A directory without this format's marker may hold files of an older cache format: each file's trailer is read once.
+    const marker = join(opts.dir, FORMAT_MARKER);
+    const marked = (await readFile(marker, 'utf8').catch(() => '')) === FORMAT_NAME;
+    changed += await cache.scan(!marked);
+    if (!marked) await writeFile(marker, FORMAT_NAME, { mode: cache.modes.file }).catch((err: unknown) => cache.warnOnce('marker', err, 'cannot mark the chunk cache directory with its format'));
+    // Its mode follows the cache's, like every file in it (the umask may have cut it).
+    await chmod(marker, cache.modes.file).catch(() => undefined);
     if (changed > 0) {
       cache.log.info(
         { dir: opts.dir, changed },
@@ -190,19 +223,28 @@ export class DiskChunkCache implements ChunkCache {
   async read(hash: string, length: number, at: number, into: Buffer, load: ChunkLoad): Promise<number> {
     checkChunkKey(hash, length, this.closed, at);
     const out = into.subarray(0, Math.max(0, Math.min(into.length, length - at)));
-    let loaded: Buffer | undefined;
-    // Loads at most twice: a file another process removes between our load and our read is loaded again.
+    // Past the end nothing is copied (the block arithmetic assumes at <= length); the chunk must still be there.
+    const from = Math.min(at, length);
+    let found: Located = { loaded: false };
+    // A file another process removes between our load (or lookup) and our read is looked up, and loaded, again.
     for (let attempt = 0; ; attempt++) {
-      const held = this.memory.get(hash) ?? loaded;
-      if (held) return this.copyHeld(hash, length, held, at, out, attempt);
-      const n = await this.readStored(hash, length, at, out);
-      if (n !== undefined) {
-        if (attempt === 0) this.counts.hits++;
-        return n;
+      const held = this.memory.get(hash) ?? found.bytes;
+      if (held) {
+        if (held.length !== length) throw new IntegrityError(`chunk ${hash.slice(0, 16)}… is ${held.length} bytes, not ${length}`);
+        this.count(found.loaded);
+        return held.copy(out, 0, from, from + out.length);
       }
-      if (attempt === 2) throw new UnavailableError(`chunk ${hash.slice(0, 16)}… left the cache twice right after it was loaded; try the read again`);
-      if (attempt === 0) this.counts.misses++;
-      loaded = await this.loadOnce(hash, load);
+      const f = this.files.get(hash);
+      if (f) {
+        const n = await this.readOpen(f, hash, length, from, out);
+        if (n !== undefined) {
+          this.count(found.loaded);
+          return n;
+        }
+      }
+      if (attempt === 3) throw new UnavailableError(`chunk ${hash.slice(0, 16)}… left the cache three times right after it was loaded; try the read again`);
+      const next = await this.locate(hash, length, load);
+      found = { loaded: found.loaded || next.loaded, bytes: next.bytes };
     }
   }
 
@@ -212,9 +254,9 @@ export class DiskChunkCache implements ChunkCache {
       this.counts.hits++;
       return false;
     }
-    this.counts.misses++;
-    await this.loadOnce(hash, load);
-    return true;
+    const { loaded } = await this.locate(hash, length, load, false);
+    this.count(loaded);
+    return loaded;
   }
 
   has(hash: string): boolean {
@@ -223,7 +265,7 @@ export class DiskChunkCache implements ChunkCache {
 
   stats(): ChunkCacheStats {
     return {
-      bytes: this.index.calculatedSize + this.memory.calculatedSize,
+      bytes: this.dataBytes + this.memory.calculatedSize,
       entries: this.index.size + this.memory.size,
       inMemory: this.memory.size,
       ...this.counts,
@@ -243,27 +285,44 @@ export class DiskChunkCache implements ChunkCache {
     return join(this.root, hash.slice(0, 2), hash);
   }
 
-  private copyHeld(hash: string, length: number, held: Buffer, at: number, out: Buffer, attempt: number): number {
-    if (held.length !== length) throw new IntegrityError(`chunk ${hash.slice(0, 16)}… is ${held.length} bytes, not ${length}`);
-    if (attempt === 0) this.counts.hits++;
-    return held.copy(out, 0, at, at + out.length);
+  private count(loaded: boolean): void {
+    if (loaded) this.counts.misses++;
+    else this.counts.hits++;
   }
 
   /**
-   * One load of a missing chunk, merged across callers. Resolves to its bytes
-   * when they are kept only for this load (too big for either bound), else to
-   * undefined (read it from disk or memory); rejects with an IntegrityError
-   * when the chunk is still missing afterwards.
+   * Finds the chunk's file, or loads the chunk when there is none; merged
+   * across callers, so that however many read a missing chunk at once (or
+   * look for it while it loads) `load` is called once. A small chunk comes
+   * back as its bytes (read whole, checked); a large one's file is left open
+   * in `files`. Bytes kept only for this load (too big for either bound) come
+   * back too. An IntegrityError when the load did not bring the chunk.
+   * `open: false` (a fill) leaves a loaded chunk's file closed.
    */
-  private loadOnce(hash: string, load: ChunkLoad): Promise<Buffer | undefined> {
+  private locate(hash: string, length: number, load: ChunkLoad, open = true): Promise<Located> {
     return this.flights.do(hash, async () => {
+      const stored = await this.findStored(hash, length);
+      if (stored) return { loaded: false, bytes: stored === true ? undefined : stored };
       this.counts.loads++;
       let own: Buffer | undefined;
       await load((plan) => this.fetch(plan, (h, bytes) => h === hash && (own = bytes)));
-      if (own) return own;
+      if (own) return { loaded: true, bytes: own };
       if (!this.has(hash)) throw loadedMismatch(hash);
-      return undefined;
+      if (!open) return { loaded: true };
+      const after = await this.findStored(hash, length);
+      return { loaded: true, bytes: after === true || after === undefined ? undefined : after };
     });
+  }
+
+  /** A small chunk's bytes, or true when a large one's file is open in `files`; undefined when there is no good file. */
+  private async findStored(hash: string, length: number): Promise<Buffer | true | undefined> {
+    await this.removals.get(hash);
+    if (this.memory.has(hash)) return this.memory.get(hash);
+    if (length <= SMALL_CHUNK) {
+      const got = await this.readSmall(hash, length);
+      if (got !== 'other') return got;
+    }
+    return (await this.openStored(hash, length)) ? true : undefined;
   }
 
   /** Runs a plan on a fetch thread and records what it stored; `unkept` receives chunks no bound could keep. */
@@ -279,7 +338,7 @@ export class DiskChunkCache implements ChunkCache {
       offset: plan.offset,
       length: plan.length,
       // A chunk larger than the bound comes back in memory instead of being written.
-      chunks: plan.chunks.map((c) => ({ ...c, path: chunkSize(c.length) > this.maxBytes ? undefined : this.path(c.hash) })),
+      chunks: plan.chunks.map((c) => ({ ...c, path: fileSizeOf(c.length) > this.maxBytes ? undefined : this.path(c.hash) })),
       fileMode: this.modes.file,
       dirMode: this.modes.dir,
     };
@@ -292,14 +351,15 @@ export class DiskChunkCache implements ChunkCache {
         continue;
       }
       outcome.set(c.hash, 'kept');
-      const size = chunkSize(plan.chunks.find((p) => p.hash === c.hash)!.length);
+      const length = plan.chunks.find((p) => p.hash === c.hash)!.length;
       if (c.status === 'stored') {
-        this.index.set(c.hash, { size, touchedMs: Date.now() });
+        this.remember(c.hash, length, Date.now());
         continue;
       }
       const bytes = Buffer.from(c.bytes.buffer, c.bytes.byteOffset, c.bytes.byteLength);
-      if (NO_SPACE.has(c.code) && (await this.storeAgain(c.hash, size, bytes))) continue;
-      if (c.code !== 'E2BIG') this.warnOnce(`write-${c.code}`, c.code, 'cannot write to the chunk cache; keeping chunks in memory instead');
+      if (NO_SPACE.has(c.code)) {
+        if (await this.storeAgain(c.hash, bytes, c.code)) continue;
+      } else if (c.code !== 'E2BIG') this.warnOnce(`write-${c.code}`, c.code, 'cannot write to the chunk cache; keeping chunks in memory instead');
       this.memory.set(c.hash, bytes);
       if (!this.memory.has(c.hash)) unkept(c.hash, bytes);
     }
@@ -307,8 +367,8 @@ export class DiskChunkCache implements ChunkCache {
   }
 
   /** After ENOSPC or EDQUOT: evicts at least `size` bytes and writes the chunk once more; whether that worked. */
-  private async storeAgain(hash: string, size: number, bytes: Buffer): Promise<boolean> {
-    this.evict(size);
+  private async storeAgain(hash: string, bytes: Buffer, code: string): Promise<boolean> {
+    this.evict(fileSizeOf(bytes.length));
     await Promise.allSettled([...this.removals.values()]);
     const again = await this.pool.run({
       source: { bytes },
@@ -319,31 +379,33 @@ export class DiskChunkCache implements ChunkCache {
       dirMode: this.modes.dir,
     });
     if (again.ok && again.chunks[0]?.status === 'stored') {
-      this.index.set(hash, { size, touchedMs: Date.now() });
+      this.remember(hash, bytes.length, Date.now());
       return true;
     }
-    this.warnOnce('full', 'ENOSPC', 'chunk cache disk is full even after evicting; keeping chunks in memory instead');
+    this.warnOnce(`full-${code}`, code, 'chunk cache disk is full even after evicting; keeping chunks in memory instead');
     return false;
   }
 
   /**
-   * Copies [at, at + out.length) of the chunk's file into `out`, checking the
-   * blocks read; undefined when there is no good file (a damaged one is
-   * dropped, so that the caller loads the chunk again).
+   * Copies [at, at + out.length) of the chunk's open file into `out`,
+   * checking the blocks read; undefined when the file turns out bad (dropped,
+   * so that the caller loads the chunk again) or gone.
    */
-  private async readStored(hash: string, length: number, at: number, out: Buffer): Promise<number | undefined> {
-    await this.removals.get(hash);
-    const open = this.files.get(hash);
-    if (!open && length <= SMALL_CHUNK) {
-      const got = await this.readSmall(hash, length, at, out);
-      if (got !== 'other') return got;
-    }
-    const f = open ?? (await this.openStored(hash, length));
-    if (!f) return undefined;
+  private async readOpen(f: OpenChunk, hash: string, length: number, at: number, out: Buffer): Promise<number | undefined> {
+    const since = this.seq;
     if (f.length !== length) throw new IntegrityError(`chunk ${hash.slice(0, 16)}… is ${f.length} bytes, not ${length}`);
     if (out.length === 0) return 0;
     f.users++;
     try {
+      if (Date.now() - f.checkedMs >= RECHECK_MS) {
+        f.checkedMs = Date.now();
+        // Removed meanwhile (evicted by another process, the directory deleted): its disk space is held until we let go.
+        if ((await fstatOf(f.fd)).nlink === 0) {
+          this.files.delete(hash);
+          if ((this.index.peek(hash)?.seq ?? 0) <= since) this.forget(hash);
+          return undefined;
+        }
+      }
       const first = at >> BLOCK_SHIFT;
       const start = first * BLOCK;
       const end = at + out.length;
@@ -354,7 +416,7 @@ export class DiskChunkCache implements ChunkCache {
       if (!aligned) span.copy(out, 0, at - start, at - start + out.length);
     } catch (err) {
       if (err instanceof DamagedFile) this.damaged(hash, err.message);
-      else this.unreadable(hash, err);
+      else this.unreadable(hash, err, since);
       return undefined;
     } finally {
       f.users--;
@@ -369,21 +431,22 @@ export class DiskChunkCache implements ChunkCache {
    * keeping it open (a walk through small files reads each once); 'other'
    * when the file is not the size this length makes (openStored decides).
    */
-  private async readSmall(hash: string, length: number, at: number, out: Buffer): Promise<number | undefined | 'other'> {
+  private async readSmall(hash: string, length: number): Promise<Buffer | undefined | 'other'> {
+    const since = this.seq;
     const size = fileSizeOf(length);
     const buf = Buffer.allocUnsafe(size + 1);
     let fd: number;
     try {
       fd = await openChunkFile(this.path(hash));
     } catch (err) {
-      this.unreadable(hash, err);
+      this.unreadable(hash, err, since);
       return undefined;
     }
     let n: number;
     try {
       n = await preadFull(fd, buf, 0);
     } catch (err) {
-      this.unreadable(hash, err);
+      this.unreadable(hash, err, since);
       return undefined;
     } finally {
       closeFd(fd, () => undefined);
@@ -395,7 +458,24 @@ export class DiskChunkCache implements ChunkCache {
       return undefined;
     }
     this.adopt(hash, length);
-    return buf.copy(out, 0, at, at + out.length);
+    return buf.subarray(0, length);
+  }
+
+  private remember(hash: string, length: number, touchedMs: number): Entry {
+    const entry: Entry = { size: fileSizeOf(length), length, seq: ++this.seq, touchedMs };
+    this.dataBytes += length;
+    this.index.set(hash, entry);
+    return entry;
+  }
+
+  /** Drops the index entry but leaves the file (it is gone already, or is another process's newer one). */
+  private forget(hash: string): void {
+    this.keepFileOf = hash;
+    try {
+      this.index.delete(hash);
+    } finally {
+      this.keepFileOf = undefined;
+    }
   }
 
   /** Indexes a good file this process did not know (another process wrote it), or bumps a known one's mtime. */
@@ -403,9 +483,7 @@ export class DiskChunkCache implements ChunkCache {
     const entry = this.index.get(hash);
     if (entry) return this.touch(hash, entry);
     if (this.removals.has(hash)) return;
-    const adopted = { size: chunkSize(length), touchedMs: 0 };
-    this.index.set(hash, adopted);
-    this.touch(hash, adopted);
+    this.touch(hash, this.remember(hash, length, 0));
   }
 
   /**
@@ -414,16 +492,17 @@ export class DiskChunkCache implements ChunkCache {
    * IntegrityError for this caller, and stays.
    */
   private async openStored(hash: string, length: number): Promise<OpenChunk | undefined> {
+    const since = this.seq;
     let fd: number;
     try {
       fd = await openChunkFile(this.path(hash));
     } catch (err) {
-      this.unreadable(hash, err);
+      this.unreadable(hash, err, since);
       return undefined;
     }
     let keep = false;
     try {
-      const size = await new Promise<number>((resolve, reject) => fstat(fd, (err, st) => (err ? reject(err) : resolve(st.size))));
+      const { size } = await fstatOf(fd);
       const stored = lengthOfFile(size);
       const tail = stored === undefined ? undefined : Buffer.allocUnsafe(size - stored);
       const table = tail && (await preadFull(fd, tail, stored!)) === tail.length ? crcTableOf(tail, stored!) : undefined;
@@ -433,14 +512,14 @@ export class DiskChunkCache implements ChunkCache {
       }
       if (stored !== length) throw new IntegrityError(`chunk ${hash.slice(0, 16)}… is ${stored} bytes, not ${length}`);
       keep = true;
-      const f: OpenChunk = { fd, length, table: Buffer.from(table), users: 0, dropped: false };
+      const f: OpenChunk = { fd, length, table: Buffer.from(table), users: 0, checkedMs: Date.now(), dropped: false };
       this.files.set(hash, f);
       // Written by another process (or dropped from our index while we read it): adopt it.
       if (!this.index.has(hash)) this.adopt(hash, length);
       return f;
     } catch (err) {
       if (err instanceof IntegrityError) throw err;
-      this.unreadable(hash, err);
+      this.unreadable(hash, err, since);
       return undefined;
     } finally {
       if (!keep) closeFd(fd, () => undefined);
@@ -455,11 +534,13 @@ export class DiskChunkCache implements ChunkCache {
   }
 
   /** A file that cannot be opened or read: gone (another process evicted it, the directory was deleted) or unreadable. */
-  private unreadable(hash: string, err: unknown): void {
+  private unreadable(hash: string, err: unknown, since: number): void {
     const code = errnoOf(err);
     if (code !== 'ENOENT') this.warnOnce(`read-${code}`, err, 'cannot read a cached chunk; loading it instead');
+    // An entry made after the failed call began (a pack range stored the chunk meanwhile) names a good file.
+    if ((this.index.peek(hash)?.seq ?? 0) > since) return;
     this.files.delete(hash);
-    this.index.delete(hash);
+    this.forget(hash);
   }
 
   /** Forgets the chunk and removes its file. */
@@ -506,7 +587,7 @@ export class DiskChunkCache implements ChunkCache {
    * leftovers; sets modes that differ from the cache's. Returns how many
    * modes it set.
    */
-  private async scan(): Promise<number> {
+  private async scan(checkTrailers: boolean): Promise<number> {
     const files: { hash: string; size: number; mtimeMs: number }[] = [];
     const temps: string[] = [];
     const names: { hash: string; path: string }[] = [];
@@ -535,8 +616,8 @@ export class DiskChunkCache implements ChunkCache {
           const st = await stat(path).catch(() => undefined);
           if (!st?.isFile()) return;
           const length = lengthOfFile(st.size);
-          // Not this format's size: a file of an older cache format, or torn by a crash. Loaded again when read.
-          if (length === undefined) return void others.push(hash);
+          // Not this format's size or trailer: a file of an older cache format, or torn by a crash. Loaded again when read.
+          if (length === undefined || (checkTrailers && (await lengthInFile(path, st.size)) !== length)) return void others.push(hash);
           files.push({ hash, size: length, mtimeMs: st.mtimeMs });
           await setMode(path, st.mode, this.modes.file);
         }),
@@ -555,8 +636,8 @@ export class DiskChunkCache implements ChunkCache {
     // Setting newest last makes it the most recently used; beyond the bound the oldest go (and their files).
     for (const f of files) {
       // A chunk larger than the bound (left by a run with a larger one) can never be indexed.
-      if (chunkSize(f.size) > this.maxBytes) this.removeFile(f.hash);
-      else this.index.set(f.hash, { size: chunkSize(f.size), touchedMs: f.mtimeMs });
+      if (fileSizeOf(f.size) > this.maxBytes) this.removeFile(f.hash);
+      else this.remember(f.hash, f.size, f.mtimeMs);
     }
     await Promise.allSettled([...this.removals.values()]);
     return changed;
@@ -578,8 +659,28 @@ export class DiskChunkCache implements ChunkCache {
   }
 }
 
+function fstatOf(fd: number): Promise<Stats> {
+  return new Promise((resolve, reject) => fstat(fd, (err, st) => (err ? reject(err) : resolve(st))));
+}
+
 function openChunkFile(path: string): Promise<number> {
   return new Promise<number>((resolve, reject) => openFd(path, constants.O_RDONLY | constants.O_NOFOLLOW, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
+/** The chunk length the trailer at the end of the file names; undefined when it has none of this format or cannot be read. */
+async function lengthInFile(path: string, size: number): Promise<number | undefined> {
+  if (size < TRAILER_BYTES) return undefined;
+  const fh = await openHandle(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
+  if (!fh) return undefined;
+  try {
+    const trailer = Buffer.alloc(TRAILER_BYTES);
+    const { bytesRead } = await fh.read(trailer, 0, TRAILER_BYTES, size - TRAILER_BYTES);
+    return bytesRead === TRAILER_BYTES ? lengthInTrailer(trailer) : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
 }
 
 /** Reads into all of `buf` from `position` (fewer bytes only at the end of the file); how many were read. */
