@@ -50,7 +50,8 @@ const MiB = 1024 * KiB;
 export const DEFAULT_PREFETCH_WINDOW = 32 * MiB;
 const DEFAULT_INITIAL_WINDOW = 1 * MiB;
 const DEFAULT_PER_FILE = 4;
-const DEFAULT_TOTAL = 16;
+/** 8 fetches of 8 MiB chunks: 64 MiB in flight at most, enough to keep a loopback or LAN store busy. */
+const DEFAULT_TOTAL = 8;
 /** How far from the expected position a read may start and still continue a sequential stream. */
 const SEQUENTIAL_SLACK = 1 * MiB;
 
