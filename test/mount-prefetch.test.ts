@@ -429,6 +429,11 @@ describe('prefetching FUSE mount on S3 (s3rver)', () => {
     const dir = join(work, 'off');
     const bad = await runCli(['mount', name, dir, '--prefetch-window', 'lots', '--cache-dir', join(work, 'cache-off')], env);
     expect(bad.code, bad.stderr).toBe(2);
+    for (const threads of ['65', '-1', '2x', '']) {
+      const badThreads = await runCli(['mount', name, dir, '--fetch-threads', threads, '--cache-dir', join(work, 'cache-off')], env);
+      expect(badThreads.code, badThreads.stderr).toBe(2);
+      expect(badThreads.stderr).toContain('--fetch-threads');
+    }
     const m = await startMountProcess({ volume: name, dir, cacheDir: join(work, 'cache-off'), args: ['--prefetch-window', '0'], env });
     try {
       await setup.s3!.resetStats();

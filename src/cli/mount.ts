@@ -68,7 +68,7 @@ export function cacheModes(mode: string): Readonly<FileModes> {
 
 /** --fetch-threads: the chunk cache's fetch threads (the same for mount and warmup). */
 export const FETCH_THREADS_FLAGS = '--fetch-threads <n>';
-export const FETCH_THREADS_HELP = 'threads that fetch, verify and write chunks into the cache, 0 to 64 (0: on the thread that answers FUSE; default: one per core, up to 4)';
+export const FETCH_THREADS_HELP = 'threads that fetch, verify and write chunks into the cache, 0 to 64 (0: on the thread that answers FUSE; default: one per core but one, 1 to 4)';
 
 /** The value of --fetch-threads, or its default. */
 export function parseFetchThreads(text: string | undefined): number {
@@ -87,9 +87,13 @@ export const DEFAULT_CACHE_SIZE = '10GiB';
  * them.
  */
 const DEFAULT_MEMORY_CACHE_SIZE = '64MiB';
-/** --fetch-threads when not given: one per core, up to 4 (a thread fetches, hashes and writes about 1 GB/s). */
+/**
+ * --fetch-threads when not given: one per core but one (that core answers
+ * FUSE), at least 1 and at most 4. On 2 cores one thread read fastest, with
+ * the least memory (bench/README.md, the --fetch-threads sweep).
+ */
 export function defaultFetchThreads(): number {
-  return Math.min(4, availableParallelism());
+  return Math.max(1, Math.min(4, availableParallelism() - 1));
 }
 /** --tree-cache-size when not given: the pages of several hundred thousand entries (fuse-mount/tree-source.ts). */
 const DEFAULT_TREE_CACHE_SIZE = '32MiB';
