@@ -117,8 +117,12 @@ const SCAN_BATCH = 64;
 /** A file beside `chunks/` naming the layout of the files in it (block-file.ts); a directory without it is checked file by file once. */
 const FORMAT_MARKER = 'chunk-format';
 const FORMAT_NAME = 'stowage chunk files with CRC32C blocks, format 1\n';
-/** Chunk files kept open. */
-const OPEN_FILES = 128;
+/**
+ * Chunk files kept open (with their CRC tables, 1 KiB each): 8 GiB of 8 MiB
+ * chunks, so that random reads over a few GiB of shards do not reopen a file
+ * per read. Node raises its descriptor limit to the hard limit at start.
+ */
+const OPEN_FILES = 1024;
 /** How often an open chunk file is checked for having been removed. */
 const RECHECK_MS = 1000;
 /** Chunks up to this size are read whole in one pread, their files not kept open. */

@@ -62,8 +62,8 @@ export type ChunkOutcome =
 export type JobResult = { ok: true; chunks: ChunkOutcome[] } | { ok: false; error: string };
 
 const POOL_BUFFER = 8 * 1024 * 1024;
-/** Two kept per thread: more jobs at once allocate more, and those go back to the garbage collector. */
-const pool = new BufferPool(POOL_BUFFER, 2);
+/** As many kept as a thread runs jobs at once (fetch-pool.ts JOBS_PER_THREAD): a steady stream of misses allocates nothing. */
+const pool = new BufferPool(POOL_BUFFER, 4);
 /** The file mode the umask cannot cut: a group-readable mode is set again with chmod. */
 const PRIVATE_FILE = 0o600;
 

@@ -4,18 +4,25 @@
  * files by range. With `threads: 0` jobs run on the calling thread.
  *
  * - A job goes to the thread with the fewest jobs running; a thread runs
- *   several at once (their transfers overlap, their hashing does not).
+ *   several at once (their transfers overlap, their hashing does not), at
+ *   most JOBS_PER_THREAD: each holds a chunk-sized buffer, so this bounds
+ *   the memory of misses however many readers miss at once (the rest wait
+ *   their turn).
  * - A thread that dies (an exception, or terminated by someone) fails its
  *   running jobs with an error saying so, and is replaced on the next job.
  * - Threads are unref'd: an idle pool does not keep a process alive; a
  *   running job's promise is what callers wait on.
  */
 import { existsSync } from 'node:fs';
+import pLimit, { type LimitFunction } from 'p-limit';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { FailedPreconditionError, InternalError, messageOf } from '../../common/errors.js';
 import { runFetchJob, type FetchJob, type JobResult } from './fetch-job.js';
 import type { JobMessage, ResultMessage } from './fetch-worker.js';
+
+/** Jobs one thread (or the calling thread, with none) runs at once. */
+const JOBS_PER_THREAD = 4;
 
 interface Thread {
   worker: Worker;
@@ -33,16 +40,22 @@ function workerFile(): string {
 
 export class FetchPool {
   private readonly threads: (Thread | undefined)[];
+  private readonly limit: LimitFunction;
   private nextId = 1;
   private closed = false;
 
   constructor(readonly size: number) {
     if (!Number.isSafeInteger(size) || size < 0 || size > 64) throw new FailedPreconditionError(`fetch threads must be 0 to 64, got ${size}`);
     this.threads = new Array<Thread | undefined>(size).fill(undefined);
+    this.limit = pLimit(Math.max(1, size) * JOBS_PER_THREAD);
   }
 
   /** Runs `job` on the least busy thread (or here, with no threads). */
-  async run(job: FetchJob): Promise<JobResult> {
+  run(job: FetchJob): Promise<JobResult> {
+    return this.limit(() => this.dispatch(job));
+  }
+
+  private async dispatch(job: FetchJob): Promise<JobResult> {
     if (this.closed) throw new FailedPreconditionError('the chunk cache is closed');
     if (this.size === 0) return runFetchJob(job);
     const t = this.leastBusy();
