@@ -400,7 +400,7 @@ function settings(big: BigFile, small: SmallFiles, streamCacheMiB: number) {
     smallFileBytes: small.fileSize,
     readSize: READ_SIZE,
     smallReaders: readers,
-    stowage: { volume: VOLUME, cacheSize: MAIN_CACHE_SIZE, memoryCacheSize: 'default (64MiB)', prefetchWindow: 'default (32MiB)' },
+    stowage: { volume: VOLUME, cacheSize: MAIN_CACHE_SIZE, memoryCacheSize: 'default (64MiB)', prefetchWindow: 'default (32MiB)', fetchThreads: 'default (one per core but one, 1 to 4)' },
     stream: cases.has('stream') ? { bytes: streamMiB * 2 ** 20, cacheSize: `${streamCacheMiB}MiB` } : null,
     s3fs: { options: S3FS_OPTIONS.join(',') },
     rclone: { flags: RCLONE_MOUNT_FLAGS.join(' '), modes: ['off', 'full'] },
