@@ -19,12 +19,12 @@ import { mkdir, mkdtemp, open as openFile, readFile, readdir, rm, stat, truncate
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { FailedPreconditionError, IntegrityError, InvalidArgumentError, UnavailableError } from '../src/common/errors.js';
 import { GROUP_READABLE, PRIVATE, type FileModes } from '../src/common/file-modes.js';
 import { sha256 } from '../src/common/hash.js';
 import type { Logger } from '../src/common/logger.js';
-import { BLOCK, TRAILER_BYTES, blocksOf } from '../src/fuse-mount/cache/block-file.js';
+import { BLOCK, TRAILER_BYTES, blocksOf } from '../src/common/block-file.js';
 import { DiskChunkCache } from '../src/fuse-mount/cache/disk-cache.js';
 import type { ChunkCache, ChunkLoad, FetchOutcome, FetchPlan } from '../src/fuse-mount/cache/types.js';
 
@@ -780,9 +780,23 @@ describe.each([0, 2])('DiskChunkCache, fetchThreads: %i', (fetchThreads) => {
   });
 });
 
-/** Write faults are injected into node:fs, which fetch-job.ts calls on this thread only with fetchThreads: 0. */
+/**
+ * Write faults are injected into node:fs, which fetch-job.ts calls on this
+ * thread only with fetchThreads: 0. The test setup file has loaded the SDK
+ * (and with it fetch-job.ts) before this file's mock: the cache is imported
+ * afresh here, so that its fetch jobs see the mocked node:fs.
+ */
 describe('DiskChunkCache when its files cannot be written (fetchThreads: 0)', () => {
-  const openInline = (maxBytes?: number, opts: OpenOptions = {}): Promise<DiskChunkCache> => openDisk(maxBytes, { fetchThreads: 0, ...opts });
+  let Fresh: typeof DiskChunkCache;
+  beforeAll(async () => {
+    vi.resetModules();
+    Fresh = (await import('../src/fuse-mount/cache/disk-cache.js')).DiskChunkCache;
+  });
+  const openInline = async (maxBytes = 16 * CHUNK, opts: OpenOptions = {}): Promise<DiskChunkCache> => {
+    const cache = await Fresh.open({ dir, maxBytes, fetchThreads: 0, ...opts });
+    opened.push(cache);
+    return cache;
+  };
 
   it('on ENOSPC evicts and retries once; if that fails too, keeps the chunk in memory, serves it, and logs each kind once', async () => {
     const { logger, warnings } = capturingLogger();

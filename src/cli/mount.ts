@@ -8,9 +8,9 @@
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
-import { availableParallelism, homedir } from 'node:os';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { InvalidArgumentError, defaultConnection } from '../client/index.js';
+import { InvalidArgumentError, defaultConnection, defaultFetchThreads } from '../client/index.js';
 import { CACHE_MODES, type CacheModeName, type FileModes } from '../common/file-modes.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { DiskChunkCache } from '../fuse-mount/cache/disk-cache.js';
@@ -87,14 +87,7 @@ export const DEFAULT_CACHE_SIZE = '10GiB';
  * them.
  */
 const DEFAULT_MEMORY_CACHE_SIZE = '64MiB';
-/**
- * --fetch-threads when not given: one per core but one (that core answers
- * FUSE), at least 1 and at most 4. On 2 cores one thread read fastest, with
- * the least memory (bench/README.md, the --fetch-threads sweep).
- */
-export function defaultFetchThreads(): number {
-  return Math.max(1, Math.min(4, availableParallelism() - 1));
-}
+
 /** --tree-cache-size when not given: the pages of several hundred thousand entries (fuse-mount/tree-source.ts). */
 const DEFAULT_TREE_CACHE_SIZE = '32MiB';
 

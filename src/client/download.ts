@@ -3,6 +3,15 @@
  * against their hashes, and handed out in order. Downloading a tree groups
  * small files by the pack that holds them, so that each pack is read once.
  *
+ * A big file's chunks fetched by a presigned URL (or from the local
+ * store's chunk file) go through the fetch threads when there are any
+ * (fetch-pool.ts): the thread fetches, checks the hash and writes the chunk
+ * at its place in the temporary file, and this thread only plans. A chunk
+ * that fails there (unreachable store, mismatching bytes, a thread that died)
+ * is read again here, the way a download without threads reads it
+ * (BlobTransport.readExtent: the fallback to the server's stream, the damage
+ * report), so the threads change where the work runs, never the outcome.
+ *
  * Where files land is the client's decision, not the server's: a tree's
  * files go only below the target directory (downloadTargets), directories
  * below it are created one at a time and never followed when they are
@@ -12,7 +21,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, realpath, rename, rm } from 'node:fs/promises';
+import { lstat, mkdir, open, realpath, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import pLimit from 'p-limit';
 import { FailedPreconditionError, IntegrityError } from '../common/errors.js';
@@ -21,6 +30,7 @@ import { quote } from '../common/quote.js';
 import { FileType, type Extent, type FileEntry } from '../gen/stowage/v1/volume.js';
 import { type BlobTransport, type FileRef } from './blob-transport.js';
 import type { BufferPool } from './buffer-pool.js';
+import { FetchPool } from './fetch-pool.js';
 import type { TransferProgress } from './upload.js';
 
 /** A request for part of a file: the extents that overlap it, trimmed. */
@@ -127,6 +137,7 @@ export async function downloadFiles(
   parallel: number,
   pool: BufferPool,
   onProgress?: (p: TransferProgress) => void,
+  fetchThreads = 0,
 ): Promise<{ bytesTransferred: number; chunksTransferred: number }> {
   const progress: TransferProgress = {
     filesDone: 0,
@@ -191,32 +202,23 @@ export async function downloadFiles(
   }
   await settle(tasks);
   // Each large file already reads `parallel` extents ahead; a few files at a
-  // time keep many medium-sized files from going one by one.
+  // time keep many medium-sized files from going one by one. The fetch
+  // threads live as long as this download (jobs across them add up to
+  // `parallel` transfers in flight).
   const fileLimit = pLimit(Math.max(1, Math.ceil(parallel / 4)));
-  await settle(large.map((t) => fileLimit(() => downloadLarge(t))));
+  const fetches = large.length > 0 && fetchThreads > 0 ? new FetchPool(fetchThreads, Math.ceil(parallel / fetchThreads)) : undefined;
+  try {
+    await settle(large.map((t) => fileLimit(() => downloadLarge(t))));
+  } finally {
+    await fetches?.close();
+  }
   return { bytesTransferred: progress.bytesTransferred, chunksTransferred };
 
   async function downloadLarge(t: DownloadTarget): Promise<void> {
     const { fh, tmp } = await createTemp(dirs, t);
     try {
-      let pos = 0;
-      for await (const data of readPieces(
-        transport,
-        piecesFor(t.entry, 0, t.entry.size),
-        getUrls,
-        parallel,
-        label(t.entry.path),
-        pool,
-        { volume, path: t.entry.path, version },
-      )) {
-        await fh.write(data, 0, data.length, pos);
-        pool.release(data);
-        pos += data.length;
-        chunksTransferred++;
-        progress.bytesDone += data.length;
-        progress.bytesTransferred += data.length;
-        report();
-      }
+      if (fetches) await fetchLarge(t, fh);
+      else await readLarge(t, fh);
       await fh.close();
       await rename(tmp, t.localPath);
     } catch (err) {
@@ -225,6 +227,71 @@ export async function downloadFiles(
       throw err;
     }
     progress.filesDone++;
+    report();
+  }
+
+  /** The file's extents read in order here, `parallel` ahead, each written as it comes. */
+  async function readLarge(t: DownloadTarget, fh: FileHandle): Promise<void> {
+    let pos = 0;
+    for await (const data of readPieces(
+      transport,
+      piecesFor(t.entry, 0, t.entry.size),
+      getUrls,
+      parallel,
+      label(t.entry.path),
+      pool,
+      { volume, path: t.entry.path, version },
+    )) {
+      await fh.write(data, 0, data.length, pos);
+      pool.release(data);
+      pos += data.length;
+      chunked(data.length);
+    }
+  }
+
+  /** The file's extents fetched, checked and written in place by the fetch threads, `parallel` at once. */
+  async function fetchLarge(t: DownloadTarget, fh: FileHandle): Promise<void> {
+    const limit = pLimit(parallel);
+    const file: FileRef = { volume, path: t.entry.path, version };
+    let pos = 0;
+    const jobs = t.entry.extents.map((e) => {
+      const at = pos;
+      pos += e.length;
+      return limit(async () => {
+        if (e.length > 0 && !(await fetchInPlace(e, fh.fd, at))) {
+          const data = await transport.readExtent(e, getUrls[e.blob], label(t.entry.path), pool.acquire(e.length), file);
+          await fh.write(data, 0, data.length, at);
+          pool.release(data);
+        }
+        chunked(e.length);
+      });
+    });
+    await settle(jobs);
+  }
+
+  /** Whether a fetch thread put extent `e` at `position` of the open file `fd` (false: read it here instead). */
+  async function fetchInPlace(e: Extent, fd: number, position: number): Promise<boolean> {
+    const route = await transport.direct(getUrls[e.blob], e.blob, 'chunks').catch(() => undefined);
+    if (!route) return false;
+    try {
+      const r = await fetches!.run({
+        source: 'file' in route ? { file: route.file } : { url: route.http },
+        offset: e.offset,
+        length: e.length,
+        chunks: [{ hash: e.hash, length: e.length, at: 0, write: { fd, position } }],
+        fileMode: 0,
+        dirMode: 0,
+      });
+      return r.ok && r.chunks[0]?.status === 'stored';
+    } catch {
+      return false;
+    }
+  }
+
+  function chunked(bytes: number): void {
+    chunksTransferred++;
+    progress.bytesDone += bytes;
+    progress.bytesTransferred += bytes;
     report();
   }
 }

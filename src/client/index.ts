@@ -19,6 +19,7 @@ export {
   type TransferStats,
 } from './volume.js';
 export type { TransferMode } from './blob-transport.js';
+export { defaultFetchThreads } from './fetch-pool.js';
 export {
   collectGarbage,
   listDamaged,

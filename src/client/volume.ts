@@ -30,6 +30,7 @@ import { BlobTransport, type TransferMode } from './blob-transport.js';
 import { BufferPool } from './buffer-pool.js';
 import { defaultConnection, type Connection } from './connection.js';
 import { downloadFiles, downloadTargets, piecesFor, readPieces } from './download.js';
+import { defaultFetchThreads } from './fetch-pool.js';
 import { ListingCheck, checkedEntryAt, checkedUrls } from './server-answers.js';
 import { Uploader, type PendingFile, type TransferProgress, type TransferStats, type UploadSource } from './upload.js';
 
@@ -45,6 +46,12 @@ export interface VolumeOptions {
   chunkSize?: number;
   /** Chunk transfers in flight at once (default 8). */
   parallel?: number;
+  /**
+   * Threads that fetch, verify and write the chunks of big files a download
+   * writes (fetch-pool.ts; default: one per core but one, 1 to 4; 0: on the
+   * calling thread).
+   */
+  fetchThreads?: number;
   transfer?: TransferMode;
 }
 
@@ -259,7 +266,7 @@ export class Volume {
     const targets = downloadTargets(root, entry, entries, localPath);
     const blobs = [...new Set(targets.flatMap((t) => t.entry.extents.map((e) => e.blob)))];
     const getUrls = this.transport.wantsPresign ? checkedUrls((await this.call('presignBlobs', { blobs })).getUrls, blobs, what) : {};
-    const moved = await downloadFiles(this.transport, this.name, version, targets, getUrls, this.opts.parallel, this.pool, opts.onProgress);
+    const moved = await downloadFiles(this.transport, this.name, version, targets, getUrls, this.opts.parallel, this.pool, opts.onProgress, this.opts.fetchThreads);
     return {
       version,
       files: targets.length,
@@ -540,7 +547,11 @@ function settings(opts: VolumeOptions): Required<Omit<VolumeOptions, 'connection
   if (!Number.isInteger(chunkSize) || chunkSize < 64 * 1024 || chunkSize > 64 * 1024 * 1024) {
     throw new InvalidArgumentError(`chunk size ${chunkSize} must be a whole number of bytes from 64 KiB to 64 MiB`);
   }
-  return { chunkSize, parallel: opts.parallel ?? DEFAULT_PARALLEL };
+  const fetchThreads = opts.fetchThreads ?? defaultFetchThreads();
+  if (!Number.isInteger(fetchThreads) || fetchThreads < 0 || fetchThreads > 64) {
+    throw new InvalidArgumentError(`fetchThreads ${fetchThreads} must be a whole number from 0 to 64`);
+  }
+  return { chunkSize, parallel: opts.parallel ?? DEFAULT_PARALLEL, fetchThreads };
 }
 
 function toInfo(e: FileEntry): FileInfo {

@@ -53,10 +53,10 @@ import { LRUCache } from 'lru-cache';
 import { FailedPreconditionError, IntegrityError, InvalidArgumentError, UnavailableError, messageOf } from '../../common/errors.js';
 import { PRIVATE, ensureDir, type FileModes } from '../../common/file-modes.js';
 import { createLogger, type Logger } from '../../common/logger.js';
-import { BLOCK, BLOCK_SHIFT, TRAILER_BYTES, blocksMatch, blocksOf, crcTableOf, fileSizeOf, lengthInTrailer, lengthOfFile } from './block-file.js';
+import { BLOCK, BLOCK_SHIFT, TRAILER_BYTES, blocksMatch, blocksOf, crcTableOf, fileSizeOf, lengthInTrailer, lengthOfFile } from '../../common/block-file.js';
 import { checkChunkKey, checkMaxBytes, chunkSize, loadedMismatch } from './chunk-checks.js';
-import type { FetchJob } from './fetch-job.js';
-import { FetchPool } from './fetch-pool.js';
+import type { FetchJob } from '../../client/fetch-job.js';
+import { FetchPool } from '../../client/fetch-pool.js';
 import { Singleflight } from './singleflight.js';
 import type { ChunkCache, ChunkCacheStats, ChunkLoad, FetchOutcome, FetchPlan } from './types.js';
 

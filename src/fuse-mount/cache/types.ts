@@ -31,8 +31,8 @@
  */
 
 /** Where the bytes of a miss come from (fetch-job.ts runs it). */
-export type { FetchSource } from './fetch-job.js';
-import type { FetchSource } from './fetch-job.js';
+export type { FetchSource } from '../../client/fetch-job.js';
+import type { FetchSource } from '../../client/fetch-job.js';
 
 /** A range of one blob holding one or more chunks, each at its offset in the range. */
 export interface FetchPlan {

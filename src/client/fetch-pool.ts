@@ -1,7 +1,8 @@
 /**
- * FetchPool: the threads that fetch, verify and write chunks for the disk
- * cache (fetch-job.ts), so that the thread answering FUSE only reads cache
- * files by range. With `threads: 0` jobs run on the calling thread.
+ * FetchPool: the threads that fetch, verify and write chunks (fetch-job.ts)
+ * for the mount's disk cache, so that the thread answering FUSE only reads
+ * cache files by range, and for `volume get`, so that the caller's thread
+ * only plans. With `threads: 0` jobs run on the calling thread.
  *
  * - A job goes to the thread with the fewest jobs running; a thread runs
  *   several at once (their transfers overlap, their hashing does not), at
@@ -14,14 +15,25 @@
  *   running job's promise is what callers wait on.
  */
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { FailedPreconditionError, InternalError, messageOf } from '../../common/errors.js';
+import { FailedPreconditionError, InternalError, InvalidArgumentError, messageOf } from '../common/errors.js';
 import { runFetchJob, type FetchJob, type JobResult } from './fetch-job.js';
 import type { JobMessage, ResultMessage } from './fetch-worker.js';
 
-/** Jobs one thread (or the calling thread, with none) runs at once. */
+/**
+ * Fetch threads when not told: one per core but one (that core is the
+ * caller's: the thread answering FUSE, or the SDK's), at least 1 and at most
+ * 4. On 2 cores one thread read fastest (bench/README.md, mount-read's
+ * --fetch-threads sweep).
+ */
+export function defaultFetchThreads(): number {
+  return Math.max(1, Math.min(4, availableParallelism() - 1));
+}
+
+/** Jobs one thread (or the calling thread, with none) runs at once, by default. */
 const JOBS_PER_THREAD = 4;
 
 interface Thread {
@@ -33,7 +45,7 @@ interface Thread {
 function workerFile(): string {
   const here = fileURLToPath(import.meta.url);
   if (here.endsWith('.js')) return here.replace(/fetch-pool\.js$/, 'fetch-worker.js');
-  const built = here.replace(/\/src\/fuse-mount\/cache\/fetch-pool\.ts$/, '/dist/src/fuse-mount/cache/fetch-worker.js');
+  const built = here.replace(/\/src\/client\/fetch-pool\.ts$/, '/dist/src/client/fetch-worker.js');
   if (!existsSync(built)) throw new FailedPreconditionError(`the fetch thread's code is not built (${built}): run npm run build`);
   return built;
 }
@@ -44,10 +56,13 @@ export class FetchPool {
   private nextId = 1;
   private closed = false;
 
-  constructor(readonly size: number) {
-    if (!Number.isSafeInteger(size) || size < 0 || size > 64) throw new FailedPreconditionError(`fetch threads must be 0 to 64, got ${size}`);
+  constructor(
+    readonly size: number,
+    jobsPerThread = JOBS_PER_THREAD,
+  ) {
+    if (!Number.isSafeInteger(size) || size < 0 || size > 64) throw new InvalidArgumentError(`fetch threads must be 0 to 64, got ${size}`);
     this.threads = new Array<Thread | undefined>(size).fill(undefined);
-    this.limit = pLimit(Math.max(1, size) * JOBS_PER_THREAD);
+    this.limit = pLimit(Math.max(1, size) * jobsPerThread);
   }
 
   /** Runs `job` on the least busy thread (or here, with no threads). */
@@ -56,7 +71,7 @@ export class FetchPool {
   }
 
   private async dispatch(job: FetchJob): Promise<JobResult> {
-    if (this.closed) throw new FailedPreconditionError('the chunk cache is closed');
+    if (this.closed) throw new FailedPreconditionError('the fetch threads are closed');
     if (this.size === 0) return runFetchJob(job);
     const t = this.leastBusy();
     const id = this.nextId++;

@@ -1,16 +1,19 @@
 /**
- * One fetch job: the work a chunk cache miss costs, done off the thread that
- * answers FUSE (fetch-pool.ts runs it on a worker thread; with no threads it
- * runs inline).
+ * One fetch job: the work of bringing chunks down, done off the caller's
+ * thread (fetch-pool.ts runs it on a worker thread; with no threads it runs
+ * inline). The mount's chunk cache uses it for every miss, `volume get` for
+ * the chunks of a big file.
  *
  * A job reads one range of a blob (by a presigned URL, or from the local
  * store's chunk file, or takes bytes the caller already fetched), then for
- * each chunk that lies in the range checks its SHA-256 and writes its cache
- * file (block-file.ts: bytes, CRC table, trailer) under a temporary name and
- * renames it into place, so that a reader sees a whole file or none. The
- * bytes never travel back to the caller, except those of a chunk whose file
- * could not be written (full disk, vanished directory): the cache then keeps
- * them in memory (disk-cache.ts).
+ * each chunk that lies in the range checks its SHA-256 and lands it where
+ * the chunk says: a cache file (`path`; block-file.ts: bytes, CRC table,
+ * trailer) written under a temporary name and renamed into place, so that a
+ * reader sees a whole file or none; or a place in a file being downloaded
+ * (`write`: a descriptor the caller holds open, and renames the file when whole). The bytes
+ * never travel back to the caller, except those of a chunk whose file could
+ * not be written (full disk, vanished directory): the cache then keeps them
+ * in memory (fuse-mount/cache/disk-cache.ts).
  *
  * File calls are synchronous: on a worker thread they block only that thread
  * and keep libuv's pool (four threads, shared with the FUSE reads of the
@@ -24,12 +27,12 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, constants, mkdirSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { BufferPool } from '../../client/buffer-pool.js';
-import { httpCall } from '../../client/http.js';
-import { messageOf } from '../../common/errors.js';
-import { sha256 } from '../../common/hash.js';
-import { MAX_BLOB_BYTES } from '../../common/validate.js';
-import { tailOf } from './block-file.js';
+import { BufferPool } from './buffer-pool.js';
+import { httpCall } from './http.js';
+import { messageOf } from '../common/errors.js';
+import { sha256 } from '../common/hash.js';
+import { MAX_BLOB_BYTES } from '../common/validate.js';
+import { tailOf } from '../common/block-file.js';
 
 /** Where a job's bytes come from. */
 export type FetchSource = { url: string } | { file: string } | { bytes: Uint8Array };
@@ -39,8 +42,15 @@ export interface JobChunk {
   length: number;
   /** Where the chunk starts in the fetched range. */
   at: number;
-  /** Its cache file; none: verify it and hand its bytes back (E2BIG: too big for the cache's bound). */
+  /** Its cache file. */
   path?: string;
+  /**
+   * Or where in a file the caller has open its bytes go (descriptors are the
+   * process's, so a worker thread writes through the caller's; the caller
+   * keeps it open until the job ends). Neither: verify it and hand its bytes
+   * back (E2BIG: too big for the cache's bound).
+   */
+  write?: { fd: number; position: number };
 }
 
 export interface FetchJob {
@@ -93,9 +103,10 @@ export async function runFetchJob(job: FetchJob): Promise<JobResult> {
 function storeChunk(job: FetchJob, c: JobChunk, data: Buffer): ChunkOutcome {
   const bytes = c.at + c.length <= data.length ? data.subarray(c.at, c.at + c.length) : undefined;
   if (!bytes || sha256(bytes) !== c.hash) return { hash: c.hash, status: 'mismatch' };
-  if (c.path === undefined) return { hash: c.hash, status: 'unstored', code: 'E2BIG', bytes: new Uint8Array(bytes) };
+  if (c.path === undefined && c.write === undefined) return { hash: c.hash, status: 'unstored', code: 'E2BIG', bytes: new Uint8Array(bytes) };
   try {
-    writeChunkFile(c.path, bytes, job.fileMode, job.dirMode);
+    if (c.write) writeAll(c.write.fd, bytes, c.write.position);
+    else writeChunkFile(c.path!, bytes, job.fileMode, job.dirMode);
     return { hash: c.hash, status: 'stored' };
   } catch (err) {
     // A copy: the range's buffer goes back to the pool.
@@ -130,8 +141,8 @@ function writeChunkFile(path: string, bytes: Buffer, fileMode: number, dirMode: 
   }
 }
 
-function writeAll(fd: number, data: Uint8Array): void {
-  for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done);
+function writeAll(fd: number, data: Uint8Array, position?: number): void {
+  for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done, position === undefined ? null : position + done);
 }
 
 /** A range of a chunk file of the local store (a path LocalStore.chunkPath vouched for; never a symlink). */

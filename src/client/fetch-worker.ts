@@ -17,7 +17,7 @@ export interface ResultMessage {
 }
 
 const port = parentPort;
-if (!port) throw new Error('fetch-worker.js runs as a worker thread of the chunk cache');
+if (!port) throw new Error('fetch-worker.js runs as a worker thread of a FetchPool');
 port.on('message', (m: JobMessage) => {
   void runFetchJob(m.job).then((result) => {
     const moved = result.ok ? result.chunks.flatMap((c) => (c.status === 'unstored' ? [c.bytes.buffer as ArrayBuffer] : [])) : [];
