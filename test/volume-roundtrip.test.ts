@@ -108,6 +108,22 @@ describe.each([
     }
   });
 
+  it('downloads a multi-chunk file the same on the calling thread and on fetch threads; a bad fetchThreads is refused', async () => {
+    const vol = await volume({ chunkSize: CHUNK });
+    const data = randomBytes(9 * CHUNK + 123);
+    await vol.batchUpload().putFile(data, 'threads.bin').commit();
+    for (const fetchThreads of [0, 1, 3]) {
+      const reader = await Volume.fromName(vol.name, { connection: stowage.connection, fetchThreads, parallel: 4 });
+      const local = join(work, `threads-${fetchThreads}.bin`);
+      const down = await reader.download('/threads.bin', local);
+      expect(down).toMatchObject({ files: 1, bytes: data.length });
+      expect(await hashFile(local), `fetchThreads ${fetchThreads}`).toBe(sha256(data));
+    }
+    for (const fetchThreads of [-1, 1.5, 65]) {
+      await expect(Volume.fromName(vol.name, { connection: stowage.connection, fetchThreads })).rejects.toThrow(/fetchThreads .* must be a whole number from 0 to 64/);
+    }
+  });
+
   it('reads byte ranges that cross chunk boundaries', async () => {
     const vol = await volume({ chunkSize: CHUNK });
     const big = randomBytes(3 * CHUNK + 17);

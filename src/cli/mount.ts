@@ -68,11 +68,12 @@ export function cacheModes(mode: string): Readonly<FileModes> {
 
 /** --fetch-threads: the chunk cache's fetch threads (the same for mount and warmup). */
 export const FETCH_THREADS_FLAGS = '--fetch-threads <n>';
-export const FETCH_THREADS_HELP = 'threads that fetch, verify and write chunks into the cache, 0 to 64 (0: on the thread that answers FUSE; default: one per core but one, 1 to 4)';
+export const FETCH_THREADS_HELP =
+  'threads that fetch, verify and write chunks into the cache, 0 to 64 (0: on the calling thread; default: one per core up to 4, a mount leaving one core to its FUSE thread)';
 
-/** The value of --fetch-threads, or its default. */
-export function parseFetchThreads(text: string | undefined): number {
-  if (text === undefined) return defaultFetchThreads();
+/** The value of --fetch-threads, or its default (`mount`: leaving a core to the FUSE thread). */
+export function parseFetchThreads(text: string | undefined, mount: boolean): number {
+  if (text === undefined) return defaultFetchThreads(mount);
   const n = /^\d{1,2}$/.test(text) ? Number(text) : NaN;
   if (!(n <= 64)) throw new InvalidArgumentError(`--fetch-threads ${quote(text)} is not a number of threads from 0 to 64`);
   return n;
@@ -140,7 +141,7 @@ export function register(program: Command): void {
       const memoryBytes = parseSize('--memory-cache-size', flags.memoryCacheSize);
       const treeCacheBytes = parseSize('--tree-cache-size', flags.treeCacheSize);
       const prefetchWindow = parseSize('--prefetch-window', flags.prefetchWindow, { allowZero: true });
-      const fetchThreads = parseFetchThreads(flags.fetchThreads);
+      const fetchThreads = parseFetchThreads(flags.fetchThreads, true);
       const log = createLogger('mount');
       const cacheDir = flags.cacheDir ?? defaultCacheDir();
       let stagingDir: string | undefined;

@@ -186,7 +186,7 @@ export function register(program: Command): void {
       const at = version(flags.version);
       const maxBytes = parseSize('--cache-size', flags.cacheSize);
       const modes = cacheModes(flags.cacheMode);
-      const fetchThreads = parseFetchThreads(flags.fetchThreads);
+      const fetchThreads = parseFetchThreads(flags.fetchThreads, false);
       const cacheDir = resolve(flags.cacheDir ?? defaultCacheDir());
       const cache = await DiskChunkCache.open({ dir: cacheDir, maxBytes, modes, fetchThreads });
       const bar = progressBar('warmup', !flags.json);

@@ -24,13 +24,14 @@ import { runFetchJob, type FetchJob, type JobResult } from './fetch-job.js';
 import type { JobMessage, ResultMessage } from './fetch-worker.js';
 
 /**
- * Fetch threads when not told: one per core but one (that core is the
- * caller's: the thread answering FUSE, or the SDK's), at least 1 and at most
- * 4. On 2 cores one thread read fastest (bench/README.md, mount-read's
- * --fetch-threads sweep).
+ * Fetch threads when not told, at most 4. A mount leaves a core to the
+ * thread answering FUSE (`busyCaller`): one per core but one, at least 1; on
+ * 2 cores one thread read fastest (bench/README.md, mount-read's
+ * --fetch-threads sweep). A download's own thread only plans: one per core
+ * (2 threads got 1.15× the MB/s of 1 here).
  */
-export function defaultFetchThreads(): number {
-  return Math.max(1, Math.min(4, availableParallelism() - 1));
+export function defaultFetchThreads(busyCaller: boolean): number {
+  return Math.max(1, Math.min(4, availableParallelism() - (busyCaller ? 1 : 0)));
 }
 
 /** Jobs one thread (or the calling thread, with none) runs at once, by default. */

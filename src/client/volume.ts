@@ -48,8 +48,8 @@ export interface VolumeOptions {
   parallel?: number;
   /**
    * Threads that fetch, verify and write the chunks of big files a download
-   * writes (fetch-pool.ts; default: one per core but one, 1 to 4; 0: on the
-   * calling thread).
+   * writes (fetch-pool.ts; default: one per core, up to 4; 0: on the calling
+   * thread).
    */
   fetchThreads?: number;
   transfer?: TransferMode;
@@ -547,7 +547,7 @@ function settings(opts: VolumeOptions): Required<Omit<VolumeOptions, 'connection
   if (!Number.isInteger(chunkSize) || chunkSize < 64 * 1024 || chunkSize > 64 * 1024 * 1024) {
     throw new InvalidArgumentError(`chunk size ${chunkSize} must be a whole number of bytes from 64 KiB to 64 MiB`);
   }
-  const fetchThreads = opts.fetchThreads ?? defaultFetchThreads();
+  const fetchThreads = opts.fetchThreads ?? defaultFetchThreads(false);
   if (!Number.isInteger(fetchThreads) || fetchThreads < 0 || fetchThreads > 64) {
     throw new InvalidArgumentError(`fetchThreads ${fetchThreads} must be a whole number from 0 to 64`);
   }
