@@ -32,7 +32,7 @@ export function register(program: Command): void {
     .option('--cache-dir <dir>', 'the host chunk cache its mounts share (default: STOWAGE_CACHE_DIR or ~/.cache/stowage)')
     .option('--cache-size <size>', 'bound on the chunk cache on disk', DEFAULT_CACHE_SIZE)
     .option(CACHE_MODE_FLAGS, `${CACHE_MODE_HELP}; passed on to its mounts`, 'private')
-    .option('--memory-cache-size <size>', "bound on each mount's hot chunks in memory (stowage mount's default when not given)")
+    .option('--memory-cache-size <size>', "bound on the chunks each mount keeps in memory when the cache disk cannot take them (stowage mount's default when not given)")
     .option('--idle-timeout <duration>', 'stop a function process after this long without a call (e.g. 30s)', '30s')
     .option('--work-dir <dir>', 'where mounts and fetched code live (default: <tmp>/stowage-worker-<id>)')
     .option('--id <id>', 'worker id (default: <hostname>-<pid>)')
