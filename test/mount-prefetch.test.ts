@@ -224,10 +224,6 @@ describe('pack read-ahead (no FUSE)', () => {
         await new Promise((r) => setImmediate(r));
         return fetch({ source: { bytes: p.blob.subarray(offset, offset + length) }, offset, length, chunks });
       },
-      loader: (entry: FileEntry, index: number): ChunkLoad => {
-        const e = entry.extents[index]!;
-        return async (fetch) => void (await reader.fetchRange(entry, index, e.offset, e.length, [{ hash: e.hash, length: e.length, at: 0 }], fetch));
-      },
     };
     const reads = new PackReads(reader as unknown as ExtentReader);
     // As the mount indexes the leaf pages of a directory it lists: here two pages.

@@ -180,11 +180,15 @@ export class PackReads {
 
   /** The loader of extent `index` of `entry` for the cache: a run of its pack when there is one, else the extent alone. */
   loader(entry: FileEntry, index: number): ChunkLoad {
-    const e = entry.extents[index]!;
-    const pack = this.maxWindow > 0 ? this.packOf(e.blob) : undefined;
-    if (!pack) return this.reader.loader(entry, index);
-    const alone: PlannedChunk[] = [{ hash: e.hash, length: e.length, at: 0 }];
+    // Made for every read, called only on a miss: the pack is looked up then, not on every hit.
     return async (fetch) => {
+      const e = entry.extents[index]!;
+      const pack = this.maxWindow > 0 ? this.packOf(e.blob) : undefined;
+      const alone: PlannedChunk[] = [{ hash: e.hash, length: e.length, at: 0 }];
+      if (!pack) {
+        await this.reader.fetchRange(entry, index, e.offset, e.length, alone, fetch);
+        return;
+      }
       const end = e.offset + e.length;
       const covering = this.inflight.get(e.blob)?.find((r) => r.start <= e.offset && end <= r.end);
       if (covering) {
