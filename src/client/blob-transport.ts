@@ -16,12 +16,10 @@ import { sha256 } from '../common/hash.js';
 import { MAX_BLOB_BYTES } from '../common/validate.js';
 import type { Extent } from '../gen/stowage/v1/volume.js';
 import type { Connection } from './connection.js';
-import { BodyTooLongError, httpCall } from './http.js';
+import { BodyTooLongError, HTTP_ANSWER_BYTES, httpCall, httpGetRange } from './http.js';
 import { LocalStore, isFileUrl, readChunkFile, writeChunkFile } from './local-files.js';
 
 const FRAME = 1024 * 1024;
-/** The most of an HTTP error's body (or of a PUT's answer) read: enough for S3's XML error. */
-const HTTP_ANSWER_BYTES = 64 * 1024;
 
 /**
  * Reads refused for sending more bytes than asked for. They are
@@ -116,16 +114,8 @@ export class BlobTransport {
     if (from) {
       try {
         if ('file' in from) return await readChunkFile(from.file, offset, length, into);
-        const res = await httpCall(from.http, 'GET', { range: `bytes=${offset}-${offset + length - 1}` }, undefined, {
-          into,
-          // A range (206) is what was asked for; a store that ignores Range sends the whole blob (200).
-          maxBody: (status) => (status === 206 ? length : status === 200 ? MAX_BLOB_BYTES : HTTP_ANSWER_BYTES),
-        });
-        if (res.status >= 200 && res.status < 300) {
-          // A server that ignores Range sends the whole object.
-          if (res.status === 200 && res.body.length !== length) return res.body.subarray(offset, offset + length);
-          return res.body;
-        }
+        const res = await httpGetRange(from.http, offset, length, MAX_BLOB_BYTES, into);
+        if (res.status >= 200 && res.status < 300) return res.body;
         if (res.status === 404) throw new IntegrityError(`chunk ${blob} is missing from the store`);
         throw new UnavailableError(`direct read of chunk ${blob} failed: HTTP ${res.status}`);
       } catch (err) {

@@ -30,6 +30,7 @@ import { quote } from '../common/quote.js';
 import { FileType, type Extent, type FileEntry } from '../gen/stowage/v1/volume.js';
 import { type BlobTransport, type FileRef } from './blob-transport.js';
 import type { BufferPool } from './buffer-pool.js';
+import { sourceOf } from './fetch-job.js';
 import { FetchPool } from './fetch-pool.js';
 import type { TransferProgress } from './upload.js';
 
@@ -275,7 +276,7 @@ export async function downloadFiles(
     if (!route) return false;
     try {
       const r = await fetches!.run({
-        source: 'file' in route ? { file: route.file } : { url: route.http },
+        source: sourceOf(route),
         offset: e.offset,
         length: e.length,
         chunks: [{ hash: e.hash, length: e.length, at: 0, write: { fd, position } }],

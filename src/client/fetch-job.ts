@@ -28,7 +28,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, constants, mkdirSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { BufferPool } from './buffer-pool.js';
-import { httpCall } from './http.js';
+import { httpGetRange } from './http.js';
 import { messageOf } from '../common/errors.js';
 import { sha256 } from '../common/hash.js';
 import { MAX_BLOB_BYTES } from '../common/validate.js';
@@ -36,6 +36,11 @@ import { tailOf } from '../common/block-file.js';
 
 /** Where a job's bytes come from. */
 export type FetchSource = { url: string } | { file: string } | { bytes: Uint8Array };
+
+/** The source a fetch thread reads for a route BlobTransport.direct allowed. */
+export function sourceOf(route: { file: string } | { http: string }): FetchSource {
+  return 'file' in route ? { file: route.file } : { url: route.http };
+}
 
 export interface JobChunk {
   hash: string;
@@ -164,12 +169,7 @@ function readRange(path: string, offset: number, length: number, into: Buffer): 
 /** A range of a blob by its presigned URL; a body longer than asked for is refused unread. */
 async function fetchRange(url: string, offset: number, length: number, into: Buffer): Promise<Buffer> {
   if (length === 0) return into.subarray(0, 0);
-  const res = await httpCall(url, 'GET', { range: `bytes=${offset}-${offset + length - 1}` }, undefined, {
-    into,
-    // A range (206) is what was asked for; a store that ignores Range sends the whole blob (200).
-    maxBody: (status) => (status === 206 ? length : status === 200 ? MAX_BLOB_BYTES : 64 * 1024),
-  });
-  if (res.status === 200 && res.body.length !== length) return res.body.subarray(offset, offset + length);
+  const res = await httpGetRange(url, offset, length, MAX_BLOB_BYTES, into);
   if (res.status < 200 || res.status >= 300) throw new Error(`HTTP ${res.status} from ${new URL(url).origin}`);
   return res.body;
 }

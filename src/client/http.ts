@@ -99,3 +99,22 @@ function readBody(res: IncomingMessage, into: Buffer | undefined, maxBytes: numb
     res.on('aborted', () => reject(new Error('response aborted')));
   });
 }
+
+/** The most of an error's body (or of any answer but the bytes asked for) read: enough for S3's XML error. */
+export const HTTP_ANSWER_BYTES = 64 * 1024;
+
+/**
+ * GET of bytes [offset, offset + length) of the object at `url` (into `into`
+ * when it fits). A 2xx answer's body is those bytes: a store that ignores
+ * Range sends the whole object (200, up to `maxObject` bytes), which is cut
+ * here. Other answers come back as they are, their bodies bounded.
+ */
+export async function httpGetRange(url: string, offset: number, length: number, maxObject: number, into?: Buffer): Promise<HttpResponse> {
+  const res = await httpCall(url, 'GET', { range: `bytes=${offset}-${offset + length - 1}` }, undefined, {
+    into,
+    // A range (206) is what was asked for; a store that ignores Range sends the whole object (200).
+    maxBody: (status) => (status === 206 ? length : status === 200 ? maxObject : HTTP_ANSWER_BYTES),
+  });
+  if (res.status === 200 && res.body.length !== length) return { status: res.status, body: res.body.subarray(offset, offset + length) };
+  return res;
+}

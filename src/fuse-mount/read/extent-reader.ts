@@ -22,6 +22,7 @@
  *   IntegrityError (EIO at the FUSE edge).
  */
 import { BlobTransport, type TransferMode } from '../../client/blob-transport.js';
+import { sourceOf } from '../../client/fetch-job.js';
 import type { Connection } from '../../client/connection.js';
 import { FailedPreconditionError, IntegrityError } from '../../common/errors.js';
 import type { Extent, FileEntry } from '../../gen/stowage/v1/volume.js';
@@ -87,7 +88,7 @@ export class ExtentReader {
     let bytes: Buffer | undefined;
     if (route) {
       try {
-        const out = await fetch({ source: 'file' in route ? { file: route.file } : { url: route.http }, offset, length, chunks });
+        const out = await fetch({ source: sourceOf(route), offset, length, chunks });
         // Another file at the server's path: the server's own copy decides.
         if (!('file' in route) || ![...out.values()].includes('mismatch')) return out;
         bytes = await this.viaTransport(entry, e, offset, length, undefined);
