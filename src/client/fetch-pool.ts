@@ -84,11 +84,6 @@ export class FetchPool {
     return r;
   }
 
-  /** Jobs running on each thread now (for stats and tests). */
-  load(): number[] {
-    return this.threads.map((t) => t?.running.size ?? 0);
-  }
-
   async close(): Promise<void> {
     this.closed = true;
     await Promise.all(this.threads.map((t) => t?.worker.terminate()));

@@ -47,7 +47,7 @@
  * Each kind of fault is logged once.
  */
 import { close as closeFd, constants, fstat, open as openFd, read as readFd, type Stats } from 'node:fs';
-import { chmod, open as openHandle, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { FailedPreconditionError, IntegrityError, InvalidArgumentError, UnavailableError, messageOf } from '../../common/errors.js';
@@ -439,13 +439,8 @@ export class DiskChunkCache implements ChunkCache {
     const since = this.seq;
     const size = fileSizeOf(length);
     const buf = Buffer.allocUnsafe(size + 1);
-    let fd: number;
-    try {
-      fd = await openChunkFile(this.path(hash));
-    } catch (err) {
-      this.unreadable(hash, err, since);
-      return undefined;
-    }
+    const fd = await this.openFile(hash, since);
+    if (fd === undefined) return undefined;
     let n: number;
     try {
       n = await preadFull(fd, buf, 0);
@@ -482,6 +477,16 @@ export class DiskChunkCache implements ChunkCache {
     }
   }
 
+  /** The chunk's file opened for reading; undefined when it cannot be (unreadable() says why, against entries older than `since`). */
+  private async openFile(hash: string, since: number): Promise<number | undefined> {
+    try {
+      return await openChunkFile(this.path(hash));
+    } catch (err) {
+      this.unreadable(hash, err, since);
+      return undefined;
+    }
+  }
+
   /** Indexes a good file this process did not know (another process wrote it), or bumps a known one's mtime. */
   private adopt(hash: string, length: number): void {
     const entry = this.index.get(hash);
@@ -497,13 +502,8 @@ export class DiskChunkCache implements ChunkCache {
    */
   private async openStored(hash: string, length: number): Promise<OpenChunk | undefined> {
     const since = this.seq;
-    let fd: number;
-    try {
-      fd = await openChunkFile(this.path(hash));
-    } catch (err) {
-      this.unreadable(hash, err, since);
-      return undefined;
-    }
+    const fd = await this.openFile(hash, since);
+    if (fd === undefined) return undefined;
     let keep = false;
     try {
       const { size } = await fstatOf(fd);
@@ -674,16 +674,15 @@ function openChunkFile(path: string): Promise<number> {
 /** The chunk length the trailer at the end of the file names; undefined when it has none of this format or cannot be read. */
 async function lengthInFile(path: string, size: number): Promise<number | undefined> {
   if (size < TRAILER_BYTES) return undefined;
-  const fh = await openHandle(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
-  if (!fh) return undefined;
+  const fd = await openChunkFile(path).catch(() => undefined);
+  if (fd === undefined) return undefined;
   try {
     const trailer = Buffer.alloc(TRAILER_BYTES);
-    const { bytesRead } = await fh.read(trailer, 0, TRAILER_BYTES, size - TRAILER_BYTES);
-    return bytesRead === TRAILER_BYTES ? lengthInTrailer(trailer) : undefined;
+    return (await preadFull(fd, trailer, size - TRAILER_BYTES)) === TRAILER_BYTES ? lengthInTrailer(trailer) : undefined;
   } catch {
     return undefined;
   } finally {
-    await fh.close().catch(() => undefined);
+    closeFd(fd, () => undefined);
   }
 }
 
