@@ -10,6 +10,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { mulberry32 } from '../volume-transfer/setup.js';
 
 export type Layout = 'dirs' | 'flat';
 export const LAYOUTS: readonly Layout[] = ['dirs', 'flat'];
@@ -117,16 +118,4 @@ export function sample(n: number, max: number, seed: number): number[] {
   const picked = new Set<number>();
   while (picked.size < k) picked.add(Math.floor(rand() * max));
   return [...picked];
-}
-
-/** mulberry32: a tiny seeded generator, plenty for picking samples. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

@@ -20,6 +20,7 @@
 import { open, readdir, type FileHandle } from 'node:fs/promises';
 import { Agent } from 'node:http';
 import { join } from 'node:path';
+import { mulberry32 } from '../volume-transfer/setup.js';
 import { GET_RANGE, getInto, type ReadResult } from './readers.js';
 
 const CHECK_EVERY = 16;
@@ -84,18 +85,6 @@ export interface RandomRead {
   offset: number;
 }
 
-/** mulberry32: a small seeded generator, the same sequence on every run and machine. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * One list of reads per reader: shard and `readSize`-aligned offset drawn at
  * random (with repetition), `readsPerReader` each. The seed is fixed per
@@ -104,7 +93,7 @@ function seeded(seed: number): () => number {
 export function randomPlan(opts: { seed: number; readers: number; readsPerReader: number; shards: number; shardSize: number; readSize: number }): RandomRead[][] {
   const slots = Math.floor(opts.shardSize / opts.readSize);
   return Array.from({ length: opts.readers }, (_, r) => {
-    const next = seeded(opts.seed * 1009 + r);
+    const next = mulberry32(opts.seed * 1009 + r);
     return Array.from({ length: opts.readsPerReader }, () => ({
       shard: Math.floor(next() * opts.shards),
       offset: Math.floor(next() * slots) * opts.readSize,
