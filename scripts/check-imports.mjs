@@ -3,15 +3,17 @@
 // server code (of dict and queue, only their contracts' types.ts); services do
 // not import each other (src/server/ assembles them, and injects what one needs
 // of another, e.g. the bridge's VolumeResolver); and the module graph has no
-// cycles. Exits 1 with the offenders.
-import { readdirSync, readFileSync } from 'node:fs';
+// cycles. The dashboard page (src/dashboard/page/, browser code) imports only
+// its own files, and nothing else imports it (the server serves its bundle).
+// Exits 1 with the offenders.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const src = join(root, 'src');
 const files = readdirSync(src, { recursive: true })
-  .filter((f) => f.endsWith('.ts') && !f.startsWith('gen/'))
+  .filter((f) => /\.tsx?$/.test(f) && !f.startsWith('gen/'))
   .map((f) => join(src, f));
 
 const graph = new Map();
@@ -20,7 +22,8 @@ for (const file of files) {
   const deps = [];
   for (const m of text.matchAll(/(?:import|export)[^'"]*?from\s+'(\.[^']+)'|import\('(\.[^']+)'\)/g)) {
     const spec = m[1] ?? m[2];
-    deps.push(resolve(dirname(file), spec).replace(/\.js$/, '.ts'));
+    const ts = resolve(dirname(file), spec).replace(/\.js$/, '.ts');
+    deps.push(existsSync(ts) || !existsSync(`${ts}x`) ? ts : `${ts}x`);
   }
   graph.set(file, deps);
 }
@@ -56,6 +59,14 @@ for (const [file, deps] of graph) {
     if (area(file) === 'client' && contractOnly.includes(area(d)) && !d.endsWith('/types.ts')) {
       problems.push(`${relative(root, file)} imports ${relative(root, d)} (the SDK may import only ${area(d)}/types.ts)`);
     }
+  }
+}
+
+const page = join(src, 'dashboard', 'page') + '/';
+for (const [file, deps] of graph) {
+  for (const d of deps) {
+    if (file.startsWith(page) && !d.startsWith(page)) problems.push(`${relative(root, file)} imports ${relative(root, d)} (the dashboard page imports only its own files)`);
+    if (!file.startsWith(page) && d.startsWith(page)) problems.push(`${relative(root, file)} imports ${relative(root, d)} (the dashboard page is browser code: serve its bundle, do not import it)`);
   }
 }
 
