@@ -33,6 +33,7 @@ export function DictsView() {
     <section data-testid="view-dicts">
       <ViewHead title="Dicts and queues" poll={poll} />
       <h2>Queues</h2>
+      {answer?.queuesHosted === false && <NotHostedNote service="queue" />}
       <table class="grid" data-testid="queues-table">
         <thead>
           <tr>
@@ -45,7 +46,7 @@ export function DictsView() {
           </tr>
         </thead>
         <tbody>
-          {answer && queues.length === 0 && <EmptyRow columns={6} text="No queues yet" />}
+          {answer && answer.queuesHosted !== false && queues.length === 0 && <EmptyRow columns={6} text="No queues yet" />}
           {queues.map((q) => (
             <tr key={q.name} data-testid="queue-row" data-queue={q.name}>
               <td>{q.name}</td>
@@ -70,6 +71,7 @@ export function DictsView() {
         </tbody>
       </table>
       <h2>Dicts</h2>
+      {answer?.dictsHosted === false && <NotHostedNote service="dict" />}
       <table class="grid" data-testid="dicts-table">
         <thead>
           <tr>
@@ -80,7 +82,7 @@ export function DictsView() {
           </tr>
         </thead>
         <tbody>
-          {answer && dicts.length === 0 && <EmptyRow columns={4} text="No dicts yet" />}
+          {answer && answer.dictsHosted !== false && dicts.length === 0 && <EmptyRow columns={4} text="No dicts yet" />}
           {dicts.map((d) => (
             <tr key={d.name} data-testid="dict-row" data-dict={d.name}>
               <td>{d.name}</td>

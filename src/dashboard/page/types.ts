@@ -30,8 +30,8 @@ export interface VolumeSummary {
   fileCount: number;
   /** Bytes of the latest version's files. */
   totalBytes: number;
-  /** Bytes of the files of every retained version, added up. */
-  logicalBytes: number;
+  /** Bytes of the files of every retained version, added up; null while not yet computed. */
+  logicalBytes: number | null;
   /** Distinct chunk bytes the retained versions reference; null while not yet computed. */
   storedBytes: number | null;
   /** logicalBytes ÷ storedBytes; null while storedBytes is. */
@@ -99,6 +99,9 @@ export interface QueueSummary {
 export interface DictsAnswer {
   dicts: DictSummary[];
   queues: QueueSummary[];
+  /** False when this server hosts queues but not dicts (`--only`); absent means hosted. */
+  dictsHosted?: boolean;
+  queuesHosted?: boolean;
 }
 
 export interface WorkerSummary {

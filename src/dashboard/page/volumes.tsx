@@ -21,7 +21,7 @@ export function VolumesView() {
   }
   const volumes = answer?.volumes ?? [];
   const totals = volumes.reduce(
-    (t, v) => ({ logical: t.logical + v.logicalBytes, stored: t.stored + (v.storedBytes ?? 0), latest: t.latest + v.totalBytes }),
+    (t, v) => ({ logical: t.logical + (v.logicalBytes ?? 0), stored: t.stored + (v.storedBytes ?? 0), latest: t.latest + v.totalBytes }),
     { logical: 0, stored: 0, latest: 0 },
   );
   return (
@@ -75,7 +75,7 @@ export function VolumesView() {
               <Num testid="volume-files">{count(v.fileCount)}</Num>
               <Num testid="volume-versions">{count(v.versionCount)}</Num>
               <Num>v{v.latestVersion}</Num>
-              <Num title={`${v.logicalBytes} bytes`}>{bytes(v.logicalBytes)}</Num>
+              <Num title={v.logicalBytes === null ? 'not computed yet' : `${v.logicalBytes} bytes`}>{bytes(v.logicalBytes)}</Num>
               <Num title={v.storedBytes === null ? 'not computed yet' : `${v.storedBytes} bytes`}>{bytes(v.storedBytes)}</Num>
               <Num testid="volume-dedup">{times(v.dedupRatio)}</Num>
               <Num title={when(v.createdAtMs)}>{ago(v.createdAtMs)}</Num>
