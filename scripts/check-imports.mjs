@@ -33,18 +33,20 @@ const area = (f) => relative(src, f).split('/')[0];
 // on each host (a client of the server: common, gen, client; and the chunk
 // cache's layout from fuse-mount).
 const rules = [
-  ['common', ['tree', 'volume-server', 'fuse-mount', 'dict', 'queue', 'compute-bridge', 'worker', 'client', 'cli', 'server']],
+  ['common', ['tree', 'volume-server', 'fuse-mount', 'dict', 'queue', 'compute-bridge', 'worker', 'client', 'cli', 'server', 'dashboard']],
   // tree is the stored format of versions, shared by the volume server and the mount: common below it, nothing above.
-  ['tree', ['volume-server', 'fuse-mount', 'dict', 'queue', 'compute-bridge', 'worker', 'client', 'cli', 'server', 'gen']],
-  ['client', ['volume-server', 'cli', 'fuse-mount', 'compute-bridge', 'worker', 'server']],
-  ['volume-server', ['client', 'cli', 'fuse-mount', 'server', 'dict', 'queue', 'compute-bridge', 'worker']],
-  ['dict', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'queue', 'compute-bridge', 'worker']],
-  ['queue', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'dict', 'compute-bridge', 'worker']],
-  ['compute-bridge', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'dict', 'queue', 'worker']],
-  ['worker', ['cli', 'server', 'volume-server', 'dict', 'queue', 'compute-bridge']],
+  ['tree', ['volume-server', 'fuse-mount', 'dict', 'queue', 'compute-bridge', 'worker', 'client', 'cli', 'server', 'gen', 'dashboard']],
+  ['client', ['volume-server', 'cli', 'fuse-mount', 'compute-bridge', 'worker', 'server', 'dashboard']],
+  ['volume-server', ['client', 'cli', 'fuse-mount', 'server', 'dict', 'queue', 'compute-bridge', 'worker', 'dashboard']],
+  ['dict', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'queue', 'compute-bridge', 'worker', 'dashboard']],
+  ['queue', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'dict', 'compute-bridge', 'worker', 'dashboard']],
+  ['compute-bridge', ['client', 'cli', 'fuse-mount', 'server', 'volume-server', 'dict', 'queue', 'worker', 'dashboard']],
+  ['worker', ['cli', 'server', 'volume-server', 'dict', 'queue', 'compute-bridge', 'dashboard']],
   ['server', ['client', 'cli', 'worker']],
-  ['fuse-mount', ['cli', 'volume-server', 'server', 'dict', 'queue', 'compute-bridge', 'worker']],
-  ['gen', ['common', 'tree', 'client', 'cli', 'volume-server', 'dict', 'queue', 'server', 'compute-bridge', 'worker']],
+  // The dashboard reads the services only through the sources src/server/ hands it (dashboard/types.ts).
+  ['dashboard', ['client', 'cli', 'worker', 'server', 'volume-server', 'fuse-mount', 'dict', 'queue', 'compute-bridge', 'tree']],
+  ['fuse-mount', ['cli', 'volume-server', 'server', 'dict', 'queue', 'compute-bridge', 'worker', 'dashboard']],
+  ['gen', ['common', 'tree', 'client', 'cli', 'volume-server', 'dict', 'queue', 'server', 'compute-bridge', 'worker', 'dashboard']],
 ];
 // The SDK may read a service's contract (its limits and types), nothing else of it.
 const contractOnly = ['dict', 'queue'];

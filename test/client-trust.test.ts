@@ -247,6 +247,7 @@ class HostileServer {
       setRetention: nope,
       collectGarbage: nope,
       listDamaged: nope,
+      reportMount: unary(() => ({})),
     };
   }
 }

@@ -127,6 +127,7 @@ describe.each(setups)('QueueBackend on %s', (kind, make) => {
       () => q.put(name, [b('x')]),
       () => q.get(name),
       () => q.len(name),
+      () => q.partitions(name),
       () => q.peek(name),
       () => q.ack(name, ['x']),
       () => q.drop(name),
@@ -278,6 +279,10 @@ describe.each(setups)('QueueBackend on %s', (kind, make) => {
     expect(texts((await q.peek(name, { partition: DEAD_LETTER_PARTITION })).items)).toEqual(['b']);
     expect(await q.len(name)).toBe(1);
     expect(await q.len(name, { total: true })).toBe(2);
+    expect(await q.partitions(name)).toEqual([
+      { partition: '', length: 1 },
+      { partition: DEAD_LETTER_PARTITION, length: 1 },
+    ]);
     expect(await q.ack(name, [second[0]!.leaseId!])).toBe(0);
     expect(await code(q.put(name, [b('x')], { partition: DEAD_LETTER_PARTITION }))).toBe('INVALID_ARGUMENT');
   });
@@ -288,6 +293,10 @@ describe.each(setups)('QueueBackend on %s', (kind, make) => {
     await q.put(name, [b('x')], { partition: 'short', partitionTtlMs: 150 });
     await q.put(name, [b('y')], { partition: 'long', partitionTtlMs: 3_600_000 });
     await until('partition expiry', () => q.len(name, { partition: 'short' }), (n) => n === 0);
+    expect(await q.partitions(name)).toEqual([
+      { partition: '', length: 1 },
+      { partition: 'long', length: 1 },
+    ]);
     expect(await q.len(name, { partition: 'long' })).toBe(1);
     expect(await q.len(name)).toBe(1);
     expect(await q.len(name, { total: true })).toBe(2);
@@ -303,13 +312,19 @@ describe.each(setups)('QueueBackend on %s', (kind, make) => {
     expect(await q.len(name, { partition: 'p' })).toBe(1);
     expect(await q.len(name, { partition: 'none' })).toBe(0);
     expect(await q.len(name, { total: true })).toBe(3);
+    expect(await q.partitions(name)).toEqual([
+      { partition: '', length: 2 },
+      { partition: 'p', length: 1 },
+    ]);
     await q.clear(name, { partition: 'p' });
+    expect(await q.partitions(name)).toEqual([{ partition: '', length: 2 }]);
     expect(await q.len(name, { total: true })).toBe(2);
     await q.clear(name);
     expect(await q.len(name, { total: true })).toBe(0);
     await q.put(name, [b('4')], { partition: 'a' });
     await q.put(name, [b('5')], { partition: 'b' });
     await q.clear(name, { all: true });
+    expect(await q.partitions(name)).toEqual([]);
     expect(await q.len(name, { total: true })).toBe(0);
     expect(await q.get(name, { partition: 'a' })).toEqual([]);
   });

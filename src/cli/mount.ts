@@ -18,6 +18,7 @@ import { VolumeFilesystem } from '../fuse-mount/filesystem.js';
 import { unmountPath } from '../fuse-mount/mount.js';
 import { runMountProcess } from '../fuse-mount/mount-process.js';
 import { alive, commitMount, liveMountState } from '../fuse-mount/mount-state.js';
+import { parseDuration } from '../common/duration.js';
 import { quote } from '../common/quote.js';
 
 const UNITS: Record<string, number> = {
@@ -104,6 +105,8 @@ interface MountFlags {
   writable?: boolean;
   stagingDir?: string;
   debug?: boolean;
+  clientName: string;
+  reportInterval: string;
 }
 
 export function register(program: Command): void {
@@ -123,6 +126,8 @@ export function register(program: Command): void {
     .option('--tree-cache-size <size>', 'bound on the directory pages (tree objects) kept in memory', DEFAULT_TREE_CACHE_SIZE)
     .option('--prefetch-window <size>', 'most bytes fetched ahead of a sequential reader, per open file (0: no prefetch)', '32MiB')
     .option(FETCH_THREADS_FLAGS, FETCH_THREADS_HELP)
+    .option('--client-name <name>', 'how this mount names itself in its reports to the server (the dashboard shows it)', 'mount')
+    .option('--report-interval <duration>', 'how often the mount reports its cache hits, misses and bytes to the server (0: never)', '5s')
     .option('--debug', 'print libfuse debug output')
     .action(async (name: string, dir: string, flags: MountFlags) => {
       let version: number | undefined;
@@ -142,6 +147,8 @@ export function register(program: Command): void {
       const treeCacheBytes = parseSize('--tree-cache-size', flags.treeCacheSize);
       const prefetchWindow = parseSize('--prefetch-window', flags.prefetchWindow, { allowZero: true });
       const fetchThreads = parseFetchThreads(flags.fetchThreads, true);
+      const reportEveryMs = parseDuration('--report-interval', flags.reportInterval);
+      if (!flags.clientName || flags.clientName.length > 256) throw new InvalidArgumentError('--client-name must be 1 to 256 characters');
       const log = createLogger('mount');
       const cacheDir = flags.cacheDir ?? defaultCacheDir();
       let stagingDir: string | undefined;
@@ -166,7 +173,15 @@ export function register(program: Command): void {
         await cache.close();
         throw err;
       }
-      await runMountProcess(fs, { volume: name, dir, logger: log, debug: flags.debug, connection: defaultConnection() });
+      await runMountProcess(fs, {
+        volume: name,
+        dir,
+        logger: log,
+        debug: flags.debug,
+        connection: defaultConnection(),
+        client: flags.clientName,
+        reportEveryMs,
+      });
     });
 
   program

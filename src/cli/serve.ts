@@ -1,6 +1,6 @@
 /** `stowage serve`: the server, on the embedded default unless given a bucket. */
 import type { Command } from 'commander';
-import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT } from '../common/config.js';
+import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_PORT } from '../common/config.js';
 import { InvalidArgumentError } from '../common/errors.js';
 import { quote } from '../common/quote.js';
 import { UINT32_MAX, integerArg } from './values.js';
@@ -22,6 +22,7 @@ interface ServeFlags {
   gcGrace: string;
   keepLast: string;
   keepWithin: string;
+  http?: string | true;
 }
 
 export function register(program: Command): void {
@@ -44,6 +45,7 @@ export function register(program: Command): void {
     .option('--gc-grace <duration>', 'garbage collection keeps unreferenced objects younger than this, and leases planned uploads as long', '1h')
     .option('--keep-last <n>', 'default retention: keep the newest N versions of each volume', '10')
     .option('--keep-within <duration>', 'default retention: keep every version younger than this', '24h')
+    .option('--http [[host:]port]', 'serve the web dashboard and Prometheus /metrics over HTTP (both need the token); without a value: --host, port 7421', process.env.STOWAGE_HTTP)
     .action(async (flags: ServeFlags) => {
       const port = integerArg('--port', flags.port, 0, 65535)!;
       if (flags.s3Endpoint && !flags.s3Bucket) {
@@ -67,6 +69,7 @@ export function register(program: Command): void {
       const graceMs = parseDuration('--gc-grace', flags.gcGrace);
       const keepLast = integerArg('--keep-last', flags.keepLast, 0, UINT32_MAX)!;
       const keepWithinMs = parseDuration('--keep-within', flags.keepWithin);
+      const http = httpAddress(flags.http, flags.host);
       const log = createLogger('stowage');
       // What the server creates is its user's alone (the data directory sets
       // its own modes too; this covers whatever a library creates with its own).
@@ -84,6 +87,7 @@ export function register(program: Command): void {
         redisUrl: flags.redisUrl,
         only: only as typeof SERVICE_NAMES[number][] | undefined,
         bridge: { placement: flags.placement as (typeof PLACEMENT_POLICIES)[number], localityWaitMs },
+        http,
       });
       if (server.tokenCreated) {
         console.error(`created a token in ${server.tokenPath}; clients read it from there or from STOWAGE_TOKEN`);
@@ -93,6 +97,9 @@ export function register(program: Command): void {
           `store: ${server.store.description}; index: ${server.dataDir}/index; dicts and queues: ${server.stateDescription}` +
           `${server.services.includes('bridge') ? `; bridge placement: ${flags.placement}` : ''})`,
       );
+      if (server.httpAddress) {
+        console.error(`dashboard on http://${server.httpAddress}/ and Prometheus metrics on http://${server.httpAddress}/metrics (both need the token)`);
+      }
       await new Promise<void>((resolve) => {
         const stop = () => {
           console.error('stowage: shutting down');
@@ -102,4 +109,15 @@ export function register(program: Command): void {
         process.once('SIGTERM', stop);
       });
     });
+}
+
+/** `--http` as given: absent, bare (--host, DEFAULT_HTTP_PORT), PORT, or HOST:PORT. */
+function httpAddress(flag: string | true | undefined, host: string): { host: string; port: number } | undefined {
+  if (flag === undefined) return undefined;
+  if (flag === true || flag === '') return { host, port: DEFAULT_HTTP_PORT };
+  const at = flag.lastIndexOf(':');
+  const h = at < 0 ? host : flag.slice(0, at).replace(/^\[(.*)\]$/, '$1');
+  const port = integerArg('--http port', at < 0 ? flag : flag.slice(at + 1), 0, 65535)!;
+  if (!h) throw new InvalidArgumentError(`--http ${quote(flag)}: give HOST:PORT, PORT, or no value (${host}:${DEFAULT_HTTP_PORT})`);
+  return { host: h, port };
 }

@@ -17,6 +17,8 @@ import { parseDuration } from './duration.js';
 import { InvalidArgumentError, UnauthenticatedError } from './errors.js';
 
 export const DEFAULT_PORT = 7420;
+/** `stowage serve --http` without a port: the dashboard and /metrics. */
+export const DEFAULT_HTTP_PORT = 7421;
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_SERVER = `${DEFAULT_HOST}:${DEFAULT_PORT}`;
 export const DEFAULT_DATA_DIR = '.stowage';

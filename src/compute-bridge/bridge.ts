@@ -279,6 +279,11 @@ export class Bridge {
     }));
   }
 
+  /** The chunks a registered worker's cache holds (undefined for an unknown worker). */
+  cachedChunksOf(workerId: string): ReadonlySet<string> | undefined {
+    return this.workers.get(workerId)?.chunks;
+  }
+
   private unknownCall(id: string): NotFoundError {
     return new NotFoundError(`call ${quote(id)} not found (finished calls are kept for ${Math.round(this.resultTtlMs / 60_000)} minutes; list calls with: stowage bridge calls)`);
   }

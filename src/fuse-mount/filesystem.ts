@@ -145,6 +145,8 @@ export class VolumeFilesystem {
   /** Directory read-ahead for walks (find, os.walk). */
   readonly walkAhead: WalkAhead;
   private reloading: Promise<unknown> = Promise.resolve();
+  /** Bytes the mount's readers read (mount reports). */
+  bytesRead = 0;
 
   private constructor(
     readonly volume: string,
@@ -371,6 +373,7 @@ export class VolumeFilesystem {
     const counts = await Promise.all(reads);
     const copied = counts.reduce((n, c) => n + c, 0);
     if (copied !== end - position) throw new IntegrityError(`read ${copied} bytes of ${file.path} at ${position} instead of ${end - position}: its extents are shorter than its size`);
+    this.bytesRead += copied;
     return copied;
   }
 

@@ -32,6 +32,7 @@ import { messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { VolumeFilesystem } from './filesystem.js';
 import { isMounted, type Mounted } from './mount.js';
+import { startMountReports } from './mount-report.js';
 import { mountVolume } from './mount-session.js';
 import { pruneMountStates, removeMountState, serveCommitRequests, writeMountState, type MountState } from './mount-state.js';
 import type { CommitEvent } from './write/commit.js';
@@ -47,8 +48,12 @@ export interface MountProcessOptions {
   logger: Logger;
   /** libfuse debug output on stderr. */
   debug?: boolean;
-  /** Opens the volume a writable mount commits to. */
+  /** Opens the volume a writable mount commits to, and takes the mount's reports. */
   connection: Connection;
+  /** How the mount names itself in its reports: "mount", or "worker <id>" for a worker's. */
+  client?: string;
+  /** How often the mount reports its cache counters to the server (0: never). */
+  reportEveryMs?: number;
 }
 
 /**
@@ -93,6 +98,7 @@ export async function runMountProcess(fs: VolumeFilesystem, opts: MountProcessOp
     }
   }
   state = await recordMount(mounted, name, log, fs.staging?.dir, commits?.path);
+  const reports = startMountReports(fs, opts.connection, opts.client ?? 'mount', log, opts.reportEveryMs);
   console.log(`mounted ${name} version ${fs.version} at ${mounted.mountpoint}${mounted.writable ? ` (writable; staging in ${fs.staging!.dir})` : ''}`);
 
   const reason = await new Promise<string>((done) => {
@@ -108,6 +114,7 @@ export async function runMountProcess(fs: VolumeFilesystem, opts: MountProcessOp
     }, WATCH_MS);
     watch.unref();
   });
+  reports.stop();
   await commits?.close().catch(() => undefined);
   if (state) {
     const { mountpoint } = state;

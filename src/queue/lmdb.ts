@@ -204,6 +204,15 @@ export class LmdbQueueBackend implements QueueBackend {
     );
   }
 
+  async partitions(name: string): Promise<{ partition: string; length: number }[]> {
+    return this.readQueue(name, (rec) =>
+      Object.entries(rec.parts)
+        .filter(([, p]) => p.count > 0)
+        .map(([partition, p]) => ({ partition, length: p.count }))
+        .sort((a, b) => (a.partition < b.partition ? -1 : a.partition > b.partition ? 1 : 0)),
+    );
+  }
+
   async clear(name: string, scope: ClearScope = {}): Promise<void> {
     const partition = 'all' in scope ? undefined : checkPartition(scope.partition);
     await this.withQueue(name, (rec) => {

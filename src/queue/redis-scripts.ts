@@ -213,6 +213,19 @@ if ARGV[3] == 'total' then return tonumber(redis.call('HGET', P .. 'meta', 'tota
 return tonumber(redis.call('HGET', P .. 'parts', ARGV[4]) or '0')
 `;
 
+/** Flat [partition, count, …] of the partitions holding items. */
+export const PARTITIONS = `${PRELUDE}
+local out = {}
+local flat = redis.call('HGETALL', P .. 'parts')
+for i = 1, #flat, 2 do
+  if tonumber(flat[i + 1]) > 0 then
+    table.insert(out, flat[i])
+    table.insert(out, flat[i + 1])
+  end
+end
+return out
+`;
+
 /** ARGV[3] 'all' or 'part', [4] partition. */
 export const CLEAR = `${PRELUDE}
 if ARGV[3] == 'all' then

@@ -193,6 +193,14 @@ export class RedisQueueBackend implements QueueBackend {
     return Number(await this.run(lua.LEN, name, args));
   }
 
+  async partitions(name: string): Promise<{ partition: string; length: number }[]> {
+    checkQueueName(name);
+    const flat = (await this.run(lua.PARTITIONS, name, [])) as (Buffer | string)[];
+    const out: { partition: string; length: number }[] = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ partition: String(flat[i]), length: Number(String(flat[i + 1])) });
+    return out.sort((a, b) => (a.partition < b.partition ? -1 : a.partition > b.partition ? 1 : 0));
+  }
+
   async clear(name: string, scope: ClearScope = {}): Promise<void> {
     checkQueueName(name);
     const args = 'all' in scope ? ['all', ''] : ['part', checkPartition(scope.partition)];

@@ -147,6 +147,12 @@ export interface QueueBackend {
   ack(name: string, leaseIds: string[]): Promise<number>;
   /** Items held by one partition (default '') or by the whole queue. */
   len(name: string, scope?: LenScope): Promise<number>;
+  /**
+   * The partitions holding items, and how many each holds (as len() counts
+   * them; the dead-letter partition is DEAD_LETTER_PARTITION), sorted by name.
+   * Expired partitions are not listed.
+   */
+  partitions(name: string): Promise<{ partition: string; length: number }[]>;
   /** Removes the items (and leases) of one partition or of all partitions. */
   clear(name: string, scope?: ClearScope): Promise<void>;
   /** Reads deliverable items without removing them, one page at a time. */

@@ -42,6 +42,7 @@ export const VOLUME_REQUEST_LIMITS: Limits<typeof VolumeServiceService> = {
   setRetention: REF,
   collectGarbage: REF,
   listDamaged: REF,
+  reportMount: REF,
 };
 
 export const DICT_REQUEST_LIMITS: Limits<typeof DictServiceService> = {

@@ -20,6 +20,8 @@ import type { IdleOptions } from '../common/idle.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES } from '../common/message-limits.js';
 import { redactUrl } from '../common/urls.js';
+import { stowageVersion } from '../common/version.js';
+import { startHttp, type RunningHttp } from '../dashboard/http-server.js';
 import type { DictBackend } from '../dict/types.js';
 import { DictService } from '../dict/service.js';
 import { BridgeServiceService } from '../gen/stowage/v1/bridge.js';
@@ -32,12 +34,14 @@ import { VolumeCatalog, type CatalogOptions } from '../volume-server/catalog.js'
 import { collectGarbage } from '../volume-server/gc.js';
 import { volumeService } from '../volume-server/grpc-service.js';
 import { LmdbIndex } from '../volume-server/index/lmdb.js';
+import { MountReports } from '../volume-server/mount-reports.js';
 import type { BlobStore } from '../volume-server/store/interface.js';
 import { withFaults } from '../volume-server/store/faults.js';
 import { LocalBlobStore } from '../volume-server/store/local.js';
 import { S3BlobStore, type S3StoreOptions } from '../volume-server/store/s3.js';
 import { BRIDGE_REQUEST_LIMITS, DICT_REQUEST_LIMITS, QUEUE_REQUEST_LIMITS, VOLUME_REQUEST_LIMITS } from './method-limits.js';
 import { openDataDir, type DataDirLock } from './data-dir.js';
+import { dashboardSources } from './dashboard-sources.js';
 
 export const DEFAULT_GC_INTERVAL_MS = 6 * 3600_000;
 
@@ -60,6 +64,8 @@ export interface ServeOptions {
   bridge?: BridgeOptions;
   /** How often garbage collection runs in the background (0: never; default 6 h). */
   gcIntervalMs?: number;
+  /** Serve the dashboard and /metrics over HTTP here (port 0: a free one); off when undefined. */
+  http?: { host: string; port: number; sampleEveryMs?: number };
   log?: Logger;
 }
 
@@ -78,6 +84,10 @@ export interface RunningServer {
   /** Where dicts and queues live: an LMDB directory or a redacted Redis URL. */
   stateDescription: string;
   services: readonly ServiceName[];
+  /** host:port of the dashboard and /metrics, when `http` was given. */
+  httpAddress?: string;
+  /** The latest report of each live mount. */
+  mounts: MountReports;
   stop(): Promise<void>;
 }
 
@@ -128,6 +138,7 @@ async function serve(
     : undefined;
   if (bridgeService) opened.push(bridgeService);
 
+  const mounts = new MountReports();
   const server = new Server({
     // Checked from each message's length prefix, before the message is read (see common/grpc-server.ts).
     'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
@@ -135,7 +146,7 @@ async function serve(
     interceptors: [callGuard(token, log)],
   });
   if (services.includes('volume')) {
-    server.addService(withRequestLimits(VolumeServiceService, VOLUME_REQUEST_LIMITS), volumeService(catalog, token, log));
+    server.addService(withRequestLimits(VolumeServiceService, VOLUME_REQUEST_LIMITS), volumeService(catalog, mounts, token, log));
   }
   if (dictService) server.addService(withRequestLimits(DictServiceService, DICT_REQUEST_LIMITS), dictService.handlers(token));
   if (queueService) server.addService(withRequestLimits(QueueServiceService, QUEUE_REQUEST_LIMITS), queueService.handlers(token));
@@ -148,6 +159,35 @@ async function serve(
         : res(p),
     ),
   );
+  const address = `${host}:${port}`;
+  let http: RunningHttp | undefined;
+  if (opts.http) {
+    try {
+      http = await startHttp({
+        ...opts.http,
+        token,
+        log,
+        sources: dashboardSources({
+          server: {
+            address,
+            version: stowageVersion(),
+            services: [...services],
+            store: store.description,
+            state: stateDescription(dataDir, opts.redisUrl),
+            startedAtMs: Date.now(),
+          },
+          catalog: services.includes('volume') ? catalog : undefined,
+          dicts,
+          queues,
+          bridge: bridgeService?.bridge,
+          mounts,
+        }),
+      });
+    } catch (err) {
+      server.forceShutdown();
+      throw err;
+    }
+  }
   const reaper = services.includes('volume')
     ? setInterval(() => {
         catalog.reapEphemeral().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'ephemeral reaper failed'));
@@ -166,7 +206,7 @@ async function serve(
       : undefined;
 
   return {
-    address: `${host}:${port}`,
+    address,
     port,
     token,
     tokenPath,
@@ -174,9 +214,12 @@ async function serve(
     dataDir,
     store,
     catalog,
-    stateDescription: opts.redisUrl ? redactUrl(opts.redisUrl) : `LMDB in ${dataDir}/{dict,queue}`,
+    stateDescription: stateDescription(dataDir, opts.redisUrl),
     services,
+    httpAddress: http?.address,
+    mounts,
     async stop() {
+      await http?.close();
       if (reaper) clearInterval(reaper);
       if (gcTimer) clearInterval(gcTimer);
       await gcRun;
@@ -195,6 +238,10 @@ async function serve(
       lock.release();
     },
   };
+}
+
+function stateDescription(dataDir: string, redisUrl: string | undefined): string {
+  return redisUrl ? redactUrl(redisUrl) : `LMDB in ${dataDir}/{dict,queue}`;
 }
 
 /** What the compute bridge may know of volumes: versions and the extents of their files. */

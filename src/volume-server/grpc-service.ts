@@ -7,12 +7,13 @@ import { MAX_BLOB_BYTES } from '../common/validate.js';
 import type { CommitRequest, FileEntry, VolumeServiceServer } from '../gen/stowage/v1/volume.js';
 import type { VolumeCatalog } from './catalog.js';
 import { collectGarbage } from './gc.js';
+import type { MountReports } from './mount-reports.js';
 
 /** Largest blob accepted through PutBlob (a chunk, or a pack of small files); clients refuse longer extents. */
 export { MAX_BLOB_BYTES };
 const FRAME = 1024 * 1024;
 
-export function volumeService(catalog: VolumeCatalog, token: string, log: Logger): VolumeServiceServer {
+export function volumeService(catalog: VolumeCatalog, mounts: MountReports, token: string, log: Logger): VolumeServiceServer {
   const check = authCheck(token);
   return {
     createVolume: unary(check, log, (r) => catalog.createVolume(r.name, r.ephemeral, r.existOk)),
@@ -103,6 +104,10 @@ export function volumeService(catalog: VolumeCatalog, token: string, log: Logger
       return { volumes: r.volumes, versions: r.versions, converted: r.converted, skipped: r.skipped.map(damagedObject) };
     }),
     listDamaged: unary(check, log, () => ({ objects: catalog.listDamaged().map(damagedObject) })),
+    reportMount: unary(check, log, (r) => {
+      mounts.report(r);
+      return {};
+    }),
     setRetention: unary(check, log, (r) => catalog.setRetention(r.name, r.keepLast, r.keepWithinMs)),
     collectGarbage: unary(check, log, (r) =>
       collectGarbage(catalog, { volume: r.volume || undefined, graceMs: r.graceMs, dryRun: r.dryRun }),

@@ -91,7 +91,7 @@ export class WorkerAgent {
     this.id = opts.id ?? `${hostname()}-${process.pid}`;
     // Mounts of volumes and function code: this user's alone (0700), whatever was there before.
     if (ensureDir(opts.workDir, PRIVATE)) opts.log.info({ workDir: opts.workDir }, `set the mode of the work directory ${opts.workDir} to 0700: other local users could enter it`);
-    this.mounts = new MountManager({ workDir: opts.workDir, cacheDir: opts.cacheDir, cacheSize: opts.cacheSize, env: opts.env, extraArgs: opts.mountArgs });
+    this.mounts = new MountManager({ workDir: opts.workDir, cacheDir: opts.cacheDir, cacheSize: opts.cacheSize, env: opts.env, extraArgs: opts.mountArgs, clientName: `worker ${this.id}` });
     this.code = new CodeCache(opts.workDir, opts.connection);
     this.runners = new RunnerPool(opts.slots, opts.idleTimeoutMs, { ...opts.env, STOWAGE_WORKER_ID: this.id });
   }

@@ -34,6 +34,8 @@ export interface MountOptions {
   env: NodeJS.ProcessEnv;
   /** Extra `stowage mount` flags (e.g. --memory-cache-size). */
   extraArgs?: string[];
+  /** How the mounts name themselves in their reports to the server ("worker <id>"). */
+  clientName?: string;
 }
 
 export class MountManager {
@@ -91,7 +93,9 @@ export class MountManager {
 
   private async start(m: Mount): Promise<string> {
     mkdirSync(m.dir, { recursive: true, mode: PRIVATE.dir });
-    const args = [CLI, 'mount', m.volume, m.dir, '--version', String(m.version), '--cache-dir', this.opts.cacheDir, '--cache-size', this.opts.cacheSize, ...(this.opts.extraArgs ?? [])];
+    const args = [CLI, 'mount', m.volume, m.dir, '--version', String(m.version), '--cache-dir', this.opts.cacheDir, '--cache-size', this.opts.cacheSize];
+    if (this.opts.clientName) args.push('--client-name', this.opts.clientName);
+    args.push(...(this.opts.extraArgs ?? []));
     const child = spawn(process.execPath, args, { env: this.opts.env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
     m.child = child;
     let stderr = '';

@@ -173,6 +173,8 @@ export interface ChildServer {
   address: string;
   token: string;
   dataDir: string;
+  /** What it printed on stderr so far. */
+  stderr(): string;
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
@@ -184,8 +186,8 @@ export async function spawnStowage(dataDir: string, extraArgs: string[] = [], en
     env: { ...process.env, STOWAGE_LOG_LEVEL: 'warn', ...env },
   });
   children.add(child);
+  let err = '';
   await new Promise<void>((resolve, reject) => {
-    let err = '';
     child.stderr!.on('data', (d: Buffer) => {
       err += d.toString();
       if (err.includes('stowage serving on')) resolve();
@@ -199,6 +201,7 @@ export async function spawnStowage(dataDir: string, extraArgs: string[] = [], en
     address: `127.0.0.1:${port}`,
     token: readFileSync(join(dataDir, 'token'), 'utf8').trim(),
     dataDir,
+    stderr: () => err,
     async kill(signal = 'SIGKILL') {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));

@@ -38,6 +38,8 @@ export type PlannedChunk = FetchPlan['chunks'][number];
 export class ExtentReader {
   readonly transport: BlobTransport;
   private readonly urls: BlobUrls;
+  /** Bytes fetched from the store or the server into the cache (mount reports). */
+  bytesFetched = 0;
 
   constructor(
     conn: Connection,
@@ -82,6 +84,12 @@ export class ExtentReader {
    * URL allows, falling back as the header says.
    */
   async fetchRange(entry: FileEntry, index: number, offset: number, length: number, chunks: PlannedChunk[], fetch: Fetch): Promise<FetchOutcome> {
+    const out = await this.fetchVia(entry, index, offset, length, chunks, fetch);
+    this.bytesFetched += length;
+    return out;
+  }
+
+  private async fetchVia(entry: FileEntry, index: number, offset: number, length: number, chunks: PlannedChunk[], fetch: Fetch): Promise<FetchOutcome> {
     const e = entry.extents[index]!;
     const url = await this.urls.forExtent(entry, index);
     const route = await this.transport.direct(url, e.blob, 'chunks');
