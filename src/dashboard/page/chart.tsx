@@ -25,6 +25,8 @@ export interface ChartProps {
   sparkline?: boolean;
   /** Fixed y range (ratios: [0, 1]). */
   yRange?: [number, number];
+  /** Tick spacings to choose from on the y axis (bytes: powers of two, so ticks read 512 KiB, 1 MiB). */
+  yIncrs?: number[];
   /** Draw points as steps (totals that change at commits). */
   stepped?: boolean;
   testid?: string;
@@ -52,7 +54,7 @@ export function Chart(props: ChartProps) {
         ? [{ show: false }, { show: false }]
         : [
             { stroke: '#8b95a5', grid: { stroke: '#2a3140' }, ticks: { stroke: '#2a3140' }, space: 90 },
-            { stroke: '#8b95a5', grid: { stroke: '#2a3140' }, ticks: { stroke: '#2a3140' }, size: 70, values: (_u, vals) => vals.map(fmt) },
+            { stroke: '#8b95a5', grid: { stroke: '#2a3140' }, ticks: { stroke: '#2a3140' }, size: 70, values: (_u, vals) => vals.map(fmt), incrs: props.yIncrs },
           ],
       series: [
         {},

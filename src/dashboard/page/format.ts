@@ -14,6 +14,9 @@ export function bytes(n: number | null | undefined): string {
   return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${UNITS[u]}`;
 }
 
+/** Tick spacings for a bytes axis: 1, 2, 4 … 512 of each unit. */
+export const BYTE_TICKS: number[] = UNITS.flatMap((_, u) => Array.from({ length: 10 }, (_, i) => 2 ** i * 1024 ** u));
+
 export function rate(bytesPerSec: number): string {
   return `${bytes(Math.round(bytesPerSec))}/s`;
 }

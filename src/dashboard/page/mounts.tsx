@@ -58,7 +58,9 @@ export function MountsView() {
           {answer && mounts.length === 0 && <EmptyRow columns={10} text="No mount or worker has reported yet" />}
           {mounts.map((m) => (
             <tr key={m.id} data-testid="mount-row" data-mount={m.id}>
-              <td title={m.id}>{m.client}</td>
+              <td title={m.id} data-testid="mount-client">
+                {m.client}
+              </td>
               <td>{m.host}</td>
               <td>
                 {m.volume}
@@ -69,7 +71,9 @@ export function MountsView() {
                 {count(m.hits)} / {count(m.misses)}
               </Num>
               <Num title={`${m.bytesFetched} bytes`}>{bytes(m.bytesFetched)}</Num>
-              <Num title={`${m.bytesRead} bytes`}>{bytes(m.bytesRead)}</Num>
+              <Num title={`${m.bytesRead} bytes`} testid="mount-bytes-read">
+                {bytes(m.bytesRead)}
+              </Num>
               <Num>{rate(m.readBytesPerSec)}</Num>
               <Num>{bytes(m.cacheBytes)}</Num>
               <Num title={when(m.lastReportMs)}>{ago(m.lastReportMs)}</Num>

@@ -3,7 +3,7 @@ import { useState } from 'preact/hooks';
 import { apiPath } from './api.js';
 import { Chart } from './chart.js';
 import { FileBrowser } from './files.js';
-import { ago, bytes, count, times, when } from './format.js';
+import { BYTE_TICKS, ago, bytes, count, times, when } from './format.js';
 import { usePoll } from './poll.js';
 import type { NotHosted, VersionsAnswer, VolumesAnswer } from './types.js';
 import { EmptyRow, NotHostedNote, Num, ViewHead, isNotHosted } from './ui.js';
@@ -72,6 +72,7 @@ export function VolumeView(props: { name: string }) {
           xsMs={versions.map((v) => v.createdAtMs)}
           series={[{ label: 'size', color: '#5fb3f9', values: versions.map((v) => v.totalBytes) }]}
           yFormat={bytes}
+          yIncrs={BYTE_TICKS}
           stepped
         />
       ) : (
