@@ -213,18 +213,34 @@ describe('dashboard in headless Chromium (real server, worker and calls)', () =>
     await context.close();
   });
 
-  it("shows the worker's mount of the volume with what it read; logging out forgets the token", async () => {
+  it("shows the worker's mount of the volume with what it read", async () => {
     const { context, page } = await loggedIn();
     await page.getByTestId('nav-mounts').click();
     const mount = page.getByTestId('mount-row').filter({ has: page.getByTestId('mount-client').getByText(`worker ${workerId}`, { exact: true }) }).filter({ hasText: volume });
     // Mounts report every 5 s: the report after the call's read counts its bytes.
     await expect.poll(async () => (await mount.count()) === 1 && (await mount.getByTestId('mount-bytes-read').textContent()) !== '0 B', { timeout: 20_000, interval: 250 }).toBe(true);
     await screenshot(page, 'mounts');
+    await context.close();
+  });
+
+  it('a token refused later (a 401 on a poll) brings the login form back, with no data; logging out forgets the token', async () => {
+    const { context, page } = await loggedIn();
+    await page.locator(`[data-testid=volume-row][data-volume="${volume}"]`).waitFor();
+    // As if the server stopped accepting the token the tab holds: its next poll gets a 401.
+    await page.evaluate("sessionStorage.setItem('stowage.token', 'no-longer-valid')");
+    await page.getByTestId('login').waitFor({ timeout: SHOWN_WITHIN.timeout });
+    expect(await page.getByTestId('login').textContent()).toContain('The server refused the token');
+    expect(await page.content()).not.toContain(volume);
+    expect(await page.evaluate("sessionStorage.getItem('stowage.token')")).toBeNull();
+
+    await page.getByTestId('token-input').fill(stowage.server.token);
+    await page.getByTestId('login-submit').click();
     await page.getByTestId('logout').click();
     await page.getByTestId('login').waitFor();
     expect(await page.evaluate("sessionStorage.getItem('stowage.token')")).toBeNull();
     await page.reload();
     await page.getByTestId('token-input').waitFor();
+    expect(await page.getByTestId('logout').count()).toBe(0);
     await context.close();
   });
 });
