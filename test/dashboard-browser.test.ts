@@ -144,6 +144,7 @@ describe('dashboard in headless Chromium (real server, worker and calls)', () =>
     // The server computes the stored bytes in the background; the ratio shows once it has. Both versions share
     // a.bin and b.bin: (1.25 MiB + 1.5 MiB + the README) ÷ (1.5 MiB + the README) = 1.83.
     await expect.poll(() => row.getByTestId('volume-dedup').textContent(), SHOWN_WITHIN).toBe('1.83×');
+    await row.getByTestId('volume-growth').locator('canvas').first().waitFor();
     await screenshot(page, 'volumes');
 
     await row.getByTestId('volume-link').click();

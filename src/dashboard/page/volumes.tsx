@@ -1,11 +1,35 @@
-/** #/volumes: every volume with its size, files, versions and dedup ratio. */
+/** #/volumes: every volume with its size, files, versions, dedup ratio and growth. */
+import { apiPath } from './api.js';
+import { Chart } from './chart.js';
 import { ago, bytes, count, times, when } from './format.js';
 import { usePoll } from './poll.js';
-import type { NotHosted, VolumesAnswer } from './types.js';
+import type { NotHosted, VersionsAnswer, VolumeSummary, VolumesAnswer } from './types.js';
 import { EmptyRow, NotHostedNote, Num, ViewHead, isNotHosted } from './ui.js';
 
 export function volumeHref(name: string): string {
   return `#/volumes/${encodeURIComponent(name)}`;
+}
+
+/**
+ * Rows that draw their growth: each costs one request for the volume's
+ * versions, made again only when a version is added or dropped (the row is
+ * keyed by its version count and latest version), never on every poll.
+ */
+const GROWTH_ROWS = 50;
+
+/** A volume's size over its versions, in a table cell. */
+function Growth(props: { volume: VolumeSummary }) {
+  const poll = usePoll<VersionsAnswer | NotHosted>(apiPath`/api/volumes/${props.volume.name}/versions`, null);
+  const versions = isNotHosted(poll.data) ? [] : (poll.data?.versions ?? []);
+  if (versions.length < 2) return <span class="muted">–</span>;
+  return (
+    <Chart
+      sparkline
+      stepped
+      xsMs={versions.map((v) => v.createdAtMs)}
+      series={[{ label: 'size', color: '#5fb3f9', values: versions.map((v) => v.totalBytes) }]}
+    />
+  );
 }
 
 export function VolumesView() {
@@ -57,11 +81,12 @@ export function VolumesView() {
             <th class="num">stored</th>
             <th class="num" title="logical bytes ÷ stored bytes">dedup</th>
             <th class="num">created</th>
+            <th class="spark-col" title="size of each version, oldest to newest">growth</th>
           </tr>
         </thead>
         <tbody>
-          {answer && volumes.length === 0 && <EmptyRow columns={9} text="No volumes yet: stowage volume create NAME" />}
-          {volumes.map((v) => (
+          {answer && volumes.length === 0 && <EmptyRow columns={10} text="No volumes yet: stowage volume create NAME" />}
+          {volumes.map((v, i) => (
             <tr key={v.name} data-testid="volume-row" data-volume={v.name}>
               <td>
                 <a href={volumeHref(v.name)} data-testid="volume-link">
@@ -79,6 +104,9 @@ export function VolumesView() {
               <Num title={v.storedBytes === null ? 'not computed yet' : `${v.storedBytes} bytes`}>{bytes(v.storedBytes)}</Num>
               <Num testid="volume-dedup">{times(v.dedupRatio)}</Num>
               <Num title={when(v.createdAtMs)}>{ago(v.createdAtMs)}</Num>
+              <td class="spark-col" data-testid="volume-growth">
+                {i < GROWTH_ROWS ? <Growth key={`${v.versionCount}/${v.latestVersion}`} volume={v} /> : null}
+              </td>
             </tr>
           ))}
         </tbody>
