@@ -7,7 +7,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Queue, Volume } from '../src/client/index.js';
+import { App, Queue, Volume } from '../src/client/index.js';
+import { FIXTURE, cleanUpWorkers, startWorker, type WorkerProcess } from './support/bridge.js';
 import { cleanUpMounts, startMountProcess, stopMount } from './support/mount.js';
 import { spawnStowage, startStowage, tempDir, uniqueName, type Stowage } from './support/processes.js';
 import { readFile } from 'node:fs/promises';
@@ -32,13 +33,13 @@ async function call(base: string, path: string, token: string | undefined, init:
   return { status: res.status, body, text };
 }
 
-/** Polls `read` until `ok` holds (10 s at most), returning the last value. */
+/** Polls `read` until `ok` holds (15 s at most), returning the last value. */
 async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean): Promise<T> {
-  const end = Date.now() + 10_000;
+  const end = Date.now() + 15_000;
   for (;;) {
     const v = await read();
     if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`${what}: not reached in 10 s; last: ${JSON.stringify(v)}`);
+    if (Date.now() > end) throw new Error(`${what}: not reached in 15 s; last: ${JSON.stringify(v)}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -204,6 +205,57 @@ describe('dashboard HTTP API', () => {
       expect(await stopMount(m, 'SIGTERM')).toBe(0);
     }
   });
+});
+
+describe('dashboard bridge view with a real worker', () => {
+  let stowage: Stowage;
+  let worker: WorkerProcess;
+  const dataset = uniqueName('dash-data');
+  const SHARD = 256 * 1024;
+
+  beforeAll(async () => {
+    stowage = await startStowage({ http: { host: '127.0.0.1', port: 0, sampleEveryMs: 200 } });
+    const v = await Volume.fromName(dataset, { createIfMissing: true, connection: stowage.connection, chunkSize: 64 * 1024 });
+    await v.batchUpload().putFile(randomBytes(SHARD), '/shards/a.bin').commit();
+    await v.close();
+    worker = await startWorker({ id: 'dash-w1', server: stowage.server.address, token: stowage.server.token, slots: 1 });
+  }, 60_000);
+
+  afterAll(async () => {
+    await worker?.kill();
+    cleanUpWorkers();
+    await stowage?.stop();
+  });
+
+  it('shows the worker with its slots and cached bytes, the call with its worker, duration and placement reason, and the worker\'s mount', async () => {
+    const base = `http://${stowage.server.httpAddress}`;
+    const token = stowage.server.token;
+    const app = new App('dash', { connection: stowage.connection });
+    const fn = app.function<[string], { bytes: number; worker: string }>(
+      { module: FIXTURE, name: 'readShard', volumes: { '/data': dataset }, reads: ((s: string) => [`/data/shards/${s}`]) as (...a: unknown[]) => string[] },
+      () => undefined as never,
+    );
+    const spawned = await fn.spawn('a.bin');
+    expect((await spawned.get()).bytes).toBe(SHARD);
+    const bridge = await until(
+      'the worker to report the shard cached',
+      async () => (await call(base, '/api/bridge', token)).body as { workers: Record<string, unknown>[]; calls: Record<string, unknown>[] },
+      (b) => (b.workers[0]?.cachedBytes as number) >= SHARD,
+    );
+    expect(bridge.workers).toEqual([expect.objectContaining({ id: 'dash-w1', slots: 1, running: 0, cachedChunks: 4, cachedBytes: SHARD })]);
+    const row = bridge.calls.find((c) => c.id === spawned.id)!;
+    expect(row).toMatchObject({ state: 'succeeded', worker: 'dash-w1', attempt: 1, function: `readShard (${FIXTURE.split('/').at(-1)})` });
+    expect(row.placementReason).toBe('ours: no worker caches any of its reads: least-loaded worker');
+    expect(row.durationMs).toBeGreaterThan(0);
+    // The worker's mount of the dataset reports as "worker <id>" (every 5 s).
+    const mount = await until(
+      "the worker's mount report",
+      async () => ((await call(base, '/api/mounts', token)).body.mounts as Record<string, unknown>[]).find((m) => m.volume === dataset),
+      (m) => (m?.bytesRead as number) >= SHARD,
+    );
+    expect(mount).toMatchObject({ client: 'worker dash-w1', version: 1, bytesFetched: SHARD });
+    expect(mount!.misses).toBeGreaterThanOrEqual(1);
+  }, 60_000);
 });
 
 describe('dashboard with services left out, and from the CLI', () => {

@@ -99,6 +99,9 @@ export function register(program: Command): void {
       );
       if (server.httpAddress) {
         console.error(`dashboard on http://${server.httpAddress}/ and Prometheus metrics on http://${server.httpAddress}/metrics (both need the token)`);
+        if (http && !isLoopback(http.host)) {
+          console.error(`warning: the dashboard listens on ${http.host} over plain HTTP: the token crosses the network readable (put it behind a TLS proxy, or listen on 127.0.0.1)`);
+        }
       }
       await new Promise<void>((resolve) => {
         const stop = () => {
@@ -120,4 +123,8 @@ function httpAddress(flag: string | true | undefined, host: string): { host: str
   const port = integerArg('--http port', at < 0 ? flag : flag.slice(at + 1), 0, 65535)!;
   if (!h) throw new InvalidArgumentError(`--http ${quote(flag)}: give HOST:PORT, PORT, or no value (${host}:${DEFAULT_HTTP_PORT})`);
   return { host: h, port };
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
