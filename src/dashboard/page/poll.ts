@@ -11,7 +11,7 @@
  * piled on).
  */
 import { useEffect, useState } from 'preact/hooks';
-import { RequestFailed, Unauthorized, api } from './api.js';
+import { Unauthorized, api } from './api.js';
 
 export const POLL_INTERVAL_MS = 2000;
 
@@ -30,7 +30,8 @@ interface State<T> extends Poll<T> {
 
 /**
  * Polls GET `path` every intervalMs (null: fetch once, for answers that never
- * change, such as the files of one version). A null path fetches nothing.
+ * change, such as the files of one version; tried again every 2 s while it
+ * fails). A null path fetches nothing.
  */
 export function usePoll<T>(path: string | null, intervalMs: number | null = POLL_INTERVAL_MS): Poll<T> {
   const [state, setState] = useState<State<T>>({ path, data: undefined, error: null, updatedAt: null });
@@ -39,19 +40,22 @@ export function usePoll<T>(path: string | null, intervalMs: number | null = POLL
     let stopped = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const abort = new AbortController();
-    const schedule = () => {
-      if (!stopped && intervalMs !== null) timer = setTimeout(() => void tick(), intervalMs);
+    /** The next request: after intervalMs when polling; once-only answers are asked again only after a failure. */
+    const schedule = (failed = false) => {
+      const wait = intervalMs ?? (failed ? POLL_INTERVAL_MS : null);
+      if (!stopped && wait !== null) timer = setTimeout(() => void tick(), wait);
     };
     const tick = async () => {
-      if (document.hidden) return schedule();
+      if (document.hidden && intervalMs !== null) return schedule();
       try {
         const data = await api<T>(path, { signal: abort.signal });
         if (!stopped) setState({ path, data, error: null, updatedAt: Date.now() });
       } catch (e) {
         // A 401 has already sent the page back to the login form; stop here.
         if (stopped || e instanceof Unauthorized || abort.signal.aborted) return;
-        const error = e instanceof RequestFailed || e instanceof Error ? e.message : String(e);
+        const error = e instanceof Error ? e.message : String(e);
         setState((s) => ({ ...s, path, error }));
+        return schedule(true);
       }
       schedule();
     };
