@@ -24,6 +24,14 @@ const SHOTS = join(ROOT, 'test-output', 'screenshots');
 const MiB = 1024 * KiB;
 /** How long the page may take to show a change: a poll every 2 s, with room for a loaded machine. */
 const SHOWN_WITHIN = { timeout: 15_000, interval: 200 };
+/** Without the browser every test fails with this, from a beforeEach (a failing beforeAll would only mark them skipped). */
+const BROWSER_MISSING = existsSync(CHROMIUM)
+  ? undefined
+  : `${CHROMIUM} is missing: the dashboard browser test needs Debian's chromium package (scripts/setup.sh installs it)`;
+const failWithoutBrowser = () => {
+  if (BROWSER_MISSING) throw new Error(BROWSER_MISSING);
+};
+const launchBrowser = () => chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--headless=new'] });
 
 describe('dashboard in headless Chromium (real server, worker and calls)', () => {
   let stowage: Stowage;
@@ -39,23 +47,16 @@ describe('dashboard in headless Chromium (real server, worker and calls)', () =>
   /** Bytes of the latest version's files: shards a.bin, b.bin, c.bin and README.txt. */
   const latestBytes = 1 * MiB + 256 * KiB + 256 * KiB + readme.length;
 
-  // Without the browser every test fails with this (a failing beforeAll would only mark them skipped).
-  const browserMissing = existsSync(CHROMIUM)
-    ? undefined
-    : `${CHROMIUM} is missing: the dashboard browser test needs Debian's chromium package (scripts/setup.sh installs it)`;
-  beforeEach(() => {
-    if (browserMissing) throw new Error(browserMissing);
-  });
-
+  beforeEach(failWithoutBrowser);
   beforeAll(async () => {
-    if (browserMissing) return;
+    if (BROWSER_MISSING) return;
     mkdirSync(SHOTS, { recursive: true });
     // Rates sampled every 500 ms (not 5 s): the screenshots' charts have points sooner (where the server counts operations).
     stowage = await startStowage({ http: { host: '127.0.0.1', port: 0, sampleEveryMs: 500 } });
     const { address, token } = stowage.server;
     base = `http://${stowage.server.httpAddress}`;
     env = { STOWAGE_SERVER: address, STOWAGE_TOKEN: token, STOWAGE_LOG_LEVEL: 'warn' };
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--headless=new'] });
+    browser = await launchBrowser();
 
     // A volume of two versions: the second adds a file and a README, and keeps the first's files.
     const vol = await Volume.fromName(volume, { connection: stowage.connection, createIfMissing: true, chunkSize: 64 * KiB });
@@ -243,5 +244,34 @@ describe('dashboard in headless Chromium (real server, worker and calls)', () =>
     await page.getByTestId('token-input').waitFor();
     expect(await page.getByTestId('logout').count()).toBe(0);
     await context.close();
+  });
+});
+
+describe('dashboard in headless Chromium, a server hosting only dicts (--only dict)', () => {
+  let stowage: Stowage | undefined;
+  let browser: Browser | undefined;
+  beforeEach(failWithoutBrowser);
+  beforeAll(async () => {
+    if (BROWSER_MISSING) return;
+    stowage = await startStowage({ only: ['dict'], http: { host: '127.0.0.1', port: 0 } });
+    browser = await launchBrowser();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await stowage?.stop();
+  });
+
+  it('says which services this server does not host, view by view', async () => {
+    const page = await browser!.newPage();
+    await page.goto(`http://${stowage!.server.httpAddress}/#/volumes`);
+    await page.getByTestId('token-input').fill(stowage!.server.token);
+    await page.getByTestId('login-submit').click();
+    expect(await page.getByTestId('not-hosted').textContent()).toContain('volume service');
+    await page.getByTestId('nav-bridge').click();
+    await expect.poll(() => page.getByTestId('not-hosted').textContent(), SHOWN_WITHIN).toContain('bridge service');
+    await page.getByTestId('nav-dicts').click();
+    await expect.poll(() => page.getByTestId('not-hosted').textContent(), SHOWN_WITHIN).toContain('queue service');
+    await page.getByTestId('dicts-table').waitFor();
+    await page.close();
   });
 });
