@@ -14,35 +14,9 @@ import { MAX_NAMED_COUNTS, Metrics } from '../src/common/metrics.js';
 import { BridgeServiceClient, type BridgeMessage, type FunctionSpec, type WorkerMessage } from '../src/gen/stowage/v1/bridge.js';
 import { expectFailure } from './support/checks.js';
 import { startStowage, uniqueName, type Stowage } from './support/processes.js';
-import { parsePrometheusText, total, type Family } from './support/prom-text.js';
+import { STOWAGE_METRICS } from './support/metric-names.js';
+import { parsePrometheusText, total } from './support/prom-text.js';
 import { eventually } from './support/state-servers.js';
-
-/** Every family render() must hold, with its type. */
-export const STOWAGE_METRICS: Record<string, Family['type']> = {
-  stowage_rpc_requests_total: 'counter',
-  stowage_rpc_duration_seconds: 'histogram',
-  stowage_store_requests_total: 'counter',
-  stowage_store_bytes_total: 'counter',
-  stowage_tree_cache_hits_total: 'counter',
-  stowage_tree_cache_misses_total: 'counter',
-  stowage_chunk_cache_hits_total: 'counter',
-  stowage_chunk_cache_misses_total: 'counter',
-  stowage_chunk_cache_fetched_bytes_total: 'counter',
-  stowage_chunk_cache_read_bytes_total: 'counter',
-  stowage_dict_ops_total: 'counter',
-  stowage_queue_ops_total: 'counter',
-  stowage_queue_depth: 'gauge',
-  stowage_bridge_calls_total: 'counter',
-  stowage_bridge_attempts_requeued_total: 'counter',
-  stowage_bridge_placements_total: 'counter',
-  stowage_bridge_workers: 'gauge',
-  stowage_bridge_running_calls: 'gauge',
-  stowage_bridge_queued_calls: 'gauge',
-  stowage_process_cpu_seconds_total: 'counter',
-  stowage_process_resident_memory_bytes: 'gauge',
-  stowage_nodejs_heap_size_used_bytes: 'gauge',
-  stowage_nodejs_eventloop_lag_p99_seconds: 'gauge',
-};
 
 describe('the Prometheus text parser of the tests', () => {
   it('refuses malformed text', () => {
