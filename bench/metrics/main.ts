@@ -14,7 +14,9 @@
  * server: Stat and ReadBlob RPCs, and store gets, per file).
  * For each: ops/s, the server's CPU seconds per 1,000 ops (from /proc), and
  * with ÷ without. Then the time and size of render() on a server in this
- * process that holds 100 dicts and 100 queues.
+ * process that holds 100 dicts and 100 queues, and the nanoseconds per call of
+ * the recording methods on their own (the floor of the per-operation cost,
+ * which the noise of a shared machine hides in the end-to-end figures).
  * Everything it starts is stopped by PID, also when the run fails or is
  * interrupted; the temp directory is removed.
  */
@@ -25,6 +27,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { destination, pino } from 'pino';
 import { Connection, Dict, Queue, Volume } from '../../src/client/index.js';
+import { Metrics } from '../../src/common/metrics.js';
 import { startServer } from '../../src/server/server.js';
 import { throughput, type Timing } from '../dict-queue/measure.js';
 import { KEYS, VALUE, key } from '../dict-queue/workload.js';
@@ -216,6 +219,25 @@ async function measureRender(): Promise<{ objects: number; medianMs: number; p90
   }
 }
 
+/** Nanoseconds per call of the recording methods the hot paths call, on a Metrics of its own (no RPC, no I/O: the floor of the cost). */
+function measureRecording(): Record<string, number> {
+  const m = new Metrics({ processMetrics: false });
+  const N = quick ? 200_000 : 1_000_000;
+  const names = Array.from({ length: 1000 }, (_, i) => `dict-${i}`);
+  const time = (fn: (i: number) => void) => {
+    for (let i = 0; i < N / 10; i++) fn(i);
+    const t0 = process.hrtime.bigint();
+    for (let i = 0; i < N; i++) fn(i);
+    return r(Number(process.hrtime.bigint() - t0) / N, 1);
+  };
+  return {
+    'dictOps.count (1,000 names)': time((i) => m.dictOps.count('get', names[i % 1000]!)),
+    rpcFinished: time((i) => m.rpcFinished('/stowage.v1.VolumeService/Stat', i % 50 === 0 ? 5 : 0, 0.0004)),
+    storeRequest: time(() => m.storeRequest('get', 'ok', 0, 4096)),
+    'treeCache.hit': time(() => m.treeCache.hit()),
+  };
+}
+
 async function main(): Promise<void> {
   const started = performance.now();
   const machine = { ...hostInfo(), grpcJs: packageVersion('@grpc/grpc-js'), promClient: packageVersion('prom-client') };
@@ -245,8 +267,9 @@ async function main(): Promise<void> {
       }
     }
   }
-  say('render()');
+  say('render() and the recording methods');
   const render = await measureRender();
+  const recordingNs = measureRecording();
 
   const summary = WORKLOADS.map((w) => {
     const of = (mode: Mode) => {
@@ -276,6 +299,7 @@ async function main(): Promise<void> {
     samples,
     summary,
     render,
+    recordingNs,
     totalSeconds: Math.round((performance.now() - started) / 1000),
   };
   const resultsDir = join(ROOT, 'bench', 'results');
@@ -295,7 +319,8 @@ async function main(): Promise<void> {
     `\nmetrics on ${machine.cpus} × ${machine.cpuModel}, node ${machine.node}, prom-client ${machine.promClient}; ${rounds} round(s) of ${timing.seconds} s a case\n\n` +
       '| workload | ops/s with | ops/s without | ratio | server CPU s / 1000 ops with | without | ratio |\n|---|---|---|---|---|---|---|\n' +
       `${rows.join('\n')}\n\n` +
-      `render() with ${render.objects} dicts and ${render.objects} queues: median ${render.medianMs} ms (p90 ${render.p90Ms} ms), ${render.bytes} bytes, ${render.series} series\n\n` +
+      `render() with ${render.objects} dicts and ${render.objects} queues: median ${render.medianMs} ms (p90 ${render.p90Ms} ms), ${render.bytes} bytes, ${render.series} series\n` +
+      `ns per call: ${Object.entries(recordingNs).map(([k, v]) => `${k} ${v}`).join(', ')}\n\n` +
       `results: ${path} (run took ${result.totalSeconds} s)\n`,
   );
 }

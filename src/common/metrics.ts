@@ -64,6 +64,14 @@ function processMetrics(): Registry {
 }
 
 type CounterChild = ReturnType<Counter<string>['labels']>;
+
+/** Operations of one family (dict or queue): by kind, by name (up to the shared bound), and beyond it. */
+interface OpTally {
+  byKind: Map<string, number>;
+  byName: Map<string, number>;
+  other: number;
+}
+const newTally = (): OpTally => ({ byKind: new Map(), byName: new Map(), other: 0 });
 type HistogramChild = ReturnType<Histogram<string>['labels']>;
 
 export interface MetricsOptions {
@@ -99,9 +107,9 @@ export class Metrics {
   private readonly chunkFetched = this.counter('stowage_chunk_cache_fetched_bytes_total', 'Bytes mounts fetched from the store into their chunk caches.');
   private readonly chunkRead = this.counter('stowage_chunk_cache_read_bytes_total', 'Bytes applications read through mounts (from the cache or fetched).');
 
-  private readonly dictOpsTotal = this.counter('stowage_dict_ops_total', 'Dict operations run, by kind (each operation of a batch counts).', ['op']);
-  private readonly queueOpsTotal = this.counter('stowage_queue_ops_total', 'Queue operations run, by kind (each operation of a batch counts).', ['op']);
-  private readonly named = new Map<string, number>();
+  // Plain tallies, published to prom-client at scrape time: an operation costs two Map updates, not a label hash.
+  private readonly tallies: Record<'dict' | 'queue', OpTally> = { dict: newTally(), queue: newTally() };
+  private namedCount = 0;
   private queueDepthSource: (() => Promise<{ name: string; length: number }[]>) | undefined;
 
   private readonly bridgeCalls = this.counter('stowage_bridge_calls_total', 'Bridge calls finished, by outcome: succeeded; failed (the function raised, or its reads could not be resolved); timeout (ran past its timeout); lost (its worker or runner was lost on its last allowed attempt).', ['outcome']);
@@ -121,6 +129,19 @@ export class Metrics {
     for (const outcome of BRIDGE_OUTCOMES) this.bridgeCalls.labels(outcome).inc(0);
     for (const hit of ['true', 'false']) this.bridgePlacements.labels(hit).inc(0);
     const self = this;
+    for (const family of ['dict', 'queue'] as const) {
+      const tally = this.tallies[family];
+      new Counter({
+        name: `stowage_${family}_ops_total`,
+        help: `${family === 'dict' ? 'Dict' : 'Queue'} operations run, by kind (each operation of a batch counts).`,
+        labelNames: ['op'],
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const [op, n] of tally.byKind) this.inc({ op }, n);
+        },
+      });
+    }
     new Gauge({
       name: 'stowage_queue_depth',
       help: `Items in each queue (all partitions, leased and dead letters included), read at scrape time; at most ${MAX_QUEUE_DEPTHS} queues.`,
@@ -213,23 +234,20 @@ export class Metrics {
   // ---- dict and queue --------------------------------------------------------
 
   /** The dict service's counter. */
-  readonly dictOps: OpCounter = this.opCounter(this.dictOpsTotal, 'dict');
+  readonly dictOps: OpCounter = this.opCounter(this.tallies.dict);
   /** The queue service's counter. */
-  readonly queueOps: OpCounter = this.opCounter(this.queueOpsTotal, 'queue');
+  readonly queueOps: OpCounter = this.opCounter(this.tallies.queue);
 
-  private opCounter(total: Counter<string>, family: 'dict' | 'queue'): OpCounter {
-    const byKind = new Map<string, CounterChild>();
-    const other = `${family}:(other)`;
+  private opCounter(t: OpTally): OpCounter {
     return {
       count: (kind, name) => {
-        let c = byKind.get(kind);
-        if (!c) byKind.set(kind, (c = total.labels(kind)));
-        c.inc();
-        const key = `${family}:${name}`;
-        const n = this.named.get(key);
-        if (n !== undefined) this.named.set(key, n + 1);
-        else if (this.named.size < MAX_NAMED_COUNTS) this.named.set(key, 1);
-        else this.named.set(other, (this.named.get(other) ?? 0) + 1);
+        t.byKind.set(kind, (t.byKind.get(kind) ?? 0) + 1);
+        const n = t.byName.get(name);
+        if (n !== undefined) t.byName.set(name, n + 1);
+        else if (this.namedCount < MAX_NAMED_COUNTS) {
+          t.byName.set(name, 1);
+          this.namedCount++;
+        } else t.other++;
       },
     };
   }
@@ -240,7 +258,13 @@ export class Metrics {
    * `dict:(other)` and `queue:(other)`.
    */
   opCounts(): ReadonlyMap<string, number> {
-    return this.named;
+    const out = new Map<string, number>();
+    for (const family of ['dict', 'queue'] as const) {
+      const t = this.tallies[family];
+      for (const [name, n] of t.byName) out.set(`${family}:${name}`, n);
+      if (t.other) out.set(`${family}:(other)`, t.other);
+    }
+    return out;
   }
 
   /** Where stowage_queue_depth comes from at each scrape (the first MAX_QUEUE_DEPTHS queues it returns). */
