@@ -10,10 +10,13 @@ import { Metadata, credentials, type ClientDuplexStream } from '@grpc/grpc-js';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Connection, Dict, Queue, UnauthenticatedError, Volume } from '../src/client/index.js';
+import { NotFoundError } from '../src/common/errors.js';
 import { MAX_NAMED_COUNTS, Metrics } from '../src/common/metrics.js';
+import { LocalBlobStore } from '../src/volume-server/store/local.js';
+import { withMetrics } from '../src/volume-server/store/metrics.js';
 import { BridgeServiceClient, type BridgeMessage, type FunctionSpec, type WorkerMessage } from '../src/gen/stowage/v1/bridge.js';
 import { expectFailure } from './support/checks.js';
-import { startStowage, uniqueName, type Stowage } from './support/processes.js';
+import { startStowage, tempDir, uniqueName, type Stowage } from './support/processes.js';
 import { STOWAGE_METRICS } from './support/metric-names.js';
 import { parsePrometheusText, total } from './support/prom-text.js';
 import { eventually } from './support/state-servers.js';
@@ -254,5 +257,50 @@ describe('Metrics on its own', () => {
     expect(families.get('stowage_queue_depth')?.samples).toEqual([]);
     m.setQueueDepthSource(async () => Array.from({ length: 300 }, (_, i) => ({ name: `q${i}`, length: i })));
     expect(parsePrometheusText(await m.render()).get('stowage_queue_depth')?.samples.length).toBe(200);
+  });
+});
+
+describe('the BlobStore wrapper', () => {
+  it('counts each operation by kind and outcome, and the bytes put and got', async () => {
+    const m = new Metrics({ processMetrics: false });
+    const store = withMetrics(new LocalBlobStore(tempDir('metrics-store')), m);
+    await store.put('a/x', Buffer.alloc(1000, 1));
+    await store.put('a/y', Buffer.alloc(24, 2));
+    expect((await store.get('a/x', { offset: 10, length: 100 })).length).toBe(100);
+    await expect(store.get('a/missing')).rejects.toBeInstanceOf(NotFoundError);
+    expect(await store.head('a/y')).toBe(24);
+    expect(await store.head('a/missing')).toBeUndefined();
+    const keys: string[] = [];
+    for await (const k of store.list('a/')) keys.push(k);
+    expect(keys).toEqual(['a/x', 'a/y']);
+    // A listing stopped early still counts once.
+    for await (const o of store.scan('a/')) if (o) break;
+    await store.delete('a/x');
+    const f = parsePrometheusText(await m.render());
+    const req = (op: string, outcome: string) => total(f, 'stowage_store_requests_total', { op, outcome });
+    expect([req('put', 'ok'), req('get', 'ok'), req('get', 'not_found'), req('head', 'ok'), req('head', 'not_found')]).toEqual([2, 1, 1, 1, 1]);
+    expect([req('list', 'ok'), req('scan', 'ok'), req('delete', 'ok'), req('get', 'error')]).toEqual([1, 1, 1, 0]);
+    expect(total(f, 'stowage_store_bytes_total', { op: 'put', direction: 'in' })).toBe(1024);
+    expect(total(f, 'stowage_store_bytes_total', { op: 'get', direction: 'out' })).toBe(100);
+  });
+});
+
+describe('a server started with metrics: false', () => {
+  let stowage: Stowage | undefined;
+  afterAll(async () => {
+    await stowage?.stop();
+  });
+
+  it('serves as usual and reports nothing (the baseline of bench/metrics)', async () => {
+    stowage = await startStowage({ metrics: false });
+    const d = await Dict.fromName<string, number>(uniqueName('plain'), { connection: stowage.connection, createIfMissing: true });
+    await d.put('k', 1);
+    expect(await d.get('k')).toBe(1);
+    const f = parsePrometheusText(await stowage.server.metrics.render());
+    expect(total(f, 'stowage_rpc_requests_total')).toBe(0);
+    expect(total(f, 'stowage_dict_ops_total')).toBe(0);
+    expect(total(f, 'stowage_store_requests_total')).toBe(0);
+    expect(f.has('stowage_process_cpu_seconds_total')).toBe(false);
+    expect(stowage.server.metrics.opCounts().size).toBe(0);
   });
 });
