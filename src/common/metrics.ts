@@ -72,8 +72,10 @@ interface OpTally {
   other: number;
 }
 const newTally = (): OpTally => ({ byKind: new Map(), byName: new Map(), other: 0 });
+
 type HistogramChild = ReturnType<Histogram<string>['labels']>;
 
+/** How a Metrics is made. */
 export interface MetricsOptions {
   /** Include the process metrics (default true). */
   processMetrics?: boolean;

@@ -5,6 +5,7 @@
  * its iteration ends (S3 pages are not counted apart); a head of an absent
  * key, like a get of one, is `not_found`. Presigning makes no request, but
  * is counted: how many URLs the server hands out is what it tells.
+ * test/metrics.test.ts ("the BlobStore wrapper") checks the counts.
  */
 import { NotFoundError } from '../../common/errors.js';
 import type { StoreOp, StoreOutcome } from '../../common/metrics.js';
@@ -18,6 +19,7 @@ export interface StoreRecorder {
 
 const outcomeOf = (err: unknown): StoreOutcome => (err instanceof NotFoundError ? 'not_found' : 'error');
 
+/** `store`, with each operation told to `recorder` once it ends (see the head of this file). */
 export function withMetrics(store: BlobStore, recorder: StoreRecorder): BlobStore {
   const counted = async <T>(op: StoreOp, run: () => Promise<T>, moved: (r: T) => [number, number] = () => [0, 0]): Promise<T> => {
     let r: T;
