@@ -12,6 +12,8 @@ import { FIXTURE, cleanUpWorkers, startWorker, type WorkerProcess } from './supp
 import { cleanUpMounts, startMountProcess, stopMount } from './support/mount.js';
 import { spawnStowage, startStowage, tempDir, uniqueName, type Stowage } from './support/processes.js';
 import { readFile } from 'node:fs/promises';
+import { Dict } from '../src/client/index.js';
+import { parsePrometheusText, total } from './support/prom-text.js';
 import { join } from 'node:path';
 
 interface Answer {
@@ -164,6 +166,28 @@ describe('dashboard HTTP API', () => {
     }
   });
 
+  it('serves /metrics as Prometheus text whose counters move with the work, and dict ops per second over time', async () => {
+    const scrape = async () => {
+      const res = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+      return parsePrometheusText(await res.text());
+    };
+    const name = uniqueName('ops');
+    const before = total(await scrape(), 'stowage_dict_ops_total');
+    const d = await Dict.fromName<string, number>(name, { createIfMissing: true, connection: stowage.connection });
+    for (let i = 0; i < 50; i++) await d.put(`k${i}`, i);
+    expect(total(await scrape(), 'stowage_dict_ops_total')).toBeGreaterThanOrEqual(before + 50);
+    // Sampled every 200 ms here (5 s by default): the dict's rate shows in its history.
+    const row = await until(
+      'the dict\'s ops per second',
+      async () => ((await call(base, '/api/dicts', token)).body.dicts as { name: string; length: number; history: [number, number][] }[]).find((r) => r.name === name),
+      (r) => (r?.history.some(([, rate]) => rate > 0) ?? false),
+    );
+    expect(row!.length).toBe(50);
+    await d.close();
+  });
+
   it('shows queues with their partitions and dead letters, and dicts with their length', async () => {
     const name = uniqueName('dq');
     const q = await Queue.fromName<string>(name, { createIfMissing: true, maxDeliveries: 1, connection: stowage.connection });
@@ -201,6 +225,10 @@ describe('dashboard HTTP API', () => {
       expect(mount!.misses).toBeGreaterThanOrEqual(1);
       expect(mount!.hits).toBeGreaterThanOrEqual(1);
       expect(mount!.hitRatio).toBeCloseTo((mount!.hits as number) / ((mount!.hits as number) + (mount!.misses as number)), 9);
+      // What mounts report is counted in /metrics too.
+      const metrics = parsePrometheusText(await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text());
+      expect(total(metrics, 'stowage_chunk_cache_read_bytes_total')).toBeGreaterThanOrEqual(600_000);
+      expect(total(metrics, 'stowage_chunk_cache_fetched_bytes_total')).toBeGreaterThanOrEqual(300_000);
     } finally {
       expect(await stopMount(m, 'SIGTERM')).toBe(0);
     }
@@ -247,6 +275,8 @@ describe('dashboard bridge view with a real worker', () => {
     expect(row).toMatchObject({ state: 'succeeded', worker: 'dash-w1', attempt: 1, function: `readShard (${FIXTURE.split('/').at(-1)})` });
     expect(row.placementReason).toBe('ours: no worker caches any of its reads: least-loaded worker');
     expect(row.durationMs).toBeGreaterThan(0);
+    // Its worker cached none of its reads: a placement, not a hit.
+    expect((bridge as unknown as { placement: { hits: number; total: number } }).placement).toMatchObject({ hits: 0, total: 1 });
     // The worker's mount of the dataset reports as "worker <id>" (every 5 s).
     const mount = await until(
       "the worker's mount report",

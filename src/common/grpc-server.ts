@@ -16,7 +16,9 @@
  *    read but before it is decoded: INVALID_ARGUMENT, since no valid request
  *    of that method is that large.
  * The handlers check the token again (authCheck): a service mounted on a
- * server without callGuard still refuses strangers.
+ * server without callGuard still refuses strangers. The one exception is the
+ * grpc.health.v1 health service, which answers without a token (probes carry
+ * none, and it tells nothing but whether each service is serving).
  */
 import {
   ServerInterceptingCall,
@@ -84,9 +86,16 @@ export function withRequestLimits<S extends ServiceDefinition>(service: S, limit
   return out;
 }
 
+/** Methods of the standard gRPC health service, which callGuard lets through without a token. */
+export const HEALTH_PATH_PREFIX = '/grpc.health.v1.Health/';
+
 /** The server interceptor every call goes through (the order of its checks: see the head of this file). */
 export function callGuard(token: string, log: Logger): ServerInterceptor {
   return (method, call) => {
+    // Health checks (grpc.health.v1) come from Kubernetes probes and load
+    // balancers, which carry no token; they tell only whether each service
+    // is serving, and nothing else goes through this exemption.
+    const open = method.path.startsWith(HEALTH_PATH_PREFIX);
     const refuse = (err: Error) => {
       logFailure(log, method.path, err);
       call.sendStatus(toGrpcError(err));
@@ -95,7 +104,7 @@ export function callGuard(token: string, log: Logger): ServerInterceptor {
       start(next) {
         next({
           onReceiveMetadata(metadata: Metadata, pass) {
-            const err = unauthenticated(metadata, token);
+            const err = open ? undefined : unauthenticated(metadata, token);
             // Not passing the metadata on: the handler never starts, nothing of the body is read.
             if (err) refuse(err);
             else pass(metadata);

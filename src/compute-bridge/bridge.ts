@@ -64,7 +64,16 @@ import {
 } from '../gen/stowage/v1/bridge.js';
 import { createPlacementPolicy, type PlacementPolicy, type WorkerView } from './placement.js';
 import { ReadResolver, checkMountPaths, splitRead } from './reads.js';
-import type { CallRecord, CallStore, CallStateName, ExtentRef, PlacementPolicyName, VolumeResolver } from './types.js';
+import type {
+  BridgeCallOutcome,
+  BridgeObserver,
+  CallRecord,
+  CallStore,
+  CallStateName,
+  ExtentRef,
+  PlacementPolicyName,
+  VolumeResolver,
+} from './types.js';
 
 export interface BridgeOptions {
   placement?: PlacementPolicyName;
@@ -129,6 +138,8 @@ export class Bridge {
     volumes: VolumeResolver,
     private readonly log: Logger,
     opts: BridgeOptions = {},
+    /** Told of finished calls and placements (the server's metrics). */
+    private readonly observer?: BridgeObserver,
   ) {
     this.reads = new ReadResolver(volumes);
     this.policy = createPlacementPolicy(opts.placement ?? 'ours', { localityWaitMs: opts.localityWaitMs });
@@ -266,6 +277,13 @@ export class Bridge {
     const all = [...this.calls.values()].filter((c) => !schedule || c.spec.schedule === schedule);
     all.sort((a, b) => b.createdAtMs - a.createdAtMs);
     return all.slice(0, limit || 100).map(infoOf);
+  }
+
+  /** What the bridge holds now: workers registered, calls running on them, calls waiting to be placed. */
+  stats(): { workers: number; runningCalls: number; queuedCalls: number } {
+    let runningCalls = 0;
+    for (const w of this.workers.values()) runningCalls += w.calls.size;
+    return { workers: this.workers.size, runningCalls, queuedCalls: this.queue.length };
   }
 
   listWorkers(): WorkerInfo[] {
@@ -418,7 +436,11 @@ export class Bridge {
       this.schedulePump();
       return;
     }
-    this.finish(call, o.ok ? { value: Buffer.from(o.value) } : { error: o.error ?? { code: 'INTERNAL', message: 'the worker reported a failure without an error', name: '', stack: '' } });
+    this.finish(
+      call,
+      o.ok ? { value: Buffer.from(o.value) } : { error: o.error ?? { code: 'INTERNAL', message: 'the worker reported a failure without an error', name: '', stack: '' } },
+      o.ok ? 'succeeded' : 'failed',
+    );
   }
 
   // ---- call life cycle -------------------------------------------------------
@@ -437,9 +459,10 @@ export class Bridge {
           name: '',
           stack: '',
         },
-      });
+      }, 'lost');
       return;
     }
+    this.observer?.attemptRequeued();
     this.log.info({ call: call.id, attempt: call.attempt }, `bridge: attempt lost (${why}); queued again`);
     call.state = 'queued';
     call.queuedAtMs = Date.now();
@@ -448,7 +471,8 @@ export class Bridge {
     this.save(call);
   }
 
-  private finish(call: CallRecord, r: { value?: Buffer; error?: CallError }): void {
+  private finish(call: CallRecord, r: { value?: Buffer; error?: CallError }, outcome: BridgeCallOutcome): void {
+    if (call.state !== 'succeeded' && call.state !== 'failed') this.observer?.callFinished(outcome);
     this.clearTimer(call.id);
     this.unbind(call);
     this.queue = this.queue.filter((id) => id !== call.id);
@@ -480,7 +504,7 @@ export class Bridge {
             name: '',
             stack: '',
           },
-        });
+        }, 'timeout');
       }, left),
     );
   }
@@ -536,11 +560,11 @@ export class Bridge {
           // Not resolved since this bridge started (or evicted): placed once resolved.
           this.reads.resolve(call.reads, call.spec.volumes, call.versions).then(
             () => this.pump(),
-            (err: unknown) => this.finish(call, { error: errorOf(err) }),
+            (err: unknown) => this.finish(call, { error: errorOf(err) }, 'failed'),
           );
         }
       } catch (err) {
-        this.finish(call, { error: errorOf(err) });
+        this.finish(call, { error: errorOf(err) }, 'failed');
       }
     }
     const round = this.policy.place(candidates, workers, now);
@@ -550,6 +574,7 @@ export class Bridge {
       const call = this.calls.get(p.callId)!;
       const worker = this.workers.get(p.workerId)!;
       placed.add(call.id);
+      if (p.readBytes > 0) this.observer?.placed((p.candidates.find((c) => c.workerId === worker.id)?.cachedBytes ?? 0) > 0);
       call.attempt++;
       call.state = 'running';
       call.workerId = worker.id;

@@ -13,7 +13,7 @@ import type { BridgeMessage, BridgeServiceServer, CallResult, WatchCallsRequest,
 import { Bridge, type BridgeOptions } from './bridge.js';
 import { Schedules } from './schedules.js';
 import { LmdbCallStore } from './store.js';
-import type { CallStore, VolumeResolver } from './types.js';
+import type { BridgeObserver, CallStore, VolumeResolver } from './types.js';
 
 export class BridgeService {
   readonly bridge: Bridge;
@@ -21,10 +21,10 @@ export class BridgeService {
   private readonly store: CallStore;
   private readonly streams = new Set<ServerDuplexStream<WorkerMessage, BridgeMessage>>();
 
-  /** Keeps its calls and schedules in LMDB under `<dataDir>/bridge`. */
-  constructor(dataDir: string, volumes: VolumeResolver, private readonly log: Logger, opts: BridgeOptions = {}) {
+  /** Keeps its calls and schedules in LMDB under `<dataDir>/bridge`; `observer` is told what the bridge does (metrics). */
+  constructor(dataDir: string, volumes: VolumeResolver, private readonly log: Logger, opts: BridgeOptions = {}, observer?: BridgeObserver) {
     this.store = new LmdbCallStore(join(dataDir, 'bridge'), log);
-    this.bridge = new Bridge(this.store, volumes, log, opts);
+    this.bridge = new Bridge(this.store, volumes, log, opts, observer);
     this.schedules = new Schedules(
       this.store,
       (spec, args) => this.bridge.submit(spec, [{ id: '', args, reads: [] }]),

@@ -83,3 +83,23 @@ export interface CallStore {
   deleteSchedule(name: string): Promise<boolean>;
   close(): Promise<void>;
 }
+
+/** How a call ended, as the bridge's metrics count it. */
+export type BridgeCallOutcome = 'succeeded' | 'failed' | 'timeout' | 'lost';
+
+/**
+ * Told of what the bridge does, for the server's metrics (injected by
+ * src/server/). Each call's end is told once, whatever reports it again.
+ */
+export interface BridgeObserver {
+  /** A call finished: succeeded; failed (the function raised, or its reads could not be resolved); timeout; lost (its worker or runner was lost on its last allowed attempt). */
+  callFinished(outcome: BridgeCallOutcome): void;
+  /** An attempt was lost with its worker or runner and the call queued again. */
+  attemptRequeued(): void;
+  /**
+   * A call that declares reads was placed; `hit` when the chosen worker's
+   * cache holds at least one byte of them (its cachedBytes in the placement
+   * decision is above 0).
+   */
+  placed(hit: boolean): void;
+}

@@ -12,6 +12,7 @@ import { toOpError } from '../common/grpc-errors.js';
 import { authCheck, session, unary } from '../common/grpc-server.js';
 import { IdleTracker, type IdleOptions } from '../common/idle.js';
 import type { Logger } from '../common/logger.js';
+import type { OpCounter } from '../common/metrics.js';
 import {
   DictOpKind,
   type DictBatch,
@@ -24,6 +25,13 @@ import {
 } from '../gen/stowage/v1/dict.js';
 import { checkKey, checkValue } from './checks.js';
 import { MAX_BATCH_ENTRIES, MAX_SCAN_LIMIT, type DictBackend, type DictInfo, type VersionedValue } from './types.js';
+
+/** The label of each op kind in the metrics (DICT_OP_KIND_GET: get). */
+const KIND_LABELS = new Map<number, string>(
+  Object.entries(DictOpKind)
+    .filter((e): e is [string, number] => typeof e[1] === 'number')
+    .map(([k, v]) => [v, k.replace('DICT_OP_KIND_', '').toLowerCase()]),
+);
 
 /** Most operations in one batch message. */
 export const MAX_OPS_PER_BATCH = MAX_BATCH_ENTRIES;
@@ -70,6 +78,8 @@ export class DictService {
     private readonly backend: DictBackend,
     private readonly log: Logger,
     idle?: IdleOptions,
+    /** Told of every operation run (the server's metrics). */
+    private readonly ops?: OpCounter,
   ) {
     this.idle = new IdleTracker(backend, 'dict', log, idle);
   }
@@ -106,6 +116,7 @@ export class DictService {
       const error = toOpError(new InvalidArgumentError(`a batch holds at most ${MAX_OPS_PER_BATCH} operations`));
       return { id: batch.id, results: batch.ops.map(() => result({ error })) };
     }
+    if (this.ops) for (const op of batch.ops) this.ops.count(KIND_LABELS.get(op.kind) ?? 'unknown', op.dict);
     const results: Promise<DictResult>[] = new Array(batch.ops.length);
     // Plain gets and plain puts of one dict are folded into one getMany and one
     // update: one backend call (one LMDB transaction, one Redis script) for

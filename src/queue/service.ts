@@ -13,6 +13,7 @@ import { toOpError } from '../common/grpc-errors.js';
 import { authCheck, session, unary } from '../common/grpc-server.js';
 import { IdleTracker, type IdleOptions } from '../common/idle.js';
 import type { Logger } from '../common/logger.js';
+import type { OpCounter } from '../common/metrics.js';
 import {
   QueueOpKind,
   type QueueBatch,
@@ -29,6 +30,13 @@ import {
 import { QueueFullError, checkMax } from './validate.js';
 import { WaitingGets } from './waiting-gets.js';
 import { pause } from './wake.js';
+
+/** The label of each op kind in the metrics (QUEUE_OP_KIND_GET: get). */
+const KIND_LABELS = new Map<number, string>(
+  Object.entries(QueueOpKind)
+    .filter((e): e is [string, number] => typeof e[1] === 'number')
+    .map(([k, v]) => [v, k.replace('QUEUE_OP_KIND_', '').toLowerCase()]),
+);
 
 /** Most operations in one batch message. */
 export const MAX_OPS_PER_BATCH = 1000;
@@ -56,6 +64,8 @@ export class QueueService {
     private readonly backend: QueueBackend,
     private readonly log: Logger,
     idle?: IdleOptions,
+    /** Told of every operation run (the server's metrics). */
+    private readonly ops?: OpCounter,
   ) {
     this.idle = new IdleTracker(backend, 'queue', log, idle);
     this.waiting = new WaitingGets(backend, log);
@@ -114,6 +124,7 @@ export class QueueService {
       const error = toOpError(new InvalidArgumentError(`a batch holds at most ${MAX_OPS_PER_BATCH} operations`));
       return { id: batch.id, results: batch.ops.map(() => result({ error })), indexes: [] };
     }
+    if (this.ops) for (const op of batch.ops) this.ops.count(KIND_LABELS.get(op.kind) ?? 'unknown', op.queue);
     const results: Promise<QueueResult>[] = new Array(batch.ops.length);
     // Puts to one partition and non-blocking gets from one partition are
     // folded into one backend call each, in the order of the batch: as if the

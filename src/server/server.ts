@@ -6,8 +6,17 @@
  * <data-dir>/bridge. With an S3 bucket, chunks, tree objects and records go there; with a
  * Redis URL, dicts and queues go there. The bridge reads volumes through a
  * VolumeResolver made here from the catalogue (services never import each other).
+ *
+ * Metrics (server.metrics, rendered for `/metrics`) are wired here: the
+ * rpcMetrics interceptor inside callGuard, the BlobStore wrapped by
+ * store/metrics.ts, and the counters the catalogue, dict, queue and bridge are
+ * given. The standard grpc.health.v1 service answers on the same port, without
+ * a token: SERVING for the server ("") and each hosted service by its full
+ * name, NOT_SERVING for services left out with `only`, and for all of them
+ * once stop() begins.
  */
 import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { HealthImplementation, type ServingStatusMap } from 'grpc-health-check';
 import { join, resolve } from 'node:path';
 import { BridgeService } from '../compute-bridge/service.js';
 import type { BridgeOptions } from '../compute-bridge/bridge.js';
@@ -15,10 +24,12 @@ import type { VolumeResolver } from '../compute-bridge/types.js';
 import { loadOrCreateToken } from '../common/auth.js';
 import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT } from '../common/config.js';
 import { FailedPreconditionError, UnavailableError } from '../common/errors.js';
+import { rpcMetrics } from '../common/grpc-metrics.js';
 import { callGuard, withRequestLimits } from '../common/grpc-server.js';
 import type { IdleOptions } from '../common/idle.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES } from '../common/message-limits.js';
+import { MAX_QUEUE_DEPTHS, Metrics } from '../common/metrics.js';
 import { redactUrl } from '../common/urls.js';
 import { stowageVersion } from '../common/version.js';
 import { startHttp, type RunningHttp } from '../dashboard/http-server.js';
@@ -37,6 +48,7 @@ import { LmdbIndex } from '../volume-server/index/lmdb.js';
 import { MountReports } from '../volume-server/mount-reports.js';
 import type { BlobStore } from '../volume-server/store/interface.js';
 import { withFaults } from '../volume-server/store/faults.js';
+import { withMetrics } from '../volume-server/store/metrics.js';
 import { LocalBlobStore } from '../volume-server/store/local.js';
 import { S3BlobStore, type S3StoreOptions } from '../volume-server/store/s3.js';
 import { BRIDGE_REQUEST_LIMITS, DICT_REQUEST_LIMITS, QUEUE_REQUEST_LIMITS, VOLUME_REQUEST_LIMITS } from './method-limits.js';
@@ -66,6 +78,12 @@ export interface ServeOptions {
   gcIntervalMs?: number;
   /** Serve the dashboard and /metrics over HTTP here (port 0: a free one); off when undefined. */
   http?: { host: string; port: number; sampleEveryMs?: number };
+  /**
+   * false: nothing reports to `metrics` (no interceptor, no store wrapper, no
+   * counters; render() gives zeros and no process metrics). Only for
+   * measuring what the instrumentation costs (bench/metrics); default true.
+   */
+  metrics?: boolean;
   log?: Logger;
 }
 
@@ -88,8 +106,18 @@ export interface RunningServer {
   httpAddress?: string;
   /** The latest report of each live mount. */
   mounts: MountReports;
+  /** What this server has done, for `/metrics` (render()) and the dashboard. */
+  metrics: Metrics;
   stop(): Promise<void>;
 }
+
+/** The full gRPC name of each service, as health checks name them. */
+export const GRPC_SERVICE_NAMES: Record<ServiceName, string> = {
+  volume: 'stowage.v1.VolumeService',
+  dict: 'stowage.v1.DictService',
+  queue: 'stowage.v1.QueueService',
+  bridge: 'stowage.v1.BridgeService',
+};
 
 export async function startServer(opts: ServeOptions = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger('stowage');
@@ -115,36 +143,48 @@ async function serve(
 ): Promise<RunningServer> {
   const { token, path: tokenPath, created } = loadOrCreateToken(dataDir);
   const services = opts.only ?? SERVICE_NAMES;
-  const store = withFaults(
+  const instrumented = opts.metrics ?? true;
+  const metrics = new Metrics({ processMetrics: instrumented });
+  const bare = withFaults(
     opts.store ?? (opts.s3 ? new S3BlobStore(opts.s3) : new LocalBlobStore(join(dataDir, 'store'))),
     process.env.STOWAGE_TEST_FAULTS,
   );
+  const store = instrumented ? withMetrics(bare, metrics) : bare;
   const index = new LmdbIndex(join(dataDir, 'index'), log);
   opened.push(index);
-  const catalog = new VolumeCatalog(store, index, log, opts.catalog);
+  const catalog = new VolumeCatalog(store, index, log, {
+    ...opts.catalog,
+    treeCacheCounter: instrumented ? metrics.treeCache : undefined,
+  });
   opened.push(catalog);
   // Only the hosted services open their backends (and run their timers).
   const { dicts, queues } = await openStateBackends(dataDir, opts.redisUrl, services, log);
   if (dicts) opened.push(dicts);
   if (queues) opened.push(queues);
-  const dictService = dicts && new DictService(dicts, log, opts.idle);
-  const queueService = queues && new QueueService(queues, log, opts.idle);
+  const dictService = dicts && new DictService(dicts, log, opts.idle, instrumented ? metrics.dictOps : undefined);
+  const queueService = queues && new QueueService(queues, log, opts.idle, instrumented ? metrics.queueOps : undefined);
   if (dictService) opened.push(dictService);
   if (queueService) opened.push(queueService);
   // The bridge reads the catalogue (for placement) even when the volume service is not hosted here.
   if (services.includes('volume') || services.includes('bridge')) await catalog.init();
   const bridgeService = services.includes('bridge')
-    ? new BridgeService(dataDir, volumeResolver(catalog), log, opts.bridge)
+    ? new BridgeService(dataDir, volumeResolver(catalog), log, opts.bridge, instrumented ? metrics.bridge : undefined)
     : undefined;
   if (bridgeService) opened.push(bridgeService);
+  if (instrumented && queues) metrics.setQueueDepthSource(() => queueDepths(queues));
+  if (instrumented && bridgeService) metrics.setBridgeSource(() => bridgeService.bridge.stats());
 
-  const mounts = new MountReports();
+  // What mounts report adds to the chunk cache counters of /metrics.
+  const mounts = new MountReports(instrumented ? (g) => metrics.chunkCacheReport(g) : undefined);
   const server = new Server({
     // Checked from each message's length prefix, before the message is read (see common/grpc-server.ts).
     'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
     'grpc.max_send_message_length': MAX_RESPONSE_BYTES,
-    interceptors: [callGuard(token, log)],
+    // rpcMetrics first: inside callGuard, so that the calls it refuses are counted too.
+    interceptors: instrumented ? [rpcMetrics(metrics), callGuard(token, log)] : [callGuard(token, log)],
   });
+  const health = new HealthImplementation(healthStatuses(services));
+  health.addToServer(server);
   if (services.includes('volume')) {
     server.addService(withRequestLimits(VolumeServiceService, VOLUME_REQUEST_LIMITS), volumeService(catalog, mounts, token, log));
   }
@@ -181,6 +221,7 @@ async function serve(
           queues,
           bridge: bridgeService?.bridge,
           mounts,
+          metrics,
         }),
       });
     } catch (err) {
@@ -218,7 +259,9 @@ async function serve(
     services,
     httpAddress: http?.address,
     mounts,
+    metrics,
     async stop() {
+      for (const name of Object.keys(healthStatuses(SERVICE_NAMES))) health.setStatus(name, 'NOT_SERVING');
       await http?.close();
       if (reaper) clearInterval(reaper);
       if (gcTimer) clearInterval(gcTimer);
@@ -238,6 +281,23 @@ async function serve(
       lock.release();
     },
   };
+}
+
+/** SERVING for the whole server ("") and each hosted service, NOT_SERVING for the others. */
+function healthStatuses(hosted: readonly ServiceName[]): ServingStatusMap {
+  const map: ServingStatusMap = { '': 'SERVING' };
+  for (const s of SERVICE_NAMES) map[GRPC_SERVICE_NAMES[s]] = hosted.includes(s) ? 'SERVING' : 'NOT_SERVING';
+  return map;
+}
+
+/** The depth of the first MAX_QUEUE_DEPTHS queues, for stowage_queue_depth. */
+async function queueDepths(queues: QueueBackend): Promise<{ name: string; length: number }[]> {
+  const listed = (await queues.list()).slice(0, MAX_QUEUE_DEPTHS);
+  // A queue dropped since the listing is left out, not an error of the scrape.
+  const depths = await Promise.all(
+    listed.map((q) => queues.len(q.name, { total: true }).then((length) => ({ name: q.name, length }), () => undefined)),
+  );
+  return depths.filter((d) => d !== undefined);
 }
 
 function stateDescription(dataDir: string, redisUrl: string | undefined): string {

@@ -30,7 +30,7 @@ import type { DamageRecord, MetadataIndex } from './index/types.js';
 import { fileAt, listPath, matchGlob, statPath, decodeToken, type ListBatch, type MatchedFile, type VersionView } from './reads.js';
 import { IndexRebuilder, type RebuildResult } from './rebuild.js';
 import type { BlobStore } from './store/interface.js';
-import { TreeObjects } from './tree-objects.js';
+import { TreeObjects, type TreeCacheCounter } from './tree-objects.js';
 import { storedVolume, volumeRecordKey, type Retention, type VersionRecord, type VolumeRecord } from './versions.js';
 
 export interface CatalogOptions {
@@ -45,6 +45,8 @@ export interface CatalogOptions {
   graceMs?: number;
   /** Memory for decoded tree pages (default 64 MiB). */
   treeMemoryBytes?: number;
+  /** Told of each lookup in that memory (the server's metrics). */
+  treeCacheCounter?: TreeCacheCounter;
 }
 
 export const DEFAULT_RETENTION: Retention = { keepLast: 10, keepWithinMs: 24 * 3600_000 };
@@ -73,7 +75,11 @@ export class VolumeCatalog {
     this.ephemeralTimeoutMs = opts.ephemeralTimeoutMs ?? 5 * 60_000;
     this.retention = opts.retention ?? DEFAULT_RETENTION;
     this.graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
-    this.trees = new TreeObjects(store, index, log, { memoryBytes: opts.treeMemoryBytes, keepInIndex: store.presignScope !== 'local-host' });
+    this.trees = new TreeObjects(store, index, log, {
+      memoryBytes: opts.treeMemoryBytes,
+      keepInIndex: store.presignScope !== 'local-host',
+      cacheCounter: opts.treeCacheCounter,
+    });
     this.blobs = new BlobKeeper(store, index, log, { presign: opts.presign, presignExpirySeconds: opts.presignExpirySeconds, leaseMs: this.graceMs });
     this.rebuilder = new IndexRebuilder(store, index, this.trees, log, (key, fn) => this.withLock(key, fn));
   }

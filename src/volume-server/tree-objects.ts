@@ -25,6 +25,14 @@ export interface TreeObjectsOptions {
   memoryBytes?: number;
   /** Keep the bytes of every page in the index too: for stores that are far away (default false). */
   keepInIndex?: boolean;
+  /** Told of each lookup in the memory cache (the server's metrics). */
+  cacheCounter?: TreeCacheCounter;
+}
+
+/** Counts lookups of pages in the memory cache: a hit is served from memory, a miss loads the page (or waits for its load). */
+export interface TreeCacheCounter {
+  hit(): void;
+  miss(): void;
 }
 
 /** A decoded page takes several times its encoded bytes in memory. */
@@ -37,6 +45,7 @@ export class TreeObjects implements TreeSource {
   private readonly loading = new Map<string, Promise<Page>>();
   private readonly keepInIndex: boolean;
   private readonly limit = pLimit(64);
+  private readonly counter: TreeCacheCounter | undefined;
 
   constructor(
     private readonly store: BlobStore,
@@ -46,11 +55,16 @@ export class TreeObjects implements TreeSource {
   ) {
     this.memory = new LRUCache<string, Page>({ maxSize: opts.memoryBytes ?? 64 * 1024 * 1024, sizeCalculation: () => 1 });
     this.keepInIndex = opts.keepInIndex ?? false;
+    this.counter = opts.cacheCounter;
   }
 
   page(hash: string): Promise<Page> {
     const hit = this.memory.get(hash);
-    if (hit) return Promise.resolve(hit);
+    if (hit) {
+      this.counter?.hit();
+      return Promise.resolve(hit);
+    }
+    this.counter?.miss();
     let p = this.loading.get(hash);
     if (!p) {
       p = this.load(hash).finally(() => this.loading.delete(hash));
@@ -65,8 +79,12 @@ export class TreeObjects implements TreeSource {
     const held = this.memory.get(hash);
     if (held) {
       const again = encodePage(held);
-      if (sha256(again) === hash) return again;
+      if (sha256(again) === hash) {
+        this.counter?.hit();
+        return again;
+      }
     }
+    this.counter?.miss();
     const { bytes } = await this.fetch(hash);
     const actual = sha256(bytes);
     if (actual !== hash) throw new IntegrityError(`tree object ${hash} in ${this.store.description} is damaged: its bytes hash to ${actual}`);
