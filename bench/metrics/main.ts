@@ -64,6 +64,8 @@ const DICT_CALLERS = 64;
 const READ_CALLERS = 16;
 const RENDER_OBJECTS = 100;
 const RENDER_SAMPLES = 30;
+const POLL_VOLUMES = 20;
+const POLL_SAMPLES = 50;
 
 const tmp = (() => {
   const base = join(tmpdir(), 'stowage-bench');
@@ -181,11 +183,31 @@ interface Sample {
 
 const r = (v: number, d: number) => Math.round(v * 10 ** d) / 10 ** d;
 
-/** render() of a server in this process holding RENDER_OBJECTS dicts and queues, each used once. */
-async function measureRender(): Promise<{ objects: number; medianMs: number; p90Ms: number; bytes: number; lines: number; series: number }> {
+interface PollFigures {
+  endpoint: string;
+  medianMs: number;
+  p90Ms: number;
+  bytes: number;
+  /** CPU of this process (server and the fetching client both) per request. */
+  cpuMsPerRequest: number;
+}
+
+/**
+ * render() of a server in this process holding RENDER_OBJECTS dicts and
+ * queues (each used once) and POLL_VOLUMES small volumes of two versions; and
+ * what each dashboard endpoint costs a poll over HTTP on that same server.
+ */
+async function measureRender(): Promise<{ objects: number; medianMs: number; p90Ms: number; bytes: number; lines: number; series: number; polls: PollFigures[] }> {
   const dataDir = join(tmp, 'render');
   mkdirSync(dataDir);
-  const server = await startServer({ dataDir, host: '127.0.0.1', port: 0, gcIntervalMs: 0, log: pino({ name: 'stowage', level: 'warn' }, destination(2)) });
+  const server = await startServer({
+    dataDir,
+    host: '127.0.0.1',
+    port: 0,
+    gcIntervalMs: 0,
+    http: { host: '127.0.0.1', port: 0 },
+    log: pino({ name: 'stowage', level: 'warn' }, destination(2)),
+  });
   const connection = new Connection({ server: server.address, token: server.token });
   try {
     await Promise.all(
@@ -196,6 +218,13 @@ async function measureRender(): Promise<{ objects: number; medianMs: number; p90
         await q.put(i);
       }),
     );
+    for (let i = 0; i < POLL_VOLUMES; i++) {
+      const v = await Volume.fromName(`poll-volume-${i}`, { createIfMissing: true, connection });
+      await v.batchUpload().putFile(Buffer.alloc(4096, i), '/a.bin').commit();
+      await v.batchUpload().putFile(Buffer.alloc(4096, i + 1), '/b.bin').commit();
+      await v.close();
+    }
+    const polls = await measurePolls(`http://${server.httpAddress}`, server.token);
     let text = '';
     const ms: number[] = [];
     for (let i = 0; i < RENDER_SAMPLES; i++) {
@@ -212,11 +241,43 @@ async function measureRender(): Promise<{ objects: number; medianMs: number; p90
       bytes: Buffer.byteLength(text),
       lines: lines.length,
       series: lines.filter((l) => !l.startsWith('#')).length,
+      polls,
     };
   } finally {
     connection.close();
     await server.stop();
   }
+}
+
+/** Each endpoint the dashboard polls, POLL_SAMPLES times in a row, with the token. */
+async function measurePolls(base: string, token: string): Promise<PollFigures[]> {
+  const out: PollFigures[] = [];
+  // The first /api/volumes starts the volumes' usage walks: let them finish before timing.
+  await fetch(`${base}/api/volumes`, { headers: { authorization: `Bearer ${token}` } }).then((res) => res.text());
+  await new Promise((res) => setTimeout(res, 500));
+  for (const endpoint of ['/api/volumes', '/api/volumes/poll-volume-0/versions', '/api/dicts', '/api/bridge', '/api/mounts', '/metrics']) {
+    const ms: number[] = [];
+    let bytes = 0;
+    const cpu0 = process.cpuUsage();
+    for (let i = 0; i < POLL_SAMPLES; i++) {
+      const t0 = performance.now();
+      const res = await fetch(`${base}${endpoint}`, { headers: { authorization: `Bearer ${token}` } });
+      const body = await res.text();
+      if (res.status !== 200) throw new Error(`${endpoint}: ${res.status} ${body}`);
+      bytes = Buffer.byteLength(body);
+      ms.push(performance.now() - t0);
+    }
+    const cpu = process.cpuUsage(cpu0);
+    ms.sort((a, b) => a - b);
+    out.push({
+      endpoint,
+      medianMs: r(ms[Math.floor(ms.length / 2)]!, 2),
+      p90Ms: r(ms[Math.floor(ms.length * 0.9)]!, 2),
+      bytes,
+      cpuMsPerRequest: r((cpu.user + cpu.system) / 1000 / POLL_SAMPLES, 3),
+    });
+  }
+  return out;
 }
 
 /** Nanoseconds per call of the recording methods the hot paths call, on a Metrics of its own (no RPC, no I/O: the floor of the cost). */
@@ -321,6 +382,9 @@ async function main(): Promise<void> {
       `${rows.join('\n')}\n\n` +
       `render() with ${render.objects} dicts and ${render.objects} queues: median ${render.medianMs} ms (p90 ${render.p90Ms} ms), ${render.bytes} bytes, ${render.series} series\n` +
       `ns per call: ${Object.entries(recordingNs).map(([k, v]) => `${k} ${v}`).join(', ')}\n\n` +
+      `dashboard polls over HTTP (${render.objects} dicts, ${render.objects} queues, ${POLL_VOLUMES} volumes):\n\n` +
+      '| endpoint | median ms | p90 ms | bytes | CPU ms / request |\n|---|---|---|---|---|\n' +
+      `${render.polls.map((p) => `| ${p.endpoint} | ${p.medianMs} | ${p.p90Ms} | ${p.bytes} | ${p.cpuMsPerRequest} |`).join('\n')}\n\n` +
       `results: ${path} (run took ${result.totalSeconds} s)\n`,
   );
 }
