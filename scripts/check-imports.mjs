@@ -4,7 +4,8 @@
 // not import each other (src/server/ assembles them, and injects what one needs
 // of another, e.g. the bridge's VolumeResolver); and the module graph has no
 // cycles. The dashboard page (src/dashboard/page/, browser code) imports only
-// its own files, and nothing else imports it (the server serves its bundle).
+// its own files and the API's JSON shapes (src/dashboard/api-types.ts, which
+// imports nothing), and nothing else imports it (the server serves its bundle).
 // Exits 1 with the offenders.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -65,9 +66,11 @@ for (const [file, deps] of graph) {
 }
 
 const page = join(src, 'dashboard', 'page') + '/';
+const apiTypes = join(src, 'dashboard', 'api-types.ts');
 for (const [file, deps] of graph) {
+  if (file === apiTypes && deps.length) problems.push(`${relative(root, file)} imports ${deps.map((d) => relative(root, d)).join(', ')} (the page bundles it: it must import nothing)`);
   for (const d of deps) {
-    if (file.startsWith(page) && !d.startsWith(page)) problems.push(`${relative(root, file)} imports ${relative(root, d)} (the dashboard page imports only its own files)`);
+    if (file.startsWith(page) && !d.startsWith(page) && d !== apiTypes) problems.push(`${relative(root, file)} imports ${relative(root, d)} (the dashboard page imports only its own files)`);
     if (!file.startsWith(page) && d.startsWith(page)) problems.push(`${relative(root, file)} imports ${relative(root, d)} (the dashboard page is browser code: serve its bundle, do not import it)`);
   }
 }

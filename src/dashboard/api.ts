@@ -14,7 +14,8 @@ import { InvalidArgumentError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { checkName, normalizePath } from '../common/validate.js';
 import { History } from './history.js';
-import type { CallRow, DashboardSources, QueueRow, VolumeRow } from './types.js';
+import type { CallSummary, VolumeSummary } from './api-types.js';
+import type { DashboardSources, QueueRow } from './types.js';
 
 const MAX_ENTRIES = 1000;
 const MAX_CALLS = 200;
@@ -49,7 +50,7 @@ export class DashboardApi {
   volumes(): object {
     const v = this.sources.volumes;
     if (!v) return { hosted: false };
-    const rows: VolumeRow[] = v.list().map((r) => {
+    const rows: VolumeSummary[] = v.list().map((r) => {
       const key = `${r.latestVersion}/${r.versionCount}`;
       const u = this.usage.get(r.name);
       const known = u?.key === key ? u : undefined;
@@ -89,7 +90,7 @@ export class DashboardApi {
   bridge(): object {
     const b = this.sources.bridge;
     if (!b) return { hosted: false };
-    const calls: CallRow[] = b.calls(MAX_CALLS);
+    const calls: CallSummary[] = b.calls(MAX_CALLS);
     const p = this.sources.metrics?.placementCounts() ?? { hits: 0, total: 0 };
     return { workers: b.workers(), calls, placement: { ...p, history: this.history.placementHistory() } };
   }
@@ -106,7 +107,7 @@ export class DashboardApi {
     return n;
   }
 
-  private async computeUsage(rows: VolumeRow[]): Promise<void> {
+  private async computeUsage(rows: VolumeSummary[]): Promise<void> {
     const v = this.sources.volumes!;
     for (const r of rows) {
       const key = `${r.latestVersion}/${r.versionCount}`;

@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Bridge } from '../compute-bridge/bridge.js';
 import { IntegrityError, InvalidArgumentError } from '../common/errors.js';
-import type { DashboardSources, FileRow, MetricsSource, ServerSummary, VolumeSource } from '../dashboard/types.js';
+import type { DirEntry, ServerSummary } from '../dashboard/api-types.js';
+import type { DashboardSources, MetricsSource, VolumeSource } from '../dashboard/types.js';
 import type { DictBackend } from '../dict/types.js';
 import { CallState, type CallInfo } from '../gen/stowage/v1/bridge.js';
 import { FileType } from '../gen/stowage/v1/volume.js';
@@ -87,7 +88,7 @@ function volumeSource(catalog: VolumeCatalog): VolumeSource {
     versions: (name) =>
       catalog.listVersions(name).map((v) => ({ version: v.version, createdAtMs: v.createdAtMs, fileCount: v.fileCount, totalBytes: v.totalBytes })),
     async listDir(name, version, path, limit) {
-      const entries: FileRow[] = [];
+      const entries: DirEntry[] = [];
       let truncated = false;
       let at = 0;
       for await (const b of catalog.listFiles(name, path, false, version, limit, '', false)) {

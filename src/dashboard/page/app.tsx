@@ -11,7 +11,7 @@ import { DictsView } from './dicts.js';
 import { ago } from './format.js';
 import { Login } from './login.js';
 import { MountsView } from './mounts.js';
-import type { WhoAmI } from './types.js';
+import type { WhoAmI } from '../api-types.js';
 import { VolumeView } from './volume.js';
 import { VolumesView } from './volumes.js';
 

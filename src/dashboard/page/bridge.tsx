@@ -2,7 +2,7 @@
 import { Chart } from './chart.js';
 import { ago, bytes, count, duration, percent, when } from './format.js';
 import { usePoll } from './poll.js';
-import type { BridgeAnswer, NotHosted } from './types.js';
+import type { BridgeAnswer, NotHosted } from '../api-types.js';
 import { EmptyRow, NotHostedNote, Num, ViewHead, isNotHosted } from './ui.js';
 
 export function BridgeView() {

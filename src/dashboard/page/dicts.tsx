@@ -2,7 +2,7 @@
 import { Chart } from './chart.js';
 import { count, opsPerSec } from './format.js';
 import { usePoll } from './poll.js';
-import type { DictsAnswer, History, NotHosted } from './types.js';
+import type { DictsAnswer, History, NotHosted } from '../api-types.js';
 import { EmptyRow, NotHostedNote, Num, ViewHead, isNotHosted } from './ui.js';
 
 function Spark(props: { history: History; color: string }) {

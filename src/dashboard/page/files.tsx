@@ -8,7 +8,7 @@ import { useState } from 'preact/hooks';
 import { api, apiPath } from './api.js';
 import { ago, bytes, when } from './format.js';
 import { usePoll } from './poll.js';
-import type { DownloadLink, FileEntry, FilesAnswer, NotHosted } from './types.js';
+import type { DownloadLink, DirEntry, FilesAnswer, NotHosted } from '../api-types.js';
 import { EmptyRow, Num, isNotHosted } from './ui.js';
 
 const ORDER = { dir: 0, symlink: 1, file: 2 } as const;
@@ -22,7 +22,7 @@ export function FileBrowser(props: { volume: string; version: number }) {
   const entries = (answer?.entries ?? []).slice().sort((a, b) => ORDER[a.type] - ORDER[b.type] || a.name.localeCompare(b.name));
   const parts = path.split('/').filter(Boolean);
 
-  async function download(entry: FileEntry) {
+  async function download(entry: DirEntry) {
     setDownloadError(null);
     try {
       const { url } = await api<DownloadLink>(apiPath`/api/volumes/${volume}/download-link`, { method: 'POST', body: { path: entry.path, version } });

@@ -4,7 +4,7 @@
  */
 import { useState } from 'preact/hooks';
 import { Unauthorized, api, saveToken } from './api.js';
-import type { WhoAmI } from './types.js';
+import type { WhoAmI } from '../api-types.js';
 
 export function Login(props: { note: string | null; onLogin: (who: WhoAmI) => void }) {
   const [token, setToken] = useState('');

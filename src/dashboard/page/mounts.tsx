@@ -1,7 +1,7 @@
 /** #/mounts: mounts and workers reporting their chunk cache: hit ratio, bytes fetched, read throughput. */
 import { ago, bytes, count, percent, rate, when } from './format.js';
 import { usePoll } from './poll.js';
-import type { MountsAnswer, NotHosted } from './types.js';
+import type { MountsAnswer, NotHosted } from '../api-types.js';
 import { EmptyRow, NotHostedNote, Num, ViewHead, isNotHosted } from './ui.js';
 
 export function MountsView() {

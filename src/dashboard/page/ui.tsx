@@ -2,7 +2,7 @@
 import type { ComponentChildren } from 'preact';
 import { ago } from './format.js';
 import type { Poll } from './poll.js';
-import type { NotHosted } from './types.js';
+import type { NotHosted } from '../api-types.js';
 
 export function isNotHosted(answer: unknown): answer is NotHosted {
   return typeof answer === 'object' && answer !== null && 'hosted' in answer && answer.hosted === false;

@@ -5,7 +5,7 @@ import { Chart } from './chart.js';
 import { FileBrowser } from './files.js';
 import { BYTE_TICKS, ago, bytes, count, times, when } from './format.js';
 import { usePoll } from './poll.js';
-import type { NotHosted, VersionsAnswer, VolumesAnswer } from './types.js';
+import type { NotHosted, VersionsAnswer, VolumesAnswer } from '../api-types.js';
 import { EmptyRow, NotHostedNote, Num, ViewHead, isNotHosted } from './ui.js';
 
 export function VolumeView(props: { name: string }) {

@@ -3,7 +3,7 @@ import { apiPath } from './api.js';
 import { Chart } from './chart.js';
 import { ago, bytes, count, times, when } from './format.js';
 import { usePoll } from './poll.js';
-import type { NotHosted, VersionsAnswer, VolumeSummary, VolumesAnswer } from './types.js';
+import type { NotHosted, VersionsAnswer, VolumeSummary, VolumesAnswer } from '../api-types.js';
 import { EmptyRow, NotHostedNote, Num, ViewHead, isNotHosted } from './ui.js';
 
 export function volumeHref(name: string): string {

@@ -1,8 +1,9 @@
 /**
- * The JSON the dashboard's HTTP API answers (src/dashboard/http-server.ts).
- * The page keeps its own copy of these shapes: it is browser code and imports
- * nothing from the server (scripts/check-imports.mjs checks that). Times are
- * milliseconds since the epoch; sizes are bytes.
+ * The JSON the dashboard's HTTP API answers (http-server.ts, api.ts): one
+ * definition for the server that builds it and the page (page/) that reads
+ * it. This file imports nothing, so that the browser bundle can take it
+ * (scripts/check-imports.mjs checks both). Times are milliseconds since the
+ * epoch; sizes are bytes.
  */
 
 /** What an endpoint of a service this server does not host answers (`stowage serve --only`). */
@@ -10,15 +11,17 @@ export interface NotHosted {
   hosted: false;
 }
 
+export interface ServerSummary {
+  address: string;
+  version: string;
+  services: string[];
+  store: string;
+  state: string;
+  startedAtMs: number;
+}
+
 export interface WhoAmI {
-  server: {
-    address: string;
-    version: string;
-    services: string[];
-    store: string;
-    state: string;
-    startedAtMs: number;
-  };
+  server: ServerSummary;
 }
 
 export interface VolumeSummary {
@@ -55,7 +58,8 @@ export interface VersionsAnswer {
   versions: VersionSummary[];
 }
 
-export interface FileEntry {
+/** An entry of a directory listing. */
+export interface DirEntry {
   name: string;
   path: string;
   type: 'file' | 'dir' | 'symlink';
@@ -67,7 +71,7 @@ export interface FilesAnswer {
   volume: string;
   version: number;
   path: string;
-  entries: FileEntry[];
+  entries: DirEntry[];
   /** More than the 1,000 entries answered are in that directory. */
   truncated: boolean;
 }
