@@ -2,7 +2,9 @@
 import { Command, CommanderError } from 'commander';
 import { closeDefaultConnection } from '../client/index.js';
 import { ErrorCode, StowageError, messageOf } from '../common/errors.js';
+import { absolutePem } from '../common/tls.js';
 import { register as registerBridge } from './bridge.js';
+import { register as registerCerts } from './certs.js';
 import { register as registerDict } from './dict.js';
 import { register as registerMount } from './mount.js';
 import { register as registerQueue } from './queue.js';
@@ -13,6 +15,13 @@ import { register as registerVolume } from './volume.js';
 import { register as registerWorker } from './worker.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+// grpc-js names an IP address target as the TLS ServerName, and Node warns about that
+// (DEP0123) once per process; the certificate is still checked against the address.
+const emitWarning = process.emitWarning.bind(process);
+process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+  if (rest.includes('DEP0123')) return;
+  (emitWarning as (w: string | Error, ...r: unknown[]) => void)(warning, ...rest);
+}) as typeof process.emitWarning;
 
 /** Exit codes scripts can rely on. */
 const EXIT: Record<ErrorCode, number> = {
@@ -32,9 +41,16 @@ const EXIT: Record<ErrorCode, number> = {
 const program = new Command('stowage')
   .description('storage for serverless compute: volumes, dict, queue, and a compute bridge')
   .option('--server <host:port>', 'stowage server (default: STOWAGE_SERVER or 127.0.0.1:7420)')
+  .option('--tls-ca <file>', "speak TLS to the server and trust this CA's certificates (default: STOWAGE_TLS_CA; STOWAGE_TLS=1: the system store)")
+  .option('--tls-client-cert <file>', 'mutual TLS: present this client certificate (default: STOWAGE_TLS_CLIENT_CERT)')
+  .option('--tls-client-key <file>', 'the key of --tls-client-cert (default: STOWAGE_TLS_CLIENT_KEY)')
   .hook('preAction', (cmd) => {
-    const server = cmd.opts<{ server?: string }>().server;
-    if (server) process.env.STOWAGE_SERVER = server;
+    const o = cmd.opts<{ server?: string; tlsCa?: string; tlsClientCert?: string; tlsClientKey?: string }>();
+    // Through the environment, so that the mounts and function processes a command starts (stowage worker) inherit them.
+    if (o.server) process.env.STOWAGE_SERVER = o.server;
+    if (o.tlsCa) process.env.STOWAGE_TLS_CA = absolutePem(o.tlsCa);
+    if (o.tlsClientCert) process.env.STOWAGE_TLS_CLIENT_CERT = absolutePem(o.tlsClientCert);
+    if (o.tlsClientKey) process.env.STOWAGE_TLS_CLIENT_KEY = absolutePem(o.tlsClientKey);
   })
   .exitOverride()
   .showHelpAfterError();
@@ -47,6 +63,7 @@ registerMount(program);
 registerRun(program);
 registerWorker(program);
 registerBridge(program);
+registerCerts(program);
 
 // The command's words (short lowercase ones: its arguments may be anything), for the message of a lost command.
 const words = process.argv.slice(2).filter((a) => /^[a-z][a-z-]{0,31}$/.test(a)).slice(0, 2).join(' ');

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_PORT } from '../common/config.js';
 import { InvalidArgumentError } from '../common/errors.js';
 import { quote } from '../common/quote.js';
+import { loadServerTls } from '../common/tls.js';
 import { UINT32_MAX, integerArg } from './values.js';
 
 interface ServeFlags {
@@ -23,6 +24,9 @@ interface ServeFlags {
   keepLast: string;
   keepWithin: string;
   http?: string | true;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
 }
 
 export function register(program: Command): void {
@@ -46,6 +50,9 @@ export function register(program: Command): void {
     .option('--keep-last <n>', 'default retention: keep the newest N versions of each volume', '10')
     .option('--keep-within <duration>', 'default retention: keep every version younger than this', '24h')
     .option('--http [[host:]port]', 'serve the web dashboard and Prometheus /metrics over HTTP (both need the token); without a value: --host, port 7421', process.env.STOWAGE_HTTP)
+    .option('--tls-cert <file>', "serve gRPC (and --http) over TLS with this PEM certificate (chain); with --tls-key", process.env.STOWAGE_TLS_CERT)
+    .option('--tls-key <file>', "the PEM private key of --tls-cert", process.env.STOWAGE_TLS_KEY)
+    .option('--tls-client-ca <file>', 'mutual TLS: refuse every gRPC client without a certificate signed by this CA', process.env.STOWAGE_TLS_CLIENT_CA)
     .action(async (flags: ServeFlags) => {
       const port = integerArg('--port', flags.port, 0, 65535)!;
       if (flags.s3Endpoint && !flags.s3Bucket) {
@@ -70,6 +77,7 @@ export function register(program: Command): void {
       const keepLast = integerArg('--keep-last', flags.keepLast, 0, UINT32_MAX)!;
       const keepWithinMs = parseDuration('--keep-within', flags.keepWithin);
       const http = httpAddress(flags.http, flags.host);
+      const tls = loadServerTls({ cert: flags.tlsCert, key: flags.tlsKey, clientCa: flags.tlsClientCa });
       const log = createLogger('stowage');
       // What the server creates is its user's alone (the data directory sets
       // its own modes too; this covers whatever a library creates with its own).
@@ -88,6 +96,7 @@ export function register(program: Command): void {
         only: only as typeof SERVICE_NAMES[number][] | undefined,
         bridge: { placement: flags.placement as (typeof PLACEMENT_POLICIES)[number], localityWaitMs },
         http,
+        tls,
       });
       if (server.tokenCreated) {
         console.error(`created a token in ${server.tokenPath}; clients read it from there or from STOWAGE_TOKEN`);
@@ -95,14 +104,15 @@ export function register(program: Command): void {
       console.error(
         `stowage serving on ${server.address} (services: ${server.services.join(', ')}; ` +
           `store: ${server.store.description}; index: ${server.dataDir}/index; dicts and queues: ${server.stateDescription}` +
-          `${server.services.includes('bridge') ? `; bridge placement: ${flags.placement}` : ''})`,
+          `${server.services.includes('bridge') ? `; bridge placement: ${flags.placement}` : ''}` +
+          `; ${server.tls === 'off' ? 'plain, no TLS' : server.tls === 'mutual' ? 'TLS, client certificates required' : 'TLS'})`,
       );
       if (server.httpAddress) {
-        console.error(`dashboard on http://${server.httpAddress}/ and Prometheus metrics on http://${server.httpAddress}/metrics (both need the token)`);
-        if (http && !isLoopback(http.host)) {
-          console.error(`warning: the dashboard listens on ${http.host} over plain HTTP: the token crosses the network readable (put it behind a TLS proxy, or listen on 127.0.0.1)`);
-        }
+        const scheme = server.tls === 'off' ? 'http' : 'https';
+        console.error(`dashboard on ${scheme}://${server.httpAddress}/ and Prometheus metrics on ${scheme}://${server.httpAddress}/metrics (both need the token)`);
       }
+      const warning = plainWarning(server.tls !== 'off', flags.host, server.httpAddress && http ? http.host : undefined);
+      if (warning) console.error(warning);
       await new Promise<void>((resolve) => {
         const stop = () => {
           console.error('stowage: shutting down');
@@ -123,6 +133,20 @@ function httpAddress(flag: string | true | undefined, host: string): { host: str
   const port = integerArg('--http port', at < 0 ? flag : flag.slice(at + 1), 0, 65535)!;
   if (!h) throw new InvalidArgumentError(`--http ${quote(flag)}: give HOST:PORT, PORT, or no value (${host}:${DEFAULT_HTTP_PORT})`);
   return { host: h, port };
+}
+
+/**
+ * One line when the token would cross a network in cleartext: the gRPC port
+ * or the dashboard listens beyond loopback without TLS. undefined otherwise.
+ */
+export function plainWarning(tls: boolean, grpcHost: string, httpHost: string | undefined): string | undefined {
+  if (tls) return undefined;
+  const open = [
+    ...(isLoopback(grpcHost) ? [] : [`gRPC on ${grpcHost}`]),
+    ...(httpHost === undefined || isLoopback(httpHost) ? [] : [`the dashboard on ${httpHost}`]),
+  ];
+  if (!open.length) return undefined;
+  return `warning: stowage listens without TLS (${open.join(', ')}): the token and data cross the network readable (give --tls-cert and --tls-key, see stowage certs create; or listen on 127.0.0.1)`;
 }
 
 function isLoopback(host: string): boolean {

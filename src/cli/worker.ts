@@ -3,7 +3,8 @@ import type { Command } from 'commander';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Connection, InvalidArgumentError, StowageError } from '../client/index.js';
-import { resolveClientConfig } from '../common/config.js';
+import { resolveClientConfig, type ClientConfig } from '../common/config.js';
+import { absolutePem } from '../common/tls.js';
 import { parseDuration } from '../common/duration.js';
 import { createLogger } from '../common/logger.js';
 import { WorkerAgent } from '../worker/agent.js';
@@ -59,8 +60,8 @@ export function register(program: Command): void {
         workDir: resolve(flags.workDir ?? join(tmpdir(), `stowage-worker-${id ?? process.pid}`)),
         idleTimeoutMs,
         connection,
-        // The mounts it starts find the server, and (on its host) its data dir for file:// transfers, as the worker did.
-        env: { ...process.env, STOWAGE_SERVER: cfg.server, STOWAGE_TOKEN: cfg.token, ...(cfg.dataDir ? { STOWAGE_DATA_DIR: cfg.dataDir } : {}) },
+        // The mounts it starts find the server (over TLS when the worker speaks it), and (on its host) its data dir for file:// transfers, as the worker did.
+        env: { ...process.env, STOWAGE_SERVER: cfg.server, STOWAGE_TOKEN: cfg.token, ...(cfg.dataDir ? { STOWAGE_DATA_DIR: cfg.dataDir } : {}), ...tlsEnv(cfg) },
         mountArgs: ['--cache-mode', flags.cacheMode, ...(flags.memoryCacheSize ? ['--memory-cache-size', flags.memoryCacheSize] : [])],
         log,
         onRegistered: () => console.log(`worker ${agent.id} registered with the bridge at ${cfg.server} (slots ${slots}, cache ${cacheDir})`),
@@ -79,4 +80,14 @@ export function register(program: Command): void {
       if (reason instanceof StowageError) throw reason;
       process.exit(0);
     });
+}
+
+/** The worker's TLS settings for the mounts and function processes it starts (paths absolute: they may run elsewhere). */
+function tlsEnv(cfg: ClientConfig): Record<string, string> {
+  const env: Record<string, string> = {};
+  if (cfg.tls !== undefined) env.STOWAGE_TLS = cfg.tls ? '1' : '0';
+  if (cfg.tlsCa) env.STOWAGE_TLS_CA = absolutePem(cfg.tlsCa);
+  if (cfg.tlsClientCert) env.STOWAGE_TLS_CLIENT_CERT = absolutePem(cfg.tlsClientCert);
+  if (cfg.tlsClientKey) env.STOWAGE_TLS_CLIENT_KEY = absolutePem(cfg.tlsClientKey);
+  return env;
 }

@@ -29,6 +29,7 @@ import { resolveClientConfig, resolveClientTimeouts, type ClientConfig, type Cli
 import { fromGrpcError } from '../common/grpc-errors.js';
 import { MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES } from '../common/message-limits.js';
 import { quote } from '../common/quote.js';
+import { loadClientTls } from '../common/tls.js';
 import { BridgeServiceClient } from '../gen/stowage/v1/bridge.js';
 import { DictOpKind, DictServiceClient, type DictOp, type DictResult } from '../gen/stowage/v1/dict.js';
 import { QueueOpKind, QueueServiceClient, type QueueOp, type QueueResult } from '../gen/stowage/v1/queue.js';
@@ -106,11 +107,14 @@ export class Connection {
       'grpc.keepalive_timeout_ms': KEEPALIVE_TIMEOUT_MS,
       interceptors: [auth, deadlines(this.timeouts)],
     };
-    this.volumes = new VolumeServiceClient(cfg.server, credentials.createInsecure(), options);
+    // TLS when given a CA, a client certificate or STOWAGE_TLS=1 (common/tls.ts); the token rides inside it.
+    const tls = loadClientTls(cfg);
+    const creds = tls ? credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null) : credentials.createInsecure();
+    this.volumes = new VolumeServiceClient(cfg.server, creds, options);
     // The clients share one connection (grpc-js pools subchannels by target and options).
-    this.dicts = new DictServiceClient(cfg.server, credentials.createInsecure(), options);
-    this.queues = new QueueServiceClient(cfg.server, credentials.createInsecure(), options);
-    this.bridge = new BridgeServiceClient(cfg.server, credentials.createInsecure(), options);
+    this.dicts = new DictServiceClient(cfg.server, creds, options);
+    this.queues = new QueueServiceClient(cfg.server, creds, options);
+    this.bridge = new BridgeServiceClient(cfg.server, creds, options);
     this.dictOps = new SessionBatcher(() => this.dicts.session(), this.server, {
       timeoutMs: this.timeouts.timeoutMs,
       waitOf: () => 0,

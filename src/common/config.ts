@@ -4,7 +4,9 @@
  * started on this host: STOWAGE_DATA_DIR, else ./.stowage), then
  * ~/.config/stowage/config.json ({"server": "host:port", "token": "..."}). And
  * how long a client waits for an answer: explicit options, then
- * STOWAGE_TIMEOUT / STOWAGE_TRANSFER_TIMEOUT.
+ * STOWAGE_TIMEOUT / STOWAGE_TRANSFER_TIMEOUT. And whether it speaks TLS
+ * (common/tls.ts): explicit options, then STOWAGE_TLS_CA, STOWAGE_TLS,
+ * STOWAGE_TLS_CLIENT_CERT / STOWAGE_TLS_CLIENT_KEY.
  *
  * A client knows a local server's data dir only when that dir's token file
  * holds the very token the client uses: then, and only then, it may move
@@ -15,6 +17,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseDuration } from './duration.js';
 import { InvalidArgumentError, UnauthenticatedError } from './errors.js';
+import { tlsFlag, type ClientTlsSettings } from './tls.js';
 
 export const DEFAULT_PORT = 7420;
 /** `stowage serve --http` without a port: the dashboard and /metrics. */
@@ -24,7 +27,7 @@ export const DEFAULT_SERVER = `${DEFAULT_HOST}:${DEFAULT_PORT}`;
 export const DEFAULT_DATA_DIR = '.stowage';
 export const TOKEN_FILE = 'token';
 
-export interface ClientConfig {
+export interface ClientConfig extends ClientTlsSettings {
   server: string;
   token: string;
   /**
@@ -71,7 +74,15 @@ export function resolveClientConfig(opts: Partial<ClientConfig> = {}): ClientCon
       `no token for stowage server ${server}: set STOWAGE_TOKEN (the server writes one to <data-dir>/token on first start), or put {"token": "..."} in ${userConfigPath()}`,
     );
   }
-  return { server, token, dataDir: localToken === token ? resolve(localDir) : undefined };
+  return {
+    server,
+    token,
+    dataDir: localToken === token ? resolve(localDir) : undefined,
+    tls: opts.tls ?? tlsFlag(process.env.STOWAGE_TLS),
+    tlsCa: opts.tlsCa ?? (process.env.STOWAGE_TLS_CA || undefined),
+    tlsClientCert: opts.tlsClientCert ?? (process.env.STOWAGE_TLS_CLIENT_CERT || undefined),
+    tlsClientKey: opts.tlsClientKey ?? (process.env.STOWAGE_TLS_CLIENT_KEY || undefined),
+  };
 }
 
 /** Default time allowed for a call that reads or changes metadata (names, listings, dict and queue operations). */

@@ -75,6 +75,8 @@ export function fromGrpcError(err: unknown, server: string): StowageError {
   // A server is trusted no more than its input: its message is cut like ours.
   const details = truncateMessage(e.details ?? messageOf(err), MAX_STATUS_MESSAGE_BYTES);
   if (sent === undefined && e.code === status.UNAVAILABLE) {
+    const tls = tlsFailure(details, server);
+    if (tls) return errorForCode(code, tls);
     return errorForCode(
       code,
       `stowage server at ${server} is unreachable (${details.replace(/\.?\s*Resolution note:\s*$/, '')}); start it with: stowage serve, or set STOWAGE_SERVER`,
@@ -94,6 +96,45 @@ export function fromGrpcError(err: unknown, server: string): StowageError {
     );
   }
   return errorForCode(code, details);
+}
+
+/**
+ * A connection that failed at its TLS handshake, in words, or undefined for
+ * any other UNAVAILABLE. grpc-js reports these (test/tls.test.ts checks each):
+ * an untrusted certificate as Node's verify error ("unable to verify the
+ * first certificate", "self-signed certificate", ERR_TLS_CERT_ALTNAME_INVALID);
+ * a TLS client at a plain server as OpenSSL's "wrong version number"; a
+ * client without a certificate at a mutual-TLS server as "alert certificate
+ * required"; and a plain client at a TLS server, or a client certificate the
+ * server's CA did not sign, only as "Failed to connect" (the server closed
+ * the connection during its setup).
+ */
+function tlsFailure(details: string, server: string): string | undefined {
+  const at = `cannot connect to ${server}`;
+  // The reason without grpc-js's wrapping, OpenSSL's error-code prefix and file position.
+  const reason = (/SSL routines:[^:]*:([^:]+)/.exec(details)?.[1] ?? details.replace(/^.*Last error: (Error(\s*\[\w+\])?: )?/s, '').replace(/\s*\(\d{4}-[\d:.TZ-]+\)\s*$/, ''))
+    .replace(/\.?\s*Resolution note:\s*$/, '')
+    .trim();
+  if (/ERR_TLS_CERT_ALTNAME_INVALID|does not match certificate's altnames/.test(details)) {
+    return `${at}: the server's TLS certificate is not trusted: it is not made out for the name or address connected to (${reason}); connect by a name it holds, or make it for this one (stowage certs create --host NAME)`;
+  }
+  if (/unable to verify|self[- ]signed certificate|unable to get (local )?issuer certificate|certificate has expired|certificate is not yet valid|CERT_/i.test(details)) {
+    return `${at}: the server's TLS certificate is not trusted (${reason}); give its CA with --tls-ca or STOWAGE_TLS_CA`;
+  }
+  if (/wrong version number|packet length too long|http request/i.test(details)) {
+    return `${at}: this client speaks TLS (--tls-ca, STOWAGE_TLS_CA or STOWAGE_TLS) but the server does not (${reason}); drop those, or start the server with --tls-cert and --tls-key`;
+  }
+  if (/certificate required|alert (bad|unknown|unsupported) certificate|alert unknown ca/i.test(details)) {
+    return `${at}: the server requires a client certificate signed by its CA (mutual TLS) and refused this client (${reason}); give one with --tls-client-cert and --tls-client-key, or STOWAGE_TLS_CLIENT_CERT and STOWAGE_TLS_CLIENT_KEY`;
+  }
+  if (/Failed to connect/.test(details)) {
+    return (
+      `${at}: the server closed the connection during its setup; ` +
+      'a server with TLS closes plain connections (give its CA with --tls-ca or STOWAGE_TLS_CA, or STOWAGE_TLS=1 for the system store), ' +
+      "and one with mutual TLS closes those whose client certificate its CA did not sign (give one it signed with --tls-client-cert and --tls-client-key)"
+    );
+  }
+  return undefined;
 }
 
 export interface OpErrorMessage {

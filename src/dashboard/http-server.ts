@@ -1,6 +1,7 @@
 /**
  * `stowage serve --http HOST:PORT`: the dashboard's page, its JSON API and
- * /metrics, on node:http beside the gRPC port.
+ * /metrics, on node:http beside the gRPC port, or node:https with the gRPC
+ * port's certificate and key when the server runs with TLS.
  *
  * Access: nothing but the page itself (`/`, `/assets/app.js`,
  * `/assets/app.css`: no data in them) is served without the server's token,
@@ -17,7 +18,8 @@
  * is 500 and logged.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -65,6 +67,8 @@ export interface HttpOptions {
   log: Logger;
   /** How often rates are sampled (tests shorten it; default 5 s). */
   sampleEveryMs?: number;
+  /** Serve HTTPS with this certificate (chain) and key (the gRPC port's); plain HTTP when undefined. */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 export interface RunningHttp {
@@ -78,9 +82,10 @@ export async function startHttp(opts: HttpOptions): Promise<RunningHttp> {
   const api = new DashboardApi(opts.sources, opts.log, opts.sampleEveryMs);
   const links = new DownloadLinks();
   const assets = assetsDir();
-  const server: Server = createServer((req, res) => {
+  const listener: RequestListener = (req, res) => {
     handle(req, res).catch((err: unknown) => fail(res, err, opts.log, req.url ?? ''));
-  });
+  };
+  const server: Server = opts.tls ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, listener) : createServer(listener);
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://dashboard');

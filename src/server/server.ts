@@ -31,6 +31,7 @@ import { createLogger, type Logger } from '../common/logger.js';
 import { MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES } from '../common/message-limits.js';
 import { MAX_QUEUE_DEPTHS, Metrics } from '../common/metrics.js';
 import { redactUrl } from '../common/urls.js';
+import type { ServerTls } from '../common/tls.js';
 import { stowageVersion } from '../common/version.js';
 import { startHttp, type RunningHttp } from '../dashboard/http-server.js';
 import type { DictBackend } from '../dict/types.js';
@@ -76,8 +77,15 @@ export interface ServeOptions {
   bridge?: BridgeOptions;
   /** How often garbage collection runs in the background (0: never; default 6 h). */
   gcIntervalMs?: number;
-  /** Serve the dashboard and /metrics over HTTP here (port 0: a free one); off when undefined. */
+  /** Serve the dashboard and /metrics over HTTP here (port 0: a free one); off when undefined. HTTPS with `tls`'s cert and key. */
   http?: { host: string; port: number; sampleEveryMs?: number };
+  /**
+   * TLS on the gRPC port (and HTTPS for the dashboard); plain when undefined.
+   * With `clientCa`, every gRPC client must present a certificate signed by
+   * it (grpc-js checks client certificates for the whole port or not at
+   * all); the dashboard asks browsers for none (its token guards it).
+   */
+  tls?: ServerTls;
   /**
    * false: nothing reports to `metrics` (no interceptor, no store wrapper, no
    * counters; render() gives zeros and no process metrics). Only for
@@ -104,6 +112,8 @@ export interface RunningServer {
   services: readonly ServiceName[];
   /** host:port of the dashboard and /metrics, when `http` was given. */
   httpAddress?: string;
+  /** 'off': plain gRPC (and HTTP); 'tls': TLS (and HTTPS); 'mutual': TLS requiring client certificates on the gRPC port. */
+  tls: 'off' | 'tls' | 'mutual';
   /** The latest report of each live mount. */
   mounts: MountReports;
   /** What this server has done, for `/metrics` (render()) and the dashboard. */
@@ -193,7 +203,7 @@ async function serve(
   if (bridgeService) server.addService(withRequestLimits(BridgeServiceService, BRIDGE_REQUEST_LIMITS), bridgeService.handlers(token));
   const host = opts.host ?? DEFAULT_HOST;
   const port = await new Promise<number>((res, rej) =>
-    server.bindAsync(`${host}:${opts.port ?? DEFAULT_PORT}`, ServerCredentials.createInsecure(), (err, p) =>
+    server.bindAsync(`${host}:${opts.port ?? DEFAULT_PORT}`, serverCredentials(opts.tls), (err, p) =>
       err
         ? rej(new UnavailableError(`cannot listen on ${host}:${opts.port ?? DEFAULT_PORT}: ${err.message} (pick another with --port)`))
         : res(p),
@@ -205,6 +215,7 @@ async function serve(
     try {
       http = await startHttp({
         ...opts.http,
+        tls: opts.tls && { cert: opts.tls.cert, key: opts.tls.key },
         token,
         log,
         sources: dashboardSources({
@@ -258,6 +269,7 @@ async function serve(
     stateDescription: stateDescription(dataDir, opts.redisUrl),
     services,
     httpAddress: http?.address,
+    tls: !opts.tls ? 'off' : opts.tls.clientCa ? 'mutual' : 'tls',
     mounts,
     metrics,
     async stop() {
@@ -281,6 +293,12 @@ async function serve(
       lock.release();
     },
   };
+}
+
+function serverCredentials(tls: ServerTls | undefined): ServerCredentials {
+  if (!tls) return ServerCredentials.createInsecure();
+  // checkClientCertificate: with a client CA, a client without a certificate it signed is refused at the handshake.
+  return ServerCredentials.createSsl(tls.clientCa ?? null, [{ cert_chain: tls.cert, private_key: tls.key }], tls.clientCa !== undefined);
 }
 
 /** SERVING for the whole server ("") and each hosted service, NOT_SERVING for the others. */
