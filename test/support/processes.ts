@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { Connection } from '../../src/client/index.js';
+import { Connection, type ConnectOptions } from '../../src/client/index.js';
 import { startServer, type RunningServer, type ServeOptions } from '../../src/server/server.js';
 import type { S3StoreOptions } from '../../src/volume-server/store/s3.js';
 
@@ -150,11 +150,11 @@ export interface Stowage {
 }
 
 /** A stowage server in this process, on a free port, with its own data dir. */
-export async function startStowage(opts: Omit<ServeOptions, 'port' | 'host'> = {}): Promise<Stowage> {
+export async function startStowage(opts: Omit<ServeOptions, 'port' | 'host'> = {}, connect: ConnectOptions = {}): Promise<Stowage> {
   const dataDir = opts.dataDir ?? tempDir('stowage');
   const server = await startServer({ ...opts, dataDir, host: '127.0.0.1', port: 0 });
   // Knowing the data dir lets the client move chunk bytes itself (file:// URLs) on the local store.
-  const connection = new Connection({ server: server.address, token: server.token, dataDir });
+  const connection = new Connection({ server: server.address, token: server.token, dataDir, ...connect });
   return {
     server,
     connection,
