@@ -139,7 +139,7 @@ function httpAddress(flag: string | true | undefined, host: string): { host: str
  * One line when the token would cross a network in cleartext: the gRPC port
  * or the dashboard listens beyond loopback without TLS. undefined otherwise.
  */
-export function plainWarning(tls: boolean, grpcHost: string, httpHost: string | undefined): string | undefined {
+function plainWarning(tls: boolean, grpcHost: string, httpHost: string | undefined): string | undefined {
   if (tls) return undefined;
   const open = [
     ...(isLoopback(grpcHost) ? [] : [`gRPC on ${grpcHost}`]),
