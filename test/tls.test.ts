@@ -291,7 +291,7 @@ describe('a worker started with --tls-ca', () => {
     await stowage?.stop();
   });
 
-  it('passes it on to the mount and the function process it starts', async () => {
+  it('passes it on to the mount and the function processes it starts', async () => {
     const dataset = uniqueName('tls-data');
     const data = randomBytes(300_000);
     const vol = await Volume.fromName(dataset, { connection: stowage.connection, createIfMissing: true });
@@ -300,6 +300,13 @@ describe('a worker started with --tls-ca', () => {
     const digest = app.function<[string], unknown>({ module: FIXTURE, name: 'digest', volumes: { '/data': dataset } }, () => undefined);
     const { createHash } = await import('node:crypto');
     expect(await digest.remote('/f.bin')).toMatchObject({ sha256: createHash('sha256').update(data).digest('hex'), worker: 'tls-w1' });
+ 
+    // The function process talks to the server itself, with the SDK.
+    const dict = uniqueName('tls-dict');
+    await Dict.fromName(dict, { connection: stowage.connection, createIfMissing: true });
+    const remember = app.function<[string, string, string], unknown>({ module: FIXTURE.replace('jobs.mjs', 'tls.mjs'), name: 'remember' }, () => undefined);
+    expect(await remember.remote(dict, 'k', 'over TLS')).toEqual({ stored: 'over TLS', worker: 'tls-w1' });
+    expect(await (await Dict.fromName<string, string>(dict, { connection: stowage.connection })).get('k')).toBe('over TLS');
   });
 });
 
