@@ -14,7 +14,8 @@ import { request } from 'node:https';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App, Connection, Dict, Volume } from '../src/client/index.js';
-import { Metadata, status } from '@grpc/grpc-js';
+import { Client, Metadata, credentials, status } from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
 import { fromGrpcError } from '../src/common/grpc-errors.js';
 import { loadServerTls } from '../src/common/tls.js';
 import { FIXTURE, cleanUpWorkers, startWorker, type WorkerProcess } from './support/bridge.js';
@@ -194,6 +195,21 @@ describe('a server with TLS', () => {
       expect(readFileSync(join(dir, 'weights.bin')).equals(data)).toBe(true);
     } finally {
       expect(await stopMount(m, 'SIGTERM')).toBe(0);
+    }
+  });
+
+  it('answers the health service over TLS, without a token', async () => {
+    const client = new Client(child.address, credentials.createSsl(readFileSync(file('ca.pem'))));
+    const check = healthService.Check!;
+    try {
+      const answer = await new Promise<{ status: string }>((resolve, reject) =>
+        client.makeUnaryRequest(check.path, check.requestSerialize, check.responseDeserialize as (b: Buffer) => { status: string }, { service: '' }, (err, res) =>
+          err ? reject(err) : resolve(res!),
+        ),
+      );
+      expect(answer.status).toBe('SERVING');
+    } finally {
+      client.close();
     }
   });
 
