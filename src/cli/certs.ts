@@ -37,7 +37,8 @@ export function register(program: Command): void {
       console.log('');
       console.log('run the server with:');
       console.log(
-        `  stowage serve --host 0.0.0.0 --tls-cert ${at('server.pem')} --tls-key ${at('server-key.pem')}` +
+        // Without --host the certificate names only this host: other hosts could not check it.
+        `  stowage serve${flags.host?.length ? ' --host 0.0.0.0' : ''} --tls-cert ${at('server.pem')} --tls-key ${at('server-key.pem')}` +
           (mutual ? ` --tls-client-ca ${at('ca.pem')}` : ''),
       );
       console.log('point clients (CLI, SDK, stowage mount, stowage worker) at it with:');
