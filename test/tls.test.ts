@@ -269,7 +269,7 @@ describe('mutual TLS', () => {
     expect(child.stderr()).toMatch(/; TLS, client certificates required\)/);
     const r = await runCli(['volume', 'list'], env);
     expect(r.code).toBe(6);
-    expect(r.stderr).toMatch(/the server requires a client certificate signed by its CA \(mutual TLS\) and refused this client .*--tls-client-cert and --tls-client-key/);
+    expect(r.stderr).toMatch(/cannot connect to 127\.0\.0\.1:\d+: the server (requires a client certificate signed by its CA \(mutual TLS\) and refused this client|closed the .*mutual TLS).*--tls-client-cert and --tls-client-key/);
   });
 
   it('refuses a client certificate of another CA', async () => {
@@ -277,7 +277,8 @@ describe('mutual TLS', () => {
     await runCli(['certs', 'create', '--dir', other, '--client', 'stranger'], {});
     const r = await runCli(['volume', 'list', '--tls-client-cert', join(other, 'client.pem'), '--tls-client-key', join(other, 'client-key.pem')], env);
     expect(r.code).toBe(6);
-    expect(r.stderr).toMatch(/cannot connect to .*client certificate/);
+    // The server's alert or its closing the connection, whichever reaches the client first.
+    expect(r.stderr).toMatch(/cannot connect to 127\.0\.0\.1:\d+: the server (requires a client certificate signed by its CA|closed the TLS connection during its setup .*its CA did not sign)/);
   });
 
   it('serves a client with a certificate its CA signed (CLI flags, SDK options)', async () => {
@@ -337,6 +338,18 @@ describe('fromGrpcError on a certificate made out for other names', () => {
       "cannot connect to 127.0.0.2:7420: the server's TLS certificate is not trusted: it is not made out for the name or address connected to " +
         "(Hostname/IP does not match certificate's altnames: IP: 127.0.0.2 is not in the cert's list: 127.0.0.1); connect by a name it holds, or make it for this one (stowage certs create --host NAME)",
     );
+  });
+});
+
+describe('fromGrpcError on a connection reset during the handshake', () => {
+  it('names mutual TLS to a TLS client, and stays a plain "unreachable" for a plain one', () => {
+    // What a client whose certificate another CA signed sometimes gets instead of "Failed to connect" (the server's close wins the race).
+    const reset = { code: status.UNAVAILABLE, details: 'No connection established. Last error: read ECONNRESET (2026-12-06T21:05:59.306Z)', metadata: new Metadata() };
+    expect(fromGrpcError(reset, '127.0.0.1:7420', 'client-cert').message).toBe(
+      'cannot connect to 127.0.0.1:7420: the server closed the TLS connection during its setup (read ECONNRESET); a server with mutual TLS closes those whose client certificate its CA did not sign: give one it signed with --tls-client-cert and --tls-client-key',
+    );
+    expect(fromGrpcError(reset, '127.0.0.1:7420', 'tls').message).toMatch(/closes those without a client certificate: give one with --tls-client-cert/);
+    expect(fromGrpcError(reset, '127.0.0.1:7420', 'plain').message).toMatch(/^stowage server at 127\.0\.0\.1:7420 is unreachable \(No connection established\. Last error: read ECONNRESET/);
   });
 });
 

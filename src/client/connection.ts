@@ -29,7 +29,7 @@ import { resolveClientConfig, resolveClientTimeouts, type ClientConfig, type Cli
 import { fromGrpcError } from '../common/grpc-errors.js';
 import { MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES } from '../common/message-limits.js';
 import { quote } from '../common/quote.js';
-import { loadClientTls } from '../common/tls.js';
+import { clientTlsMode, loadClientTls, type ClientTlsMode } from '../common/tls.js';
 import { BridgeServiceClient } from '../gen/stowage/v1/bridge.js';
 import { DictOpKind, DictServiceClient, type DictOp, type DictResult } from '../gen/stowage/v1/dict.js';
 import { QueueOpKind, QueueServiceClient, type QueueOp, type QueueResult } from '../gen/stowage/v1/queue.js';
@@ -74,6 +74,8 @@ export interface ConnectOptions extends Partial<ClientConfig>, Partial<ClientTim
 
 export class Connection {
   readonly server: string;
+  /** How this connection speaks to the server: plain, TLS, or TLS with a client certificate. */
+  readonly tls: ClientTlsMode;
   /** The server's data dir when it runs on this host and holds our token (see config.ts); else undefined. */
   readonly dataDir: string | undefined;
   readonly volumes: VolumeServiceClient;
@@ -109,18 +111,19 @@ export class Connection {
     };
     // TLS when given a CA, a client certificate or STOWAGE_TLS=1 (common/tls.ts); the token rides inside it.
     const tls = loadClientTls(cfg);
+    this.tls = clientTlsMode(tls);
     const creds = tls ? credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null) : credentials.createInsecure();
     this.volumes = new VolumeServiceClient(cfg.server, creds, options);
     // The clients share one connection (grpc-js pools subchannels by target and options).
     this.dicts = new DictServiceClient(cfg.server, creds, options);
     this.queues = new QueueServiceClient(cfg.server, creds, options);
     this.bridge = new BridgeServiceClient(cfg.server, creds, options);
-    this.dictOps = new SessionBatcher(() => this.dicts.session(), this.server, {
+    this.dictOps = new SessionBatcher(() => this.dicts.session(), this.server, this.tls, {
       timeoutMs: this.timeouts.timeoutMs,
       waitOf: () => 0,
       describe: (op: DictOp) => `dict ${opName(DictOpKind[op.kind])} on ${quote(op.dict)}`,
     });
-    this.queueOps = new SessionBatcher(() => this.queues.session(), this.server, {
+    this.queueOps = new SessionBatcher(() => this.queues.session(), this.server, this.tls, {
       timeoutMs: this.timeouts.timeoutMs,
       // A blocking get or put waits on the server up to its timeout (0: without end).
       waitOf: (op: QueueOp) => (op.block ? op.timeoutMs || Infinity : 0),
@@ -132,7 +135,7 @@ export class Connection {
   unary<Req, Res>(method: UnaryMethod<Req, Res>, req: Req, opts: { timeoutMs?: number } = {}): Promise<Res> {
     const callOptions: Partial<CallOptions> = opts.timeoutMs === undefined ? {} : { deadline: Date.now() + opts.timeoutMs };
     return new Promise((resolve, reject) => {
-      method(req, new Metadata(), callOptions, (err, res) => (err ? reject(fromGrpcError(err, this.server)) : resolve(res)));
+      method(req, new Metadata(), callOptions, (err, res) => (err ? reject(fromGrpcError(err, this.server, this.tls)) : resolve(res)));
     });
   }
 
@@ -149,7 +152,7 @@ export class Connection {
       ended = true;
     } catch (err) {
       ended = true;
-      throw fromGrpcError(err, this.server);
+      throw fromGrpcError(err, this.server, this.tls);
     } finally {
       if (!ended) {
         // The CANCELLED status comes back as an 'error' event, which nobody else listens to any more.
@@ -165,7 +168,7 @@ export class Connection {
     messages: Req[],
   ): Promise<Res> {
     return new Promise((resolve, reject) => {
-      const call = open((err, res) => (err ? reject(fromGrpcError(err, this.server)) : resolve(res)));
+      const call = open((err, res) => (err ? reject(fromGrpcError(err, this.server, this.tls)) : resolve(res)));
       for (const m of messages) call.write(m);
       call.end();
     });

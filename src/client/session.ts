@@ -30,6 +30,7 @@ import type { ClientDuplexStream } from '@grpc/grpc-js';
 import { InvalidArgumentError, UnavailableError } from '../common/errors.js';
 import { fromGrpcError, fromOpError, type OpErrorMessage } from '../common/grpc-errors.js';
 import { MAX_REQUEST_BYTES } from '../common/message-limits.js';
+import type { ClientTlsMode } from '../common/tls.js';
 
 /** Ops or bytes in one batch before it is sent without waiting for the tick to end. */
 const MAX_BATCH_OPS = 1000;
@@ -90,6 +91,7 @@ export class SessionBatcher<Op, Res extends { error?: OpErrorMessage | undefined
   constructor(
     private readonly open: () => ClientDuplexStream<Batch<Op>, BatchResult<Res>>,
     private readonly server: string,
+    private readonly tls: ClientTlsMode,
     private readonly deadlines: SessionDeadlines<Op>,
   ) {}
 
@@ -223,7 +225,7 @@ export class SessionBatcher<Op, Res extends { error?: OpErrorMessage | undefined
     const fail = (err: unknown) => {
       if (this.stream !== stream) return;
       this.stream = undefined;
-      this.failAll(fromGrpcError(err, this.server));
+      this.failAll(fromGrpcError(err, this.server, this.tls));
     };
     stream.on('error', fail);
     stream.on('end', () => fail(Object.assign(new Error('session ended by the server'), { code: 14, details: 'session ended by the server' })));

@@ -16,6 +16,7 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { ErrorCode, StowageError, errorForCode, isErrorCode, messageOf } from './errors.js';
 import { truncateMessage } from './quote.js';
+import type { ClientTlsMode } from './tls.js';
 
 /** Longest status message sent or believed (UTF-8 bytes; up to 3 times that percent-encoded on the wire). */
 export const MAX_STATUS_MESSAGE_BYTES = 4096;
@@ -65,8 +66,8 @@ export function toGrpcError(err: unknown): GrpcStatusError {
   return { code: status.INTERNAL, details: truncateMessage(`internal error: ${messageOf(err)}`, MAX_STATUS_MESSAGE_BYTES), metadata };
 }
 
-/** Client side: a failed call becomes the StowageError the server threw. */
-export function fromGrpcError(err: unknown, server: string): StowageError {
+/** Client side: a failed call becomes the StowageError the server threw; `tls`: how the client connects (for handshake failures). */
+export function fromGrpcError(err: unknown, server: string, tls?: ClientTlsMode): StowageError {
   if (err instanceof StowageError) return err;
   const e = err as Partial<ServiceError>;
   if (typeof e.code !== 'number') return new StowageError(ErrorCode.INTERNAL, messageOf(err));
@@ -75,8 +76,8 @@ export function fromGrpcError(err: unknown, server: string): StowageError {
   // A server is trusted no more than its input: its message is cut like ours.
   const details = truncateMessage(e.details ?? messageOf(err), MAX_STATUS_MESSAGE_BYTES);
   if (sent === undefined && e.code === status.UNAVAILABLE) {
-    const tls = tlsFailure(details, server);
-    if (tls) return errorForCode(code, tls);
+    const handshake = tlsFailure(details, server, tls);
+    if (handshake) return errorForCode(code, handshake);
     return errorForCode(
       code,
       `stowage server at ${server} is unreachable (${details.replace(/\.?\s*Resolution note:\s*$/, '')}); start it with: stowage serve, or set STOWAGE_SERVER`,
@@ -106,10 +107,11 @@ export function fromGrpcError(err: unknown, server: string): StowageError {
  * a TLS client at a plain server as OpenSSL's "wrong version number"; a
  * client without a certificate at a mutual-TLS server as "alert certificate
  * required"; and a plain client at a TLS server, or a client certificate the
- * server's CA did not sign, only as "Failed to connect" (the server closed
- * the connection during its setup).
+ * server's CA did not sign, only as "Failed to connect" or, for the latter,
+ * "read ECONNRESET" (the server closed the connection during its setup;
+ * which of the two comes is a race), told apart by how this client connects.
  */
-function tlsFailure(details: string, server: string): string | undefined {
+function tlsFailure(details: string, server: string, tls: ClientTlsMode | undefined): string | undefined {
   const at = `cannot connect to ${server}`;
   // The reason without grpc-js's wrapping, OpenSSL's error-code prefix and file position.
   const reason = (/SSL routines:[^:]*:([^:]+)/.exec(details)?.[1] ?? details.replace(/^.*Last error: (Error(\s*\[\w+\])?: )?/s, '').replace(/\s*\(\d{4}-[\d:.TZ-]+\)\s*$/, ''))
@@ -127,12 +129,18 @@ function tlsFailure(details: string, server: string): string | undefined {
   if (/certificate required|alert (bad|unknown|unsupported) certificate|alert unknown ca/i.test(details)) {
     return `${at}: the server requires a client certificate signed by its CA (mutual TLS) and refused this client (${reason}); give one with --tls-client-cert and --tls-client-key, or STOWAGE_TLS_CLIENT_CERT and STOWAGE_TLS_CLIENT_KEY`;
   }
-  if (/Failed to connect/.test(details)) {
+  const closed = /Failed to connect/.test(details);
+  const reset = /No connection established/.test(details) && /ECONNRESET|socket disconnected before secure TLS|socket hang up/.test(details);
+  if (closed && tls !== 'client-cert') {
     return (
       `${at}: the server closed the connection during its setup; ` +
-      'a server with TLS closes plain connections (give its CA with --tls-ca or STOWAGE_TLS_CA, or STOWAGE_TLS=1 for the system store), ' +
-      "and one with mutual TLS closes those whose client certificate its CA did not sign (give one it signed with --tls-client-cert and --tls-client-key)"
+      'a server with TLS closes plain connections (give its CA with --tls-ca or STOWAGE_TLS_CA, or STOWAGE_TLS=1 for the system store)' +
+      (tls === 'tls' ? ', and one with mutual TLS those without a client certificate (give one with --tls-client-cert and --tls-client-key)' : '')
     );
+  }
+  if ((closed && tls === 'client-cert') || (reset && tls !== undefined && tls !== 'plain')) {
+    const refused = tls === 'client-cert' ? 'whose client certificate its CA did not sign: give one it signed' : 'without a client certificate: give one';
+    return `${at}: the server closed the TLS connection during its setup (${closed ? 'Failed to connect' : reason}); a server with mutual TLS closes those ${refused} with --tls-client-cert and --tls-client-key`;
   }
   return undefined;
 }

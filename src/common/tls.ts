@@ -29,6 +29,13 @@ export interface ClientTls {
   key?: Buffer;
 }
 
+/** How a client connects, for the messages of failed handshakes (grpc-errors.ts). */
+export type ClientTlsMode = 'plain' | 'tls' | 'client-cert';
+
+export function clientTlsMode(tls: ClientTls | undefined): ClientTlsMode {
+  return !tls ? 'plain' : tls.cert ? 'client-cert' : 'tls';
+}
+
 /** What a server serves: its certificate (chain) and key, and the CA client certificates must chain to. */
 export interface ServerTls {
   cert: Buffer;

@@ -142,7 +142,7 @@ export class WorkerAgent {
       this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
     };
     stream.on('error', (err: Error) => {
-      const error = fromGrpcError(err, this.opts.connection.server);
+      const error = fromGrpcError(err, this.opts.connection.server, this.opts.connection.tls);
       if (error.code === ErrorCode.UNAUTHENTICATED && this.stream === stream && !this.stopped) {
         this.stream = undefined;
         this.stopped = true;
