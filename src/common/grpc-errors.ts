@@ -131,18 +131,17 @@ function tlsFailure(details: string, server: string, tls: ClientTlsMode | undefi
   }
   const closed = /Failed to connect/.test(details);
   const reset = /No connection established/.test(details) && /ECONNRESET|socket disconnected before secure TLS|socket hang up/.test(details);
-  if (closed && tls !== 'client-cert') {
-    return (
-      `${at}: the server closed the connection during its setup; ` +
-      'a server with TLS closes plain connections (give its CA with --tls-ca or STOWAGE_TLS_CA, or STOWAGE_TLS=1 for the system store)' +
-      (tls === 'tls' ? ', and one with mutual TLS those without a client certificate (give one with --tls-client-cert and --tls-client-key)' : '')
-    );
-  }
-  if ((closed && tls === 'client-cert') || (reset && tls !== undefined && tls !== 'plain')) {
+  if (!closed && !reset) return undefined;
+  const how = closed ? 'Failed to connect' : reason;
+  if (tls === 'client-cert' || (tls === 'tls' && reset)) {
     const refused = tls === 'client-cert' ? 'whose client certificate its CA did not sign: give one it signed' : 'without a client certificate: give one';
-    return `${at}: the server closed the TLS connection during its setup (${closed ? 'Failed to connect' : reason}); a server with mutual TLS closes those ${refused} with --tls-client-cert and --tls-client-key`;
+    return `${at}: the server closed the TLS connection during its setup (${how}); a server with mutual TLS closes those ${refused} with --tls-client-cert and --tls-client-key`;
   }
-  return undefined;
+  return (
+    `${at}: the server closed the connection during its setup (${how}); ` +
+    'a server with TLS closes plain connections (give its CA with --tls-ca or STOWAGE_TLS_CA, or STOWAGE_TLS=1 for the system store)' +
+    (tls === 'tls' ? ', and one with mutual TLS those without a client certificate (give one with --tls-client-cert and --tls-client-key)' : '')
+  );
 }
 
 export interface OpErrorMessage {
