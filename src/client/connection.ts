@@ -32,6 +32,7 @@ import { quote } from '../common/quote.js';
 import { BridgeServiceClient } from '../gen/stowage/v1/bridge.js';
 import { DictOpKind, DictServiceClient, type DictOp, type DictResult } from '../gen/stowage/v1/dict.js';
 import { QueueOpKind, QueueServiceClient, type QueueOp, type QueueResult } from '../gen/stowage/v1/queue.js';
+import { TokenServiceClient } from '../gen/stowage/v1/token.js';
 import { VolumeServiceClient } from '../gen/stowage/v1/volume.js';
 import { SessionBatcher } from './session.js';
 
@@ -79,6 +80,8 @@ export class Connection {
   readonly dicts: DictServiceClient;
   readonly queues: QueueServiceClient;
   readonly bridge: BridgeServiceClient;
+  /** Scoped tokens (admin token only). */
+  readonly tokens: TokenServiceClient;
   /** Dict operations, batched over one session stream. */
   readonly dictOps: SessionBatcher<DictOp, DictResult>;
   /** Queue operations, batched over one session stream. */
@@ -111,6 +114,7 @@ export class Connection {
     this.dicts = new DictServiceClient(cfg.server, credentials.createInsecure(), options);
     this.queues = new QueueServiceClient(cfg.server, credentials.createInsecure(), options);
     this.bridge = new BridgeServiceClient(cfg.server, credentials.createInsecure(), options);
+    this.tokens = new TokenServiceClient(cfg.server, credentials.createInsecure(), options);
     this.dictOps = new SessionBatcher(() => this.dicts.session(), this.server, {
       timeoutMs: this.timeouts.timeoutMs,
       waitOf: () => 0,
@@ -174,6 +178,7 @@ export class Connection {
     this.dicts.close();
     this.queues.close();
     this.bridge.close();
+    this.tokens.close();
   }
 }
 
