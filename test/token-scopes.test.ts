@@ -123,7 +123,11 @@ const REQUESTS: Record<string, Record<string, unknown>> = {
 
 const short = (path: string) => path.replace('/stowage.v1.', '');
 
-/** Makes one call of `m` with `token`; resolves to the status code it ended with (OK: -1 for a stream still open after 1.5 s). */
+/** A batch answer whose ops were refused (a refused batch fails its ops, not the call: method-scopes.ts). */
+const refusedOps = (res: unknown) =>
+  ((res as { results?: { error?: { code: string } }[] } | undefined)?.results ?? []).some((r) => r.error?.code === 'PERMISSION_DENIED');
+
+/** Makes one call of `m` with `token`; resolves to the status code it ended with (-1 for a stream still open after 1.5 s; PERMISSION_DENIED for a batch answered with refused ops). */
 function invoke(client: Client, m: MethodDefinition<object, object>, req: object, token: string): Promise<number> {
   const md = new Metadata();
   md.set('authorization', `Bearer ${token}`);
@@ -132,7 +136,7 @@ function invoke(client: Client, m: MethodDefinition<object, object>, req: object
   return new Promise((resolve) => {
     const done = (err: ServiceError | null | undefined) => resolve(err ? err.code : status.OK);
     if (!m.requestStream && !m.responseStream) {
-      client.makeUnaryRequest(m.path, ser, de, req, md, {}, (err) => done(err));
+      client.makeUnaryRequest(m.path, ser, de, req, md, {}, (err, res) => (refusedOps(res) ? resolve(status.PERMISSION_DENIED) : done(err)));
       return;
     }
     if (m.requestStream && !m.responseStream) {
@@ -146,7 +150,12 @@ function invoke(client: Client, m: MethodDefinition<object, object>, req: object
       call.cancel();
       resolve(-1);
     }, 1500);
-    call.on('data', () => undefined);
+    call.on('data', (res: unknown) => {
+      if (!refusedOps(res)) return;
+      clearTimeout(timer);
+      call.cancel();
+      resolve(status.PERMISSION_DENIED);
+    });
     call.on('error', (err: ServiceError) => {
       clearTimeout(timer);
       resolve(err.code);

@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { status, type ServiceError } from '@grpc/grpc-js';
+import type { ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Connection, Dict, Queue, Volume, createToken, listTokens, revokeToken } from '../src/client/index.js';
 import { StowageError } from '../src/common/errors.js';
@@ -168,20 +168,37 @@ describe('scoped tokens', () => {
     const conn = as(await make([`dict:${prefix}*:write`]));
     const d = await Dict.fromName<string, number>(mine, { connection: conn });
     await d.put('b', 3);
-    // A raw Session stream: a batch in scope is answered, then a batch with one op on another dict ends the stream.
-    const get = (dict: string): DictOp => ({ ...DictOp.decode(new Uint8Array()), kind: DictOpKind.DICT_OP_KIND_GET, dict, key: Buffer.from('a') });
+    // A raw Session stream: a batch in scope is answered; a batch with one op on another dict fails
+    // every op of it (none runs), naming the scope; the session goes on.
+    const get = (dict: string): DictOp => ({ ...DictOp.decode(new Uint8Array()), kind: DictOpKind.DICT_OP_KIND_GET, dict, key: Buffer.from('raw') });
+    const del = (dict: string): DictOp => ({ ...get(dict), kind: DictOpKind.DICT_OP_KIND_DELETE });
+    const put = (dict: string): DictOp => ({ ...get(dict), kind: DictOpKind.DICT_OP_KIND_PUT, value: Buffer.from('v') });
     const stream = conn.dicts.session();
-    const answers: DictBatchResult[] = [];
-    const ended = new Promise<ServiceError>((resolve) => stream.on('error', resolve));
-    stream.on('data', (r: DictBatchResult) => answers.push(r));
-    stream.write({ id: 1, ops: [get(mine)] });
-    await vi.waitFor(() => expect(answers.length).toBe(1));
-    expect(answers[0]!.results[0]!.error).toBeUndefined();
-    stream.write({ id: 2, ops: [get(mine), get(theirs)] });
-    const err = await ended;
-    expect(err.code).toBe(status.PERMISSION_DENIED);
-    expect(err.details).toContain(`lacks dict:${theirs}:read`);
-    expect(answers.length).toBe(1);
+    const answers = new Map<number, DictBatchResult>();
+    let failed: ServiceError | undefined;
+    stream.on('error', (e: ServiceError) => (failed = e));
+    stream.on('data', (r: DictBatchResult) => answers.set(r.id, r));
+    stream.write({ id: 1, ops: [put(mine)] });
+    // Batches of a session run concurrently: the put is answered before the rest is sent.
+    await vi.waitFor(() => expect(answers.size).toBe(1));
+    stream.write({ id: 2, ops: [del(mine), get(theirs)] });
+    stream.write({ id: 3, ops: [del(theirs)] });
+    stream.write({ id: 4, ops: [get(mine)] });
+    await vi.waitFor(() => expect(answers.size).toBe(4));
+    stream.end();
+    expect(answers.get(1)!.results[0]!.error).toBeUndefined();
+    for (const id of [2, 3]) {
+      for (const r of answers.get(id)!.results) {
+        expect(r.error?.code).toBe('PERMISSION_DENIED');
+        expect(r.error?.message).toContain(`lacks dict:${theirs}:`);
+      }
+    }
+    // Nothing of the refused batches ran: the in-scope delete of batch 2 did not happen either.
+    expect(answers.get(4)!.results[0]!.item?.found).toBe(true);
+    expect(failed).toBeUndefined();
+    // Through the SDK's session: the refused op fails, and the session serves the next ops.
+    expect((await refusal(conn.dictOps.run(get(theirs)))).message).toContain(`lacks dict:${theirs}:read`);
+    expect(await d.get('b')).toBe(3);
     // Through the SDK: the other dict is refused by name; the token's own dict still works.
     expect((await refusal(Dict.fromName(theirs, { connection: conn }))).message).toContain(`lacks dict:${theirs}:read`);
     expect(await d.get('b')).toBe(3);

@@ -20,9 +20,11 @@
  * 4. the scopes (scopes.ts): every decoded request message, each message of a
  *    client or bidirectional stream included, before the handler sees it; a
  *    message that needs a scope the token lacks ends the call with
- *    PERMISSION_DENIED naming the scope (a Session batch with one op outside
- *    the scope thus fails the session, and every batch in flight on it). The
- *    handlers never see a request outside the caller's scopes, and the
+ *    PERMISSION_DENIED naming the scope, except a batch of dict or queue ops
+ *    (Batch, and each batch of a Session): that batch alone is answered with
+ *    PERMISSION_DENIED on every op (RefusedBatch, sent by `unary` and
+ *    `session` below without calling the handler), and the session goes on.
+ *    The handlers never see a request outside the caller's scopes, and the
  *    responses of list methods are filtered here to what the token may read.
  * The handlers check the token again (authCheck): a service mounted on a
  * server without callGuard still refuses strangers (scopes are callGuard's alone). The one exception is the
@@ -31,6 +33,7 @@
  */
 import {
   ServerInterceptingCall,
+  status,
   type handleBidiStreamingCall,
   type handleClientStreamingCall,
   type handleServerStreamingCall,
@@ -46,7 +49,7 @@ import {
 } from '@grpc/grpc-js';
 import { setMaxListeners } from 'node:events';
 import { InvalidArgumentError, PermissionDeniedError } from './errors.js';
-import { toGrpcError } from './grpc-errors.js';
+import { toGrpcError, toOpError } from './grpc-errors.js';
 import type { Logger } from './logger.js';
 import { canRead, describeNeed, firstUnmet, type MethodScope, type Principal } from './scopes.js';
 import { adminOnly, tokenLabel, type Authenticator } from './tokens.js';
@@ -95,6 +98,11 @@ export function withRequestLimits<S extends ServiceDefinition>(service: S, limit
     };
   }
   return out;
+}
+
+/** What callGuard passes on instead of a batch outside the caller's scopes: its answer, every op failed. */
+class RefusedBatch {
+  constructor(readonly answer: unknown) {}
 }
 
 /** Methods of the standard gRPC health service, which callGuard lets through without a token. */
@@ -160,6 +168,12 @@ export function callGuard(auth: Authenticator | string, scopes: MethodScopes, lo
                 return;
               }
               const unmet = firstUnmet(principal, rule.needs(message as never));
+              if (unmet && rule.refuseBatch) {
+                const err = denied(describeNeed(unmet));
+                log.info({ method: method.path, code: status.PERMISSION_DENIED, token: principal.id }, err.message);
+                pass(new RefusedBatch(rule.refuseBatch(message as never, toOpError(err))));
+                return;
+              }
               if (unmet) {
                 refuse(denied(describeNeed(unmet)));
                 return;
@@ -186,6 +200,7 @@ export function unary<Req, Res>(
   return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
     (async () => {
       check(call);
+      if (call.request instanceof RefusedBatch) return call.request.answer as Res;
       return fn(call.request, call);
     })().then(
       (res) => cb(null, res),
@@ -291,7 +306,7 @@ export function session<Req, Res>(
       const send = (res: Res) => {
         if (!aborter.signal.aborted && !failed) call.write(res);
       };
-      fn(req, aborter.signal, send).then(
+      (req instanceof RefusedBatch ? Promise.resolve(req.answer as Res) : fn(req, aborter.signal, send)).then(
         (res) => {
           if (res !== undefined) send(res);
         },

@@ -131,6 +131,13 @@ export function firstUnmet(p: Principal, needs: readonly Need[]): Need | undefin
 export interface MethodScope<Req = never, Res = never> {
   needs(req: Req): Need[];
   filter?(res: Res, readable: (service: ScopeService, name: string) => boolean): Res;
+  /**
+   * For batches of ops (dict and queue Batch and Session): the answer that
+   * fails every op of a refused batch with `error`, so that a batch outside
+   * the scope fails alone and the session it came on goes on. The handler
+   * must be made with grpc-server.ts `unary` or `session`, which send it.
+   */
+  refuseBatch?(req: Req, error: { code: string; message: string }): Res;
 }
 
 /** Whether `p` may read `name` of `service` (the filter of list methods). */

@@ -20,7 +20,10 @@
  *   (with a volume named, write on it), and all of TokenService.
  * - Dict and queue Batch and Session: each op needs read (dict get, get-many,
  *   contains, len; queue len, peek) or write (everything else, queue get
- *   included: it takes items) on its dict or queue.
+ *   included: it takes items) on its dict or queue. A batch with an op
+ *   outside the scope is refused whole: every op of it fails with
+ *   PERMISSION_DENIED naming the first missing scope, none runs, and the
+ *   session goes on with the next batch.
  * - Bridge: Submit needs write on the function's name and read on its code
  *   volume and every volume it mounts (else a bridge token would read any
  *   volume through a function); PutSchedule the same on the schedule's name;
@@ -34,8 +37,9 @@ import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
 import type { MethodScopes } from '../common/grpc-server.js';
 import type { Access, MethodScope, Need, ScopeService } from '../common/scopes.js';
 import { BridgeServiceService, type FunctionSpec } from '../gen/stowage/v1/bridge.js';
-import { DictOpKind, DictServiceService, type DictBatch } from '../gen/stowage/v1/dict.js';
-import { QueueOpKind, QueueServiceService, type QueueBatch } from '../gen/stowage/v1/queue.js';
+import type { OpError } from '../gen/stowage/v1/common.js';
+import { DictOpKind, DictServiceService, type DictBatch, type DictBatchResult } from '../gen/stowage/v1/dict.js';
+import { QueueOpKind, QueueServiceService, type QueueBatch, type QueueBatchResult } from '../gen/stowage/v1/queue.js';
 import { TokenServiceService } from '../gen/stowage/v1/token.js';
 import { VolumeServiceService } from '../gen/stowage/v1/volume.js';
 
@@ -88,7 +92,13 @@ const DICT_READS: ReadonlySet<DictOpKind> = new Set([
   DictOpKind.DICT_OP_KIND_CONTAINS,
   DictOpKind.DICT_OP_KIND_LEN,
 ]);
-const dictBatch = (b: DictBatch) => b.ops.map((op) => need('dict', DICT_READS.has(op.kind) ? 'read' : 'write', op.dict));
+const dictBatch = {
+  needs: (b: DictBatch) => b.ops.map((op) => need('dict', DICT_READS.has(op.kind) ? 'read' : 'write', op.dict)),
+  refuseBatch: (b: DictBatch, error: OpError): DictBatchResult => ({
+    id: b.id,
+    results: b.ops.map(() => ({ error, item: undefined, items: [], ok: false, number: 0 })),
+  }),
+};
 
 export const DICT_SCOPES: Table<typeof DictServiceService> = {
   createDict: { needs: (r) => [need('dict', 'write', r.name)] },
@@ -99,12 +109,19 @@ export const DICT_SCOPES: Table<typeof DictServiceService> = {
   },
   deleteDict: { needs: (r) => [need('dict', 'write', r.name)] },
   scan: { needs: (r) => [need('dict', 'read', r.dict)] },
-  batch: { needs: dictBatch },
-  session: { needs: dictBatch },
+  batch: dictBatch,
+  session: dictBatch,
 };
 
 const QUEUE_READS: ReadonlySet<QueueOpKind> = new Set([QueueOpKind.QUEUE_OP_KIND_LEN, QueueOpKind.QUEUE_OP_KIND_PEEK]);
-const queueBatch = (b: QueueBatch) => b.ops.map((op) => need('queue', QUEUE_READS.has(op.kind) ? 'read' : 'write', op.queue));
+const queueBatch = {
+  needs: (b: QueueBatch) => b.ops.map((op) => need('queue', QUEUE_READS.has(op.kind) ? 'read' : 'write', op.queue)),
+  refuseBatch: (b: QueueBatch, error: OpError): QueueBatchResult => ({
+    id: b.id,
+    results: b.ops.map(() => ({ error, items: [], number: 0, cursor: '' })),
+    indexes: [],
+  }),
+};
 
 export const QUEUE_SCOPES: Table<typeof QueueServiceService> = {
   createQueue: { needs: (r) => [need('queue', 'write', r.name)] },
@@ -114,8 +131,8 @@ export const QUEUE_SCOPES: Table<typeof QueueServiceService> = {
     filter: (res, readable) => ({ ...res, queues: res.queues.filter((q) => readable('queue', q.name)) }),
   },
   deleteQueue: { needs: (r) => [need('queue', 'write', r.name)] },
-  batch: { needs: queueBatch },
-  session: { needs: queueBatch },
+  batch: queueBatch,
+  session: queueBatch,
 };
 
 /** What running `fn` reads: its code volume and every volume it mounts. */
