@@ -17,8 +17,12 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Connection, Dict, Queue, Volume, createToken, listTokens, revokeToken } from '../src/client/index.js';
 import { StowageError } from '../src/common/errors.js';
 import { DictOp, DictOpKind, type DictBatchResult } from '../src/gen/stowage/v1/dict.js';
+import { QueueOp, QueueOpKind } from '../src/gen/stowage/v1/queue.js';
 import { cleanUpMounts, startMountProcess, stopMount } from './support/mount.js';
 import { runCli, startStowage, tempDir, uniqueName, type Stowage } from './support/processes.js';
+
+/** The secret part of a scoped token (stw_<12 hex id>_<secret>; the secret may itself hold '_'), or the whole admin token. */
+const secretOf = (token: string) => (/^stw_[0-9a-f]{12}_/.test(token) && token.length === 60 ? token.slice(17) : token);
 
 async function refusal(p: Promise<unknown>): Promise<StowageError> {
   const err = await p.then(
@@ -76,7 +80,7 @@ describe('scoped tokens', () => {
     expect(out.scopes).toEqual([`volume:${prefix}*:read`, 'dict:cfg:write']);
     expect(out.expiresAtMs - Date.now()).toBeGreaterThan(29 * 86_400_000);
     issued.push(out.token);
-    const secret = out.token.split('_')[2]!;
+    const secret = secretOf(out.token);
     expect(readFileSync(join(stowage.dataDir, 'tokens.json'), 'utf8')).not.toContain(secret);
 
     const listed = await runCli(['token', 'list'], env);
@@ -134,7 +138,7 @@ describe('scoped tokens', () => {
     const conn = as(token);
     const d = await Dict.fromName(uniqueName('rev'), { createIfMissing: true, connection: conn });
     await d.put('k', 1);
-    const id = token.split('_')[1]!;
+    const id = token.slice(4, 16);
     await revokeToken(id, { connection: stowage.connection });
     expect((await refusal(d.get('k'))).code).toBe('UNAUTHENTICATED');
     expect((await refusal(Volume.list({ connection: conn }))).message).toContain('revoked');
@@ -168,8 +172,8 @@ describe('scoped tokens', () => {
     const conn = as(await make([`dict:${prefix}*:write`]));
     const d = await Dict.fromName<string, number>(mine, { connection: conn });
     await d.put('b', 3);
-    // A raw Session stream: a batch in scope is answered; a batch with one op on another dict fails
-    // every op of it (none runs), naming the scope; the session goes on.
+    // A raw Session stream: each op outside the scope fails alone, naming the scope; the
+    // other ops of its batch run, and the session goes on.
     const get = (dict: string): DictOp => ({ ...DictOp.decode(new Uint8Array()), kind: DictOpKind.DICT_OP_KIND_GET, dict, key: Buffer.from('raw') });
     const del = (dict: string): DictOp => ({ ...get(dict), kind: DictOpKind.DICT_OP_KIND_DELETE });
     const put = (dict: string): DictOp => ({ ...get(dict), kind: DictOpKind.DICT_OP_KIND_PUT, value: Buffer.from('v') });
@@ -181,32 +185,63 @@ describe('scoped tokens', () => {
     stream.write({ id: 1, ops: [put(mine)] });
     // Batches of a session run concurrently: the put is answered before the rest is sent.
     await vi.waitFor(() => expect(answers.size).toBe(1));
-    stream.write({ id: 2, ops: [del(mine), get(theirs)] });
+    stream.write({ id: 2, ops: [get(theirs), get(mine), del(theirs), put(mine)] });
     stream.write({ id: 3, ops: [del(theirs)] });
+    await vi.waitFor(() => expect(answers.size).toBe(3));
     stream.write({ id: 4, ops: [get(mine)] });
     await vi.waitFor(() => expect(answers.size).toBe(4));
     stream.end();
     expect(answers.get(1)!.results[0]!.error).toBeUndefined();
-    for (const id of [2, 3]) {
-      for (const r of answers.get(id)!.results) {
-        expect(r.error?.code).toBe('PERMISSION_DENIED');
-        expect(r.error?.message).toContain(`lacks dict:${theirs}:`);
-      }
-    }
-    // Nothing of the refused batches ran: the in-scope delete of batch 2 did not happen either.
+    const [theirGet, myGet, theirDel, myPut] = answers.get(2)!.results;
+    expect(theirGet!.error?.code).toBe('PERMISSION_DENIED');
+    expect(theirGet!.error?.message).toContain(`lacks dict:${theirs}:read`);
+    expect(theirDel!.error?.message).toContain(`lacks dict:${theirs}:write`);
+    expect(myGet!.error).toBeUndefined();
+    expect(myGet!.item?.found).toBe(true);
+    expect(myPut!.error).toBeUndefined();
+    expect(myPut!.ok).toBe(true);
+    expect(answers.get(3)!.results[0]!.error?.message).toContain(`lacks dict:${theirs}:write`);
     expect(answers.get(4)!.results[0]!.item?.found).toBe(true);
     expect(failed).toBeUndefined();
-    // Through the SDK's session: the refused op fails, and the session serves the next ops.
-    expect((await refusal(conn.dictOps.run(get(theirs)))).message).toContain(`lacks dict:${theirs}:read`);
-    expect(await d.get('b')).toBe(3);
-    // Through the SDK: the other dict is refused by name; the token's own dict still works.
-    expect((await refusal(Dict.fromName(theirs, { connection: conn }))).message).toContain(`lacks dict:${theirs}:read`);
-    expect(await d.get('b')).toBe(3);
+    // Through the SDK, ops issued at once go in one batch: only the one outside the scope fails.
+    const results = await Promise.allSettled([d.get('b'), conn.dictOps.run(get(theirs)), d.get('a')]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(String((results[1] as PromiseRejectedResult).reason)).toContain(`lacks dict:${theirs}:read`);
+    expect(results[0]).toEqual({ status: 'fulfilled', value: 3 });
+    expect(results[2]).toEqual({ status: 'fulfilled', value: 1 });
+    // Nothing of theirs changed.
     expect(await secret.get('a')).toBe(2);
+    expect(await secret.len()).toBe(1);
     // Lists are filtered.
     const names = (await Dict.list({ connection: conn })).map((i) => i.name);
     expect(names).toContain(mine);
     expect(names).not.toContain(theirs);
+  });
+
+  it('a queue batch answered in parts (a blocking get) refuses only its ops outside the scope', async () => {
+    const mine = `${prefix}jobs`;
+    const theirs = uniqueName('jobs');
+    const adminMine = await Queue.fromName(mine, { createIfMissing: true, connection: stowage.connection });
+    await Queue.fromName(theirs, { createIfMissing: true, connection: stowage.connection });
+    const conn = as(await make([`queue:${prefix}*:write`]));
+    const op = (kind: QueueOpKind, queue: string, more: Partial<QueueOp> = {}): QueueOp => ({ ...QueueOp.decode(new Uint8Array()), kind, queue, ...more });
+    // Issued at once: one batch, answered in two parts (the refused op and the len first, the get when an item comes).
+    const pending = Promise.allSettled([
+      conn.queueOps.run(op(QueueOpKind.QUEUE_OP_KIND_LEN, theirs)),
+      conn.queueOps.run(op(QueueOpKind.QUEUE_OP_KIND_GET, mine, { block: true, timeoutMs: 10_000, max: 1 })),
+      conn.queueOps.run(op(QueueOpKind.QUEUE_OP_KIND_LEN, mine)),
+      conn.queueOps.run(op(QueueOpKind.QUEUE_OP_KIND_PUT, theirs, { items: [Buffer.from('x')] })),
+    ]);
+    await new Promise((r) => setTimeout(r, 300));
+    await adminMine.put('job-1');
+    const [theirLen, myGet, myLen, theirPut] = await pending;
+    expect(theirLen.status).toBe('rejected');
+    expect(String((theirLen as PromiseRejectedResult).reason)).toContain(`lacks queue:${theirs}:read`);
+    expect(String((theirPut as PromiseRejectedResult).reason)).toContain(`lacks queue:${theirs}:write`);
+    expect(myLen).toEqual({ status: 'fulfilled', value: expect.objectContaining({ number: 0 }) });
+    expect(myGet.status).toBe('fulfilled');
+    expect((myGet as PromiseFulfilledResult<{ items: unknown[] }>).value.items.length).toBe(1);
+    expect(await (await Queue.fromName(theirs, { connection: stowage.connection })).len()).toBe(0);
   });
 
   it('the dashboard shows a scoped token only what it may read; /metrics needs *:*:read', async () => {
@@ -264,6 +299,6 @@ describe('scoped tokens', () => {
   it('the server log names refused tokens by id and never holds a secret', async () => {
     const log = logLines.join('');
     expect(log).toContain('"token":"');
-    for (const t of [...issued, stowage.server.token]) expect(log).not.toContain(t.split('_').at(-1)!);
+    for (const t of [...issued, stowage.server.token]) expect(log).not.toContain(secretOf(t));
   });
 });

@@ -20,10 +20,12 @@
  * 4. the scopes (scopes.ts): every decoded request message, each message of a
  *    client or bidirectional stream included, before the handler sees it; a
  *    message that needs a scope the token lacks ends the call with
- *    PERMISSION_DENIED naming the scope, except a batch of dict or queue ops
- *    (Batch, and each batch of a Session): that batch alone is answered with
- *    PERMISSION_DENIED on every op (RefusedBatch, sent by `unary` and
- *    `session` below without calling the handler), and the session goes on.
+ *    PERMISSION_DENIED naming the scope, except in a batch of dict or queue
+ *    ops (Batch, and each batch of a Session), where each op outside the
+ *    scope fails alone: the handler gets the batch without it, and its answer
+ *    gets the op's error back at its place (scopes.ts BatchScope); a batch of
+ *    refused ops only never reaches the handler (RefusedBatch, answered by
+ *    `unary` and `session` below). The session goes on either way.
  *    The handlers never see a request outside the caller's scopes, and the
  *    responses of list methods are filtered here to what the token may read.
  * The handlers check the token again (authCheck): a service mounted on a
@@ -51,7 +53,7 @@ import { setMaxListeners } from 'node:events';
 import { InvalidArgumentError, PermissionDeniedError } from './errors.js';
 import { toGrpcError, toOpError } from './grpc-errors.js';
 import type { Logger } from './logger.js';
-import { canRead, describeNeed, firstUnmet, type MethodScope, type Principal } from './scopes.js';
+import { canRead, describeNeed, firstUnmet, type MethodScope, type OpFailure, type Principal } from './scopes.js';
 import { adminOnly, tokenLabel, type Authenticator } from './tokens.js';
 
 type AnyCall = { metadata: { get(key: string): unknown[] } };
@@ -120,6 +122,8 @@ export function callGuard(auth: Authenticator | string, scopes: MethodScopes, lo
     let principal: Principal | undefined;
     let header: string | undefined;
     let refused = false;
+    /** Batches passed on without some of their ops, by batch id: what their answers must be given back. */
+    const plans = new Map<number, { kept: number[]; refused: Map<number, OpFailure>; first: boolean; left: number }>();
     const refuse = (err: Error) => {
       refused = true;
       // Refusals name the token by its id (never its secret); an unknown token's message names the id it claimed.
@@ -167,13 +171,28 @@ export function callGuard(auth: Authenticator | string, scopes: MethodScopes, lo
                 refuse(err as Error);
                 return;
               }
-              const unmet = firstUnmet(principal, rule.needs(message as never));
-              if (unmet && rule.refuseBatch) {
-                const err = denied(describeNeed(unmet));
-                log.info({ method: method.path, code: status.PERMISSION_DENIED, token: principal.id }, err.message);
-                pass(new RefusedBatch(rule.refuseBatch(message as never, toOpError(err))));
+              if (rule.batch) {
+                const b = rule.batch;
+                const req = message as never;
+                const kept: number[] = [];
+                const failed = new Map<number, OpFailure>();
+                b.opNeeds(req).forEach((need, i) => {
+                  if (firstUnmet(principal!, [need])) failed.set(i, toOpError(denied(describeNeed(need))));
+                  else kept.push(i);
+                });
+                if (failed.size === 0) pass(message);
+                else {
+                  const first = failed.values().next().value!;
+                  log.info({ method: method.path, code: status.PERMISSION_DENIED, token: principal.id, ops: failed.size }, first.message);
+                  if (kept.length === 0) pass(new RefusedBatch(b.refuseAll(req, [...failed.values()])));
+                  else {
+                    plans.set(b.id(req), { kept, refused: failed, first: true, left: kept.length });
+                    pass(b.keep(req, kept));
+                  }
+                }
                 return;
               }
+              const unmet = firstUnmet(principal, rule.needs(message as never));
               if (unmet) {
                 refuse(denied(describeNeed(unmet)));
                 return;
@@ -184,6 +203,16 @@ export function callGuard(auth: Authenticator | string, scopes: MethodScopes, lo
         });
       },
       sendMessage(message: unknown, next) {
+        const plan = rule?.batch && plans.size ? plans.get(rule.batch.id(message as never)) : undefined;
+        if (plan && rule?.batch) {
+          const b = rule.batch;
+          const merged = b.merge(message as never, plan.kept, plan.refused, plan.first);
+          plan.first = false;
+          plan.left -= b.answered(message as never, plan.kept);
+          if (plan.left <= 0) plans.delete(b.id(message as never));
+          next(merged);
+          return;
+        }
         const p = principal;
         if (p && !p.admin && rule?.filter) next(rule.filter(message as never, (service, name) => canRead(p, service, name)));
         else next(message);

@@ -131,13 +131,38 @@ export function firstUnmet(p: Principal, needs: readonly Need[]): Need | undefin
 export interface MethodScope<Req = never, Res = never> {
   needs(req: Req): Need[];
   filter?(res: Res, readable: (service: ScopeService, name: string) => boolean): Res;
+  /** For batches of ops (dict and queue Batch and Session): each op is refused on its own. */
+  batch?: BatchScope<Req, Res>;
+}
+
+/** An op's failure as a batch answer carries it (common.proto OpError). */
+export interface OpFailure {
+  code: string;
+  message: string;
+}
+
+/**
+ * How callGuard refuses the ops of a batch one by one: the handler gets the
+ * batch without the refused ops (`keep`), and its answer is given back the
+ * refused ops' errors at their places (`merge`). A batch whose every op is
+ * refused never reaches the handler: `refuseAll` answers it (sent by
+ * grpc-server.ts `unary` and `session`, which the handler must be made with).
+ */
+export interface BatchScope<Req, Res> {
+  /** The need of each op, in the batch's order (one each). */
+  opNeeds(req: Req): Need[];
+  id(msg: Req | Res): number;
+  /** The batch with only the ops at `kept` (a Req; typed unknown so that tables of any method fit one map). */
+  keep(req: Req, kept: readonly number[]): unknown;
+  refuseAll(req: Req, errors: readonly OpFailure[]): Res;
   /**
-   * For batches of ops (dict and queue Batch and Session): the answer that
-   * fails every op of a refused batch with `error`, so that a batch outside
-   * the scope fails alone and the session it came on goes on. The handler
-   * must be made with grpc-server.ts `unary` or `session`, which send it.
+   * `res` (the handler's answer for the kept ops, or one part of it) as the
+   * answer of the whole batch; `refused` (op index -> error) goes into the
+   * first part only (`first`).
    */
-  refuseBatch?(req: Req, error: { code: string; message: string }): Res;
+  merge(res: Res, kept: readonly number[], refused: ReadonlyMap<number, OpFailure>, first: boolean): Res;
+  /** How many kept ops `res` answers (to know when the batch is done). */
+  answered(res: Res, kept: readonly number[]): number;
 }
 
 /** Whether `p` may read `name` of `service` (the filter of list methods). */

@@ -20,10 +20,9 @@
  *   (with a volume named, write on it), and all of TokenService.
  * - Dict and queue Batch and Session: each op needs read (dict get, get-many,
  *   contains, len; queue len, peek) or write (everything else, queue get
- *   included: it takes items) on its dict or queue. A batch with an op
- *   outside the scope is refused whole: every op of it fails with
- *   PERMISSION_DENIED naming the first missing scope, none runs, and the
- *   session goes on with the next batch.
+ *   included: it takes items) on its dict or queue. An op outside the scope
+ *   fails alone with PERMISSION_DENIED naming the scope (it never reaches the
+ *   service); the other ops of its batch run, and the session goes on.
  * - Bridge: Submit needs write on the function's name and read on its code
  *   volume and every volume it mounts (else a bridge token would read any
  *   volume through a function); PutSchedule the same on the schedule's name;
@@ -38,8 +37,8 @@ import type { MethodScopes } from '../common/grpc-server.js';
 import type { Access, MethodScope, Need, ScopeService } from '../common/scopes.js';
 import { BridgeServiceService, type FunctionSpec } from '../gen/stowage/v1/bridge.js';
 import type { OpError } from '../gen/stowage/v1/common.js';
-import { DictOpKind, DictServiceService, type DictBatch, type DictBatchResult } from '../gen/stowage/v1/dict.js';
-import { QueueOpKind, QueueServiceService, type QueueBatch, type QueueBatchResult } from '../gen/stowage/v1/queue.js';
+import { DictOpKind, DictServiceService, type DictBatch, type DictBatchResult, type DictResult } from '../gen/stowage/v1/dict.js';
+import { QueueOpKind, QueueServiceService, type QueueBatch, type QueueBatchResult, type QueueResult } from '../gen/stowage/v1/queue.js';
 import { TokenServiceService } from '../gen/stowage/v1/token.js';
 import { VolumeServiceService } from '../gen/stowage/v1/volume.js';
 
@@ -92,12 +91,23 @@ const DICT_READS: ReadonlySet<DictOpKind> = new Set([
   DictOpKind.DICT_OP_KIND_CONTAINS,
   DictOpKind.DICT_OP_KIND_LEN,
 ]);
-const dictBatch = {
-  needs: (b: DictBatch) => b.ops.map((op) => need('dict', DICT_READS.has(op.kind) ? 'read' : 'write', op.dict)),
-  refuseBatch: (b: DictBatch, error: OpError): DictBatchResult => ({
-    id: b.id,
-    results: b.ops.map(() => ({ error, item: undefined, items: [], ok: false, number: 0 })),
-  }),
+const dictResult = (error: OpError | undefined): DictResult => ({ error, item: undefined, items: [], ok: false, number: 0 });
+/** A dict batch is answered in one message, in op order. */
+const dictBatch: MethodScope<DictBatch, DictBatchResult> = {
+  needs: (b) => dictBatch.batch!.opNeeds(b),
+  batch: {
+    opNeeds: (b) => b.ops.map((op) => need('dict', DICT_READS.has(op.kind) ? 'read' : 'write', op.dict)),
+    id: (m) => m.id,
+    keep: (b, kept): typeof b => ({ ...b, ops: kept.map((i) => b.ops[i]!) }),
+    refuseAll: (b, errors) => ({ id: b.id, results: errors.map(dictResult) }),
+    merge: (res, kept, refused) => {
+      const results: DictResult[] = new Array(kept.length + refused.size);
+      kept.forEach((orig, i) => (results[orig] = res.results[i] ?? dictResult({ code: 'INTERNAL', message: 'no answer for this op' })));
+      for (const [i, e] of refused) results[i] = dictResult(e);
+      return { ...res, results };
+    },
+    answered: (_res, kept) => kept.length,
+  },
 };
 
 export const DICT_SCOPES: Table<typeof DictServiceService> = {
@@ -114,13 +124,30 @@ export const DICT_SCOPES: Table<typeof DictServiceService> = {
 };
 
 const QUEUE_READS: ReadonlySet<QueueOpKind> = new Set([QueueOpKind.QUEUE_OP_KIND_LEN, QueueOpKind.QUEUE_OP_KIND_PEEK]);
-const queueBatch = {
-  needs: (b: QueueBatch) => b.ops.map((op) => need('queue', QUEUE_READS.has(op.kind) ? 'read' : 'write', op.queue)),
-  refuseBatch: (b: QueueBatch, error: OpError): QueueBatchResult => ({
-    id: b.id,
-    results: b.ops.map(() => ({ error, items: [], number: 0, cursor: '' })),
-    indexes: [],
-  }),
+const queueResult = (error: OpError | undefined): QueueResult => ({ error, items: [], number: 0, cursor: '' });
+/**
+ * A queue batch may be answered in parts (`indexes` says which ops each
+ * answers): the handler's indexes are renumbered to the whole batch's, and
+ * the refused ops are answered with the first part.
+ */
+const queueBatch: MethodScope<QueueBatch, QueueBatchResult> = {
+  needs: (b) => queueBatch.batch!.opNeeds(b),
+  batch: {
+    opNeeds: (b) => b.ops.map((op) => need('queue', QUEUE_READS.has(op.kind) ? 'read' : 'write', op.queue)),
+    id: (m) => m.id,
+    keep: (b, kept): typeof b => ({ ...b, ops: kept.map((i) => b.ops[i]!) }),
+    refuseAll: (b, errors) => ({ id: b.id, results: errors.map(queueResult), indexes: [] }),
+    merge: (res, kept, refused, first) => {
+      const theirs = res.indexes.length ? res.indexes.map((i) => kept[i]!) : kept;
+      const extra = first ? [...refused] : [];
+      return {
+        id: res.id,
+        results: [...extra.map(([, e]) => queueResult(e)), ...res.results],
+        indexes: [...extra.map(([i]) => i), ...theirs],
+      };
+    },
+    answered: (res, kept) => (res.indexes.length ? res.indexes.length : kept.length),
+  },
 };
 
 export const QUEUE_SCOPES: Table<typeof QueueServiceService> = {
