@@ -10,6 +10,7 @@ import { register as registerMount } from './mount.js';
 import { register as registerQueue } from './queue.js';
 import { register as registerRun } from './run.js';
 import { register as registerServe } from './serve.js';
+import { register as registerToken } from './token.js';
 import { guardUnfinished } from './unfinished.js';
 import { register as registerVolume } from './volume.js';
 import { register as registerWorker } from './worker.js';
@@ -35,6 +36,7 @@ const EXIT: Record<ErrorCode, number> = {
   DEADLINE_EXCEEDED: 9,
   FUNCTION_ERROR: 10,
   RESOURCE_EXHAUSTED: 11,
+  PERMISSION_DENIED: 12,
   INTERNAL: 1,
 };
 
@@ -64,6 +66,7 @@ registerRun(program);
 registerWorker(program);
 registerBridge(program);
 registerCerts(program);
+registerToken(program);
 
 // The command's words (short lowercase ones: its arguments may be anything), for the message of a lost command.
 const words = process.argv.slice(2).filter((a) => /^[a-z][a-z-]{0,31}$/.test(a)).slice(0, 2).join(' ');

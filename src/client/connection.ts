@@ -33,6 +33,7 @@ import { clientTlsMode, loadClientTls, type ClientTlsMode } from '../common/tls.
 import { BridgeServiceClient } from '../gen/stowage/v1/bridge.js';
 import { DictOpKind, DictServiceClient, type DictOp, type DictResult } from '../gen/stowage/v1/dict.js';
 import { QueueOpKind, QueueServiceClient, type QueueOp, type QueueResult } from '../gen/stowage/v1/queue.js';
+import { TokenServiceClient } from '../gen/stowage/v1/token.js';
 import { VolumeServiceClient } from '../gen/stowage/v1/volume.js';
 import { SessionBatcher } from './session.js';
 
@@ -82,6 +83,8 @@ export class Connection {
   readonly dicts: DictServiceClient;
   readonly queues: QueueServiceClient;
   readonly bridge: BridgeServiceClient;
+  /** Scoped tokens (admin token only). */
+  readonly tokens: TokenServiceClient;
   /** Dict operations, batched over one session stream. */
   readonly dictOps: SessionBatcher<DictOp, DictResult>;
   /** Queue operations, batched over one session stream. */
@@ -118,6 +121,7 @@ export class Connection {
     this.dicts = new DictServiceClient(cfg.server, creds, options);
     this.queues = new QueueServiceClient(cfg.server, creds, options);
     this.bridge = new BridgeServiceClient(cfg.server, creds, options);
+    this.tokens = new TokenServiceClient(cfg.server, creds, options);
     this.dictOps = new SessionBatcher(() => this.dicts.session(), this.server, this.tls, {
       timeoutMs: this.timeouts.timeoutMs,
       waitOf: () => 0,
@@ -181,6 +185,7 @@ export class Connection {
     this.dicts.close();
     this.queues.close();
     this.bridge.close();
+    this.tokens.close();
   }
 }
 

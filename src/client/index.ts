@@ -30,6 +30,7 @@ export {
   type GcReport,
   type RetentionOptions,
 } from './volume-admin.js';
+export { createToken, listTokens, revokeToken, type CreateTokenOptions, type TokenInfo } from './tokens.js';
 export {
   Dict,
   MAX_KEY_BYTES,

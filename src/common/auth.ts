@@ -1,5 +1,5 @@
-/** Bearer tokens: created by the server on first start, checked on every call. */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+/** The admin token: created by the server on first start (checked with the scoped ones: tokens.ts). */
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TOKEN_FILE } from './config.js';
@@ -23,12 +23,4 @@ export function loadOrCreateToken(dataDir: string): ServerToken {
   const token = `stw_${randomBytes(24).toString('base64url')}`;
   writeFileSync(path, `${token}\n`, { mode: 0o600, flag: 'w' });
   return { token, path, created: true };
-}
-
-/** Constant-time check of an `authorization` header value against the token. */
-export function bearerMatches(header: string | undefined, token: string): boolean {
-  if (!header || !header.startsWith('Bearer ')) return false;
-  const given = Buffer.from(header.slice('Bearer '.length));
-  const want = Buffer.from(token);
-  return given.length === want.length && timingSafeEqual(given, want);
 }

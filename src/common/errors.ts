@@ -10,6 +10,8 @@ export const ErrorCode = {
   FAILED_PRECONDITION: 'FAILED_PRECONDITION',
   UNAVAILABLE: 'UNAVAILABLE',
   UNAUTHENTICATED: 'UNAUTHENTICATED',
+  /** A valid token without the scope the call needs (the message names it). */
+  PERMISSION_DENIED: 'PERMISSION_DENIED',
   /** Bytes that do not match their hash. Never returned as data. */
   INTEGRITY: 'INTEGRITY',
   /** A function call ran past its timeout. */
@@ -75,6 +77,11 @@ export class UnauthenticatedError extends StowageError {
     super(ErrorCode.UNAUTHENTICATED, message);
   }
 }
+export class PermissionDeniedError extends StowageError {
+  constructor(message: string) {
+    super(ErrorCode.PERMISSION_DENIED, message);
+  }
+}
 export class IntegrityError extends StowageError {
   constructor(message: string) {
     super(ErrorCode.INTEGRITY, message);
@@ -108,6 +115,7 @@ const byCode: Record<ErrorCode, new (message: string) => StowageError> = {
   FAILED_PRECONDITION: FailedPreconditionError,
   UNAVAILABLE: UnavailableError,
   UNAUTHENTICATED: UnauthenticatedError,
+  PERMISSION_DENIED: PermissionDeniedError,
   INTEGRITY: IntegrityError,
   DEADLINE_EXCEEDED: DeadlineExceededError,
   FUNCTION_ERROR: FunctionError,

@@ -28,6 +28,7 @@ const toStatus: Record<ErrorCode, status> = {
   FAILED_PRECONDITION: status.FAILED_PRECONDITION,
   UNAVAILABLE: status.UNAVAILABLE,
   UNAUTHENTICATED: status.UNAUTHENTICATED,
+  PERMISSION_DENIED: status.PERMISSION_DENIED,
   INTEGRITY: status.DATA_LOSS,
   DEADLINE_EXCEEDED: status.DEADLINE_EXCEEDED,
   // UNKNOWN: "an error raised by an API that does not return enough error information", i.e. the user's code.
@@ -45,6 +46,7 @@ const fromStatus = new Map<status, ErrorCode>([
   [status.UNAVAILABLE, ErrorCode.UNAVAILABLE],
   [status.DEADLINE_EXCEEDED, ErrorCode.UNAVAILABLE],
   [status.UNAUTHENTICATED, ErrorCode.UNAUTHENTICATED],
+  [status.PERMISSION_DENIED, ErrorCode.PERMISSION_DENIED],
   [status.DATA_LOSS, ErrorCode.INTEGRITY],
   [status.RESOURCE_EXHAUSTED, ErrorCode.RESOURCE_EXHAUSTED],
 ]);

@@ -9,19 +9,33 @@
  * 1. the bearer token, from the call's metadata, before any message is read:
  *    grpc-js keeps the HTTP/2 stream paused until the handler asks for a
  *    message, and a call refused here never reaches its handler, so its body
- *    is never buffered (what arrives after the status is dropped unread);
+ *    is never buffered (what arrives after the status is dropped unread).
+ *    The token is the admin token or a scoped one (tokens.ts); a method with
+ *    no entry in the server's scope table is refused to scoped tokens;
  * 2. the size of each message, from its 5-byte length prefix, before it is
  *    read: grpc-js's server-wide limit (MAX_REQUEST_BYTES), RESOURCE_EXHAUSTED;
  * 3. the method's own, smaller limit (withRequestLimits), once the message is
  *    read but before it is decoded: INVALID_ARGUMENT, since no valid request
- *    of that method is that large.
+ *    of that method is that large;
+ * 4. the scopes (scopes.ts): every decoded request message, each message of a
+ *    client or bidirectional stream included, before the handler sees it; a
+ *    message that needs a scope the token lacks ends the call with
+ *    PERMISSION_DENIED naming the scope, except in a batch of dict or queue
+ *    ops (Batch, and each batch of a Session), where each op outside the
+ *    scope fails alone: the handler gets the batch without it, and its answer
+ *    gets the op's error back at its place (scopes.ts BatchScope); a batch of
+ *    refused ops only never reaches the handler (RefusedBatch, answered by
+ *    `unary` and `session` below). The session goes on either way.
+ *    The handlers never see a request outside the caller's scopes, and the
+ *    responses of list methods are filtered here to what the token may read.
  * The handlers check the token again (authCheck): a service mounted on a
- * server without callGuard still refuses strangers. The one exception is the
+ * server without callGuard still refuses strangers (scopes are callGuard's alone). The one exception is the
  * grpc.health.v1 health service, which answers without a token (probes carry
  * none, and it tells nothing but whether each service is serving).
  */
 import {
   ServerInterceptingCall,
+  status,
   type handleBidiStreamingCall,
   type handleClientStreamingCall,
   type handleServerStreamingCall,
@@ -36,27 +50,29 @@ import {
   type ServiceDefinition,
 } from '@grpc/grpc-js';
 import { setMaxListeners } from 'node:events';
-import { bearerMatches } from './auth.js';
-import { InvalidArgumentError, UnauthenticatedError } from './errors.js';
-import { toGrpcError } from './grpc-errors.js';
+import { InvalidArgumentError, PermissionDeniedError } from './errors.js';
+import { toGrpcError, toOpError } from './grpc-errors.js';
 import type { Logger } from './logger.js';
+import { canRead, describeNeed, firstUnmet, type MethodScope, type OpFailure, type Principal } from './scopes.js';
+import { adminOnly, tokenLabel, type Authenticator } from './tokens.js';
 
 type AnyCall = { metadata: { get(key: string): unknown[] } };
 
-function unauthenticated(metadata: AnyCall['metadata'], token: string): UnauthenticatedError | undefined {
+function authorization(metadata: AnyCall['metadata']): string | undefined {
   const header = metadata.get('authorization')[0];
-  if (bearerMatches(typeof header === 'string' ? header : undefined, token)) return undefined;
-  return new UnauthenticatedError(
-    'missing or wrong token: set STOWAGE_TOKEN to the contents of the server\'s <data-dir>/token',
-  );
+  return typeof header === 'string' ? header : undefined;
 }
 
-export function authCheck(token: string) {
+/** The handlers' own check: a token the server knows (the admin token alone when given a string). */
+export function authCheck(auth: Authenticator | string) {
+  const a = typeof auth === 'string' ? adminOnly(auth) : auth;
   return (call: AnyCall): void => {
-    const err = unauthenticated(call.metadata, token);
-    if (err) throw err;
+    a.authenticate(authorization(call.metadata));
   };
 }
+
+/** The scope table callGuard checks: one entry per method path (`/stowage.v1.VolumeService/GetFile`). */
+export type MethodScopes = ReadonlyMap<string, MethodScope<never, unknown>>;
 
 /** What the deserializer hands on instead of a request over its method's limit; callGuard turns it into INVALID_ARGUMENT. */
 class OversizedRequest {
@@ -86,39 +102,120 @@ export function withRequestLimits<S extends ServiceDefinition>(service: S, limit
   return out;
 }
 
+/** What callGuard passes on instead of a batch outside the caller's scopes: its answer, every op failed. */
+class RefusedBatch {
+  constructor(readonly answer: unknown) {}
+}
+
 /** Methods of the standard gRPC health service, which callGuard lets through without a token. */
 export const HEALTH_PATH_PREFIX = '/grpc.health.v1.Health/';
 
 /** The server interceptor every call goes through (the order of its checks: see the head of this file). */
-export function callGuard(token: string, log: Logger): ServerInterceptor {
+export function callGuard(auth: Authenticator | string, scopes: MethodScopes, log: Logger): ServerInterceptor {
+  const authn = typeof auth === 'string' ? adminOnly(auth) : auth;
   return (method, call) => {
     // Health checks (grpc.health.v1) come from Kubernetes probes and load
     // balancers, which carry no token; they tell only whether each service
     // is serving, and nothing else goes through this exemption.
     const open = method.path.startsWith(HEALTH_PATH_PREFIX);
+    const rule = scopes.get(method.path);
+    let principal: Principal | undefined;
+    let header: string | undefined;
+    let refused = false;
+    /** Batches passed on without some of their ops, by batch id: what their answers must be given back. */
+    const plans = new Map<number, { kept: number[]; refused: Map<number, OpFailure>; first: boolean; left: number }>();
     const refuse = (err: Error) => {
-      logFailure(log, method.path, err);
+      refused = true;
+      // Refusals name the token by its id (never its secret); an unknown token's message names the id it claimed.
+      const { code, details } = toGrpcError(err);
+      log.info({ method: method.path, code, token: principal?.id }, details);
       call.sendStatus(toGrpcError(err));
     };
+    const denied = (what: string) =>
+      new PermissionDeniedError(`this token (${principal ? tokenLabel(principal.id) : '?'}) lacks ${what} for ${method.path}`);
     return new ServerInterceptingCall(call, {
       start(next) {
         next({
           onReceiveMetadata(metadata: Metadata, pass) {
-            const err = open ? undefined : unauthenticated(metadata, token);
-            // Not passing the metadata on: the handler never starts, nothing of the body is read.
-            if (err) refuse(err);
-            else pass(metadata);
+            if (!open) {
+              try {
+                header = authorization(metadata);
+                principal = authn.authenticate(header);
+              } catch (err) {
+                // Not passing the metadata on: the handler never starts, nothing of the body is read.
+                refuse(err as Error);
+                return;
+              }
+              if (!principal.admin && !rule) {
+                refuse(denied('the admin token (the method has no scope)'));
+                return;
+              }
+            }
+            pass(metadata);
           },
           onReceiveMessage(message: unknown, pass) {
+            if (refused) return;
             if (message instanceof OversizedRequest) {
               refuse(
                 new InvalidArgumentError(
                   `${method.path} request of ${message.bytes} bytes is over the limit of ${message.limit} bytes for this method (no valid request is that large: check the names, paths and keys it carries)`,
                 ),
               );
-            } else pass(message);
+              return;
+            }
+            if (principal && !principal.admin && rule) {
+              // Again on every message: a stream opened before its token was revoked (or expired) stops at its next message.
+              try {
+                principal = authn.authenticate(header);
+              } catch (err) {
+                refuse(err as Error);
+                return;
+              }
+              if (rule.batch) {
+                const b = rule.batch;
+                const req = message as never;
+                const kept: number[] = [];
+                const failed = new Map<number, OpFailure>();
+                b.opNeeds(req).forEach((need, i) => {
+                  if (firstUnmet(principal!, [need])) failed.set(i, toOpError(denied(describeNeed(need))));
+                  else kept.push(i);
+                });
+                if (failed.size === 0) pass(message);
+                else {
+                  const first = failed.values().next().value!;
+                  log.info({ method: method.path, code: status.PERMISSION_DENIED, token: principal.id, ops: failed.size }, first.message);
+                  if (kept.length === 0) pass(new RefusedBatch(b.refuseAll(req, [...failed.values()])));
+                  else {
+                    plans.set(b.id(req), { kept, refused: failed, first: true, left: kept.length });
+                    pass(b.keep(req, kept));
+                  }
+                }
+                return;
+              }
+              const unmet = firstUnmet(principal, rule.needs(message as never));
+              if (unmet) {
+                refuse(denied(describeNeed(unmet)));
+                return;
+              }
+            }
+            pass(message);
           },
         });
+      },
+      sendMessage(message: unknown, next) {
+        const plan = rule?.batch && plans.size ? plans.get(rule.batch.id(message as never)) : undefined;
+        if (plan && rule?.batch) {
+          const b = rule.batch;
+          const merged = b.merge(message as never, plan.kept, plan.refused, plan.first);
+          plan.first = false;
+          plan.left -= b.answered(message as never, plan.kept);
+          if (plan.left <= 0) plans.delete(b.id(message as never));
+          next(merged);
+          return;
+        }
+        const p = principal;
+        if (p && !p.admin && rule?.filter) next(rule.filter(message as never, (service, name) => canRead(p, service, name)));
+        else next(message);
       },
     });
   };
@@ -132,6 +229,7 @@ export function unary<Req, Res>(
   return (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => {
     (async () => {
       check(call);
+      if (call.request instanceof RefusedBatch) return call.request.answer as Res;
       return fn(call.request, call);
     })().then(
       (res) => cb(null, res),
@@ -237,7 +335,7 @@ export function session<Req, Res>(
       const send = (res: Res) => {
         if (!aborter.signal.aborted && !failed) call.write(res);
       };
-      fn(req, aborter.signal, send).then(
+      (req instanceof RefusedBatch ? Promise.resolve(req.answer as Res) : fn(req, aborter.signal, send)).then(
         (res) => {
           if (res !== undefined) send(res);
         },

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { toGrpcError } from '../common/grpc-errors.js';
 import { InvalidArgumentError } from '../common/errors.js';
 import { authCheck, unary } from '../common/grpc-server.js';
+import type { Authenticator } from '../common/tokens.js';
 import type { Logger } from '../common/logger.js';
 import type { BridgeMessage, BridgeServiceServer, CallResult, WatchCallsRequest, WorkerMessage } from '../gen/stowage/v1/bridge.js';
 import { Bridge, type BridgeOptions } from './bridge.js';
@@ -34,7 +35,7 @@ export class BridgeService {
     this.schedules.start();
   }
 
-  handlers(token: string): BridgeServiceServer {
+  handlers(token: Authenticator | string): BridgeServiceServer {
     const check = authCheck(token);
     const log = this.log;
     const bridge = this.bridge;

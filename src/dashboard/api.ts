@@ -12,10 +12,15 @@
  */
 import { InvalidArgumentError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import type { ScopeService } from '../common/scopes.js';
 import { checkName, normalizePath } from '../common/validate.js';
 import { History } from './history.js';
 import type { CallSummary, VolumeSummary } from './api-types.js';
 import type { DashboardSources, QueueRow } from './types.js';
+
+/** Whether the caller may read a name (the token's scopes: common/scopes.ts canRead); list answers keep only those. */
+export type Readable = (service: ScopeService, name: string) => boolean;
+const everything: Readable = () => true;
 
 const MAX_ENTRIES = 1000;
 const MAX_CALLS = 200;
@@ -47,10 +52,10 @@ export class DashboardApi {
     return { server: this.sources.server };
   }
 
-  volumes(): object {
+  volumes(readable: Readable = everything): object {
     const v = this.sources.volumes;
     if (!v) return { hosted: false };
-    const rows: VolumeSummary[] = v.list().map((r) => {
+    const rows: VolumeSummary[] = v.list().filter((r) => readable('volume', r.name)).map((r) => {
       const key = `${r.latestVersion}/${r.versionCount}`;
       const u = this.usage.get(r.name);
       const known = u?.key === key ? u : undefined;
@@ -78,12 +83,12 @@ export class DashboardApi {
     return { volume: name, version: listing.version, path: `/${dir}`, entries: listing.entries, truncated: listing.truncated };
   }
 
-  async dicts(): Promise<object> {
+  async dicts(readable: Readable = everything): Promise<object> {
     const { dicts, queues } = this.sources;
     if (!dicts && !queues) return { hosted: false };
     const rate = (key: string) => ({ opsPerSec: this.history.rateOf(key), history: this.history.opsOf(key) });
-    const dictRows = dicts ? (await dicts.list()).map((d) => ({ ...d, ...rate(`dict:${d.name}`) })) : [];
-    const queueRows = queues ? (await queues.list()).map((q: QueueRow) => ({ ...q, ...rate(`queue:${q.name}`) })) : [];
+    const dictRows = dicts ? (await dicts.list()).filter((d) => readable('dict', d.name)).map((d) => ({ ...d, ...rate(`dict:${d.name}`) })) : [];
+    const queueRows = queues ? (await queues.list()).filter((q) => readable('queue', q.name)).map((q: QueueRow) => ({ ...q, ...rate(`queue:${q.name}`) })) : [];
     return { dicts: dictRows, queues: queueRows, dictsHosted: !!dicts, queuesHosted: !!queues };
   }
 
@@ -95,8 +100,8 @@ export class DashboardApi {
     return { workers: b.workers(), calls, placement: { ...p, history: this.history.placementHistory() } };
   }
 
-  mounts(): object {
-    return { mounts: this.sources.mounts.list() };
+  mounts(readable: Readable = everything): object {
+    return { mounts: this.sources.mounts.list().filter((m) => readable('volume', m.volume)) };
   }
 
   /** A version number from a query string ('' or absent: 0, the latest). */

@@ -4,10 +4,16 @@
  * port's certificate and key when the server runs with TLS.
  *
  * Access: nothing but the page itself (`/`, `/assets/app.js`,
- * `/assets/app.css`: no data in them) is served without the server's token,
- * sent as `Authorization: Bearer <token>` and compared in constant time; the
- * page asks for it and keeps it in sessionStorage. A refused request gets 401
- * and a JSON error, never data. Downloads are the one exception to the
+ * `/assets/app.css`: no data in them) is served without a token, sent as
+ * `Authorization: Bearer <token>`: the admin token or a scoped one (the same
+ * check as gRPC: common/tokens.ts); the page asks for it and keeps it in
+ * sessionStorage. A refused request gets 401 (unknown, expired, revoked) or
+ * 403 (outside the token's scopes) and a JSON error, never data. Any valid
+ * token may look; each answer holds only what its scopes may read: the lists
+ * of volumes, dicts, queues and mounts are filtered, a volume's versions,
+ * files and download links need read on it, the bridge needs read on the
+ * bridge, and /metrics (every name of every service) the admin token or
+ * `*:*:read`. Downloads are the one exception to the
  * header: a link made by `POST /api/volumes/NAME/download-link` (with the
  * token) names one file of one version and is signed with a key this process
  * drew at random, for LINK_TTL_MS, so that the browser can follow it as a
@@ -24,8 +30,17 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
-import { bearerMatches } from '../common/auth.js';
-import { InvalidArgumentError, NotFoundError, UnavailableError, UnauthenticatedError, isStowageError, messageOf } from '../common/errors.js';
+import {
+  InvalidArgumentError,
+  NotFoundError,
+  PermissionDeniedError,
+  UnavailableError,
+  UnauthenticatedError,
+  isStowageError,
+  messageOf,
+} from '../common/errors.js';
+import { canRead, describeNeed, firstUnmet, SCOPE_SERVICES, type Need, type Principal } from '../common/scopes.js';
+import { tokenLabel, type Authenticator } from '../common/tokens.js';
 import type { Logger } from '../common/logger.js';
 import { checkName, normalizeFilePath } from '../common/validate.js';
 import { DashboardApi } from './api.js';
@@ -50,6 +65,7 @@ const ASSETS: Record<string, { file: string; type: string }> = {
 const STATUS: Record<string, number> = {
   INVALID_ARGUMENT: 400,
   UNAUTHENTICATED: 401,
+  PERMISSION_DENIED: 403,
   NOT_FOUND: 404,
   ALREADY_EXISTS: 409,
   FAILED_PRECONDITION: 412,
@@ -62,7 +78,8 @@ export interface HttpOptions {
   host: string;
   /** 0 picks a free port. */
   port: number;
-  token: string;
+  /** Checks the bearer token of each request (the server's TokenStore). */
+  tokens: Authenticator;
   sources: DashboardSources;
   log: Logger;
   /** How often rates are sampled (tests shorten it; default 5 s). */
@@ -96,21 +113,21 @@ export async function startHttp(opts: HttpOptions): Promise<RunningHttp> {
     const asset = ASSETS[path];
     if (asset && req.method === 'GET') return serveAsset(res, join(assets, asset.file), asset.type);
     if (path.startsWith('/download/') && req.method === 'GET') return download(res, links.check(path.slice('/download/'.length)));
-    const header = req.headers.authorization;
-    if (!bearerMatches(header, opts.token)) {
-      throw new UnauthenticatedError('missing or wrong token: send Authorization: Bearer <the contents of the server\'s <data-dir>/token>');
-    }
+    const who = opts.tokens.authenticate(req.headers.authorization);
     if (path === '/metrics' && req.method === 'GET') {
+      // Metrics name every volume, dict and queue: only a token that may read them all sees them.
+      demand(who, SCOPE_SERVICES.map((service): Need => ({ service, access: 'read', all: true })), path);
       if (!opts.sources.metrics) throw new UnavailableError('this server keeps no metrics');
       const text = await opts.sources.metrics.render();
       res.writeHead(200, { 'Content-Type': opts.sources.metrics.contentType, 'Cache-Control': 'no-store' });
       res.end(text);
       return;
     }
-    json(res, await route(req, url));
+    json(res, await route(req, url, who));
   }
 
-  async function route(req: IncomingMessage, url: URL): Promise<object> {
+  async function route(req: IncomingMessage, url: URL, who: Principal): Promise<object> {
+    const readable = (service: (typeof SCOPE_SERVICES)[number], name: string) => canRead(who, service, name);
     const parts = url.pathname.split('/').slice(1).map(decodeURIComponent);
     const get = req.method === 'GET';
     if (parts[0] !== 'api') return notFound(url.pathname);
@@ -120,16 +137,18 @@ export async function startHttp(opts: HttpOptions): Promise<RunningHttp> {
         case 'whoami':
           return api.whoami();
         case 'volumes':
-          return api.volumes();
+          return api.volumes(readable);
         case 'dicts':
-          return api.dicts();
+          return api.dicts(readable);
         case 'bridge':
+          demand(who, [{ service: 'bridge', access: 'read' }], url.pathname);
           return api.bridge();
         case 'mounts':
-          return api.mounts();
+          return api.mounts(readable);
       }
     }
     if (what === 'volumes' && name !== undefined && parts.length === 4) {
+      demand(who, [{ service: 'volume', access: 'read', name }], url.pathname);
       if (get && sub === 'versions') return api.versions(name);
       if (get && sub === 'files') return api.files(name, DashboardApi.versionParam(url.searchParams.get('version')), url.searchParams.get('path') ?? '/');
       if (req.method === 'POST' && sub === 'download-link') {
@@ -178,6 +197,12 @@ export async function startHttp(opts: HttpOptions): Promise<RunningHttp> {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** Throws PERMISSION_DENIED (403) naming the first scope `who` lacks. */
+function demand(who: Principal, needs: Need[], path: string): void {
+  const unmet = firstUnmet(who, needs);
+  if (unmet) throw new PermissionDeniedError(`this token (${tokenLabel(who.id)}) lacks ${describeNeed(unmet)} for ${path}`);
 }
 
 async function serveAsset(res: ServerResponse, file: string, type: string): Promise<void> {

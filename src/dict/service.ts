@@ -10,6 +10,7 @@ import { FailedPreconditionError, InvalidArgumentError } from '../common/errors.
 import { addToGroup, settleOps } from '../common/batch.js';
 import { toOpError } from '../common/grpc-errors.js';
 import { authCheck, session, unary } from '../common/grpc-server.js';
+import type { Authenticator } from '../common/tokens.js';
 import { IdleTracker, type IdleOptions } from '../common/idle.js';
 import type { Logger } from '../common/logger.js';
 import type { OpCounter } from '../common/metrics.js';
@@ -84,7 +85,7 @@ export class DictService {
     this.idle = new IdleTracker(backend, 'dict', log, idle);
   }
 
-  handlers(token: string): DictServiceServer {
+  handlers(token: Authenticator | string): DictServiceServer {
     const check = authCheck(token);
     const log = this.log;
     const b = this.backend;

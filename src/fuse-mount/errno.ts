@@ -32,6 +32,7 @@ const byCode: Record<ErrorCode, number> = {
   // The server or the object store could not be reached: the read may work later.
   UNAVAILABLE: EIO,
   UNAUTHENTICATED: EACCES,
+  PERMISSION_DENIED: EACCES,
   // A chunk that fails its hash is never returned as data.
   INTEGRITY: EIO,
   // Function-call errors (compute bridge) do not reach the mount; mapped for completeness.

@@ -11,6 +11,7 @@ import { InvalidArgumentError } from '../common/errors.js';
 import { addToGroup, settleOps } from '../common/batch.js';
 import { toOpError } from '../common/grpc-errors.js';
 import { authCheck, session, unary } from '../common/grpc-server.js';
+import type { Authenticator } from '../common/tokens.js';
 import { IdleTracker, type IdleOptions } from '../common/idle.js';
 import type { Logger } from '../common/logger.js';
 import type { OpCounter } from '../common/metrics.js';
@@ -71,7 +72,7 @@ export class QueueService {
     this.waiting = new WaitingGets(backend, log);
   }
 
-  handlers(token: string): QueueServiceServer {
+  handlers(token: Authenticator | string): QueueServiceServer {
     const check = authCheck(token);
     const log = this.log;
     const b = this.backend;

@@ -22,6 +22,7 @@ import { BridgeService } from '../compute-bridge/service.js';
 import type { BridgeOptions } from '../compute-bridge/bridge.js';
 import type { VolumeResolver } from '../compute-bridge/types.js';
 import { loadOrCreateToken } from '../common/auth.js';
+import { TokenStore } from '../common/tokens.js';
 import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT } from '../common/config.js';
 import { FailedPreconditionError, UnavailableError } from '../common/errors.js';
 import { rpcMetrics } from '../common/grpc-metrics.js';
@@ -39,6 +40,7 @@ import { DictService } from '../dict/service.js';
 import { BridgeServiceService } from '../gen/stowage/v1/bridge.js';
 import { DictServiceService } from '../gen/stowage/v1/dict.js';
 import { QueueServiceService } from '../gen/stowage/v1/queue.js';
+import { TokenServiceService } from '../gen/stowage/v1/token.js';
 import { VolumeServiceService } from '../gen/stowage/v1/volume.js';
 import { QueueService } from '../queue/service.js';
 import type { QueueBackend } from '../queue/types.js';
@@ -54,6 +56,8 @@ import { LocalBlobStore } from '../volume-server/store/local.js';
 import { S3BlobStore, type S3StoreOptions } from '../volume-server/store/s3.js';
 import { BRIDGE_REQUEST_LIMITS, DICT_REQUEST_LIMITS, QUEUE_REQUEST_LIMITS, VOLUME_REQUEST_LIMITS } from './method-limits.js';
 import { openDataDir, type DataDirLock } from './data-dir.js';
+import { methodScopes } from './method-scopes.js';
+import { tokenService } from './token-service.js';
 import { dashboardSources } from './dashboard-sources.js';
 
 export const DEFAULT_GC_INTERVAL_MS = 6 * 3600_000;
@@ -152,6 +156,8 @@ async function serve(
   opened: { close(): Promise<void> }[],
 ): Promise<RunningServer> {
   const { token, path: tokenPath, created } = loadOrCreateToken(dataDir);
+  // The admin token and the scoped tokens it issued (<data-dir>/tokens.json).
+  const tokens = new TokenStore(dataDir, token);
   const services = opts.only ?? SERVICE_NAMES;
   const instrumented = opts.metrics ?? true;
   const metrics = new Metrics({ processMetrics: instrumented });
@@ -191,16 +197,19 @@ async function serve(
     'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
     'grpc.max_send_message_length': MAX_RESPONSE_BYTES,
     // rpcMetrics first: inside callGuard, so that the calls it refuses are counted too.
-    interceptors: instrumented ? [rpcMetrics(metrics), callGuard(token, log)] : [callGuard(token, log)],
+    interceptors: instrumented
+      ? [rpcMetrics(metrics), callGuard(tokens, methodScopes(), log)]
+      : [callGuard(tokens, methodScopes(), log)],
   });
   const health = new HealthImplementation(healthStatuses(services));
   health.addToServer(server);
   if (services.includes('volume')) {
-    server.addService(withRequestLimits(VolumeServiceService, VOLUME_REQUEST_LIMITS), volumeService(catalog, mounts, token, log));
+    server.addService(withRequestLimits(VolumeServiceService, VOLUME_REQUEST_LIMITS), volumeService(catalog, mounts, tokens, log));
   }
-  if (dictService) server.addService(withRequestLimits(DictServiceService, DICT_REQUEST_LIMITS), dictService.handlers(token));
-  if (queueService) server.addService(withRequestLimits(QueueServiceService, QUEUE_REQUEST_LIMITS), queueService.handlers(token));
-  if (bridgeService) server.addService(withRequestLimits(BridgeServiceService, BRIDGE_REQUEST_LIMITS), bridgeService.handlers(token));
+  if (dictService) server.addService(withRequestLimits(DictServiceService, DICT_REQUEST_LIMITS), dictService.handlers(tokens));
+  if (queueService) server.addService(withRequestLimits(QueueServiceService, QUEUE_REQUEST_LIMITS), queueService.handlers(tokens));
+  if (bridgeService) server.addService(withRequestLimits(BridgeServiceService, BRIDGE_REQUEST_LIMITS), bridgeService.handlers(tokens));
+  server.addService(TokenServiceService, tokenService(tokens, log));
   const host = opts.host ?? DEFAULT_HOST;
   const port = await new Promise<number>((res, rej) =>
     server.bindAsync(`${host}:${opts.port ?? DEFAULT_PORT}`, serverCredentials(opts.tls), (err, p) =>
@@ -216,7 +225,7 @@ async function serve(
       http = await startHttp({
         ...opts.http,
         tls: opts.tls && { cert: opts.tls.cert, key: opts.tls.key },
-        token,
+        tokens,
         log,
         sources: dashboardSources({
           server: {

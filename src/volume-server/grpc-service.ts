@@ -1,6 +1,7 @@
 /** The VolumeService gRPC handlers: decode, check the token, call the catalogue, encode errors. */
 import { InvalidArgumentError } from '../common/errors.js';
 import { authCheck, clientStream, fromSameHost, serverStream, unary } from '../common/grpc-server.js';
+import type { Authenticator } from '../common/tokens.js';
 import type { Logger } from '../common/logger.js';
 import { quote } from '../common/quote.js';
 import { MAX_BLOB_BYTES } from '../common/validate.js';
@@ -13,7 +14,7 @@ import type { MountReports } from './mount-reports.js';
 export { MAX_BLOB_BYTES };
 const FRAME = 1024 * 1024;
 
-export function volumeService(catalog: VolumeCatalog, mounts: MountReports, token: string, log: Logger): VolumeServiceServer {
+export function volumeService(catalog: VolumeCatalog, mounts: MountReports, token: Authenticator | string, log: Logger): VolumeServiceServer {
   const check = authCheck(token);
   return {
     createVolume: unary(check, log, (r) => catalog.createVolume(r.name, r.ephemeral, r.existOk)),

@@ -143,7 +143,8 @@ export class WorkerAgent {
     };
     stream.on('error', (err: Error) => {
       const error = fromGrpcError(err, this.opts.connection.server, this.opts.connection.tls);
-      if (error.code === ErrorCode.UNAUTHENTICATED && this.stream === stream && !this.stopped) {
+      // A token refused, or one without bridge:*:write: retrying cannot help.
+      if ((error.code === ErrorCode.UNAUTHENTICATED || error.code === ErrorCode.PERMISSION_DENIED) && this.stream === stream && !this.stopped) {
         this.stream = undefined;
         this.stopped = true;
         clearInterval(this.heartbeat);

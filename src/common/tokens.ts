@@ -1,0 +1,195 @@
+/**
+ * Scoped tokens: issued by the admin token, kept hashed in <data-dir>/tokens.json.
+ *
+ * A token is `stw_<id>_<secret>`: 12 hex characters of id (how the server
+ * finds the record, and what logs and refusals name) and 32 random bytes of
+ * secret (base64url). Only SHA-256(secret) is stored. A plain hash is enough
+ * here, where a password would need a slow one: the secret is 256 random bits,
+ * so no guessing or dictionary attack on a leaked hash is possible, and a
+ * fast hash keeps the check cheap on every call. The check compares hashes
+ * with timingSafeEqual (equal lengths by construction). The admin token (the
+ * data dir's `token` file, see auth.ts) is compared the same way.
+ *
+ * The file is rewritten whole and atomically (temporary file, fsync, rename)
+ * on create and revoke; the server holds the data dir's lock, so it is the
+ * only writer, and it keeps the records in memory: a revocation takes effect
+ * on the very next call. Revoked records are kept (marked) so that a refusal
+ * can say "revoked" rather than "unknown". With several servers the records
+ * would have to live in shared storage (Redis); that is not built.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError, UnauthenticatedError, messageOf } from './errors.js';
+import { formatScope, parseScopes, type Principal, type Scope } from './scopes.js';
+
+export const TOKENS_FILE = 'tokens.json';
+/** Longest life of a token: a year. */
+export const MAX_TOKEN_TTL_MS = 366 * 86_400_000;
+export const MAX_DESCRIPTION_CHARS = 200;
+
+const TOKEN = /^stw_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
+
+export interface TokenRecord {
+  id: string;
+  /** Hex SHA-256 of the secret. */
+  hash: string;
+  scopes: string[];
+  createdAtMs: number;
+  expiresAtMs: number;
+  description: string;
+  /** 0 while in force. */
+  revokedAtMs: number;
+}
+
+/** A token as ListTokens shows it: everything but the hash. */
+export type TokenInfo = Omit<TokenRecord, 'hash'>;
+
+/** Checks the `authorization` header of a call; throws UnauthenticatedError saying why a token is refused. */
+export interface Authenticator {
+  authenticate(header: string | undefined): Principal;
+}
+
+const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest();
+
+/** How a token is named in messages and logs: its id, never its secret. */
+export function tokenLabel(id: string): string {
+  return `stw_${id}…`;
+}
+
+const NO_TOKEN =
+  "missing or wrong token: set STOWAGE_TOKEN to the contents of the server's <data-dir>/token, or to a token made by `stowage token create`";
+
+/** The admin token alone (a service made without a TokenStore, as some tests do). */
+export function adminOnly(adminToken: string): Authenticator {
+  const want = sha256(adminToken);
+  return {
+    authenticate(header) {
+      const given = bearer(header);
+      if (given !== undefined && timingSafeEqual(sha256(given), want)) return { id: 'admin', admin: true, scopes: [] };
+      throw new UnauthenticatedError(NO_TOKEN);
+    },
+  };
+}
+
+function bearer(header: string | undefined): string | undefined {
+  return header?.startsWith('Bearer ') ? header.slice('Bearer '.length) : undefined;
+}
+
+export class TokenStore implements Authenticator {
+  private readonly path: string;
+  private readonly records = new Map<string, TokenRecord>();
+  private readonly admin: Authenticator;
+
+  constructor(
+    dataDir: string,
+    adminToken: string,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.path = join(dataDir, TOKENS_FILE);
+    this.admin = adminOnly(adminToken);
+    let text: string | undefined;
+    try {
+      text = readFileSync(this.path, 'utf8');
+    } catch {
+      // none issued yet
+    }
+    if (text !== undefined) {
+      let tokens: TokenRecord[];
+      try {
+        ({ tokens } = JSON.parse(text) as { tokens: TokenRecord[] });
+        if (!Array.isArray(tokens)) throw new Error('no "tokens" list');
+      } catch (err) {
+        throw new FailedPreconditionError(`${this.path} is not a token file (${messageOf(err)}): restore it, or remove it to forget every scoped token`);
+      }
+      for (const r of tokens) this.records.set(r.id, r);
+    }
+  }
+
+  authenticate(header: string | undefined): Principal {
+    const given = bearer(header);
+    const m = given === undefined ? null : TOKEN.exec(given);
+    if (!m) return this.admin.authenticate(header);
+    const id = m[1]!;
+    const r = this.records.get(id);
+    // Compared even for an unknown id, so that the time taken does not tell ids apart.
+    const ok = timingSafeEqual(sha256(m[2]!), r ? Buffer.from(r.hash, 'hex') : Buffer.alloc(32));
+    if (!r || !ok) throw new UnauthenticatedError(`unknown token ${tokenLabel(id)}: ${NO_TOKEN}`);
+    if (r.revokedAtMs) throw new UnauthenticatedError(`token ${tokenLabel(id)} was revoked at ${new Date(r.revokedAtMs).toISOString()}`);
+    if (this.now() >= r.expiresAtMs) {
+      throw new UnauthenticatedError(`token ${tokenLabel(id)} expired at ${new Date(r.expiresAtMs).toISOString()}: ask for a new one (stowage token create)`);
+    }
+    return { id, admin: false, scopes: parseScopes(r.scopes) };
+  }
+
+  /** Issues a token; the returned string is the only copy of its secret. */
+  create(scopeTexts: readonly string[], ttlMs: number, description = ''): { token: string; info: TokenInfo } {
+    const scopes: Scope[] = parseScopes(scopeTexts);
+    if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0 || ttlMs > MAX_TOKEN_TTL_MS) {
+      throw new InvalidArgumentError(`token ttl ${ttlMs} ms: give a duration over 0 and at most 366d (e.g. --ttl 30d)`);
+    }
+    if (description.length > MAX_DESCRIPTION_CHARS) {
+      throw new InvalidArgumentError(`token description of ${description.length} characters is over the limit of ${MAX_DESCRIPTION_CHARS}`);
+    }
+    let id: string;
+    do id = randomBytes(6).toString('hex');
+    while (this.records.has(id));
+    const secret = randomBytes(32).toString('base64url');
+    const createdAtMs = this.now();
+    const record: TokenRecord = {
+      id,
+      hash: sha256(secret).toString('hex'),
+      scopes: scopes.map(formatScope),
+      createdAtMs,
+      expiresAtMs: createdAtMs + ttlMs,
+      description,
+      revokedAtMs: 0,
+    };
+    this.records.set(id, record);
+    try {
+      this.save();
+    } catch (err) {
+      this.records.delete(id);
+      throw err;
+    }
+    return { token: `stw_${id}_${secret}`, info: infoOf(record) };
+  }
+
+  list(): TokenInfo[] {
+    return [...this.records.values()].sort((a, b) => a.createdAtMs - b.createdAtMs).map(infoOf);
+  }
+
+  /** Revokes a token by id (or by the whole token string, of which only the id is read). */
+  revoke(idOrToken: string): TokenInfo {
+    const id = TOKEN.exec(idOrToken)?.[1] ?? idOrToken.replace(/^stw_/, '').replace(/…$/, '');
+    const r = this.records.get(id);
+    if (!r) throw new NotFoundError(`no token with id ${JSON.stringify(id.slice(0, 40))}: see stowage token list`);
+    if (!r.revokedAtMs) {
+      r.revokedAtMs = this.now();
+      try {
+        this.save();
+      } catch (err) {
+        r.revokedAtMs = 0;
+        throw err;
+      }
+    }
+    return infoOf(r);
+  }
+
+  private save(): void {
+    const tmp = `${this.path}.${process.pid}.tmp`;
+    const fd = openSync(tmp, 'w', 0o600);
+    try {
+      writeSync(fd, JSON.stringify({ tokens: [...this.records.values()] }, null, 1));
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, this.path);
+  }
+}
+
+function infoOf(r: TokenRecord): TokenInfo {
+  const { hash: _hash, ...info } = r;
+  return { ...info, scopes: [...r.scopes] };
+}
