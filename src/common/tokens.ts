@@ -79,6 +79,8 @@ function bearer(header: string | undefined): string | undefined {
 export class TokenStore implements Authenticator {
   private readonly path: string;
   private readonly records = new Map<string, TokenRecord>();
+  /** Each record's scopes, parsed once (callGuard authenticates a scoped token on every message). */
+  private readonly parsed = new WeakMap<TokenRecord, Scope[]>();
   private readonly admin: Authenticator;
 
   constructor(
@@ -119,7 +121,9 @@ export class TokenStore implements Authenticator {
     if (this.now() >= r.expiresAtMs) {
       throw new UnauthenticatedError(`token ${tokenLabel(id)} expired at ${new Date(r.expiresAtMs).toISOString()}: ask for a new one (stowage token create)`);
     }
-    return { id, admin: false, scopes: parseScopes(r.scopes) };
+    let scopes = this.parsed.get(r);
+    if (!scopes) this.parsed.set(r, (scopes = parseScopes(r.scopes)));
+    return { id, admin: false, scopes };
   }
 
   /** Issues a token; the returned string is the only copy of its secret. */
