@@ -1,18 +1,10 @@
 /** `stowage bridge …`: what the compute bridge did and why (explain, calls, workers, schedules). */
 import type { Command } from 'commander';
 import { BridgeAdmin } from '../client/index.js';
-import { CallState, type CallInfo, type PlacementDecision } from '../gen/stowage/v1/bridge.js';
+import { callStateName } from '../compute-bridge/types.js';
+import type { CallInfo, PlacementDecision } from '../gen/stowage/v1/bridge.js';
 import { bytes, printJson } from './output.js';
 import { integerArg } from './values.js';
-
-const STATE: Record<number, string> = {
-  [CallState.CALL_STATE_QUEUED]: 'queued',
-  [CallState.CALL_STATE_RUNNING]: 'running',
-  [CallState.CALL_STATE_SUCCEEDED]: 'succeeded',
-  [CallState.CALL_STATE_FAILED]: 'failed',
-};
-
-export const stateName = (s: CallState): string => STATE[s] ?? 'unknown';
 
 function callJson(c: CallInfo) {
   return {
@@ -20,7 +12,7 @@ function callJson(c: CallInfo) {
     function: c.function?.function,
     module: c.function?.module,
     schedule: c.function?.schedule || undefined,
-    state: stateName(c.state),
+    state: callStateName(c.state),
     attempt: c.attempt,
     workerId: c.workerId,
     createdAt: new Date(c.createdAtMs).toISOString(),
@@ -53,7 +45,7 @@ export function register(program: Command): void {
     .action(async (id: string, flags: { json?: boolean }) => {
       const c = await BridgeAdmin.call(id);
       if (flags.json) return printJson(callJson(c));
-      console.log(`call ${c.callId}: ${c.function?.function} (${c.function?.module}), ${stateName(c.state)}${c.error ? ` (${c.error.code}: ${c.error.message})` : ''}`);
+      console.log(`call ${c.callId}: ${c.function?.function} (${c.function?.module}), ${callStateName(c.state)}${c.error ? ` (${c.error.code}: ${c.error.message})` : ''}`);
       console.log(`reads: ${c.reads.join(', ') || 'nothing declared'}; versions: ${Object.entries(c.versions).map(([v, n]) => `${v}@${n}`).join(', ') || '-'}`);
       if (!c.decisions.length) console.log('not placed yet');
       for (const d of c.decisions) printDecision(d);
@@ -69,7 +61,7 @@ export function register(program: Command): void {
       const calls = await BridgeAdmin.calls({ schedule: flags.schedule, limit: integerArg('--limit', flags.limit) });
       if (flags.json) return printJson(calls.map(callJson));
       for (const c of calls) {
-        console.log(`${c.callId}  ${stateName(c.state).padEnd(9)} ${(c.workerId || '-').padEnd(20)} ${c.function?.function} (${c.function?.module})`);
+        console.log(`${c.callId}  ${callStateName(c.state).padEnd(9)} ${(c.workerId || '-').padEnd(20)} ${c.function?.function} (${c.function?.module})`);
       }
     });
 

@@ -3,7 +3,17 @@
  * it (a VolumeResolver over the volume catalogue, since services do not
  * import each other), what it keeps (CallStore), and the call record.
  */
-import type { CallError, FunctionSpec, PlacementDecision, Schedule } from '../gen/stowage/v1/bridge.js';
+import { CallState, type CallError, type FunctionSpec, type PlacementDecision, type Schedule } from '../gen/stowage/v1/bridge.js';
+
+const CALL_STATE_NAMES: Record<number, string> = {
+  [CallState.CALL_STATE_QUEUED]: 'queued',
+  [CallState.CALL_STATE_RUNNING]: 'running',
+  [CallState.CALL_STATE_SUCCEEDED]: 'succeeded',
+  [CallState.CALL_STATE_FAILED]: 'failed',
+};
+
+/** A call's state as the CLI and the dashboard name it. */
+export const callStateName = (s: CallState): string => CALL_STATE_NAMES[s] ?? 'unknown';
 
 /** A run of bytes a call will read, named by the SHA-256 of those bytes (the chunk cache's key). */
 export interface ExtentRef {

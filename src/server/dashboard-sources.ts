@@ -7,11 +7,12 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Bridge } from '../compute-bridge/bridge.js';
+import { callStateName } from '../compute-bridge/types.js';
 import { IntegrityError, InvalidArgumentError } from '../common/errors.js';
 import type { DirEntry, ServerSummary } from '../dashboard/api-types.js';
 import type { DashboardSources, MetricsSource, VolumeSource } from '../dashboard/types.js';
 import type { DictBackend } from '../dict/types.js';
-import { CallState, type CallInfo } from '../gen/stowage/v1/bridge.js';
+import type { CallInfo } from '../gen/stowage/v1/bridge.js';
 import { FileType } from '../gen/stowage/v1/volume.js';
 import { DEAD_LETTER_PARTITION, type QueueBackend } from '../queue/types.js';
 import type { VolumeCatalog } from '../volume-server/catalog.js';
@@ -19,13 +20,6 @@ import type { MountReports } from '../volume-server/mount-reports.js';
 import { volumeUsage } from '../volume-server/usage.js';
 
 const MAX_LISTED = 500;
-
-const STATE: Record<number, string> = {
-  [CallState.CALL_STATE_QUEUED]: 'queued',
-  [CallState.CALL_STATE_RUNNING]: 'running',
-  [CallState.CALL_STATE_SUCCEEDED]: 'succeeded',
-  [CallState.CALL_STATE_FAILED]: 'failed',
-};
 
 export interface HostedServices {
   server: ServerSummary;
@@ -150,7 +144,7 @@ function callRow(c: CallInfo, now = Date.now()): ReturnType<NonNullable<Dashboar
   return {
     id: c.callId,
     function: `${c.function?.function ?? '?'} (${c.function?.module ?? '?'})`,
-    state: STATE[c.state] ?? 'unknown',
+    state: callStateName(c.state),
     attempt: c.attempt,
     worker: c.workerId,
     createdAtMs: c.createdAtMs,
