@@ -117,7 +117,7 @@ describe('mount faults (s3rver)', () => {
   it('cache directory on a full file system: reads are served uncached, the reason is logged once, no crash', { timeout: 90_000 }, async () => {
     const cacheDir = join(work, 'cache-full');
     mkdirSync(cacheDir, { recursive: true });
-    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1536k,mode=0700', 'tmpfs', cacheDir], { encoding: 'utf8' });
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=512k,mode=0700', 'tmpfs', cacheDir], { encoding: 'utf8' });
     expect(mounted.status, mounted.stderr).toBe(0);
     tmpfsDirs.push(cacheDir);
     const m = await mount('full', ['--cache-size', '64MiB', '--memory-cache-size', '2MiB'], cacheDir);
