@@ -737,6 +737,7 @@ describe('modes on the real server', () => {
         removes: [],
         copies: [],
         force: false,
+        commitId: '',
       },
     ]);
     const stored: Record<string, number> = {};

@@ -100,7 +100,7 @@ describe('a mount of 70,000 files loads what it touches', () => {
   /** Hashes of tree objects the server handed out since the last take(). */
   let served: string[] = [];
   const take = (): string[] => served.splice(0);
-  const rootOf = async (version: number): Promise<string> => catalog.getVersion(name, version).root;
+  const rootOf = async (version: number): Promise<string> => (await catalog.getVersion(name, version)).root;
 
   beforeAll(async () => {
     work = scratchDir('mount-scale');

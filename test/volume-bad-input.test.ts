@@ -76,6 +76,7 @@ function rawCommit(conn: Connection, req: { volume: string; puts?: FileEntry[]; 
       removes: req.removes ?? [],
       copies: req.copies ?? [],
       force: req.force ?? false,
+      commitId: '',
     },
   ]);
 }

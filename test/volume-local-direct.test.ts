@@ -63,7 +63,7 @@ describe('same-host transfers on the local-directory store', () => {
     mkdirSync(dirname(forged), { recursive: true });
     writeFileSync(forged, randomBytes(100_000));
     const entry = { path: 'x.bin', type: FileType.FILE_TYPE_FILE, size: honest.length, mode: 0o644, mtimeMs: 1, extents: [{ blob: hash, offset: 0, length: honest.length, hash }], id: 0, tree: '' };
-    const commit = () => conn.clientStream<CommitRequest, CommitResponse>((cb) => vols.commit(cb), [{ volume: name, puts: [entry], removes: [], copies: [], force: false }]);
+    const commit = () => conn.clientStream<CommitRequest, CommitResponse>((cb) => vols.commit(cb), [{ volume: name, puts: [entry], removes: [], copies: [], force: false, commitId: '' }]);
     await expect(commit()).rejects.toThrow(/do not match their hash .*deleted: upload them again/);
     expect(existsSync(forged)).toBe(false);
     expect(existsSync(join(stowage.dataDir, 'store', 'chunks', hash.slice(0, 2), hash))).toBe(false);

@@ -78,7 +78,7 @@ describe('NFC and NFD spellings of a path name one file', () => {
     const vols = stowage.connection.volumes;
     const raw = { path: nfdPath, type: FileType.FILE_TYPE_FILE, size: 0, mode: 0o644, mtimeMs: 1, extents: [], id: 0, tree: '' };
     const commit = (puts: (typeof raw)[]) =>
-      stowage.connection.clientStream<CommitRequest, CommitResponse>((cb) => vols.commit(cb), [{ volume: name, puts, removes: [], copies: [], force: false }]);
+      stowage.connection.clientStream<CommitRequest, CommitResponse>((cb) => vols.commit(cb), [{ volume: name, puts, removes: [], copies: [], force: false, commitId: '' }]);
     await expectFailure(
       () => commit([raw]),
       AlreadyExistsError,

@@ -16,6 +16,7 @@ interface ServeFlags {
   s3Region?: string;
   presign: boolean;
   redisUrl?: string;
+  heads?: string;
   only?: string;
   placement: string;
   localityWait?: string;
@@ -41,6 +42,7 @@ export function register(program: Command): void {
     .option('--s3-prefix <prefix>', 'key prefix inside the bucket', process.env.STOWAGE_S3_PREFIX)
     .option('--s3-region <region>', 'bucket region (default: AWS_REGION or us-east-1)', process.env.STOWAGE_S3_REGION)
     .option('--redis-url <url>', 'keep dicts and queues in Redis (redis://host:port[/db]) instead of LMDB', process.env.STOWAGE_REDIS_URL)
+    .option('--heads <where>', "where volume heads live: 'redis' (--redis-url; any number of servers may share the bucket; the default with --redis-url) or 'local' (this server's index; one server per bucket)", process.env.STOWAGE_HEADS)
     .option('--only <services>', 'host only these services, comma-separated: volume,dict,queue,bridge')
     .option('--placement <policy>', 'compute bridge placement: ours (by cached bytes), round-robin or random', 'ours')
     .option('--locality-wait <ms>', 'how long a call waits for the busy worker that caches its data before going elsewhere (default 2000)')
@@ -70,6 +72,11 @@ export function register(program: Command): void {
       if (!(PLACEMENT_POLICIES as readonly string[]).includes(flags.placement)) {
         throw new InvalidArgumentError(`--placement ${quote(flags.placement)}: choose from ${PLACEMENT_POLICIES.join(', ')}`);
       }
+      const { HEADS_MODES } = await import('../server/server.js');
+      if (flags.heads !== undefined && !(HEADS_MODES as readonly string[]).includes(flags.heads)) {
+        throw new InvalidArgumentError(`--heads ${quote(flags.heads)}: choose from ${HEADS_MODES.join(', ')}`);
+      }
+      if (flags.heads === 'redis' && !flags.redisUrl) throw new InvalidArgumentError('--heads redis needs --redis-url');
       const localityWaitMs = integerArg('--locality-wait', flags.localityWait, 0);
       const { parseDuration } = await import('../common/duration.js');
       const gcIntervalMs = parseDuration('--gc-interval', flags.gcInterval);
@@ -93,6 +100,7 @@ export function register(program: Command): void {
         catalog: { presign: flags.presign, graceMs, retention: { keepLast, keepWithinMs } },
         gcIntervalMs,
         redisUrl: flags.redisUrl,
+        heads: flags.heads as (typeof HEADS_MODES)[number] | undefined,
         only: only as typeof SERVICE_NAMES[number][] | undefined,
         bridge: { placement: flags.placement as (typeof PLACEMENT_POLICIES)[number], localityWaitMs },
         http,
@@ -103,7 +111,7 @@ export function register(program: Command): void {
       }
       console.error(
         `stowage serving on ${server.address} (services: ${server.services.join(', ')}; ` +
-          `store: ${server.store.description}; index: ${server.dataDir}/index; dicts and queues: ${server.stateDescription}` +
+          `store: ${server.store.description}; index: ${server.dataDir}/index${server.catalog.shared ? ` (a cache: heads in ${server.catalog.shared.describe()})` : ''}; dicts and queues: ${server.stateDescription}` +
           `${server.services.includes('bridge') ? `; bridge placement: ${flags.placement}` : ''}` +
           `; ${server.tls === 'off' ? 'plain, no TLS' : server.tls === 'mutual' ? 'TLS, client certificates required' : 'TLS'})`,
       );

@@ -35,6 +35,7 @@ import { DictOpKind, DictServiceClient, type DictOp, type DictResult } from '../
 import { QueueOpKind, QueueServiceClient, type QueueOp, type QueueResult } from '../gen/stowage/v1/queue.js';
 import { TokenServiceClient } from '../gen/stowage/v1/token.js';
 import { VolumeServiceClient } from '../gen/stowage/v1/volume.js';
+import { channelTarget } from './servers.js';
 import { SessionBatcher } from './session.js';
 
 /** Calls without a deadline: they wait, on purpose, for as long as their caller asks. */
@@ -104,7 +105,10 @@ export class Connection {
           nextStart(metadata, listener);
         },
       });
+    // One server, or a list of them spread over with round_robin (servers.ts).
+    const { target, options: listOptions } = channelTarget(cfg.server);
     const options = {
+      ...listOptions,
       // The server's limits, so that what it would refuse fails here, before it is sent.
       'grpc.max_send_message_length': MAX_REQUEST_BYTES,
       'grpc.max_receive_message_length': MAX_RESPONSE_BYTES,
@@ -116,12 +120,12 @@ export class Connection {
     const tls = loadClientTls(cfg);
     this.tls = clientTlsMode(tls);
     const creds = tls ? credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null) : credentials.createInsecure();
-    this.volumes = new VolumeServiceClient(cfg.server, creds, options);
+    this.volumes = new VolumeServiceClient(target, creds, options);
     // The clients share one connection (grpc-js pools subchannels by target and options).
-    this.dicts = new DictServiceClient(cfg.server, creds, options);
-    this.queues = new QueueServiceClient(cfg.server, creds, options);
-    this.bridge = new BridgeServiceClient(cfg.server, creds, options);
-    this.tokens = new TokenServiceClient(cfg.server, creds, options);
+    this.dicts = new DictServiceClient(target, creds, options);
+    this.queues = new QueueServiceClient(target, creds, options);
+    this.bridge = new BridgeServiceClient(target, creds, options);
+    this.tokens = new TokenServiceClient(target, creds, options);
     this.dictOps = new SessionBatcher(() => this.dicts.session(), this.server, this.tls, {
       timeoutMs: this.timeouts.timeoutMs,
       waitOf: () => 0,

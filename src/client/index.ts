@@ -76,6 +76,7 @@ export {
   IntegrityError,
   InvalidArgumentError,
   NotFoundError,
+  PermissionDeniedError,
   ResourceExhaustedError,
   StowageError,
   UnauthenticatedError,

@@ -8,12 +8,13 @@
  *   await batch.commit();                      // one new version, atomically
  *   for await (const buf of vol.readFile('/model.bin')) { ... }
  */
+import { randomUUID } from 'node:crypto';
 import { lstatSync, statSync, type Stats } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { eachInRuns } from '../common/files.js';
-import { AlreadyExistsError, InvalidArgumentError, NotFoundError, isStowageError } from '../common/errors.js';
+import { AlreadyExistsError, InvalidArgumentError, NotFoundError, StowageError, isStowageError } from '../common/errors.js';
 import { checkName, normalizeFilePath, normalizePath } from '../common/validate.js';
 import pLimit from 'p-limit';
 import {
@@ -102,6 +103,8 @@ export interface DownloadOptions {
 }
 
 const HEARTBEAT_MS = 30_000;
+/** Sends of one commit while its server is unavailable (about 12 s of retries in all). */
+const COMMIT_ATTEMPTS = 6;
 /** Bytes of puts per message of a commit stream: the server reads ahead up to 16 messages, so small ones bound its memory. */
 const COMMIT_MESSAGE_BYTES = 512 * 1024;
 /** Up to this many paths, a batch checks for existing files with one stat each. */
@@ -329,14 +332,19 @@ export class Volume {
    * One commit: removals and copies, then the puts, sent as a stream of
    * messages of at most COMMIT_MESSAGE_BYTES each so that a commit of a
    * million files never needs one huge message.
+   *
+   * It carries an id of its own: when the server goes away before it answers
+   * (UNAVAILABLE: it died, the connection broke, another server of the set
+   * is tried), the same commit is sent again, and the server lands it once,
+   * answering a retry of one that had landed with that version.
    */
   private async commit(header: { removes: RemoveOp[]; copies: CopyOp[]; force: boolean }, puts: FileEntry[]): Promise<CommitResponse> {
     const messages: CommitRequest[] = [];
     let batch: FileEntry[] = [];
     let bytes = 0;
-    const first = { volume: this.name, removes: header.removes, copies: header.copies, force: header.force };
+    const first = { volume: this.name, removes: header.removes, copies: header.copies, force: header.force, commitId: randomUUID() };
     const push = (): void => {
-      messages.push(messages.length === 0 ? { ...first, puts: batch } : { volume: '', removes: [], copies: [], force: false, puts: batch });
+      messages.push(messages.length === 0 ? { ...first, puts: batch } : { volume: '', removes: [], copies: [], force: false, commitId: '', puts: batch });
       batch = [];
       bytes = 0;
     };
@@ -347,7 +355,14 @@ export class Volume {
       bytes += size;
     }
     if (batch.length > 0 || messages.length === 0) push();
-    return this.conn.clientStream((cb) => this.conn.volumes.commit(cb), messages);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.conn.clientStream((cb) => this.conn.volumes.commit(cb), messages);
+      } catch (err) {
+        if (!(err instanceof StowageError && err.code === 'UNAVAILABLE') || attempt >= COMMIT_ATTEMPTS) throw err;
+        await new Promise((r) => setTimeout(r, Math.min(250 * 2 ** (attempt - 1), 4000)));
+      }
+    }
   }
 
   /** Fails before any byte moves when a target exists (the commit checks again). */

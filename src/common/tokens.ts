@@ -14,8 +14,15 @@
  * on create and revoke; the server holds the data dir's lock, so it is the
  * only writer, and it keeps the records in memory: a revocation takes effect
  * on the very next call. Revoked records are kept (marked) so that a refusal
- * can say "revoked" rather than "unknown". With several servers the records
- * would have to live in shared storage (Redis); that is not built.
+ * can say "revoked" rather than "unknown".
+ *
+ * With several servers (heads in Redis), the records live in Redis instead
+ * (`share`, server/redis-tokens.ts), and each server keeps a copy in memory,
+ * so a check never waits on the network: a token created or revoked on one
+ * server is known to the others when Redis tells them (a published message,
+ * within milliseconds), and at the latest at their next full reload
+ * (SHARED_RELOAD_MS). tokens.json is then not written; records it held are
+ * copied into Redis once, when the server first shares.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
@@ -29,6 +36,23 @@ export const MAX_TOKEN_TTL_MS = 366 * 86_400_000;
 export const MAX_DESCRIPTION_CHARS = 200;
 
 const TOKEN = /^stw_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
+
+/** How often a server sharing its records reloads them all, in case a change notice was lost. */
+export const SHARED_RELOAD_MS = 5000;
+
+/** Where records live when several servers share them. */
+export interface SharedTokenRecords {
+  /** Every record. */
+  all(): Promise<TokenRecord[]>;
+  /** Adds a record unless one with its id exists (true: added). */
+  add(record: TokenRecord): Promise<boolean>;
+  /** Replaces a record and tells the other servers. */
+  put(record: TokenRecord): Promise<void>;
+  /** Calls `changed` with a record's id whenever any server changes it. */
+  watch(changed: (id: string) => void): Promise<void>;
+  get(id: string): Promise<TokenRecord | undefined>;
+  close(): Promise<void>;
+}
 
 export interface TokenRecord {
   id: string;
@@ -82,6 +106,8 @@ export class TokenStore implements Authenticator {
   /** Each record's scopes, parsed once (callGuard authenticates a scoped token on every message). */
   private readonly parsed = new WeakMap<TokenRecord, Scope[]>();
   private readonly admin: Authenticator;
+  private shared: SharedTokenRecords | undefined;
+  private reload: NodeJS.Timeout | undefined;
 
   constructor(
     dataDir: string,
@@ -108,6 +134,29 @@ export class TokenStore implements Authenticator {
     }
   }
 
+  /**
+   * Keeps the records in `shared` from now on (see the header): copies in
+   * the ones of tokens.json it lacks, loads them all, and follows changes.
+   */
+  async share(shared: SharedTokenRecords, onError: (err: unknown) => void): Promise<void> {
+    for (const r of this.records.values()) await shared.add(r);
+    this.shared = shared;
+    await shared.watch((id) => {
+      shared.get(id).then((r) => r && this.records.set(r.id, r), onError);
+    });
+    await this.reloadAll();
+    this.reload = setInterval(() => this.reloadAll().catch(onError), SHARED_RELOAD_MS).unref();
+  }
+
+  async close(): Promise<void> {
+    if (this.reload) clearInterval(this.reload);
+    await this.shared?.close();
+  }
+
+  private async reloadAll(): Promise<void> {
+    for (const r of await this.shared!.all()) this.records.set(r.id, r);
+  }
+
   authenticate(header: string | undefined): Principal {
     const given = bearer(header);
     const m = given === undefined ? null : TOKEN.exec(given);
@@ -127,7 +176,7 @@ export class TokenStore implements Authenticator {
   }
 
   /** Issues a token; the returned string is the only copy of its secret. */
-  create(scopeTexts: readonly string[], ttlMs: number, description = ''): { token: string; info: TokenInfo } {
+  async create(scopeTexts: readonly string[], ttlMs: number, description = ''): Promise<{ token: string; info: TokenInfo }> {
     const scopes: Scope[] = parseScopes(scopeTexts);
     if (!Number.isSafeInteger(ttlMs) || ttlMs <= 0 || ttlMs > MAX_TOKEN_TTL_MS) {
       throw new InvalidArgumentError(`token ttl ${ttlMs} ms: give a duration over 0 and at most 366d (e.g. --ttl 30d)`);
@@ -149,12 +198,17 @@ export class TokenStore implements Authenticator {
       description,
       revokedAtMs: 0,
     };
-    this.records.set(id, record);
-    try {
-      this.save();
-    } catch (err) {
-      this.records.delete(id);
-      throw err;
+    if (this.shared) {
+      if (!(await this.shared.add(record))) throw new FailedPreconditionError(`token id ${id} was just taken by another server: create the token again`);
+      this.records.set(id, record);
+    } else {
+      this.records.set(id, record);
+      try {
+        this.save();
+      } catch (err) {
+        this.records.delete(id);
+        throw err;
+      }
     }
     return { token: `stw_${id}_${secret}`, info: infoOf(record) };
   }
@@ -164,10 +218,19 @@ export class TokenStore implements Authenticator {
   }
 
   /** Revokes a token by id (or by the whole token string, of which only the id is read). */
-  revoke(idOrToken: string): TokenInfo {
+  async revoke(idOrToken: string): Promise<TokenInfo> {
     const id = TOKEN.exec(idOrToken)?.[1] ?? idOrToken.replace(/^stw_/, '').replace(/…$/, '');
-    const r = this.records.get(id);
+    const r = this.shared ? ((await this.shared.get(id)) ?? this.records.get(id)) : this.records.get(id);
     if (!r) throw new NotFoundError(`no token with id ${JSON.stringify(id.slice(0, 40))}: see stowage token list`);
+    if (this.shared) {
+      if (!r.revokedAtMs) {
+        const revoked = { ...r, revokedAtMs: this.now() };
+        await this.shared.put(revoked);
+        this.records.set(id, revoked);
+        return infoOf(revoked);
+      }
+      return infoOf(r);
+    }
     if (!r.revokedAtMs) {
       r.revokedAtMs = this.now();
       try {

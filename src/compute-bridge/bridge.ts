@@ -190,7 +190,7 @@ export class Bridge {
     if (inputs.length === 0) throw new InvalidArgumentError('Submit names no call');
     if (inputs.length > MAX_CALLS_PER_SUBMIT) throw new InvalidArgumentError(`at most ${MAX_CALLS_PER_SUBMIT} calls per Submit, got ${inputs.length}`);
     const versions: Record<string, number> = {};
-    for (const volume of new Set(Object.values(spec.volumes))) versions[volume] = this.reads.latestVersion(volume);
+    for (const volume of new Set(Object.values(spec.volumes))) versions[volume] = await this.reads.latestVersion(volume);
     const now = Date.now();
     const fresh: CallRecord[] = [];
     const ids: string[] = [];

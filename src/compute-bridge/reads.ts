@@ -42,7 +42,7 @@ export class ReadResolver {
 
   constructor(private readonly volumes: VolumeResolver) {}
 
-  latestVersion(volume: string): number {
+  latestVersion(volume: string): Promise<number> {
     return this.volumes.latestVersion(volume);
   }
 

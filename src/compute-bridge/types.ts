@@ -33,7 +33,7 @@ export interface ResolvedFile {
  */
 export interface VolumeResolver {
   /** The newest version of `volume`: NotFoundError when there is no such volume, FailedPreconditionError when it has no version yet. */
-  latestVersion(volume: string): number;
+  latestVersion(volume: string): Promise<number>;
   /**
    * The files of one version of `volume` that a glob matches (a path without
    * glob characters: that file, or everything below that directory), with

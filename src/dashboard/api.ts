@@ -52,10 +52,10 @@ export class DashboardApi {
     return { server: this.sources.server };
   }
 
-  volumes(readable: Readable = everything): object {
+  async volumes(readable: Readable = everything): Promise<object> {
     const v = this.sources.volumes;
     if (!v) return { hosted: false };
-    const rows: VolumeSummary[] = v.list().filter((r) => readable('volume', r.name)).map((r) => {
+    const rows: VolumeSummary[] = (await v.list()).filter((r) => readable('volume', r.name)).map((r) => {
       const key = `${r.latestVersion}/${r.versionCount}`;
       const u = this.usage.get(r.name);
       const known = u?.key === key ? u : undefined;
@@ -67,11 +67,11 @@ export class DashboardApi {
     return { volumes: rows };
   }
 
-  versions(name: string): object {
+  async versions(name: string): Promise<object> {
     const v = this.sources.volumes;
     if (!v) return { hosted: false };
     checkName('volume', name);
-    return { volume: name, versions: v.versions(name) };
+    return { volume: name, versions: await v.versions(name) };
   }
 
   async files(name: string, version: number, path: string): Promise<object> {
@@ -125,7 +125,7 @@ export class DashboardApi {
         this.usage.set(r.name, { key, logicalBytes: 0, storedBytes: null });
       }
     }
-    const live = new Set(v.list().map((r) => r.name));
+    const live = new Set((await v.list()).map((r) => r.name));
     for (const name of this.usage.keys()) if (!live.has(name)) this.usage.delete(name);
   }
 }

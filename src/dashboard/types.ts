@@ -35,10 +35,10 @@ export interface FileDownload {
 }
 
 export interface VolumeSource {
-  list(): Omit<VolumeSummary, 'logicalBytes' | 'storedBytes' | 'dedupRatio'>[];
+  list(): Promise<Omit<VolumeSummary, 'logicalBytes' | 'storedBytes' | 'dedupRatio'>[]>;
   /** See volume-server/usage.ts; undefined when the volume is too large to walk. */
   usage(name: string): Promise<{ logicalBytes: number; storedBytes: number } | undefined>;
-  versions(name: string): VersionSummary[];
+  versions(name: string): Promise<VersionSummary[]>;
   /** One directory of a version (0: the latest), at most `limit` entries. */
   listDir(name: string, version: number, path: string, limit: number): Promise<{ version: number; entries: DirEntry[]; truncated: boolean }>;
   /** NOT_FOUND when there is no such file. */

@@ -68,19 +68,19 @@ export function dashboardSources(h: HostedServices): DashboardSources {
 
 function volumeSource(catalog: VolumeCatalog): VolumeSource {
   return {
-    list: () =>
-      catalog.listVolumes(true).map((v) => ({
+    list: async () =>
+      (await catalog.listVolumes(true)).map((v) => ({
         name: v.name,
         ephemeral: v.ephemeral,
         createdAtMs: v.createdAtMs,
         latestVersion: v.latestVersion,
-        versionCount: catalog.listVersions(v.name).length,
+        versionCount: catalog.index.listVersions(v.id).length,
         fileCount: v.fileCount,
         totalBytes: v.totalBytes,
       })),
     usage: (name) => volumeUsage(catalog, name),
-    versions: (name) =>
-      catalog.listVersions(name).map((v) => ({ version: v.version, createdAtMs: v.createdAtMs, fileCount: v.fileCount, totalBytes: v.totalBytes })),
+    versions: async (name) =>
+      (await catalog.listVersions(name)).map((v) => ({ version: v.version, createdAtMs: v.createdAtMs, fileCount: v.fileCount, totalBytes: v.totalBytes })),
     async listDir(name, version, path, limit) {
       const entries: DirEntry[] = [];
       let truncated = false;

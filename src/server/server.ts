@@ -24,7 +24,7 @@ import type { VolumeResolver } from '../compute-bridge/types.js';
 import { loadOrCreateToken } from '../common/auth.js';
 import { TokenStore } from '../common/tokens.js';
 import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT } from '../common/config.js';
-import { FailedPreconditionError, UnavailableError } from '../common/errors.js';
+import { FailedPreconditionError, InvalidArgumentError, UnavailableError, messageOf } from '../common/errors.js';
 import { rpcMetrics } from '../common/grpc-metrics.js';
 import { callGuard, withRequestLimits } from '../common/grpc-server.js';
 import type { IdleOptions } from '../common/idle.js';
@@ -45,6 +45,8 @@ import { VolumeServiceService } from '../gen/stowage/v1/volume.js';
 import { QueueService } from '../queue/service.js';
 import type { QueueBackend } from '../queue/types.js';
 import { VolumeCatalog, type CatalogOptions } from '../volume-server/catalog.js';
+import { RedisSharedVolumes } from '../volume-server/shared.js';
+import { RedisTokenRecords } from './redis-tokens.js';
 import { collectGarbage } from '../volume-server/gc.js';
 import { volumeService } from '../volume-server/grpc-service.js';
 import { LmdbIndex } from '../volume-server/index/lmdb.js';
@@ -61,6 +63,8 @@ import { tokenService } from './token-service.js';
 import { dashboardSources } from './dashboard-sources.js';
 
 export const DEFAULT_GC_INTERVAL_MS = 6 * 3600_000;
+export const HEADS_MODES = ['local', 'redis'] as const;
+export type HeadsMode = (typeof HEADS_MODES)[number];
 
 export interface ServeOptions {
   dataDir?: string;
@@ -73,6 +77,12 @@ export interface ServeOptions {
   catalog?: CatalogOptions;
   /** Keep dicts and queues in this Redis (redis://…) instead of LMDB. */
   redisUrl?: string;
+  /**
+   * Where volume heads live: 'local' in this server's index (one server per
+   * bucket), or 'redis' in `redisUrl`, shared by every server over the bucket
+   * (volume-server/shared.ts). Default: 'redis' when `redisUrl` is set.
+   */
+  heads?: HeadsMode;
   /** How often idle dicts and queues are looked for (tests shorten it). */
   idle?: IdleOptions;
   /** Services to host; all of them by default. */
@@ -168,9 +178,19 @@ async function serve(
   const store = instrumented ? withMetrics(bare, metrics) : bare;
   const index = new LmdbIndex(join(dataDir, 'index'), log);
   opened.push(index);
+  const heads = opts.heads ?? (opts.redisUrl ? 'redis' : 'local');
+  if (heads === 'redis' && !opts.redisUrl) throw new InvalidArgumentError('heads in Redis need a Redis: give --redis-url too');
+  const shared = heads === 'redis' ? await RedisSharedVolumes.connect(opts.redisUrl!) : undefined;
+  if (shared) {
+    opened.push(shared);
+    // Scoped tokens are shared with the other servers too (common/tokens.ts).
+    opened.push(tokens);
+    await tokens.share(await RedisTokenRecords.connect(opts.redisUrl!), (err) => log.warn({ err: messageOf(err) }, 'cannot reload the scoped tokens from Redis'));
+  }
   const catalog = new VolumeCatalog(store, index, log, {
     ...opts.catalog,
     treeCacheCounter: instrumented ? metrics.treeCache : undefined,
+    shared,
   });
   opened.push(catalog);
   // Only the hosted services open their backends (and run their timers).
@@ -254,7 +274,11 @@ async function serve(
         catalog.reapEphemeral().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'ephemeral reaper failed'));
       }, 30_000).unref()
     : undefined;
-  const gcInterval = opts.gcIntervalMs ?? DEFAULT_GC_INTERVAL_MS;
+  // Not yet with shared heads (gc.ts says why): nothing is deleted there.
+  const gcInterval = shared ? 0 : (opts.gcIntervalMs ?? DEFAULT_GC_INTERVAL_MS);
+  if (shared && (opts.gcIntervalMs ?? DEFAULT_GC_INTERVAL_MS) > 0 && services.includes('volume')) {
+    log.info({ redis: shared.describe() }, 'background garbage collection is off while servers share volume heads');
+  }
   let gcRun: Promise<unknown> = Promise.resolve();
   const gcTimer =
     services.includes('volume') && gcInterval > 0
@@ -334,8 +358,8 @@ function stateDescription(dataDir: string, redisUrl: string | undefined): string
 /** What the compute bridge may know of volumes: versions and the extents of their files. */
 function volumeResolver(catalog: VolumeCatalog): VolumeResolver {
   return {
-    latestVersion(volume) {
-      const v = catalog.getVolume(volume).latestVersion;
+    async latestVersion(volume) {
+      const v = (await catalog.getVolume(volume)).latestVersion;
       if (!v) throw new FailedPreconditionError(`volume ${volume} has no version yet: put files into it first (stowage volume put ${volume} …)`);
       return v;
     },

@@ -9,15 +9,15 @@ const message = (i: TokenInfo): TokenInfoMessage => ({ ...i });
 export function tokenService(tokens: TokenStore, log: Logger): TokenServiceServer {
   const check = authCheck(tokens);
   return {
-    createToken: unary(check, log, (r) => {
-      const { token, info } = tokens.create(r.scopes, r.ttlMs, r.description);
+    createToken: unary(check, log, async (r) => {
+      const { token, info } = await tokens.create(r.scopes, r.ttlMs, r.description);
       // The id only: the secret never reaches a log.
       log.info({ token: info.id, scopes: info.scopes, expiresAtMs: info.expiresAtMs }, 'token created');
       return { token, info: message(info) };
     }),
     listTokens: unary(check, log, () => ({ tokens: tokens.list().map(message) })),
-    revokeToken: unary(check, log, (r) => {
-      const info = tokens.revoke(r.id);
+    revokeToken: unary(check, log, async (r) => {
+      const info = await tokens.revoke(r.id);
       log.info({ token: info.id }, 'token revoked');
       return message(info);
     }),

@@ -42,6 +42,8 @@ export interface CommitHeader {
   removes: RemoveOp[];
   copies: CopyOp[];
   force: boolean;
+  /** The client's id for this commit (empty: none); a retry with the same id lands once. */
+  commitId?: string;
 }
 
 /** What a commit needs of the catalogue. */
@@ -67,6 +69,8 @@ export async function commitVersion(
   head: VersionRecord | undefined,
   header: CommitHeader,
   puts: AsyncIterable<FileEntry[]>,
+  /** Called with the new version once its pages are stored, before its record is: where several servers share heads, this moves the head (shared.ts advance). */
+  publish?: (version: VersionRecord) => Promise<void>,
 ): Promise<Committed> {
   const sink = new PageSink(ctx.trees);
   const now = Date.now();
@@ -108,6 +112,8 @@ export async function commitVersion(
     totalBytes: root.totals.bytes,
     nextId: draft.idsUsedUpTo,
   };
+  if (header.commitId) version.commitId = header.commitId;
+  await publish?.(version);
   await ctx.store.put(versionKey(rec.id, version.version), Buffer.from(JSON.stringify(version)));
   const volume: VolumeRecord = { ...rec, latestVersion: version.version, fileCount: version.fileCount, totalBytes: version.totalBytes };
   await ctx.index.putVersion(volume, version, { sizes, contents });

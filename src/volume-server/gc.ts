@@ -80,6 +80,12 @@ async function collect(catalog: VolumeCatalog, opts: GcOptions): Promise<GcRepor
   const started = performance.now();
   const index = catalog.index;
   const store = catalog.store;
+  if (catalog.shared) {
+    // Other servers' planned uploads, in-flight commits and cached blob sizes are not yet visible to a collection here.
+    throw new FailedPreconditionError(
+      `garbage collection is not yet supported while several servers share the heads in ${catalog.shared.describe()}: nothing is deleted; to collect, stop the other servers and run one server without --heads redis`,
+    );
+  }
   if (!index.isSynced()) {
     throw new FailedPreconditionError(`garbage collection needs the index rebuilt from ${store.description} first (stowage volume rebuild-index)`);
   }
@@ -103,7 +109,7 @@ async function collect(catalog: VolumeCatalog, opts: GcOptions): Promise<GcRepor
 
   // 1. Retention.
   const dropped = new Map<string, Set<number>>();
-  const volumes = opts.volume ? [catalog.getVolume(opts.volume)] : catalog.listVolumes(true);
+  const volumes = opts.volume ? [await catalog.getVolume(opts.volume)] : await catalog.listVolumes(true);
   for (const info of volumes) {
     await catalog.withLock(info.id, async () => {
       const rec = index.getVolume(info.id);

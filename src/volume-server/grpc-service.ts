@@ -19,17 +19,17 @@ export function volumeService(catalog: VolumeCatalog, mounts: MountReports, toke
   return {
     createVolume: unary(check, log, (r) => catalog.createVolume(r.name, r.ephemeral, r.existOk)),
     getVolume: unary(check, log, (r) => catalog.getVolume(r.name)),
-    listVolumes: unary(check, log, (r) => ({ volumes: catalog.listVolumes(r.includeEphemeral) })),
+    listVolumes: unary(check, log, async (r) => ({ volumes: await catalog.listVolumes(r.includeEphemeral) })),
     deleteVolume: unary(check, log, async (r) => {
       await catalog.deleteVolume(r.name);
       return {};
     }),
     renameVolume: unary(check, log, (r) => catalog.renameVolume(r.name, r.newName)),
-    heartbeat: unary(check, log, (r) => {
-      catalog.heartbeat(r.name);
+    heartbeat: unary(check, log, async (r) => {
+      await catalog.heartbeat(r.name);
       return {};
     }),
-    listVersions: unary(check, log, (r) => ({ versions: catalog.listVersions(r.name) })),
+    listVersions: unary(check, log, async (r) => ({ versions: await catalog.listVersions(r.name) })),
     getVersion: unary(check, log, (r) => catalog.getVersion(r.volume, r.version)),
     listFiles: serverStream(check, log, async (r, write) => {
       for await (const b of catalog.listFiles(r.volume, r.path, r.recursive, r.version, r.pageSize, r.pageToken, !r.withoutExtents)) {
@@ -98,7 +98,7 @@ export function volumeService(catalog: VolumeCatalog, mounts: MountReports, toke
           yield m.value.puts;
         }
       }
-      return catalog.commit({ volume: head.volume, removes: head.removes, copies: head.copies, force: head.force }, puts());
+      return catalog.commit({ volume: head.volume, removes: head.removes, copies: head.copies, force: head.force, commitId: head.commitId }, puts());
     }),
     rebuildIndex: unary(check, log, async () => {
       const r = await catalog.rebuildIndex();

@@ -25,7 +25,7 @@ export const DEFAULT_MAX_USAGE_PAGES = 100_000;
 
 /** The usage of volume `name` (see the head of this file); undefined when the walk is over `maxPages`. */
 export async function volumeUsage(catalog: VolumeCatalog, name: string, maxPages = DEFAULT_MAX_USAGE_PAGES): Promise<VolumeUsage | undefined> {
-  const versions = catalog.listVersions(name);
+  const versions = await catalog.listVersions(name);
   const pages = new Set<string>();
   const extents = new Set<string>();
   let storedBytes = 0;

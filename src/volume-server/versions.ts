@@ -47,6 +47,8 @@ export interface VersionRecord {
   totalBytes: number;
   /** The next inode id this volume gives (ids below it are taken). */
   nextId: number;
+  /** The id its client gave the commit, so that a retry of it lands once (catalog.ts findCommit). */
+  commitId?: string;
 }
 
 /** The root directory's inode id; entries get ids from 2 up. */
@@ -134,6 +136,7 @@ export function parseVersionRecord(key: string, bytes: Buffer): VersionRecord {
     totalBytes: field(key, o, 'totalBytes', isCount),
     nextId: field(key, o, 'nextId', isCount),
   };
+  if (o.commitId !== undefined) rec.commitId = field(key, o, 'commitId', isStr);
   if (versionKey(rec.volumeId, rec.version) !== key) throw new IntegrityError(`${key} holds version ${rec.version} of volume ${rec.volumeId}`);
   return rec;
 }

@@ -1,0 +1,89 @@
+/**
+ * Scoped-token records in Redis, for servers that share their volumes' heads
+ * there (common/tokens.ts says how a server uses them): a hash of id ->
+ * record (JSON, the secret's hash only), and a channel on which each change
+ * names the record changed.
+ */
+import { Redis } from 'ioredis';
+import { UnavailableError, messageOf } from '../common/errors.js';
+import { redisReady, redisRetryStrategy } from '../common/redis-ready.js';
+import type { SharedTokenRecords, TokenRecord } from '../common/tokens.js';
+import { redactUrl } from '../common/urls.js';
+
+const RECORDS = '{stowage:tokens}:records';
+const CHANNEL = 'stowage:tokens:changed';
+const CONNECT_WAIT_MS = 1000;
+
+export class RedisTokenRecords implements SharedTokenRecords {
+  private readonly where: string;
+  private sub: Redis | undefined;
+
+  private constructor(
+    private readonly redis: Redis,
+    private readonly url: string,
+  ) {
+    this.where = redactUrl(url);
+  }
+
+  static async connect(url: string): Promise<RedisTokenRecords> {
+    const redis = new Redis(url, {
+      lazyConnect: true,
+      retryStrategy: redisRetryStrategy,
+      connectTimeout: 3000,
+      commandTimeout: 3000,
+      maxRetriesPerRequest: 1,
+      enableOfflineQueue: false,
+    });
+    redis.on('error', () => undefined);
+    const records = new RedisTokenRecords(redis, url);
+    await records.call(() => redis.connect());
+    return records;
+  }
+
+  async all(): Promise<TokenRecord[]> {
+    const all = await this.call(() => this.redis.hgetall(RECORDS));
+    return Object.values(all).map((v) => JSON.parse(v) as TokenRecord);
+  }
+
+  async get(id: string): Promise<TokenRecord | undefined> {
+    const v = await this.call(() => this.redis.hget(RECORDS, id));
+    return v ? (JSON.parse(v) as TokenRecord) : undefined;
+  }
+
+  async add(record: TokenRecord): Promise<boolean> {
+    const added = (await this.call(() => this.redis.hsetnx(RECORDS, record.id, JSON.stringify(record)))) === 1;
+    if (added) await this.call(() => this.redis.publish(CHANNEL, record.id));
+    return added;
+  }
+
+  async put(record: TokenRecord): Promise<void> {
+    await this.call(() => this.redis.hset(RECORDS, record.id, JSON.stringify(record)));
+    await this.call(() => this.redis.publish(CHANNEL, record.id));
+  }
+
+  async watch(changed: (id: string) => void): Promise<void> {
+    const sub = new Redis(this.url, { lazyConnect: true, retryStrategy: redisRetryStrategy, connectTimeout: 3000 });
+    sub.on('error', () => undefined);
+    sub.on('message', (_channel: string, id: string) => changed(id));
+    this.sub = sub;
+    await this.call(async () => {
+      await sub.connect();
+      await sub.subscribe(CHANNEL);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.sub?.disconnect();
+    this.redis.disconnect();
+  }
+
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.redis.status !== 'wait') await redisReady(this.redis, this.where, CONNECT_WAIT_MS);
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof UnavailableError) throw err;
+      throw new UnavailableError(`redis at ${this.where}, which holds the scoped tokens, is unavailable: ${messageOf(err)}`);
+    }
+  }
+}

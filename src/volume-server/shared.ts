@@ -1,0 +1,279 @@
+/**
+ * What several volume servers over one bucket share, in Redis: which volume
+ * a name means, each volume's record and head (its newest version record),
+ * the commit lock of each volume, and the heartbeats of ephemeral volumes. With it,
+ * each server's LMDB index is only a cache (catalog.ts refreshes it from here
+ * before it answers), and any number of servers can serve one bucket.
+ *
+ * A commit moves a head by compare-and-swap (`advance`): it names the version
+ * it built on and holds the volume's commit lock, and it fails if either
+ * changed. The winner's version record goes into Redis in that same step,
+ * then into the store; a server that finds a head whose record the store
+ * lacks (its committer died in between) writes it (catalog.ts).
+ *
+ * Every key shares the hash tag {stowage:volumes}: one Cluster slot, so each
+ * script is atomic and names only declared keys. That puts the volume
+ * metadata of a cluster on one shard; it is small (a record and a head per
+ * volume) and is written once per commit.
+ */
+import { Redis } from 'ioredis';
+import { UnavailableError, messageOf } from '../common/errors.js';
+import { redisReady, redisRetryStrategy } from '../common/redis-ready.js';
+import { redactUrl } from '../common/urls.js';
+import type { VersionRecord } from './versions.js';
+
+const TAG = '{stowage:volumes}';
+const K = {
+  names: `${TAG}:names`,
+  records: `${TAG}:records`,
+  heads: `${TAG}:heads`,
+  locks: `${TAG}:locks`,
+  heartbeats: `${TAG}:heartbeats`,
+};
+const CONNECT_WAIT_MS = 1000;
+
+/** A volume as Redis holds it: its stored record (JSON) and its head's record. */
+export interface SharedVolume {
+  record: string;
+  head?: VersionRecord;
+}
+
+const SCRIPTS = {
+  /** KEYS names records heads; ARGV name -> {record, head} or {} */
+  sync: {
+    keys: 3,
+    lua: `local id = redis.call('HGET', KEYS[1], ARGV[1])
+if not id then return {} end
+local rec = redis.call('HGET', KEYS[2], id)
+if not rec then return {} end
+return {rec, redis.call('HGET', KEYS[3], id) or ''}`,
+  },
+  /** KEYS names records heads -> flat list of record, head */
+  all: {
+    keys: 3,
+    lua: `local out = {}
+local names = redis.call('HGETALL', KEYS[1])
+for i = 1, #names, 2 do
+  local id = names[i + 1]
+  local rec = redis.call('HGET', KEYS[2], id)
+  if rec then
+    out[#out + 1] = rec
+    out[#out + 1] = redis.call('HGET', KEYS[3], id) or ''
+  end
+end
+return out`,
+  },
+  /** KEYS names records; ARGV name id record -> 1 created, 0 taken */
+  create: {
+    keys: 2,
+    lua: `if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1`,
+  },
+  /** KEYS names records heads; ARGV name id record head -> 1 seeded, 0 (the name or the volume is known already) */
+  seed: {
+    keys: 3,
+    lua: `if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], ARGV[4]) end
+return 1`,
+  },
+  /** KEYS names records; ARGV old new id record -> 'ok' | 'gone' | 'taken' */
+  rename: {
+    keys: 2,
+    lua: `if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[3] then return 'gone' end
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1 then return 'taken' end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+return 'ok'`,
+  },
+  /** KEYS names records; ARGV name id record -> 1 | 0 (the name means another volume now) */
+  update: {
+    keys: 2,
+    lua: `if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1`,
+  },
+  /** KEYS names records heads heartbeats; ARGV name id -> 1 | 0 */
+  remove: {
+    keys: 4,
+    lua: `if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+for i = 2, 4 do redis.call('HDEL', KEYS[i], ARGV[2]) end
+return 1`,
+  },
+  /** KEYS locks; ARGV id token ttlMs -> 1 held (taken or renewed), 0 held by another */
+  lock: {
+    keys: 1,
+    lua: `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local sep = string.find(cur, '|', 1, true)
+  local owner = string.sub(cur, 1, sep - 1)
+  local expires = tonumber(string.sub(cur, sep + 1))
+  if owner ~= ARGV[2] and expires > now then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. (now + tonumber(ARGV[3])))
+return 1`,
+  },
+  /** KEYS locks; ARGV id token */
+  unlock: {
+    keys: 1,
+    lua: `local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and string.sub(cur, 1, #ARGV[2] + 1) == ARGV[2] .. '|' then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1`,
+  },
+  /**
+   * KEYS heads locks names; ARGV id expected head token name
+   * -> 'ok' | 'moved:<v>' | 'lock' | 'gone'
+   */
+  advance: {
+    keys: 3,
+    lua: `if redis.call('HGET', KEYS[3], ARGV[5]) ~= ARGV[1] then return 'gone' end
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local v = 0
+if cur then v = cjson.decode(cur).version end
+if v ~= tonumber(ARGV[2]) then return 'moved:' .. v end
+local lock = redis.call('HGET', KEYS[2], ARGV[1])
+if not lock or string.sub(lock, 1, #ARGV[4] + 1) ~= ARGV[4] .. '|' then return 'lock' end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 'ok'`,
+  },
+} as const;
+type ScriptName = keyof typeof SCRIPTS;
+
+export class RedisSharedVolumes {
+  /** The Redis URL without its password, for messages. */
+  readonly where: string;
+
+  private constructor(private readonly redis: Redis, url: string) {
+    this.where = redactUrl(url);
+    for (const [name, s] of Object.entries(SCRIPTS)) this.redis.defineCommand(`stowage_volumes_${name}`, { numberOfKeys: s.keys, lua: s.lua });
+  }
+
+  /** Connects (UnavailableError naming Redis when it cannot be reached). */
+  static async connect(url: string): Promise<RedisSharedVolumes> {
+    // commandTimeout: a Redis that hangs (stopped, partitioned) fails calls instead of holding them.
+    const redis = new Redis(url, {
+      lazyConnect: true,
+      retryStrategy: redisRetryStrategy,
+      connectTimeout: 3000,
+      commandTimeout: 3000,
+      maxRetriesPerRequest: 1,
+      enableOfflineQueue: false,
+    });
+    redis.on('error', () => undefined);
+    const shared = new RedisSharedVolumes(redis, url);
+    try {
+      await redis.connect();
+    } catch (err) {
+      redis.disconnect();
+      throw shared.unavailable(err);
+    }
+    return shared;
+  }
+
+  describe(): string {
+    return `redis at ${this.where}`;
+  }
+
+  async sync(name: string): Promise<SharedVolume | undefined> {
+    const r = (await this.script('sync', [K.names, K.records, K.heads], [name])) as string[];
+    return r.length === 0 ? undefined : shared(r[0]!, r[1]!);
+  }
+
+  async all(): Promise<SharedVolume[]> {
+    const r = (await this.script('all', [K.names, K.records, K.heads], [])) as string[];
+    const out: SharedVolume[] = [];
+    for (let i = 0; i < r.length; i += 2) out.push(shared(r[i]!, r[i + 1]!));
+    return out;
+  }
+
+  async create(name: string, id: string, record: string): Promise<boolean> {
+    return (await this.script('create', [K.names, K.records], [name, id, record])) === 1;
+  }
+
+  /** Makes a volume that only the store knew (a server that ran alone before) known, unless its name or id is taken. */
+  async seed(name: string, id: string, record: string, head: VersionRecord | undefined): Promise<boolean> {
+    return (await this.script('seed', [K.names, K.records, K.heads], [name, id, record, head ? JSON.stringify(head) : ''])) === 1;
+  }
+
+  async rename(name: string, newName: string, id: string, record: string): Promise<'ok' | 'gone' | 'taken'> {
+    return (await this.script('rename', [K.names, K.records], [name, newName, id, record])) as 'ok' | 'gone' | 'taken';
+  }
+
+  /** Replaces a volume's record while its name still means it; false otherwise. */
+  async update(name: string, id: string, record: string): Promise<boolean> {
+    return (await this.script('update', [K.names, K.records], [name, id, record])) === 1;
+  }
+
+  async remove(name: string, id: string): Promise<boolean> {
+    return (await this.script('remove', [K.names, K.records, K.heads, K.heartbeats], [name, id])) === 1;
+  }
+
+  /** Takes or renews a volume's commit lock for `ttlMs`; false while another holds it. */
+  async lock(id: string, token: string, ttlMs: number): Promise<boolean> {
+    return (await this.script('lock', [K.locks], [id, token, ttlMs])) === 1;
+  }
+
+  async unlock(id: string, token: string): Promise<void> {
+    await this.script('unlock', [K.locks], [id, token]);
+  }
+
+  /**
+   * Moves a volume's head from version `expected` to `head` while `token`
+   * holds its commit lock and the name still means the volume; an
+   * UnavailableError saying why it did not land otherwise.
+   */
+  async advance(name: string, id: string, expected: number, head: VersionRecord, token: string): Promise<void> {
+    const r = String(await this.script('advance', [K.heads, K.locks, K.names], [id, expected, JSON.stringify(head), token, name]));
+    if (r === 'ok') return;
+    const why =
+      r === 'lock'
+        ? 'this server lost the volume\'s commit lock (it held it too long)'
+        : r === 'gone'
+          ? 'the volume was deleted or renamed meanwhile'
+          : `another commit moved the volume to version ${r.slice('moved:'.length)} meanwhile`;
+    throw new UnavailableError(`commit to volume "${name}" did not land: ${why}; nothing of it is visible, retry it`);
+  }
+
+  async heartbeat(id: string, atMs: number): Promise<void> {
+    await this.call(() => this.redis.hset(K.heartbeats, id, String(atMs)));
+  }
+
+  async heartbeats(): Promise<Map<string, number>> {
+    const all = await this.call(() => this.redis.hgetall(K.heartbeats));
+    return new Map(Object.entries(all).map(([id, ms]) => [id, Number(ms)]));
+  }
+
+  async close(): Promise<void> {
+    this.redis.disconnect();
+  }
+
+  private script(name: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
+    const cmd = (this.redis as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>)[`stowage_volumes_${name}`]!;
+    return this.call(() => cmd.call(this.redis, ...keys, ...args));
+  }
+
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    await redisReady(this.redis, this.where, CONNECT_WAIT_MS);
+    try {
+      return await fn();
+    } catch (err) {
+      throw this.unavailable(err);
+    }
+  }
+
+  private unavailable(err: unknown): Error {
+    if (err instanceof UnavailableError) return err;
+    return new UnavailableError(`redis at ${this.where}, which holds the volumes' heads, is unavailable: ${messageOf(err)}`);
+  }
+}
+
+function shared(record: string, head: string): SharedVolume {
+  return { record, head: head ? (JSON.parse(head) as VersionRecord) : undefined };
+}
