@@ -255,7 +255,7 @@ describe('volume servers sharing one bucket and one Redis', () => {
     void b;
   });
 
-  it('refuses --heads redis without a Redis, and an unknown --heads', async () => {
+  it('refuses --heads redis without a Redis or without a bucket, and an unknown --heads', async () => {
     const dataDir = scratchDir('refused');
     const noRedis = await runCli(['serve', '--data-dir', dataDir, '--port', '0', '--heads', 'redis'], {});
     expect(noRedis.code).not.toBe(0);
@@ -263,5 +263,8 @@ describe('volume servers sharing one bucket and one Redis', () => {
     const bogus = await runCli(['serve', '--data-dir', dataDir, '--port', '0', '--heads', 'etcd'], {});
     expect(bogus.code).not.toBe(0);
     expect(bogus.stderr).toMatch(/--heads "etcd": choose from local, redis/);
+    const localStore = await runCli(['serve', '--data-dir', dataDir, '--port', '0', '--heads', 'redis', '--redis-url', redis.url], {});
+    expect(localStore.code).not.toBe(0);
+    expect(localStore.stderr).toMatch(/heads in Redis are for servers sharing one bucket: give --s3-bucket too/);
   });
 });

@@ -42,7 +42,7 @@ export function register(program: Command): void {
     .option('--s3-prefix <prefix>', 'key prefix inside the bucket', process.env.STOWAGE_S3_PREFIX)
     .option('--s3-region <region>', 'bucket region (default: AWS_REGION or us-east-1)', process.env.STOWAGE_S3_REGION)
     .option('--redis-url <url>', 'keep dicts and queues in Redis (redis://host:port[/db]) instead of LMDB', process.env.STOWAGE_REDIS_URL)
-    .option('--heads <where>', "where volume heads live: 'redis' (--redis-url; any number of servers may share the bucket; the default with --redis-url) or 'local' (this server's index; one server per bucket)", process.env.STOWAGE_HEADS)
+    .option('--heads <where>', "where volume heads live: 'redis' (--redis-url: any number of servers may share the bucket; the default with --redis-url and --s3-bucket) or 'local' (this server's index: one server per bucket)", process.env.STOWAGE_HEADS)
     .option('--only <services>', 'host only these services, comma-separated: volume,dict,queue,bridge')
     .option('--placement <policy>', 'compute bridge placement: ours (by cached bytes), round-robin or random', 'ours')
     .option('--locality-wait <ms>', 'how long a call waits for the busy worker that caches its data before going elsewhere (default 2000)')

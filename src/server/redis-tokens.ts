@@ -1,6 +1,6 @@
 /**
  * Scoped-token records in Redis, for servers that share their volumes' heads
- * there (common/tokens.ts says how a server uses them): a hash of id ->
+ * there (common/tokens.ts says how a server uses them), per store: a hash of id ->
  * record (JSON, the secret's hash only), and a channel on which each change
  * names the record changed.
  */
@@ -10,22 +10,29 @@ import { redisReady, redisRetryStrategy } from '../common/redis-ready.js';
 import type { SharedTokenRecords, TokenRecord } from '../common/tokens.js';
 import { redactUrl } from '../common/urls.js';
 
-const RECORDS = '{stowage:tokens}:records';
-const CHANNEL = 'stowage:tokens:changed';
+/** The records and change channel of one store's servers (bucket and prefix). */
+const recordsKey = (store: string) => `{stowage:tokens:${store}}:records`;
+const channelOf = (store: string) => `stowage:tokens:${store}:changed`;
 const CONNECT_WAIT_MS = 1000;
 
 export class RedisTokenRecords implements SharedTokenRecords {
   private readonly where: string;
+  private readonly records: string;
+  private readonly channel: string;
   private sub: Redis | undefined;
 
   private constructor(
     private readonly redis: Redis,
     private readonly url: string,
+    store: string,
   ) {
     this.where = redactUrl(url);
+    this.records = recordsKey(store);
+    this.channel = channelOf(store);
   }
 
-  static async connect(url: string): Promise<RedisTokenRecords> {
+  /** Connects to the records of the servers of `store` (its bucket and prefix). */
+  static async connect(url: string, store: string): Promise<RedisTokenRecords> {
     const redis = new Redis(url, {
       lazyConnect: true,
       retryStrategy: redisRetryStrategy,
@@ -35,40 +42,40 @@ export class RedisTokenRecords implements SharedTokenRecords {
       enableOfflineQueue: false,
     });
     redis.on('error', () => undefined);
-    const records = new RedisTokenRecords(redis, url);
-    await records.call(() => redis.connect());
-    return records;
+    const shared = new RedisTokenRecords(redis, url, store);
+    await shared.call(() => redis.connect());
+    return shared;
   }
 
   async all(): Promise<TokenRecord[]> {
-    const all = await this.call(() => this.redis.hgetall(RECORDS));
+    const all = await this.call(() => this.redis.hgetall(this.records));
     return Object.values(all).map((v) => JSON.parse(v) as TokenRecord);
   }
 
   async get(id: string): Promise<TokenRecord | undefined> {
-    const v = await this.call(() => this.redis.hget(RECORDS, id));
+    const v = await this.call(() => this.redis.hget(this.records, id));
     return v ? (JSON.parse(v) as TokenRecord) : undefined;
   }
 
   async add(record: TokenRecord): Promise<boolean> {
-    const added = (await this.call(() => this.redis.hsetnx(RECORDS, record.id, JSON.stringify(record)))) === 1;
-    if (added) await this.call(() => this.redis.publish(CHANNEL, record.id));
+    const added = (await this.call(() => this.redis.hsetnx(this.records, record.id, JSON.stringify(record)))) === 1;
+    if (added) await this.call(() => this.redis.publish(this.channel, record.id));
     return added;
   }
 
   async put(record: TokenRecord): Promise<void> {
-    await this.call(() => this.redis.hset(RECORDS, record.id, JSON.stringify(record)));
-    await this.call(() => this.redis.publish(CHANNEL, record.id));
+    await this.call(() => this.redis.hset(this.records, record.id, JSON.stringify(record)));
+    await this.call(() => this.redis.publish(this.channel, record.id));
   }
 
   async watch(changed: (id: string) => void): Promise<void> {
     const sub = new Redis(this.url, { lazyConnect: true, retryStrategy: redisRetryStrategy, connectTimeout: 3000 });
     sub.on('error', () => undefined);
-    sub.on('message', (_channel: string, id: string) => changed(id));
+    sub.on('message', (channel: string, id: string) => channel === this.channel && changed(id));
     this.sub = sub;
     await this.call(async () => {
       await sub.connect();
-      await sub.subscribe(CHANNEL);
+      await sub.subscribe(this.channel);
     });
   }
 

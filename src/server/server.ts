@@ -178,14 +178,19 @@ async function serve(
   const store = instrumented ? withMetrics(bare, metrics) : bare;
   const index = new LmdbIndex(join(dataDir, 'index'), log);
   opened.push(index);
-  const heads = opts.heads ?? (opts.redisUrl ? 'redis' : 'local');
+  // Shared heads need a shared store: the default with a bucket and a Redis.
+  const heads = opts.heads ?? (opts.redisUrl && opts.s3 ? 'redis' : 'local');
   if (heads === 'redis' && !opts.redisUrl) throw new InvalidArgumentError('heads in Redis need a Redis: give --redis-url too');
-  const shared = heads === 'redis' ? await RedisSharedVolumes.connect(opts.redisUrl!) : undefined;
+  if (heads === 'redis' && !opts.s3) {
+    throw new InvalidArgumentError('heads in Redis are for servers sharing one bucket: give --s3-bucket too (a local store is this server\'s alone)');
+  }
+  const storeName = opts.s3 ? `${opts.s3.bucket}/${opts.s3.prefix ?? ''}` : '';
+  const shared = heads === 'redis' ? await RedisSharedVolumes.connect(opts.redisUrl!, storeName) : undefined;
   if (shared) {
     opened.push(shared);
     // Scoped tokens are shared with the other servers too (common/tokens.ts).
     opened.push(tokens);
-    await tokens.share(await RedisTokenRecords.connect(opts.redisUrl!), (err) => log.warn({ err: messageOf(err) }, 'cannot reload the scoped tokens from Redis'));
+    await tokens.share(await RedisTokenRecords.connect(opts.redisUrl!, storeName), (err) => log.warn({ err: messageOf(err) }, 'cannot reload the scoped tokens from Redis'));
   }
   const catalog = new VolumeCatalog(store, index, log, {
     ...opts.catalog,

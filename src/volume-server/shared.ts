@@ -11,7 +11,7 @@
  * then into the store; a server that finds a head whose record the store
  * lacks (its committer died in between) writes it (catalog.ts).
  *
- * Every key shares the hash tag {stowage:volumes}: one Cluster slot, so each
+ * Every key of one store shares the hash tag {stowage:volumes:BUCKET/PREFIX}: one Cluster slot, so each
  * script is atomic and names only declared keys. That puts the volume
  * metadata of a cluster on one shard; it is small (a record and a head per
  * volume) and is written once per commit.
@@ -22,14 +22,17 @@ import { redisReady, redisRetryStrategy } from '../common/redis-ready.js';
 import { redactUrl } from '../common/urls.js';
 import type { VersionRecord } from './versions.js';
 
-const TAG = '{stowage:volumes}';
-const K = {
-  names: `${TAG}:names`,
-  records: `${TAG}:records`,
-  heads: `${TAG}:heads`,
-  locks: `${TAG}:locks`,
-  heartbeats: `${TAG}:heartbeats`,
-};
+/** The keys of one store's volumes: under one hash tag naming the store (bucket and prefix), so that stores sharing a Redis never meet. */
+function keysOf(store: string) {
+  const tag = `{stowage:volumes:${store}}`;
+  return {
+    names: `${tag}:names`,
+    records: `${tag}:records`,
+    heads: `${tag}:heads`,
+    locks: `${tag}:locks`,
+    heartbeats: `${tag}:heartbeats`,
+  };
+}
 const CONNECT_WAIT_MS = 1000;
 
 /** A volume as Redis holds it: its stored record (JSON) and its head's record. */
@@ -150,13 +153,20 @@ export class RedisSharedVolumes {
   /** The Redis URL without its password, for messages. */
   readonly where: string;
 
-  private constructor(private readonly redis: Redis, url: string) {
+  private readonly keys: ReturnType<typeof keysOf>;
+
+  private constructor(
+    private readonly redis: Redis,
+    url: string,
+    store: string,
+  ) {
     this.where = redactUrl(url);
+    this.keys = keysOf(store);
     for (const [name, s] of Object.entries(SCRIPTS)) this.redis.defineCommand(`stowage_volumes_${name}`, { numberOfKeys: s.keys, lua: s.lua });
   }
 
-  /** Connects (UnavailableError naming Redis when it cannot be reached). */
-  static async connect(url: string): Promise<RedisSharedVolumes> {
+  /** Connects (UnavailableError naming Redis when it cannot be reached); `store` names the bucket and prefix whose volumes these are. */
+  static async connect(url: string, store: string): Promise<RedisSharedVolumes> {
     // commandTimeout: a Redis that hangs (stopped, partitioned) fails calls instead of holding them.
     const redis = new Redis(url, {
       lazyConnect: true,
@@ -167,7 +177,7 @@ export class RedisSharedVolumes {
       enableOfflineQueue: false,
     });
     redis.on('error', () => undefined);
-    const shared = new RedisSharedVolumes(redis, url);
+    const shared = new RedisSharedVolumes(redis, url, store);
     try {
       await redis.connect();
     } catch (err) {
@@ -182,46 +192,46 @@ export class RedisSharedVolumes {
   }
 
   async sync(name: string): Promise<SharedVolume | undefined> {
-    const r = (await this.script('sync', [K.names, K.records, K.heads], [name])) as string[];
+    const r = (await this.script('sync', [this.keys.names, this.keys.records, this.keys.heads], [name])) as string[];
     return r.length === 0 ? undefined : shared(r[0]!, r[1]!);
   }
 
   async all(): Promise<SharedVolume[]> {
-    const r = (await this.script('all', [K.names, K.records, K.heads], [])) as string[];
+    const r = (await this.script('all', [this.keys.names, this.keys.records, this.keys.heads], [])) as string[];
     const out: SharedVolume[] = [];
     for (let i = 0; i < r.length; i += 2) out.push(shared(r[i]!, r[i + 1]!));
     return out;
   }
 
   async create(name: string, id: string, record: string): Promise<boolean> {
-    return (await this.script('create', [K.names, K.records], [name, id, record])) === 1;
+    return (await this.script('create', [this.keys.names, this.keys.records], [name, id, record])) === 1;
   }
 
   /** Makes a volume that only the store knew (a server that ran alone before) known, unless its name or id is taken. */
   async seed(name: string, id: string, record: string, head: VersionRecord | undefined): Promise<boolean> {
-    return (await this.script('seed', [K.names, K.records, K.heads], [name, id, record, head ? JSON.stringify(head) : ''])) === 1;
+    return (await this.script('seed', [this.keys.names, this.keys.records, this.keys.heads], [name, id, record, head ? JSON.stringify(head) : ''])) === 1;
   }
 
   async rename(name: string, newName: string, id: string, record: string): Promise<'ok' | 'gone' | 'taken'> {
-    return (await this.script('rename', [K.names, K.records], [name, newName, id, record])) as 'ok' | 'gone' | 'taken';
+    return (await this.script('rename', [this.keys.names, this.keys.records], [name, newName, id, record])) as 'ok' | 'gone' | 'taken';
   }
 
   /** Replaces a volume's record while its name still means it; false otherwise. */
   async update(name: string, id: string, record: string): Promise<boolean> {
-    return (await this.script('update', [K.names, K.records], [name, id, record])) === 1;
+    return (await this.script('update', [this.keys.names, this.keys.records], [name, id, record])) === 1;
   }
 
   async remove(name: string, id: string): Promise<boolean> {
-    return (await this.script('remove', [K.names, K.records, K.heads, K.heartbeats], [name, id])) === 1;
+    return (await this.script('remove', [this.keys.names, this.keys.records, this.keys.heads, this.keys.heartbeats], [name, id])) === 1;
   }
 
   /** Takes or renews a volume's commit lock for `ttlMs`; false while another holds it. */
   async lock(id: string, token: string, ttlMs: number): Promise<boolean> {
-    return (await this.script('lock', [K.locks], [id, token, ttlMs])) === 1;
+    return (await this.script('lock', [this.keys.locks], [id, token, ttlMs])) === 1;
   }
 
   async unlock(id: string, token: string): Promise<void> {
-    await this.script('unlock', [K.locks], [id, token]);
+    await this.script('unlock', [this.keys.locks], [id, token]);
   }
 
   /**
@@ -230,7 +240,7 @@ export class RedisSharedVolumes {
    * UnavailableError saying why it did not land otherwise.
    */
   async advance(name: string, id: string, expected: number, head: VersionRecord, token: string): Promise<void> {
-    const r = String(await this.script('advance', [K.heads, K.locks, K.names], [id, expected, JSON.stringify(head), token, name]));
+    const r = String(await this.script('advance', [this.keys.heads, this.keys.locks, this.keys.names], [id, expected, JSON.stringify(head), token, name]));
     if (r === 'ok') return;
     const why =
       r === 'lock'
@@ -242,11 +252,11 @@ export class RedisSharedVolumes {
   }
 
   async heartbeat(id: string, atMs: number): Promise<void> {
-    await this.call(() => this.redis.hset(K.heartbeats, id, String(atMs)));
+    await this.call(() => this.redis.hset(this.keys.heartbeats, id, String(atMs)));
   }
 
   async heartbeats(): Promise<Map<string, number>> {
-    const all = await this.call(() => this.redis.hgetall(K.heartbeats));
+    const all = await this.call(() => this.redis.hgetall(this.keys.heartbeats));
     return new Map(Object.entries(all).map(([id, ms]) => [id, Number(ms)]));
   }
 
