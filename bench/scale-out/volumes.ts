@@ -182,15 +182,15 @@ async function runConfig(n: number, heads: 'local' | 'redis'): Promise<ConfigRes
   try {
     // Commits, a volume per caller.
     const own = await Promise.all(Array.from({ length: MANY_CALLERS }, (_, i) => Volume.fromName(`many-${i}`, { createIfMissing: true, connection })));
-    const many = await measure(servers, () => throughput(timing, MANY_CALLERS, async (c, i) => {
-      await own[c]!.batchUpload().putFile(randomBytes(4096), `f${i}.bin`).commit();
+    const many = await measure(servers, () => throughput(timing, MANY_CALLERS, async (c) => {
+      await own[c]!.batchUpload().putFile(randomBytes(4096), `f-${randomUUID()}.bin`).commit();
       return 1;
     }), 1000);
     say(`  commits, ${MANY_CALLERS} volumes: ${(many.units / many.seconds).toFixed(0)}/s; servers ${many.serverCpu.toFixed(2)} CPU s per 1,000`);
 
     const shared = await Volume.fromName('one', { createIfMissing: true, connection });
-    const one = await measure(servers, () => throughput(timing, ONE_VOLUME_CALLERS, async (_c, i) => {
-      await shared.batchUpload().putFile(randomBytes(4096), `f${i}.bin`).commit();
+    const one = await measure(servers, () => throughput(timing, ONE_VOLUME_CALLERS, async () => {
+      await shared.batchUpload().putFile(randomBytes(4096), `f-${randomUUID()}.bin`).commit();
       return 1;
     }), 1000);
     say(`  commits, 1 volume, ${ONE_VOLUME_CALLERS} callers: ${(one.units / one.seconds).toFixed(0)}/s; servers ${one.serverCpu.toFixed(2)} CPU s per 1,000`);
@@ -245,6 +245,7 @@ async function runConfig(n: number, heads: 'local' | 'redis'): Promise<ConfigRes
 
 async function main(): Promise<void> {
   s3 = await startS3rver(join(tmp, 's3rver'));
+  mkdirSync(join(tmp, 'redis'));
   redis = await startRedis(join(tmp, 'redis'));
   say(`scale-out (volumes): s3rver ${s3.endpoint}, redis ${redis.version} on ${redis.url}; ${timing.seconds} s per case; load ${load1().toFixed(2)}`);
   const results: ConfigResult[] = [];
