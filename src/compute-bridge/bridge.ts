@@ -154,9 +154,10 @@ export class Bridge {
   }
 
   /** Loads kept calls; running ones go back to the queue, claimable by their worker for `reclaimMs`. */
-  start(): void {
+  async start(): Promise<void> {
+    const kept = (await this.store.loadCalls()).sort((a, b) => a.queuedAtMs - b.queuedAtMs);
+    if (this.closed) return;
     const now = Date.now();
-    const kept = this.store.loadCalls().sort((a, b) => a.queuedAtMs - b.queuedAtMs);
     for (const call of kept) {
       this.calls.set(call.id, call);
       if (call.state === 'running') {
@@ -516,6 +517,8 @@ export class Bridge {
   }
 
   private save(call: CallRecord): void {
+    // A closed bridge writes nothing: with a lease, another server's bridge may own the calls now.
+    if (this.closed) return;
     // Nobody waits on this write: a failure (a full disk) is logged, and the
     // call's next change of state writes its whole record again.
     this.store.putCalls([call]).catch((err: unknown) => this.log.error({ call: call.id, err: messageOf(err) }, 'bridge: cannot write a call to the store'));
