@@ -36,6 +36,15 @@
  * calls are kept `resultTtlMs` for WatchCalls and explain, then swept.
  *
  * Schedules (schedules.ts) submit a call of their function at each cron tick.
+ *
+ * One active instance. Of a set of servers sharing one Redis, only the holder
+ * of the bridge lease (lease.ts) runs a Bridge; the others forward every
+ * BridgeService call to it (forward.ts). A server that wins the lease starts
+ * a fresh Bridge over the calls in Redis, which recovers them exactly as a
+ * restart does (start() above); one that loses it closes its Bridge at once.
+ * The bridge is not sharded or replicated: a failover leaves the set without
+ * a bridge for up to the lease time, and calls that were running go through
+ * the reclaim window as after a restart.
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
