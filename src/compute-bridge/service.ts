@@ -120,11 +120,6 @@ export class BridgeService implements BridgeView {
     await this.lease.start();
   }
 
-  /** This server runs the active bridge now. */
-  get active(): boolean {
-    return this.term !== undefined;
-  }
-
   handlers(token: Authenticator | string): UntypedServiceImplementation {
     const forwarded = this.set ? forwardingHandlers(BridgeServiceService, (md) => this.pick(md), this.set.id) : undefined;
     // Built once per term, on its first call.
