@@ -67,7 +67,7 @@ function serverSet(opts: { serveArgs?: string[]; env?: Record<string, string>; c
       connections.push(c);
       return c;
     },
-    async worker(id: string, server: string, slots = 1) {
+    async startWorker(id: string, server: string, slots = 1) {
       const w = await startWorker({ id, server: servers.get(server)!.address, token, slots, args: opts.workerArgs });
       workers.set(id, w);
       return w;
@@ -79,6 +79,11 @@ function serverSet(opts: { serveArgs?: string[]; env?: Record<string, string>; c
       const { address } = JSON.parse(v) as { address: string };
       return [...servers].find(([, s]) => s.address === address)?.[0];
     },
+    /** Deletes the lease key, as if it had run out in Redis while its holder lives on. */
+    async dropLease() {
+      await peek.del(LEADER_KEY);
+    },
+    worker: (id: string) => workers.get(id),
     /** Starts `first`, waits for it to hold the lease, puts the fixture's bundle into the code volume through it, then starts the others. */
     async startServers(first: string, ...others: string[]) {
       await set.serve(first);
@@ -116,7 +121,7 @@ describe('compute bridge on three servers sharing one Redis and one bucket', () 
 
   it('a worker on server b runs calls submitted through server c, each forwarded to the bridge on a', async () => {
     expect(await set.leader()).toBe('a');
-    await set.worker('wb', 'b', 2);
+    await set.startWorker('wb', 'b', 2);
     const viaC = set.connect('c');
     const app = new App('servers', { connection: viaC });
     const out = (await fixtureFn<[number]>(app, 'square').map([1, 2, 3, 4, 5, 6])) as Squared[];
@@ -133,7 +138,7 @@ describe('compute bridge on three servers sharing one Redis and one bucket', () 
   });
 
   it('the leader SIGKILLed with calls queued and running: another server takes the lease and every call finishes, each run once', async () => {
-    await set.worker('wc', 'c');
+    await set.startWorker('wc', 'c');
     const viaB = set.connect('b');
     const app = new App('servers', { connection: viaB });
     const sleep = fixtureFn<[number]>(app, 'sleep');
@@ -167,8 +172,26 @@ describe('compute bridge on three servers sharing one Redis and one bucket', () 
     console.log(`bridge-servers: lease taken over by ${next} ${tookMs} ms after the leader was killed`);
   });
 
+  it('a leader whose lease is taken from it stops at its next renewal: its streams end with UNAVAILABLE and a running call finishes once with the next leader', async () => {
+    const was = await waitFor('a leader', () => set.leader());
+    const via = set.connect(was === 'b' ? 'c' : 'b');
+    const app = new App('servers', { connection: via });
+    const call = await fixtureFn<[number]>(app, 'sleep').spawn(2000);
+    await waitFor('the call to run', async () => (await BridgeAdmin.call(call.id, via)).state === CallState.CALL_STATE_RUNNING);
+    const result = call.get() as Promise<Slept>;
+    const before = new Map(['wb', 'wc'].map((w) => [w, set.worker(w)!.stderr().length]));
+    await set.dropLease();
+    // Both workers' streams went to the old leader (directly, or forwarded): each ended with UNAVAILABLE saying the
+    // leader lost its lease, or, through the server that won it, that the bridge now runs there.
+    const told = (w: string) => set.worker(w)!.stderr().slice(before.get(w)).match(/stream to the bridge failed \(14 UNAVAILABLE: [^"]*(lost its lease|runs the compute bridge now|moved to server)/);
+    await waitFor('both workers to be told the bridge moved', () => told('wb') && told('wc'), 10_000);
+    expect((await result).slept).toBe(2000);
+    expect(await BridgeAdmin.call(call.id, via)).toMatchObject({ state: CallState.CALL_STATE_SUCCEEDED, attempt: 1 });
+    expect(await set.leader()).toBeDefined();
+  });
+
   it('the leader stopped with SIGTERM hands the lease over at once, and calls go on', async () => {
-    const leader = (await set.leader())!;
+    const leader = await waitFor('a leader', () => set.leader());
     const other = leader === 'b' ? 'c' : 'b';
     const app = new App('servers', { connection: set.connect(other) });
     const stopping = servers.get(leader)!;
@@ -206,7 +229,7 @@ describe('compute bridge on two servers with mutual TLS', () => {
 
   it('a worker on the follower runs calls submitted through it, forwarded over TLS with a client certificate', async () => {
     expect(await set.leader()).toBe('a');
-    await set.worker('wt', 'b');
+    await set.startWorker('wt', 'b');
     const app = new App('servers', { connection: set.connect('b') });
     expect(await fixtureFn<[number, number]>(app, 'add').remote(1, 2)).toBe(3);
     expect((await BridgeAdmin.workers(set.connect('a'))).map((w) => w.workerId)).toEqual(['wt']);

@@ -188,8 +188,10 @@ export class Bridge {
     clearInterval(this.livenessTimer);
     clearTimeout(this.wakeTimer);
     for (const t of this.timers.values()) clearTimeout(t);
-    for (const w of this.workers.values()) w.link.close();
+    // Forgotten before their links close: a stream that ends at once (UNAVAILABLE, emitted synchronously) must not count as a lost worker.
+    const workers = [...this.workers.values()];
     this.workers.clear();
+    for (const w of workers) w.link.close();
   }
 
   // ---- callers ---------------------------------------------------------------
@@ -323,6 +325,7 @@ export class Bridge {
     let worker: Worker | undefined;
     return {
       receive: (msg) => {
+        if (this.closed) return; // a closed bridge no longer acts (with a lease, another may own the calls)
         try {
           if (msg.register) {
             worker = this.register(msg.register, link);
@@ -343,7 +346,7 @@ export class Bridge {
         }
       },
       ended: () => {
-        if (worker && this.workers.get(worker.id) === worker) this.workerGone(worker, 'its stream to the bridge ended');
+        if (!this.closed && worker && this.workers.get(worker.id) === worker) this.workerGone(worker, 'its stream to the bridge ended');
       },
     };
   }
@@ -457,7 +460,7 @@ export class Bridge {
 
   /** An attempt lost with its worker or runner: queue again, or fail once the retries are spent. */
   private lost(call: CallRecord, why: string): void {
-    if (call.state !== 'running' && call.state !== 'queued') return;
+    if (this.closed || (call.state !== 'running' && call.state !== 'queued')) return;
     this.clearTimer(call.id);
     this.unbind(call);
     const attempts = 1 + call.spec.retries;
@@ -482,6 +485,7 @@ export class Bridge {
   }
 
   private finish(call: CallRecord, r: { value?: Buffer; error?: CallError }, outcome: BridgeCallOutcome): void {
+    if (this.closed) return; // its end is for the bridge that owns the calls now
     if (call.state !== 'succeeded' && call.state !== 'failed') this.observer?.callFinished(outcome);
     this.clearTimer(call.id);
     this.unbind(call);
