@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_HTTP_PORT, DEFAULT_PORT } from '../common/config.js';
 import { InvalidArgumentError } from '../common/errors.js';
 import { quote } from '../common/quote.js';
-import { loadServerTls } from '../common/tls.js';
+import { loadClientTls, loadServerTls } from '../common/tls.js';
 import { UINT32_MAX, integerArg } from './values.js';
 
 interface ServeFlags {
@@ -28,6 +28,8 @@ interface ServeFlags {
   tlsCert?: string;
   tlsKey?: string;
   tlsClientCa?: string;
+  bridgeLease: string;
+  advertise?: string;
 }
 
 export function register(program: Command): void {
@@ -43,6 +45,8 @@ export function register(program: Command): void {
     .option('--s3-region <region>', 'bucket region (default: AWS_REGION or us-east-1)', process.env.STOWAGE_S3_REGION)
     .option('--redis-url <url>', 'keep dicts and queues in Redis (redis://host:port[/db]) instead of LMDB', process.env.STOWAGE_REDIS_URL)
     .option('--heads <where>', "where volume heads live: 'redis' (--redis-url: any number of servers may share the bucket; the default with --redis-url and --s3-bucket) or 'local' (this server's index: one server per bucket)", process.env.STOWAGE_HEADS)
+    .option('--bridge-lease <duration>', 'with --redis-url: the lease by which the servers sharing that Redis elect the one that runs the compute bridge (the others forward to it); a set is without a bridge for up to this long after that server dies', '10s')
+    .option('--advertise <host:port>', 'with --redis-url: where the other servers reach this one (default: --host and --port)', process.env.STOWAGE_ADVERTISE)
     .option('--only <services>', 'host only these services, comma-separated: volume,dict,queue,bridge')
     .option('--placement <policy>', 'compute bridge placement: ours (by cached bytes), round-robin or random', 'ours')
     .option('--locality-wait <ms>', 'how long a call waits for the busy worker that caches its data before going elsewhere (default 2000)')
@@ -85,6 +89,20 @@ export function register(program: Command): void {
       const keepWithinMs = parseDuration('--keep-within', flags.keepWithin);
       const http = httpAddress(flags.http, flags.host);
       const tls = loadServerTls({ cert: flags.tlsCert, key: flags.tlsKey, clientCa: flags.tlsClientCa });
+      const bridgeLeaseMs = parseDuration('--bridge-lease', flags.bridgeLease);
+      if (bridgeLeaseMs < 300) throw new InvalidArgumentError(`--bridge-lease ${quote(flags.bridgeLease)}: give at least 300ms (it is renewed every third of it)`);
+      if (flags.advertise !== undefined && !/^(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}$/.test(flags.advertise)) {
+        throw new InvalidArgumentError(`--advertise ${quote(flags.advertise)}: give HOST:PORT (an IPv6 address in brackets)`);
+      }
+      // As a client of the leader: the CA clients trust (STOWAGE_TLS_CA, else the client CA), and the client certificate of STOWAGE_TLS_CLIENT_CERT/KEY for mutual TLS.
+      const peerTls = tls
+        ? loadClientTls({
+            tls: true,
+            tlsCa: process.env.STOWAGE_TLS_CA || flags.tlsClientCa,
+            tlsClientCert: process.env.STOWAGE_TLS_CLIENT_CERT || undefined,
+            tlsClientKey: process.env.STOWAGE_TLS_CLIENT_KEY || undefined,
+          })
+        : undefined;
       const log = createLogger('stowage');
       // What the server creates is its user's alone (the data directory sets
       // its own modes too; this covers whatever a library creates with its own).
@@ -103,6 +121,7 @@ export function register(program: Command): void {
         heads: flags.heads as (typeof HEADS_MODES)[number] | undefined,
         only: only as typeof SERVICE_NAMES[number][] | undefined,
         bridge: { placement: flags.placement as (typeof PLACEMENT_POLICIES)[number], localityWaitMs },
+        bridgeSet: { leaseMs: bridgeLeaseMs, advertise: flags.advertise, peerTls },
         http,
         tls,
       });
@@ -112,7 +131,7 @@ export function register(program: Command): void {
       console.error(
         `stowage serving on ${server.address} (services: ${server.services.join(', ')}; ` +
           `store: ${server.store.description}; index: ${server.dataDir}/index${server.catalog.shared ? ` (a cache: heads in ${server.catalog.shared.describe()})` : ''}; dicts and queues: ${server.stateDescription}` +
-          `${server.services.includes('bridge') ? `; bridge placement: ${flags.placement}` : ''}` +
+          `${server.services.includes('bridge') ? `; bridge placement: ${flags.placement}${flags.redisUrl ? `, one active bridge elected by a ${flags.bridgeLease} lease in redis` : ''}` : ''}` +
           `; ${server.tls === 'off' ? 'plain, no TLS' : server.tls === 'mutual' ? 'TLS, client certificates required' : 'TLS'})`,
       );
       if (server.httpAddress) {

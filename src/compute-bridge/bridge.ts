@@ -36,6 +36,15 @@
  * calls are kept `resultTtlMs` for WatchCalls and explain, then swept.
  *
  * Schedules (schedules.ts) submit a call of their function at each cron tick.
+ *
+ * One active instance. Of a set of servers sharing one Redis, only the holder
+ * of the bridge lease (lease.ts) runs a Bridge; the others forward every
+ * BridgeService call to it (forward.ts). A server that wins the lease starts
+ * a fresh Bridge over the calls in Redis, which recovers them exactly as a
+ * restart does (start() above); one that loses it closes its Bridge at once.
+ * The bridge is not sharded or replicated: a failover leaves the set without
+ * a bridge for up to the lease time, and calls that were running go through
+ * the reclaim window as after a restart.
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -154,9 +163,10 @@ export class Bridge {
   }
 
   /** Loads kept calls; running ones go back to the queue, claimable by their worker for `reclaimMs`. */
-  start(): void {
+  async start(): Promise<void> {
+    const kept = (await this.store.loadCalls()).sort((a, b) => a.queuedAtMs - b.queuedAtMs);
+    if (this.closed) return;
     const now = Date.now();
-    const kept = this.store.loadCalls().sort((a, b) => a.queuedAtMs - b.queuedAtMs);
     for (const call of kept) {
       this.calls.set(call.id, call);
       if (call.state === 'running') {
@@ -178,8 +188,10 @@ export class Bridge {
     clearInterval(this.livenessTimer);
     clearTimeout(this.wakeTimer);
     for (const t of this.timers.values()) clearTimeout(t);
-    for (const w of this.workers.values()) w.link.close();
+    // Forgotten before their links close: a stream that ends at once (UNAVAILABLE, emitted synchronously) must not count as a lost worker.
+    const workers = [...this.workers.values()];
     this.workers.clear();
+    for (const w of workers) w.link.close();
   }
 
   // ---- callers ---------------------------------------------------------------
@@ -313,6 +325,7 @@ export class Bridge {
     let worker: Worker | undefined;
     return {
       receive: (msg) => {
+        if (this.closed) return; // a closed bridge no longer acts (with a lease, another may own the calls)
         try {
           if (msg.register) {
             worker = this.register(msg.register, link);
@@ -333,7 +346,7 @@ export class Bridge {
         }
       },
       ended: () => {
-        if (worker && this.workers.get(worker.id) === worker) this.workerGone(worker, 'its stream to the bridge ended');
+        if (!this.closed && worker && this.workers.get(worker.id) === worker) this.workerGone(worker, 'its stream to the bridge ended');
       },
     };
   }
@@ -447,7 +460,7 @@ export class Bridge {
 
   /** An attempt lost with its worker or runner: queue again, or fail once the retries are spent. */
   private lost(call: CallRecord, why: string): void {
-    if (call.state !== 'running' && call.state !== 'queued') return;
+    if (this.closed || (call.state !== 'running' && call.state !== 'queued')) return;
     this.clearTimer(call.id);
     this.unbind(call);
     const attempts = 1 + call.spec.retries;
@@ -472,6 +485,7 @@ export class Bridge {
   }
 
   private finish(call: CallRecord, r: { value?: Buffer; error?: CallError }, outcome: BridgeCallOutcome): void {
+    if (this.closed) return; // its end is for the bridge that owns the calls now
     if (call.state !== 'succeeded' && call.state !== 'failed') this.observer?.callFinished(outcome);
     this.clearTimer(call.id);
     this.unbind(call);
@@ -516,6 +530,8 @@ export class Bridge {
   }
 
   private save(call: CallRecord): void {
+    // A closed bridge writes nothing: with a lease, another server's bridge may own the calls now.
+    if (this.closed) return;
     // Nobody waits on this write: a failure (a full disk) is logged, and the
     // call's next change of state writes its whole record again.
     this.store.putCalls([call]).catch((err: unknown) => this.log.error({ call: call.id, err: messageOf(err) }, 'bridge: cannot write a call to the store'));

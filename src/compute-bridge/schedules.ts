@@ -17,6 +17,7 @@ const NO_ARGS = Buffer.from([0x90]);
 
 export class Schedules {
   private readonly jobs = new Map<string, { schedule: Schedule; cron: Cron }>();
+  private stopped = false;
 
   constructor(
     private readonly store: CallStore,
@@ -24,8 +25,10 @@ export class Schedules {
     private readonly log: Logger,
   ) {}
 
-  start(): void {
-    for (const s of this.store.loadSchedules()) {
+  async start(): Promise<void> {
+    const kept = await this.store.loadSchedules();
+    if (this.stopped) return;
+    for (const s of kept) {
       try {
         this.run(s);
       } catch (err) {
@@ -60,6 +63,7 @@ export class Schedules {
   }
 
   stop(): void {
+    this.stopped = true;
     for (const j of this.jobs.values()) j.cron.stop();
     this.jobs.clear();
   }

@@ -24,7 +24,7 @@ export class LmdbCallStore implements CallStore {
     this.schedules = this.env.root.openDB({ name: 'schedules', encoding: 'binary' });
   }
 
-  loadCalls(): CallRecord[] {
+  async loadCalls(): Promise<CallRecord[]> {
     return [...this.calls.getRange()].map(({ value }) => ({
       ...value,
       args: Buffer.from(value.args),
@@ -44,7 +44,7 @@ export class LmdbCallStore implements CallStore {
     });
   }
 
-  loadSchedules(): Schedule[] {
+  async loadSchedules(): Promise<Schedule[]> {
     return [...this.schedules.getRange()].map(({ value }) => Schedule.decode(value));
   }
 

@@ -79,17 +79,25 @@ export interface CallRecord {
 }
 
 /**
- * Where calls and schedules outlive the bridge process. Writes are
- * acknowledged once durable; reads see every acknowledged write.
+ * Where calls and schedules outlive the bridge process: LMDB under
+ * <data-dir>/bridge (store.ts, one server) or Redis (redis-store.ts, a set of
+ * servers electing one active bridge). Writes are acknowledged once durable
+ * in the store's own sense (committed to disk for LMDB, accepted by Redis);
+ * reads see every acknowledged write, also from another process opening the
+ * same store after this one died. A Redis store made for one lease term
+ * refuses writes once that term is over (FailedPreconditionError), so a
+ * bridge that lost its lease cannot overwrite what its successor wrote.
+ * Checked by test/bridge-store-contract.test.ts on both.
  */
 export interface CallStore {
   /** Every call kept (finished ones until they are swept). */
-  loadCalls(): CallRecord[];
+  loadCalls(): Promise<CallRecord[]>;
   /** Writes the calls in one transaction: all of them or, if it fails, none. */
   putCalls(calls: readonly CallRecord[]): Promise<void>;
   deleteCalls(ids: string[]): Promise<void>;
-  loadSchedules(): Schedule[];
+  loadSchedules(): Promise<Schedule[]>;
   putSchedule(schedule: Schedule): Promise<void>;
+  /** false when there was no such schedule. */
   deleteSchedule(name: string): Promise<boolean>;
   close(): Promise<void>;
 }

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import type { Bridge } from '../compute-bridge/bridge.js';
+import type { BridgeView } from '../compute-bridge/service.js';
 import { callStateName } from '../compute-bridge/types.js';
 import { IntegrityError, InvalidArgumentError } from '../common/errors.js';
 import type { DirEntry, ServerSummary } from '../dashboard/api-types.js';
@@ -26,7 +26,8 @@ export interface HostedServices {
   catalog?: VolumeCatalog;
   dicts?: DictBackend;
   queues?: QueueBackend;
-  bridge?: Bridge;
+  /** The active bridge's view (empty on a server of a set that does not run it). */
+  bridge?: BridgeView;
   mounts: MountReports;
   metrics?: MetricsSource;
 }
@@ -124,7 +125,7 @@ function volumeSource(catalog: VolumeCatalog): VolumeSource {
   };
 }
 
-function bridgeSource(bridge: Bridge, catalog: VolumeCatalog | undefined): NonNullable<DashboardSources['bridge']> {
+function bridgeSource(bridge: BridgeView, catalog: VolumeCatalog | undefined): NonNullable<DashboardSources['bridge']> {
   const sizeOf = (hash: string) => catalog?.index.blobSize(hash) ?? catalog?.index.findContent(hash)?.length ?? 0;
   return {
     workers: () =>

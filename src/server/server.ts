@@ -17,6 +17,8 @@
  */
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { HealthImplementation, type ServingStatusMap } from 'grpc-health-check';
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { BridgeService } from '../compute-bridge/service.js';
 import type { BridgeOptions } from '../compute-bridge/bridge.js';
@@ -32,7 +34,7 @@ import { createLogger, type Logger } from '../common/logger.js';
 import { MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES } from '../common/message-limits.js';
 import { MAX_QUEUE_DEPTHS, Metrics } from '../common/metrics.js';
 import { redactUrl } from '../common/urls.js';
-import type { ServerTls } from '../common/tls.js';
+import type { ClientTls, ServerTls } from '../common/tls.js';
 import { stowageVersion } from '../common/version.js';
 import { startHttp, type RunningHttp } from '../dashboard/http-server.js';
 import type { DictBackend } from '../dict/types.js';
@@ -89,6 +91,18 @@ export interface ServeOptions {
   only?: readonly ServiceName[];
   /** Compute bridge settings (placement policy, timings). */
   bridge?: BridgeOptions;
+  /**
+   * With `redisUrl`: the servers sharing that Redis elect one active compute
+   * bridge (compute-bridge/service.ts); the others forward bridge calls to it.
+   */
+  bridgeSet?: {
+    /** Lease time (default 10 s). */
+    leaseMs?: number;
+    /** host:port the other servers reach this one at (default: the address it listens on). */
+    advertise?: string;
+    /** TLS of this server as a client of the leader (when it serves TLS). */
+    peerTls?: ClientTls;
+  };
   /** How often garbage collection runs in the background (0: never; default 6 h). */
   gcIntervalMs?: number;
   /** Serve the dashboard and /metrics over HTTP here (port 0: a free one); off when undefined. HTTPS with `tls`'s cert and key. */
@@ -208,12 +222,13 @@ async function serve(
   if (queueService) opened.push(queueService);
   // The bridge reads the catalogue (for placement) even when the volume service is not hosted here.
   if (services.includes('volume') || services.includes('bridge')) await catalog.init();
+  // With Redis, the servers elect one active bridge; it joins the election once this server listens.
   const bridgeService = services.includes('bridge')
-    ? new BridgeService(dataDir, volumeResolver(catalog), log, opts.bridge, instrumented ? metrics.bridge : undefined)
+    ? await BridgeService.open(dataDir, volumeResolver(catalog), log, opts.bridge, instrumented ? metrics.bridge : undefined, opts.redisUrl ? { redisUrl: opts.redisUrl, id: `${hostname()}-${randomUUID().slice(0, 8)}`, ...opts.bridgeSet } : undefined)
     : undefined;
   if (bridgeService) opened.push(bridgeService);
   if (instrumented && queues) metrics.setQueueDepthSource(() => queueDepths(queues));
-  if (instrumented && bridgeService) metrics.setBridgeSource(() => bridgeService.bridge.stats());
+  if (instrumented && bridgeService) metrics.setBridgeSource(() => bridgeService.stats());
 
   // What mounts report adds to the chunk cache counters of /metrics.
   const mounts = new MountReports(instrumented ? (g) => metrics.chunkCacheReport(g) : undefined);
@@ -244,6 +259,12 @@ async function serve(
     ),
   );
   const address = `${host}:${port}`;
+  try {
+    await bridgeService?.join(opts.bridgeSet?.advertise ?? advertisedAddress(host, port));
+  } catch (err) {
+    server.forceShutdown();
+    throw err;
+  }
   let http: RunningHttp | undefined;
   if (opts.http) {
     try {
@@ -264,7 +285,7 @@ async function serve(
           catalog: services.includes('volume') ? catalog : undefined,
           dicts,
           queues,
-          bridge: bridgeService?.bridge,
+          bridge: bridgeService,
           mounts,
           metrics,
         }),
@@ -331,6 +352,12 @@ async function serve(
       lock.release();
     },
   };
+}
+
+/** Where other servers reach this one by default: the listening address, or this host's name when listening on every address. */
+function advertisedAddress(host: string, port: number): string {
+  const any = host === '0.0.0.0' || host === '::' || host === '[::]';
+  return `${any ? hostname() : host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`;
 }
 
 function serverCredentials(tls: ServerTls | undefined): ServerCredentials {

@@ -1,0 +1,105 @@
+/**
+ * The bridge's one Redis connection (the lease and the call store share it),
+ * and how both run commands: each waits a moment for a reconnect
+ * (common/redis-ready.ts), then fails with UnavailableError naming the URL;
+ * a script's own refusal comes back as the error it names. Every key of the
+ * bridge is under the hash tag {stowage:bridge}, so each script touches one
+ * Redis Cluster slot.
+ *
+ * openBridgeRedis is the only place a client is made: it is to be replaced
+ * by common's shared openRedis(url) (single node or Cluster) once that exists.
+ */
+import { createHash } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { FailedPreconditionError, InternalError, StowageError, UnavailableError, messageOf } from '../common/errors.js';
+import { redisReady, redisRetryStrategy } from '../common/redis-ready.js';
+import { redactUrl } from '../common/urls.js';
+
+/** Prefix of every bridge key; the braces make it the Cluster hash tag. */
+export const BRIDGE_KEY_PREFIX = '{stowage:bridge}:';
+/** How long a command waits for a (re)connection before UnavailableError. */
+const CONNECT_WAIT_MS = 1000;
+
+/** What a script returns with redis.error_reply when the caller's lease term is over. */
+export const NOT_LEADER = 'STOWAGE_NOT_LEADER';
+
+export type RedisArg = string | Buffer | number;
+
+/** Connects to `url` (UnavailableError if it cannot be reached). */
+export async function openBridgeRedis(url: string): Promise<BridgeRedis> {
+  const client = new Redis(url, {
+    lazyConnect: true,
+    retryStrategy: redisRetryStrategy,
+    connectTimeout: 3000,
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+  });
+  // Errors surface on the commands; the client reconnects by itself.
+  client.on('error', () => {});
+  const redis = new BridgeRedis(client, url);
+  try {
+    await client.connect();
+  } catch (err) {
+    client.disconnect();
+    throw redis.unavailable(err);
+  }
+  return redis;
+}
+
+export class BridgeRedis {
+  /** The URL without its password, for messages. */
+  readonly where: string;
+  private readonly shas = new Map<string, string>();
+
+  constructor(
+    private readonly client: Redis,
+    url: string,
+  ) {
+    this.where = redactUrl(url);
+  }
+
+  /** Runs a Lua script (EVALSHA, EVAL when Redis does not have it yet). */
+  async script(lua: string, keys: string[], args: RedisArg[]): Promise<unknown> {
+    let sha = this.shas.get(lua);
+    if (!sha) this.shas.set(lua, (sha = createHash('sha1').update(lua).digest('hex')));
+    return this.call(async () => {
+      try {
+        return await this.client.callBuffer('EVALSHA', sha, keys.length, ...keys, ...args);
+      } catch (err) {
+        if (!messageOf(err).startsWith('NOSCRIPT')) throw err;
+        return await this.client.callBuffer('EVAL', lua, keys.length, ...keys, ...args);
+      }
+    });
+  }
+
+  /** One command on the client, with the bridge's error mapping. */
+  async call<T>(fn: (client: Redis) => Promise<T>): Promise<T> {
+    try {
+      await redisReady(this.client, this.where, CONNECT_WAIT_MS);
+      return await fn(this.client);
+    } catch (err) {
+      throw this.fail(err);
+    }
+  }
+
+  close(): void {
+    this.client.disconnect();
+  }
+
+  unavailable(err: unknown): UnavailableError {
+    return new UnavailableError(`redis at ${this.where} is unavailable: ${messageOf(err)}`, { cause: err });
+  }
+
+  private fail(err: unknown): StowageError {
+    if (err instanceof StowageError) return err;
+    if (err instanceof Error && err.name === 'ReplyError') {
+      // Redis may or may not prefix a script's error_reply with "ERR ".
+      const msg = err.message.replace(/^ERR /, '');
+      if (msg.startsWith(NOT_LEADER)) {
+        return new FailedPreconditionError(`this server no longer holds the compute bridge lease in redis at ${this.where}: another server's bridge owns the calls now`);
+      }
+      return new InternalError(`redis at ${this.where}: ${err.message}`, { cause: err });
+    }
+    return this.unavailable(err);
+  }
+}
