@@ -44,7 +44,7 @@ export function register(program: Command): void {
     .option('--s3-prefix <prefix>', 'key prefix inside the bucket', process.env.STOWAGE_S3_PREFIX)
     .option('--s3-region <region>', 'bucket region (default: AWS_REGION or us-east-1)', process.env.STOWAGE_S3_REGION)
     .option('--redis-url <url>', 'keep dicts and queues in Redis (redis://host:port[/db]) instead of LMDB', process.env.STOWAGE_REDIS_URL)
-    .option('--heads <where>', "where volume heads live: 'redis' (--redis-url: any number of servers may share the bucket; the default with --redis-url and --s3-bucket) or 'local' (this server's index: one server per bucket)", process.env.STOWAGE_HEADS)
+    .option('--heads <where>', "where volume heads live: 'redis' (--redis-url: any number of servers may share the bucket; the default with --redis-url and --s3-bucket) 's3' (in the bucket, by conditional writes, where the S3 enforces them), or 'local' (this server's index: one server per bucket)", process.env.STOWAGE_HEADS)
     .option('--bridge-lease <duration>', 'with --redis-url: the lease by which the servers sharing that Redis elect the one that runs the compute bridge (the others forward to it); a set is without a bridge for up to this long after that server dies', '10s')
     .option('--advertise <host:port>', 'with --redis-url: where the other servers reach this one (default: --host and --port)', process.env.STOWAGE_ADVERTISE)
     .option('--only <services>', 'host only these services, comma-separated: volume,dict,queue,bridge')

@@ -47,7 +47,8 @@ import { VolumeServiceService } from '../gen/stowage/v1/volume.js';
 import { QueueService } from '../queue/service.js';
 import type { QueueBackend } from '../queue/types.js';
 import { VolumeCatalog, type CatalogOptions } from '../volume-server/catalog.js';
-import { RedisSharedVolumes } from '../volume-server/shared.js';
+import { RedisSharedVolumes, type SharedHeads } from '../volume-server/shared.js';
+import { StoreSharedHeads } from '../volume-server/store-heads.js';
 import { RedisTokenRecords } from './redis-tokens.js';
 import { collectGarbage } from '../volume-server/gc.js';
 import { volumeService } from '../volume-server/grpc-service.js';
@@ -65,7 +66,7 @@ import { tokenService } from './token-service.js';
 import { dashboardSources } from './dashboard-sources.js';
 
 export const DEFAULT_GC_INTERVAL_MS = 6 * 3600_000;
-export const HEADS_MODES = ['local', 'redis'] as const;
+export const HEADS_MODES = ['local', 'redis', 's3'] as const;
 export type HeadsMode = (typeof HEADS_MODES)[number];
 
 export interface ServeOptions {
@@ -81,8 +82,10 @@ export interface ServeOptions {
   redisUrl?: string;
   /**
    * Where volume heads live: 'local' in this server's index (one server per
-   * bucket), or 'redis' in `redisUrl`, shared by every server over the bucket
-   * (volume-server/shared.ts). Default: 'redis' when `redisUrl` is set.
+   * bucket); 'redis' in `redisUrl`, shared by every server over the bucket
+   * (volume-server/shared.ts); or 's3' in the bucket itself, by conditional
+   * writes (volume-server/store-heads.ts). Default: 'redis' with `redisUrl`
+   * and a bucket, else 'local'.
    */
   heads?: HeadsMode;
   /** How often idle dicts and queues are looked for (tests shorten it). */
@@ -198,10 +201,12 @@ async function serve(
   if (heads === 'redis' && !opts.s3) {
     throw new InvalidArgumentError('heads in Redis are for servers sharing one bucket: give --s3-bucket too (a local store is this server\'s alone)');
   }
+  if (heads === 's3' && !opts.s3) throw new InvalidArgumentError('--heads s3 is for servers sharing one bucket: give --s3-bucket too');
   const storeName = opts.s3 ? `${opts.s3.bucket}/${opts.s3.prefix ?? ''}` : '';
-  const shared = heads === 'redis' ? await RedisSharedVolumes.connect(opts.redisUrl!, storeName) : undefined;
-  if (shared) {
-    opened.push(shared);
+  const shared: SharedHeads | undefined =
+    heads === 'redis' ? await RedisSharedVolumes.connect(opts.redisUrl!, storeName) : heads === 's3' ? await StoreSharedHeads.open(store) : undefined;
+  if (shared) opened.push(shared);
+  if (heads === 'redis') {
     // Scoped tokens are shared with the other servers too (common/tokens.ts).
     opened.push(tokens);
     await tokens.share(await RedisTokenRecords.connect(opts.redisUrl!, storeName), (err) => log.warn({ err: messageOf(err) }, 'cannot reload the scoped tokens from Redis'));
@@ -303,7 +308,7 @@ async function serve(
   // Not yet with shared heads (gc.ts says why): nothing is deleted there.
   const gcInterval = shared ? 0 : (opts.gcIntervalMs ?? DEFAULT_GC_INTERVAL_MS);
   if (shared && (opts.gcIntervalMs ?? DEFAULT_GC_INTERVAL_MS) > 0 && services.includes('volume')) {
-    log.info({ redis: shared.describe() }, 'background garbage collection is off while servers share volume heads');
+    log.info({ heads: shared.describe() }, 'background garbage collection is off while servers share volume heads');
   }
   let gcRun: Promise<unknown> = Promise.resolve();
   const gcTimer =

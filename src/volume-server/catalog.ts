@@ -43,7 +43,7 @@ import { fileAt, listPath, matchGlob, statPath, decodeToken, type ListBatch, typ
 import { IndexRebuilder, type RebuildResult } from './rebuild.js';
 import type { BlobStore } from './store/interface.js';
 import { TreeObjects, type TreeCacheCounter } from './tree-objects.js';
-import type { RedisSharedVolumes, SharedVolume } from './shared.js';
+import type { SharedHeads, SharedVolume } from './shared.js';
 import {
   parseVersionRecord,
   parseVolumeRecord,
@@ -70,7 +70,7 @@ export interface CatalogOptions {
   /** Told of each lookup in that memory (the server's metrics). */
   treeCacheCounter?: TreeCacheCounter;
   /** Heads, names and commit locks shared with other servers over the same bucket (default: this server alone). */
-  shared?: RedisSharedVolumes;
+  shared?: SharedHeads;
 }
 
 export const DEFAULT_RETENTION: Retention = { keepLast: 10, keepWithinMs: 24 * 3600_000 };
@@ -98,7 +98,7 @@ export class VolumeCatalog {
   private readonly gate = new CommitGate();
   private readonly treeReads = pLimit(32);
   /** Set when several servers share this bucket's heads (see the header). */
-  readonly shared: RedisSharedVolumes | undefined;
+  readonly shared: SharedHeads | undefined;
   /** Until when reads wait only briefly for Redis, after it failed to answer one (so that each read does not wait out its timeout). */
   private redisDownUntil = 0;
 
@@ -159,7 +159,7 @@ export class VolumeCatalog {
       const head = local.latestVersion > 0 ? this.index.getVersion(local.id, local.latestVersion) : undefined;
       if (await this.shared!.seed(stored.name, stored.id, JSON.stringify(storedVolume(stored)), head)) seeded++;
     }
-    if (seeded) this.log.info({ seeded, redis: this.shared!.describe() }, 'volumes of the store made known to the other servers');
+    if (seeded) this.log.info({ seeded, heads: this.shared!.describe() }, 'volumes of the store made known to the other servers');
   }
 
   /** Stops the rebuild retries and waits for one in flight, so that the index can be closed. */
@@ -496,7 +496,7 @@ export class VolumeCatalog {
     const local = use === 'read' ? this.index.getVolumeByName(name) : undefined;
     let found: SharedVolume | undefined;
     try {
-      const sync = this.shared.sync(name);
+      const sync = this.shared.sync(name, this.knownVersion);
       if (local && Date.now() < this.redisDownUntil) {
         sync.catch(() => undefined);
         const late = await Promise.race([sync, new Promise<'late'>((r) => setTimeout(() => r('late'), REDIS_DOWN_WAIT_MS))]);
@@ -505,12 +505,12 @@ export class VolumeCatalog {
       } else found = await sync;
     } catch (err) {
       if (!(err instanceof UnavailableError)) throw err;
-      if (this.redisDownUntil === 0) this.log.warn({ err: messageOf(err) }, 'reads answer from the index while Redis is away; writes fail until it is back');
+      if (this.redisDownUntil === 0) this.log.warn({ err: messageOf(err) }, 'reads answer from the index while the shared heads are out of reach; writes fail until they are back');
       this.redisDownUntil = Date.now() + REDIS_DOWN_SKIP_MS;
       if (!local) throw err;
       return local;
     }
-    if (this.redisDownUntil) this.log.info({ redis: this.shared.describe() }, 'Redis answers again');
+    if (this.redisDownUntil) this.log.info({ heads: this.shared.describe() }, 'the shared heads answer again');
     this.redisDownUntil = 0;
     if (!found) {
       const gone = this.index.getVolumeByName(name);
@@ -519,6 +519,9 @@ export class VolumeCatalog {
     }
     return this.adopt(found);
   }
+
+  /** The newest version of a volume the index holds (0: none), for the shared heads. */
+  private readonly knownVersion = (id: string): number => this.index.getVolume(id)?.latestVersion ?? 0;
 
   /** A volume's record from the index, or from Redis when the index does not know it yet. */
   private async known(name: string): Promise<VolumeRecord> {
@@ -530,7 +533,7 @@ export class VolumeCatalog {
     if (!this.shared) return;
     let all: SharedVolume[];
     try {
-      all = await this.shared.all();
+      all = await this.shared.all(this.knownVersion);
     } catch (err) {
       if (!(err instanceof UnavailableError)) throw err;
       return;

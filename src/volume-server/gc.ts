@@ -83,7 +83,7 @@ async function collect(catalog: VolumeCatalog, opts: GcOptions): Promise<GcRepor
   if (catalog.shared) {
     // Other servers' planned uploads, in-flight commits and cached blob sizes are not yet visible to a collection here.
     throw new FailedPreconditionError(
-      `garbage collection is not yet supported while several servers share the heads in ${catalog.shared.describe()}: nothing is deleted; to collect, stop the other servers and run one server without --heads redis`,
+      `garbage collection is not yet supported while several servers share the heads in ${catalog.shared.describe()}: nothing is deleted; to collect, stop the other servers and run one server with --heads local`,
     );
   }
   if (!index.isSynced()) {

@@ -35,10 +35,33 @@ function keysOf(store: string) {
 }
 const CONNECT_WAIT_MS = 1000;
 
-/** A volume as Redis holds it: its stored record (JSON) and its head's record. */
+/** A volume as the shared heads hold it: its stored record (JSON) and its head's record (undefined: no version newer than the caller knows, or none). */
 export interface SharedVolume {
   record: string;
   head?: VersionRecord;
+}
+
+/**
+ * What the catalogue asks of shared heads: in Redis (here), or in the store
+ * itself by conditional writes (store-heads.ts). `known` tells a backend
+ * which version of a volume the caller holds already (the store's backend
+ * looks only past it).
+ */
+export interface SharedHeads {
+  describe(): string;
+  sync(name: string, known: (id: string) => number): Promise<SharedVolume | undefined>;
+  all(known: (id: string) => number): Promise<SharedVolume[]>;
+  create(name: string, id: string, record: string): Promise<boolean>;
+  seed(name: string, id: string, record: string, head: VersionRecord | undefined): Promise<boolean>;
+  rename(name: string, newName: string, id: string, record: string): Promise<'ok' | 'gone' | 'taken'>;
+  update(name: string, id: string, record: string): Promise<boolean>;
+  remove(name: string, id: string): Promise<boolean>;
+  lock(id: string, token: string, ttlMs: number): Promise<boolean>;
+  unlock(id: string, token: string): Promise<void>;
+  advance(name: string, id: string, expected: number, head: VersionRecord, token: string): Promise<void>;
+  heartbeat(id: string, atMs: number): Promise<void>;
+  heartbeats(): Promise<Map<string, number>>;
+  close(): Promise<void>;
 }
 
 const SCRIPTS = {
@@ -149,7 +172,7 @@ return 'ok'`,
 } as const;
 type ScriptName = keyof typeof SCRIPTS;
 
-export class RedisSharedVolumes {
+export class RedisSharedVolumes implements SharedHeads {
   /** The Redis URL without its password, for messages. */
   readonly where: string;
 
@@ -191,12 +214,12 @@ export class RedisSharedVolumes {
     return `redis at ${this.where}`;
   }
 
-  async sync(name: string): Promise<SharedVolume | undefined> {
+  async sync(name: string, _known?: (id: string) => number): Promise<SharedVolume | undefined> {
     const r = (await this.script('sync', [this.keys.names, this.keys.records, this.keys.heads], [name])) as string[];
     return r.length === 0 ? undefined : shared(r[0]!, r[1]!);
   }
 
-  async all(): Promise<SharedVolume[]> {
+  async all(_known?: (id: string) => number): Promise<SharedVolume[]> {
     const r = (await this.script('all', [this.keys.names, this.keys.records, this.keys.heads], [])) as string[];
     const out: SharedVolume[] = [];
     for (let i = 0; i < r.length; i += 2) out.push(shared(r[i]!, r[i + 1]!));

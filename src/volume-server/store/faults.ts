@@ -52,6 +52,7 @@ export function withFaults(store: BlobStore, spec: string | undefined): BlobStor
     list: (prefix: string) => store.list(prefix),
     scan: (prefix: string): AsyncIterable<StoredObject> => store.scan(prefix),
   };
+  if (store.putIfAbsent) wrapped.putIfAbsent = (key, data) => store.putIfAbsent!(key, data);
   if (store.move) wrapped.move = (from, to) => store.move!(from, to);
   if (store.presignGet) wrapped.presignGet = (key, s) => store.presignGet!(key, s);
   if (store.presignPut) wrapped.presignPut = (key, s) => store.presignPut!(key, s);

@@ -40,6 +40,15 @@ export interface BlobStore {
    */
   scan(prefix: string): AsyncIterable<StoredObject>;
   /**
+   * Writes the object whole only if no object has the key (S3 PutObject with
+   * If-None-Match: *; an exclusive create in a directory): true when this
+   * call created it, false when one was there. Of several concurrent calls
+   * for one key, one gets true. An S3 that ignores If-None-Match (s3rver)
+   * answers true every time: shared heads in the store probe for that at
+   * start (store-heads.ts) and refuse it. Stores that cannot leave it undefined.
+   */
+  putIfAbsent?(key: string, data: Uint8Array): Promise<boolean>;
+  /**
    * Renames an object within the store, atomically, replacing `to`; stores
    * that cannot rename leave it undefined (the caller copies and deletes).
    */

@@ -4,7 +4,8 @@
  * fails (a full disk) leaves neither its file nor its temporary file behind.
  */
 import { mkdirSync } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { NotFoundError, ResourceExhaustedError, UnavailableError, messageOf } from '../../common/errors.js';
@@ -55,6 +56,23 @@ export class LocalBlobStore implements BlobStore {
       await writeFileAtomic(path, data, PRIVATE, { dirExists: true });
     } catch (err) {
       throw this.failure(`write ${key}`, err);
+    }
+  }
+
+  /** An exclusive create: the bytes go to a temporary file, which is then linked to the key (link fails if the key exists). */
+  async putIfAbsent(key: string, data: Uint8Array): Promise<boolean> {
+    const path = this.path(key);
+    const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+    try {
+      await mkdir(dirname(path), { recursive: true, mode: PRIVATE.dir });
+      await writeFileAtomic(tmp, data, PRIVATE, { dirExists: true });
+      await link(tmp, path);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw this.failure(`write ${key}`, err);
+    } finally {
+      await rm(tmp, { force: true }).catch(() => undefined);
     }
   }
 

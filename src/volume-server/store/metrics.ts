@@ -64,6 +64,7 @@ export function withMetrics(store: BlobStore, recorder: StoreRecorder): BlobStor
     list: (prefix: string) => iterated('list', store.list(prefix)),
     scan: (prefix: string): AsyncIterable<StoredObject> => iterated('scan', store.scan(prefix)),
   };
+  if (store.putIfAbsent) wrapped.putIfAbsent = (key, data) => counted('put', () => store.putIfAbsent!(key, data), () => [data.length, 0]);
   if (store.move) wrapped.move = (from, to) => counted('move', () => store.move!(from, to));
   if (store.presignGet) wrapped.presignGet = (key, s) => counted('presign_get', () => store.presignGet!(key, s));
   if (store.presignPut) wrapped.presignPut = (key, s) => counted('presign_put', () => store.presignPut!(key, s));

@@ -69,6 +69,18 @@ export class S3BlobStore implements BlobStore {
     );
   }
 
+  async putIfAbsent(key: string, data: Uint8Array): Promise<boolean> {
+    try {
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.key(key), Body: data, ContentLength: data.length, IfNoneMatch: '*' }));
+      return true;
+    } catch (err) {
+      // 412: the key exists; 409: a concurrent conditional write to it is under way (it may land).
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status === 412 || status === 409) return false;
+      throw this.translate(`write ${key} if absent`, err);
+    }
+  }
+
   async get(key: string, range?: ByteRange): Promise<Buffer> {
     // Only closed ranges: some S3 servers get suffix ranges wrong.
     let Range: string | undefined;
