@@ -353,7 +353,7 @@ async function serve(
         });
       });
       await Promise.all([dictService?.close(), queueService?.close()]);
-      await Promise.all([index.close(), dicts?.close(), queues?.close()]);
+      await Promise.all([index.close(), dicts?.close(), queues?.close(), shared?.close(), tokens.close()]);
       lock.release();
     },
   };
