@@ -16,6 +16,8 @@ interface ServeFlags {
   s3Region?: string;
   presign: boolean;
   redisUrl?: string;
+  redisCluster?: boolean;
+  redisWait?: string;
   only?: string;
   placement: string;
   localityWait?: string;
@@ -40,7 +42,9 @@ export function register(program: Command): void {
     .option('--s3-bucket <bucket>', 'keep chunks, tree objects and version records in this bucket', process.env.STOWAGE_S3_BUCKET)
     .option('--s3-prefix <prefix>', 'key prefix inside the bucket', process.env.STOWAGE_S3_PREFIX)
     .option('--s3-region <region>', 'bucket region (default: AWS_REGION or us-east-1)', process.env.STOWAGE_S3_REGION)
-    .option('--redis-url <url>', 'keep dicts and queues in Redis (redis://host:port[/db]) instead of LMDB', process.env.STOWAGE_REDIS_URL)
+    .option('--redis-url <url>', 'keep dicts and queues in Redis (redis://[user:pass@]host:port[/db]; several host:port, comma-separated: a Redis Cluster) instead of LMDB', process.env.STOWAGE_REDIS_URL)
+    .option('--redis-cluster', 'the single host of --redis-url is a Redis Cluster node (env STOWAGE_REDIS_CLUSTER=1)', process.env.STOWAGE_REDIS_CLUSTER === '1')
+    .option('--redis-wait <n[/timeout]>', 'after each dict and queue write, WAIT until N Redis replicas have it (timeout default 1s), else fail UNAVAILABLE', process.env.STOWAGE_REDIS_WAIT)
     .option('--only <services>', 'host only these services, comma-separated: volume,dict,queue,bridge')
     .option('--placement <policy>', 'compute bridge placement: ours (by cached bytes), round-robin or random', 'ours')
     .option('--locality-wait <ms>', 'how long a call waits for the busy worker that caches its data before going elsewhere (default 2000)')
@@ -77,6 +81,11 @@ export function register(program: Command): void {
       const keepLast = integerArg('--keep-last', flags.keepLast, 0, UINT32_MAX)!;
       const keepWithinMs = parseDuration('--keep-within', flags.keepWithin);
       const http = httpAddress(flags.http, flags.host);
+      if ((flags.redisCluster || flags.redisWait) && !flags.redisUrl) {
+        throw new InvalidArgumentError('--redis-cluster and --redis-wait need --redis-url');
+      }
+      const { parseRedisWait } = await import('../common/redis-commands.js');
+      const redisWait = flags.redisWait ? parseRedisWait('--redis-wait', flags.redisWait) : undefined;
       const tls = loadServerTls({ cert: flags.tlsCert, key: flags.tlsKey, clientCa: flags.tlsClientCa });
       const log = createLogger('stowage');
       // What the server creates is its user's alone (the data directory sets
@@ -93,6 +102,8 @@ export function register(program: Command): void {
         catalog: { presign: flags.presign, graceMs, retention: { keepLast, keepWithinMs } },
         gcIntervalMs,
         redisUrl: flags.redisUrl,
+        redisCluster: flags.redisCluster,
+        redisWait,
         only: only as typeof SERVICE_NAMES[number][] | undefined,
         bridge: { placement: flags.placement as (typeof PLACEMENT_POLICIES)[number], localityWaitMs },
         http,
