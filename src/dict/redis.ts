@@ -31,7 +31,7 @@
  * background, so the backend works again as soon as Redis is back. With
  * `wait`, every write is followed by WAIT (common/redis-commands.ts).
  */
-import { AlreadyExistsError, InternalError, UnavailableError, messageOf } from '../common/errors.js';
+import { AlreadyExistsError, InternalError, StowageError, UnavailableError, messageOf } from '../common/errors.js';
 import { quote } from '../common/quote.js';
 import { RedisCommands, luaScript, type RedisWait, type Reply } from '../common/redis-commands.js';
 import { openRedis, type RedisClient } from '../common/redis-connect.js';
@@ -261,6 +261,7 @@ export class RedisDictBackend implements DictBackend {
     try {
       return await fn();
     } catch (err) {
+      if (err instanceof StowageError) throw err;
       const msg = messageOf(err);
       // Redis 7 prefixes a script's error_reply with "ERR ".
       const ours = isReplyError(err) ? /^(?:ERR )?STOWAGE_(\w+)/.exec(msg)?.[1] : undefined;
