@@ -46,11 +46,11 @@ async function outcome(p: Promise<unknown>): Promise<string> {
   }
 }
 
-async function startServers(cluster: RedisCluster, args: string[][]): Promise<{ servers: ChildServer[]; connections: Connection[] }> {
+async function startServers(args: string[][]): Promise<{ servers: ChildServer[]; connections: [Connection, Connection] }> {
   const servers: ChildServer[] = [];
   for (const a of args) servers.push(await spawnStowage(tempDir('stowage'), ['--only', 'dict,queue', ...a]));
-  const connections = servers.map((s) => new Connection({ server: s.address, token: s.token }));
-  return { servers, connections };
+  const [x, y] = servers.map((s) => new Connection({ server: s.address, token: s.token }));
+  return { servers, connections: [x!, y!] };
 }
 
 describe('two stowage servers on one Redis Cluster', () => {
@@ -62,7 +62,7 @@ describe('two stowage servers on one Redis Cluster', () => {
   beforeAll(async () => {
     cluster = await startRedisCluster();
     // A knows every node; B one seed and --redis-cluster.
-    ({ servers, connections: [a, b] = [] } = await startServers(cluster, [
+    ({ servers, connections: [a, b] } = await startServers([
       ['--redis-url', cluster.url],
       ['--redis-url', cluster.seedUrl, '--redis-cluster'],
     ]));
@@ -202,7 +202,7 @@ describe('--redis-wait on a Redis Cluster', () => {
 
   beforeAll(async () => {
     cluster = await startRedisCluster();
-    ({ servers, connections: [one, two] = [] } = await startServers(cluster, [
+    ({ servers, connections: [one, two] } = await startServers([
       ['--redis-url', cluster.url, '--redis-wait', '1/2s'],
       ['--redis-url', cluster.url, '--redis-wait', '2/200ms'],
     ]));
