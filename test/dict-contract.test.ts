@@ -541,6 +541,22 @@ describe('RedisDictBackend', () => {
     }
   });
 
+  it('with wait, fails a write UNAVAILABLE when the single Redis has too few replicas, and never waits on reads', async () => {
+    const plain = new RedisDictBackend(server.url);
+    const waiting = new RedisDictBackend(server.url, { wait: { replicas: 1, timeoutMs: 50 } });
+    try {
+      const d = uniqueName('dict');
+      await plain.create(d);
+      await rejectsWith(waiting.put(d, b('k'), b('v')), ErrorCode.UNAVAILABLE, 'written to the master but acknowledged by only 0 of 1 replica within 50 ms');
+      // The write is on the master all the same; reads do not WAIT.
+      expect(await waiting.get(d, b('k'))).toEqual({ value: b('v'), version: 1 });
+      await plain.drop(d);
+    } finally {
+      await plain.close();
+      await waiting.close();
+    }
+  });
+
   it('fails fast with UnavailableError while redis is down and recovers when it returns', async () => {
     const dicts = new RedisDictBackend(server.url, { connectTimeoutMs: 300 });
     try {
