@@ -18,9 +18,8 @@
  * a failover. Reads never WAIT.
  */
 import { createHash } from 'node:crypto';
-import { UnavailableError, messageOf } from './errors.js';
 import { parseDuration } from './duration.js';
-import { InvalidArgumentError } from './errors.js';
+import { InvalidArgumentError, UnavailableError, messageOf } from './errors.js';
 import { quote } from './quote.js';
 import type { RedisClient } from './redis-connect.js';
 

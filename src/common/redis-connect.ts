@@ -107,7 +107,7 @@ function open(url: string, opts: RedisConnectOptions, subscriber: boolean): Redi
       enableOfflineQueue: subscriber,
       lazyConnect: opts.lazyConnect ?? false,
       // Find the slot map again quickly when every node was away; never give up.
-      clusterRetryStrategy: (attempt: number) => redisRetryStrategy(attempt),
+      clusterRetryStrategy: redisRetryStrategy,
       slotsRefreshTimeout: opts.connectTimeoutMs ?? 1000,
       // A master that goes away makes ioredis refresh the slot map and retry, at
       // most maxRedirections times, retryDelayOnFailover apart: about 3 s, a
