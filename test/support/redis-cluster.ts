@@ -44,6 +44,8 @@ export interface RedisCluster {
   masterOf(key: string): Promise<number>;
   /** SIGKILLs the node on `port` and waits until a replica has taken over its slots (cluster_state:ok again). */
   kill(port: number): Promise<void>;
+  /** kill() of the i-th master now (by port order); returns its port. */
+  killMaster(index: number): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -83,6 +85,12 @@ export async function startRedisCluster(opts: { masters?: number; replicas?: 0 |
         if (now.includes(port) || now.length < masters) return undefined;
         return (await allOk()) ? true : undefined;
       }, 30_000);
+    },
+    async killMaster(index: number) {
+      const port = (await cluster.masters()).sort((x, y) => x - y)[index];
+      if (port === undefined) throw new Error(`no master #${index}`);
+      await cluster.kill(port);
+      return port;
     },
     async stop() {
       for (const n of nodes) {
