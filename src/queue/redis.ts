@@ -8,12 +8,14 @@
  * has already made the queue again, so the set does not lose live names.
  *
  * Redis Cluster: the client comes from common/redis-connect.ts (several
- * hosts, or --redis-cluster). KEYS[1] is the queue's meta key, which routes
- * each script to the master of the queue's slot; the other keys a script
- * touches are named from the same prefix (partition keys `r:<partition>`
- * cannot be listed in advance), so they share the {NAME} hash tag and the
- * slot, and Redis runs them on that node. The name index is touched only by
- * single-key commands. Nothing crosses slots.
+ * hosts, or --redis-cluster). Every script gets the queue's seven fixed keys
+ * in KEYS (the first, meta, routes it to the master of the queue's slot).
+ * The one kind of key it cannot be given in advance is a partition's list of
+ * ready items, `r:<partition>`: which partitions a script touches depends on
+ * the data (expired leases go back to their own partitions, a drop empties
+ * them all). Those keys are named from the same prefix, so they share the
+ * {NAME} hash tag and the slot, and Redis runs them on the same node. The
+ * name index is touched only by single-key commands. Nothing crosses slots.
  *
  * Redis away: commands fail fast (no offline queue, one retry) with an
  * UnavailableError naming the URL; the client keeps reconnecting in the
@@ -84,6 +86,9 @@ export interface RedisQueueOptions {
   /** WAIT for this many replicas after each write. */
   wait?: RedisWait;
 }
+
+/** The keys every queue script gets, in the order redis-scripts.ts names them (META, PARTS, …). */
+const QUEUE_KEYS = ['meta', 'parts', 'expiry', 'data', 'n', 'leases', 'lease'] as const;
 
 /** Scripts that write (followed by WAIT when configured). */
 const WRITES: ReadonlySet<string> = new Set([lua.CREATE, lua.DROP, lua.TOUCH, lua.DROP_IF_IDLE, lua.PUT, lua.GET, lua.ACK, lua.CLEAR]);
@@ -266,7 +271,8 @@ export class RedisQueueBackend implements QueueBackend {
     const prefix = this.prefix(name);
         try {
       await redisReady(this.client, this.where, CONNECT_WAIT_MS);
-      return await this.commands.script(luaScript(script), [`${prefix}meta`], [prefix, name, ...args], WRITES.has(script));
+      const keys = QUEUE_KEYS.map((k) => prefix + k);
+      return await this.commands.script(luaScript(script), keys, [prefix, name, ...args], WRITES.has(script));
     } catch (err) {
       // Redis may or may not prefix a script's error_reply with "ERR ".
       const msg = messageOf(err).replace(/^ERR /, '');
