@@ -2,7 +2,9 @@
  * One contract suite for every DictBackend (LMDB in a temp dir, Redis on a
  * redis-server started here), then what only one backend promises: LMDB keeps
  * data across close and reopen; Redis fails fast with UnavailableError while
- * the server is down and works again once it is back.
+ * the server is down and works again once it is back. The suite runs on a
+ * Redis Cluster too (3 masters, 3 replicas): list() and every script work
+ * when dicts hash to different shards.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode, isStowageError } from '../src/common/errors.js';
@@ -19,6 +21,7 @@ import {
 } from '../src/dict/types.js';
 import { removeDir, tempDir, uniqueName } from './support/processes.js';
 import { startRedis, type RedisServer } from './support/redis.js';
+import { startRedisCluster, type RedisCluster } from './support/redis-cluster.js';
 
 interface Setup {
   name: string;
@@ -55,6 +58,22 @@ function redisSetup(): Setup {
   };
 }
 
+/** A 3-master Redis Cluster (one replica each), reached through every node as seeds. */
+function redisClusterSetup(): Setup {
+  let cluster: RedisCluster | undefined;
+  return {
+    name: 'redis-cluster',
+    async start() {
+      cluster = await startRedisCluster();
+      return new RedisDictBackend(cluster.url);
+    },
+    async stop() {
+      await cluster?.stop();
+      if (cluster) removeDir(cluster.dir);
+    },
+  };
+}
+
 const b = (s: string) => Buffer.from(s);
 
 async function rejectsWith(p: Promise<unknown>, code: ErrorCode, text?: string): Promise<void> {
@@ -75,7 +94,7 @@ async function eventually(probe: () => Promise<boolean>, ms = 10_000): Promise<v
   }
 }
 
-describe.each([lmdbSetup(), redisSetup()])('DictBackend contract: $name', (setup) => {
+describe.each([lmdbSetup(), redisSetup(), redisClusterSetup()])('DictBackend contract: $name', (setup) => {
   let dicts: DictBackend;
   const created: string[] = [];
 
@@ -519,6 +538,22 @@ describe('RedisDictBackend', () => {
     } finally {
       raw.disconnect();
       await dicts.close();
+    }
+  });
+
+  it('with wait, fails a write UNAVAILABLE when the single Redis has too few replicas, and never waits on reads', async () => {
+    const plain = new RedisDictBackend(server.url);
+    const waiting = new RedisDictBackend(server.url, { wait: { replicas: 1, timeoutMs: 50 } });
+    try {
+      const d = uniqueName('dict');
+      await plain.create(d);
+      await rejectsWith(waiting.put(d, b('k'), b('v')), ErrorCode.UNAVAILABLE, 'written to the master but acknowledged by only 0 of 1 replica within 50 ms');
+      // The write is on the master all the same; reads do not WAIT.
+      expect(await waiting.get(d, b('k'))).toEqual({ value: b('v'), version: 1 });
+      await plain.drop(d);
+    } finally {
+      await plain.close();
+      await waiting.close();
     }
   });
 

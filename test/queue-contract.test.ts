@@ -1,5 +1,5 @@
 /**
- * The QueueBackend contract, run unchanged against LMDB and Redis.
+ * The QueueBackend contract, run unchanged against LMDB, Redis and a Redis Cluster.
  * Timing-dependent checks poll with a deadline and never assert durations.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,6 +18,7 @@ import {
 import { QueueFullError } from '../src/queue/validate.js';
 import { removeDir, tempDir, uniqueName } from './support/processes.js';
 import { startRedis, type RedisServer } from './support/redis.js';
+import { startRedisCluster } from './support/redis-cluster.js';
 
 interface Setup {
   backend: QueueBackend;
@@ -62,6 +63,26 @@ const setups: [string, () => Promise<Setup>][] = [
           await s.backend.close();
           await redis.stop();
           removeDir(redis.dir);
+        },
+      };
+      return s;
+    },
+  ],
+  [
+    // 3 masters with a replica each; queues of one run hash to different shards.
+    'redis-cluster',
+    async () => {
+      const cluster = await startRedisCluster();
+      const s: Setup = {
+        backend: await RedisQueueBackend.connect({ url: cluster.url }),
+        async reopen() {
+          await s.backend.close();
+          return (s.backend = await RedisQueueBackend.connect({ url: cluster.url }));
+        },
+        async teardown() {
+          await s.backend.close();
+          await cluster.stop();
+          removeDir(cluster.dir);
         },
       };
       return s;

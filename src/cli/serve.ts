@@ -17,6 +17,8 @@ interface ServeFlags {
   presign: boolean;
   redisUrl?: string;
   heads?: string;
+  redisCluster?: boolean;
+  redisWait?: string;
   only?: string;
   placement: string;
   localityWait?: string;
@@ -43,8 +45,10 @@ export function register(program: Command): void {
     .option('--s3-bucket <bucket>', 'keep chunks, tree objects and version records in this bucket', process.env.STOWAGE_S3_BUCKET)
     .option('--s3-prefix <prefix>', 'key prefix inside the bucket', process.env.STOWAGE_S3_PREFIX)
     .option('--s3-region <region>', 'bucket region (default: AWS_REGION or us-east-1)', process.env.STOWAGE_S3_REGION)
-    .option('--redis-url <url>', 'keep dicts and queues in Redis (redis://host:port[/db]) instead of LMDB', process.env.STOWAGE_REDIS_URL)
-    .option('--heads <where>', "where volume heads live: 'redis' (--redis-url: any number of servers may share the bucket; the default with --redis-url and --s3-bucket) 's3' (in the bucket, by conditional writes, where the S3 enforces them), or 'local' (this server's index: one server per bucket)", process.env.STOWAGE_HEADS)
+    .option('--redis-url <url>', 'keep dicts and queues in Redis (redis://[user:pass@]host:port[/db]; several host:port, comma-separated: a Redis Cluster) instead of LMDB', process.env.STOWAGE_REDIS_URL)
+    .option('--redis-cluster', 'the single host of --redis-url is a Redis Cluster node (env STOWAGE_REDIS_CLUSTER=1)', process.env.STOWAGE_REDIS_CLUSTER === '1')
+    .option('--redis-wait <n[/timeout]>', 'after each dict and queue write, WAIT until N Redis replicas have it (timeout default 1s), else fail UNAVAILABLE', process.env.STOWAGE_REDIS_WAIT)
+    .option('--heads <where>', "where volume heads live: 'redis' (--redis-url: any number of servers may share the bucket; the default with --redis-url and --s3-bucket), 's3' (in the bucket, by conditional writes, where the S3 enforces them), or 'local' (this server's index: one server per bucket)", process.env.STOWAGE_HEADS)
     .option('--bridge-lease <duration>', 'with --redis-url: the lease by which the servers sharing that Redis elect the one that runs the compute bridge (the others forward to it); a set is without a bridge for up to this long after that server dies', '10s')
     .option('--advertise <host:port>', 'with --redis-url: where the other servers reach this one (default: --host and --port)', process.env.STOWAGE_ADVERTISE)
     .option('--only <services>', 'host only these services, comma-separated: volume,dict,queue,bridge')
@@ -88,6 +92,11 @@ export function register(program: Command): void {
       const keepLast = integerArg('--keep-last', flags.keepLast, 0, UINT32_MAX)!;
       const keepWithinMs = parseDuration('--keep-within', flags.keepWithin);
       const http = httpAddress(flags.http, flags.host);
+      if ((flags.redisCluster || flags.redisWait) && !flags.redisUrl) {
+        throw new InvalidArgumentError('--redis-cluster and --redis-wait need --redis-url');
+      }
+      const { parseRedisWait } = await import('../common/redis-commands.js');
+      const redisWait = flags.redisWait ? parseRedisWait('--redis-wait', flags.redisWait) : undefined;
       const tls = loadServerTls({ cert: flags.tlsCert, key: flags.tlsKey, clientCa: flags.tlsClientCa });
       const bridgeLeaseMs = parseDuration('--bridge-lease', flags.bridgeLease);
       if (bridgeLeaseMs < 300) throw new InvalidArgumentError(`--bridge-lease ${quote(flags.bridgeLease)}: give at least 300ms (it is renewed every third of it)`);
@@ -119,6 +128,8 @@ export function register(program: Command): void {
         gcIntervalMs,
         redisUrl: flags.redisUrl,
         heads: flags.heads as (typeof HEADS_MODES)[number] | undefined,
+        redisCluster: flags.redisCluster,
+        redisWait,
         only: only as typeof SERVICE_NAMES[number][] | undefined,
         bridge: { placement: flags.placement as (typeof PLACEMENT_POLICIES)[number], localityWaitMs },
         bridgeSet: { leaseMs: bridgeLeaseMs, advertise: flags.advertise, peerTls },

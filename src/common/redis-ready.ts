@@ -4,15 +4,22 @@
  * comes back waits for the reconnect instead of failing, and a call made
  * while Redis is away fails after `timeoutMs` with an error naming the URL.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { UnavailableError } from './errors.js';
+
+/**
+ * Replies that mean "not now" rather than "no": loading, busy, a Cluster
+ * failing over or resharding (CLUSTERDOWN, TRYAGAIN, MOVED/ASK ioredis did
+ * not follow, READONLY from a demoted master). They become UnavailableError.
+ */
+export const TRANSIENT_REPLY = /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|MOVED|ASK|READONLY|NOREPLICAS)\b/;
 
 /** Pause between reconnect attempts: short, so a returning Redis is found quickly. */
 export const redisRetryStrategy = (attempt: number): number => Math.min(50 * attempt, 250);
 
-const waiting = new WeakMap<Redis, Promise<void>>();
+const waiting = new WeakMap<Redis | Cluster, Promise<void>>();
 
-export function redisReady(redis: Redis, where: string, timeoutMs: number): Promise<void> {
+export function redisReady(redis: Redis | Cluster, where: string, timeoutMs: number): Promise<void> {
   if (redis.status === 'ready') return Promise.resolve();
   let wait = waiting.get(redis);
   if (!wait) {

@@ -6,13 +6,12 @@
  * bridge is under the hash tag {stowage:bridge}, so each script touches one
  * Redis Cluster slot.
  *
- * openBridgeRedis is the only place a client is made: it is to be replaced
- * by common's shared openRedis(url) (single node or Cluster) once that exists.
+ * The client comes from common's openRedis (a single node, or a Cluster).
  */
 import { createHash } from 'node:crypto';
-import { Redis } from 'ioredis';
 import { FailedPreconditionError, InternalError, StowageError, UnavailableError, messageOf } from '../common/errors.js';
-import { redisReady, redisRetryStrategy } from '../common/redis-ready.js';
+import { openRedis, type RedisClient } from '../common/redis-connect.js';
+import { redisReady } from '../common/redis-ready.js';
 import { redactUrl } from '../common/urls.js';
 
 /** Prefix of every bridge key; the braces make it the Cluster hash tag. */
@@ -26,16 +25,9 @@ export const NOT_LEADER = 'STOWAGE_NOT_LEADER';
 export type RedisArg = string | Buffer | number;
 
 /** Connects to `url` (UnavailableError if it cannot be reached). */
-export async function openBridgeRedis(url: string): Promise<BridgeRedis> {
-  const client = new Redis(url, {
-    lazyConnect: true,
-    retryStrategy: redisRetryStrategy,
-    connectTimeout: 3000,
-    maxRetriesPerRequest: 1,
-    enableOfflineQueue: false,
-  });
+export async function openBridgeRedis(url: string, cluster = false): Promise<BridgeRedis> {
   // Errors surface on the commands; the client reconnects by itself.
-  client.on('error', () => {});
+  const client = openRedis(url, { cluster, lazyConnect: true, connectTimeoutMs: 3000 });
   const redis = new BridgeRedis(client, url);
   try {
     await client.connect();
@@ -52,7 +44,7 @@ export class BridgeRedis {
   private readonly shas = new Map<string, string>();
 
   constructor(
-    private readonly client: Redis,
+    private readonly client: RedisClient,
     url: string,
   ) {
     this.where = redactUrl(url);
@@ -73,7 +65,7 @@ export class BridgeRedis {
   }
 
   /** One command on the client, with the bridge's error mapping. */
-  async call<T>(fn: (client: Redis) => Promise<T>): Promise<T> {
+  async call<T>(fn: (client: RedisClient) => Promise<T>): Promise<T> {
     try {
       await redisReady(this.client, this.where, CONNECT_WAIT_MS);
       return await fn(this.client);

@@ -36,6 +36,8 @@ import type { BridgeObserver, VolumeResolver } from './types.js';
 /** How a server takes part in a set of servers sharing one Redis. */
 export interface BridgeSetOptions {
   redisUrl: string;
+  /** A single-host redisUrl is a Redis Cluster seed. */
+  redisCluster?: boolean;
   /** This server's id in the set, unique per process (in the lease, logs and messages). */
   id: string;
   /** Lease time (default 10 s): how long a set can be without a bridge after its holder dies. */
@@ -94,7 +96,7 @@ export class BridgeService implements BridgeView {
       service.term = term;
       return service;
     }
-    service.redis = await openBridgeRedis(set.redisUrl);
+    service.redis = await openBridgeRedis(set.redisUrl, set.redisCluster);
     return service;
   }
 

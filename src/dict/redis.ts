@@ -21,17 +21,21 @@
  * TTL): reads treat a key whose expiry has passed as absent; every write
  * script first deletes up to 64 expired keys of its dict.
  *
- * Every operation is one Lua script (atomic). The client is set to fail fast:
- * no offline queue, one retry per command, a bounded wait for a connection, a
- * command timeout. Errors from a missing or unreachable Redis become
+ * Every operation is one Lua script (atomic) whose keys are all given in
+ * KEYS; the registry set is touched only by single-key commands, so nothing
+ * crosses slots on a Redis Cluster. The client (common/redis-connect.ts: one
+ * Redis, or a Cluster for several hosts) is set to fail fast: no offline
+ * queue, one retry per command, a bounded wait for a connection, a command
+ * timeout. Errors from a missing or unreachable Redis become
  * UnavailableError naming the URL; ioredis keeps reconnecting in the
- * background, so the backend works again as soon as Redis is back.
+ * background, so the backend works again as soon as Redis is back. With
+ * `wait`, every write is followed by WAIT (common/redis-commands.ts).
  */
-import { createHash } from 'node:crypto';
-import { Redis } from 'ioredis';
-import { AlreadyExistsError, InternalError, UnavailableError, messageOf } from '../common/errors.js';
+import { AlreadyExistsError, InternalError, StowageError, UnavailableError, messageOf } from '../common/errors.js';
 import { quote } from '../common/quote.js';
-import { redisReady, redisRetryStrategy } from '../common/redis-ready.js';
+import { RedisCommands, luaScript, type RedisWait, type Reply } from '../common/redis-commands.js';
+import { openRedis, type RedisClient } from '../common/redis-connect.js';
+import { TRANSIENT_REPLY, redisReady } from '../common/redis-ready.js';
 import { redactUrl } from '../common/urls.js';
 import * as check from './checks.js';
 import { SCRIPTS, type ScriptName } from './redis-scripts.js';
@@ -44,16 +48,18 @@ export interface RedisDictOptions {
   commandTimeoutMs?: number;
   /** Key prefix; default "stowage:". */
   prefix?: string;
+  /** A single host is a Redis Cluster seed (several hosts are a Cluster anyway). */
+  cluster?: boolean;
+  /** WAIT for this many replicas after each write. */
+  wait?: RedisWait;
 }
 
-type Reply = Buffer | number | null | Reply[];
-
-const SHAS = Object.fromEntries(
-  Object.entries(SCRIPTS).map(([name, src]) => [name, createHash('sha1').update(src).digest('hex')]),
-) as Record<ScriptName, string>;
+/** Scripts that only read: never followed by WAIT. */
+const READS: ReadonlySet<ScriptName> = new Set(['get', 'len', 'scan']);
 
 export class RedisDictBackend implements DictBackend {
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
+  private readonly commands: RedisCommands;
   private readonly url: string;
   private readonly prefix: string;
   private readonly connectTimeoutMs: number;
@@ -63,22 +69,19 @@ export class RedisDictBackend implements DictBackend {
     this.url = redactUrl(url);
     this.prefix = opts.prefix ?? 'stowage:';
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 1000;
-    this.redis = new Redis(url, {
-      maxRetriesPerRequest: 1,
-      enableOfflineQueue: false,
-      connectTimeout: this.connectTimeoutMs,
-      commandTimeout: opts.commandTimeoutMs ?? 10_000,
-      retryStrategy: redisRetryStrategy,
+    this.redis = openRedis(url, {
+      cluster: opts.cluster,
+      connectTimeoutMs: this.connectTimeoutMs,
+      commandTimeoutMs: opts.commandTimeoutMs,
     });
-    // Connection errors surface through the calls that need the connection.
-    this.redis.on('error', () => {});
+    this.commands = new RedisCommands(this.redis, this.url, opts.wait);
   }
 
   async create(name: string, opts: { existOk?: boolean; idleTimeoutMs?: number } = {}): Promise<boolean> {
     check.checkDictName(name);
     const idle = String(check.checkIdleTimeout(opts.idleTimeoutMs));
     const created = (await this.run('create', [this.key(name, 'meta')], [String(Date.now()), idle], name)) === 1;
-    await this.command(() => this.redis.sadd(this.registry(), name));
+    await this.command(() => this.commands.command(['SADD', this.registry(), name], true));
     if (!created && !opts.existOk) throw new AlreadyExistsError(`dict ${quote(name)} already exists`);
     return created;
   }
@@ -86,7 +89,7 @@ export class RedisDictBackend implements DictBackend {
   async drop(name: string): Promise<void> {
     check.checkDictName(name);
     if (!(await this.exists(name))) throw check.dictNotFound(name);
-    await this.command(() => this.redis.srem(this.registry(), name));
+    await this.command(() => this.commands.command(['SREM', this.registry(), name], true));
     await this.script('drop', name, []);
   }
 
@@ -110,8 +113,8 @@ export class RedisDictBackend implements DictBackend {
   async dropIfIdle(name: string, nowMs?: number): Promise<boolean> {
     const now = String(check.checkTime('nowMs', nowMs) ?? '');
     if ((await this.script('dropIfIdle', name, [now])) !== 1) return false;
-    await this.command(() => this.redis.srem(this.registry(), name));
-    if (await this.exists(name)) await this.command(() => this.redis.sadd(this.registry(), name));
+    await this.command(() => this.commands.command(['SREM', this.registry(), name], true));
+    if (await this.exists(name)) await this.command(() => this.commands.command(['SADD', this.registry(), name], true));
     return true;
   }
 
@@ -248,15 +251,7 @@ export class RedisDictBackend implements DictBackend {
   }
 
   private async run(name: ScriptName, keys: string[], args: readonly (Buffer | string)[], dict: string): Promise<Reply> {
-    return this.command(async () => {
-      try {
-        return (await this.redis.callBuffer('EVALSHA', SHAS[name], keys.length, ...keys, ...args)) as Reply;
-      } catch (err) {
-        // Scripts are gone after a Redis restart (or on a new node): send the source once.
-        if (!messageOf(err).startsWith('NOSCRIPT')) throw err;
-        return (await this.redis.callBuffer('EVAL', SCRIPTS[name], keys.length, ...keys, ...args)) as Reply;
-      }
-    }, dict);
+    return this.command(() => this.commands.script(luaScript(SCRIPTS[name]), keys, args, !READS.has(name)), dict);
   }
 
   /** Waits (bounded) for a connection, runs `fn`, and turns failures into typed errors. */
@@ -266,13 +261,14 @@ export class RedisDictBackend implements DictBackend {
     try {
       return await fn();
     } catch (err) {
+      if (err instanceof StowageError) throw err;
       const msg = messageOf(err);
       // Redis 7 prefixes a script's error_reply with "ERR ".
       const ours = isReplyError(err) ? /^(?:ERR )?STOWAGE_(\w+)/.exec(msg)?.[1] : undefined;
       if (ours === 'NOTFOUND') throw check.dictNotFound(dict);
       if (ours === 'NOTINT') throw check.notACounter(dict);
       if (ours === 'OVERFLOW') throw check.counterOverflow(dict);
-      if (isReplyError(err) && !/^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN)/.test(msg)) {
+      if (isReplyError(err) && !TRANSIENT_REPLY.test(msg)) {
         throw new InternalError(`redis at ${this.url} refused a dict command: ${msg}`, { cause: err });
       }
       throw new UnavailableError(`redis at ${this.url} is unavailable: ${msg}`, { cause: err });

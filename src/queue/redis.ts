@@ -7,15 +7,31 @@
  * its script has dropped the queue, then adds it back if a concurrent create
  * has already made the queue again, so the set does not lose live names.
  *
+ * Redis Cluster: the client comes from common/redis-connect.ts (several
+ * hosts, or --redis-cluster). Every script gets the queue's seven fixed keys
+ * in KEYS (the first, meta, routes it to the master of the queue's slot).
+ * The one kind of key it cannot be given in advance is a partition's list of
+ * ready items, `r:<partition>`: which partitions a script touches depends on
+ * the data (expired leases go back to their own partitions, a drop empties
+ * them all). Those keys are named from the same prefix, so they share the
+ * {NAME} hash tag and the slot, and Redis runs them on the same node. The
+ * name index is touched only by single-key commands. Nothing crosses slots.
+ *
  * Redis away: commands fail fast (no offline queue, one retry) with an
  * UnavailableError naming the URL; the client keeps reconnecting in the
  * background and works again once Redis is back. Scripts are re-sent after a
- * restart (NOSCRIPT). Wake-ups come from a second connection subscribed to
- * QUEUE_EVENTS_CHANNEL.
+ * restart (NOSCRIPT), per node. With `wait`, every write is followed by WAIT
+ * (common/redis-commands.ts).
+ *
+ * Wake-ups: PUT publishes on QUEUE_EVENTS_CHANNEL, which a Cluster forwards
+ * to every node, so a second connection subscribed on any node (ioredis moves
+ * it to another node and subscribes again after a failover) hears puts made
+ * through every stowage server on every shard. A message lost in a failover
+ * or a reconnect only delays a blocked get: WaitingGets re-checks every
+ * REDELIVERY_POLL_MS (1 s) anyway.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { Redis } from 'ioredis';
 import {
   AlreadyExistsError,
   InternalError,
@@ -23,7 +39,9 @@ import {
   UnavailableError,
   messageOf,
 } from '../common/errors.js';
-import { redisReady, redisRetryStrategy } from '../common/redis-ready.js';
+import { RedisCommands, luaScript, type RedisWait } from '../common/redis-commands.js';
+import { openRedis, openRedisSubscriber, type RedisClient } from '../common/redis-connect.js';
+import { TRANSIENT_REPLY, redisReady } from '../common/redis-ready.js';
 import { quote } from '../common/quote.js';
 import { redactUrl } from '../common/urls.js';
 import * as lua from './redis-scripts.js';
@@ -61,32 +79,42 @@ const CONNECT_WAIT_MS = 1000;
 type Arg = string | Buffer | number;
 
 export interface RedisQueueOptions {
-  /** redis://host:port[/db] */
+  /** redis://[user:pass@]host:port[/db], or several host:port (a Redis Cluster) */
   url: string;
+  /** A single host is a Redis Cluster seed. */
+  cluster?: boolean;
+  /** WAIT for this many replicas after each write. */
+  wait?: RedisWait;
 }
+
+/** The keys every queue script gets, in the order redis-scripts.ts names them (META, PARTS, …). */
+const QUEUE_KEYS = ['meta', 'parts', 'expiry', 'data', 'n', 'leases', 'lease'] as const;
+
+/** Scripts that write (followed by WAIT when configured). */
+const WRITES: ReadonlySet<string> = new Set([lua.CREATE, lua.DROP, lua.TOUCH, lua.DROP_IF_IDLE, lua.PUT, lua.GET, lua.ACK, lua.CLEAR]);
 
 export class RedisQueueBackend implements QueueBackend {
   private readonly events = new EventEmitter().setMaxListeners(0);
-  private readonly shas = new Map<string, string>();
   /** The URL without its password, for error messages. */
   private readonly where: string;
+  private readonly commands: RedisCommands;
 
   private constructor(
-    private readonly client: Redis,
-    private readonly sub: Redis,
+    private readonly client: RedisClient,
+    private readonly sub: RedisClient,
     url: string,
+    wait: RedisWait | undefined,
   ) {
     this.where = redactUrl(url);
+    this.commands = new RedisCommands(client, this.where, wait);
   }
 
   /** Connects (UnavailableError if Redis cannot be reached) and subscribes to put events. */
   static async connect(options: RedisQueueOptions): Promise<RedisQueueBackend> {
-    const common = { lazyConnect: true, retryStrategy: redisRetryStrategy, connectTimeout: 3000 };
-    const client = new Redis(options.url, { ...common, maxRetriesPerRequest: 1, enableOfflineQueue: false });
-    const sub = new Redis(options.url, common);
-    const backend = new RedisQueueBackend(client, sub, options.url);
-    client.on('error', () => {});
-    sub.on('error', () => {});
+    const opts = { cluster: options.cluster, lazyConnect: true, connectTimeoutMs: 3000 };
+    const client = openRedis(options.url, opts);
+    const sub = openRedisSubscriber(options.url, opts);
+    const backend = new RedisQueueBackend(client, sub, options.url, options.wait);
     sub.on('message', (_channel: string, message: string) => backend.events.emit(message));
     try {
       await client.connect();
@@ -105,14 +133,14 @@ export class RedisQueueBackend implements QueueBackend {
     const s = checkSettings(settings);
     const createdAtMs = Date.now();
     await this.run(lua.CREATE, name, [s.maxSize, s.maxDeliveries, createdAtMs, s.idleTimeoutMs]);
-    await this.call(() => this.client.sadd(NAMES_KEY, name));
+    await this.call(() => this.commands.command(['SADD', NAMES_KEY, name], true));
     return { name, ...s, createdAtMs, lastUsedMs: createdAtMs };
   }
 
   async drop(name: string): Promise<void> {
     checkQueueName(name);
     await this.run(lua.DROP, name, []);
-    await this.call(() => this.client.srem(NAMES_KEY, name));
+    await this.call(() => this.commands.command(['SREM', NAMES_KEY, name], true));
   }
 
   async list(): Promise<QueueInfo[]> {
@@ -153,9 +181,9 @@ export class RedisQueueBackend implements QueueBackend {
   async dropIfIdle(name: string, nowMs?: number): Promise<boolean> {
     checkQueueName(name);
     if (Number(await this.run(lua.DROP_IF_IDLE, name, [checkTime('nowMs', nowMs) ?? ''])) !== 1) return false;
-    await this.call(() => this.client.srem(NAMES_KEY, name));
+    await this.call(() => this.commands.command(['SREM', NAMES_KEY, name], true));
     const recreated = await this.call(() => this.client.exists(`${this.prefix(name)}meta`));
-    if (recreated === 1) await this.call(() => this.client.sadd(NAMES_KEY, name));
+    if (recreated === 1) await this.call(() => this.commands.command(['SADD', NAMES_KEY, name], true));
     return true;
   }
 
@@ -241,17 +269,10 @@ export class RedisQueueBackend implements QueueBackend {
   /** Runs a script for queue `name`, loading it again if Redis forgot it. */
   private async run(script: string, name: string, args: Arg[]): Promise<unknown> {
     const prefix = this.prefix(name);
-    const keyAndArgs: Arg[] = [1, `${prefix}meta`, prefix, name, ...args];
-    let sha = this.shas.get(script);
-    if (!sha) this.shas.set(script, (sha = createHash('sha1').update(script).digest('hex')));
-    try {
+        try {
       await redisReady(this.client, this.where, CONNECT_WAIT_MS);
-      try {
-        return await this.client.callBuffer('EVALSHA', sha, ...keyAndArgs);
-      } catch (err) {
-        if (!messageOf(err).startsWith('NOSCRIPT')) throw err;
-        return await this.client.callBuffer('EVAL', script, ...keyAndArgs);
-      }
+      const keys = QUEUE_KEYS.map((k) => prefix + k);
+      return await this.commands.script(luaScript(script), keys, [prefix, name, ...args], WRITES.has(script));
     } catch (err) {
       // Redis may or may not prefix a script's error_reply with "ERR ".
       const msg = messageOf(err).replace(/^ERR /, '');
@@ -276,7 +297,7 @@ export class RedisQueueBackend implements QueueBackend {
 
   private fail(err: unknown): StowageError {
     if (err instanceof StowageError) return err;
-    if (err instanceof Error && err.name === 'ReplyError') {
+    if (err instanceof Error && err.name === 'ReplyError' && !TRANSIENT_REPLY.test(err.message)) {
       return new InternalError(`redis at ${this.where}: ${err.message}`, { cause: err });
     }
     return this.unavailable(err);

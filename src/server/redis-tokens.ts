@@ -4,9 +4,9 @@
  * record (JSON, the secret's hash only), and a channel on which each change
  * names the record changed.
  */
-import { Redis } from 'ioredis';
 import { UnavailableError, messageOf } from '../common/errors.js';
-import { redisReady, redisRetryStrategy } from '../common/redis-ready.js';
+import { openRedis, openRedisSubscriber, type RedisClient } from '../common/redis-connect.js';
+import { redisReady } from '../common/redis-ready.js';
 import type { SharedTokenRecords, TokenRecord } from '../common/tokens.js';
 import { redactUrl } from '../common/urls.js';
 
@@ -19,12 +19,13 @@ export class RedisTokenRecords implements SharedTokenRecords {
   private readonly where: string;
   private readonly records: string;
   private readonly channel: string;
-  private sub: Redis | undefined;
+  private sub: RedisClient | undefined;
 
   private constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly url: string,
     store: string,
+    private readonly cluster: boolean,
   ) {
     this.where = redactUrl(url);
     this.records = recordsKey(store);
@@ -32,17 +33,9 @@ export class RedisTokenRecords implements SharedTokenRecords {
   }
 
   /** Connects to the records of the servers of `store` (its bucket and prefix). */
-  static async connect(url: string, store: string): Promise<RedisTokenRecords> {
-    const redis = new Redis(url, {
-      lazyConnect: true,
-      retryStrategy: redisRetryStrategy,
-      connectTimeout: 3000,
-      commandTimeout: 3000,
-      maxRetriesPerRequest: 1,
-      enableOfflineQueue: false,
-    });
-    redis.on('error', () => undefined);
-    const shared = new RedisTokenRecords(redis, url, store);
+  static async connect(url: string, store: string, cluster = false): Promise<RedisTokenRecords> {
+    const redis = openRedis(url, { cluster, lazyConnect: true, connectTimeoutMs: 3000, commandTimeoutMs: 3000 });
+    const shared = new RedisTokenRecords(redis, url, store, cluster);
     await shared.call(() => redis.connect());
     return shared;
   }
@@ -69,8 +62,7 @@ export class RedisTokenRecords implements SharedTokenRecords {
   }
 
   async watch(changed: (id: string) => void): Promise<void> {
-    const sub = new Redis(this.url, { lazyConnect: true, retryStrategy: redisRetryStrategy, connectTimeout: 3000 });
-    sub.on('error', () => undefined);
+    const sub = openRedisSubscriber(this.url, { cluster: this.cluster, lazyConnect: true, connectTimeoutMs: 3000 });
     sub.on('message', (channel: string, id: string) => channel === this.channel && changed(id));
     this.sub = sub;
     await this.call(async () => {

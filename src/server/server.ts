@@ -33,6 +33,7 @@ import type { IdleOptions } from '../common/idle.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES } from '../common/message-limits.js';
 import { MAX_QUEUE_DEPTHS, Metrics } from '../common/metrics.js';
+import type { RedisWait } from '../common/redis-commands.js';
 import { redactUrl } from '../common/urls.js';
 import type { ClientTls, ServerTls } from '../common/tls.js';
 import { stowageVersion } from '../common/version.js';
@@ -78,7 +79,7 @@ export interface ServeOptions {
   /** A store to use as it is (tests wrap stores to count or inject faults). */
   store?: BlobStore;
   catalog?: CatalogOptions;
-  /** Keep dicts and queues in this Redis (redis://…) instead of LMDB. */
+  /** Keep dicts and queues in this Redis (redis://…; several host:port: a Redis Cluster) instead of LMDB. */
   redisUrl?: string;
   /**
    * Where volume heads live: 'local' in this server's index (one server per
@@ -88,6 +89,10 @@ export interface ServeOptions {
    * and a bucket, else 'local'.
    */
   heads?: HeadsMode;
+  /** Treat a single-host redisUrl as a Redis Cluster seed. */
+  redisCluster?: boolean;
+  /** After each dict and queue write, WAIT for this many Redis replicas (off when undefined). */
+  redisWait?: RedisWait;
   /** How often idle dicts and queues are looked for (tests shorten it). */
   idle?: IdleOptions;
   /** Services to host; all of them by default. */
@@ -204,12 +209,12 @@ async function serve(
   if (heads === 's3' && !opts.s3) throw new InvalidArgumentError('--heads s3 is for servers sharing one bucket: give --s3-bucket too');
   const storeName = opts.s3 ? `${opts.s3.bucket}/${opts.s3.prefix ?? ''}` : '';
   const shared: SharedHeads | undefined =
-    heads === 'redis' ? await RedisSharedVolumes.connect(opts.redisUrl!, storeName) : heads === 's3' ? await StoreSharedHeads.open(store) : undefined;
+    heads === 'redis' ? await RedisSharedVolumes.connect(opts.redisUrl!, storeName, opts.redisCluster) : heads === 's3' ? await StoreSharedHeads.open(store) : undefined;
   if (shared) opened.push(shared);
   if (heads === 'redis') {
     // Scoped tokens are shared with the other servers too (common/tokens.ts).
     opened.push(tokens);
-    await tokens.share(await RedisTokenRecords.connect(opts.redisUrl!, storeName), (err) => log.warn({ err: messageOf(err) }, 'cannot reload the scoped tokens from Redis'));
+    await tokens.share(await RedisTokenRecords.connect(opts.redisUrl!, storeName, opts.redisCluster), (err) => log.warn({ err: messageOf(err) }, 'cannot reload the scoped tokens from Redis'));
   }
   const catalog = new VolumeCatalog(store, index, log, {
     ...opts.catalog,
@@ -218,7 +223,7 @@ async function serve(
   });
   opened.push(catalog);
   // Only the hosted services open their backends (and run their timers).
-  const { dicts, queues } = await openStateBackends(dataDir, opts.redisUrl, services, log);
+  const { dicts, queues } = await openStateBackends(dataDir, opts, services, log);
   if (dicts) opened.push(dicts);
   if (queues) opened.push(queues);
   const dictService = dicts && new DictService(dicts, log, opts.idle, instrumented ? metrics.dictOps : undefined);
@@ -229,7 +234,7 @@ async function serve(
   if (services.includes('volume') || services.includes('bridge')) await catalog.init();
   // With Redis, the servers elect one active bridge; it joins the election once this server listens.
   const bridgeService = services.includes('bridge')
-    ? await BridgeService.open(dataDir, volumeResolver(catalog), log, opts.bridge, instrumented ? metrics.bridge : undefined, opts.redisUrl ? { redisUrl: opts.redisUrl, id: `${hostname()}-${randomUUID().slice(0, 8)}`, ...opts.bridgeSet } : undefined)
+    ? await BridgeService.open(dataDir, volumeResolver(catalog), log, opts.bridge, instrumented ? metrics.bridge : undefined, opts.redisUrl ? { redisUrl: opts.redisUrl, redisCluster: opts.redisCluster, id: `${hostname()}-${randomUUID().slice(0, 8)}`, ...opts.bridgeSet } : undefined)
     : undefined;
   if (bridgeService) opened.push(bridgeService);
   if (instrumented && queues) metrics.setQueueDepthSource(() => queueDepths(queues));
@@ -284,7 +289,7 @@ async function serve(
             version: stowageVersion(),
             services: [...services],
             store: store.description,
-            state: stateDescription(dataDir, opts.redisUrl),
+            state: stateDescription(dataDir, opts),
             startedAtMs: Date.now(),
           },
           catalog: services.includes('volume') ? catalog : undefined,
@@ -330,7 +335,7 @@ async function serve(
     dataDir,
     store,
     catalog,
-    stateDescription: stateDescription(dataDir, opts.redisUrl),
+    stateDescription: stateDescription(dataDir, opts),
     services,
     httpAddress: http?.address,
     tls: !opts.tls ? 'off' : opts.tls.clientCa ? 'mutual' : 'tls',
@@ -388,8 +393,11 @@ async function queueDepths(queues: QueueBackend): Promise<{ name: string; length
   return depths.filter((d) => d !== undefined);
 }
 
-function stateDescription(dataDir: string, redisUrl: string | undefined): string {
-  return redisUrl ? redactUrl(redisUrl) : `LMDB in ${dataDir}/{dict,queue}`;
+function stateDescription(dataDir: string, opts: Pick<ServeOptions, 'redisUrl' | 'redisCluster' | 'redisWait'>): string {
+  if (!opts.redisUrl) return `LMDB in ${dataDir}/{dict,queue}`;
+  const cluster = opts.redisCluster || opts.redisUrl.includes(',') ? ' (Redis Cluster)' : '';
+  const wait = opts.redisWait ? `, WAIT ${opts.redisWait.replicas} replica(s) within ${opts.redisWait.timeoutMs} ms` : '';
+  return `${redactUrl(opts.redisUrl)}${cluster}${wait}`;
 }
 
 /** What the compute bridge may know of volumes: versions and the extents of their files. */
@@ -409,18 +417,19 @@ function volumeResolver(catalog: VolumeCatalog): VolumeResolver {
 /** The dict and queue backends of the hosted services (undefined for one not hosted). */
 async function openStateBackends(
   dataDir: string,
-  redisUrl: string | undefined,
+  opts: Pick<ServeOptions, 'redisUrl' | 'redisCluster' | 'redisWait'>,
   services: readonly ServiceName[],
   log: Logger,
 ): Promise<{ dicts?: DictBackend; queues?: QueueBackend }> {
+  const { redisUrl, redisCluster: cluster, redisWait: wait } = opts;
   const wantDicts = services.includes('dict');
   const wantQueues = services.includes('queue');
   if (redisUrl) {
     const { RedisDictBackend } = await import('../dict/redis.js');
     const { RedisQueueBackend } = await import('../queue/redis.js');
-    const dicts = wantDicts ? new RedisDictBackend(redisUrl) : undefined;
+    const dicts = wantDicts ? new RedisDictBackend(redisUrl, { cluster, wait }) : undefined;
     try {
-      return { dicts, queues: wantQueues ? await RedisQueueBackend.connect({ url: redisUrl }) : undefined };
+      return { dicts, queues: wantQueues ? await RedisQueueBackend.connect({ url: redisUrl, cluster, wait }) : undefined };
     } catch (err) {
       await dicts?.close();
       throw err;

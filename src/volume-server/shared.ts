@@ -16,9 +16,9 @@
  * metadata of a cluster on one shard; it is small (a record and a head per
  * volume) and is written once per commit.
  */
-import { Redis } from 'ioredis';
 import { UnavailableError, messageOf } from '../common/errors.js';
-import { redisReady, redisRetryStrategy } from '../common/redis-ready.js';
+import { openRedis, type RedisClient } from '../common/redis-connect.js';
+import { redisReady } from '../common/redis-ready.js';
 import { redactUrl } from '../common/urls.js';
 import type { VersionRecord } from './versions.js';
 
@@ -179,7 +179,7 @@ export class RedisSharedVolumes implements SharedHeads {
   private readonly keys: ReturnType<typeof keysOf>;
 
   private constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     url: string,
     store: string,
   ) {
@@ -189,17 +189,9 @@ export class RedisSharedVolumes implements SharedHeads {
   }
 
   /** Connects (UnavailableError naming Redis when it cannot be reached); `store` names the bucket and prefix whose volumes these are. */
-  static async connect(url: string, store: string): Promise<RedisSharedVolumes> {
-    // commandTimeout: a Redis that hangs (stopped, partitioned) fails calls instead of holding them.
-    const redis = new Redis(url, {
-      lazyConnect: true,
-      retryStrategy: redisRetryStrategy,
-      connectTimeout: 3000,
-      commandTimeout: 3000,
-      maxRetriesPerRequest: 1,
-      enableOfflineQueue: false,
-    });
-    redis.on('error', () => undefined);
+  static async connect(url: string, store: string, cluster = false): Promise<RedisSharedVolumes> {
+    // The command timeout: a Redis that hangs (stopped, partitioned) fails calls instead of holding them.
+    const redis = openRedis(url, { cluster, lazyConnect: true, connectTimeoutMs: 3000, commandTimeoutMs: 3000 });
     const shared = new RedisSharedVolumes(redis, url, store);
     try {
       await redis.connect();
