@@ -7,17 +7,22 @@
  *   is read through the other; a master SIGKILLed: ops settle (ok or
  *   UNAVAILABLE, never a hang) and resume on the promoted replica;
  * - wake-ups survive losing the node the subscriber connection was on;
+ * - volume heads shared through the Cluster by two volume servers over one
+ *   s3rver bucket: a commit through one is read at once through the other;
  * - --redis-wait: every acknowledged write survives a master's death, and a
  *   WAIT that cannot be met fails UNAVAILABLE saying so.
  * Bounds are generous (the machine is noisy); nothing asserts a duration.
  */
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Connection, Dict, Queue } from '../src/client/index.js';
+import { Connection, Dict, Queue, Volume } from '../src/client/index.js';
 import { isStowageError } from '../src/common/errors.js';
 import { RedisQueueBackend } from '../src/queue/redis.js';
-import { removeDir, spawnStowage, tempDir, uniqueName, type ChildServer } from './support/processes.js';
+import { removeDir, spawnStowage, startS3rver, tempDir, uniqueName, type ChildServer } from './support/processes.js';
 import { startRedisCluster, type RedisCluster } from './support/redis-cluster.js';
 import { eventually, sleep, within } from './support/state-servers.js';
 
@@ -102,6 +107,40 @@ describe('two stowage servers on one Redis Cluster', () => {
     const listed = (await Dict.list({ connection: b })).map((i) => i.name);
     for (const name of names) expect(listed).toContain(name);
   });
+
+  it('shares volume heads through the Cluster: a commit through one server is read at once through another', async () => {
+    const s3 = await startS3rver({ dir: tempDir('s3rver') });
+    const token = `stw_${randomBytes(24).toString('base64url')}`;
+    const prefix = uniqueName('cluster-heads');
+    const volumeServers: ChildServer[] = [];
+    const conns: Connection[] = [];
+    try {
+      for (const url of [[cluster.url], [cluster.seedUrl, '--redis-cluster']]) {
+        const dir = tempDir('stowage');
+        writeFileSync(join(dir, 'token'), `${token}\n`, { mode: 0o600 });
+        const args = ['--only', 'volume', '--redis-url', ...url, '--s3-endpoint', s3.endpoint, '--s3-bucket', s3.bucket, '--s3-prefix', prefix, '--s3-region', 'us-east-1'];
+        volumeServers.push(await spawnStowage(dir, args, { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' }));
+      }
+      const [onA, onB] = volumeServers.map((s) => new Connection({ server: s.address, token }));
+      conns.push(onA!, onB!);
+      const name = uniqueName('vol');
+      const vol = await Volume.fromName(name, { createIfMissing: true, connection: onA });
+      for (let i = 1; i <= 3; i++) {
+        expect((await vol.batchUpload().putFile(Buffer.from(`v${i}`), `f${i}.txt`).commit()).version).toBe(i);
+        const seen = await Volume.fromName(name, { connection: onB });
+        expect((await seen.info()).latestVersion).toBe(i);
+        expect((await seen.readBytes(`f${i}.txt`)).toString()).toBe(`v${i}`);
+      }
+    } finally {
+      for (const c of conns) c.close();
+      for (const s of volumeServers) {
+        await s.kill();
+        removeDir(s.dataDir);
+      }
+      await s3.stop();
+      removeDir(s3.dir);
+    }
+  }, 60_000);
 
   it('settles every op while a master fails over and resumes on the promoted replica', async () => {
     const [{ name: qname, master }] = await namesOnShards(cluster, 'queue', 1);
