@@ -143,7 +143,9 @@ export class VolumeCatalog {
    */
   private async seedShared(): Promise<void> {
     let seeded = 0;
+    const known = new Set((await this.shared!.all(this.knownVersion)).map((v) => (JSON.parse(v.record) as { id: string }).id));
     for (let local of this.index.listVolumes()) {
+      if (known.has(local.id)) continue;
       const stored = await this.store.get(volumeRecordKey(local.id)).then(
         (b) => parseVolumeRecord(volumeRecordKey(local.id), b),
         () => undefined,
