@@ -25,7 +25,14 @@ import {
   revokeToken,
 } from '../src/client/index.js';
 import { sha256 } from '../src/common/hash.js';
-import type { CommitRequest, CommitResponse, FileEntry } from '../src/gen/stowage/v1/volume.js';
+import { createLogger } from '../src/common/logger.js';
+import { FileType, type CommitRequest, type CommitResponse, type FileEntry } from '../src/gen/stowage/v1/volume.js';
+import { VolumeCatalog } from '../src/volume-server/catalog.js';
+import { LmdbIndex } from '../src/volume-server/index/lmdb.js';
+import { RedisSharedVolumes } from '../src/volume-server/shared.js';
+import type { BlobStore } from '../src/volume-server/store/interface.js';
+import { LocalBlobStore } from '../src/volume-server/store/local.js';
+import { parseVersionRecord, versionKey } from '../src/volume-server/versions.js';
 import { expectFailure } from './support/checks.js';
 import { removeScratch, scratchDir, waitFor } from './support/faults.js';
 import { runCli, spawnStowage, startS3rver, uniqueName, type ChildServer, type S3Server } from './support/processes.js';
@@ -33,6 +40,7 @@ import { startRedis, type RedisServer } from './support/redis.js';
 
 const TOKEN = `stw_${randomBytes(24).toString('base64url')}`;
 const S3_ENV = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' };
+const log = createLogger('test');
 
 let s3: S3Server;
 let redis: RedisServer;
@@ -253,6 +261,47 @@ describe('volume servers sharing one bucket and one Redis', () => {
     }
     await expectFailure(() => Volume.fromName(name, { connection: onB }), UnauthenticatedError, 'UNAUTHENTICATED', /revoked/);
     void b;
+  });
+
+  it('a head whose committer died before storing its version record is stored by the next server to build on it', async () => {
+    const dir = scratchDir('store');
+    const shared = [await RedisSharedVolumes.connect(redis.url, uniqueName('in-process')), await RedisSharedVolumes.connect(redis.url, uniqueName('unused'))];
+    const heads = shared[0]!;
+    let failRecords = true;
+    const plain = new LocalBlobStore(dir);
+    // A's store loses every version record it writes: as if A died right after moving the head.
+    const dying: BlobStore = Object.assign(Object.create(plain) as BlobStore, {
+      put: (key: string, data: Uint8Array) => (failRecords && key.startsWith('versions/') ? Promise.reject(new UnavailableError('died')) : plain.put(key, data)),
+    });
+    const a = new VolumeCatalog(dying, new LmdbIndex(join(scratchDir('index-a'), 'index'), log), log, { shared: heads });
+    const b = new VolumeCatalog(plain, new LmdbIndex(join(scratchDir('index-b'), 'index'), log), log, { shared: heads });
+    try {
+      await a.init();
+      await b.init();
+      const name = uniqueName('repair');
+      const { id } = await a.createVolume(name, false, false);
+      const one = async function* () {
+        yield [{ path: 'x.txt', type: FileType.FILE_TYPE_FILE, size: 0, mode: 0o644, mtimeMs: 1, extents: [], id: 0, tree: '' }] as FileEntry[];
+      };
+      await expectFailure(() => a.commit({ volume: name, removes: [], copies: [], force: false, commitId: 'c1' }, one()), UnavailableError, 'UNAVAILABLE', /died/);
+      expect(await plain.head(versionKey(id, 1))).toBeUndefined();
+      // The head moved: B sees version 1, and a retry of that commit through B lands nothing new.
+      expect((await b.getVolume(name)).latestVersion).toBe(1);
+      expect((await b.commit({ volume: name, removes: [], copies: [], force: false, commitId: 'c1' }, one())).version).toBe(1);
+      expect(await plain.head(versionKey(id, 1))).toBeGreaterThan(0);
+      failRecords = false;
+      const two = async function* () {
+        yield [{ path: 'y.txt', type: FileType.FILE_TYPE_FILE, size: 0, mode: 0o644, mtimeMs: 1, extents: [], id: 0, tree: '' }] as FileEntry[];
+      };
+      expect((await b.commit({ volume: name, removes: [], copies: [], force: false }, two())).version).toBe(2);
+      expect(parseVersionRecord(versionKey(id, 1), await plain.get(versionKey(id, 1))).commitId).toBe('c1');
+    } finally {
+      for (const c of [a, b]) {
+        await c.close();
+        await c.index.close();
+      }
+      for (const s of shared) await s.close();
+    }
   });
 
   it('refuses --heads redis without a Redis or without a bucket, and an unknown --heads', async () => {

@@ -428,6 +428,7 @@ export class VolumeCatalog {
           const publish = token === undefined ? undefined : (v: VersionRecord) => this.shared!.advance(rec.name, rec.id, rec.latestVersion, v, token);
           const ctx = { store: this.store, index: this.index, trees: this.trees, blobs: this.blobs, log: this.log };
           const done = await commitVersion(ctx, rec, head, header, puts, publish);
+          if (this.shared) this.stored.add(versionKey(rec.id, done.version.version));
           this.gate.landed(done.referenced);
           return { version: done.version.version, volume: this.info(done.volume) };
         }),
@@ -487,6 +488,18 @@ export class VolumeCatalog {
 
   // ---- helpers -------------------------------------------------------------
 
+  /** Heads whose version record is known to be in the store (this server wrote or checked it). */
+  private readonly stored = new Set<string>();
+
+  /** The head's committer may have died before storing its record: the store must hold it before anyone builds on it. */
+  private async ensureStored(head: VersionRecord): Promise<void> {
+    const key = versionKey(head.volumeId, head.version);
+    if (this.stored.has(key)) return;
+    if ((await this.store.head(key)) === undefined) await this.store.put(key, Buffer.from(JSON.stringify(head)));
+    if (this.stored.size > 10_000) this.stored.clear();
+    this.stored.add(key);
+  }
+
   /**
    * A volume's record, refreshed from Redis when servers share heads (see
    * the header). With Redis away, a read ('read') gets what the index holds;
@@ -519,7 +532,7 @@ export class VolumeCatalog {
       if (gone) await this.index.removeVolume(gone.id);
       throw this.notFoundVolume(name);
     }
-    return this.adopt(found);
+    return this.adopt(found, use);
   }
 
   /** The newest version of a volume the index holds (0: none), for the shared heads. */
@@ -545,8 +558,12 @@ export class VolumeCatalog {
     for (const v of this.index.listVolumes()) if (!live.has(v.id)) await this.index.removeVolume(v.id);
   }
 
-  /** Brings the index up to what Redis holds of one volume: its record, and every version up to its head. */
-  private async adopt(found: SharedVolume): Promise<VolumeRecord> {
+  /**
+   * Brings the index up to what Redis holds of one volume: its record, and
+   * every version up to its head. Before a write (`use` 'write': a commit
+   * builds on the head), the head's record must be in the store.
+   */
+  private async adopt(found: SharedVolume, use: 'read' | 'write' = 'read'): Promise<VolumeRecord> {
     const stored = JSON.parse(found.record) as { id: string };
     const parsed = parseVolumeRecord(volumeRecordKey(stored.id), Buffer.from(found.record));
     return this.withLock(`adopt:${parsed.id}`, async () => {
@@ -558,10 +575,11 @@ export class VolumeCatalog {
         await this.index.putVolume(rec);
       }
       const head = found.head;
-      if (!head || head.version <= rec.latestVersion) return rec;
-      // The head's committer may have died before storing its record: the store must hold it before anyone builds on it.
-      const headKey = versionKey(rec.id, head.version);
-      if ((await this.store.head(headKey)) === undefined) await this.store.put(headKey, Buffer.from(JSON.stringify(head)));
+      if (!head || head.version <= rec.latestVersion) {
+        if (use === 'write' && rec.latestVersion > 0) await this.ensureStored(this.versionRecord(rec, rec.latestVersion));
+        return rec;
+      }
+      if (use === 'write') await this.ensureStored(head);
       for (let v = rec.latestVersion + 1; v < head.version; v++) {
         const key = versionKey(rec.id, v);
         const between = await this.store.get(key).then(
