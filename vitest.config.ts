@@ -7,6 +7,6 @@ export default defineConfig({
     hookTimeout: 120_000,
     pool: 'forks',
     setupFiles: ['test/support/cleanup.ts'],
-    env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', STOWAGE_LOG_LEVEL: 'error' },
+    env: { STOWAGE_LOG_LEVEL: 'error' },
   },
 });

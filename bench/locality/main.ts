@@ -29,8 +29,6 @@ import { startServer, type RunningServer } from '../../src/server/server.js';
 import { writeBigFile } from '../volume-transfer/dataset.js';
 import { ROOT, cleanUpOnSignal, hostInfo, load1, parseFlags, s3rverStore, startS3rver, track, wholeFlag, type S3rver } from '../volume-transfer/setup.js';
 
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-
 const MiB = 1024 * 1024;
 const POLICIES: PlacementPolicyName[] = ['ours', 'round-robin', 'random'];
 const USAGE = 'usage: node dist/bench/locality/main.js [--quick] [--shards 16] [--shard-mib 64] [--calls 128] [--workers 4] [--cache-mib N] [--policies ours,round-robin,random] [--json-only]';

@@ -48,8 +48,6 @@ import { aimsOf, tables, type CaseResult } from './report.js';
 import { dirBytes, startServe, type ServeProcess } from './server.js';
 import { LAYOUTS, Tree, sample, type Layout } from './tree.js';
 
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-
 /**
  * s3rver lists a directory by reading and stat-ing all of it for every page
  * of 1,000 keys, so listing one flat directory costs objects² / 1,000 stats

@@ -60,8 +60,6 @@ import {
 } from './report.js';
 import { fetchThreadsSweep, parseThreadList, type SweepRow } from './sweep.js';
 
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-
 const SMALL_FILE_SIZE = 4096;
 const VOLUME = 'bench-mount';
 const STREAM_VOLUME = 'bench-stream';

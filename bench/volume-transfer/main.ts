@@ -34,9 +34,6 @@ import {
   type StowageServer,
 } from './setup.js';
 
-// The SDK's notice about future Node versions says nothing about this run.
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-
 const SMALL_FILE_SIZE = 4096;
 const RESULTS = join(ROOT, 'bench', 'results', 'volume-transfer.json');
 

@@ -15,7 +15,17 @@ import { guardUnfinished } from './unfinished.js';
 import { register as registerVolume } from './volume.js';
 import { register as registerWorker } from './worker.js';
 
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+// Node 20 reached end of life in April 2026, and AWS SDK releases from January 2027 need
+// Node 22: say so in one line on stderr (never stdout, which --json owns). The SDK's own
+// multi-line warning (NodeVersionSupportWarning, once per process that makes an S3 client)
+// is left alone. STOWAGE_NODE_WARNED is inherited by the stowage processes this one starts
+// (a worker's mounts), so a process tree says it once.
+if (Number(process.versions.node.split('.')[0]) < 22 && !process.env.STOWAGE_NODE_WARNED) {
+  process.env.STOWAGE_NODE_WARNED = '1';
+  process.stderr.write(
+    `stowage: Node ${process.version} is past its end of life (Node 20 reached it in April 2026); AWS SDK releases from January 2027 need Node 22 or newer: use Node 22 or 24\n`,
+  );
+}
 // grpc-js names an IP address target as the TLS ServerName, and Node warns about that
 // (DEP0123) once per process; the certificate is still checked against the address.
 const emitWarning = process.emitWarning.bind(process);

@@ -11,7 +11,10 @@
  * 104,800 "a"s goes, 104,900 do not). Over that, the server's HTTP/2 session
  * fails with a compression error and closes, and the client never takes it
  * in (its socket sits half-closed with the server's last frames unread): the
- * call, and every later call on that connection, waits forever.
+ * call, and every later call on that connection, waits forever. On Node 22
+ * and 24 the client's HTTP/2 resets the stream instead ("Received RST_STREAM
+ * with code 2 triggered by internal client error: Protocol error"), and the
+ * call fails at once (test/cli-exit.test.ts checks both).
  */
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { ErrorCode, StowageError, errorForCode, isErrorCode, messageOf } from './errors.js';
@@ -88,6 +91,10 @@ export function fromGrpcError(err: unknown, server: string, tls?: ClientTlsMode)
   // Deadlines are set by the client (connection.ts), whose interceptor names the call and the time allowed.
   if (sent === undefined && e.code === status.DEADLINE_EXCEEDED) {
     return errorForCode(code, `stowage server at ${server} did not answer in time: ${details}`);
+  }
+  // A stream reset by HTTP/2 (a status message grpc-js reports as INTERNAL, with no stowage-code): say whose.
+  if (sent === undefined && e.code === status.INTERNAL && /^Received RST_STREAM\b/.test(details)) {
+    return errorForCode(code, `the call to stowage server at ${server} was reset (${details})`);
   }
   // grpc-js's own size limits: "Received message larger than max (N vs M)" (either side), "Attempted to send message with a size larger than M" (client).
   const size = sent === undefined && e.code === status.RESOURCE_EXHAUSTED ? /larger than (?:max \((\d+) vs\.? (\d+)\)|(\d+))/.exec(details) : null;

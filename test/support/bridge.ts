@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { BridgeAdmin, type Connection } from '../../src/client/index.js';
 import { CallState } from '../../src/gen/stowage/v1/bridge.js';
-import { CLI, ROOT, tempDir } from './processes.js';
+import { CLI, ROOT, tempDir, withoutNodeWarnings } from './processes.js';
 
 export const FIXTURE = join(ROOT, 'test', 'fixtures', 'bridge', 'jobs.mjs');
 
@@ -102,7 +102,7 @@ function launchWorker(opts: WorkerOptions): { worker: WorkerProcess; lines: Inte
     cacheDir,
     workDir,
     stdout: () => stdout,
-    stderr: () => stderr,
+    stderr: () => withoutNodeWarnings(stderr),
     exited,
     async kill(signal = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, signal);
@@ -238,7 +238,7 @@ export async function spawnServe(dataDir: string, port: number, args: string[] =
     pid: child.pid!,
     address: `127.0.0.1:${port}`,
     token: readFileSync(join(dataDir, 'token'), 'utf8').trim(),
-    stderr: () => err,
+    stderr: () => withoutNodeWarnings(err),
     async kill(signal = 'SIGKILL') {
       if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, signal);
       await exited;

@@ -9,7 +9,7 @@ import { createReadStream } from 'node:fs';
 import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { blobKey } from '../../src/volume-server/store/interface.js';
-import { CLI, removeDir, startS3rver, startStowage, tempDir, type CliResult, type S3Server, type Stowage } from './processes.js';
+import { CLI, removeDir, startS3rver, startStowage, tempDir, withoutNodeWarnings, type CliResult, type S3Server, type Stowage } from './processes.js';
 
 export type StoreKind = 'local' | 's3';
 
@@ -86,7 +86,7 @@ export function startCli(args: string[], env: Record<string, string>): RunningCl
   const result = new Promise<CliResult>((resolve) =>
     child.on('close', (code) => {
       clis.delete(child);
-      resolve({ code: code ?? -1, stdout, stderr });
+      resolve({ code: code ?? -1, stdout, stderr: withoutNodeWarnings(stderr) });
     }),
   );
   return {

@@ -7,7 +7,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { CLI } from './processes.js';
+import { CLI, withoutNodeWarnings } from './processes.js';
 
 export interface MountProcess {
   child: ChildProcess;
@@ -90,7 +90,7 @@ export async function startMountProcess(opts: {
       reject(new Error(`stowage mount exited with ${code}: ${stderr}`));
     });
   });
-  return { child, dir, line, stderr: () => stderr, exited };
+  return { child, dir, line, stderr: () => withoutNodeWarnings(stderr), exited };
 }
 
 /** Sends `signal` to the mount process (by PID) unless it is gone; resolves once it has exited. */
