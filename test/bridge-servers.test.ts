@@ -7,13 +7,15 @@
  * the lease within about the lease time and every call finishes, each run
  * once (as test/bridge-faults.test.ts asserts for a restart on one server).
  * A single server without Redis is covered by the other bridge tests.
+ * A worker given two servers of the set reconnects through the other when
+ * the one its stream went through dies.
  * Then two servers with mutual TLS: the follower reaches the leader as a
  * client trusting STOWAGE_TLS_CA and presenting STOWAGE_TLS_CLIENT_CERT.
  *
- * The code volume is filled through the first server before the others
- * start, so that every server's volume index has it (each rebuilds its index
- * from the bucket at start; volume heads shared between servers are not this
- * test's subject). Needs `npm run build` first.
+ * The code volume is filled through the first server, once it holds the
+ * lease, before the others start (the servers share volume heads through the
+ * Redis, so the others would see it anyway; that sharing is
+ * test/volume-servers.test.ts's subject). Needs `npm run build` first.
  */
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -84,6 +86,11 @@ function serverSet(opts: { serveArgs?: string[]; env?: Record<string, string>; c
       await peek.del(LEADER_KEY);
     },
     worker: (id: string) => workers.get(id),
+    /** A worker started here by hand, stopped with the set. */
+    adopt(id: string, w: WorkerProcess) {
+      workers.set(id, w);
+    },
+    token,
     /** Starts `first`, waits for it to hold the lease, puts the fixture's bundle into the code volume through it, then starts the others. */
     async startServers(first: string, ...others: string[]) {
       await set.serve(first);
@@ -204,6 +211,41 @@ describe('compute bridge on three servers sharing one Redis and one bucket', () 
     servers.delete(leader);
     const out = (await fixtureFn<[number]>(app, 'square').map([7, 8])) as Squared[];
     expect(out.map((o) => o.square)).toEqual([49, 64]);
+  });
+});
+
+describe('a worker given every server of the set (STOWAGE_SERVER=b,c)', () => {
+  const set = serverSet();
+  const { servers } = set;
+
+  beforeAll(async () => {
+    await set.start();
+    await set.startServers('a', 'b', 'c');
+  }, 90_000);
+
+  afterAll(() => set.stop());
+
+  it('reconnects through another server of its list when the one it used dies, and runs calls again', async () => {
+    expect(await set.leader()).toBe('a');
+    // c does not answer while the worker connects, so its stream goes through b.
+    const c = servers.get('c')!;
+    process.kill(c.pid, 'SIGSTOP');
+    let w: WorkerProcess;
+    try {
+      w = await startWorker({ id: 'wl', server: `${servers.get('b')!.address},${c.address}`, token: set.token, slots: 1 });
+    } finally {
+      process.kill(c.pid, 'SIGCONT');
+    }
+    set.adopt('wl', w);
+    const app = new App('servers', { connection: set.connect('a') });
+    expect(await fixtureFn<[number, number]>(app, 'add').remote(1, 2)).toBe(3);
+    await servers.get('b')!.kill('SIGKILL');
+    servers.delete('b');
+    // Its stream through b broke; the worker registers again through c, the one left in its list.
+    await waitFor('the worker to be registered again', async () => (await BridgeAdmin.workers(set.connect('a'))).some((x) => x.workerId === 'wl'), 20_000);
+    const out = (await fixtureFn<[number]>(app, 'square').map([3, 4])) as Squared[];
+    expect(out.map((o) => o.square)).toEqual([9, 16]);
+    expect(new Set(out.map((o) => o.worker))).toEqual(new Set(['wl']));
   });
 });
 
