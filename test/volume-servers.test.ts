@@ -304,6 +304,18 @@ describe('volume servers sharing one bucket and one Redis', () => {
     }
   });
 
+  it('a server list that is not HOST:PORT,HOST:PORT is refused before any call, naming the bad entry; one of unknown names fails UNAVAILABLE', async () => {
+    for (const [list, bad] of [
+      [`${servers[0]!.address},nope`, 'nope'],
+      [`${servers[0]!.address},host:99999`, 'host:99999'],
+      [`${servers[0]!.address},`, ''],
+    ] as const) {
+      expect(() => new Connection({ server: list, token: TOKEN })).toThrow(new RegExp(`server "${bad}" in ".*" is not HOST:PORT`));
+    }
+    const nowhere = connect('no-such-host.invalid:7420,also-not.invalid:7420');
+    await expectFailure(() => Volume.list({ connection: nowhere }), UnavailableError, 'UNAVAILABLE', /could be looked up|unreachable/);
+  });
+
   it('refuses --heads redis without a Redis or without a bucket, and an unknown --heads', async () => {
     const dataDir = scratchDir('refused');
     const noRedis = await runCli(['serve', '--data-dir', dataDir, '--port', '0', '--heads', 'redis'], {});
