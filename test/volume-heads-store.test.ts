@@ -5,7 +5,8 @@
  * catalogues with indexes of their own over one store behave as servers
  * sharing a bucket: one name space, commits through either land once each in
  * one order, each sees the other's at its next call, and a commit retried
- * with its id lands once.
+ * with its id lands once. Scoped tokens kept in the same store reach the
+ * other server at its next reload.
  */
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
@@ -18,8 +19,10 @@ import { LmdbIndex } from '../src/volume-server/index/lmdb.js';
 import { S3BlobStore } from '../src/volume-server/store/s3.js';
 import { LocalBlobStore } from '../src/volume-server/store/local.js';
 import { StoreSharedHeads } from '../src/volume-server/store-heads.js';
+import { TokenStore } from '../src/common/tokens.js';
+import { StoreTokenRecords } from '../src/server/store-tokens.js';
 import { expectFailure } from './support/checks.js';
-import { removeScratch, scratchDir } from './support/faults.js';
+import { removeScratch, scratchDir, waitFor } from './support/faults.js';
 import { runCli, startS3rver, uniqueName, type S3Server } from './support/processes.js';
 
 const log = createLogger('test');
@@ -36,6 +39,16 @@ async function* once(entries: FileEntry[]): AsyncGenerator<FileEntry[]> {
 
 async function commit(c: VolumeCatalog, volume: string, paths: string[], commitId?: string) {
   return c.commit({ volume, removes: [], copies: [], force: false, commitId }, once(paths.map(empty)));
+}
+
+/** 'ok', or why the token is refused. */
+function tryAuth(tokens: TokenStore, bearer: string): string {
+  try {
+    tokens.authenticate(bearer);
+    return 'ok';
+  } catch (err) {
+    return (err as Error).message;
+  }
 }
 
 async function catalogOn(store: LocalBlobStore): Promise<VolumeCatalog> {
@@ -106,4 +119,26 @@ describe('volume heads in the store, by conditional writes', () => {
     await a.deleteVolume(renamed);
     await expectFailure(() => b.getVolume(renamed), NotFoundError, 'NOT_FOUND', /not found/);
   }, 60_000);
+
+  it('scoped tokens in the store: one made through one server works on the other after its reload, and so does a revocation', async () => {
+    const store = new LocalBlobStore(scratchDir('store'));
+    const admin = `stw_${randomUUID()}`;
+    const [a, b] = [new TokenStore(scratchDir('data-a'), admin), new TokenStore(scratchDir('data-b'), admin)];
+    try {
+      // A reload that fails is retried at the next one (as the server only logs it).
+      for (const t of [a, b]) await t.share(new StoreTokenRecords(store), () => undefined, 100);
+      const { token, info } = await a.create(['volume:data*:read'], 3600_000);
+      const bearer = `Bearer ${token}`;
+      expect(a.authenticate(bearer).id).toBe(info.id);
+      await waitFor('B to know the token', () => (tryAuth(b, bearer) === 'ok' ? true : undefined), 5_000);
+      await b.revoke(info.id);
+      expect(tryAuth(b, bearer)).toMatch(/revoked/);
+      await waitFor('A to know of the revocation', () => (/revoked/.test(tryAuth(a, bearer)) ? true : undefined), 5_000);
+      // A second token with the id of one that exists cannot be made: the create is conditional.
+      expect(await new StoreTokenRecords(store).add({ ...(await new StoreTokenRecords(store).get(info.id))!, revokedAtMs: 0 })).toBe(false);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
 });

@@ -16,12 +16,13 @@
  * on the very next call. Revoked records are kept (marked) so that a refusal
  * can say "revoked" rather than "unknown".
  *
- * With several servers (heads in Redis), the records live in Redis instead
- * (`share`, server/redis-tokens.ts), and each server keeps a copy in memory,
- * so a check never waits on the network: a token created or revoked on one
- * server is known to the others when Redis tells them (a published message,
- * within milliseconds), and at the latest at their next full reload
- * (SHARED_RELOAD_MS). tokens.json is then not written; records it held are
+ * With several servers sharing a bucket, the records live where the heads
+ * do (`share`): in Redis (server/redis-tokens.ts) or in the bucket
+ * (server/store-tokens.ts). Each server keeps a copy in memory, so a check
+ * never waits on the network: a token created or revoked on one server is
+ * known to the others when Redis tells them (a published message, within
+ * milliseconds), and at the latest at their next full reload
+ * (SHARED_RELOAD_MS; the bucket tells nobody, so there only the reload). tokens.json is then not written; records it held are
  * copied into Redis once, when the server first shares.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -138,14 +139,14 @@ export class TokenStore implements Authenticator {
    * Keeps the records in `shared` from now on (see the header): copies in
    * the ones of tokens.json it lacks, loads them all, and follows changes.
    */
-  async share(shared: SharedTokenRecords, onError: (err: unknown) => void): Promise<void> {
+  async share(shared: SharedTokenRecords, onError: (err: unknown) => void, reloadMs = SHARED_RELOAD_MS): Promise<void> {
     for (const r of this.records.values()) await shared.add(r);
     this.shared = shared;
     await shared.watch((id) => {
       shared.get(id).then((r) => r && this.records.set(r.id, r), onError);
     });
     await this.reloadAll();
-    this.reload = setInterval(() => this.reloadAll().catch(onError), SHARED_RELOAD_MS).unref();
+    this.reload = setInterval(() => this.reloadAll().catch(onError), reloadMs).unref();
   }
 
   async close(): Promise<void> {

@@ -51,6 +51,7 @@ import { VolumeCatalog, type CatalogOptions } from '../volume-server/catalog.js'
 import { RedisSharedVolumes, type SharedHeads } from '../volume-server/shared.js';
 import { StoreSharedHeads } from '../volume-server/store-heads.js';
 import { RedisTokenRecords } from './redis-tokens.js';
+import { StoreTokenRecords } from './store-tokens.js';
 import { collectGarbage } from '../volume-server/gc.js';
 import { volumeService } from '../volume-server/grpc-service.js';
 import { LmdbIndex } from '../volume-server/index/lmdb.js';
@@ -211,10 +212,12 @@ async function serve(
   const shared: SharedHeads | undefined =
     heads === 'redis' ? await RedisSharedVolumes.connect(opts.redisUrl!, storeName, opts.redisCluster) : heads === 's3' ? await StoreSharedHeads.open(store) : undefined;
   if (shared) opened.push(shared);
-  if (heads === 'redis') {
-    // Scoped tokens are shared with the other servers too (common/tokens.ts).
+  if (shared) {
+    // Scoped tokens are shared with the other servers too, where the heads are (common/tokens.ts).
     opened.push(tokens);
-    await tokens.share(await RedisTokenRecords.connect(opts.redisUrl!, storeName, opts.redisCluster), (err) => log.warn({ err: messageOf(err) }, 'cannot reload the scoped tokens from Redis'));
+    const records =
+      heads === 'redis' ? await RedisTokenRecords.connect(opts.redisUrl!, storeName, opts.redisCluster) : new StoreTokenRecords(store as ConstructorParameters<typeof StoreTokenRecords>[0]);
+    await tokens.share(records, (err) => log.warn({ err: messageOf(err) }, `cannot reload the scoped tokens from ${shared.describe()}`));
   }
   const catalog = new VolumeCatalog(store, index, log, {
     ...opts.catalog,
