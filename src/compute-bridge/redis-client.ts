@@ -8,8 +8,8 @@
  *
  * The client comes from common's openRedis (a single node, or a Cluster).
  */
-import { createHash } from 'node:crypto';
 import { FailedPreconditionError, InternalError, StowageError, UnavailableError, messageOf } from '../common/errors.js';
+import { RedisCommands, luaScript } from '../common/redis-commands.js';
 import { openRedis, type RedisClient } from '../common/redis-connect.js';
 import { redisReady } from '../common/redis-ready.js';
 import { redactUrl } from '../common/urls.js';
@@ -41,27 +41,20 @@ export async function openBridgeRedis(url: string, cluster = false): Promise<Bri
 export class BridgeRedis {
   /** The URL without its password, for messages. */
   readonly where: string;
-  private readonly shas = new Map<string, string>();
+  /** Scripts run through the state backends' runner (EVALSHA, EVAL on NOSCRIPT, per node); the bridge never WAITs. */
+  private readonly commands: RedisCommands;
 
   constructor(
     private readonly client: RedisClient,
     url: string,
   ) {
     this.where = redactUrl(url);
+    this.commands = new RedisCommands(client, this.where, undefined);
   }
 
   /** Runs a Lua script (EVALSHA, EVAL when Redis does not have it yet). */
   async script(lua: string, keys: string[], args: RedisArg[]): Promise<unknown> {
-    let sha = this.shas.get(lua);
-    if (!sha) this.shas.set(lua, (sha = createHash('sha1').update(lua).digest('hex')));
-    return this.call(async () => {
-      try {
-        return await this.client.callBuffer('EVALSHA', sha, keys.length, ...keys, ...args);
-      } catch (err) {
-        if (!messageOf(err).startsWith('NOSCRIPT')) throw err;
-        return await this.client.callBuffer('EVAL', lua, keys.length, ...keys, ...args);
-      }
-    });
+    return this.call(() => this.commands.script(luaScript(lua), keys, args, false));
   }
 
   /** One command on the client, with the bridge's error mapping. */
