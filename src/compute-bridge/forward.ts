@@ -135,13 +135,7 @@ function handlerFor(def: Untyped, pick: (metadata: Metadata) => Upstream | Parti
     return (call: ServerUnaryCall<unknown, unknown>, cb: sendUnaryData<unknown>) => {
       const up = pick(call.metadata);
       if (!(up instanceof Upstream)) return cb(up);
-      let answered = false;
-      const answer = (err: Partial<StatusObject> | null, res?: unknown, trailers?: Metadata) => {
-        if (answered) return;
-        answered = true;
-        if (err) cb(err);
-        else cb(null, res, trailers);
-      };
+      const answer = answerOnce(cb);
       let value: unknown;
       const t = up.track(
         (client) =>
@@ -163,13 +157,7 @@ function handlerFor(def: Untyped, pick: (metadata: Metadata) => Upstream | Parti
     return (call: ServerWritableStream<unknown, unknown>) => {
       const up = pick(call.metadata);
       if (!(up instanceof Upstream)) return void call.emit('error', up);
-      let ended = false;
-      const finish = (s: Partial<StatusObject>) => {
-        if (ended) return;
-        ended = true;
-        if (s.code === status.OK) call.end(s.metadata);
-        else call.emit('error', s);
-      };
+      const finish = endOnce(call);
       const t = up.track(
         (client) => client.makeServerStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, call.request, metadataOf(call), optionsOf(call)),
         (why) => finish(unavailable(why)),
@@ -189,13 +177,7 @@ function handlerFor(def: Untyped, pick: (metadata: Metadata) => Upstream | Parti
     return (call: ServerReadableStream<unknown, unknown>, cb: sendUnaryData<unknown>) => {
       const up = pick(call.metadata);
       if (!(up instanceof Upstream)) return cb(up);
-      let answered = false;
-      const answer = (err: Partial<StatusObject> | null, res?: unknown, trailers?: Metadata) => {
-        if (answered) return;
-        answered = true;
-        if (err) cb(err);
-        else cb(null, res, trailers);
-      };
+      const answer = answerOnce(cb);
       let value: unknown;
       const t = up.track(
         (client) =>
@@ -218,13 +200,7 @@ function handlerFor(def: Untyped, pick: (metadata: Metadata) => Upstream | Parti
   return (call: ServerDuplexStream<unknown, unknown>) => {
     const up = pick(call.metadata);
     if (!(up instanceof Upstream)) return void call.emit('error', up);
-    let ended = false;
-    const finish = (s: Partial<StatusObject>) => {
-      if (ended) return;
-      ended = true;
-      if (s.code === status.OK) call.end(s.metadata);
-      else call.emit('error', s);
-    };
+    const finish = endOnce(call);
     const t = up.track(
       (client) => client.makeBidiStreamRequest(def.path, def.requestSerialize, def.responseDeserialize, metadataOf(call), optionsOf(call)),
       (why) => finish(unavailable(why)),
@@ -254,6 +230,28 @@ interface Writable {
 }
 
 /** Copies messages from `from` to `to`, pausing `from` while `to` is full. */
+/** A unary or client-stream call's callback, answered once (the upstream status or its abort, whichever comes first). */
+function answerOnce(cb: sendUnaryData<unknown>): (err: Partial<StatusObject> | null, res?: unknown, trailers?: Metadata) => void {
+  let answered = false;
+  return (err, res, trailers) => {
+    if (answered) return;
+    answered = true;
+    if (err) cb(err);
+    else cb(null, res, trailers);
+  };
+}
+
+/** A server-stream or bidi call, ended once: with the trailers on OK, else with the status as its error. */
+function endOnce(call: ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>): (s: Partial<StatusObject>) => void {
+  let ended = false;
+  return (s) => {
+    if (ended) return;
+    ended = true;
+    if (s.code === status.OK) call.end(s.metadata);
+    else call.emit('error', s);
+  };
+}
+
 function pipe(from: Readable, to: Writable): void {
   from.on('data', (m) => {
     if (!to.write(m)) {
