@@ -5,7 +5,7 @@
  * while Redis is away fails after `timeoutMs` with an error naming the URL.
  */
 import type { Cluster, Redis } from 'ioredis';
-import { UnavailableError } from './errors.js';
+import { UnavailableError, messageOf } from './errors.js';
 
 /**
  * Replies that mean "not now" rather than "no": loading, busy, a Cluster
@@ -39,4 +39,20 @@ export function redisReady(redis: Redis | Cluster, where: string, timeoutMs: num
     waiting.set(redis, wait);
   }
   return wait;
+}
+
+/**
+ * Runs one command on `redis` once it is ready (bounded by `timeoutMs`); any
+ * failure becomes an UnavailableError naming the URL and what Redis holds
+ * for us (`holds`, e.g. "the volumes' heads"). A client not yet connected
+ * (lazyConnect, status 'wait') runs `fn` at once: that is its connect.
+ */
+export async function redisCall<T>(redis: Redis | Cluster, where: string, holds: string, timeoutMs: number, fn: () => Promise<T>): Promise<T> {
+  try {
+    if (redis.status !== 'wait') await redisReady(redis, where, timeoutMs);
+    return await fn();
+  } catch (err) {
+    if (err instanceof UnavailableError) throw err;
+    throw new UnavailableError(`redis at ${where}, which holds ${holds}, is unavailable: ${messageOf(err)}`);
+  }
 }

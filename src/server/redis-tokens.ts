@@ -4,9 +4,8 @@
  * record (JSON, the secret's hash only), and a channel on which each change
  * names the record changed.
  */
-import { UnavailableError, messageOf } from '../common/errors.js';
 import { openRedis, openRedisSubscriber, type RedisClient } from '../common/redis-connect.js';
-import { redisReady } from '../common/redis-ready.js';
+import { redisCall } from '../common/redis-ready.js';
 import type { SharedTokenRecords, TokenRecord } from '../common/tokens.js';
 import { redactUrl } from '../common/urls.js';
 
@@ -76,13 +75,7 @@ export class RedisTokenRecords implements SharedTokenRecords {
     this.redis.disconnect();
   }
 
-  private async call<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.redis.status !== 'wait') await redisReady(this.redis, this.where, CONNECT_WAIT_MS);
-    try {
-      return await fn();
-    } catch (err) {
-      if (err instanceof UnavailableError) throw err;
-      throw new UnavailableError(`redis at ${this.where}, which holds the scoped tokens, is unavailable: ${messageOf(err)}`);
-    }
+  private call<T>(fn: () => Promise<T>): Promise<T> {
+    return redisCall(this.redis, this.where, 'the scoped tokens', CONNECT_WAIT_MS, fn);
   }
 }

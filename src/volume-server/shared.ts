@@ -16,9 +16,9 @@
  * metadata of a cluster on one shard; it is small (a record and a head per
  * volume) and is written once per commit.
  */
-import { UnavailableError, messageOf } from '../common/errors.js';
+import { UnavailableError } from '../common/errors.js';
 import { openRedis, type RedisClient } from '../common/redis-connect.js';
-import { redisReady } from '../common/redis-ready.js';
+import { redisCall } from '../common/redis-ready.js';
 import { redactUrl } from '../common/urls.js';
 import type { VersionRecord } from './versions.js';
 
@@ -194,10 +194,10 @@ export class RedisSharedVolumes implements SharedHeads {
     const redis = openRedis(url, { cluster, lazyConnect: true, connectTimeoutMs: 3000, commandTimeoutMs: 3000 });
     const shared = new RedisSharedVolumes(redis, url, store);
     try {
-      await redis.connect();
+      await shared.call(() => redis.connect());
     } catch (err) {
       redis.disconnect();
-      throw shared.unavailable(err);
+      throw err;
     }
     return shared;
   }
@@ -284,18 +284,8 @@ export class RedisSharedVolumes implements SharedHeads {
     return this.call(() => cmd.call(this.redis, ...keys, ...args));
   }
 
-  private async call<T>(fn: () => Promise<T>): Promise<T> {
-    await redisReady(this.redis, this.where, CONNECT_WAIT_MS);
-    try {
-      return await fn();
-    } catch (err) {
-      throw this.unavailable(err);
-    }
-  }
-
-  private unavailable(err: unknown): Error {
-    if (err instanceof UnavailableError) return err;
-    return new UnavailableError(`redis at ${this.where}, which holds the volumes' heads, is unavailable: ${messageOf(err)}`);
+  private call<T>(fn: () => Promise<T>): Promise<T> {
+    return redisCall(this.redis, this.where, "the volumes' heads", CONNECT_WAIT_MS, fn);
   }
 }
 
