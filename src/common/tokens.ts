@@ -22,8 +22,9 @@
  * never waits on the network: a token created or revoked on one server is
  * known to the others when Redis tells them (a published message, within
  * milliseconds), and at the latest at their next full reload
- * (SHARED_RELOAD_MS; the bucket tells nobody, so there only the reload). tokens.json is then not written; records it held are
- * copied into Redis once, when the server first shares.
+ * (SHARED_RELOAD_MS; the bucket tells nobody, so there only the reload).
+ * tokens.json is then not written; records it held are copied into the
+ * shared records once, when the server first shares.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
