@@ -90,6 +90,7 @@ function call(id: string, over: Partial<CallRecord> = {}): CallRecord {
       timeoutMs: 0,
       retries: 1,
       schedule: '',
+      retryPolicy: undefined,
     },
     args: Buffer.from([0x92, 1, 2]),
     reads: ['/data/a/*'],

@@ -30,7 +30,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Connection, FailedPreconditionError, IntegrityError, NotFoundError, StowageError, Volume } from '../src/client/index.js';
 import { InternalError } from '../src/common/errors.js';
-import { callError } from '../src/client/app.js';
+import { callError } from '../src/client/invoke.js';
 import { fromOpError } from '../src/common/grpc-errors.js';
 import {
   FileType,

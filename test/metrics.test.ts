@@ -177,6 +177,7 @@ describe('metrics of a running server', () => {
         timeoutMs: 0,
         retries: 0,
         schedule: '',
+        retryPolicy: undefined,
       });
       const submit = (read: string, n: number) =>
         new Promise<string[]>((resolve, reject) =>

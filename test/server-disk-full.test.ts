@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { submitCalls } from '../src/client/app.js';
+import { submitCalls } from '../src/client/invoke.js';
 import { BridgeAdmin, Connection, Dict, Queue, ResourceExhaustedError, Volume, collectGarbage, type StowageError } from '../src/client/index.js';
 import type { FunctionSpec } from '../src/gen/stowage/v1/bridge.js';
 import { blobKey } from '../src/volume-server/store/interface.js';
@@ -156,6 +156,7 @@ describe('stowage serve on a disk that fills up (LMDB)', () => {
         timeoutMs: 0,
         retries: 0,
         schedule: '',
+        retryPolicy: undefined,
       };
       const submit = async (): Promise<string> => {
         const [id] = await submitCalls(s.connection, spec, [{ id: '', args: randomBytes(VALUE), reads: [] }]);

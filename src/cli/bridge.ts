@@ -1,4 +1,4 @@
-/** `stowage bridge …`: what the compute bridge did and why (explain, calls, workers, schedules). */
+/** `stowage bridge …`: what the compute bridge did and why (explain, calls, workers, schedules), and cancel. */
 import type { Command } from 'commander';
 import { BridgeAdmin } from '../client/index.js';
 import { callStateName } from '../compute-bridge/types.js';
@@ -63,6 +63,17 @@ export function register(program: Command): void {
       for (const c of calls) {
         console.log(`${c.callId}  ${callStateName(c.state).padEnd(9)} ${(c.workerId || '-').padEnd(20)} ${c.function?.function} (${c.function?.module})`);
       }
+    });
+
+  bridge
+    .command('cancel <call-ids...>')
+    .description('cancel queued or running calls: each fails with CANCELLED, and the function process running it is stopped')
+    .option('--ignore-finished', 'pass over calls that already finished instead of failing (exit 5)')
+    .option('--json', 'print {"cancelled": N}')
+    .action(async (ids: string[], flags: { ignoreFinished?: boolean; json?: boolean }) => {
+      const cancelled = await BridgeAdmin.cancel(ids, { ignoreFinished: flags.ignoreFinished });
+      if (flags.json) return printJson({ cancelled });
+      console.log(`cancelled ${cancelled} call${cancelled === 1 ? '' : 's'}${cancelled < ids.length ? ` (${ids.length - cancelled} had already finished)` : ''}`);
     });
 
   bridge

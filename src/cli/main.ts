@@ -47,6 +47,7 @@ const EXIT: Record<ErrorCode, number> = {
   FUNCTION_ERROR: 10,
   RESOURCE_EXHAUSTED: 11,
   PERMISSION_DENIED: 12,
+  CANCELLED: 13,
   INTERNAL: 1,
 };
 

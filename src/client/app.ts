@@ -20,36 +20,21 @@
  * reads its volumes under `volumePath(mountPath)`, where its worker mounted
  * them. `schedule` (a cron expression) takes effect at `app.deploy()`.
  */
-import { randomUUID } from 'node:crypto';
 import { basename, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ClientReadableStream } from '@grpc/grpc-js';
 import { parseDuration } from '../common/duration.js';
 import { quote } from '../common/quote.js';
-import {
-  DeadlineExceededError,
-  ErrorCode,
-  isErrorCode,
-  FunctionError,
-  InvalidArgumentError,
-  NotFoundError,
-  StowageError,
-  errorForCode,
-  isStowageError,
-} from '../common/errors.js';
-import { CallState, type CallError, type CallInfo, type CallResult, type FunctionSpec, type Schedule, type WorkerInfo } from '../gen/stowage/v1/bridge.js';
+import { CancelledError, DeadlineExceededError, FunctionError, InvalidArgumentError, NotFoundError } from '../common/errors.js';
+import type { CallInfo, FunctionSpec, RetryPolicy, Schedule, WorkerInfo } from '../gen/stowage/v1/bridge.js';
 import { DEFAULT_CODE_VOLUME, bundleModule, uploadBundle, type Bundle } from './bundle.js';
-import { codecFor } from './codec.js';
 import { defaultConnection, type Connection } from './connection.js';
+import { FunctionInvoker, cancelCalls } from './invoke.js';
 
-export { DeadlineExceededError, FunctionError };
+export { CancelledError, DeadlineExceededError, FunctionError };
 
 /** How the runner recognises a function handle among a module's exports (Symbol.for: two copies of the SDK agree). */
 const FUNCTION_BRAND = Symbol.for('stowage.function');
-const msgpack = codecFor('msgpack');
 const THIS_FILE = fileURLToPath(import.meta.url);
-/** How long a caller keeps trying to reach a restarting bridge before giving up. */
-const RECONNECT_FOR_MS = 60_000;
 
 export interface FunctionOptions<A extends unknown[]> {
   /** Mount path the function sees -> volume name, e.g. { '/data': 'my-dataset' }. */
@@ -58,8 +43,14 @@ export interface FunctionOptions<A extends unknown[]> {
   reads?: string[] | ((...args: A) => string[]);
   /** Milliseconds, or "30s", "5m"… (default: none). */
   timeout?: number | string;
-  /** Further attempts for a call lost with its worker (default 0). */
-  retries?: number;
+  /**
+   * Further attempts (default 0), as Modal's `retries`: a number N retries a
+   * call whose handler threw, or that timed out, up to N times, 1 s apart, and
+   * a call lost with its worker at once; `{ maxRetries, initialDelayMs,
+   * backoffCoefficient, maxDelayMs }` sets the backoff (the k-th retry waits
+   * min(initialDelayMs × backoffCoefficient^(k-1), maxDelayMs)).
+   */
+  retries?: number | RetryOptions;
   /** A cron expression (five fields, or six with seconds); registered by app.deploy(). */
   schedule?: string;
   /** The export to run (default: the handler's own name). */
@@ -68,15 +59,18 @@ export interface FunctionOptions<A extends unknown[]> {
   module?: string;
 }
 
+/** As Modal's Retries (defaults: initialDelayMs 1000, backoffCoefficient 2, maxDelayMs 60000). */
+export interface RetryOptions {
+  maxRetries: number;
+  initialDelayMs?: number;
+  backoffCoefficient?: number;
+  maxDelayMs?: number;
+}
+
 export interface AppOptions {
   connection?: Connection;
   /** Where bundles are kept (default "__code__"). */
   codeVolume?: string;
-}
-
-export interface MapOptions {
-  /** Called after each result arrives. */
-  onProgress?: (done: number, total: number) => void;
 }
 
 export class App {
@@ -124,7 +118,7 @@ export class App {
   }
 }
 
-export class FunctionHandle<A extends unknown[], R> {
+export class FunctionHandle<A extends unknown[], R> extends FunctionInvoker<A, R> {
   readonly [FUNCTION_BRAND] = true;
   private bundled: Promise<FunctionSpec> | undefined;
 
@@ -134,32 +128,17 @@ export class FunctionHandle<A extends unknown[], R> {
     readonly module: string,
     readonly options: FunctionOptions<A>,
     readonly handler: (...args: A) => unknown,
-  ) {}
-
-  /** Runs one call and returns its result. */
-  async remote(...args: A): Promise<R> {
-    return (await this.spawn(...args)).get();
+  ) {
+    super();
   }
 
-  /** Starts one call; the handle's get() waits for its result. */
-  async spawn(...args: A): Promise<FunctionCall<R>> {
-    const [id] = await this.submit([args]);
-    return new FunctionCall<R>(this.app.connection, id!);
+  get connection(): Connection {
+    return this.app.connection;
   }
 
-  /** One call per input (each input is the single argument), results in input order; rejects with the first failure. */
-  async map(inputs: Iterable<A[0]>, opts: MapOptions = {}): Promise<R[]> {
-    const list = [...inputs].map((x) => [x] as unknown as A);
-    if (list.length === 0) return [];
-    const ids = await this.submit(list);
-    const index = new Map(ids.map((id, i) => [id, i]));
-    const out = new Array<R>(ids.length);
-    let done = 0;
-    await watchResults(this.app.connection, ids, (r) => {
-      out[index.get(r.callId)!] = valueOf<R>(r);
-      opts.onProgress?.(++done, ids.length);
-    });
-    return out;
+  protected override readsOf(args: A): string[] {
+    const reads = this.options.reads;
+    return typeof reads === 'function' ? reads(...args) : [];
   }
 
   /** The spec the bridge runs: bundles and uploads the module once per handle. */
@@ -174,32 +153,6 @@ export class FunctionHandle<A extends unknown[], R> {
     checkExport(bundle, this.name);
     await uploadBundle(this.app.connection, this.app.codeVolume, bundle);
     return functionSpec(this.app.codeVolume, bundle, this.name, this.options);
-  }
-
-  private async submit(argLists: A[]): Promise<string[]> {
-    const spec = await this.spec();
-    const reads = this.options.reads;
-    const calls = argLists.map((args, i) => ({
-      id: `fc-${randomUUID()}`,
-      args: msgpack.encode(args, `the arguments of call ${i + 1} to ${this.name}`),
-      reads: typeof reads === 'function' ? reads(...args) : [],
-    }));
-    return submitCalls(this.app.connection, spec, calls);
-  }
-}
-
-/** A call started with spawn(). */
-export class FunctionCall<R> {
-  constructor(
-    private readonly connection: Connection,
-    readonly id: string,
-  ) {}
-
-  /** Waits for the result (or throws the call's error). */
-  async get(): Promise<R> {
-    let result: CallResult | undefined;
-    await watchResults(this.connection, [this.id], (r) => (result = r));
-    return valueOf<R>(result!);
   }
 }
 
@@ -222,8 +175,8 @@ export function volumePath(mountPath: string): string {
 // ---- shared with the CLI -------------------------------------------------------
 
 export function functionSpec(codeVolume: string, bundle: Bundle, name: string, o: Omit<FunctionOptions<never[]>, 'reads'> & { reads?: unknown }): FunctionSpec {
-  const retries = o.retries ?? 0;
-  if (!Number.isInteger(retries) || retries < 0 || retries > 100) throw new InvalidArgumentError(`retries must be 0 to 100, got ${retries}`);
+  const retryPolicy = retryPolicyOf(o.retries);
+  const retries = retryPolicy?.maxRetries ?? 0;
   return {
     module: basename(bundle.module),
     function: name,
@@ -235,7 +188,25 @@ export function functionSpec(codeVolume: string, bundle: Bundle, name: string, o
     timeoutMs: o.timeout === undefined ? 0 : parseDuration('timeout', o.timeout),
     retries,
     schedule: '',
+    retryPolicy,
   };
+}
+
+/** Modal's rule: a number N is N retries 1 s apart; an object sets the backoff. Undefined for no retries. */
+export function retryPolicyOf(r: number | RetryOptions | undefined): RetryPolicy | undefined {
+  if (r === undefined) return undefined;
+  const o: RetryOptions = typeof r === 'number' ? { maxRetries: r, initialDelayMs: 1000, backoffCoefficient: 1 } : r;
+  if (typeof o !== 'object' || o === null) throw new InvalidArgumentError(`retries must be a number or { maxRetries, initialDelayMs, backoffCoefficient, maxDelayMs }, got ${JSON.stringify(r)}`);
+  const max = o.maxRetries;
+  if (!Number.isInteger(max) || max < 0 || max > 100) throw new InvalidArgumentError(`retries must be 0 to 100, got ${JSON.stringify(max)}`);
+  const initialDelayMs = parseDuration('retries.initialDelayMs', o.initialDelayMs ?? 1000);
+  const maxDelayMs = parseDuration('retries.maxDelayMs', o.maxDelayMs ?? 60_000);
+  const backoffCoefficient = o.backoffCoefficient ?? 2;
+  if (!Number.isFinite(backoffCoefficient) || backoffCoefficient < 1 || backoffCoefficient > 10) {
+    throw new InvalidArgumentError(`retries.backoffCoefficient must be 1 to 10, got ${JSON.stringify(backoffCoefficient)}`);
+  }
+  if (max === 0) return undefined;
+  return { maxRetries: max, initialDelayMs, backoffCoefficient, maxDelayMs: Math.max(maxDelayMs, 1) };
 }
 
 export function checkExport(bundle: Bundle, name: string): void {
@@ -246,82 +217,16 @@ export function checkExport(bundle: Bundle, name: string): void {
   }
 }
 
-/** Submits calls, retrying while the bridge is unreachable (call ids make a repeated Submit harmless). */
-export async function submitCalls(connection: Connection, spec: FunctionSpec, calls: { id: string; args: Buffer; reads: string[] }[]): Promise<string[]> {
-  const bridge = connection.bridge;
-  return retryUnavailable(() => connection.unary(bridge.submit.bind(bridge), { function: spec, calls }).then((r) => r.callIds));
-}
-
-/** Calls `onResult` once per call as results arrive; reconnects while the bridge restarts. */
-export async function watchResults(connection: Connection, ids: string[], onResult: (r: CallResult) => void): Promise<void> {
-  const waiting = new Set(ids);
-  let lastProgress = Date.now();
-  let pauseMs = 200;
-  while (waiting.size) {
-    try {
-      const call: ClientReadableStream<CallResult> = connection.bridge.watchCalls({ callIds: [...waiting] });
-      for await (const r of connection.stream(call)) {
-        if (!waiting.delete(r.callId)) continue;
-        lastProgress = Date.now();
-        pauseMs = 200;
-        onResult(r);
-      }
-    } catch (err) {
-      if (!isStowageError(err, ErrorCode.UNAVAILABLE) || Date.now() - lastProgress > RECONNECT_FOR_MS) throw err;
-      await new Promise((r) => setTimeout(r, pauseMs));
-      pauseMs = Math.min(pauseMs * 2, 3000);
-    }
-  }
-}
-
-async function retryUnavailable<T>(fn: () => Promise<T>): Promise<T> {
-  const start = Date.now();
-  let pauseMs = 200;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (!isStowageError(err, ErrorCode.UNAVAILABLE) || Date.now() - start > RECONNECT_FOR_MS) throw err;
-      await new Promise((r) => setTimeout(r, pauseMs));
-      pauseMs = Math.min(pauseMs * 2, 3000);
-    }
-  }
-}
-
-/** The call's value, or its error as a typed StowageError (a handler's own error keeps its name and stack). */
-export function valueOf<R>(r: CallResult): R {
-  if (r.state === CallState.CALL_STATE_SUCCEEDED) return msgpack.decode(r.value) as R;
-  throw callError(r.error, r.callId, r.workerId);
-}
-
-export interface RemoteErrorDetails {
-  callId: string;
-  workerId: string;
-  /** For FUNCTION_ERROR: the name and stack of what the handler threw, on the worker. */
-  remoteName?: string;
-  remoteStack?: string;
-}
-
-export function callError(e: CallError | undefined, callId: string, workerId: string): StowageError & RemoteErrorDetails {
-  const sent = e?.code;
-  const code = isErrorCode(sent) ? sent : ErrorCode.INTERNAL;
-  const err = errorForCode(code, e?.message ?? `call ${callId} failed without an error`) as StowageError & RemoteErrorDetails;
-  err.callId = callId;
-  err.workerId = workerId;
-  if (code === ErrorCode.FUNCTION_ERROR && e) {
-    err.remoteName = e.name;
-    err.remoteStack = e.stack;
-    if (e.stack) err.stack = `${e.stack}\n    at (call ${callId} on worker ${workerId})`;
-  }
-  return err;
-}
-
 // ---- bridge administration (stowage bridge …) ---------------------------------
 
 export const BridgeAdmin = {
   async call(callId: string, connection = defaultConnection()): Promise<CallInfo> {
     const b = connection.bridge;
     return connection.unary(b.getCall.bind(b), { callId });
+  },
+  /** Cancels calls (see FunctionCall.cancel); returns how many were still queued or running. */
+  async cancel(callIds: string[], opts: { ignoreFinished?: boolean } = {}, connection = defaultConnection()): Promise<number> {
+    return cancelCalls(connection, callIds, opts.ignoreFinished ?? false);
   },
   async calls(opts: { schedule?: string; limit?: number } = {}, connection = defaultConnection()): Promise<CallInfo[]> {
     const b = connection.bridge;

@@ -56,19 +56,11 @@ export {
   type QueueSettings,
 } from './queue.js';
 export type { Encoding } from './codec.js';
-export {
-  App,
-  BridgeAdmin,
-  FunctionCall,
-  FunctionHandle,
-  volumePath,
-  type AppOptions,
-  type FunctionOptions,
-  type MapOptions,
-  type RemoteErrorDetails,
-} from './app.js';
+export { App, BridgeAdmin, FunctionHandle, volumePath, type AppOptions, type FunctionOptions, type RetryOptions } from './app.js';
+export { FunctionCall, FunctionInvoker, MapResults, type GetOptions, type MapOptions, type RemoteErrorDetails } from './invoke.js';
 export {
   AlreadyExistsError,
+  CancelledError,
   DeadlineExceededError,
   ErrorCode,
   FailedPreconditionError,

@@ -18,6 +18,8 @@ export const ErrorCode = {
   DEADLINE_EXCEEDED: 'DEADLINE_EXCEEDED',
   /** A function's own code threw (its message and stack come along). */
   FUNCTION_ERROR: 'FUNCTION_ERROR',
+  /** A function call was cancelled (call.cancel(), stowage bridge cancel) before it finished. */
+  CANCELLED: 'CANCELLED',
   /**
    * The server ran out of something it needs for the call: disk space mostly
    * (the call may work once it is freed), or a message over its size limit.
@@ -97,6 +99,11 @@ export class FunctionError extends StowageError {
     super(ErrorCode.FUNCTION_ERROR, message);
   }
 }
+export class CancelledError extends StowageError {
+  constructor(message: string) {
+    super(ErrorCode.CANCELLED, message);
+  }
+}
 export class ResourceExhaustedError extends StowageError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(ErrorCode.RESOURCE_EXHAUSTED, message, options);
@@ -119,6 +126,7 @@ const byCode: Record<ErrorCode, new (message: string) => StowageError> = {
   INTEGRITY: IntegrityError,
   DEADLINE_EXCEEDED: DeadlineExceededError,
   FUNCTION_ERROR: FunctionError,
+  CANCELLED: CancelledError,
   RESOURCE_EXHAUSTED: ResourceExhaustedError,
   INTERNAL: InternalError,
 };

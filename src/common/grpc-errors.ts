@@ -36,6 +36,7 @@ const toStatus: Record<ErrorCode, status> = {
   DEADLINE_EXCEEDED: status.DEADLINE_EXCEEDED,
   // UNKNOWN: "an error raised by an API that does not return enough error information", i.e. the user's code.
   FUNCTION_ERROR: status.UNKNOWN,
+  CANCELLED: status.CANCELLED,
   RESOURCE_EXHAUSTED: status.RESOURCE_EXHAUSTED,
   INTERNAL: status.INTERNAL,
 };

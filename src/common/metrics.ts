@@ -44,7 +44,7 @@ export const MAX_QUEUE_DEPTHS = 200;
 
 const STORE_OPS = ['put', 'get', 'head', 'delete', 'list', 'scan', 'move', 'presign_put', 'presign_get'] as const;
 const STORE_OUTCOMES = ['ok', 'not_found', 'error'] as const;
-const BRIDGE_OUTCOMES = ['succeeded', 'failed', 'timeout', 'lost'] as const;
+const BRIDGE_OUTCOMES = ['succeeded', 'failed', 'timeout', 'lost', 'cancelled'] as const;
 /** Seconds: from well under a millisecond (an LMDB dict op) to long streams. */
 const RPC_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 

@@ -179,6 +179,17 @@ export class Bridge {
     return this.calls.watch(ids, onResult, signal);
   }
 
+  /** Cancels the calls (CallBook.cancel); returns how many were queued or running. */
+  cancel(ids: string[], ignoreFinished: boolean): number {
+    if (this.closed) throw new UnavailableError('the bridge is shutting down');
+    if (ids.length === 0) throw new InvalidArgumentError('CancelCalls names no call');
+    if (ids.length > MAX_CALLS_PER_SUBMIT) throw new InvalidArgumentError(`at most ${MAX_CALLS_PER_SUBMIT} calls per CancelCalls, got ${ids.length}`);
+    for (const id of ids) if (!this.calls.has(id)) throw this.calls.unknownCall(id);
+    let n = 0;
+    for (const id of ids) if (this.calls.cancel(id, ignoreFinished)) n++;
+    return n;
+  }
+
   getCall(id: string): CallInfo {
     return this.calls.info(id);
   }
@@ -251,11 +262,11 @@ export class Bridge {
       this.calls.lost(call, o.error?.message ?? `its runner on worker ${worker.id} died`);
       return;
     }
-    this.calls.finish(
-      call,
-      o.ok ? { value: Buffer.from(o.value) } : { error: o.error ?? { code: 'INTERNAL', message: 'the worker reported a failure without an error', name: '', stack: '' } },
-      o.ok ? 'succeeded' : 'failed',
-    );
+    if (o.ok) return this.calls.finish(call, { value: Buffer.from(o.value) }, 'succeeded');
+    const error = o.error ?? { code: 'INTERNAL', message: 'the worker reported a failure without an error', name: '', stack: '' };
+    // Only the handler's own exceptions are retried: a missing export or arguments that do not decode fail the same way again.
+    if (error.code === 'FUNCTION_ERROR') this.calls.failed(call, error, 'failed');
+    else this.calls.finish(call, { error }, 'failed');
   }
 
   // ---- placement -------------------------------------------------------------
@@ -281,8 +292,9 @@ export class Bridge {
     for (const id of this.calls.queued()) {
       const call = this.calls.get(id);
       if (!call || call.state !== 'queued') continue;
-      if (call.reclaimUntilMs !== undefined && call.reclaimUntilMs > now) {
-        wakeIn = Math.min(wakeIn, call.reclaimUntilMs - now);
+      const notBefore = Math.max(call.reclaimUntilMs ?? 0, call.retryAtMs ?? 0);
+      if (notBefore > now) {
+        wakeIn = Math.min(wakeIn, notBefore - now);
         continue;
       }
       try {
@@ -312,6 +324,7 @@ export class Bridge {
       call.workerId = worker.id;
       call.startedAtMs = now;
       call.reclaimUntilMs = undefined;
+      call.retryAtMs = undefined;
       call.decisions.push({
         attempt: call.attempt,
         atMs: now,

@@ -5,6 +5,16 @@
  *   queued --place--> running --outcome--> succeeded | failed
  *      ^                 |
  *      +----lost---------+   (while attempts <= 1 + retries; then failed)
+ *      +----retry later--+   (threw or timed out, with a retry policy)
+ *   queued | running --cancel--> failed (CANCELLED)
+ *
+ * A lost attempt is queued again at once, at the front. With a retry policy
+ * (FunctionSpec.retry_policy, as Modal's Retries), an attempt whose handler
+ * threw or that ran past its timeout is queued again too, at the back, not
+ * placed before `retryAtMs` (the backoff); all retries count towards one
+ * max_retries. A cancel fails the call with CANCELLED at once and tells the
+ * worker running it (if any) to stop the attempt; a late outcome of that
+ * attempt is then stale, like any other.
  *
  * Only the outcome of a call's current attempt counts, so a result is taken
  * once however often it is reported. Each change of state writes the whole
@@ -15,11 +25,11 @@
  * bridge's business (CallHooks).
  */
 import { EventEmitter } from 'node:events';
-import { NotFoundError, StowageError, messageOf } from '../common/errors.js';
+import { FailedPreconditionError, NotFoundError, StowageError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { quote } from '../common/quote.js';
 import { CallState, type CallError, type CallInfo, type CallResult } from '../gen/stowage/v1/bridge.js';
-import type { BridgeCallOutcome, BridgeObserver, CallRecord, CallStateName, CallStore } from './types.js';
+import { type BridgeCallOutcome, type BridgeObserver, type CallRecord, type CallStateName, type CallStore, maxRetriesOf } from './types.js';
 
 /** What the call book asks of the bridge. */
 export interface CallHooks {
@@ -117,12 +127,13 @@ export class CallBook {
     if (this.closed || (call.state !== 'running' && call.state !== 'queued')) return;
     this.clearTimer(call.id);
     this.hooks.release(call);
-    const attempts = 1 + call.spec.retries;
+    const retries = maxRetriesOf(call.spec);
+    const attempts = 1 + retries;
     if (call.attempt >= attempts) {
       this.finish(call, {
         error: {
           code: 'UNAVAILABLE',
-          message: `call ${call.id} failed: ${why}, on attempt ${call.attempt} of ${attempts} (retries: ${call.spec.retries})`,
+          message: `call ${call.id} failed: ${why}, on attempt ${call.attempt} of ${attempts} (retries: ${retries})`,
           name: '',
           stack: '',
         },
@@ -134,9 +145,65 @@ export class CallBook {
     call.state = 'queued';
     call.queuedAtMs = Date.now();
     call.reclaimUntilMs = undefined;
+    call.retryAtMs = undefined;
     this.queue = [call.id, ...this.queue.filter((id) => id !== call.id)];
     this.save(call);
     this.hooks.changed();
+  }
+
+  /**
+   * The attempt failed by itself (the handler threw, or it timed out): queued
+   * again after the policy's backoff when the call has a retry policy and
+   * retries left; otherwise it finishes with `error`. Returns whether it was
+   * queued again.
+   */
+  failed(call: CallRecord, error: CallError, outcome: BridgeCallOutcome): boolean {
+    const policy = call.spec.retryPolicy;
+    if (this.closed || !policy || call.attempt >= 1 + policy.maxRetries) {
+      if (policy && policy.maxRetries > 0) error = { ...error, message: `${error.message} (attempt ${call.attempt} of ${1 + policy.maxRetries}; no retries left)` };
+      this.finish(call, { error }, outcome);
+      return false;
+    }
+    this.clearTimer(call.id);
+    this.hooks.release(call);
+    const delayMs = retryDelayMs(policy, call.attempt);
+    this.observer?.attemptRequeued();
+    this.log.info({ call: call.id, attempt: call.attempt, delayMs }, `bridge: attempt failed (${error.code}); retrying after the backoff`);
+    const now = Date.now();
+    call.state = 'queued';
+    call.queuedAtMs = now;
+    call.retryAtMs = now + delayMs;
+    call.reclaimUntilMs = undefined;
+    call.error = error; // the last failure, shown by explain while the call waits
+    this.queue = [...this.queue.filter((id) => id !== call.id), call.id];
+    this.save(call);
+    this.hooks.changed();
+    return true;
+  }
+
+  /**
+   * Cancels a queued or running call: it fails with CANCELLED, and the worker
+   * running its attempt is told to stop it. A finished call is passed over
+   * (false) when `ignoreFinished`, and is an error otherwise.
+   */
+  cancel(id: string, ignoreFinished: boolean): boolean {
+    const call = this.calls.get(id);
+    if (!call) throw this.unknownCall(id);
+    if (call.state === 'succeeded' || call.state === 'failed') {
+      if (ignoreFinished) return false;
+      throw new FailedPreconditionError(`call ${quote(id)} already finished (${call.state}${call.error ? `: ${call.error.code}` : ''}); there is nothing to cancel`);
+    }
+    const running = call.state === 'running';
+    if (running) this.hooks.stopAttempt(call, 'cancelled');
+    this.finish(call, {
+      error: {
+        code: 'CANCELLED',
+        message: running ? `call ${id} of ${call.spec.function} was cancelled while running on worker ${call.workerId} (attempt ${call.attempt})` : `call ${id} of ${call.spec.function} was cancelled before it ran`,
+        name: '',
+        stack: '',
+      },
+    }, 'cancelled');
+    return true;
   }
 
   finish(call: CallRecord, r: { value?: Buffer; error?: CallError }, outcome: BridgeCallOutcome): void {
@@ -146,6 +213,7 @@ export class CallBook {
     this.hooks.release(call);
     this.queue = this.queue.filter((id) => id !== call.id);
     call.state = r.error ? 'failed' : 'succeeded';
+    call.retryAtMs = undefined;
     call.value = r.value;
     call.error = r.error;
     call.finishedAtMs = Date.now();
@@ -166,13 +234,11 @@ export class CallBook {
       setTimeout(() => {
         if (call.state !== 'running' || call.attempt !== attempt) return;
         this.hooks.stopAttempt(call, 'timeout');
-        this.finish(call, {
-          error: {
-            code: 'DEADLINE_EXCEEDED',
-            message: `call ${call.id} of ${call.spec.function} (${call.spec.module}) ran past its timeout of ${formatMs(ms)} on worker ${call.workerId} (attempt ${attempt}); raise it with app.function({ timeout }) or stowage run --timeout`,
-            name: '',
-            stack: '',
-          },
+        this.failed(call, {
+          code: 'DEADLINE_EXCEEDED',
+          message: `call ${call.id} of ${call.spec.function} (${call.spec.module}) ran past its timeout of ${formatMs(ms)} on worker ${call.workerId} (attempt ${attempt}); raise it with app.function({ timeout }) or stowage run --timeout`,
+          name: '',
+          stack: '',
         }, 'timeout');
       }, left),
     );
@@ -253,6 +319,12 @@ export class CallBook {
     for (const id of old) this.calls.delete(id);
     if (old.length) this.store.deleteCalls(old).catch((err: unknown) => this.log.warn({ err: messageOf(err) }, 'bridge: sweeping finished calls failed'));
   }
+}
+
+/** The wait before retry number `attempt` (1 for the first retry), as Modal's Retries computes it. */
+export function retryDelayMs(policy: { initialDelayMs: number; backoffCoefficient: number; maxDelayMs: number }, attempt: number): number {
+  const raw = policy.initialDelayMs * Math.pow(policy.backoffCoefficient || 1, Math.max(0, attempt - 1));
+  return Math.round(Math.min(raw, policy.maxDelayMs || 60_000));
 }
 
 export function errorOf(err: unknown): CallError {

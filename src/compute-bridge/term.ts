@@ -95,6 +95,7 @@ export class BridgeTerm {
         );
       },
       getCall: unary(check, log, (req) => bridge.getCall(req.callId)),
+      cancelCalls: unary(check, log, (req) => ({ cancelled: bridge.cancel(req.callIds, req.ignoreFinished) })),
       listCalls: unary(check, log, (req) => ({ calls: bridge.listCalls(req.schedule, req.limit) })),
       listWorkers: unary(check, log, () => ({ workers: bridge.listWorkers() })),
       putSchedule: unary(check, log, (req) => this.schedules.put(req)),

@@ -70,6 +70,8 @@ export interface CallRecord {
   value?: Buffer;
   error?: CallError;
   decisions: PlacementDecision[];
+  /** Set while a call waits out its retry policy's backoff: not placed before this time. */
+  retryAtMs?: number;
   /**
    * Set on a call found running when the bridge started: until this time it
    * is not placed again, so that the worker running it can re-register and
@@ -103,16 +105,19 @@ export interface CallStore {
 }
 
 /** How a call ended, as the bridge's metrics count it. */
-export type BridgeCallOutcome = 'succeeded' | 'failed' | 'timeout' | 'lost';
+export type BridgeCallOutcome = 'succeeded' | 'failed' | 'timeout' | 'lost' | 'cancelled';
+
+/** How many further attempts a call may have: its retry policy's, or (without one) `retries`, for attempts lost with a worker. */
+export const maxRetriesOf = (spec: FunctionSpec): number => spec.retryPolicy?.maxRetries ?? spec.retries;
 
 /**
  * Told of what the bridge does, for the server's metrics (injected by
  * src/server/). Each call's end is told once, whatever reports it again.
  */
 export interface BridgeObserver {
-  /** A call finished: succeeded; failed (the function raised, or its reads could not be resolved); timeout; lost (its worker or runner was lost on its last allowed attempt). */
+  /** A call finished: succeeded; failed (the function raised, or its reads could not be resolved); timeout; lost (its worker or runner was lost on its last allowed attempt); cancelled. */
   callFinished(outcome: BridgeCallOutcome): void;
-  /** An attempt was lost with its worker or runner and the call queued again. */
+  /** An attempt was lost with its worker or runner, or failed with a retry policy, and the call queued again. */
   attemptRequeued(): void;
   /**
    * A call that declares reads was placed; `hit` when the chosen worker's

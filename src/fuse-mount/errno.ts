@@ -38,6 +38,7 @@ const byCode: Record<ErrorCode, number> = {
   // Function-call errors (compute bridge) do not reach the mount; mapped for completeness.
   DEADLINE_EXCEEDED: ETIMEDOUT,
   FUNCTION_ERROR: EIO,
+  CANCELLED: EIO,
   // The server's disk is full (the write may work once space is freed there), or a message was over its size limit.
   RESOURCE_EXHAUSTED: ENOSPC,
   INTERNAL: EIO,

@@ -62,6 +62,8 @@ export const QUEUE_REQUEST_LIMITS: Limits<typeof QueueServiceService> = {
 
 export const BRIDGE_REQUEST_LIMITS: Limits<typeof BridgeServiceService> = {
   getCall: REF,
+  // Up to 10,000 call ids (a whole map) of up to 128 characters.
+  cancelCalls: 2 * SPEC,
   listCalls: REF,
   listWorkers: REF,
   listSchedules: REF,

@@ -26,7 +26,8 @@
  * - Bridge: Submit needs write on the function's name and read on its code
  *   volume and every volume it mounts (else a bridge token would read any
  *   volume through a function); PutSchedule the same on the schedule's name;
- *   DeleteSchedule write on the schedule's name; the read methods (GetCall,
+ *   DeleteSchedule write on the schedule's name; CancelCalls bridge:*:write (a
+ *   call id names no function the scope could be checked against); the read methods (GetCall,
  *   ListCalls, WatchCalls, ListWorkers, ListSchedules) read on the bridge.
  *   Work (the worker stream) needs bridge:*:write: a worker runs any function.
  * - List methods (ListVolumes, ListDicts, ListQueues) need read on the service
@@ -171,6 +172,8 @@ export const BRIDGE_SCOPES: Table<typeof BridgeServiceService> = {
   submit: { needs: (r) => [need('bridge', 'write', r.function?.function ?? ''), ...functionReads(r.function)] },
   watchCalls: bridgeRead,
   getCall: bridgeRead,
+  // Calls carry no scope of their own: cancelling any of them takes a bridge-wide write scope.
+  cancelCalls: { needs: () => [{ service: 'bridge', access: 'write', all: true }] },
   listCalls: bridgeRead,
   listWorkers: bridgeRead,
   putSchedule: { needs: (r) => [need('bridge', 'write', r.name), ...functionReads(r.function)] },
