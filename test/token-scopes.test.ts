@@ -110,6 +110,7 @@ const REQUESTS: Record<string, Record<string, unknown>> = {
   'BridgeService/Submit': { function: fn, calls: [msg(CallInput, {})] },
   'BridgeService/WatchCalls': { callIds: [] },
   'BridgeService/GetCall': { callId: 'c' },
+  'BridgeService/CancelCalls': { callIds: ['c'] },
   'BridgeService/ListCalls': {},
   'BridgeService/ListWorkers': {},
   'BridgeService/PutSchedule': { name: 'tgt-s', cron: '* * * * *', function: fn },

@@ -24,6 +24,7 @@ import type { ClientReadableStream } from '@grpc/grpc-js';
 import {
   DeadlineExceededError,
   ErrorCode,
+  InternalError,
   InvalidArgumentError,
   StowageError,
   errorForCode,
@@ -215,7 +216,8 @@ export class MapResults<R> implements AsyncIterable<R>, PromiseLike<R[]> {
         const item = await arrived.next();
         if (!item) break;
         undelivered.delete(item.result.callId);
-        this.opts.onProgress?.(++done, submitted);
+        done++;
+        this.opts.onProgress?.(done, submitted);
         if (!ordered) {
           yield this.outcome(item.result);
           continue;
@@ -227,6 +229,8 @@ export class MapResults<R> implements AsyncIterable<R>, PromiseLike<R[]> {
           yield this.outcome(r);
         }
       }
+      // Every watch ended with every result; a shortfall would be a bridge fault, never a silently shorter list.
+      if (done < submitted) throw new InternalError(`the bridge answered ${done} of the map's ${submitted} calls and ended the watch`);
     } finally {
       abort.abort();
       arrived.close();
