@@ -11,6 +11,7 @@ need_cmd redis-server redis-server   # the dict and queue tests start their own
 need_cmd fusermount fuse             # stowage mount: fuse-native loads libfuse.so.2 and calls fusermount
 need_cmd ss iproute2                 # a bridge test cuts a worker's connection with ss -K
 need_cmd chromium chromium           # the dashboard browser test drives it with playwright-core
+[ -e /usr/share/bash-completion/bash_completion ] || debs+=(bash-completion)   # the completion test sources it, as a user's bash does
 [ -e /usr/lib/x86_64-linux-gnu/libfuse.so.2 ] || [ -e /lib/x86_64-linux-gnu/libfuse.so.2 ] || ldconfig -p 2>/dev/null | grep -q 'libfuse.so.2 ' || debs+=(fuse)
 if [ "${1:-}" = "--bench" ]; then
   need_cmd rclone rclone

@@ -74,7 +74,7 @@ function rawCommit(conn: Connection, req: { volume: string; puts?: FileEntry[]; 
       volume: req.volume,
       puts: req.puts ?? [],
       removes: req.removes ?? [],
-      copies: req.copies ?? [],
+      copies: (req.copies ?? []).map((c) => ({ ...c, filesOnly: false })),
       force: req.force ?? false,
       commitId: '',
     },

@@ -211,7 +211,7 @@ describe('stowage volume (CLI)', () => {
     writeRandomTree(tree, 3, 10, 100);
     await Promise.all([ok(['put', name, join(work, 'a.txt'), 'a.txt']), ok(['put', name, tree, 'dir'])]);
 
-    await Promise.all([ok(['cp', name, 'a.txt', 'b.txt']), ok(['cp', name, 'a.txt', 'dir/d000', 'copies'])]);
+    await Promise.all([ok(['cp', name, 'a.txt', 'b.txt']), ok(['cp', '-r', name, 'a.txt', 'dir/d000', 'copies'])]);
     const [piped, copies, oneArg, dirNoR] = await Promise.all([
       runCliBytes(['volume', 'get', name, 'b.txt', '-'], env),
       json<FileJson[]>(['ls', '-r', name, 'copies']),

@@ -11,7 +11,20 @@ import { Dict, NotFoundError, defaultConnection, type DictInfo } from '../client
 import { printJson } from './output.js';
 import { quote } from '../common/quote.js';
 import { checkName } from '../common/validate.js';
-import { confirm, duration, exitOnClosedStdout, formatValue, integerArg, parseValue, writeLine } from './values.js';
+import {
+  ALLOW_MISSING_FLAGS,
+  ALLOW_MISSING_HELP,
+  allowMissing,
+  confirm,
+  countArg,
+  duration,
+  durationArg,
+  exitOnClosedStdout,
+  formatValue,
+  integerArg,
+  parseValue,
+  writeLine,
+} from './values.js';
 
 interface JsonFlag {
   json?: boolean;
@@ -34,9 +47,9 @@ export function register(program: Command): void {
   dict
     .command('create <name>')
     .description('create a dict')
-    .option('--idle-timeout <ms>', 'delete the dict after this long without use (default: never)')
+    .option('--idle-timeout <duration>', 'delete the dict after this long without use, e.g. 1h, 7d (default: never)')
     .action(async (name: string, flags: { idleTimeout?: string }) => {
-      const idleTimeoutMs = integerArg('--idle-timeout', flags.idleTimeout, 0) ?? 0;
+      const idleTimeoutMs = durationArg('--idle-timeout', flags.idleTimeout) ?? 0;
       checkName('dict', name);
       const conn = defaultConnection();
       await conn.unary(conn.dicts.createDict.bind(conn.dicts), { name, existOk: false, idleTimeoutMs });
@@ -69,10 +82,10 @@ export function register(program: Command): void {
     .description('store a value (a string unless --json-value)')
     .option('--json-value', 'parse the value as JSON ({"$base64": "…"} is bytes)')
     .option('--skip-if-exists', 'store only if the key is absent')
-    .option('--ttl <ms>', 'the key expires this long after the put')
+    .option('--ttl <duration>', 'the key expires this long after the put, e.g. 30s, 5m')
     .option('--json', 'print {"stored": true|false}')
     .action(async (name: string, key: string, raw: string, flags: JsonFlag & { jsonValue?: boolean; skipIfExists?: boolean; ttl?: string }) => {
-      const ttlMs = integerArg('--ttl', flags.ttl);
+      const ttlMs = durationArg('--ttl', flags.ttl, 1);
       const value = parseValue(raw, flags.jsonValue);
       const d = await Dict.fromName<string, unknown>(name);
       const stored = await d.put(key, value, { skipIfExists: flags.skipIfExists, ttlMs });
@@ -81,14 +94,17 @@ export function register(program: Command): void {
     });
 
   dict
-    .command('items <name>')
-    .description('print every key and value, streamed a page at a time')
+    .command('items <name> [n]')
+    .description('print every key and value (at most N), streamed a page at a time')
     .option('--json', 'print JSON Lines: one {"key", "value"} per line')
-    .action(async (name: string, flags: JsonFlag) => {
+    .action(async (name: string, n: string | undefined, flags: JsonFlag) => {
+      const most = countArg(n, undefined) ?? Infinity;
       exitOnClosedStdout();
       const d = await Dict.fromName<unknown, unknown>(name);
+      let printed = 0;
       for await (const [key, value] of d.items()) {
         await writeLine(flags.json ? formatValue({ key, value }) : `${formatValue(key)}\t${formatValue(value)}`);
+        if (++printed >= most) break;
       }
     });
 
@@ -125,10 +141,13 @@ export function register(program: Command): void {
     .command('delete <name>')
     .description('delete a dict and everything in it')
     .option('-y, --yes', 'do not ask for confirmation')
-    .action(async (name: string, flags: { yes?: boolean }) => {
-      await Dict.fromName(name);
-      await confirm(flags.yes, `delete dict "${name}" and everything in it?`, name, `deleting dict "${name}"`);
-      await Dict.delete(name);
-      console.log(`deleted dict ${name}`);
+    .option(ALLOW_MISSING_FLAGS, ALLOW_MISSING_HELP)
+    .action(async (name: string, flags: { yes?: boolean; allowMissing?: boolean }) => {
+      await allowMissing(flags.allowMissing, `dict ${name}`, async () => {
+        await Dict.fromName(name);
+        await confirm(flags.yes, `delete dict "${name}" and everything in it?`, name, `deleting dict "${name}"`);
+        await Dict.delete(name);
+        console.log(`deleted dict ${name}`);
+      });
     });
 }

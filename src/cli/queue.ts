@@ -8,7 +8,20 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError, Queue, defaultConnection, type QueueInfo } from '../client/index.js';
 import { checkName } from '../common/validate.js';
-import { confirm, duration, exitOnClosedStdout, formatValue, integerArg, parseValue, printItems } from './values.js';
+import {
+  ALLOW_MISSING_FLAGS,
+  ALLOW_MISSING_HELP,
+  allowMissing,
+  confirm,
+  countArg,
+  duration,
+  durationArg,
+  exitOnClosedStdout,
+  formatValue,
+  integerArg,
+  parseValue,
+  printItems,
+} from './values.js';
 import { printJson } from './output.js';
 
 interface JsonFlag {
@@ -22,9 +35,12 @@ function queueRow(q: QueueInfo): string {
   return `${q.name.padEnd(24)} ${String(q.maxSize).padStart(9)} ${String(q.maxDeliveries).padStart(14)}  ${duration(q.idleTimeoutMs).padEnd(12)}  ${q.createdAt.toISOString()}`;
 }
 
+/** -p, as `modal queue … -p`; the long name stays. */
+const PARTITION_FLAGS = '-p, --partition <key>';
+
 /** --timeout waits at most that long; it means nothing with --no-block. */
 function waitOptions(flags: { block: boolean; timeout?: string }): { block: boolean; timeoutMs: number | undefined } {
-  const timeoutMs = integerArg('--timeout', flags.timeout);
+  const timeoutMs = durationArg('--timeout', flags.timeout, 1);
   if (timeoutMs !== undefined && !flags.block) throw new InvalidArgumentError('--timeout and --no-block cannot be used together');
   return { block: flags.block, timeoutMs };
 }
@@ -37,14 +53,14 @@ export function register(program: Command): void {
     .description('create a queue')
     .option('--max-size <n>', 'most items held at once, all partitions together (default: the server default)')
     .option('--max-deliveries <n>', 'deliveries in ack mode before an item moves to the dead-letter partition')
-    .option('--idle-timeout <ms>', 'delete the queue after this long without use (default: never)')
+    .option('--idle-timeout <duration>', 'delete the queue after this long without use, e.g. 1h, 7d (default: never)')
     .action(async (name: string, flags: { maxSize?: string; maxDeliveries?: string; idleTimeout?: string }) => {
       const req = {
         name: checkName('queue', name),
         existOk: false,
         maxSize: integerArg('--max-size', flags.maxSize) ?? 0,
         maxDeliveries: integerArg('--max-deliveries', flags.maxDeliveries) ?? 0,
-        idleTimeoutMs: integerArg('--idle-timeout', flags.idleTimeout, 0) ?? 0,
+        idleTimeoutMs: durationArg('--idle-timeout', flags.idleTimeout) ?? 0,
       };
       const conn = defaultConnection();
       await conn.unary(conn.queues.createQueue.bind(conn.queues), req);
@@ -65,10 +81,10 @@ export function register(program: Command): void {
   queue
     .command('put <name> <values...>')
     .description('add items at the end of a partition, in order, all or none (strings unless --json-value)')
-    .option('--partition <key>', 'a partition key (default: the default partition)')
+    .option(PARTITION_FLAGS, 'a partition key (default: the default partition)')
     .option('--json-value', 'parse each value as JSON ({"$base64": "…"} is bytes)')
     .option('--no-block', 'fail at once (exit 5) if the queue is full, instead of waiting')
-    .option('--timeout <ms>', 'wait at most this long for room (then exit 5)')
+    .option('--timeout <duration>', 'wait at most this long for room (then exit 5), e.g. 500ms, 30s')
     .action(async (name: string, raw: string[], flags: PartitionFlag & { jsonValue?: boolean; block: boolean; timeout?: string }) => {
       const wait = waitOptions(flags);
       const values = raw.map((r) => parseValue(r, flags.jsonValue));
@@ -84,9 +100,9 @@ export function register(program: Command): void {
         'When none comes it prints nothing (--json: []) and exits 0',
     )
     .option('-n <n>', 'most items to get', '1')
-    .option('--partition <key>', 'a partition key (default: the default partition)')
+    .option(PARTITION_FLAGS, 'a partition key (default: the default partition)')
     .option('--no-block', 'return at once, with what is there')
-    .option('--timeout <ms>', 'wait at most this long for the first item')
+    .option('--timeout <duration>', 'wait at most this long for the first item, e.g. 500ms, 30s')
     .option('--json', 'print one JSON array')
     .action(async (name: string, flags: JsonFlag & PartitionFlag & { n: string; block: boolean; timeout?: string }) => {
       const n = integerArg('-n', flags.n) ?? 1;
@@ -96,13 +112,13 @@ export function register(program: Command): void {
     });
 
   queue
-    .command('peek <name>')
-    .description('print the first N items of a partition without removing them')
-    .option('-n <n>', 'most items to print', '1')
-    .option('--partition <key>', 'a partition key (default: the default partition)')
+    .command('peek <name> [n]')
+    .description('print the first N items (default 1) of a partition without removing them')
+    .option('-n <n>', 'most items to print, as N')
+    .option(PARTITION_FLAGS, 'a partition key (default: the default partition)')
     .option('--json', 'print one JSON array')
-    .action(async (name: string, flags: JsonFlag & PartitionFlag & { n: string }) => {
-      const n = integerArg('-n', flags.n) ?? 1;
+    .action(async (name: string, count: string | undefined, flags: JsonFlag & PartitionFlag & { n?: string }) => {
+      const n = countArg(count, flags.n, 1)!;
       exitOnClosedStdout();
       const q = await Queue.fromName(name);
       const items: unknown[] = [];
@@ -116,8 +132,8 @@ export function register(program: Command): void {
   queue
     .command('len <name>')
     .description('print the number of items in a partition (default: the default partition), or in the whole queue')
-    .option('--partition <key>', 'count this partition')
-    .option('--total', 'count every partition')
+    .option(PARTITION_FLAGS, 'count this partition')
+    .option('-t, --total', 'count every partition')
     .option('--json', 'print {"len": N}')
     .action(async (name: string, flags: JsonFlag & PartitionFlag & { total?: boolean }) => {
       if (flags.partition !== undefined && flags.total) throw new InvalidArgumentError('--partition and --total cannot be used together');
@@ -128,8 +144,8 @@ export function register(program: Command): void {
   queue
     .command('clear <name>')
     .description('remove the items of a partition (default: the default partition), or of every partition with --all')
-    .option('--partition <key>', 'clear this partition')
-    .option('--all', 'clear every partition')
+    .option(PARTITION_FLAGS, 'clear this partition')
+    .option('-a, --all', 'clear every partition')
     .option('-y, --yes', 'do not ask for confirmation')
     .action(async (name: string, flags: PartitionFlag & { all?: boolean; yes?: boolean }) => {
       if (flags.partition !== undefined && flags.all) throw new InvalidArgumentError('--partition and --all cannot be used together');
@@ -144,10 +160,13 @@ export function register(program: Command): void {
     .command('delete <name>')
     .description('delete a queue and everything in it')
     .option('-y, --yes', 'do not ask for confirmation')
-    .action(async (name: string, flags: { yes?: boolean }) => {
-      await Queue.fromName(name);
-      await confirm(flags.yes, `delete queue "${name}" and everything in it?`, name, `deleting queue "${name}"`);
-      await Queue.delete(name);
-      console.log(`deleted queue ${name}`);
+    .option(ALLOW_MISSING_FLAGS, ALLOW_MISSING_HELP)
+    .action(async (name: string, flags: { yes?: boolean; allowMissing?: boolean }) => {
+      await allowMissing(flags.allowMissing, `queue ${name}`, async () => {
+        await Queue.fromName(name);
+        await confirm(flags.yes, `delete queue "${name}" and everything in it?`, name, `deleting queue "${name}"`);
+        await Queue.delete(name);
+        console.log(`deleted queue ${name}`);
+      });
     });
 }

@@ -27,7 +27,7 @@ import {
 } from '../client/internal.js';
 import { codecFor } from '../client/codec.js';
 import { quote } from '../common/quote.js';
-import { formatValue, integerArg } from './values.js';
+import { durationArg, formatValue, integerArg } from './values.js';
 
 const FUNCTION_BRAND = Symbol.for('stowage.function');
 
@@ -66,7 +66,7 @@ export function register(program: Command): void {
         ...declared,
         volumes: { ...declared?.volumes, ...parseVolumes(flags.volume) },
         reads: flags.reads.length ? flags.reads : declared?.reads,
-        timeout: flags.timeout ?? declared?.timeout,
+        timeout: durationArg('--timeout', flags.timeout) ?? declared?.timeout,
         retries: integerArg('--retries', flags.retries, 0) ?? declared?.retries,
       };
       const args = rawArgs.map((a, i) => parseJson(a, `argument ${i + 1}`));

@@ -53,7 +53,7 @@ export function register(program: Command): void {
     .option('--advertise <host:port>', 'with --redis-url: where the other servers reach this one (default: --host and --port)', process.env.STOWAGE_ADVERTISE)
     .option('--only <services>', 'host only these services, comma-separated: volume,dict,queue,bridge')
     .option('--placement <policy>', 'compute bridge placement: ours (by cached bytes), round-robin or random', 'ours')
-    .option('--locality-wait <ms>', 'how long a call waits for the busy worker that caches its data before going elsewhere (default 2000)')
+    .option('--locality-wait <duration>', 'how long a call waits for the busy worker that caches its data before going elsewhere, e.g. 500ms (default 2s)')
     .option('--no-presign', 'stream chunk bytes through the server instead of handing out presigned URLs')
     .option('--gc-interval <duration>', 'run garbage collection in the background this often (0: never)', '6h')
     .option('--gc-grace <duration>', 'garbage collection keeps unreferenced objects younger than this, and leases planned uploads as long', '1h')
@@ -85,8 +85,8 @@ export function register(program: Command): void {
         throw new InvalidArgumentError(`--heads ${quote(flags.heads)}: choose from ${HEADS_MODES.join(', ')}`);
       }
       if (flags.heads === 'redis' && !flags.redisUrl) throw new InvalidArgumentError('--heads redis needs --redis-url');
-      const localityWaitMs = integerArg('--locality-wait', flags.localityWait, 0);
       const { parseDuration } = await import('../common/duration.js');
+      const localityWaitMs = flags.localityWait === undefined ? undefined : parseDuration('--locality-wait', flags.localityWait);
       const gcIntervalMs = parseDuration('--gc-interval', flags.gcInterval);
       const graceMs = parseDuration('--gc-grace', flags.gcGrace);
       const keepLast = integerArg('--keep-last', flags.keepLast, 0, UINT32_MAX)!;

@@ -6,7 +6,8 @@
  */
 import { once } from 'node:events';
 import { createInterface } from 'node:readline/promises';
-import { InvalidArgumentError } from '../common/errors.js';
+import { parseDuration } from '../common/duration.js';
+import { InvalidArgumentError, isStowageError } from '../common/errors.js';
 import { quote } from '../common/quote.js';
 
 /** The largest value of a uint32 proto field (--keep-last, counts). */
@@ -31,6 +32,39 @@ export function integerArg(flag: string, raw: string | undefined, min = 1, max =
     throw new InvalidArgumentError(`${flag} ${quote(raw)}: must be ${want}`);
   }
   return n;
+}
+
+/**
+ * A time flag (`--ttl 30s`): a duration as parseDuration reads it, plain
+ * numbers being milliseconds, so that every flag that takes a time takes the
+ * same syntax; `min` 1 refuses 0 where it would not mean "never".
+ */
+export function durationArg(flag: string, raw: string | undefined, min = 0): number | undefined {
+  if (raw === undefined) return undefined;
+  const ms = parseDuration(flag, raw);
+  if (ms < min) throw new InvalidArgumentError(`${flag} ${quote(raw)}: must be at least ${min}ms (examples: 500ms, 30s, 5m, 1h)`);
+  return ms;
+}
+
+/** A positional count (`dict items NAME 10`) or its flag (`-n 10`), not both; `fallback` when neither is given. */
+export function countArg(positional: string | undefined, flag: string | undefined, fallback?: number): number | undefined {
+  if (positional !== undefined && flag !== undefined) throw new InvalidArgumentError(`give the count either as N or as -n, not both (got ${quote(positional)} and -n ${quote(flag)})`);
+  if (positional !== undefined) return integerArg('N', positional);
+  return integerArg('-n', flag) ?? fallback;
+}
+
+/** `--allow-missing` as on Modal's delete commands. */
+export const ALLOW_MISSING_FLAGS = '--allow-missing';
+export const ALLOW_MISSING_HELP = 'succeed (exit 0) when it does not exist';
+
+/** Runs a delete; with --allow-missing, a NOT_FOUND ends it quietly with a line that says so. */
+export async function allowMissing(allowed: boolean | undefined, what: string, run: () => Promise<void>): Promise<void> {
+  try {
+    await run();
+  } catch (err) {
+    if (!allowed || !isStowageError(err, 'NOT_FOUND')) throw err;
+    console.log(`${what} does not exist; nothing to delete`);
+  }
 }
 
 /** A value from the command line: the string itself, or parsed JSON with --json-value. */

@@ -16,7 +16,7 @@ import { quote } from '../common/quote.js';
 import { checkName } from '../common/validate.js';
 import { bytes, printJson, progressBar, transferSummary } from './output.js';
 import { registerAdmin } from './volume-admin.js';
-import { exitOnClosedStdout, writeLine } from './values.js';
+import { ALLOW_MISSING_FLAGS, ALLOW_MISSING_HELP, allowMissing, exitOnClosedStdout, writeLine } from './values.js';
 
 interface JsonFlag {
   json?: boolean;
@@ -235,13 +235,15 @@ export function register(program: Command): void {
 
   vol
     .command('cp <volume> <paths...>')
-    .description('copy files inside a volume: cp VOLUME SRC... DST (no data is moved)')
+    .description('copy files (directories with -r) inside a volume: cp VOLUME SRC... DST (no data is moved)')
+    .option('-r, --recursive', 'copy directories and everything in them')
     .option('-f, --force', 'overwrite files that exist')
-    .action(async (name: string, paths: string[], flags: { force?: boolean }) => {
+    .action(async (name: string, paths: string[], flags: { force?: boolean; recursive?: boolean }) => {
       if (paths.length < 2) throw new InvalidArgumentError('cp needs at least one source and a destination');
       const v = await Volume.fromName(name);
       const dst = paths.pop()!;
-      const n = await v.copyFiles(paths, dst, { force: flags.force });
+      // The server refuses a directory source without -r within the commit, so nothing is half copied.
+      const n = await v.copyFiles(paths, dst, { force: flags.force, recursive: flags.recursive ?? false });
       console.log(`copied ${paths.join(', ')} to ${dst} in ${name} (version ${n})`);
     });
 
@@ -249,17 +251,20 @@ export function register(program: Command): void {
     .command('delete <volume>')
     .description('delete a volume and all its versions')
     .option('-y, --yes', 'do not ask for confirmation')
-    .action(async (name: string, flags: { yes?: boolean }) => {
-      await Volume.fromName(name);
-      if (!flags.yes) {
-        if (!process.stdin.isTTY) throw new InvalidArgumentError(`deleting volume "${name}" needs --yes when not run from a terminal`);
-        const rl = createInterface({ input: process.stdin, output: process.stderr });
-        const answer = await rl.question(`delete volume "${name}" and all its versions? type its name to confirm: `);
-        rl.close();
-        if (answer.trim() !== name) throw new InvalidArgumentError('not confirmed; nothing was deleted');
-      }
-      await Volume.delete(name);
-      console.log(`deleted volume ${name}`);
+    .option(ALLOW_MISSING_FLAGS, ALLOW_MISSING_HELP)
+    .action(async (name: string, flags: { yes?: boolean; allowMissing?: boolean }) => {
+      await allowMissing(flags.allowMissing, `volume ${name}`, async () => {
+        await Volume.fromName(name);
+        if (!flags.yes) {
+          if (!process.stdin.isTTY) throw new InvalidArgumentError(`deleting volume "${name}" needs --yes when not run from a terminal`);
+          const rl = createInterface({ input: process.stdin, output: process.stderr });
+          const answer = await rl.question(`delete volume "${name}" and all its versions? type its name to confirm: `);
+          rl.close();
+          if (answer.trim() !== name) throw new InvalidArgumentError('not confirmed; nothing was deleted');
+        }
+        await Volume.delete(name);
+        console.log(`deleted volume ${name}`);
+      });
     });
 
   vol

@@ -296,12 +296,16 @@ export class Volume {
   /**
    * Copies files or directories inside the volume without moving data. With
    * several sources, or a dst ending in '/' or naming a directory, each source
-   * lands inside dst.
+   * lands inside dst. A directory is copied with everything in it unless
+   * `recursive: false`, which refuses it (FailedPreconditionError, nothing
+   * copied), as `modal volume cp` without -r does; the default stays true so
+   * that code written before the option keeps working.
    */
-  async copyFiles(srcs: string[], dst: string, opts: { force?: boolean } = {}): Promise<number> {
+  async copyFiles(srcs: string[], dst: string, opts: { force?: boolean; recursive?: boolean } = {}): Promise<number> {
     for (const s of srcs) normalizePath(s);
     normalizePath(dst);
-    const res = await this.commit({ removes: [], copies: [{ srcs, dst }], force: opts.force ?? false }, []);
+    const filesOnly = opts.recursive === false;
+    const res = await this.commit({ removes: [], copies: [{ srcs, dst, filesOnly }], force: opts.force ?? false }, []);
     return res.version;
   }
 

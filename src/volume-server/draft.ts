@@ -34,6 +34,8 @@ export interface RemoveChange {
 export interface CopyChange {
   srcs: string[];
   dst: string;
+  /** Refuse a directory source (`cp` without -r); otherwise a directory is copied with everything in it. */
+  filesOnly?: boolean;
 }
 
 /** A file to put: its path and what to store (its id is given here). */
@@ -132,6 +134,11 @@ export class Draft {
       }
       if (!node || !(await this.present(node))) {
         throw new NotFoundError(`cannot copy "${src}": not found in volume "${this.volume}" (list it with: stowage volume ls ${this.volume} ${parentOf(src) || '/'})`);
+      }
+      if (op.filesOnly) {
+        throw new FailedPreconditionError(
+          `cannot copy "${src || '/'}" in volume "${this.volume}": it is a directory (use: stowage volume cp -r ${this.volume} ${src || '/'} DST)`,
+        );
       }
       const target = dstIsDir && src !== '' ? join(dst, nameOf(src)) : dst;
       // Joined paths can outgrow the limits that each part kept.
