@@ -84,7 +84,7 @@ export async function openNamed(
 
 const CLASS_NAMES: Record<HandleKind, string> = { dict: 'Dict', queue: 'Queue', volume: 'Volume' };
 
-export class Handle {
+export abstract class Handle {
   private heartbeat: NodeJS.Timeout | undefined;
   private closed = false;
   private closing: Promise<void> | undefined;
