@@ -1,6 +1,7 @@
 /**
  * One contract suite for every DictBackend (LMDB in a temp dir, Redis on a
- * redis-server started here), then what only one backend promises: LMDB keeps
+ * redis-server started here), each behind ValidatingDictBackend as the server
+ * runs it, then what only one backend promises: LMDB keeps
  * data across close and reopen; Redis fails fast with UnavailableError while
  * the server is down and works again once it is back. The suite runs on a
  * Redis Cluster too (3 masters, 3 replicas): list() and every script work
@@ -10,9 +11,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode, isStowageError } from '../src/common/errors.js';
 import { LmdbDictBackend } from '../src/dict/lmdb.js';
 import { RedisDictBackend } from '../src/dict/redis.js';
+import { ValidatingDictBackend } from '../src/dict/validating.js';
 import {
   MAX_BATCH_ENTRIES,
   MAX_KEY_BYTES,
+  MAX_SCAN_LIMIT,
   MAX_TTL_MS,
   MAX_VALUE_BYTES,
   MIN_IDLE_TIMEOUT_MS,
@@ -35,7 +38,7 @@ function lmdbSetup(): Setup {
     name: 'lmdb',
     async start() {
       dir = tempDir('dict-lmdb');
-      return new LmdbDictBackend(dir);
+      return new ValidatingDictBackend(new LmdbDictBackend(dir));
     },
     async stop() {
       removeDir(dir);
@@ -49,7 +52,7 @@ function redisSetup(): Setup {
     name: 'redis',
     async start() {
       server = await startRedis();
-      return new RedisDictBackend(server.url);
+      return new ValidatingDictBackend(new RedisDictBackend(server.url));
     },
     async stop() {
       await server?.stop();
@@ -65,7 +68,7 @@ function redisClusterSetup(): Setup {
     name: 'redis-cluster',
     async start() {
       cluster = await startRedisCluster();
-      return new RedisDictBackend(cluster.url);
+      return new ValidatingDictBackend(new RedisDictBackend(cluster.url));
     },
     async stop() {
       await cluster?.stop();
@@ -454,6 +457,34 @@ describe.each([lmdbSetup(), redisSetup(), redisClusterSetup()])('DictBackend con
     } while (cursor);
     expect(got.map((k) => k.toString('hex')).sort()).toEqual(keys.map((k) => k.toString('hex')).sort());
     expect(await dicts.get(d, keys[7]!)).toEqual({ value: keys[7]!.subarray(-2), version: 1 });
+  });
+
+  it('rejects a bad argument with the same words on every backend, before looking the dict up', async () => {
+    const missing = uniqueName('missing');
+    const long = Buffer.alloc(MAX_KEY_BYTES + 1);
+    const cases: [() => Promise<unknown>, string][] = [
+      [() => dicts.get(missing, Buffer.alloc(0)), 'a dict key must not be empty'],
+      [() => dicts.contains(missing, long), `dict key is ${MAX_KEY_BYTES + 1} bytes, over the limit of ${MAX_KEY_BYTES}`],
+      [() => dicts.getMany(missing, [b('k'), Buffer.alloc(0)]), 'a dict key must not be empty'],
+      [() => dicts.update(missing, [[b('k'), 'v' as unknown as Buffer]]), 'a dict value must be bytes'],
+      [() => dicts.put(missing, b('k'), b('v'), { ttlMs: 0 }), `ttlMs must be an integer from 1 to ${MAX_TTL_MS}, not 0`],
+      [() => dicts.pop(missing, long), `dict key is ${MAX_KEY_BYTES + 1} bytes, over the limit of ${MAX_KEY_BYTES}`],
+      [() => dicts.incr(missing, b('k'), 0.5), 'incr amount must be a safe integer, not 0.5'],
+      [() => dicts.compareAndSet(missing, b('k'), -1, b('v')), 'expected version must be an integer >= 0, not -1'],
+      // keepTtl ignores ttlMs, but a bad one is still refused.
+      [() => dicts.compareAndSet(missing, b('k'), 0, b('v'), { keepTtl: true, ttlMs: 0.5 }), `ttlMs must be an integer from 1 to ${MAX_TTL_MS}, not 0.5`],
+      [() => dicts.scan(missing, { limit: 0 }), `scan limit must be an integer from 1 to ${MAX_SCAN_LIMIT}, not 0`],
+      [() => dicts.scan(missing, { limit: 10, cursor: '!' }), 'invalid scan cursor: pass back the cursor a previous scan returned'],
+      [() => dicts.touch(missing, -1), 'atMs must be an integer >= 0 (ms since the epoch), not -1'],
+      [() => dicts.dropIfIdle(missing, 1.5), 'nowMs must be an integer >= 0 (ms since the epoch), not 1.5'],
+      [() => dicts.len('a/b'), 'invalid dict name "a/b": use 1 to 64 characters from A-Z a-z 0-9 . _ - (not "." or "..")'],
+    ];
+    for (const [call, message] of cases) {
+      const err = await call().then(() => undefined, (e: unknown) => e);
+      expect(isStowageError(err, ErrorCode.INVALID_ARGUMENT), `expected INVALID_ARGUMENT, got ${String(err)}`).toBe(true);
+      expect((err as Error).message).toBe(message);
+    }
+    expect(await dicts.exists(missing)).toBe(false);
   });
 
   it('enforces the limits', async () => {

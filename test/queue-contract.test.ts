@@ -1,16 +1,23 @@
 /**
- * The QueueBackend contract, run unchanged against LMDB, Redis and a Redis Cluster.
+ * The QueueBackend contract, run unchanged against LMDB, Redis and a Redis
+ * Cluster, each behind ValidatingQueueBackend as the server runs it.
  * Timing-dependent checks poll with a deadline and never assert durations.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isStowageError } from '../src/common/errors.js';
 import { LmdbQueueBackend } from '../src/queue/lmdb.js';
 import { RedisQueueBackend } from '../src/queue/redis.js';
+import { ValidatingQueueBackend } from '../src/queue/validating.js';
 import {
   DEAD_LETTER_PARTITION,
   MAX_IDLE_TIMEOUT_MS,
   MAX_ITEM_BYTES,
+  MAX_ITEMS_PER_GET,
+  MAX_MAX_DELIVERIES,
+  MAX_PAGE_ITEMS,
   MAX_PARTITION_KEY_BYTES,
+  MAX_PARTITION_TTL_MS,
+  MAX_VISIBILITY_MS,
   MIN_IDLE_TIMEOUT_MS,
   type QueueBackend,
   type QueueSettings,
@@ -35,10 +42,10 @@ const setups: [string, () => Promise<Setup>][] = [
     async () => {
       const dir = tempDir('queue-lmdb');
       const s: Setup = {
-        backend: new LmdbQueueBackend(dir),
+        backend: new ValidatingQueueBackend(new LmdbQueueBackend(dir)),
         async reopen() {
           await s.backend.close();
-          return (s.backend = new LmdbQueueBackend(dir));
+          return (s.backend = new ValidatingQueueBackend(new LmdbQueueBackend(dir)));
         },
         async teardown() {
           await s.backend.close();
@@ -53,11 +60,11 @@ const setups: [string, () => Promise<Setup>][] = [
     async () => {
       const redis = await startRedis();
       const s: Setup = {
-        backend: await RedisQueueBackend.connect({ url: redis.url }),
+        backend: new ValidatingQueueBackend(await RedisQueueBackend.connect({ url: redis.url })),
         redis,
         async reopen() {
           await s.backend.close();
-          return (s.backend = await RedisQueueBackend.connect({ url: redis.url }));
+          return (s.backend = new ValidatingQueueBackend(await RedisQueueBackend.connect({ url: redis.url })));
         },
         async teardown() {
           await s.backend.close();
@@ -74,10 +81,10 @@ const setups: [string, () => Promise<Setup>][] = [
     async () => {
       const cluster = await startRedisCluster();
       const s: Setup = {
-        backend: await RedisQueueBackend.connect({ url: cluster.url }),
+        backend: new ValidatingQueueBackend(await RedisQueueBackend.connect({ url: cluster.url })),
         async reopen() {
           await s.backend.close();
-          return (s.backend = await RedisQueueBackend.connect({ url: cluster.url }));
+          return (s.backend = new ValidatingQueueBackend(await RedisQueueBackend.connect({ url: cluster.url })));
         },
         async teardown() {
           await s.backend.close();
@@ -401,6 +408,34 @@ describe.each(setups)('QueueBackend on %s', (kind, make) => {
     await q.put(name, [Buffer.alloc(MAX_ITEM_BYTES)], { partition: 'p'.repeat(MAX_PARTITION_KEY_BYTES) });
     const [item] = await q.get(name, { partition: 'p'.repeat(MAX_PARTITION_KEY_BYTES) });
     expect(item!.data.length).toBe(MAX_ITEM_BYTES);
+  });
+
+  it('rejects a bad argument with the same words on every backend, before looking the queue up', async () => {
+    const missing = uniqueName('missing');
+    const long = 'p'.repeat(MAX_PARTITION_KEY_BYTES + 1);
+    const tooLong = `partition key is ${MAX_PARTITION_KEY_BYTES + 1} bytes, over the limit of ${MAX_PARTITION_KEY_BYTES}`;
+    const cases: [() => Promise<unknown>, string][] = [
+      [() => q.put(missing, [b('x')], { partition: DEAD_LETTER_PARTITION }), `partition ${DEAD_LETTER_PARTITION} is reserved for dead letters`],
+      [() => q.put(missing, []), 'put needs at least one item'],
+      [() => q.put(missing, [b('x')], { partition: 'p', partitionTtlMs: 0 }), `partitionTtlMs must be an integer from 1 to ${MAX_PARTITION_TTL_MS}, got 0`],
+      [() => q.get(missing, { max: 0 }), `max must be an integer from 1 to ${MAX_ITEMS_PER_GET}, got 0`],
+      [() => q.get(missing, { ack: { visibilityMs: 0 } }), `visibilityMs must be an integer from 1 to ${MAX_VISIBILITY_MS}, got 0`],
+      [() => q.get(missing, { partition: long }), tooLong],
+      [() => q.len(missing, { partition: long }), tooLong],
+      [() => q.clear(missing, { partition: long }), tooLong],
+      [() => q.peek(missing, { limit: 0 }), `limit must be an integer from 1 to ${MAX_PAGE_ITEMS}, got 0`],
+      [() => q.peek(missing, { cursor: 'x' }), 'invalid cursor "x": pass back the cursor a previous page returned'],
+      [() => q.ack(missing, ['']), 'lease ids must be non-empty strings'],
+      [() => q.touch(missing, -1), `atMs must be an integer from 0 to ${Number.MAX_SAFE_INTEGER}, got -1`],
+      [() => q.create(missing, { maxDeliveries: 0 }), `maxDeliveries must be an integer from 1 to ${MAX_MAX_DELIVERIES}, got 0`],
+      [() => q.info('a/b'), 'invalid queue name "a/b": use 1 to 64 characters from A-Z a-z 0-9 . _ - (not "." or "..")'],
+    ];
+    for (const [call, message] of cases) {
+      const err = await call().catch((e: unknown) => e);
+      expect(isStowageError(err, 'INVALID_ARGUMENT'), String(err)).toBe(true);
+      expect((err as Error).message).toBe(message);
+    }
+    expect(await code(q.info(missing))).toBe('NOT_FOUND');
   });
 
   it('wakes a waiter when a put lands in its partition', async () => {

@@ -11,15 +11,15 @@
  * they are). Calls made at the same time are batched into one message (see
  * session.ts), so many concurrent callers are cheap.
  */
-import { randomUUID } from 'node:crypto';
-import { InvalidArgumentError, NotFoundError, isStowageError } from '../common/errors.js';
+import { InvalidArgumentError, NotFoundError } from '../common/errors.js';
 import { quote, QUOTE_MAX_CHARS } from '../common/quote.js';
 import { checkName } from '../common/validate.js';
 import { DictOpKind, type DictInfo as DictInfoMessage, type DictOp, type DictResult } from '../gen/stowage/v1/dict.js';
 import { MAX_KEY_BYTES, MAX_VALUE_BYTES } from '../dict/types.js';
 import { codecFor, type Codec, type Encoding } from './codec.js';
-import { EPHEMERAL_IDLE_MS, dictOp as op, optionalMs, startHeartbeat } from './ops.js';
-import { defaultConnection, type Connection } from './connection.js';
+import { dictOp as op, optionalMs } from './ops.js';
+import type { Connection } from './connection.js';
+import { EPHEMERAL_IDLE_MS, Handle, connectionOf, ephemeralName, openNamed, type EphemeralLife } from './handle.js';
 
 export { MAX_KEY_BYTES, MAX_VALUE_BYTES };
 
@@ -66,60 +66,51 @@ const toInfo = (m: DictInfoMessage): DictInfo => ({
   lastUsedAt: new Date(m.lastUsedMs),
 });
 
-export class Dict<K = unknown, V = unknown> {
-  private heartbeat: NodeJS.Timeout | undefined;
+/** A dict handle; the life cycle (fromName, ephemeral, close) is Handle's (handle.ts). */
+export class Dict<K = unknown, V = unknown> extends Handle {
   private readonly codec: Codec;
 
-  private constructor(
-    readonly name: string,
-    private readonly conn: Connection,
-    encoding: Encoding | undefined,
-    private readonly ephemeral = false,
-  ) {
+  private constructor(name: string, conn: Connection, encoding: Encoding | undefined, life?: EphemeralLife) {
+    super('dict', name, conn, life);
     this.codec = codecFor(encoding);
   }
 
   /** Looks a dict up by name; NotFoundError (with the command that creates it) unless createIfMissing. */
   static async fromName<K = unknown, V = unknown>(name: string, opts: DictFromNameOptions = {}): Promise<Dict<K, V>> {
-    checkName('dict', name);
-    const conn = opts.connection ?? defaultConnection();
-    const d = conn.dicts;
-    if (opts.createIfMissing) {
-      await conn.unary(d.createDict.bind(d), { name, existOk: true, idleTimeoutMs: opts.idleTimeoutMs ?? 0 });
-    } else {
-      await conn.unary(d.getDict.bind(d), { name });
-    }
+    const conn = await openNamed('dict', name, opts, {
+      create: (c) => c.unary(c.dicts.createDict.bind(c.dicts), { name, existOk: true, idleTimeoutMs: opts.idleTimeoutMs ?? 0 }),
+      get: (c) => c.unary(c.dicts.getDict.bind(c.dicts), { name }),
+    });
     return new Dict<K, V>(name, conn, opts.encoding);
   }
 
   /** A dict that lives until close() (or until its heartbeats stop for a minute). */
   static async ephemeral<K = unknown, V = unknown>(opts: DictOptions = {}): Promise<Dict<K, V>> {
-    const conn = opts.connection ?? defaultConnection();
+    const conn = connectionOf(opts);
     const d = conn.dicts;
-    const info = await conn.unary(d.createDict.bind(d), {
-      name: `ephemeral-${randomUUID()}`,
-      existOk: false,
-      idleTimeoutMs: EPHEMERAL_IDLE_MS,
+    const info = await conn.unary(d.createDict.bind(d), { name: ephemeralName(), existOk: false, idleTimeoutMs: EPHEMERAL_IDLE_MS });
+    return new Dict<K, V>(info.name, conn, opts.encoding, {
+      beat: (c) => c.dictOps.run(op({ kind: DictOpKind.DICT_OP_KIND_TOUCH, dict: info.name })),
+      remove: (c) => Dict.delete(info.name, { connection: c }),
+      timeoutMs: info.idleTimeoutMs,
     });
-    const dict = new Dict<K, V>(info.name, conn, opts.encoding, true);
-    dict.heartbeat = startHeartbeat(() => conn.dictOps.run(op({ kind: DictOpKind.DICT_OP_KIND_TOUCH, dict: info.name })));
-    return dict;
   }
 
   static async list(opts: { connection?: Connection } = {}): Promise<DictInfo[]> {
-    const conn = opts.connection ?? defaultConnection();
+    const conn = connectionOf(opts);
     const res = await conn.unary(conn.dicts.listDicts.bind(conn.dicts), {});
     return res.dicts.map(toInfo);
   }
 
   static async delete(name: string, opts: { connection?: Connection } = {}): Promise<void> {
     checkName('dict', name);
-    const conn = opts.connection ?? defaultConnection();
+    const conn = connectionOf(opts);
     await conn.unary(conn.dicts.deleteDict.bind(conn.dicts), { name });
   }
 
   async info(): Promise<DictInfo> {
-    return toInfo(await this.conn.unary(this.conn.dicts.getDict.bind(this.conn.dicts), { name: this.name }));
+    const conn = this.conn;
+    return toInfo(await conn.unary(conn.dicts.getDict.bind(conn.dicts), { name: this.name }));
   }
 
   /** The value at `key`, or `defaultValue` (undefined if not given) when absent. */
@@ -240,7 +231,8 @@ export class Dict<K = unknown, V = unknown> {
   async *items(): AsyncIterableIterator<[K, V]> {
     let cursor = '';
     do {
-      const page = await this.conn.unary(this.conn.dicts.scan.bind(this.conn.dicts), {
+      const conn = this.conn;
+      const page = await conn.unary(conn.dicts.scan.bind(conn.dicts), {
         dict: this.name,
         cursor,
         limit: SCAN_PAGE,
@@ -260,17 +252,6 @@ export class Dict<K = unknown, V = unknown> {
 
   [Symbol.asyncIterator](): AsyncIterableIterator<K> {
     return this.keys();
-  }
-
-  /** Ends an ephemeral dict (deleting it); a no-op for named dicts. */
-  async close(): Promise<void> {
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    this.heartbeat = undefined;
-    if (this.ephemeral) {
-      await Dict.delete(this.name, { connection: this.conn }).catch((err: unknown) => {
-        if (!isStowageError(err, 'NOT_FOUND')) throw err;
-      });
-    }
   }
 
   private async run(o: DictOp): Promise<DictResult> {

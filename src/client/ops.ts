@@ -1,7 +1,7 @@
 /**
  * Building blocks the Dict and Queue SDK classes share: whole operation
  * messages from the fields that matter (the rest at their proto defaults),
- * the check of a millisecond option, and the heartbeat of an ephemeral object.
+ * and the check of a millisecond option. Their life cycle is handle.ts.
  */
 import { InvalidArgumentError } from '../common/errors.js';
 import type { DictOp } from '../gen/stowage/v1/dict.js';
@@ -42,15 +42,4 @@ export function optionalMs(what: string, ms: number | undefined): number {
   if (ms === undefined) return 0;
   if (!Number.isInteger(ms) || ms <= 0) throw new InvalidArgumentError(`${what} must be a positive integer, got ${ms}`);
   return ms;
-}
-
-/** An ephemeral dict or queue lives this long after its last heartbeat. */
-export const EPHEMERAL_IDLE_MS = 60_000;
-const HEARTBEAT_MS = 15_000;
-
-/** Calls `beat` every HEARTBEAT_MS without keeping the process alive; failures are retried by the next beat. */
-export function startHeartbeat(beat: () => Promise<unknown>): NodeJS.Timeout {
-  const timer = setInterval(() => void beat().catch(() => undefined), HEARTBEAT_MS);
-  timer.unref();
-  return timer;
 }

@@ -14,14 +14,14 @@
  * time are batched into one message; the server answers a call that waits
  * (a blocking get or put) on its own, so it holds up nothing else.
  */
-import { randomUUID } from 'node:crypto';
-import { InvalidArgumentError, isStowageError } from '../common/errors.js';
+import { InvalidArgumentError } from '../common/errors.js';
 import { checkName } from '../common/validate.js';
 import { QueueOpKind, type QueueInfo as QueueInfoMessage, type QueueOp, type QueueResult } from '../gen/stowage/v1/queue.js';
 import { DEAD_LETTER_PARTITION, MAX_ITEM_BYTES, MAX_PARTITION_KEY_BYTES } from '../queue/types.js';
 import { codecFor, type Codec, type Encoding } from './codec.js';
-import { EPHEMERAL_IDLE_MS, optionalMs, queueOp as op, startHeartbeat } from './ops.js';
-import { defaultConnection, type Connection } from './connection.js';
+import { optionalMs, queueOp as op } from './ops.js';
+import type { Connection } from './connection.js';
+import { EPHEMERAL_IDLE_MS, Handle, connectionOf, ephemeralName, openNamed, type EphemeralLife } from './handle.js';
 
 export { DEAD_LETTER_PARTITION, MAX_ITEM_BYTES, MAX_PARTITION_KEY_BYTES };
 
@@ -111,67 +111,63 @@ function checkPartition(partition: string | undefined): string {
   return partition;
 }
 
-export class Queue<T = unknown> {
-  private heartbeat: NodeJS.Timeout | undefined;
+/** A queue handle; the life cycle (fromName, ephemeral, close) is Handle's (handle.ts). */
+export class Queue<T = unknown> extends Handle {
   private readonly codec: Codec;
 
-  private constructor(
-    readonly name: string,
-    private readonly conn: Connection,
-    encoding: Encoding | undefined,
-    private readonly ephemeral = false,
-  ) {
+  private constructor(name: string, conn: Connection, encoding: Encoding | undefined, life?: EphemeralLife) {
+    super('queue', name, conn, life);
     this.codec = codecFor(encoding);
   }
 
   /** Looks a queue up by name; NotFoundError (with the command that creates it) unless createIfMissing. */
   static async fromName<T = unknown>(name: string, opts: QueueFromNameOptions = {}): Promise<Queue<T>> {
-    checkName('queue', name);
-    const conn = opts.connection ?? defaultConnection();
-    const q = conn.queues;
-    if (opts.createIfMissing) {
-      await conn.unary(q.createQueue.bind(q), {
-        name,
-        existOk: true,
-        maxSize: opts.maxSize ?? 0,
-        maxDeliveries: opts.maxDeliveries ?? 0,
-        idleTimeoutMs: opts.idleTimeoutMs ?? 0,
-      });
-    } else {
-      await conn.unary(q.getQueue.bind(q), { name });
-    }
+    const conn = await openNamed('queue', name, opts, {
+      create: (c) =>
+        c.unary(c.queues.createQueue.bind(c.queues), {
+          name,
+          existOk: true,
+          maxSize: opts.maxSize ?? 0,
+          maxDeliveries: opts.maxDeliveries ?? 0,
+          idleTimeoutMs: opts.idleTimeoutMs ?? 0,
+        }),
+      get: (c) => c.unary(c.queues.getQueue.bind(c.queues), { name }),
+    });
     return new Queue<T>(name, conn, opts.encoding);
   }
 
   /** A queue that lives until close() (or until its heartbeats stop for a minute). */
   static async ephemeral<T = unknown>(opts: QueueOptions & Omit<QueueSettings, 'idleTimeoutMs'> = {}): Promise<Queue<T>> {
-    const conn = opts.connection ?? defaultConnection();
+    const conn = connectionOf(opts);
     const q = conn.queues;
     const info = await conn.unary(q.createQueue.bind(q), {
-      name: `ephemeral-${randomUUID()}`,
+      name: ephemeralName(),
       existOk: false,
       maxSize: opts.maxSize ?? 0,
       maxDeliveries: opts.maxDeliveries ?? 0,
       idleTimeoutMs: EPHEMERAL_IDLE_MS,
     });
-    const queue = new Queue<T>(info.name, conn, opts.encoding, true);
-    queue.heartbeat = startHeartbeat(() => conn.queueOps.run(op({ kind: QueueOpKind.QUEUE_OP_KIND_TOUCH, queue: info.name })));
-    return queue;
+    return new Queue<T>(info.name, conn, opts.encoding, {
+      beat: (c) => c.queueOps.run(op({ kind: QueueOpKind.QUEUE_OP_KIND_TOUCH, queue: info.name })),
+      remove: (c) => Queue.delete(info.name, { connection: c }),
+      timeoutMs: info.idleTimeoutMs,
+    });
   }
 
   static async list(opts: { connection?: Connection } = {}): Promise<QueueInfo[]> {
-    const conn = opts.connection ?? defaultConnection();
+    const conn = connectionOf(opts);
     return (await conn.unary(conn.queues.listQueues.bind(conn.queues), {})).queues.map(toInfo);
   }
 
   static async delete(name: string, opts: { connection?: Connection } = {}): Promise<void> {
     checkName('queue', name);
-    const conn = opts.connection ?? defaultConnection();
+    const conn = connectionOf(opts);
     await conn.unary(conn.queues.deleteQueue.bind(conn.queues), { name });
   }
 
   async info(): Promise<QueueInfo> {
-    return toInfo(await this.conn.unary(this.conn.queues.getQueue.bind(this.conn.queues), { name: this.name }));
+    const conn = this.conn;
+    return toInfo(await conn.unary(conn.queues.getQueue.bind(conn.queues), { name: this.name }));
   }
 
   /** Adds one item at the end of a partition. */
@@ -245,17 +241,6 @@ export class Queue<T = unknown> {
       for (const item of r.items) yield this.codec.decode(item.data) as T;
       cursor = r.cursor;
     } while (cursor);
-  }
-
-  /** Ends an ephemeral queue (deleting it); a no-op for named queues. */
-  async close(): Promise<void> {
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    this.heartbeat = undefined;
-    if (this.ephemeral) {
-      await Queue.delete(this.name, { connection: this.conn }).catch((err: unknown) => {
-        if (!isStowageError(err, 'NOT_FOUND')) throw err;
-      });
-    }
   }
 
   private async getItems(n: number, opts: QueueGetOptions & { ack?: boolean; visibilityMs?: number }): Promise<(T | Lease<T>)[]> {

@@ -29,9 +29,10 @@ import {
 } from '../gen/stowage/v1/volume.js';
 import { BlobTransport, type TransferMode } from './blob-transport.js';
 import { BufferPool } from './buffer-pool.js';
-import { defaultConnection, type Connection } from './connection.js';
+import type { Connection } from './connection.js';
 import { downloadFiles, downloadTargets, piecesFor, readPieces } from './download.js';
 import { defaultFetchThreads } from './fetch-pool.js';
+import { Handle, connectionOf, ephemeralName, openNamed, type EphemeralLife } from './handle.js';
 import { ListingCheck, checkedEntryAt, checkedUrls } from './server-answers.js';
 import { Uploader, type PendingFile, type TransferProgress, type TransferStats, type UploadSource } from './upload.js';
 
@@ -102,7 +103,6 @@ export interface DownloadOptions {
   onProgress?: (p: TransferProgress) => void;
 }
 
-const HEARTBEAT_MS = 30_000;
 /** Sends of one commit while its server is unavailable (about 12 s of retries in all). */
 const COMMIT_ATTEMPTS = 6;
 /** Bytes of puts per message of a commit stream: the server reads ahead up to 16 messages, so small ones bound its memory. */
@@ -116,75 +116,59 @@ function existsError(path: string, volume: string): AlreadyExistsError {
   );
 }
 
-export class Volume {
+/** A volume handle; the life cycle (fromName, ephemeral, close) is Handle's (handle.ts). */
+export class Volume extends Handle {
   private readonly transport: BlobTransport;
   private readonly pool: BufferPool;
-  private heartbeat: NodeJS.Timeout | undefined;
 
   private constructor(
-    readonly name: string,
-    private readonly conn: Connection,
+    name: string,
+    conn: Connection,
     private readonly opts: Required<Omit<VolumeOptions, 'connection' | 'transfer'>>,
     transfer: TransferMode | undefined,
-    private readonly ephemeral = false,
+    life?: EphemeralLife,
   ) {
+    super('volume', name, conn, life);
     this.transport = new BlobTransport(conn, transfer);
     this.pool = new BufferPool(opts.chunkSize, opts.parallel + 2);
   }
 
   /** The volume called `name`; NOT_FOUND unless it exists or createIfMissing is set. */
   static async fromName(name: string, opts: FromNameOptions = {}): Promise<Volume> {
-    checkName('volume', name);
-    const conn = opts.connection ?? defaultConnection();
-    const vols = conn.volumes;
-    if (opts.createIfMissing) {
-      await conn.unary(vols.createVolume.bind(vols), { name, ephemeral: false, existOk: true });
-    } else {
-      await conn.unary(vols.getVolume.bind(vols), { name });
-    }
+    const conn = await openNamed('volume', name, opts, {
+      create: (c) => c.unary(c.volumes.createVolume.bind(c.volumes), { name, ephemeral: false, existOk: true }),
+      get: (c) => c.unary(c.volumes.getVolume.bind(c.volumes), { name }),
+    });
     return new Volume(name, conn, settings(opts), opts.transfer);
   }
 
-  /** A volume that lives until close() (or until its heartbeats stop). */
+  /** A volume that lives until close() (or until its heartbeats stop for the server's timeout). */
   static async ephemeral(opts: VolumeOptions = {}): Promise<Volume> {
-    const conn = opts.connection ?? defaultConnection();
+    const conn = connectionOf(opts);
     const vols = conn.volumes;
-    const info = await conn.unary(vols.createVolume.bind(vols), {
-      name: `ephemeral-${crypto.randomUUID()}`,
-      ephemeral: true,
-      existOk: false,
+    const info = await conn.unary(vols.createVolume.bind(vols), { name: ephemeralName(), ephemeral: true, existOk: false });
+    return new Volume(info.name, conn, settings(opts), opts.transfer, {
+      beat: (c) => c.unary(c.volumes.heartbeat.bind(c.volumes), { name: info.name }),
+      remove: (c) => Volume.delete(info.name, { connection: c }),
     });
-    const vol = new Volume(info.name, conn, settings(opts), opts.transfer, true);
-    vol.heartbeat = setInterval(() => {
-      conn.unary(vols.heartbeat.bind(vols), { name: info.name }).catch(() => undefined);
-    }, HEARTBEAT_MS);
-    vol.heartbeat.unref();
-    return vol;
   }
 
   static async list(opts: { connection?: Connection } = {}): Promise<VolumeInfo[]> {
-    const conn = opts.connection ?? defaultConnection();
+    const conn = connectionOf(opts);
     return (await conn.unary(conn.volumes.listVolumes.bind(conn.volumes), { includeEphemeral: false })).volumes;
   }
 
   static async delete(name: string, opts: { connection?: Connection } = {}): Promise<void> {
-    const conn = opts.connection ?? defaultConnection();
+    const conn = connectionOf(opts);
     await conn.unary(conn.volumes.deleteVolume.bind(conn.volumes), { name: checkName('volume', name) });
   }
 
   static async rename(name: string, newName: string, opts: { connection?: Connection } = {}): Promise<VolumeInfo> {
-    const conn = opts.connection ?? defaultConnection();
+    const conn = connectionOf(opts);
     return conn.unary(conn.volumes.renameVolume.bind(conn.volumes), {
       name: checkName('volume', name),
       newName: checkName('volume', newName),
     });
-  }
-
-  /** Ends an ephemeral volume (deleting it); a no-op for named volumes. */
-  async close(): Promise<void> {
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    this.heartbeat = undefined;
-    if (this.ephemeral) await Volume.delete(this.name, { connection: this.conn }).catch(() => undefined);
   }
 
   async info(): Promise<VolumeInfo> {

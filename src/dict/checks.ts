@@ -1,4 +1,10 @@
-/** Argument checks shared by every DictBackend, so all of them reject the same inputs. */
+/**
+ * The argument checks of the DictBackend contract, made by ValidatingDictBackend
+ * (validating.ts) and nowhere else, so every backend rejects the same inputs
+ * with the same words; then what backends share past the checks: the
+ * NOT_FOUND of an unknown dict, the errors and parsing of incr, the cursor
+ * encoding.
+ */
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from '../common/errors.js';
 import { checkName } from '../common/validate.js';
 import { quote, QUOTE_MAX_CHARS } from '../common/quote.js';

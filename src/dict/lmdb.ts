@@ -65,12 +65,10 @@ export class LmdbDictBackend implements DictBackend {
   }
 
   async create(name: string, opts: { existOk?: boolean; idleTimeoutMs?: number } = {}): Promise<boolean> {
-    check.checkDictName(name);
-    const idleTimeoutMs = check.checkIdleTimeout(opts.idleTimeoutMs);
     const created = await this.env.transaction(() => {
       if (this.dicts.doesExist(name)) return false;
       const now = Date.now();
-      void this.dicts.put(name, { createdAtMs: now, idleTimeoutMs, lastUsedMs: now });
+      void this.dicts.put(name, { createdAtMs: now, idleTimeoutMs: opts.idleTimeoutMs ?? 0, lastUsedMs: now });
       return true;
     });
     if (!created && !opts.existOk) throw new AlreadyExistsError(`dict ${quote(name)} already exists`);
@@ -90,13 +88,12 @@ export class LmdbDictBackend implements DictBackend {
   }
 
   async info(name: string): Promise<DictInfo> {
-    const rec = this.dicts.get(check.checkDictName(name));
+    const rec = this.dicts.get(name);
     if (!rec) throw check.dictNotFound(name);
     return dictInfo(name, rec);
   }
 
   async touch(name: string, atMs?: number): Promise<void> {
-    check.checkTime('atMs', atMs);
     await this.write(name, (now, rec) => {
       const at = atMs ?? now;
       if (at > dictInfo(name, rec).lastUsedMs) void this.dicts.put(name, { ...rec, lastUsedMs: at });
@@ -104,8 +101,6 @@ export class LmdbDictBackend implements DictBackend {
   }
 
   async dropIfIdle(name: string, nowMs?: number): Promise<boolean> {
-    check.checkDictName(name);
-    check.checkTime('nowMs', nowMs);
     return this.env.transaction(() => {
       const rec = this.dicts.get(name);
       if (!rec) return false;
@@ -118,19 +113,17 @@ export class LmdbDictBackend implements DictBackend {
   }
 
   async exists(name: string): Promise<boolean> {
-    return this.dicts.doesExist(check.checkDictName(name));
+    return this.dicts.doesExist(name);
   }
 
   async get(dict: string, key: Buffer): Promise<VersionedValue | undefined> {
     this.requireDict(dict);
-    const e = this.live(this.entryKey(dict, check.checkKey(key)), Date.now());
+    const e = this.live(this.entryKey(dict, key), Date.now());
     return e && { value: e.value, version: e.version };
   }
 
   async getMany(dict: string, keys: readonly Buffer[]): Promise<(VersionedValue | undefined)[]> {
     this.requireDict(dict);
-    check.checkBatch(keys.length, 'keys');
-    keys.forEach(check.checkKey);
     const now = Date.now();
     return keys.map((k) => {
       const e = this.live(this.entryKey(dict, k), now);
@@ -144,14 +137,11 @@ export class LmdbDictBackend implements DictBackend {
     value: Buffer,
     opts: { skipIfExists?: boolean; ttlMs?: number } = {},
   ): Promise<boolean> {
-    check.checkKey(key);
-    check.checkValue(value);
-    const ttl = check.checkTtl(opts.ttlMs);
     return this.write(dict, (now) => {
       const ek = this.entryKey(dict, key);
       const old = this.live(ek, now);
       if (old && opts.skipIfExists) return false;
-      this.store(dict, ek, key, value, (old?.version ?? 0) + 1, ttl ? now + ttl : 0);
+      this.store(dict, ek, key, value, (old?.version ?? 0) + 1, opts.ttlMs ? now + opts.ttlMs : 0);
       return true;
     });
   }
@@ -169,11 +159,6 @@ export class LmdbDictBackend implements DictBackend {
   }
 
   async update(dict: string, entries: readonly (readonly [Buffer, Buffer])[]): Promise<void> {
-    check.checkBatch(entries.length, 'entries');
-    for (const [k, v] of entries) {
-      check.checkKey(k);
-      check.checkValue(v);
-    }
     await this.write(dict, (now) => {
       for (const [key, value] of entries) {
         const ek = this.entryKey(dict, key);
@@ -183,7 +168,6 @@ export class LmdbDictBackend implements DictBackend {
   }
 
   async pop(dict: string, key: Buffer): Promise<Buffer | undefined> {
-    check.checkKey(key);
     return this.write(dict, (now) => {
       const ek = this.entryKey(dict, key);
       const old = this.live(ek, now);
@@ -201,7 +185,7 @@ export class LmdbDictBackend implements DictBackend {
   }
 
   async scan(dict: string, opts: { cursor?: string; limit: number }): Promise<ScanPage> {
-    const limit = check.checkScanLimit(opts.limit);
+    const { limit } = opts;
     this.requireDict(dict);
     const start = opts.cursor === undefined ? this.prefix(dict, 0) : this.after(dict, check.decodeCursor(opts.cursor));
     const now = Date.now();
@@ -219,8 +203,6 @@ export class LmdbDictBackend implements DictBackend {
   }
 
   async incr(dict: string, key: Buffer, by = 1): Promise<number> {
-    check.checkKey(key);
-    check.checkIncrement(by);
     return this.write(dict, (now) => {
       const ek = this.entryKey(dict, key);
       const old = this.live(ek, now);
@@ -238,10 +220,7 @@ export class LmdbDictBackend implements DictBackend {
     value: Buffer,
     opts: { ttlMs?: number; keepTtl?: boolean } = {},
   ): Promise<CasResult> {
-    check.checkKey(key);
-    check.checkValue(value);
-    check.checkVersion(expectedVersion);
-    const ttl = check.checkTtl(opts.ttlMs);
+    const ttl = opts.ttlMs;
     return this.write(dict, (now) => {
       const ek = this.entryKey(dict, key);
       const live = this.live(ek, now);
@@ -263,7 +242,6 @@ export class LmdbDictBackend implements DictBackend {
    * throws before it writes (the sweep's removals are kept either way).
    */
   private async write<T>(dict: string, fn: (now: number, rec: DictRecord) => T): Promise<T> {
-    check.checkDictName(dict);
     return this.env.transaction(() => {
       const rec = this.dicts.get(dict);
       if (!rec) throw check.dictNotFound(dict);
@@ -274,7 +252,7 @@ export class LmdbDictBackend implements DictBackend {
   }
 
   private requireDict(dict: string): void {
-    if (!this.dicts.doesExist(check.checkDictName(dict))) throw check.dictNotFound(dict);
+    if (!this.dicts.doesExist(dict)) throw check.dictNotFound(dict);
   }
 
   private sweep(dict: string, now: number): void {

@@ -78,8 +78,7 @@ export class RedisDictBackend implements DictBackend {
   }
 
   async create(name: string, opts: { existOk?: boolean; idleTimeoutMs?: number } = {}): Promise<boolean> {
-    check.checkDictName(name);
-    const idle = String(check.checkIdleTimeout(opts.idleTimeoutMs));
+    const idle = String(opts.idleTimeoutMs ?? 0);
     const created = (await this.run('create', [this.key(name, 'meta')], [String(Date.now()), idle], name)) === 1;
     await this.command(() => this.commands.command(['SADD', this.registry(), name], true));
     if (!created && !opts.existOk) throw new AlreadyExistsError(`dict ${quote(name)} already exists`);
@@ -87,7 +86,6 @@ export class RedisDictBackend implements DictBackend {
   }
 
   async drop(name: string): Promise<void> {
-    check.checkDictName(name);
     if (!(await this.exists(name))) throw check.dictNotFound(name);
     await this.command(() => this.commands.command(['SREM', this.registry(), name], true));
     await this.script('drop', name, []);
@@ -100,18 +98,17 @@ export class RedisDictBackend implements DictBackend {
   }
 
   async info(name: string): Promise<DictInfo> {
-    check.checkDictName(name);
     const info = await this.readInfo(name);
     if (!info) throw check.dictNotFound(name);
     return info;
   }
 
   async touch(name: string, atMs?: number): Promise<void> {
-    await this.script('touch', name, [String(check.checkTime('atMs', atMs) ?? '')]);
+    await this.script('touch', name, [String(atMs ?? '')]);
   }
 
   async dropIfIdle(name: string, nowMs?: number): Promise<boolean> {
-    const now = String(check.checkTime('nowMs', nowMs) ?? '');
+    const now = String(nowMs ?? '');
     if ((await this.script('dropIfIdle', name, [now])) !== 1) return false;
     await this.command(() => this.commands.command(['SREM', this.registry(), name], true));
     if (await this.exists(name)) await this.command(() => this.commands.command(['SADD', this.registry(), name], true));
@@ -119,7 +116,6 @@ export class RedisDictBackend implements DictBackend {
   }
 
   async exists(name: string): Promise<boolean> {
-    check.checkDictName(name);
     return (await this.command(() => this.redis.exists(this.key(name, 'meta')))) === 1;
   }
 
@@ -128,8 +124,6 @@ export class RedisDictBackend implements DictBackend {
   }
 
   async getMany(dict: string, keys: readonly Buffer[]): Promise<(VersionedValue | undefined)[]> {
-    check.checkBatch(keys.length, 'keys');
-    keys.forEach(check.checkKey);
     const r = (await this.script('get', dict, ['1', ...keys])) as Reply[];
     return keys.map((_, i) => {
       const value = r[2 * i];
@@ -143,15 +137,12 @@ export class RedisDictBackend implements DictBackend {
     value: Buffer,
     opts: { skipIfExists?: boolean; ttlMs?: number } = {},
   ): Promise<boolean> {
-    check.checkKey(key);
-    check.checkValue(value);
-    const ttl = check.checkTtl(opts.ttlMs) ?? 0;
+    const ttl = opts.ttlMs ?? 0;
     const r = await this.script('put', dict, [key, value, opts.skipIfExists ? '1' : '0', String(ttl)]);
     return r === 1;
   }
 
   async contains(dict: string, key: Buffer): Promise<boolean> {
-    check.checkKey(key);
     const r = (await this.script('get', dict, ['0', key])) as Reply[];
     return r[0] === 1;
   }
@@ -161,20 +152,16 @@ export class RedisDictBackend implements DictBackend {
   }
 
   async update(dict: string, entries: readonly (readonly [Buffer, Buffer])[]): Promise<void> {
-    check.checkBatch(entries.length, 'entries');
-    const args: Buffer[] = [];
-    for (const [k, v] of entries) args.push(check.checkKey(k), check.checkValue(v));
+    const args = entries.flat();
     await this.script('update', dict, args);
   }
 
   async pop(dict: string, key: Buffer): Promise<Buffer | undefined> {
-    check.checkKey(key);
     const r = await this.script('pop', dict, [key, '1']);
     return Buffer.isBuffer(r) ? r : undefined;
   }
 
   async delete(dict: string, key: Buffer): Promise<boolean> {
-    check.checkKey(key);
     return (await this.script('pop', dict, [key, '0'])) === 1;
   }
 
@@ -183,7 +170,7 @@ export class RedisDictBackend implements DictBackend {
   }
 
   async scan(dict: string, opts: { cursor?: string; limit: number }): Promise<ScanPage> {
-    const limit = check.checkScanLimit(opts.limit);
+    const { limit } = opts;
     const start =
       opts.cursor === undefined ? Buffer.from('-') : Buffer.concat([Buffer.from('('), check.decodeCursor(opts.cursor)]);
     const r = (await this.script('scan', dict, [start, String(limit)])) as Reply[];
@@ -196,8 +183,6 @@ export class RedisDictBackend implements DictBackend {
   }
 
   async incr(dict: string, key: Buffer, by = 1): Promise<number> {
-    check.checkKey(key);
-    check.checkIncrement(by);
     return Number(String(await this.script('incr', dict, [key, String(by)])));
   }
 
@@ -208,10 +193,7 @@ export class RedisDictBackend implements DictBackend {
     value: Buffer,
     opts: { ttlMs?: number; keepTtl?: boolean } = {},
   ): Promise<CasResult> {
-    check.checkKey(key);
-    check.checkValue(value);
-    check.checkVersion(expectedVersion);
-    const ttl = opts.keepTtl ? -1 : (check.checkTtl(opts.ttlMs) ?? 0);
+    const ttl = opts.keepTtl ? -1 : (opts.ttlMs ?? 0);
     const r = (await this.script('cas', dict, [key, String(expectedVersion), value, String(ttl)])) as number[];
     return { ok: r[0] === 1, version: Number(r[1]) };
   }
@@ -245,7 +227,6 @@ export class RedisDictBackend implements DictBackend {
 
   /** Runs a dict script (the five keys of `dict`), mapping script errors to typed ones. */
   private script(name: ScriptName, dict: string, args: readonly (Buffer | string)[]): Promise<Reply> {
-    check.checkDictName(dict);
     const keys = ['meta', 'data', 'ver', 'exp', 'idx'].map((p) => this.key(dict, p));
     return this.run(name, keys, args, dict);
   }

@@ -1,5 +1,6 @@
 /**
- * The DictService gRPC handlers over one DictBackend. Operations come in
+ * The DictService gRPC handlers over one DictBackend (always behind
+ * ValidatingDictBackend, whatever it is given). Operations come in
  * batches (a unary Batch call or a Session stream); each op of a batch is
  * started in order without waiting for the one before, so the backend sees
  * them back to back (LMDB folds them into one write transaction, Redis into
@@ -25,7 +26,8 @@ import {
   type VersionedValue as VersionedValueMessage,
 } from '../gen/stowage/v1/dict.js';
 import { checkKey, checkValue } from './checks.js';
-import { MAX_BATCH_ENTRIES, MAX_SCAN_LIMIT, type DictBackend, type DictInfo, type VersionedValue } from './types.js';
+import { MAX_BATCH_ENTRIES, type DictBackend, type DictInfo, type VersionedValue } from './types.js';
+import { validatedDictBackend } from './validating.js';
 
 /** The label of each op kind in the metrics (DICT_OP_KIND_GET: get). */
 const KIND_LABELS = new Map<number, string>(
@@ -75,14 +77,17 @@ export class DictService {
   /** The msgpack incr in progress per key (see incrMsgpack). */
   private readonly counters = new Map<string, Promise<void>>();
 
+  private readonly backend: DictBackend;
+
   constructor(
-    private readonly backend: DictBackend,
+    backend: DictBackend,
     private readonly log: Logger,
     idle?: IdleOptions,
     /** Told of every operation run (the server's metrics). */
     private readonly ops?: OpCounter,
   ) {
-    this.idle = new IdleTracker(backend, 'dict', log, idle);
+    this.backend = validatedDictBackend(backend);
+    this.idle = new IdleTracker(this.backend, 'dict', log, idle);
   }
 
   handlers(token: Authenticator | string): DictServiceServer {
@@ -101,9 +106,7 @@ export class DictService {
         return {};
       }),
       scan: unary(check, log, async (r) => {
-        const limit = r.limit || 1000;
-        if (limit > MAX_SCAN_LIMIT) throw new InvalidArgumentError(`scan limit ${limit} is over ${MAX_SCAN_LIMIT}`);
-        const page = await b.scan(r.dict, { cursor: r.cursor || undefined, limit });
+        const page = await b.scan(r.dict, { cursor: r.cursor || undefined, limit: r.limit || 1000 });
         this.idle.mark(r.dict);
         return { entries: page.entries, cursor: page.cursor ?? '' };
       }),

@@ -4,10 +4,25 @@
  * RedisDictBackend (shared by many servers; one dict lives in one cluster slot).
  *
  * Invariants every backend keeps (the contract suite in
- * test/dict-contract.test.ts checks each of them):
+ * test/dict-contract.test.ts checks each of them, on every backend wrapped as
+ * the server wraps it):
  * - Keys and values are bytes. A key is 1..MAX_KEY_BYTES bytes, a value
  *   0..MAX_VALUE_BYTES bytes, a dict name matches [A-Za-z0-9._-]{1,64}. Anything
  *   else is an InvalidArgumentError and changes nothing.
+ *
+ * Argument checks are made once, by ValidatingDictBackend (validating.ts),
+ * which the server and the dict service put around every backend; it checks
+ * before the backend is called, so a bad argument fails alike everywhere and
+ * before any NOT_FOUND. A backend may take as checked: every dict name; every
+ * key (1..MAX_KEY_BYTES bytes) and value (at most MAX_VALUE_BYTES); the number
+ * of keys of getMany and entries of update (at most MAX_BATCH_ENTRIES);
+ * ttlMs (1..MAX_TTL_MS, or absent); idleTimeoutMs (0, absent, or
+ * MIN_IDLE_TIMEOUT_MS..MAX_TTL_MS); touch's atMs and dropIfIdle's nowMs (whole,
+ * >= 0); scan's limit (1..MAX_SCAN_LIMIT) and cursor (one that decodeCursor
+ * reads); incr's by (a safe integer); compareAndSet's expectedVersion (a whole
+ * number >= 0). What it must still check is what only its storage knows: that
+ * the dict exists, and that a value incr adds to is a counter (checks.ts has
+ * the errors for both).
  * - Every operation on a dict that does not exist is a NotFoundError whose
  *   message says how to create it; it never creates the dict implicitly.
  * - Every key carries a version: 1 when the key is written while absent, and one

@@ -22,6 +22,9 @@ import { createLogger, type Logger } from '../common/logger.js';
 import { partitionEvent, waitForPut } from './wake.js';
 import {
   DEAD_LETTER_PARTITION,
+  DEFAULT_GET_MAX,
+  DEFAULT_PARTITION,
+  DEFAULT_PEEK_LIMIT,
   type ClearScope,
   type DeliveredItem,
   type GetOptions,
@@ -33,20 +36,7 @@ import {
   type QueueInfo,
   type QueueSettings,
 } from './types.js';
-import {
-  QueueFullError,
-  checkLeaseIds,
-  checkLimit,
-  checkMax,
-  checkPartition,
-  checkPut,
-  checkQueueName,
-  checkSettings,
-  checkTime,
-  checkVisibility,
-  parseCursor,
-  queueNotFound,
-} from './validate.js';
+import { QueueFullError, parseCursor, partitionTtl, queueNotFound, settingsOf } from './validate.js';
 
 interface QueueRecord extends Omit<QueueInfo, 'idleTimeoutMs' | 'lastUsedMs'> {
   idleTimeoutMs?: number;
@@ -86,8 +76,7 @@ export class LmdbQueueBackend implements QueueBackend {
   }
 
   async create(name: string, settings?: Partial<QueueSettings>): Promise<QueueInfo> {
-    checkQueueName(name);
-    const s = checkSettings(settings);
+    const s = settingsOf(settings);
     return this.env.transaction(() => {
       if (this.queues.doesExist(name)) throw new AlreadyExistsError(`queue ${quote(name)} already exists`);
       const now = Date.now();
@@ -106,22 +95,18 @@ export class LmdbQueueBackend implements QueueBackend {
   }
 
   async info(name: string): Promise<QueueInfo> {
-    checkQueueName(name);
     const rec = this.queues.get(name);
     if (!rec) throw queueNotFound(name);
     return info(rec);
   }
 
   async touch(name: string, atMs?: number): Promise<void> {
-    checkTime('atMs', atMs);
     await this.withQueue(name, (rec, now) => {
       rec.lastUsedMs = Math.max(info(rec).lastUsedMs, atMs ?? now);
     });
   }
 
   async dropIfIdle(name: string, nowMs?: number): Promise<boolean> {
-    checkQueueName(name);
-    checkTime('nowMs', nowMs);
     return this.env.transaction(() => {
       const rec = this.queues.get(name);
       if (!rec) return false;
@@ -133,8 +118,8 @@ export class LmdbQueueBackend implements QueueBackend {
   }
 
   async put(name: string, items: Buffer[], options: PutOptions = {}): Promise<void> {
-    const partition = checkPartition(options.partition);
-    const ttl = checkPut(items, partition, options.partitionTtlMs);
+    const partition = options.partition ?? DEFAULT_PARTITION;
+    const ttl = partitionTtl(partition, options.partitionTtlMs);
     await this.withQueue(name, (rec, now) => {
       if (rec.total + items.length > rec.maxSize) {
         throw new QueueFullError(name, rec.maxSize - rec.total, items.length);
@@ -149,9 +134,9 @@ export class LmdbQueueBackend implements QueueBackend {
   }
 
   async get(name: string, options: GetOptions = {}): Promise<DeliveredItem[]> {
-    const partition = checkPartition(options.partition);
-    const max = checkMax(options.max);
-    const visibility = options.ack ? checkVisibility(options.ack.visibilityMs) : 0;
+    const partition = options.partition ?? DEFAULT_PARTITION;
+    const max = options.max ?? DEFAULT_GET_MAX;
+    const visibility = options.ack?.visibilityMs ?? 0;
     if (this.nothingToGet(name, partition)) return [];
     return this.withQueue(name, (rec, now) => {
       const out: DeliveredItem[] = [];
@@ -178,7 +163,6 @@ export class LmdbQueueBackend implements QueueBackend {
   }
 
   async ack(name: string, leaseIds: string[]): Promise<number> {
-    checkLeaseIds(leaseIds);
     return this.withQueue(name, (rec) => {
       let acked = 0;
       for (const id of leaseIds) {
@@ -198,7 +182,7 @@ export class LmdbQueueBackend implements QueueBackend {
   }
 
   async len(name: string, scope: LenScope = {}): Promise<number> {
-    const partition = 'total' in scope ? undefined : checkPartition(scope.partition);
+    const partition = 'total' in scope ? undefined : (scope.partition ?? DEFAULT_PARTITION);
     return this.readQueue(name, (rec) =>
       partition === undefined ? rec.total : (rec.parts[partition]?.count ?? 0),
     );
@@ -214,7 +198,7 @@ export class LmdbQueueBackend implements QueueBackend {
   }
 
   async clear(name: string, scope: ClearScope = {}): Promise<void> {
-    const partition = 'all' in scope ? undefined : checkPartition(scope.partition);
+    const partition = 'all' in scope ? undefined : (scope.partition ?? DEFAULT_PARTITION);
     await this.withQueue(name, (rec) => {
       const parts = partition === undefined ? Object.keys(rec.parts) : [partition];
       for (const p of parts) this.dropPartition(rec, p);
@@ -222,8 +206,8 @@ export class LmdbQueueBackend implements QueueBackend {
   }
 
   async peek(name: string, options: PeekOptions = {}): Promise<PeekPage> {
-    const partition = checkPartition(options.partition);
-    const limit = checkLimit(options.limit);
+    const partition = options.partition ?? DEFAULT_PARTITION;
+    const limit = options.limit ?? DEFAULT_PEEK_LIMIT;
     const after = parseCursor(options.cursor);
     return this.readQueue(name, () => {
       const range = { start: [name, partition, after + 1], end: [name, partition, MAX], limit: limit + 1 };
@@ -252,7 +236,6 @@ export class LmdbQueueBackend implements QueueBackend {
    * transaction reports it.
    */
   private nothingToGet(name: string, partition: string): boolean {
-    checkQueueName(name);
     if (!this.queues.doesExist(name)) return false;
     const dueLeases = this.leases.getKeys({ start: [name, 0], end: [name, Date.now() + 1], limit: 1 });
     const items = this.items.getKeys({ start: [name, partition, 0], end: [name, partition, MAX], limit: 1 });
@@ -261,7 +244,6 @@ export class LmdbQueueBackend implements QueueBackend {
 
   /** Runs `fn` in a write transaction on an existing queue, after expiring what is due. */
   private async withQueue<T>(name: string, fn: (rec: QueueRecord, now: number) => T, save = true): Promise<T> {
-    checkQueueName(name);
     return this.env.transaction(() => {
       const rec = this.queues.get(name);
       if (!rec) throw queueNotFound(name);
@@ -279,7 +261,6 @@ export class LmdbQueueBackend implements QueueBackend {
    * while the disk is full); otherwise as withQueue, which expires first.
    */
   private async readQueue<T>(name: string, fn: (rec: QueueRecord) => T): Promise<T> {
-    checkQueueName(name);
     const rec = this.queues.get(name);
     if (!rec) throw queueNotFound(name);
     if (!this.dueToExpire(rec, Date.now())) return fn(rec);

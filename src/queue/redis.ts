@@ -46,32 +46,22 @@ import { quote } from '../common/quote.js';
 import { redactUrl } from '../common/urls.js';
 import * as lua from './redis-scripts.js';
 import { waitForPut } from './wake.js';
-import type {
-  ClearScope,
-  DeliveredItem,
-  GetOptions,
-  LenScope,
-  PeekOptions,
-  PeekPage,
-  PutOptions,
-  QueueBackend,
-  QueueInfo,
-  QueueSettings,
-} from './types.js';
 import {
-  QueueFullError,
-  checkLeaseIds,
-  checkLimit,
-  checkMax,
-  checkPartition,
-  checkPut,
-  checkQueueName,
-  checkSettings,
-  checkTime,
-  checkVisibility,
-  parseCursor,
-  queueNotFound,
-} from './validate.js';
+  DEFAULT_GET_MAX,
+  DEFAULT_PARTITION,
+  DEFAULT_PEEK_LIMIT,
+  type ClearScope,
+  type DeliveredItem,
+  type GetOptions,
+  type LenScope,
+  type PeekOptions,
+  type PeekPage,
+  type PutOptions,
+  type QueueBackend,
+  type QueueInfo,
+  type QueueSettings,
+} from './types.js';
+import { QueueFullError, parseCursor, partitionTtl, queueNotFound, settingsOf } from './validate.js';
 
 const NAMES_KEY = 'stowage:queues';
 /** How long a call waits for a (re)connection before UnavailableError. */
@@ -129,8 +119,7 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   async create(name: string, settings?: Partial<QueueSettings>): Promise<QueueInfo> {
-    checkQueueName(name);
-    const s = checkSettings(settings);
+    const s = settingsOf(settings);
     const createdAtMs = Date.now();
     await this.run(lua.CREATE, name, [s.maxSize, s.maxDeliveries, createdAtMs, s.idleTimeoutMs]);
     await this.call(() => this.commands.command(['SADD', NAMES_KEY, name], true));
@@ -138,7 +127,6 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   async drop(name: string): Promise<void> {
-    checkQueueName(name);
     await this.run(lua.DROP, name, []);
     await this.call(() => this.commands.command(['SREM', NAMES_KEY, name], true));
   }
@@ -157,7 +145,6 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   async info(name: string): Promise<QueueInfo> {
-    checkQueueName(name);
     const [maxSize, maxDeliveries, createdAtMs, idleTimeoutMs, lastUsedMs] = (await this.run(
       lua.INFO,
       name,
@@ -174,13 +161,11 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   async touch(name: string, atMs?: number): Promise<void> {
-    checkQueueName(name);
-    await this.run(lua.TOUCH, name, [checkTime('atMs', atMs) ?? '']);
+    await this.run(lua.TOUCH, name, [atMs ?? '']);
   }
 
   async dropIfIdle(name: string, nowMs?: number): Promise<boolean> {
-    checkQueueName(name);
-    if (Number(await this.run(lua.DROP_IF_IDLE, name, [checkTime('nowMs', nowMs) ?? ''])) !== 1) return false;
+    if (Number(await this.run(lua.DROP_IF_IDLE, name, [nowMs ?? ''])) !== 1) return false;
     await this.call(() => this.commands.command(['SREM', NAMES_KEY, name], true));
     const recreated = await this.call(() => this.client.exists(`${this.prefix(name)}meta`));
     if (recreated === 1) await this.call(() => this.commands.command(['SADD', NAMES_KEY, name], true));
@@ -188,17 +173,14 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   async put(name: string, items: Buffer[], options: PutOptions = {}): Promise<void> {
-    checkQueueName(name);
-    const partition = checkPartition(options.partition);
-    const ttl = checkPut(items, partition, options.partitionTtlMs);
-    await this.run(lua.PUT, name, [partition, ttl, ...items]);
+    const partition = options.partition ?? DEFAULT_PARTITION;
+    await this.run(lua.PUT, name, [partition, partitionTtl(partition, options.partitionTtlMs), ...items]);
   }
 
   async get(name: string, options: GetOptions = {}): Promise<DeliveredItem[]> {
-    checkQueueName(name);
-    const partition = checkPartition(options.partition);
-    const max = checkMax(options.max);
-    const visibility = options.ack ? checkVisibility(options.ack.visibilityMs) : 0;
+    const partition = options.partition ?? DEFAULT_PARTITION;
+    const max = options.max ?? DEFAULT_GET_MAX;
+    const visibility = options.ack?.visibilityMs ?? 0;
     const leaseIds = visibility === 0 ? [] : Array.from({ length: max }, () => randomUUID());
     const flat = (await this.run(lua.GET, name, [partition, max, visibility, ...leaseIds])) as (Buffer | number)[];
     const out: DeliveredItem[] = [];
@@ -210,19 +192,15 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   async ack(name: string, leaseIds: string[]): Promise<number> {
-    checkQueueName(name);
-    checkLeaseIds(leaseIds);
     return Number(await this.run(lua.ACK, name, leaseIds));
   }
 
   async len(name: string, scope: LenScope = {}): Promise<number> {
-    checkQueueName(name);
-    const args = 'total' in scope ? ['total', ''] : ['part', checkPartition(scope.partition)];
+    const args = 'total' in scope ? ['total', ''] : ['part', scope.partition ?? DEFAULT_PARTITION];
     return Number(await this.run(lua.LEN, name, args));
   }
 
   async partitions(name: string): Promise<{ partition: string; length: number }[]> {
-    checkQueueName(name);
     const flat = (await this.run(lua.PARTITIONS, name, [])) as (Buffer | string)[];
     const out: { partition: string; length: number }[] = [];
     for (let i = 0; i < flat.length; i += 2) out.push({ partition: String(flat[i]), length: Number(String(flat[i + 1])) });
@@ -230,15 +208,13 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   async clear(name: string, scope: ClearScope = {}): Promise<void> {
-    checkQueueName(name);
-    const args = 'all' in scope ? ['all', ''] : ['part', checkPartition(scope.partition)];
+    const args = 'all' in scope ? ['all', ''] : ['part', scope.partition ?? DEFAULT_PARTITION];
     await this.run(lua.CLEAR, name, args);
   }
 
   async peek(name: string, options: PeekOptions = {}): Promise<PeekPage> {
-    checkQueueName(name);
-    const partition = checkPartition(options.partition);
-    const limit = checkLimit(options.limit);
+    const partition = options.partition ?? DEFAULT_PARTITION;
+    const limit = options.limit ?? DEFAULT_PEEK_LIMIT;
     const after = parseCursor(options.cursor);
     const flat = (await this.run(lua.PEEK, name, [partition, after, limit + 1])) as Buffer[];
     const rows: { id: string; data: Buffer; deliveries: number }[] = [];
@@ -269,7 +245,7 @@ export class RedisQueueBackend implements QueueBackend {
   /** Runs a script for queue `name`, loading it again if Redis forgot it. */
   private async run(script: string, name: string, args: Arg[]): Promise<unknown> {
     const prefix = this.prefix(name);
-        try {
+    try {
       await redisReady(this.client, this.where, CONNECT_WAIT_MS);
       const keys = QUEUE_KEYS.map((k) => prefix + k);
       return await this.commands.script(luaScript(script), keys, [prefix, name, ...args], WRITES.has(script));

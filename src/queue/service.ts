@@ -1,5 +1,6 @@
 /**
- * The QueueService gRPC handlers over one QueueBackend. Operations come in
+ * The QueueService gRPC handlers over one QueueBackend (always behind
+ * ValidatingQueueBackend, whatever it is given). Operations come in
  * batches (a unary Batch call or a Session stream), each failing on its own.
  *
  * Blocking: gets with `block` wait in a pool per partition (waiting-gets.ts):
@@ -29,6 +30,7 @@ import {
   MAX_ITEMS_PER_PUT,
   type DeliveredItem, type QueueBackend, type QueueInfo } from './types.js';
 import { QueueFullError, checkMax } from './validate.js';
+import { validatedQueueBackend } from './validating.js';
 import { WaitingGets } from './waiting-gets.js';
 import { pause } from './wake.js';
 
@@ -61,15 +63,18 @@ export class QueueService {
   readonly idle: IdleTracker;
   private readonly waiting: WaitingGets;
 
+  private readonly backend: QueueBackend;
+
   constructor(
-    private readonly backend: QueueBackend,
+    backend: QueueBackend,
     private readonly log: Logger,
     idle?: IdleOptions,
     /** Told of every operation run (the server's metrics). */
     private readonly ops?: OpCounter,
   ) {
-    this.idle = new IdleTracker(backend, 'queue', log, idle);
-    this.waiting = new WaitingGets(backend, log);
+    this.backend = validatedQueueBackend(backend);
+    this.idle = new IdleTracker(this.backend, 'queue', log, idle);
+    this.waiting = new WaitingGets(this.backend, log);
   }
 
   handlers(token: Authenticator | string): QueueServiceServer {

@@ -23,12 +23,33 @@
  * the service calls dropIfIdle, which checks and drops in one atomic step, so
  * a touch is either before it (and the queue stays) or after it (and finds no
  * queue).
+ *
+ * Argument checks are made once, by ValidatingQueueBackend (validating.ts),
+ * which the server and the queue service put around every backend (and the
+ * contract suite too); it checks before the backend is called, so a bad
+ * argument fails alike everywhere and before any NOT_FOUND. A backend may take
+ * as checked: every queue name; settings (given in full: maxSize
+ * 1..MAX_MAX_SIZE, maxDeliveries 1..MAX_MAX_DELIVERIES, idleTimeoutMs 0 or
+ * MIN_IDLE_TIMEOUT_MS..MAX_IDLE_TIMEOUT_MS); partitions (a string of at most
+ * MAX_PARTITION_KEY_BYTES bytes, never DEAD_LETTER_PARTITION in a put);
+ * put's items (1..MAX_ITEMS_PER_PUT Buffers of at most MAX_ITEM_BYTES) and
+ * partitionTtlMs (1..MAX_PARTITION_TTL_MS, or absent); get's max
+ * (1..MAX_ITEMS_PER_GET) and visibilityMs (1..MAX_VISIBILITY_MS); peek's limit
+ * (1..MAX_PAGE_ITEMS) and cursor (one parseCursor reads); lease ids
+ * (non-empty, at most 128 characters); touch's atMs and dropIfIdle's nowMs
+ * (whole, >= 0). What it must still check is what only its storage knows:
+ * that the queue exists (or does not, for create) and that a put fits under
+ * maxSize (validate.ts has the errors).
  */
 export const MAX_ITEM_BYTES = 1024 * 1024;
 export const MAX_PARTITION_KEY_BYTES = 64;
 export const MAX_ITEMS_PER_PUT = 5000;
 export const MAX_ITEMS_PER_GET = 1000;
 export const MAX_PAGE_ITEMS = 1000;
+/** Items a get returns at most when it does not say. */
+export const DEFAULT_GET_MAX = 1;
+/** Items a peek page holds at most when it does not say. */
+export const DEFAULT_PEEK_LIMIT = 100;
 export const DEFAULT_PARTITION = '';
 /** Where items go after maxDeliveries unacked deliveries. Not writable by put. */
 export const DEAD_LETTER_PARTITION = '__dead__';

@@ -1,4 +1,10 @@
-/** Argument checks shared by every queue backend, so all reject alike. */
+/**
+ * The argument checks of the QueueBackend contract, made by
+ * ValidatingQueueBackend (validating.ts) and nowhere else, so every backend
+ * rejects the same inputs with the same words; then what backends share past
+ * the checks: the defaults they fill in, QueueFullError, the NOT_FOUND of an
+ * unknown queue.
+ */
 import {
   FailedPreconditionError,
   InvalidArgumentError,
@@ -8,7 +14,10 @@ import { checkName } from '../common/validate.js';
 import { quote, QUOTE_MAX_CHARS } from '../common/quote.js';
 import {
   DEAD_LETTER_PARTITION,
+  DEFAULT_GET_MAX,
   DEFAULT_MAX_DELIVERIES,
+  DEFAULT_PARTITION,
+  DEFAULT_PEEK_LIMIT,
   DEFAULT_MAX_SIZE,
   DEFAULT_PARTITION_TTL_MS,
   MAX_ITEM_BYTES,
@@ -64,12 +73,21 @@ function checkInt(what: string, v: number, min: number, max: number): number {
   return v;
 }
 
-export function checkSettings(s: Partial<QueueSettings> = {}): QueueSettings {
+/** Settings with the defaults in place of what is not given (nothing checked). */
+export function settingsOf(s: Partial<QueueSettings> = {}): QueueSettings {
   return {
-    maxSize: checkInt('maxSize', s.maxSize ?? DEFAULT_MAX_SIZE, 1, MAX_MAX_SIZE),
-    maxDeliveries: checkInt('maxDeliveries', s.maxDeliveries ?? DEFAULT_MAX_DELIVERIES, 1, MAX_MAX_DELIVERIES),
-    idleTimeoutMs: checkIdleTimeout(s.idleTimeoutMs ?? 0),
+    maxSize: s.maxSize ?? DEFAULT_MAX_SIZE,
+    maxDeliveries: s.maxDeliveries ?? DEFAULT_MAX_DELIVERIES,
+    idleTimeoutMs: s.idleTimeoutMs ?? 0,
   };
+}
+
+export function checkSettings(given: Partial<QueueSettings> = {}): QueueSettings {
+  const s = settingsOf(given);
+  checkInt('maxSize', s.maxSize, 1, MAX_MAX_SIZE);
+  checkInt('maxDeliveries', s.maxDeliveries, 1, MAX_MAX_DELIVERIES);
+  checkIdleTimeout(s.idleTimeoutMs);
+  return s;
 }
 
 function checkIdleTimeout(ms: number): number {
@@ -86,8 +104,12 @@ export function checkTime(what: string, ms: number | undefined): number | undefi
   return ms === undefined ? undefined : checkInt(what, ms, 0, Number.MAX_SAFE_INTEGER);
 }
 
-/** Returns the TTL in ms, or 0 for the default partition (never expires). */
-export function checkPut(items: Buffer[], partition: string, ttlMs: number | undefined): number {
+/** The TTL a put gives its partition: 0 (never expires) for the default partition. */
+export function partitionTtl(partition: string, ttlMs: number | undefined): number {
+  return partition === DEFAULT_PARTITION ? 0 : (ttlMs ?? DEFAULT_PARTITION_TTL_MS);
+}
+
+export function checkPut(items: Buffer[], partition: string, ttlMs: number | undefined): void {
   if (partition === DEAD_LETTER_PARTITION) {
     throw new InvalidArgumentError(`partition ${DEAD_LETTER_PARTITION} is reserved for dead letters`);
   }
@@ -101,12 +123,11 @@ export function checkPut(items: Buffer[], partition: string, ttlMs: number | und
       throw new InvalidArgumentError(`item of ${item.length} bytes is over the limit of ${MAX_ITEM_BYTES}`);
     }
   }
-  const ttl = checkInt('partitionTtlMs', ttlMs ?? DEFAULT_PARTITION_TTL_MS, 1, MAX_PARTITION_TTL_MS);
-  return partition === '' ? 0 : ttl;
+  checkInt('partitionTtlMs', ttlMs ?? DEFAULT_PARTITION_TTL_MS, 1, MAX_PARTITION_TTL_MS);
 }
 
 export function checkMax(max: number | undefined): number {
-  return checkInt('max', max ?? 1, 1, MAX_ITEMS_PER_GET);
+  return checkInt('max', max ?? DEFAULT_GET_MAX, 1, MAX_ITEMS_PER_GET);
 }
 
 export function checkVisibility(ms: number): number {
@@ -114,10 +135,10 @@ export function checkVisibility(ms: number): number {
 }
 
 export function checkLimit(limit: number | undefined): number {
-  return checkInt('limit', limit ?? 100, 1, MAX_PAGE_ITEMS);
+  return checkInt('limit', limit ?? DEFAULT_PEEK_LIMIT, 1, MAX_PAGE_ITEMS);
 }
 
-/** Cursors are the last sequence number seen, as a decimal string. */
+/** Cursors are the last sequence number seen, as a decimal string (checked by the wrapper, read by the backends). */
 export function parseCursor(cursor: string | undefined): number {
   if (cursor === undefined) return 0;
   if (!/^\d{1,16}$/.test(cursor)) throw new InvalidArgumentError(`invalid cursor ${quote(cursor)}: pass back the cursor a previous page returned`);

@@ -39,6 +39,7 @@ import type { ClientTls, ServerTls } from '../common/tls.js';
 import { stowageVersion } from '../common/version.js';
 import { startHttp, type RunningHttp } from '../dashboard/http-server.js';
 import type { DictBackend } from '../dict/types.js';
+import { validatedDictBackend } from '../dict/validating.js';
 import { DictService } from '../dict/service.js';
 import { BridgeServiceService } from '../gen/stowage/v1/bridge.js';
 import { DictServiceService } from '../gen/stowage/v1/dict.js';
@@ -47,6 +48,7 @@ import { TokenServiceService } from '../gen/stowage/v1/token.js';
 import { VolumeServiceService } from '../gen/stowage/v1/volume.js';
 import { QueueService } from '../queue/service.js';
 import type { QueueBackend } from '../queue/types.js';
+import { validatedQueueBackend } from '../queue/validating.js';
 import { VolumeCatalog, type CatalogOptions } from '../volume-server/catalog.js';
 import { RedisSharedVolumes, type SharedHeads } from '../volume-server/shared.js';
 import { StoreSharedHeads } from '../volume-server/store-heads.js';
@@ -417,8 +419,22 @@ function volumeResolver(catalog: VolumeCatalog): VolumeResolver {
   };
 }
 
-/** The dict and queue backends of the hosted services (undefined for one not hosted). */
+/**
+ * The dict and queue backends of the hosted services (undefined for one not
+ * hosted), each behind its contract's argument checks (dict/validating.ts,
+ * queue/validating.ts).
+ */
 async function openStateBackends(
+  dataDir: string,
+  opts: Pick<ServeOptions, 'redisUrl' | 'redisCluster' | 'redisWait'>,
+  services: readonly ServiceName[],
+  log: Logger,
+): Promise<{ dicts?: DictBackend; queues?: QueueBackend }> {
+  const { dicts, queues } = await openRawStateBackends(dataDir, opts, services, log);
+  return { dicts: dicts && validatedDictBackend(dicts), queues: queues && validatedQueueBackend(queues) };
+}
+
+async function openRawStateBackends(
   dataDir: string,
   opts: Pick<ServeOptions, 'redisUrl' | 'redisCluster' | 'redisWait'>,
   services: readonly ServiceName[],
