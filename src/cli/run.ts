@@ -55,7 +55,7 @@ export function register(program: Command): void {
     .option('--volume <path=volume>', 'mount VOLUME where the function sees PATH, e.g. /data=my-dataset (repeatable)', collect, [])
     .option('--reads <glob>', 'what the call reads, for placement, e.g. /data/shards/3.bin (repeatable)', collect, [])
     .option('--timeout <duration>', 'fail the call after this long (e.g. 30s, 5m)')
-    .option('--retries <n>', 'further attempts for a call lost with its worker')
+    .option('--retries <n>', 'retry a call that throws or times out up to N times, 1 s apart (and one lost with its worker, at once)')
     .option('--map <file>', 'one call per element of the JSON array in FILE (- for stdin); prints the results in order')
     .option('--detach', 'print the call id and return without waiting')
     .option('--code-volume <name>', 'the volume bundles go into', DEFAULT_CODE_VOLUME)
