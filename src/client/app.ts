@@ -41,6 +41,7 @@ import { CallState, type CallError, type CallInfo, type CallResult, type Functio
 import { DEFAULT_CODE_VOLUME, bundleModule, uploadBundle, type Bundle } from './bundle.js';
 import { codecFor } from './codec.js';
 import { defaultConnection, type Connection } from './connection.js';
+import { callLogs, type CallOutput, type LogsOptions } from './logs.js';
 
 export { DeadlineExceededError, FunctionError };
 
@@ -200,6 +201,11 @@ export class FunctionCall<R> {
     let result: CallResult | undefined;
     await watchResults(this.connection, [this.id], (r) => (result = r));
     return valueOf<R>(result!);
+  }
+
+  /** What the function wrote to stdout and stderr (logs.ts): what is kept, then with `follow` new output until the call ends. */
+  logs(opts: LogsOptions = {}): AsyncIterable<CallOutput> {
+    return callLogs(this.connection, this.id, opts);
   }
 }
 

@@ -67,6 +67,7 @@ export {
   type MapOptions,
   type RemoteErrorDetails,
 } from './app.js';
+export { callLogs, type CallOutput, type LogsOptions } from './logs.js';
 export {
   AlreadyExistsError,
   DeadlineExceededError,

@@ -56,6 +56,7 @@ import type { Logger } from '../common/logger.js';
 import { quote } from '../common/quote.js';
 import type { CallInfo, CallInput, CallOutcome, CallResult, FunctionSpec, RegisterWorker, WorkerInfo } from '../gen/stowage/v1/bridge.js';
 import { CallBook, errorOf } from './calls.js';
+import { LogKeeper, type LogSink } from './logs.js';
 import { createPlacementPolicy, type PlacementPolicy } from './placement.js';
 import { ReadResolver, checkMountPaths, splitRead } from './reads.js';
 import type { BridgeObserver, CallRecord, CallStore, ExtentRef, PlacementPolicyName, VolumeResolver } from './types.js';
@@ -77,6 +78,8 @@ const MAX_CALLS_PER_SUBMIT = 10_000;
 export class Bridge {
   private readonly calls: CallBook;
   private readonly workers: WorkerRoster;
+  /** What the calls' functions wrote (logs.ts). */
+  private readonly logs: LogKeeper;
   private readonly reads: ReadResolver;
   private readonly policy: PlacementPolicy;
   private readonly reclaimMs: number;
@@ -93,6 +96,7 @@ export class Bridge {
     private readonly observer?: BridgeObserver,
   ) {
     this.reads = new ReadResolver(volumes);
+    this.logs = new LogKeeper(store, log);
     this.policy = createPlacementPolicy(opts.placement ?? 'ours', { localityWaitMs: opts.localityWaitMs });
     const heartbeatMs = opts.heartbeatMs ?? 1000;
     this.reclaimMs = opts.reclaimMs ?? 5000;
@@ -104,6 +108,7 @@ export class Bridge {
     this.workers = new WorkerRoster(heartbeatMs, opts.workerTimeoutMs ?? 5 * heartbeatMs, log, {
       registered: (worker, reg, replaced) => this.registered(worker, reg, replaced),
       outcome: (worker, o) => this.onOutcome(worker, o),
+      logs: (worker, entries) => this.logs.receive(worker.id, entries, (id) => this.calls.get(id)),
       gone: (worker, why) => {
         for (const id of worker.calls) {
           const call = this.calls.get(id);
@@ -132,6 +137,7 @@ export class Bridge {
     clearTimeout(this.wakeTimer);
     this.calls.close();
     this.workers.close();
+    await this.logs.close();
   }
 
   // ---- callers ---------------------------------------------------------------
@@ -177,6 +183,13 @@ export class Bridge {
   /** Calls `onResult` once per call as each finishes (at once for finished ones); resolves when all have. */
   watch(ids: string[], onResult: (r: CallResult) => Promise<void>, signal: AbortSignal): Promise<void> {
     return this.calls.watch(ids, onResult, signal);
+  }
+
+  /** Sends what is kept of a call's output, then (follow) its new output until it finishes or `signal` aborts. */
+  async watchLogs(id: string, follow: boolean, sink: LogSink, signal: AbortSignal): Promise<void> {
+    this.calls.info(id); // NOT_FOUND naming how to list calls
+    const finished = follow ? this.calls.watch([id], async () => undefined, signal) : Promise.resolve();
+    await this.logs.watch(id, follow, sink, finished, signal);
   }
 
   getCall(id: string): CallInfo {

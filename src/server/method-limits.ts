@@ -62,6 +62,7 @@ export const QUEUE_REQUEST_LIMITS: Limits<typeof QueueServiceService> = {
 
 export const BRIDGE_REQUEST_LIMITS: Limits<typeof BridgeServiceService> = {
   getCall: REF,
+  watchLogs: REF,
   listCalls: REF,
   listWorkers: REF,
   listSchedules: REF,

@@ -27,7 +27,8 @@
  *   volume and every volume it mounts (else a bridge token would read any
  *   volume through a function); PutSchedule the same on the schedule's name;
  *   DeleteSchedule write on the schedule's name; the read methods (GetCall,
- *   ListCalls, WatchCalls, ListWorkers, ListSchedules) read on the bridge.
+ *   ListCalls, WatchCalls, WatchLogs, ListWorkers, ListSchedules) read on the
+ *   bridge.
  *   Work (the worker stream) needs bridge:*:write: a worker runs any function.
  * - List methods (ListVolumes, ListDicts, ListQueues) need read on the service
  *   and answer only the names the token may read.
@@ -170,6 +171,7 @@ const bridgeRead = { needs: () => [need('bridge', 'read')] };
 export const BRIDGE_SCOPES: Table<typeof BridgeServiceService> = {
   submit: { needs: (r) => [need('bridge', 'write', r.function?.function ?? ''), ...functionReads(r.function)] },
   watchCalls: bridgeRead,
+  watchLogs: bridgeRead,
   getCall: bridgeRead,
   listCalls: bridgeRead,
   listWorkers: bridgeRead,
