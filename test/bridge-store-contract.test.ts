@@ -168,7 +168,7 @@ describe.each([lmdbSetup(), redisSetup()])('CallStore contract, call output: $na
     expect(texts((await reopened.readLogs('b')).entries)).toEqual(['other\n']);
   });
 
-  it('keeps the newest entries within the bound, counting what it dropped', async () => {
+  it('keeps the newest entries within the bound, counting the output it dropped', async () => {
     const { store } = await setup.open();
     const e = (i: number) => entry('big', `${String(i).padStart(4, '0')}${'x'.repeat(95)}\n`);
     const size = LogEntry.encode(e(0)).finish().length;
@@ -177,7 +177,11 @@ describe.each([lmdbSetup(), redisSetup()])('CallStore contract, call output: $na
     expect(kept.entries.length).toBe(25);
     expect(texts(kept.entries)[0]!.slice(0, 4)).toBe('0075');
     expect(texts(kept.entries)[24]!.slice(0, 4)).toBe('0099');
-    expect(kept.droppedBytes).toBe(75 * size);
+    expect(kept.droppedBytes).toBe(75 * 100);
+    // An entry that stood for dropped output adds what it stood for.
+    await store.appendLogs('big', [{ ...entry('big', '[dropped]\n'), droppedBytes: 5000 }], 25 * size);
+    await store.appendLogs('big', Array.from({ length: 25 }, (_, j) => e(j)), 25 * size);
+    expect((await store.readLogs('big')).droppedBytes).toBe(75 * 100 + 25 * 100 + 5000);
   });
 
   it('deletes a call\'s output with the call', async () => {

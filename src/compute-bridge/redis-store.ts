@@ -3,7 +3,7 @@
  * (lease.ts): `{stowage:bridge}:calls` is a hash of call id -> record
  * (msgpack), `{stowage:bridge}:schedules` a hash of name -> Schedule (proto
  * bytes), and each call's kept output `{stowage:bridge}:logs:<id>`, a list
- * of LogEntry (proto bytes), beside `{stowage:bridge}:logmeta:<id>`, a hash
+ * of "<bytes of output it stands for>:<LogEntry proto bytes>", beside `{stowage:bridge}:logmeta:<id>`, a hash
  * of its size in bytes and how many were dropped. Each write is one Lua script, so putCalls writes all of its calls
  * or none, and it resolves once Redis has accepted it (what survives a Redis
  * crash or failover is Redis' own persistence and replication: see README).
@@ -42,20 +42,25 @@ for i = 2, #ARGV do redis.call('HDEL', KEYS[2], ARGV[i]) end
 for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
 return 1`;
 
-/** KEYS: leader, logs list, logmeta hash. ARGV: fence, keep bytes, then entries. */
+/**
+ * KEYS: leader, logs list, logmeta hash. ARGV: fence, keep bytes, then
+ * entries as "<output bytes>:<proto>" (the prefix is what a dropped entry
+ * adds to droppedBytes; Lua cannot read the proto).
+ */
 const APPEND_LOGS = `${FENCE}
 local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
 for i = 3, #ARGV do
   redis.call('RPUSH', KEYS[2], ARGV[i])
-  bytes = bytes + #ARGV[i]
+  bytes = bytes + #ARGV[i] - string.find(ARGV[i], ':', 1, true)
 end
 local keep = tonumber(ARGV[2])
 local dropped = 0
 while bytes > keep do
   local e = redis.call('LPOP', KEYS[2])
   if not e then break end
-  bytes = bytes - #e
-  dropped = dropped + #e
+  local sep = string.find(e, ':', 1, true)
+  bytes = bytes - (#e - sep)
+  dropped = dropped + tonumber(string.sub(e, 1, sep - 1))
 end
 redis.call('HSET', KEYS[3], 'bytes', bytes)
 if dropped > 0 then redis.call('HINCRBY', KEYS[3], 'dropped', dropped) end
@@ -88,13 +93,13 @@ export class RedisCallStore implements CallStore {
 
   async appendLogs(callId: string, entries: readonly LogEntry[], keepBytes: number): Promise<void> {
     if (!entries.length) return;
-    const encoded = entries.map((e) => Buffer.from(LogEntry.encode(e).finish()));
+    const encoded = entries.map((e) => Buffer.concat([Buffer.from(`${e.droppedBytes || e.data.length}:`), LogEntry.encode(e).finish()]));
     await this.redis.script(APPEND_LOGS, [LEADER_KEY, logsKey(callId), logMetaKey(callId)], [this.fence, keepBytes, ...encoded]);
   }
 
   async readLogs(callId: string): Promise<KeptLogs> {
     const [list, dropped] = await this.redis.call((c) => Promise.all([c.lrangeBuffer(logsKey(callId), 0, -1), c.hget(logMetaKey(callId), 'dropped')]));
-    return { entries: list.map((b) => LogEntry.decode(b)), droppedBytes: Number(dropped ?? 0) };
+    return { entries: list.map((b) => LogEntry.decode(b.subarray(b.indexOf(0x3a) + 1))), droppedBytes: Number(dropped ?? 0) };
   }
 
   async loadSchedules(): Promise<Schedule[]> {

@@ -76,10 +76,12 @@ export class LmdbCallStore implements CallStore {
       }
       while (meta.bytes > keepBytes && meta.first < meta.next) {
         const key: LogKey = [callId, meta.first++];
-        const size = this.logs.getBinary(key)?.length ?? 0;
+        const old = this.logs.getBinary(key);
         void this.logs.remove(key);
-        meta.bytes -= size;
-        meta.dropped += size;
+        if (!old) continue;
+        const e = LogEntry.decode(old);
+        meta.bytes -= old.length;
+        meta.dropped += e.droppedBytes || e.data.length;
       }
       void this.logMeta.put(callId, meta);
     });

@@ -82,7 +82,7 @@ export interface CallRecord {
 export interface KeptLogs {
   /** Oldest first. */
   entries: LogEntry[];
-  /** Bytes of its oldest output dropped to keep it within the bound (counted as appendLogs counts them). */
+  /** Bytes of output the entries dropped for the bound stood for (each its droppedBytes, or else its data's length). */
   droppedBytes: number;
 }
 
@@ -108,7 +108,9 @@ export interface CallStore {
    * Appends `entries` to the kept output of call `callId`, in order (one
    * write: all of them or none), then drops its oldest entries while what is
    * kept exceeds `keepBytes`, each entry counted by the size of its proto
-   * encoding, adding their sizes to droppedBytes. Fenced like the other
+   * encoding; droppedBytes grows by the output each dropped entry stood
+   * for (its droppedBytes if set, else its data's length), so that a reader
+   * can tell exactly how much output is missing. Fenced like the other
    * writes. Nothing checks that the call exists: the bridge does.
    */
   appendLogs(callId: string, entries: readonly LogEntry[], keepBytes: number): Promise<void>;

@@ -7,9 +7,10 @@
  * a full pipe). Every FLUSH_MS, and whenever a call has FLUSH_BYTES pending,
  * pending entries are sent, unless the stream has more buffered than it
  * wants (writableNeedDrain: the bridge or the network is slow) or is down.
- * Each call may have MAX_PENDING_BYTES pending; beyond that its new output
- * is dropped and counted, and one entry saying how many bytes were dropped
- * takes their place in the order. When an attempt ends, what is pending for
+ * Each call may have MAX_PENDING_BYTES pending; beyond that its oldest
+ * pending output is dropped (the newest is what tells how a call ended), and
+ * one entry saying how many bytes were dropped takes their place in the
+ * order. When an attempt ends, what is pending for
  * it is sent before its outcome, whatever the stream's buffer (it is bounded
  * by MAX_PENDING_BYTES); while the stream is down it waits for the next
  * registration, which sends it before the outcomes kept for the bridge.
@@ -55,11 +56,11 @@ export class LogShipper {
     this.calls.set(keyOf(callId, attempt), c);
     return (stream, data) => {
       if (c.ended) return;
-      if (c.bytes + data.length > MAX_PENDING_BYTES) {
-        c.dropped += data.length;
-        return;
+      while (c.pending.length && c.bytes + data.length > MAX_PENDING_BYTES) {
+        const old = c.pending.shift()!;
+        if (!old.droppedBytes) c.bytes -= old.data.length;
+        c.dropped += old.droppedBytes || old.data.length;
       }
-      this.noteDropped(c);
       const s = stream === 'stdout' ? LogStream.LOG_STREAM_STDOUT : LogStream.LOG_STREAM_STDERR;
       const last = c.pending[c.pending.length - 1];
       if (last && last.stream === s && !last.droppedBytes && last.data.length + data.length <= ENTRY_BYTES) {
@@ -77,7 +78,6 @@ export class LogShipper {
     const c = this.calls.get(keyOf(callId, attempt));
     if (!c) return;
     c.ended = true;
-    this.noteDropped(c);
     this.flushCall(c, true);
   }
 
@@ -90,22 +90,22 @@ export class LogShipper {
     clearInterval(this.timer);
   }
 
-  private noteDropped(c: CallOutput): void {
-    if (!c.dropped) return;
-    const line = `[stowage: ${c.dropped} bytes of output dropped: the worker had ${MAX_PENDING_BYTES} bytes of this call's output waiting for the bridge]\n`;
-    c.pending.push({ callId: c.callId, attempt: c.attempt, stream: LogStream.LOG_STREAM_STDERR, data: Buffer.from(line), atMs: Date.now(), droppedBytes: c.dropped });
-    c.dropped = 0;
-  }
-
   private flushCall(c: CallOutput, force: boolean): void {
+    if (c.dropped && this.link.ready(force)) {
+      // Where the dropped output was: before what is still pending.
+      const line = `[stowage: ${c.dropped} bytes of output dropped: the worker had ${MAX_PENDING_BYTES} bytes of this call's output waiting for the bridge]\n`;
+      c.pending.unshift({ callId: c.callId, attempt: c.attempt, stream: LogStream.LOG_STREAM_STDERR, data: Buffer.from(line), atMs: Date.now(), droppedBytes: c.dropped });
+      c.dropped = 0;
+    }
     while (c.pending.length && this.link.ready(force)) {
       let size = 0;
       let n = 0;
       while (n < c.pending.length && (n === 0 || size + c.pending[n]!.data.length <= BATCH_BYTES)) size += c.pending[n++]!.data.length;
-      this.link.send(c.pending.splice(0, n));
-      c.bytes -= size;
+      const batch = c.pending.splice(0, n);
+      this.link.send(batch);
+      // Notices of dropped output are not counted in `bytes`.
+      for (const e of batch) if (!e.droppedBytes) c.bytes -= e.data.length;
     }
-    if (c.bytes < 0 || !c.pending.length) c.bytes = 0;
     if (c.ended && !c.pending.length) this.calls.delete(keyOf(c.callId, c.attempt));
   }
 }
