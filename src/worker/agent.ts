@@ -27,6 +27,11 @@
  * runner that dies, or a volume that cannot be mounted, reports the attempt
  * `lost` (the bridge may retry it elsewhere); a cancel (timeout, or an
  * attempt the bridge no longer expects) kills the call's runner.
+ *
+ * Output. What a call's function writes to stdout and stderr is told apart
+ * per call (output.ts) and sent on the stream before the call's outcome,
+ * bounded per call and never waited for (log-shipper.ts); after a reconnect
+ * it goes before the outcomes sent again.
  */
 import { hostname } from 'node:os';
 import { join } from 'node:path';
