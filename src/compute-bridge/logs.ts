@@ -141,7 +141,9 @@ export class LogKeeper {
         state.pendingBytes -= old.data.length;
         dropped += old.droppedBytes || old.data.length;
       }
-      state.pending.unshift(droppedEntry(e.callId, e.attempt, dropped, 'the bridge could not store it as fast as it came'));
+      const notice = droppedEntry(e.callId, e.attempt, dropped, 'the bridge could not store it as fast as it came');
+      state.pending.unshift(notice);
+      state.pendingBytes += notice.data.length;
     }
     if (state.pendingBytes >= FLUSH_BYTES) this.flush(e.callId, state);
     else state.timer ??= setTimeout(() => this.flush(e.callId, state), FLUSH_MS);

@@ -101,7 +101,8 @@ class MarkedPipe {
 export class RunnerOutput {
   private sink: OutputSink | undefined;
   private readonly pipes: Record<OutputStream, MarkedPipe>;
-  private waiter: (() => void) | undefined;
+  /** Who waits for the end of the current call's output (its reply, and its runner's exit). */
+  private waiters: (() => void)[] = [];
 
   constructor(
     stdout: Readable,
@@ -130,10 +131,10 @@ export class RunnerOutput {
   ended(): Promise<void> {
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => this.stop(), MARK_WAIT_MS);
-      this.waiter = () => {
+      this.waiters.push(() => {
         clearTimeout(timer);
         resolve();
-      };
+      });
       this.checkEnded();
     });
   }
@@ -145,8 +146,8 @@ export class RunnerOutput {
   private stop(): void {
     this.sink = undefined;
     for (const p of Object.values(this.pipes)) p.mark = undefined;
-    const w = this.waiter;
-    this.waiter = undefined;
-    w?.();
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
   }
 }
