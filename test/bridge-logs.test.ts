@@ -126,6 +126,18 @@ describe('function output: live and kept (1 worker, local store)', () => {
     expect(quiet.stderr).not.toContain('first line');
   });
 
+  it('stowage run shows the output of a failing call before its error', async () => {
+    const r = await runCli(['run', `${FIXTURE}#complain`, '"boom"'], env);
+    expect(r.code).toBe(10);
+    expect(r.stdout).toBe('');
+    const out = r.stderr.indexOf('out: about to fail\n');
+    const err = r.stderr.indexOf('err: about to fail\n');
+    const stack = r.stderr.indexOf('RangeError: boom');
+    expect(out).toBeGreaterThanOrEqual(0);
+    expect(err).toBeGreaterThanOrEqual(0);
+    expect(stack).toBeGreaterThan(Math.max(out, err));
+  });
+
   it('stowage bridge logs --follow prints output as it comes and exits when the call finishes', async () => {
     const open = gate();
     const call = await fixture<[string]>('chatter').spawn(open);

@@ -106,25 +106,30 @@ export function register(program: Command): void {
       const index = new Map(ids.map((id, i) => [id, i]));
       const results = new Array<unknown>(ids.length);
       let done = 0;
+      const take = (r: CallResult) => {
+        try {
+          results[index.get(r.callId)!] = valueOf(r);
+        } catch (err) {
+          bar.stop();
+          if (err instanceof StowageError && err.code === 'FUNCTION_ERROR' && err.stack) console.error(err.stack);
+          throw err;
+        }
+        bar.update(++done);
+      };
       try {
-        const raw: CallResult[] = [];
-        await watchResults(connection, ids, (r) => raw.push(r));
-        // The function's output ends before its result: shown before the result or its error (waited for a while).
-        const late = setTimeout(() => stopOutput.abort(), OUTPUT_WAIT_MS);
-        await shown;
-        clearTimeout(late);
-        for (const r of raw) {
-          try {
-            results[index.get(r.callId)!] = valueOf(r);
-          } catch (err) {
-            bar.stop();
-            if (err instanceof StowageError && err.code === 'FUNCTION_ERROR' && err.stack) console.error(err.stack);
-            throw err;
-          }
-          bar.update(++done);
+        if (!shown) await watchResults(connection, ids, take);
+        else {
+          let result: CallResult | undefined;
+          await watchResults(connection, ids, (r) => (result = r));
+          // The function's output ends before its result: shown before the result or its error (waited for a while).
+          const late = setTimeout(() => stopOutput.abort(), OUTPUT_WAIT_MS);
+          await shown;
+          clearTimeout(late);
+          take(result!);
         }
       } finally {
         bar.stop();
+        stopOutput.abort(); // a watch that failed must not leave the output stream holding the process
       }
       console.log(flags.map ? formatValue(results) : formatValue(results[0]));
     });
