@@ -5,6 +5,7 @@
  * Three parts. Who is there: workers.ts (WorkerRoster, membership and
  * liveness). What each call is doing: calls.ts (CallBook, the call life
  * cycle, the queue and the store). Here: what joins them, and placement.
+ * Beside them, logs.ts (LogKeeper) keeps what the calls' functions write.
  *
  * Workers. A worker (`stowage worker`, one per host) holds one Work stream.
  * It registers with its slots, the full set of chunks its host cache holds and
