@@ -13,7 +13,7 @@ import { openBridgeRedis, type BridgeRedis } from '../src/compute-bridge/redis-c
 import { LEADER_KEY, RedisCallStore } from '../src/compute-bridge/redis-store.js';
 import { LmdbCallStore } from '../src/compute-bridge/store.js';
 import type { CallRecord, CallStore } from '../src/compute-bridge/types.js';
-import type { Schedule } from '../src/gen/stowage/v1/bridge.js';
+import { LogEntry, LogStream, type Schedule } from '../src/gen/stowage/v1/bridge.js';
 import { tempDir, uniqueName } from './support/processes.js';
 import { startRedis, type RedisServer } from './support/redis.js';
 
@@ -107,6 +107,9 @@ function call(id: string, over: Partial<CallRecord> = {}): CallRecord {
   };
 }
 
+const entry = (callId: string, text: string, stream = LogStream.LOG_STREAM_STDOUT): LogEntry => ({ callId, attempt: 1, stream, data: Buffer.from(text), atMs: 7, droppedBytes: 0 });
+const texts = (entries: LogEntry[]) => entries.map((e) => Buffer.from(e.data).toString());
+
 const schedule = (name: string): Schedule => ({ name, cron: '* * * * *', function: call('s').spec, nextRunMs: 0 });
 
 describe.each([lmdbSetup(), redisSetup()])('CallStore contract: $name', (setup) => {
@@ -148,6 +151,52 @@ describe.each([lmdbSetup(), redisSetup()])('CallStore contract: $name', (setup) 
   });
 });
 
+describe.each([lmdbSetup(), redisSetup()])('CallStore contract, call output: $name', (setup) => {
+  afterAll(() => setup.stop());
+
+  it('appends output in order, per call, and reads it back after reopening', async () => {
+    const { store, again } = await setup.open();
+    expect(await store.readLogs('none')).toEqual({ entries: [], droppedBytes: 0 });
+    await store.appendLogs('a', [entry('a', 'one\n'), entry('a', 'err\n', LogStream.LOG_STREAM_STDERR)], 1 << 20);
+    await store.appendLogs('b', [entry('b', 'other\n')], 1 << 20);
+    await store.appendLogs('a', [entry('a', 'two\n')], 1 << 20);
+    const reopened = await again();
+    const a = await reopened.readLogs('a');
+    expect(texts(a.entries)).toEqual(['one\n', 'err\n', 'two\n']);
+    expect(a.entries[1]).toEqual({ ...entry('a', 'err\n', LogStream.LOG_STREAM_STDERR), data: a.entries[1]!.data });
+    expect(Buffer.isBuffer(a.entries[0]!.data)).toBe(true);
+    expect(a.droppedBytes).toBe(0);
+    expect(texts((await reopened.readLogs('b')).entries)).toEqual(['other\n']);
+  });
+
+  it('keeps the newest entries within the bound, counting the output it dropped', async () => {
+    const { store } = await setup.open();
+    const e = (i: number) => entry('big', `${String(i).padStart(4, '0')}${'x'.repeat(95)}\n`);
+    const size = LogEntry.encode(e(0)).finish().length;
+    for (let i = 0; i < 100; i += 10) await store.appendLogs('big', Array.from({ length: 10 }, (_, j) => e(i + j)), 25 * size);
+    const kept = await store.readLogs('big');
+    expect(kept.entries.length).toBe(25);
+    expect(texts(kept.entries)[0]!.slice(0, 4)).toBe('0075');
+    expect(texts(kept.entries)[24]!.slice(0, 4)).toBe('0099');
+    expect(kept.droppedBytes).toBe(75 * 100);
+    // An entry that stood for dropped output adds what it stood for.
+    await store.appendLogs('big', [{ ...entry('big', '[dropped]\n'), droppedBytes: 5000 }], 25 * size);
+    await store.appendLogs('big', Array.from({ length: 25 }, (_, j) => e(j)), 25 * size);
+    expect((await store.readLogs('big')).droppedBytes).toBe(75 * 100 + 25 * 100 + 5000);
+  });
+
+  it('deletes a call\'s output with the call', async () => {
+    const { store, again } = await setup.open();
+    await store.putCalls([call('gone'), call('stays')]);
+    await store.appendLogs('gone', [entry('gone', 'bye\n')], 1 << 20);
+    await store.appendLogs('stays', [entry('stays', 'hi\n')], 1 << 20);
+    await store.deleteCalls(['gone']);
+    const reopened = await again();
+    expect(await reopened.readLogs('gone')).toEqual({ entries: [], droppedBytes: 0 });
+    expect(texts((await reopened.readLogs('stays')).entries)).toEqual(['hi\n']);
+  });
+});
+
 describe('RedisCallStore fenced by the bridge lease', () => {
   let server: RedisServer;
   let redis: BridgeRedis;
@@ -170,11 +219,13 @@ describe('RedisCallStore fenced by the bridge lease', () => {
     await expect(store.putCalls([call('x', { state: 'running' }), call('y')])).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
     await expect(store.deleteCalls(['x'])).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
     await expect(store.deleteSchedule('s')).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+    await expect(store.appendLogs('x', [entry('x', 'late\n')], 1 << 20)).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
     await redis.call((c) => c.del(LEADER_KEY));
     await expect(store.putSchedule(schedule('t'))).rejects.toThrow(/no longer holds the compute bridge lease/);
     const calls = await store.loadCalls();
     expect(calls.map((c) => [c.id, c.state])).toEqual([['x', 'queued']]);
     expect((await store.loadSchedules()).map((s) => s.name)).toEqual(['s']);
+    expect((await store.readLogs('x')).entries).toEqual([]);
   });
 
   it('fails with UNAVAILABLE naming the Redis while it is down', async () => {

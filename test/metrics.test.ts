@@ -161,7 +161,7 @@ describe('metrics of a running server', () => {
         if (m.assign) assigned.push({ callId: m.assign.callId, attempt: m.assign.attempt });
       });
       work.on('error', () => undefined);
-      const send = (m: Partial<WorkerMessage>) => work.write({ register: undefined, chunks: undefined, heartbeat: undefined, outcome: undefined, ...m });
+      const send = (m: Partial<WorkerMessage>) => work.write({ register: undefined, chunks: undefined, heartbeat: undefined, outcome: undefined, logs: undefined, ...m });
       send({ register: { workerId: uniqueName('w'), host: 'test', slots: 4, chunks: cached!.extents.map((e) => e.hash), running: [] } });
       await eventually('registered', () => registered);
       const before = await scrape();

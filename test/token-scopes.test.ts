@@ -55,13 +55,13 @@ const READS = new Set([
   'VolumeService/GetVersion', 'VolumeService/GetTreeObjects', 'VolumeService/ReportMount',
   'DictService/GetDict', 'DictService/ListDicts', 'DictService/Scan',
   'QueueService/GetQueue', 'QueueService/ListQueues',
-  'BridgeService/WatchCalls', 'BridgeService/GetCall', 'BridgeService/ListCalls', 'BridgeService/ListWorkers', 'BridgeService/ListSchedules',
+  'BridgeService/WatchCalls', 'BridgeService/WatchLogs', 'BridgeService/GetCall', 'BridgeService/ListCalls', 'BridgeService/ListWorkers', 'BridgeService/ListSchedules',
 ]);
 /** Methods that name no name (any scope of the service with that access will do: see method-scopes.ts). */
 const NAMELESS = new Set([
   'VolumeService/ListVolumes', 'VolumeService/PresignBlobs', 'VolumeService/ReadBlob', 'VolumeService/PutBlob',
   'DictService/ListDicts', 'QueueService/ListQueues',
-  'BridgeService/WatchCalls', 'BridgeService/GetCall', 'BridgeService/ListCalls', 'BridgeService/ListWorkers', 'BridgeService/ListSchedules',
+  'BridgeService/WatchCalls', 'BridgeService/WatchLogs', 'BridgeService/GetCall', 'BridgeService/ListCalls', 'BridgeService/ListWorkers', 'BridgeService/ListSchedules',
 ]);
 const ADMIN_ONLY = new Set(['VolumeService/RebuildIndex', 'VolumeService/ListDamaged', 'VolumeService/CollectGarbage', 'TokenService/CreateToken', 'TokenService/ListTokens', 'TokenService/RevokeToken']);
 
@@ -109,6 +109,7 @@ const REQUESTS: Record<string, Record<string, unknown>> = {
   'QueueService/Session': { id: 1, ops: [msg(QueueOp, { kind: QueueOpKind.QUEUE_OP_KIND_GET, queue: N })] },
   'BridgeService/Submit': { function: fn, calls: [msg(CallInput, {})] },
   'BridgeService/WatchCalls': { callIds: [] },
+  'BridgeService/WatchLogs': { callId: 'c' },
   'BridgeService/GetCall': { callId: 'c' },
   'BridgeService/CancelCalls': { callIds: ['c'] },
   'BridgeService/ListCalls': {},

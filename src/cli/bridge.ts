@@ -1,6 +1,6 @@
-/** `stowage bridge …`: what the compute bridge did and why (explain, calls, workers, schedules), and cancel. */
+/** `stowage bridge …`: what the compute bridge did and why (explain, calls, logs, workers, schedules), and cancel. */
 import type { Command } from 'commander';
-import { BridgeAdmin } from '../client/index.js';
+import { BridgeAdmin, callLogs, defaultConnection } from '../client/index.js';
 import { callStateName } from '../compute-bridge/types.js';
 import type { CallInfo, PlacementDecision } from '../gen/stowage/v1/bridge.js';
 import { bytes, printJson } from './output.js';
@@ -74,6 +74,22 @@ export function register(program: Command): void {
       const cancelled = await BridgeAdmin.cancel(ids, { ignoreFinished: flags.ignoreFinished });
       if (flags.json) return printJson({ cancelled });
       console.log(`cancelled ${cancelled} call${cancelled === 1 ? '' : 's'}${cancelled < ids.length ? ` (${ids.length - cancelled} had already finished)` : ''}`);
+    });
+
+  bridge
+    .command('logs <call-id>')
+    .description("what a call's function wrote to stdout and stderr (the newest 1 MiB is kept while its result is)")
+    .option('-f, --follow', 'go on with new output until the call finishes')
+    .option('--json', 'print JSON Lines: {stream, at, attempt, text} per run of output')
+    .action(async (id: string, flags: { follow?: boolean; json?: boolean }) => {
+      for await (const e of callLogs(defaultConnection(), id, { follow: flags.follow })) {
+        if (!flags.json) {
+          process.stdout.write(e.data);
+          continue;
+        }
+        const line = { stream: e.stream, at: new Date(e.atMs).toISOString(), attempt: e.attempt, text: e.data.toString('utf8'), ...(e.droppedBytes ? { droppedBytes: e.droppedBytes } : {}) };
+        process.stdout.write(`${JSON.stringify(line)}\n`);
+      }
     });
 
   bridge

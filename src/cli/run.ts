@@ -7,6 +7,10 @@
  * by app.function, its volumes, reads, timeout and retries are the defaults
  * that the flags override. A TypeScript module is only bundled (Node 20 cannot
  * import it), so its settings come from the flags alone.
+ *
+ * While a single call runs, what its function writes to stdout and stderr is
+ * copied live, as written, to this command's stderr (stdout stays the JSON
+ * result); --quiet leaves it out, and `stowage bridge logs` shows it later.
  */
 import type { Command } from 'commander';
 import { randomUUID } from 'node:crypto';
@@ -14,7 +18,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { SingleBar } from 'cli-progress';
-import { InvalidArgumentError, StowageError, defaultConnection, type FunctionOptions } from '../client/index.js';
+import { InvalidArgumentError, StowageError, callLogs, defaultConnection, type Connection, type FunctionOptions } from '../client/index.js';
 import {
   DEFAULT_CODE_VOLUME,
   bundleModule,
@@ -26,10 +30,13 @@ import {
   watchResults,
 } from '../client/internal.js';
 import { codecFor } from '../client/codec.js';
+import type { CallResult } from '../gen/stowage/v1/bridge.js';
 import { quote } from '../common/quote.js';
 import { durationArg, formatValue, integerArg } from './values.js';
 
 const FUNCTION_BRAND = Symbol.for('stowage.function');
+/** How long the output of a finished call may take to arrive after its result. */
+const OUTPUT_WAIT_MS = 5000;
 
 interface RunFlags {
   volume: string[];
@@ -38,6 +45,7 @@ interface RunFlags {
   retries?: string;
   map?: string;
   detach?: boolean;
+  quiet?: boolean;
   codeVolume: string;
 }
 
@@ -58,6 +66,7 @@ export function register(program: Command): void {
     .option('--retries <n>', 'retry a call that throws or times out up to N times, 1 s apart (and one lost with its worker, at once)')
     .option('--map <file>', 'one call per element of the JSON array in FILE (- for stdin); prints the results in order')
     .option('--detach', 'print the call id and return without waiting')
+    .option('-q, --quiet', "do not show the function's output (stdout and stderr) on stderr while it runs")
     .option('--code-volume <name>', 'the volume bundles go into', DEFAULT_CODE_VOLUME)
     .action(async (target: string, rawArgs: string[], flags: RunFlags) => {
       const { modulePath, fn } = parseTarget(target);
@@ -90,23 +99,37 @@ export function register(program: Command): void {
         for (const id of ids) console.log(id);
         return;
       }
+      // One call's output is shown (a --map of many calls would interleave theirs: see stowage bridge logs).
+      const stopOutput = new AbortController();
+      const shown = flags.quiet || flags.map ? undefined : showOutput(connection, ids[0]!, stopOutput.signal);
       const bar = progress(ids.length, !!flags.map);
       const index = new Map(ids.map((id, i) => [id, i]));
       const results = new Array<unknown>(ids.length);
       let done = 0;
+      const take = (r: CallResult) => {
+        try {
+          results[index.get(r.callId)!] = valueOf(r);
+        } catch (err) {
+          bar.stop();
+          if (err instanceof StowageError && err.code === 'FUNCTION_ERROR' && err.stack) console.error(err.stack);
+          throw err;
+        }
+        bar.update(++done);
+      };
       try {
-        await watchResults(connection, ids, (r) => {
-          try {
-            results[index.get(r.callId)!] = valueOf(r);
-          } catch (err) {
-            bar.stop();
-            if (err instanceof StowageError && err.code === 'FUNCTION_ERROR' && err.stack) console.error(err.stack);
-            throw err;
-          }
-          bar.update(++done);
-        });
+        if (!shown) await watchResults(connection, ids, take);
+        else {
+          let result: CallResult | undefined;
+          await watchResults(connection, ids, (r) => (result = r));
+          // The function's output ends before its result: shown before the result or its error (waited for a while).
+          const late = setTimeout(() => stopOutput.abort(), OUTPUT_WAIT_MS);
+          await shown;
+          clearTimeout(late);
+          take(result!);
+        }
       } finally {
         bar.stop();
+        stopOutput.abort(); // a watch that failed must not leave the output stream holding the process
       }
       console.log(flags.map ? formatValue(results) : formatValue(results[0]));
     });
@@ -124,6 +147,15 @@ export function register(program: Command): void {
       for (const app of apps) names.push(...(await app.deploy()));
       console.log(names.length ? `scheduled: ${names.join(', ')}` : `module ${module} has no function with a schedule`);
     });
+}
+
+/** Copies call `id`'s output to stderr as it comes, until the call finishes; a failure to read it is told, not fatal. */
+async function showOutput(connection: Connection, id: string, signal: AbortSignal): Promise<void> {
+  try {
+    for await (const e of callLogs(connection, id, { follow: true, signal })) process.stderr.write(e.data);
+  } catch (err) {
+    process.stderr.write(`stowage: the function's output cannot be shown (${err instanceof Error ? err.message : String(err)}); see it with: stowage bridge logs ${id}\n`);
+  }
 }
 
 function parseTarget(target: string): { modulePath: string; fn: string } {

@@ -58,6 +58,7 @@ export {
 export type { Encoding } from './codec.js';
 export { App, BridgeAdmin, FunctionHandle, volumePath, type AppOptions, type FunctionOptions, type RetryOptions } from './app.js';
 export { FunctionCall, FunctionInvoker, MapResults, type GetOptions, type MapOptions, type RemoteErrorDetails } from './invoke.js';
+export { callLogs, type CallOutput, type LogsOptions } from './logs.js';
 export {
   AlreadyExistsError,
   CancelledError,

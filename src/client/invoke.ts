@@ -34,6 +34,7 @@ import {
 import { CallState, type CallError, type CallResult, type FunctionSpec } from '../gen/stowage/v1/bridge.js';
 import { codecFor } from './codec.js';
 import type { Connection } from './connection.js';
+import { callLogs, type CallOutput, type LogsOptions } from './logs.js';
 
 const msgpack = codecFor('msgpack');
 /** How long a caller keeps trying to reach a restarting bridge before giving up. */
@@ -147,6 +148,11 @@ export class FunctionCall<R> {
       throw new DeadlineExceededError(`call ${this.id} did not finish within ${opts.timeoutMs} ms; it goes on (get() it again, or cancel() it)`);
     }
     return valueOf<R>(result);
+  }
+
+  /** What the function wrote to stdout and stderr (logs.ts): what is kept, then with `follow` new output until the call ends. */
+  logs(opts: LogsOptions = {}): AsyncIterable<CallOutput> {
+    return callLogs(this.connection, this.id, opts);
   }
 
   /** Cancels the call: it fails with CancelledError, and the function process running it is stopped. A finished call cannot be cancelled (FailedPreconditionError). */

@@ -5,6 +5,7 @@
  * Three parts. Who is there: workers.ts (WorkerRoster, membership and
  * liveness). What each call is doing: calls.ts (CallBook, the call life
  * cycle, the queue and the store). Here: what joins them, and placement.
+ * Beside them, logs.ts (LogKeeper) keeps what the calls' functions write.
  *
  * Workers. A worker (`stowage worker`, one per host) holds one Work stream.
  * It registers with its slots, the full set of chunks its host cache holds and
@@ -56,6 +57,7 @@ import type { Logger } from '../common/logger.js';
 import { quote } from '../common/quote.js';
 import type { CallInfo, CallInput, CallOutcome, CallResult, FunctionSpec, RegisterWorker, WorkerInfo } from '../gen/stowage/v1/bridge.js';
 import { CallBook, errorOf } from './calls.js';
+import { LogKeeper, type LogSink } from './logs.js';
 import { createPlacementPolicy, type PlacementPolicy } from './placement.js';
 import { ReadResolver, checkMountPaths, splitRead } from './reads.js';
 import type { BridgeObserver, CallRecord, CallStore, ExtentRef, PlacementPolicyName, VolumeResolver } from './types.js';
@@ -77,6 +79,8 @@ const MAX_CALLS_PER_SUBMIT = 10_000;
 export class Bridge {
   private readonly calls: CallBook;
   private readonly workers: WorkerRoster;
+  /** What the calls' functions wrote (logs.ts). */
+  private readonly logs: LogKeeper;
   private readonly reads: ReadResolver;
   private readonly policy: PlacementPolicy;
   private readonly reclaimMs: number;
@@ -93,6 +97,7 @@ export class Bridge {
     private readonly observer?: BridgeObserver,
   ) {
     this.reads = new ReadResolver(volumes);
+    this.logs = new LogKeeper(store, log);
     this.policy = createPlacementPolicy(opts.placement ?? 'ours', { localityWaitMs: opts.localityWaitMs });
     const heartbeatMs = opts.heartbeatMs ?? 1000;
     this.reclaimMs = opts.reclaimMs ?? 5000;
@@ -104,6 +109,7 @@ export class Bridge {
     this.workers = new WorkerRoster(heartbeatMs, opts.workerTimeoutMs ?? 5 * heartbeatMs, log, {
       registered: (worker, reg, replaced) => this.registered(worker, reg, replaced),
       outcome: (worker, o) => this.onOutcome(worker, o),
+      logs: (worker, entries) => this.logs.receive(worker.id, entries, (id) => this.calls.get(id)),
       gone: (worker, why) => {
         for (const id of worker.calls) {
           const call = this.calls.get(id);
@@ -132,6 +138,7 @@ export class Bridge {
     clearTimeout(this.wakeTimer);
     this.calls.close();
     this.workers.close();
+    await this.logs.close();
   }
 
   // ---- callers ---------------------------------------------------------------
@@ -188,6 +195,13 @@ export class Bridge {
     let n = 0;
     for (const id of ids) if (this.calls.cancel(id, ignoreFinished)) n++;
     return n;
+  }
+
+  /** Sends what is kept of a call's output, then (follow) its new output until it finishes or `signal` aborts. */
+  async watchLogs(id: string, follow: boolean, sink: LogSink, signal: AbortSignal): Promise<void> {
+    this.calls.info(id); // NOT_FOUND naming how to list calls
+    const finished = follow ? this.calls.watch([id], async () => undefined, signal) : Promise.resolve();
+    await this.logs.watch(id, follow, sink, finished, signal);
   }
 
   getCall(id: string): CallInfo {

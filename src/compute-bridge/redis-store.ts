@@ -2,7 +2,9 @@
  * CallStore on Redis, for a set of servers electing one active bridge
  * (lease.ts): `{stowage:bridge}:calls` is a hash of call id -> record
  * (msgpack), `{stowage:bridge}:schedules` a hash of name -> Schedule (proto
- * bytes). Each write is one Lua script, so putCalls writes all of its calls
+ * bytes), and each call's kept output `{stowage:bridge}:logs:<id>`, a list
+ * of "<bytes of output it stands for>:<LogEntry proto bytes>", beside `{stowage:bridge}:logmeta:<id>`, a hash
+ * of its size in bytes and how many were dropped. Each write is one Lua script, so putCalls writes all of its calls
  * or none, and it resolves once Redis has accepted it (what survives a Redis
  * crash or failover is Redis' own persistence and replication: see README).
  *
@@ -13,9 +15,9 @@
  * Without `fence` (tests of the store alone) writes are not checked.
  */
 import { decode, encode } from '@msgpack/msgpack';
-import { Schedule } from '../gen/stowage/v1/bridge.js';
+import { LogEntry, Schedule } from '../gen/stowage/v1/bridge.js';
 import { BRIDGE_KEY_PREFIX, NOT_LEADER, type BridgeRedis, type RedisArg } from './redis-client.js';
-import type { CallRecord, CallStore } from './types.js';
+import type { CallRecord, CallStore, KeptLogs } from './types.js';
 
 export const LEADER_KEY = `${BRIDGE_KEY_PREFIX}leader`;
 const CALLS_KEY = `${BRIDGE_KEY_PREFIX}calls`;
@@ -33,6 +35,39 @@ const HDEL_FENCED = `${FENCE}
 local n = 0
 for i = 2, #ARGV do n = n + redis.call('HDEL', KEYS[2], ARGV[i]) end
 return n`;
+
+/** KEYS: leader, hash, then each call's logs and logmeta keys. ARGV: fence, then fields. */
+const DELETE_CALLS = `${FENCE}
+for i = 2, #ARGV do redis.call('HDEL', KEYS[2], ARGV[i]) end
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+return 1`;
+
+/**
+ * KEYS: leader, logs list, logmeta hash. ARGV: fence, keep bytes, then
+ * entries as "<output bytes>:<proto>" (the prefix is what a dropped entry
+ * adds to droppedBytes; Lua cannot read the proto).
+ */
+const APPEND_LOGS = `${FENCE}
+local bytes = tonumber(redis.call('HGET', KEYS[3], 'bytes') or '0')
+for i = 3, #ARGV do
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+  bytes = bytes + #ARGV[i] - string.find(ARGV[i], ':', 1, true)
+end
+local keep = tonumber(ARGV[2])
+local dropped = 0
+while bytes > keep do
+  local e = redis.call('LPOP', KEYS[2])
+  if not e then break end
+  local sep = string.find(e, ':', 1, true)
+  bytes = bytes - (#e - sep)
+  dropped = dropped + tonumber(string.sub(e, 1, sep - 1))
+end
+redis.call('HSET', KEYS[3], 'bytes', bytes)
+if dropped > 0 then redis.call('HINCRBY', KEYS[3], 'dropped', dropped) end
+return 1`;
+
+const logsKey = (id: string) => `${BRIDGE_KEY_PREFIX}logs:${id}`;
+const logMetaKey = (id: string) => `${BRIDGE_KEY_PREFIX}logmeta:${id}`;
 
 export class RedisCallStore implements CallStore {
   constructor(
@@ -52,7 +87,19 @@ export class RedisCallStore implements CallStore {
 
   async deleteCalls(ids: string[]): Promise<void> {
     if (!ids.length) return;
-    await this.write(HDEL_FENCED, CALLS_KEY, ids);
+    const keys = [LEADER_KEY, CALLS_KEY, ...ids.flatMap((id) => [logsKey(id), logMetaKey(id)])];
+    await this.redis.script(DELETE_CALLS, keys, [this.fence, ...ids]);
+  }
+
+  async appendLogs(callId: string, entries: readonly LogEntry[], keepBytes: number): Promise<void> {
+    if (!entries.length) return;
+    const encoded = entries.map((e) => Buffer.concat([Buffer.from(`${e.droppedBytes || e.data.length}:`), LogEntry.encode(e).finish()]));
+    await this.redis.script(APPEND_LOGS, [LEADER_KEY, logsKey(callId), logMetaKey(callId)], [this.fence, keepBytes, ...encoded]);
+  }
+
+  async readLogs(callId: string): Promise<KeptLogs> {
+    const [list, dropped] = await this.redis.call((c) => Promise.all([c.lrangeBuffer(logsKey(callId), 0, -1), c.hget(logMetaKey(callId), 'dropped')]));
+    return { entries: list.map((b) => LogEntry.decode(b.subarray(b.indexOf(0x3a) + 1))), droppedBytes: Number(dropped ?? 0) };
   }
 
   async loadSchedules(): Promise<Schedule[]> {

@@ -17,8 +17,9 @@ import { toGrpcError } from '../common/grpc-errors.js';
 import { authCheck, unary } from '../common/grpc-server.js';
 import type { Logger } from '../common/logger.js';
 import type { Authenticator } from '../common/tokens.js';
-import type { BridgeMessage, BridgeServiceServer, CallResult, WatchCallsRequest, WorkerMessage } from '../gen/stowage/v1/bridge.js';
+import type { BridgeMessage, BridgeServiceServer, CallResult, LogEntry, WatchCallsRequest, WatchLogsRequest, WorkerMessage } from '../gen/stowage/v1/bridge.js';
 import { Bridge, type BridgeOptions } from './bridge.js';
+import { FOLLOWER_BUFFER_BYTES } from './logs.js';
 import { Schedules } from './schedules.js';
 import type { BridgeObserver, CallStore, VolumeResolver } from './types.js';
 
@@ -58,42 +59,59 @@ export class BridgeTerm {
     await this.store.close();
   }
 
+  /**
+   * A server stream that `run` fills and then ends; serverStream() without
+   * its drain wait: a caller that went away must not hold a watch open.
+   */
+  private watchStream<Req, Res>(call: ServerWritableStream<Req, Res>, run: (signal: AbortSignal) => Promise<void>): void {
+    const aborter = new AbortController();
+    call.on('cancelled', () => aborter.abort());
+    call.on('close', () => aborter.abort());
+    const end = (why: string | undefined) => {
+      aborter.abort();
+      call.emit('error', toGrpcError(new UnavailableError(why ?? 'the compute bridge on this server is shutting down; retry')));
+    };
+    this.streams.add(end);
+    (async () => run(aborter.signal))().then(
+      () => {
+        this.streams.delete(end);
+        if (!aborter.signal.aborted) call.end();
+      },
+      (err: unknown) => {
+        this.streams.delete(end);
+        call.emit('error', toGrpcError(err));
+      },
+    );
+  }
+
   handlers(token: Authenticator | string): BridgeServiceServer {
     const check = authCheck(token);
     const log = this.log;
     const bridge = this.bridge;
     return {
       submit: unary(check, log, async (req) => ({ callIds: await bridge.submit(req.function ?? missingFunction(), req.calls) })),
-      watchCalls: (call: ServerWritableStream<WatchCallsRequest, CallResult>) => {
-        // serverStream() without its drain wait: a caller that went away must not hold a watch open.
-        const aborter = new AbortController();
-        call.on('cancelled', () => aborter.abort());
-        call.on('close', () => aborter.abort());
-        const end = (why: string | undefined) => {
-          aborter.abort();
-          call.emit('error', toGrpcError(new UnavailableError(why ?? 'the compute bridge on this server is shutting down; retry')));
-        };
-        this.streams.add(end);
-        (async () => {
+      watchCalls: (call: ServerWritableStream<WatchCallsRequest, CallResult>) =>
+        this.watchStream(call, (signal) => {
           check(call);
-          await bridge.watch(
+          return bridge.watch(
             call.request.callIds,
             async (r) => {
-              if (!aborter.signal.aborted) call.write(r);
+              if (!signal.aborted) call.write(r);
             },
-            aborter.signal,
+            signal,
           );
-        })().then(
-          () => {
-            this.streams.delete(end);
-            if (!aborter.signal.aborted) call.end();
-          },
-          (err: unknown) => {
-            this.streams.delete(end);
-            call.emit('error', toGrpcError(err));
-          },
-        );
-      },
+        }),
+      watchLogs: (call: ServerWritableStream<WatchLogsRequest, LogEntry>) =>
+        this.watchStream(call, (signal) => {
+          check(call);
+          // A reader that does not keep up loses entries (told how many bytes), rather than growing this buffer.
+          const sink = (e: LogEntry) => {
+            if (signal.aborted || call.writableLength >= FOLLOWER_BUFFER_BYTES) return false;
+            call.write(e);
+            return true;
+          };
+          return bridge.watchLogs(call.request.callId, call.request.follow, sink, signal);
+        }),
       getCall: unary(check, log, (req) => bridge.getCall(req.callId)),
       cancelCalls: unary(check, log, (req) => ({ cancelled: bridge.cancel(req.callIds, req.ignoreFinished) })),
       listCalls: unary(check, log, (req) => ({ calls: bridge.listCalls(req.schedule, req.limit) })),

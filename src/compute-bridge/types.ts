@@ -3,7 +3,7 @@
  * it (a VolumeResolver over the volume catalogue, since services do not
  * import each other), what it keeps (CallStore), and the call record.
  */
-import { CallState, type CallError, type FunctionSpec, type PlacementDecision, type Schedule } from '../gen/stowage/v1/bridge.js';
+import { CallState, type CallError, type FunctionSpec, type LogEntry, type PlacementDecision, type Schedule } from '../gen/stowage/v1/bridge.js';
 
 const CALL_STATE_NAMES: Record<number, string> = {
   [CallState.CALL_STATE_QUEUED]: 'queued',
@@ -80,6 +80,14 @@ export interface CallRecord {
   reclaimUntilMs?: number;
 }
 
+/** A call's kept output (CallStore.readLogs). */
+export interface KeptLogs {
+  /** Oldest first. */
+  entries: LogEntry[];
+  /** Bytes of output the entries dropped for the bound stood for (each its droppedBytes, or else its data's length). */
+  droppedBytes: number;
+}
+
 /**
  * Where calls and schedules outlive the bridge process: LMDB under
  * <data-dir>/bridge (store.ts, one server) or Redis (redis-store.ts, a set of
@@ -96,7 +104,20 @@ export interface CallStore {
   loadCalls(): Promise<CallRecord[]>;
   /** Writes the calls in one transaction: all of them or, if it fails, none. */
   putCalls(calls: readonly CallRecord[]): Promise<void>;
+  /** Deletes the calls and their kept output (appendLogs). */
   deleteCalls(ids: string[]): Promise<void>;
+  /**
+   * Appends `entries` to the kept output of call `callId`, in order (one
+   * write: all of them or none), then drops its oldest entries while what is
+   * kept exceeds `keepBytes`, each entry counted by the size of its proto
+   * encoding; droppedBytes grows by the output each dropped entry stood
+   * for (its droppedBytes if set, else its data's length), so that a reader
+   * can tell exactly how much output is missing. Fenced like the other
+   * writes. Nothing checks that the call exists: the bridge does.
+   */
+  appendLogs(callId: string, entries: readonly LogEntry[], keepBytes: number): Promise<void>;
+  /** What is kept of the call's output: no entries for a call without any. */
+  readLogs(callId: string): Promise<KeptLogs>;
   loadSchedules(): Promise<Schedule[]>;
   putSchedule(schedule: Schedule): Promise<void>;
   /** false when there was no such schedule. */

@@ -13,7 +13,7 @@
  */
 import { FailedPreconditionError, InvalidArgumentError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import type { BridgeMessage, CallOutcome, RegisterWorker, WorkerInfo, WorkerMessage } from '../gen/stowage/v1/bridge.js';
+import type { BridgeMessage, CallOutcome, LogEntry, RegisterWorker, WorkerInfo, WorkerMessage } from '../gen/stowage/v1/bridge.js';
 import type { WorkerView } from './placement.js';
 
 /** One connected worker's stream, as the service hands it to the bridge. */
@@ -44,6 +44,8 @@ export interface RosterEvents {
   /** `worker` registered (and was told so); `replaced` is the same worker's entry on its old stream, already closed. */
   registered(worker: Worker, reg: RegisterWorker, replaced: Worker | undefined): void;
   outcome(worker: Worker, outcome: CallOutcome): void;
+  /** Output of calls the worker runs (sent before their outcomes). */
+  logs(worker: Worker, entries: LogEntry[]): void;
   /** `worker` is gone; its `calls` are as they were. */
   gone(worker: Worker, why: string): void;
   /** A worker's cache gained chunks (placement may change). */
@@ -145,6 +147,7 @@ export class WorkerRoster {
             for (const h of msg.chunks.removed) worker.chunks.delete(h);
             if (msg.chunks.added.length) this.events.chunksAdded();
           }
+          if (msg.logs) this.events.logs(worker, msg.logs.entries);
           if (msg.outcome) {
             link.send({ ...NONE, ack: { callId: msg.outcome.callId, attempt: msg.outcome.attempt } });
             this.events.outcome(worker, msg.outcome);

@@ -64,6 +64,7 @@ export const BRIDGE_REQUEST_LIMITS: Limits<typeof BridgeServiceService> = {
   getCall: REF,
   // Up to 10,000 call ids (a whole map) of up to 128 characters.
   cancelCalls: 2 * SPEC,
+  watchLogs: REF,
   listCalls: REF,
   listWorkers: REF,
   listSchedules: REF,

@@ -27,8 +27,9 @@
  *   volume and every volume it mounts (else a bridge token would read any
  *   volume through a function); PutSchedule the same on the schedule's name;
  *   DeleteSchedule write on the schedule's name; CancelCalls bridge:*:write (a
- *   call id names no function the scope could be checked against); the read methods (GetCall,
- *   ListCalls, WatchCalls, ListWorkers, ListSchedules) read on the bridge.
+ *   call id names no function the scope could be checked against); the read
+ *   methods (GetCall, ListCalls, WatchCalls, WatchLogs, ListWorkers,
+ *   ListSchedules) read on the bridge.
  *   Work (the worker stream) needs bridge:*:write: a worker runs any function.
  * - List methods (ListVolumes, ListDicts, ListQueues) need read on the service
  *   and answer only the names the token may read.
@@ -171,6 +172,7 @@ const bridgeRead = { needs: () => [need('bridge', 'read')] };
 export const BRIDGE_SCOPES: Table<typeof BridgeServiceService> = {
   submit: { needs: (r) => [need('bridge', 'write', r.function?.function ?? ''), ...functionReads(r.function)] },
   watchCalls: bridgeRead,
+  watchLogs: bridgeRead,
   getCall: bridgeRead,
   // Calls carry no scope of their own: cancelling any of them takes a bridge-wide write scope.
   cancelCalls: { needs: () => [{ service: 'bridge', access: 'write', all: true }] },

@@ -27,6 +27,11 @@
  * runner that dies, or a volume that cannot be mounted, reports the attempt
  * `lost` (the bridge may retry it elsewhere); a cancel (timeout, or an
  * attempt the bridge no longer expects) kills the call's runner.
+ *
+ * Output. What a call's function writes to stdout and stderr is told apart
+ * per call (output.ts) and sent on the stream before the call's outcome,
+ * bounded per call and never waited for (log-shipper.ts); after a reconnect
+ * it goes before the outcomes sent again.
  */
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +46,7 @@ import { listCachedChunks } from '../fuse-mount/cache/cache-listing.js';
 import type { Assignment, BridgeMessage, CallOutcome, WorkerMessage } from '../gen/stowage/v1/bridge.js';
 import { CodeCache } from './code.js';
 import { MountManager } from './mounts.js';
+import { LogShipper } from './log-shipper.js';
 import { RunnerPool } from './runners.js';
 
 export interface WorkerOptions {
@@ -63,7 +69,7 @@ export interface WorkerOptions {
   onFatal?: (err: StowageError) => void;
 }
 
-const EMPTY_MSG: WorkerMessage = { register: undefined, chunks: undefined, heartbeat: undefined, outcome: undefined };
+const EMPTY_MSG: WorkerMessage = { register: undefined, chunks: undefined, heartbeat: undefined, outcome: undefined, logs: undefined };
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 5000;
 
@@ -72,6 +78,8 @@ export class WorkerAgent {
   private readonly mounts: MountManager;
   private readonly code: CodeCache;
   private readonly runners: RunnerPool;
+  /** What the calls' functions write, on its way to the bridge (log-shipper.ts). */
+  private readonly output: LogShipper;
   private stream: ClientDuplexStream<WorkerMessage, BridgeMessage> | undefined;
   private registered = false;
   private reported = new Set<string>();
@@ -94,6 +102,10 @@ export class WorkerAgent {
     this.mounts = new MountManager({ workDir: opts.workDir, cacheDir: opts.cacheDir, cacheSize: opts.cacheSize, env: opts.env, extraArgs: opts.mountArgs, clientName: `worker ${this.id}` });
     this.code = new CodeCache(opts.workDir, opts.connection);
     this.runners = new RunnerPool(opts.slots, opts.idleTimeoutMs, { ...opts.env, STOWAGE_WORKER_ID: this.id });
+    this.output = new LogShipper({
+      ready: (force) => !!this.stream && this.registered && (force || !this.stream.writableNeedDrain),
+      send: (entries) => this.send({ logs: { entries } }),
+    });
   }
 
   start(): void {
@@ -115,6 +127,7 @@ export class WorkerAgent {
     clearInterval(this.scanner);
     clearInterval(this.heartbeat);
     clearTimeout(this.retry);
+    this.output.stop();
     this.stream?.cancel();
     await this.runners.stop();
     await this.mounts.stopAll();
@@ -177,6 +190,8 @@ export class WorkerAgent {
       this.heartbeat = setInterval(() => this.send({ heartbeat: { running: this.running.size } }), msg.registered.heartbeatMs || 1000);
       this.opts.log.info({ worker: this.id }, 'worker: registered with the bridge');
       this.opts.onRegistered?.();
+      // Output of finished attempts before their outcomes, as on the first try.
+      this.output.flush(true);
       for (const o of this.unacked.values()) this.send({ outcome: o });
     }
     if (this.stream !== stream) return;
@@ -234,7 +249,8 @@ export class WorkerAgent {
         },
         { ...PREPARE_RETRY, shouldRetry: (err) => isStowageError(err, 'UNAVAILABLE') },
       );
-      const reply = await this.runners.run({ callId: a.callId, bundle, module: spec.module, function: spec.function, args: a.args, volumes });
+      const sink = this.output.sink(a.callId, a.attempt);
+      const reply = await this.runners.run({ callId: a.callId, bundle, module: spec.module, function: spec.function, args: a.args, volumes }, sink);
       if ('cancelled' in reply) return;
       if ('lost' in reply) outcome = lostOutcome(a, `${reply.message} on worker ${this.id}`);
       else if (reply.ok) outcome = { callId: a.callId, attempt: a.attempt, ok: true, value: Buffer.from(reply.value), error: undefined, lost: false };
@@ -243,6 +259,8 @@ export class WorkerAgent {
       // Mount or code fetch failed on this worker: another one may do better.
       outcome = lostOutcome(a, `worker ${this.id} could not prepare the call: ${messageOf(err)}`, err instanceof StowageError ? err.code : 'UNAVAILABLE');
     } finally {
+      // Its output goes before its outcome (the stream keeps messages in order).
+      this.output.end(a.callId, a.attempt);
       this.running.delete(key);
       for (const [v, n] of acquired) this.mounts.release(v, n);
     }

@@ -10,6 +10,7 @@
 import { Decoder, Encoder } from '@msgpack/msgpack';
 import { basename } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { endOfOutput } from './output.js';
 
 export interface RunRequest {
   callId: string;
@@ -21,6 +22,8 @@ export interface RunRequest {
   args: Uint8Array;
   /** Mount path the function declared -> where it is mounted on this host. */
   volumes: Record<string, string>;
+  /** Written to stdout and stderr once the call is over, before the reply (output.ts). */
+  outputMark?: string;
 }
 
 export interface RunError {
@@ -90,7 +93,12 @@ async function run(req: RunRequest): Promise<RunReply> {
 if (process.send) {
   process.on('disconnect', () => process.exit(1));
   process.on('message', (req: RunRequest) => {
-    void run(req).then((reply) => process.send!(reply));
+    void run(req)
+      .then(async (reply) => {
+        if (req.outputMark) await endOfOutput(req.outputMark);
+        return reply;
+      })
+      .then((reply) => process.send!(reply));
   });
   process.send({ ready: true });
 }

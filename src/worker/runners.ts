@@ -5,10 +5,13 @@
  * calls than its slots). A runner left idle for `idleMs` is stopped, so with
  * no work no function process runs. A runner that dies during a call answers
  * `lost` (the bridge retries the call elsewhere); a cancelled call's runner is
- * killed (a handler cannot be interrupted any other way).
+ * killed (a handler cannot be interrupted any other way). A runner's stdout
+ * and stderr are pipes: a call's output goes to the sink given with it
+ * (output.ts), and its reply is given once that output is all read.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { RunnerOutput, newMark, type OutputSink } from './output.js';
 import type { RunReply, RunRequest } from './runner.js';
 
 const RUNNER = fileURLToPath(new URL('./runner.js', import.meta.url));
@@ -17,6 +20,7 @@ export type PoolReply = RunReply | { callId: string; lost: true; message: string
 
 interface Runner {
   child: ChildProcess;
+  output: RunnerOutput;
   ready: Promise<void>;
   busy?: { callId: string; done: (r: PoolReply) => void; cancelled: boolean };
   idleTimer?: NodeJS.Timeout;
@@ -41,7 +45,8 @@ export class RunnerPool {
     return [...this.runners].map((r) => r.child.pid!).filter(Boolean);
   }
 
-  async run(req: RunRequest): Promise<PoolReply> {
+  /** Runs a call; what the function writes to stdout and stderr goes to `sink`. */
+  async run(req: RunRequest, sink: OutputSink): Promise<PoolReply> {
     const runner = [...this.runners].find((r) => !r.busy) ?? this.spawn();
     clearTimeout(runner.idleTimer);
     const reply = new Promise<PoolReply>((done) => {
@@ -49,7 +54,9 @@ export class RunnerPool {
     });
     try {
       await runner.ready;
-      runner.child.send(req);
+      const outputMark = newMark();
+      runner.output.begin(outputMark, sink);
+      runner.child.send({ ...req, outputMark });
     } catch (err) {
       this.finish(runner, { callId: req.callId, lost: true, message: `the runner process could not start: ${(err as Error).message}` });
     }
@@ -82,9 +89,11 @@ export class RunnerPool {
 
   private spawn(): Runner {
     if (this.runners.size >= this.max) throw new Error(`all ${this.max} runners are busy`);
-    const child = fork(RUNNER, [], { env: this.env, serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(RUNNER, [], { env: this.env, serialization: 'advanced', stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
     const runner: Runner = {
       child,
+      // Output while no call runs is the worker's own.
+      output: new RunnerOutput(child.stdout!, child.stderr!, (stream, data) => process[stream].write(data)),
       ready: new Promise<void>((resolve, reject) => {
         child.once('message', () => resolve());
         child.once('exit', (code, signal) => reject(new Error(`runner exited with ${signal ?? code} before it was ready`)));
@@ -93,7 +102,11 @@ export class RunnerPool {
     runner.ready.catch(() => undefined);
     child.on('message', (msg: RunReply | { ready: true }) => {
       if ('ready' in msg) return;
-      if (runner.busy?.callId === msg.callId) this.finish(runner, msg);
+      const b = runner.busy;
+      if (b?.callId !== msg.callId) return;
+      void runner.output.ended().then(() => {
+        if (runner.busy === b) this.finish(runner, msg);
+      });
     });
     child.on('exit', (code, signal) => {
       this.runners.delete(runner);
@@ -101,7 +114,7 @@ export class RunnerPool {
       const b = runner.busy;
       if (!b) return;
       runner.busy = undefined;
-      b.done(b.cancelled ? { callId: b.callId, cancelled: true } : { callId: b.callId, lost: true, message: `its runner process exited (${signal ?? `code ${code}`}) during the call` });
+      void runner.output.ended().then(() => b.done(b.cancelled ? { callId: b.callId, cancelled: true } : { callId: b.callId, lost: true, message: `its runner process exited (${signal ?? `code ${code}`}) during the call` }));
     });
     this.runners.add(runner);
     return runner;
