@@ -127,7 +127,11 @@ export class RunnerPool {
     if (this.stopped) return;
     clearTimeout(runner.idleTimer);
     runner.idleTimer = setTimeout(() => {
-      if (!runner.busy) runner.child.kill('SIGTERM');
+      if (runner.busy) return;
+      // Out of the pool before it is told to stop: a call arriving while it exits must fork a new runner, not
+      // be sent to this one (it would die with the call and the attempt count as lost).
+      this.runners.delete(runner);
+      runner.child.kill('SIGTERM');
     }, this.idleMs);
   }
 }
