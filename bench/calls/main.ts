@@ -88,7 +88,7 @@ function cleanUp(): Promise<void> {
   })();
   return cleaning;
 }
-cleanUpOnSignal(cleanUp, say, `stopping the server, workers and redis-server, removing ${tmp}`);
+const { interrupted } = cleanUpOnSignal(cleanUp, say, `stopping the server, workers and redis-server, removing ${tmp}`);
 
 interface SideFigures {
   describe: string;
@@ -174,7 +174,8 @@ async function main(): Promise<void> {
 }
 
 main().then(cleanUp, async (err: unknown) => {
-  process.stderr.write(`calls failed: ${(err as Error).stack ?? String(err)}\n`);
+  // After a signal the clean-up cuts the calls short: their failure is not news.
+  if (!interrupted()) process.stderr.write(`calls failed: ${(err as Error).stack ?? String(err)}\n`);
   await cleanUp();
   process.exitCode = 1;
 });
