@@ -16,6 +16,9 @@
  * 2. Map throughput: one map of `--map` inputs (`for await … of fn.map(xs)`;
  *    peer: pipelined LPUSHes and a collector), after a warm-up map that
  *    starts every runner: calls/s and the time to the first result.
+ * Before 1, idle CPU (ms per second) of each part over a few seconds without
+ *    calls, after the warm-up: what the latency phase's CPU figures sit on
+ *    (heartbeats, leases, timers), since that phase is mostly waiting.
  * 3. CPU per 1,000 calls, in each part: the server (stowage serve;
  *    redis-server), the workers (each worker's process tree: runners, and
  *    mounts if any; the peer's worker processes), the caller (this process).
@@ -44,7 +47,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, cleanUpOnSignal, hostInfo, load1, packageVersion, parseFlags, wholeFlag } from '../volume-transfer/setup.js';
-import { measureLatency, measureMap, round, within, type LatencyFigures, type MapFigures, type Side } from './measure.js';
+import { measureIdle, measureLatency, measureMap, round, within, type IdleFigures, type LatencyFigures, type MapFigures, type Side } from './measure.js';
 import { startOurs } from './ours.js';
 import { startPeer } from './peer.js';
 
@@ -67,6 +70,7 @@ const workers = whole('workers', flags.workers, 1);
 const slots = whole('slots', flags.slots, 1);
 const jsonOnly = flags['json-only'];
 const WARM_CALLS = 20;
+const IDLE_SECONDS = flags.quick ? 2 : 5;
 /** No phase may take longer: a hung call fails the run instead of hanging it. */
 const PHASE_MS = 10 * 60_000;
 
@@ -92,6 +96,7 @@ const { interrupted } = cleanUpOnSignal(cleanUp, say, `stopping the server, work
 
 interface SideFigures {
   describe: string;
+  idle: IdleFigures;
   latency: LatencyFigures;
   map: MapFigures;
 }
@@ -99,6 +104,8 @@ interface SideFigures {
 async function run(name: string, side: Side): Promise<SideFigures> {
   say(`${name}: ${side.describe}`);
   for (let i = 0; i < WARM_CALLS; i++) await within(PHASE_MS, `${name} warm-up call`, side.call(i));
+  const idle = await measureIdle(side, IDLE_SECONDS);
+  say(`${name}: idle CPU ms/s: server ${idle.msPerSecond.server}, workers ${idle.msPerSecond.workers}, caller ${idle.msPerSecond.caller}`);
   say(`${name}: ${calls} no-op calls one after another (load ${load1()}) …`);
   const latency = await within(PHASE_MS, `${name} latency`, measureLatency(side, calls));
   say(`${name}: p50 ${latency.p50Ms} ms, p99 ${latency.p99Ms} ms, mean ${latency.meanMs} ms`);
@@ -107,7 +114,7 @@ async function run(name: string, side: Side): Promise<SideFigures> {
   say(`${name}: a map of ${mapSize} no-op calls (load ${load1()}) …`);
   const map = await within(PHASE_MS, `${name} map`, measureMap(side, mapSize));
   say(`${name}: ${map.callsPerSecond} calls/s, first result after ${map.firstResultMs} ms`);
-  return { describe: side.describe, latency, map };
+  return { describe: side.describe, idle, latency, map };
 }
 
 async function main(): Promise<void> {
@@ -137,19 +144,21 @@ async function main(): Promise<void> {
     host: hostInfo(),
     load1AtStart,
     load1AtEnd,
-    setup: { calls, warmUpCalls: WARM_CALLS, mapSize, workers, slotsPerWorker: slots, ioredis: packageVersion('ioredis') },
+    setup: { idleSeconds: IDLE_SECONDS, calls, warmUpCalls: WARM_CALLS, mapSize, workers, slotsPerWorker: slots, ioredis: packageVersion('ioredis') },
     ours,
     peer,
     ratios,
   };
 
+  // A part that used no CPU tick (10 ms) has no ratio.
   const row = (label: string, a: number, b: number, r: number) =>
-    `${label.padEnd(34)}${String(a).padStart(10)}${String(b).padStart(10)}${String(r).padStart(12)}`;
+    `${label.padEnd(34)}${String(a).padStart(10)}${String(b).padStart(10)}${(Number.isFinite(r) ? String(r) : '—').padStart(12)}`;
   const cpuRows = (phase: string, a: SideFigures['latency']['cpuPer1000'], b: SideFigures['latency']['cpuPer1000']) =>
     (['server', 'workers', 'caller', 'total'] as const).map((k) => row(`  ${phase} CPU s/1,000 calls: ${k}`, a[k], b[k], ratio(a[k], b[k])));
   const lines = [
     '',
     `${'figure'.padEnd(34)}${'ours'.padStart(10)}${'peer'.padStart(10)}${'ours/peer'.padStart(12)}`,
+    ...(['server', 'workers', 'caller'] as const).map((k) => row(`idle CPU ms per s: ${k}`, ours.idle.msPerSecond[k], peer.idle.msPerSecond[k], ratio(ours.idle.msPerSecond[k], peer.idle.msPerSecond[k]))),
     row('no-op latency p50 ms', ours.latency.p50Ms, peer.latency.p50Ms, ratios.latencyP50),
     row('no-op latency p99 ms', ours.latency.p99Ms, peer.latency.p99Ms, ratios.latencyP99),
     row('no-op latency mean ms', ours.latency.meanMs, peer.latency.meanMs, ratios.latencyMean),

@@ -64,6 +64,20 @@ function per1000(before: CpuReading, after: CpuReading, calls: number): CpuPer10
   return { server, workers, caller, total: round(server + workers + caller, 3) };
 }
 
+/** CPU milliseconds per second of each part while no call runs (heartbeats, leases, timers): the floor under the latency phase's CPU. */
+export interface IdleFigures {
+  seconds: number;
+  msPerSecond: CpuPer1000;
+}
+
+export async function measureIdle(side: Side, seconds: number): Promise<IdleFigures> {
+  const before = readCpu(side);
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const after = readCpu(side);
+  // per1000 over `seconds` "calls" is CPU seconds per 1,000 s, i.e. ms per second.
+  return { seconds, msPerSecond: per1000(before, after, seconds) };
+}
+
 /** `n` calls one after another, each timed from before submit to its result. */
 export async function measureLatency(side: Side, n: number): Promise<LatencyFigures> {
   const load1Before = load1();
