@@ -12,7 +12,7 @@ import { createInterface } from 'node:readline';
 import { App, Connection, type FunctionHandle } from '../../src/client/index.js';
 import { ROOT, track } from '../volume-transfer/setup.js';
 import { within, type Side } from './measure.js';
-import { killTrees, treePids } from './procs.js';
+import { killProcesses, treeProcesses } from './procs.js';
 
 const CLI = join(ROOT, 'bin', 'stowage.js');
 export const FIXTURE = join(ROOT, 'bench', 'calls', 'fixture.mjs');
@@ -66,10 +66,10 @@ export async function startOurs(o: { tmp: string; workers: number; slots: number
       connection?.close();
       const [server, ...workers] = children;
       // Runners and mounts below the workers, noted before the workers go: a worker killed hard would leave them.
-      const below = treePids(children.map((c) => c.pid!));
+      const below = treeProcesses(children.map((c) => c.pid!));
       await Promise.all(workers.map((w) => terminate(w, 15_000)));
       if (server) await terminate(server, 15_000);
-      killTrees(below);
+      killProcesses(below);
     })());
   o.cleanups.add(stop);
 

@@ -9,6 +9,8 @@ const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' 
 
 interface Stat {
   ppid: number;
+  /** Clock ticks after boot at which it started: with the PID, names one process even after the PID is reused. */
+  start: number;
   /** utime + stime of the process (all threads), plus cutime + cstime of the children it has reaped, in seconds. */
   cpu: number;
 }
@@ -18,7 +20,7 @@ function stat(pid: number): Stat | undefined {
     const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // After "pid (comm) ": state is [0], ppid [1], utime..cstime [11]..[14].
     const f = s.slice(s.lastIndexOf(')') + 2).split(' ').map(Number);
-    return { ppid: f[1]!, cpu: (f[11]! + f[12]! + f[13]! + f[14]!) / CLOCK_TICKS };
+    return { ppid: f[1]!, start: f[19]!, cpu: (f[11]! + f[12]! + f[13]! + f[14]!) / CLOCK_TICKS };
   } catch {
     return undefined; // gone
   }
@@ -49,9 +51,26 @@ function trees(roots: number[], stats = allStats()): Map<number, Stat> {
   return out;
 }
 
-/** The PIDs of the trees under `roots`, roots first. */
-export function treePids(roots: number[]): number[] {
-  return [...trees(roots).keys()];
+/** The processes of the trees under `roots` now, to be killed later by killProcesses (once a parent is gone, its children leave its tree). */
+export interface ProcessRef {
+  pid: number;
+  start: number;
+}
+
+export function treeProcesses(roots: number[]): ProcessRef[] {
+  return [...trees(roots)].map(([pid, s]) => ({ pid, start: s.start }));
+}
+
+/** SIGKILLs each process still running under the same PID and start time (a reused PID is left alone). */
+export function killProcesses(procs: ProcessRef[]): void {
+  for (const p of procs) {
+    if (stat(p.pid)?.start !== p.start) continue;
+    try {
+      process.kill(p.pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
 }
 
 /**
@@ -63,17 +82,6 @@ export function treeCpuSeconds(roots: number[]): number {
   let sum = 0;
   for (const s of trees(roots).values()) sum += s.cpu;
   return sum;
-}
-
-/** SIGKILLs every process of the trees under `roots`, by PID. */
-export function killTrees(roots: number[]): void {
-  for (const pid of treePids(roots)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
 }
 
 /** This process's CPU seconds so far (user + system, all threads). */
