@@ -81,6 +81,12 @@ describe('compute bridge: deployed functions called by name, without the source'
     const run = await runCli(['run', `${appName}/add`, '40', '2'], env);
     expect(run.code, run.stderr).toBe(0);
     expect(JSON.parse(run.stdout)).toMatchObject({ sum: 42 });
+    const mapped = await runCli(['run', `${appName}/shout`, '--map', '-'], env, Buffer.from('["a", "b"]'));
+    expect(mapped.code, mapped.stderr).toBe(0);
+    expect(JSON.parse(mapped.stdout)).toEqual(['A!', 'B!']);
+    const detached = await runCli(['run', `${appName}/shout`, '"c"', '--detach'], env);
+    expect(detached.code, detached.stderr).toBe(0);
+    expect(await BridgeAdmin.call(detached.stdout.trim(), connection)).toMatchObject({ function: { function: 'shout' } });
     const listed = await runCli(['bridge', 'functions', '--json'], env);
     expect(listed.code, listed.stderr).toBe(0);
     const rows = (JSON.parse(listed.stdout) as { name: string; cron?: string; timezone?: string }[]).filter((f) => f.name.startsWith(`${appName}/`));

@@ -12,8 +12,10 @@
  * app's record is written, then its schedules are put and the schedules of
  * the functions it no longer has are deleted. A bridge that dies in between
  * keeps the new record with some schedules of the old deploy; deploying again
- * puts them right (a deploy is idempotent).
+ * puts them right (a deploy is idempotent). Deploys and deletes run one at a
+ * time, so two deploys of an app cannot interleave their schedule writes.
  */
+import pLimit from 'p-limit';
 import { InvalidArgumentError, NotFoundError } from '../common/errors.js';
 import { quote } from '../common/quote.js';
 import type { DeployAppRequest, DeployAppResponse, DeployedFunction, FunctionRef, Schedule } from '../gen/stowage/v1/bridge.js';
@@ -33,6 +35,7 @@ const HOW_TO_DEPLOY = 'deploy it with: stowage deploy MODULE';
 
 export class Deployments {
   private readonly apps = new Map<string, DeployedFunction[]>();
+  private readonly oneAtATime = pLimit(1);
 
   constructor(
     private readonly store: CallStore,
@@ -43,7 +46,16 @@ export class Deployments {
     for (const d of await this.store.loadDeployments()) this.apps.set(d.app, d.functions);
   }
 
-  async deploy(req: DeployAppRequest): Promise<DeployAppResponse> {
+  deploy(req: DeployAppRequest): Promise<DeployAppResponse> {
+    return this.oneAtATime(() => this.replace(req));
+  }
+
+  /** Removes an app's deploy and its schedules; returns the names of the functions removed. */
+  deleteApp(app: string): Promise<string[]> {
+    return this.oneAtATime(() => this.remove(app));
+  }
+
+  private async replace(req: DeployAppRequest): Promise<DeployAppResponse> {
     checkAppName(req.app);
     if (req.functions.length > MAX_FUNCTIONS) throw new InvalidArgumentError(`app ${quote(req.app)} deploys ${req.functions.length} functions; at most ${MAX_FUNCTIONS}`);
     const now = Date.now();
@@ -89,8 +101,7 @@ export class Deployments {
     return apps.flatMap((a) => [...(this.apps.get(a) ?? [])].sort((x, y) => x.name.localeCompare(y.name)));
   }
 
-  /** Removes an app's deploy and its schedules; returns the names of the functions removed. */
-  async deleteApp(app: string): Promise<string[]> {
+  private async remove(app: string): Promise<string[]> {
     const fns = this.apps.get(app);
     const existed = await this.store.deleteDeployment(app);
     if (!fns && !existed) throw new NotFoundError(`app ${quote(app)} is not deployed (list deployed functions with: stowage bridge functions)`);
