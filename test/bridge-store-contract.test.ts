@@ -3,7 +3,8 @@
  * a data dir, and Redis (a real redis-server started here). Records come back
  * as they were written (bytes as Buffers, absent fields absent); writes are
  * all-or-nothing per putCalls; a store opened again (another process, after a
- * crash) reads every acknowledged write. Then what only the Redis store
+ * crash) reads every acknowledged write, deploys included (one record per
+ * app, written over by the app's next deploy). Then what only the Redis store
  * promises: a store fenced by a lease value refuses writes once the lease
  * holds another value, and writes nothing of the refused batch.
  */
@@ -13,7 +14,7 @@ import { openBridgeRedis, type BridgeRedis } from '../src/compute-bridge/redis-c
 import { LEADER_KEY, RedisCallStore } from '../src/compute-bridge/redis-store.js';
 import { LmdbCallStore } from '../src/compute-bridge/store.js';
 import type { CallRecord, CallStore } from '../src/compute-bridge/types.js';
-import { LogEntry, LogStream, type Schedule } from '../src/gen/stowage/v1/bridge.js';
+import { LogEntry, LogStream, type DeployAppRequest, type Schedule } from '../src/gen/stowage/v1/bridge.js';
 import { tempDir, uniqueName } from './support/processes.js';
 import { startRedis, type RedisServer } from './support/redis.js';
 
@@ -110,7 +111,12 @@ function call(id: string, over: Partial<CallRecord> = {}): CallRecord {
 const entry = (callId: string, text: string, stream = LogStream.LOG_STREAM_STDOUT): LogEntry => ({ callId, attempt: 1, stream, data: Buffer.from(text), atMs: 7, droppedBytes: 0 });
 const texts = (entries: LogEntry[]) => entries.map((e) => Buffer.from(e.data).toString());
 
-const schedule = (name: string): Schedule => ({ name, cron: '* * * * *', function: call('s').spec, nextRunMs: 0 });
+const schedule = (name: string): Schedule => ({ name, cron: '* * * * *', timezone: name === 's1' ? 'Europe/Berlin' : '', function: call('s').spec, nextRunMs: 0 });
+
+const deployment = (app: string, names: string[]): DeployAppRequest => ({
+  app,
+  functions: names.map((name, i) => ({ app, name, function: call(name).spec, cron: i ? '0 3 * * *' : '', timezone: i ? 'Asia/Kolkata' : '', deployedAtMs: 7 })),
+});
 
 describe.each([lmdbSetup(), redisSetup()])('CallStore contract: $name', (setup) => {
   afterAll(() => setup.stop());
@@ -148,6 +154,19 @@ describe.each([lmdbSetup(), redisSetup()])('CallStore contract: $name', (setup) 
     ]);
     const schedules = await reopened.loadSchedules();
     expect(schedules).toEqual([schedule('s1')]);
+  });
+
+  it('keeps one deploy per app: a deploy written again replaces the app\'s, a deleted one is gone after reopening', async () => {
+    const { store, again } = await setup.open();
+    await store.putDeployment(deployment('a', ['f', 'g', 'h']));
+    await store.putDeployment(deployment('b', ['x']));
+    await store.putDeployment(deployment('a', ['f', 'g']));
+    await store.putDeployment(deployment('c', ['y']));
+    expect(await store.deleteDeployment('c')).toBe(true);
+    expect(await store.deleteDeployment('c')).toBe(false);
+    const reopened = await again();
+    const kept = (await reopened.loadDeployments()).sort((x, y) => x.app.localeCompare(y.app));
+    expect(kept).toEqual([deployment('a', ['f', 'g']), deployment('b', ['x'])]);
   });
 });
 
@@ -215,7 +234,10 @@ describe('RedisCallStore fenced by the bridge lease', () => {
     const store = new RedisCallStore(redis, term);
     await store.putCalls([call('x')]);
     await store.putSchedule(schedule('s'));
+    await store.putDeployment(deployment('app', ['f']));
     await redis.call((c) => c.set(LEADER_KEY, JSON.stringify({ id: 'other', address: '127.0.0.1:2', term: 't2' })));
+    await expect(store.putDeployment(deployment('app', ['g']))).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+    await expect(store.deleteDeployment('app')).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
     await expect(store.putCalls([call('x', { state: 'running' }), call('y')])).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
     await expect(store.deleteCalls(['x'])).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
     await expect(store.deleteSchedule('s')).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
@@ -226,6 +248,7 @@ describe('RedisCallStore fenced by the bridge lease', () => {
     expect(calls.map((c) => [c.id, c.state])).toEqual([['x', 'queued']]);
     expect((await store.loadSchedules()).map((s) => s.name)).toEqual(['s']);
     expect((await store.readLogs('x')).entries).toEqual([]);
+    expect(await store.loadDeployments()).toEqual([deployment('app', ['f'])]);
   });
 
   it('fails with UNAVAILABLE naming the Redis while it is down', async () => {

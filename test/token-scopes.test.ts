@@ -19,7 +19,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createToken, revokeToken } from '../src/client/index.js';
 import { allows, formatScope, parseScope, parseScopes, patternMatches } from '../src/common/scopes.js';
-import { CallInput, FunctionSpec, RegisterWorker } from '../src/gen/stowage/v1/bridge.js';
+import { CallInput, DeployedFunction, FunctionSpec, RegisterWorker } from '../src/gen/stowage/v1/bridge.js';
 import { DictOp, DictOpKind } from '../src/gen/stowage/v1/dict.js';
 import { QueueOp, QueueOpKind } from '../src/gen/stowage/v1/queue.js';
 import { SCOPED_SERVICES } from '../src/server/method-scopes.js';
@@ -56,12 +56,14 @@ const READS = new Set([
   'DictService/GetDict', 'DictService/ListDicts', 'DictService/Scan',
   'QueueService/GetQueue', 'QueueService/ListQueues',
   'BridgeService/WatchCalls', 'BridgeService/WatchLogs', 'BridgeService/GetCall', 'BridgeService/ListCalls', 'BridgeService/ListWorkers', 'BridgeService/ListSchedules',
+  'BridgeService/GetFunction', 'BridgeService/ListFunctions',
 ]);
 /** Methods that name no name (any scope of the service with that access will do: see method-scopes.ts). */
 const NAMELESS = new Set([
   'VolumeService/ListVolumes', 'VolumeService/PresignBlobs', 'VolumeService/ReadBlob', 'VolumeService/PutBlob',
   'DictService/ListDicts', 'QueueService/ListQueues',
   'BridgeService/WatchCalls', 'BridgeService/WatchLogs', 'BridgeService/GetCall', 'BridgeService/ListCalls', 'BridgeService/ListWorkers', 'BridgeService/ListSchedules',
+  'BridgeService/ListFunctions',
 ]);
 const ADMIN_ONLY = new Set(['VolumeService/RebuildIndex', 'VolumeService/ListDamaged', 'VolumeService/CollectGarbage', 'TokenService/CreateToken', 'TokenService/ListTokens', 'TokenService/RevokeToken']);
 
@@ -117,6 +119,10 @@ const REQUESTS: Record<string, Record<string, unknown>> = {
   'BridgeService/PutSchedule': { name: 'tgt-s', cron: '* * * * *', function: fn },
   'BridgeService/ListSchedules': {},
   'BridgeService/DeleteSchedule': { name: 'tgt-s' },
+  'BridgeService/DeployApp': { app: 'tgt-app', functions: [msg(DeployedFunction, { app: 'tgt-app', name: 'f', function: fn })] },
+  'BridgeService/GetFunction': { app: 'tgt-app', name: 'f' },
+  'BridgeService/ListFunctions': {},
+  'BridgeService/DeleteApp': { app: 'tgt-app' },
   'BridgeService/Work': { register: msg(RegisterWorker, { workerId: 'w', host: 'h', slots: 1 }) },
   'TokenService/CreateToken': { scopes: ['volume:x:read'], ttlMs: 1000 },
   'TokenService/ListTokens': {},

@@ -1,6 +1,6 @@
-/** `stowage bridge …`: what the compute bridge did and why (explain, calls, logs, workers, schedules), and cancel. */
+/** `stowage bridge …`: what the compute bridge did and why (explain, calls, logs, workers, schedules, functions), cancel and undeploy. */
 import type { Command } from 'commander';
-import { BridgeAdmin, callLogs, defaultConnection } from '../client/index.js';
+import { BridgeAdmin, callLogs, defaultConnection, deleteApp, listDeployedFunctions } from '../client/index.js';
 import { callStateName } from '../compute-bridge/types.js';
 import type { CallInfo, PlacementDecision } from '../gen/stowage/v1/bridge.js';
 import { bytes, printJson } from './output.js';
@@ -108,8 +108,38 @@ export function register(program: Command): void {
     .option('--json', 'print JSON')
     .action(async (flags: { json?: boolean }) => {
       const list = await BridgeAdmin.schedules();
-      if (flags.json) return printJson(list.map((s) => ({ name: s.name, cron: s.cron, function: s.function?.function, module: s.function?.module, nextRun: s.nextRunMs ? new Date(s.nextRunMs).toISOString() : undefined })));
-      for (const s of list) console.log(`${s.name.padEnd(32)} ${s.cron.padEnd(16)} next ${s.nextRunMs ? new Date(s.nextRunMs).toISOString() : '-'}`);
+      if (flags.json) return printJson(list.map((s) => ({ name: s.name, cron: s.cron, timezone: s.timezone || undefined, function: s.function?.function, module: s.function?.module, nextRun: s.nextRunMs ? new Date(s.nextRunMs).toISOString() : undefined })));
+      for (const s of list) console.log(`${s.name.padEnd(32)} ${s.cron.padEnd(16)} ${(s.timezone || 'local').padEnd(20)} next ${s.nextRunMs ? new Date(s.nextRunMs).toISOString() : '-'}`);
+    });
+
+  bridge
+    .command('functions')
+    .description('deployed functions (stowage deploy registers them; call one with: stowage run APP/FUNCTION)')
+    .option('--app <name>', "only this app's")
+    .option('--json', 'print JSON')
+    .action(async (flags: { app?: string; json?: boolean }) => {
+      const list = await listDeployedFunctions({ app: flags.app });
+      const rows = list.map((f) => ({
+        name: `${f.app}/${f.name}`,
+        module: f.function?.module,
+        volumes: f.function?.volumes,
+        reads: f.function?.reads,
+        timeoutMs: f.function?.timeoutMs || undefined,
+        retries: f.function?.retries || undefined,
+        cron: f.cron || undefined,
+        timezone: f.timezone || undefined,
+        deployedAt: new Date(f.deployedAtMs).toISOString(),
+      }));
+      if (flags.json) return printJson(rows);
+      for (const r of rows) console.log(`${r.name.padEnd(40)} ${(r.module ?? '').padEnd(20)} ${r.cron ? `${r.cron}${r.timezone ? ` (${r.timezone})` : ''}` : '-'}  deployed ${r.deployedAt}`);
+    });
+
+  bridge
+    .command('undeploy <app>')
+    .description("remove an app's deployed functions and their schedules")
+    .action(async (app: string) => {
+      const removed = await deleteApp(app);
+      console.log(`undeployed ${app}: ${removed.join(', ') || 'no functions'}`);
     });
 
   bridge

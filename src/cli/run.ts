@@ -1,7 +1,9 @@
 /**
  * `stowage run MODULE#FUNCTION [JSON ARGS…]` runs one call (or one per input
  * with --map) on the compute bridge and prints the result as JSON;
- * `stowage deploy MODULE` registers the schedules of the module's functions.
+ * `stowage run APP/FUNCTION …` does the same for a deployed function, without
+ * its source (run-deployed.ts); `stowage deploy MODULE` registers the
+ * module's functions and their schedules.
  *
  * A JavaScript module is imported here first: when FUNCTION is a handle made
  * by app.function, its volumes, reads, timeout and retries are the defaults
@@ -18,7 +20,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { SingleBar } from 'cli-progress';
-import { InvalidArgumentError, StowageError, callLogs, defaultConnection, type Connection, type FunctionOptions } from '../client/index.js';
+import { InvalidArgumentError, StowageError, callLogs, defaultConnection, type Connection, type DeployResult, type FunctionOptions } from '../client/index.js';
 import {
   DEFAULT_CODE_VOLUME,
   bundleModule,
@@ -30,8 +32,9 @@ import {
   watchResults,
 } from '../client/internal.js';
 import { codecFor } from '../client/codec.js';
-import type { CallResult } from '../gen/stowage/v1/bridge.js';
+import type { CallResult, FunctionSpec } from '../gen/stowage/v1/bridge.js';
 import { quote } from '../common/quote.js';
+import { deployLines, deployedSpec, deployedTarget } from './run-deployed.js';
 import { durationArg, formatValue, integerArg } from './values.js';
 
 const FUNCTION_BRAND = Symbol.for('stowage.function');
@@ -51,7 +54,7 @@ interface RunFlags {
 
 interface HandleLike {
   options: FunctionOptions<unknown[]>;
-  app: { deploy(): Promise<string[]>; name: string };
+  app: { deploy(): Promise<DeployResult>; name: string };
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -59,7 +62,7 @@ const collect = (v: string, prev: string[]) => [...prev, v];
 export function register(program: Command): void {
   program
     .command('run <target> [args...]')
-    .description('run MODULE#FUNCTION on the compute bridge with JSON arguments and print its result as JSON')
+    .description('run MODULE#FUNCTION, or the deployed APP/FUNCTION, on the compute bridge with JSON arguments and print its result as JSON')
     .option('--volume <path=volume>', 'mount VOLUME where the function sees PATH, e.g. /data=my-dataset (repeatable)', collect, [])
     .option('--reads <glob>', 'what the call reads, for placement, e.g. /data/shards/3.bin (repeatable)', collect, [])
     .option('--timeout <duration>', 'fail the call after this long (e.g. 30s, 5m)')
@@ -69,26 +72,15 @@ export function register(program: Command): void {
     .option('-q, --quiet', "do not show the function's output (stdout and stderr) on stderr while it runs")
     .option('--code-volume <name>', 'the volume bundles go into', DEFAULT_CODE_VOLUME)
     .action(async (target: string, rawArgs: string[], flags: RunFlags) => {
-      const { modulePath, fn } = parseTarget(target);
-      const declared = await declaredOptions(modulePath, fn);
-      const options: FunctionOptions<unknown[]> = {
-        ...declared,
-        volumes: { ...declared?.volumes, ...parseVolumes(flags.volume) },
-        reads: flags.reads.length ? flags.reads : declared?.reads,
-        timeout: durationArg('--timeout', flags.timeout) ?? declared?.timeout,
-        retries: integerArg('--retries', flags.retries, 0) ?? declared?.retries,
-      };
       const args = rawArgs.map((a, i) => parseJson(a, `argument ${i + 1}`));
       const inputs: unknown[][] = flags.map ? (await readMapInputs(flags.map)).map((x) => [x]) : [args];
       if (flags.map && args.length) throw new InvalidArgumentError('give arguments either on the command line or with --map, not both');
-
       const connection = defaultConnection();
-      const bundle = await bundleModule(modulePath);
-      checkExport(bundle, fn);
-      await uploadBundle(connection, flags.codeVolume, bundle);
-      const spec = functionSpec(flags.codeVolume, bundle, fn, options);
+      const deployed = deployedTarget(target);
+      const { spec, readsOf } = deployed
+        ? { spec: await deployedSpec(connection, deployed, { ...flags, volumes: parseVolumes(flags.volume) }), readsOf: undefined }
+        : await moduleSpec(target, flags, connection);
       const msgpack = codecFor('msgpack');
-      const readsOf = typeof options.reads === 'function' ? options.reads : undefined;
       const calls = inputs.map((a, i) => ({
         id: `fc-${randomUUID()}`,
         args: msgpack.encode(a, `the arguments of call ${i + 1}`),
@@ -136,16 +128,14 @@ export function register(program: Command): void {
 
   program
     .command('deploy <module>')
-    .description("register the schedules of a module's functions (app.function({ schedule }))")
+    .description("register a module's functions (callable as APP/FUNCTION without the source) and their schedules; replaces each app's earlier deploy")
     .action(async (module: string) => {
       const path = resolve(module);
       const mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
       const apps = new Set<HandleLike['app']>();
       for (const v of Object.values(mod)) if (isHandle(v)) apps.add(v.app);
       if (!apps.size) throw new InvalidArgumentError(`module ${quote(module)} exports no function made with app.function`);
-      const names: string[] = [];
-      for (const app of apps) names.push(...(await app.deploy()));
-      console.log(names.length ? `scheduled: ${names.join(', ')}` : `module ${module} has no function with a schedule`);
+      for (const app of apps) for (const line of deployLines(await app.deploy())) console.log(line);
     });
 }
 
@@ -158,10 +148,31 @@ async function showOutput(connection: Connection, id: string, signal: AbortSigna
   }
 }
 
+/** MODULE#FUNCTION: the module bundled and uploaded, its declared options under the flags. */
+async function moduleSpec(
+  target: string,
+  flags: RunFlags,
+  connection: Connection,
+): Promise<{ spec: FunctionSpec; readsOf: ((...a: unknown[]) => string[]) | undefined }> {
+  const { modulePath, fn } = parseTarget(target);
+  const declared = await declaredOptions(modulePath, fn);
+  const options: FunctionOptions<unknown[]> = {
+    ...declared,
+    volumes: { ...declared?.volumes, ...parseVolumes(flags.volume) },
+    reads: flags.reads.length ? flags.reads : declared?.reads,
+    timeout: durationArg('--timeout', flags.timeout) ?? declared?.timeout,
+    retries: integerArg('--retries', flags.retries, 0) ?? declared?.retries,
+  };
+  const bundle = await bundleModule(modulePath);
+  checkExport(bundle, fn);
+  await uploadBundle(connection, flags.codeVolume, bundle);
+  return { spec: functionSpec(flags.codeVolume, bundle, fn, options), readsOf: typeof options.reads === 'function' ? options.reads : undefined };
+}
+
 function parseTarget(target: string): { modulePath: string; fn: string } {
   const at = target.lastIndexOf('#');
   if (at <= 0 || at === target.length - 1) {
-    throw new InvalidArgumentError(`${quote(target)}: name the function as MODULE#FUNCTION, e.g. jobs.mjs#countLines`);
+    throw new InvalidArgumentError(`${quote(target)}: name the function as MODULE#FUNCTION (e.g. jobs.mjs#countLines), or a deployed one as APP/FUNCTION (list them with: stowage bridge functions)`);
   }
   return { modulePath: resolve(target.slice(0, at)), fn: target.slice(at + 1) };
 }

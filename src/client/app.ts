@@ -18,7 +18,8 @@
  * volume on first use (bundle.ts), and workers import that bundle, so no
  * file system is shared. Arguments and results travel as msgpack. A function
  * reads its volumes under `volumePath(mountPath)`, where its worker mounted
- * them. `schedule` (a cron expression) takes effect at `app.deploy()`.
+ * them. `app.deploy()` registers the app's functions, so that they can be
+ * called by name without this module (deployed.ts), and their schedules.
  */
 import { basename, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +29,7 @@ import { CancelledError, DeadlineExceededError, FunctionError, InvalidArgumentEr
 import type { CallInfo, FunctionSpec, RetryPolicy, Schedule, WorkerInfo } from '../gen/stowage/v1/bridge.js';
 import { DEFAULT_CODE_VOLUME, bundleModule, uploadBundle, type Bundle } from './bundle.js';
 import { defaultConnection, type Connection } from './connection.js';
+import { deployApp, type DeployResult, type ScheduleOption } from './deployed.js';
 import { FunctionInvoker, cancelCalls } from './invoke.js';
 
 export { CancelledError, DeadlineExceededError, FunctionError };
@@ -51,8 +53,13 @@ export interface FunctionOptions<A extends unknown[]> {
    * min(initialDelayMs × backoffCoefficient^(k-1), maxDelayMs)).
    */
   retries?: number | RetryOptions;
-  /** A cron expression (five fields, or six with seconds); registered by app.deploy(). */
-  schedule?: string;
+  /**
+   * A cron expression (five fields, or six with seconds), read in the
+   * server's local time zone (UTC unless its TZ says otherwise), or
+   * `{ cron, timezone }` with an IANA zone such as "Europe/Berlin";
+   * registered by app.deploy().
+   */
+  schedule?: ScheduleOption;
   /** The export to run (default: the handler's own name). */
   name?: string;
   /** The module exporting the handler (default: the module that calls app.function). */
@@ -103,18 +110,13 @@ export class App {
     return h;
   }
 
-  /** Registers (or replaces) the schedule of every function that has one; returns their names. */
-  async deploy(): Promise<string[]> {
-    const names: string[] = [];
-    for (const h of this.handles) {
-      if (!h.options.schedule) continue;
-      const spec = await h.spec();
-      const name = `${this.name}.${h.name}`;
-      const bridge = this.connection.bridge;
-      await this.connection.unary(bridge.putSchedule.bind(bridge), { name, cron: h.options.schedule, function: spec, nextRunMs: 0 });
-      names.push(name);
-    }
-    return names;
+  /**
+   * Registers every function of this app (and the schedule of each that has
+   * one) as APP/NAME, callable by name without this module; replaces the
+   * app's earlier deploy, removing the functions it no longer has.
+   */
+  deploy(): Promise<DeployResult> {
+    return deployApp(this, this.handles);
   }
 }
 

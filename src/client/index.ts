@@ -57,6 +57,16 @@ export {
 } from './queue.js';
 export type { Encoding } from './codec.js';
 export { App, BridgeAdmin, FunctionHandle, volumePath, type AppOptions, type FunctionOptions, type RetryOptions } from './app.js';
+// `Function` as in Modal (`Function.fromName`); it shadows the global Function only where it is imported.
+export {
+  DeployedFunction,
+  DeployedFunction as Function,
+  deleteApp,
+  listDeployedFunctions,
+  type DeployResult,
+  type DeployedFunctionInfo,
+  type FunctionFromNameOptions,
+} from './deployed.js';
 export { FunctionCall, FunctionInvoker, MapResults, type GetOptions, type MapOptions, type RemoteErrorDetails } from './invoke.js';
 export { callLogs, type CallOutput, type LogsOptions } from './logs.js';
 export {

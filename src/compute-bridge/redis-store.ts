@@ -4,7 +4,8 @@
  * (msgpack), `{stowage:bridge}:schedules` a hash of name -> Schedule (proto
  * bytes), and each call's kept output `{stowage:bridge}:logs:<id>`, a list
  * of "<bytes of output it stands for>:<LogEntry proto bytes>", beside `{stowage:bridge}:logmeta:<id>`, a hash
- * of its size in bytes and how many were dropped. Each write is one Lua script, so putCalls writes all of its calls
+ * of its size in bytes and how many were dropped; `{stowage:bridge}:deployments`
+ * a hash of app -> DeployAppRequest (proto bytes). Each write is one Lua script, so putCalls writes all of its calls
  * or none, and it resolves once Redis has accepted it (what survives a Redis
  * crash or failover is Redis' own persistence and replication: see README).
  *
@@ -15,13 +16,14 @@
  * Without `fence` (tests of the store alone) writes are not checked.
  */
 import { decode, encode } from '@msgpack/msgpack';
-import { LogEntry, Schedule } from '../gen/stowage/v1/bridge.js';
+import { DeployAppRequest, LogEntry, Schedule } from '../gen/stowage/v1/bridge.js';
 import { BRIDGE_KEY_PREFIX, NOT_LEADER, type BridgeRedis, type RedisArg } from './redis-client.js';
 import type { CallRecord, CallStore, KeptLogs } from './types.js';
 
 export const LEADER_KEY = `${BRIDGE_KEY_PREFIX}leader`;
 const CALLS_KEY = `${BRIDGE_KEY_PREFIX}calls`;
 const SCHEDULES_KEY = `${BRIDGE_KEY_PREFIX}schedules`;
+const DEPLOYMENTS_KEY = `${BRIDGE_KEY_PREFIX}deployments`;
 
 const FENCE = `if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('${NOT_LEADER}') end`;
 
@@ -113,6 +115,19 @@ export class RedisCallStore implements CallStore {
 
   async deleteSchedule(name: string): Promise<boolean> {
     return Number(await this.write(HDEL_FENCED, SCHEDULES_KEY, [name])) > 0;
+  }
+
+  async loadDeployments(): Promise<DeployAppRequest[]> {
+    const all = await this.redis.call((c) => c.hgetallBuffer(DEPLOYMENTS_KEY));
+    return Object.values(all).map((b) => DeployAppRequest.decode(b));
+  }
+
+  async putDeployment(deployment: DeployAppRequest): Promise<void> {
+    await this.write(HSET_FENCED, DEPLOYMENTS_KEY, [deployment.app, Buffer.from(DeployAppRequest.encode(deployment).finish())]);
+  }
+
+  async deleteDeployment(app: string): Promise<boolean> {
+    return Number(await this.write(HDEL_FENCED, DEPLOYMENTS_KEY, [app])) > 0;
   }
 
   /** The connection is the server's (shared with the lease): closing a store leaves it open. */

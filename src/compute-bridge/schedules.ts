@@ -1,6 +1,8 @@
 /**
  * Schedules: a function submitted at each tick of a cron expression (croner;
- * five fields, or six with seconds first). Kept in the CallStore, so they
+ * five fields, or six with seconds first), read in the schedule's IANA time
+ * zone, or without one in the server process's local zone (croner's default;
+ * UTC unless TZ says otherwise). Kept in the CallStore, so they
  * survive a restart; ticks missed while the bridge was down are not made up.
  * A scheduled call has no arguments; its result is kept like any call's
  * (`stowage bridge calls --schedule NAME`).
@@ -38,13 +40,9 @@ export class Schedules {
   }
 
   async put(schedule: Schedule): Promise<Schedule> {
-    if (!/^[A-Za-z0-9._-]{1,128}$/.test(schedule.name)) {
-      throw new InvalidArgumentError(`schedule name ${quote(schedule.name)} must be 1 to 128 of [A-Za-z0-9._-]`);
-    }
-    if (!schedule.function) throw new InvalidArgumentError(`schedule ${quote(schedule.name)} names no function`);
-    checkCron(schedule.cron);
-    const spec = { ...schedule.function, schedule: schedule.name };
-    const s: Schedule = { name: schedule.name, cron: schedule.cron, function: spec, nextRunMs: 0 };
+    checkSchedule(schedule);
+    const spec = { ...schedule.function!, schedule: schedule.name };
+    const s: Schedule = { name: schedule.name, cron: schedule.cron, function: spec, nextRunMs: 0, timezone: schedule.timezone };
     await this.store.putSchedule(s);
     this.run(s);
     return this.describe(s.name);
@@ -62,6 +60,13 @@ export class Schedules {
     this.jobs.delete(name);
   }
 
+  /** Deletes a schedule if there is one (a deploy removing its function's); false when there was none. */
+  async remove(name: string): Promise<boolean> {
+    const existed = await this.store.deleteSchedule(name);
+    this.jobs.get(name)?.cron.stop();
+    return this.jobs.delete(name) || existed;
+  }
+
   stop(): void {
     this.stopped = true;
     for (const j of this.jobs.values()) j.cron.stop();
@@ -77,7 +82,7 @@ export class Schedules {
     this.jobs.get(s.name)?.cron.stop();
     const spec = s.function!;
     // protect: a tick is skipped while the previous tick's submit is still in progress.
-    const cron = new Cron(s.cron, { protect: true }, async () => {
+    const cron = new Cron(s.cron, { protect: true, ...zoneOf(s) }, async () => {
       try {
         await this.submit(spec, NO_ARGS);
       } catch (err) {
@@ -85,6 +90,29 @@ export class Schedules {
       }
     });
     this.jobs.set(s.name, { schedule: s, cron });
+  }
+}
+
+/** Refuses a schedule the bridge could not run (bad name, cron expression or time zone), before anything is written. */
+export function checkSchedule(schedule: Schedule): void {
+  if (!/^[A-Za-z0-9._-]{1,128}$/.test(schedule.name)) {
+    throw new InvalidArgumentError(`schedule name ${quote(schedule.name)} must be 1 to 128 of [A-Za-z0-9._-]`);
+  }
+  if (!schedule.function) throw new InvalidArgumentError(`schedule ${quote(schedule.name)} names no function`);
+  checkTimezone(schedule.name, schedule.timezone);
+  checkCron(schedule.cron);
+}
+
+/** croner's option for the schedule's zone; none (the process's local zone) when it has none. */
+const zoneOf = (s: Pick<Schedule, 'timezone'>): { timezone?: string } => (s.timezone ? { timezone: s.timezone } : {});
+
+// croner does not refuse an unknown zone (it fails later, at a tick), so the zone is checked with Intl here.
+function checkTimezone(name: string, zone: string): void {
+  if (!zone) return;
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: zone });
+  } catch {
+    throw new InvalidArgumentError(`schedule ${quote(name)}: time zone ${quote(zone)} is not an IANA time zone this server knows (e.g. "UTC", "Europe/Berlin", "America/New_York")`);
   }
 }
 

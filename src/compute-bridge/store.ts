@@ -2,18 +2,18 @@
  * CallStore on LMDB (lmdb-js) under <data-dir>/bridge: `calls` id -> record,
  * `schedules` name -> schedule, `logs` [call id, n] -> LogEntry (proto bytes,
  * n counting up per call) and `logmeta` call id -> where its entries start and
- * end and how many bytes they hold. Each write is committed before it resolves, so
+ * end and how many bytes they hold, and `deployments` app -> its deploy. Each write is committed before it resolves, so
  * a call acknowledged to its caller survives a killed bridge; a write that
  * cannot be committed (a full disk) rejects, naming the directory (LmdbEnv).
  */
 import type { Database } from 'lmdb';
 import { LmdbEnv } from '../common/lmdb.js';
 import type { Logger } from '../common/logger.js';
-import { LogEntry, Schedule } from '../gen/stowage/v1/bridge.js';
+import { DeployAppRequest, LogEntry, Schedule } from '../gen/stowage/v1/bridge.js';
 import type { CallRecord, CallStore, KeptLogs } from './types.js';
 
-/** Schedules are kept as their proto bytes (FunctionSpec has maps and defaults the proto codec restores). */
-type StoredSchedule = Buffer;
+/** Schedules and deploys are kept as their proto bytes (FunctionSpec has maps and defaults the proto codec restores). */
+type StoredProto = Buffer;
 
 /** A call's kept output: its entries are keys [id, first] to [id, next - 1]. */
 interface LogMeta {
@@ -27,7 +27,8 @@ type LogKey = [string, number];
 export class LmdbCallStore implements CallStore {
   private readonly env: LmdbEnv;
   private readonly calls: Database<CallRecord, string>;
-  private readonly schedules: Database<StoredSchedule, string>;
+  private readonly schedules: Database<StoredProto, string>;
+  private readonly deployments: Database<StoredProto, string>;
   private readonly logs: Database<Buffer, LogKey>;
   private readonly logMeta: Database<LogMeta, string>;
 
@@ -37,6 +38,7 @@ export class LmdbCallStore implements CallStore {
     this.schedules = this.env.root.openDB({ name: 'schedules', encoding: 'binary' });
     this.logs = this.env.root.openDB({ name: 'logs', encoding: 'binary' });
     this.logMeta = this.env.root.openDB({ name: 'logmeta' });
+    this.deployments = this.env.root.openDB({ name: 'deployments', encoding: 'binary' });
   }
 
   async loadCalls(): Promise<CallRecord[]> {
@@ -107,6 +109,23 @@ export class LmdbCallStore implements CallStore {
     return this.env.transaction(() => {
       if (!this.schedules.doesExist(name)) return false;
       void this.schedules.remove(name);
+      return true;
+    });
+  }
+
+  async loadDeployments(): Promise<DeployAppRequest[]> {
+    return [...this.deployments.getRange()].map(({ value }) => DeployAppRequest.decode(value));
+  }
+
+  async putDeployment(deployment: DeployAppRequest): Promise<void> {
+    const bytes = Buffer.from(DeployAppRequest.encode(deployment).finish());
+    await this.env.transaction(() => void this.deployments.put(deployment.app, bytes));
+  }
+
+  async deleteDeployment(app: string): Promise<boolean> {
+    return this.env.transaction(() => {
+      if (!this.deployments.doesExist(app)) return false;
+      void this.deployments.remove(app);
       return true;
     });
   }

@@ -20,12 +20,14 @@ import type { Authenticator } from '../common/tokens.js';
 import type { BridgeMessage, BridgeServiceServer, CallResult, LogEntry, WatchCallsRequest, WatchLogsRequest, WorkerMessage } from '../gen/stowage/v1/bridge.js';
 import { Bridge, type BridgeOptions } from './bridge.js';
 import { FOLLOWER_BUFFER_BYTES } from './logs.js';
+import { Deployments } from './deployments.js';
 import { Schedules } from './schedules.js';
 import type { BridgeObserver, CallStore, VolumeResolver } from './types.js';
 
 export class BridgeTerm {
   readonly bridge: Bridge;
   private readonly schedules: Schedules;
+  private readonly deployments: Deployments;
   /** Ends each open stream: with UNAVAILABLE(why), or a plain end when no reason is given. */
   private readonly streams = new Set<(why: string | undefined) => void>();
   private endedWhy: string | undefined;
@@ -40,11 +42,12 @@ export class BridgeTerm {
   ) {
     this.bridge = new Bridge(store, volumes, log, opts, observer);
     this.schedules = new Schedules(store, (spec, args) => this.bridge.submit(spec, [{ id: '', args, reads: [] }]), log);
+    this.deployments = new Deployments(store, this.schedules);
   }
 
-  /** Loads the kept calls and schedules (rejects when the store cannot be read). */
+  /** Loads the kept calls, schedules and deploys (rejects when the store cannot be read). */
   async start(): Promise<void> {
-    await Promise.all([this.bridge.start(), this.schedules.start()]);
+    await Promise.all([this.bridge.start(), this.schedules.start(), this.deployments.start()]);
   }
 
   /** Stops the bridge and ends its streams: with UNAVAILABLE saying `why` when given (the lease was lost). */
@@ -122,6 +125,10 @@ export class BridgeTerm {
         await this.schedules.delete(req.name);
         return {};
       }),
+      deployApp: unary(check, log, (req) => this.deployments.deploy(req)),
+      getFunction: unary(check, log, (req) => this.deployments.get(req)),
+      listFunctions: unary(check, log, (req) => ({ functions: this.deployments.list(req.app) })),
+      deleteApp: unary(check, log, async (req) => ({ removed: await this.deployments.deleteApp(req.app) })),
       work: (call: ServerDuplexStream<WorkerMessage, BridgeMessage>) => {
         try {
           check(call);

@@ -3,7 +3,7 @@
  * it (a VolumeResolver over the volume catalogue, since services do not
  * import each other), what it keeps (CallStore), and the call record.
  */
-import { CallState, type CallError, type FunctionSpec, type LogEntry, type PlacementDecision, type Schedule } from '../gen/stowage/v1/bridge.js';
+import { CallState, type CallError, type DeployAppRequest, type FunctionSpec, type LogEntry, type PlacementDecision, type Schedule } from '../gen/stowage/v1/bridge.js';
 
 const CALL_STATE_NAMES: Record<number, string> = {
   [CallState.CALL_STATE_QUEUED]: 'queued',
@@ -122,6 +122,12 @@ export interface CallStore {
   putSchedule(schedule: Schedule): Promise<void>;
   /** false when there was no such schedule. */
   deleteSchedule(name: string): Promise<boolean>;
+  /** Every app's deploy, as accepted (deployments.ts): the app and its functions with their specs. */
+  loadDeployments(): Promise<DeployAppRequest[]>;
+  /** Writes an app's deploy over its earlier one (keyed by `deployment.app`). */
+  putDeployment(deployment: DeployAppRequest): Promise<void>;
+  /** false when the app had no deploy. */
+  deleteDeployment(app: string): Promise<boolean>;
   close(): Promise<void>;
 }
 

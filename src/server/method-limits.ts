@@ -70,4 +70,9 @@ export const BRIDGE_REQUEST_LIMITS: Limits<typeof BridgeServiceService> = {
   listSchedules: REF,
   deleteSchedule: REF,
   putSchedule: SPEC,
+  getFunction: REF,
+  listFunctions: REF,
+  deleteApp: REF,
+  // An app of up to 1,000 function specs (deployments.ts MAX_FUNCTIONS).
+  deployApp: 16 * SPEC,
 };

@@ -31,6 +31,11 @@
  *   methods (GetCall, ListCalls, WatchCalls, WatchLogs, ListWorkers,
  *   ListSchedules) read on the bridge.
  *   Work (the worker stream) needs bridge:*:write: a worker runs any function.
+ *   Deployed functions are named `APP.NAME` (as their schedules; names hold
+ *   no '/'): DeployApp needs write on the app's name (it may remove any of
+ *   its functions) and on each `APP.NAME` it deploys, with the reads of each
+ *   spec; DeleteApp write on the app's name; GetFunction read on `APP.NAME`;
+ *   ListFunctions read on the bridge, answering only the readable names.
  * - List methods (ListVolumes, ListDicts, ListQueues) need read on the service
  *   and answer only the names the token may read.
  */
@@ -182,6 +187,18 @@ export const BRIDGE_SCOPES: Table<typeof BridgeServiceService> = {
   listSchedules: bridgeRead,
   deleteSchedule: { needs: (r) => [need('bridge', 'write', r.name)] },
   work: { needs: () => [{ service: 'bridge', access: 'write', all: true }] },
+  deployApp: {
+    needs: (r) => [
+      need('bridge', 'write', r.app),
+      ...r.functions.flatMap((f) => [need('bridge', 'write', `${r.app}.${f.name}`), ...functionReads(f.function)]),
+    ],
+  },
+  getFunction: { needs: (r) => [need('bridge', 'read', `${r.app}.${r.name}`)] },
+  listFunctions: {
+    needs: () => [need('bridge', 'read')],
+    filter: (res, readable) => ({ ...res, functions: res.functions.filter((f) => readable('bridge', `${f.app}.${f.name}`)) }),
+  },
+  deleteApp: { needs: (r) => [need('bridge', 'write', r.app)] },
 };
 
 export const TOKEN_SCOPES: Table<typeof TokenServiceService> = {
