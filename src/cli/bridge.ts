@@ -109,7 +109,7 @@ export function register(program: Command): void {
     .action(async (flags: { json?: boolean }) => {
       const list = await BridgeAdmin.schedules();
       if (flags.json) return printJson(list.map((s) => ({ name: s.name, cron: s.cron, timezone: s.timezone || undefined, function: s.function?.function, module: s.function?.module, nextRun: s.nextRunMs ? new Date(s.nextRunMs).toISOString() : undefined })));
-      for (const s of list) console.log(`${s.name.padEnd(32)} ${s.cron.padEnd(16)} ${(s.timezone || 'local').padEnd(20)} next ${s.nextRunMs ? new Date(s.nextRunMs).toISOString() : '-'}`);
+      for (const s of list) console.log(`${s.name.padEnd(32)} ${s.cron.padEnd(16)} ${(s.timezone || 'UTC').padEnd(20)} next ${s.nextRunMs ? new Date(s.nextRunMs).toISOString() : '-'}`);
     });
 
   bridge

@@ -54,8 +54,7 @@ export interface FunctionOptions<A extends unknown[]> {
    */
   retries?: number | RetryOptions;
   /**
-   * A cron expression (five fields, or six with seconds), read in the
-   * server's local time zone (UTC unless its TZ says otherwise), or
+   * A cron expression (five fields, or six with seconds), read in UTC, or
    * `{ cron, timezone }` with an IANA zone such as "Europe/Berlin";
    * registered by app.deploy().
    */

@@ -103,8 +103,8 @@ export function checkSchedule(schedule: Schedule): void {
   checkCron(schedule.cron);
 }
 
-/** croner's option for the schedule's zone; none (the process's local zone) when it has none. */
-const zoneOf = (s: Pick<Schedule, 'timezone'>): { timezone?: string } => (s.timezone ? { timezone: s.timezone } : {});
+/** croner's option for the schedule's zone: UTC when it names none, as Modal's Cron (never the server's local zone, which differs from host to host). */
+const zoneOf = (s: Pick<Schedule, 'timezone'>): { timezone: string } => ({ timezone: s.timezone || 'UTC' });
 
 // croner does not refuse an unknown zone (it fails later, at a tick), so the zone is checked with Intl here.
 function checkTimezone(name: string, zone: string): void {
