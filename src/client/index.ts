@@ -56,9 +56,10 @@ export {
   type QueueSettings,
 } from './queue.js';
 export type { Encoding } from './codec.js';
-export { App, BridgeAdmin, FunctionHandle, volumePath, type AppOptions, type FunctionOptions, type RetryOptions } from './app.js';
+export { App, BridgeAdmin, FunctionHandle, type AppOptions, type FunctionOptions, type RetryOptions } from './app.js';
 export { FunctionCall, FunctionInvoker, MapResults, type GetOptions, type MapOptions, type RemoteErrorDetails } from './invoke.js';
 export { callLogs, type CallOutput, type LogsOptions } from './logs.js';
+export { volume, volumePath, type FunctionVolume, type VolumeMount } from './function-volumes.js';
 export {
   AlreadyExistsError,
   CancelledError,
