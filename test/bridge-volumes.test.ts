@@ -130,6 +130,20 @@ describe('compute bridge: volumes at declared paths, writable volumes (2 workers
     expect(['p.bin', 'q.bin']).toContain((await vol.readBytes('/same.txt')).toString());
   });
 
+  it('a commit that conflicts with another (a file where the other made a directory) fails the call with a clear error', async () => {
+    const dir = scratch();
+    const writer = fn<[string, string, number, string, string]>('barrierWrite', { volumes: { '/out': { name: results, writable: true } } });
+    const calls = await Promise.all([
+      writer.spawn(dir, 'file', 2, '/clash', 'a file'),
+      writer.spawn(dir, 'dir', 2, '/clash/inner.txt', 'a file in a directory'),
+    ]);
+    const settled = await Promise.allSettled(calls.map((c) => c.get()));
+    const failed = settled.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason as Error);
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.message).toMatch(new RegExp(`^the function returned, but committing its writes to volume ${results} \\(/out\\) failed: .*clash`));
+    expect(failed[0]!.message).toContain('were dropped');
+  });
+
   it("a failing function's writes are dropped, said in its error and in the worker's log", async () => {
     const before = (await (await resultsVol()).info()).latestVersion;
     const err = (await fn<[string]>('writeThenFail', { volumes: { '/out': { name: results, writable: true } } })
