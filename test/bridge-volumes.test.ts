@@ -102,6 +102,16 @@ describe('compute bridge: volumes at declared paths, writable volumes (2 workers
     expect(existsSync('/data/shard.bin')).toBe(false);
   });
 
+  it("a reused function process shows only the next call's volumes: a call declaring none sees nothing at /data", async () => {
+    // Both workers' function processes bound /data in the tests above (idle timeout 30 s: they are reused here).
+    const dir = scratch();
+    const lister = fn<[string, string, number]>('barrierListData');
+    const calls = await Promise.all(['l1', 'l2'].map((m) => lister.spawn(dir, m, 2)));
+    const got = (await Promise.all(calls.map((c) => c.get()))) as { entries: string[]; worker: string }[];
+    expect(new Set(got.map((g) => g.worker))).toEqual(new Set(['v1', 'v2']));
+    for (const g of got) expect(g.entries).not.toContain('shard.bin');
+  });
+
   it('a function downloads into a writable volume: committed when it returns, read back by the SDK and by both workers', async () => {
     const before = (await (await resultsVol()).info()).latestVersion;
     const out = (await fn<[string, string, number]>('download', { volumes: { '/out': { name: results, writable: true } } }).remote('model.bin', 'm', 700 * KiB)) as {
