@@ -178,6 +178,7 @@ describe('metrics of a running server', () => {
         retries: 0,
         schedule: '',
         retryPolicy: undefined,
+        writable: [],
       });
       const submit = (read: string, n: number) =>
         new Promise<string[]>((resolve, reject) =>

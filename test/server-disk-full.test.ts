@@ -157,6 +157,7 @@ describe('stowage serve on a disk that fills up (LMDB)', () => {
         retries: 0,
         schedule: '',
         retryPolicy: undefined,
+        writable: [],
       };
       const submit = async (): Promise<string> => {
         const [id] = await submitCalls(s.connection, spec, [{ id: '', args: randomBytes(VALUE), reads: [] }]);

@@ -104,6 +104,7 @@ interface MountFlags {
   fetchThreads?: string;
   writable?: boolean;
   stagingDir?: string;
+  dropUncommitted?: boolean;
   debug?: boolean;
   clientName: string;
   reportInterval: string;
@@ -119,6 +120,10 @@ export function register(program: Command): void {
     .option('--version <n>', 'mount this version instead of the latest')
     .option('--writable', 'stage new files and whole-file rewrites locally; commit them as one version on stowage volume commit DIR, fsync, and unmount')
     .option('--staging-dir <dir>', 'where a writable mount stages changes, in a fresh subdirectory (default: <cache dir>/staging)')
+    .option(
+      '--drop-uncommitted',
+      'with --writable: commit only on stowage volume commit DIR; fsync commits nothing, and changes still staged when the mount ends (unmount, signal, its worker gone) are dropped',
+    )
     .option('--cache-dir <dir>', 'chunk cache directory, shared by mounts on this host (default: STOWAGE_CACHE_DIR or ~/.cache/stowage)')
     .option('--cache-size <size>', 'bound on the chunk cache on disk', DEFAULT_CACHE_SIZE)
     .option(CACHE_MODE_FLAGS, CACHE_MODE_HELP, 'private')
@@ -141,6 +146,7 @@ export function register(program: Command): void {
         throw new InvalidArgumentError('--writable mounts the latest version (its commits make the next ones); leave out --version');
       }
       if (flags.stagingDir !== undefined && !flags.writable) throw new InvalidArgumentError('--staging-dir needs --writable');
+      if (flags.dropUncommitted && !flags.writable) throw new InvalidArgumentError('--drop-uncommitted needs --writable');
       const diskBytes = parseSize('--cache-size', flags.cacheSize);
       const modes = cacheModes(flags.cacheMode);
       const memoryBytes = parseSize('--memory-cache-size', flags.memoryCacheSize);
@@ -181,6 +187,7 @@ export function register(program: Command): void {
         connection: defaultConnection(),
         client: flags.clientName,
         reportEveryMs,
+        dropUncommitted: flags.dropUncommitted,
       });
     });
 

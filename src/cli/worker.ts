@@ -22,6 +22,7 @@ interface WorkerFlags {
   idleTimeout: string;
   workDir?: string;
   id?: string;
+  volumePaths: boolean;
 }
 
 export function register(program: Command): void {
@@ -37,6 +38,10 @@ export function register(program: Command): void {
     .option('--idle-timeout <duration>', 'stop a function process after this long without a call (e.g. 30s)', '30s')
     .option('--work-dir <dir>', 'where mounts and fetched code live (default: <tmp>/stowage-worker-<id>)')
     .option('--id <id>', 'worker id (default: <hostname>-<pid>)')
+    .option(
+      '--no-volume-paths',
+      "do not bind each function's volumes at its declared paths (which takes root and util-linux unshare): functions find them with volumePath()",
+    )
     .action(async (flags: WorkerFlags) => {
       if (flags.bridge) process.env.STOWAGE_SERVER = flags.bridge;
       const slots = integerArg('--slots', flags.slots, 1)!;
@@ -62,6 +67,7 @@ export function register(program: Command): void {
         connection,
         // The mounts it starts find the server (over TLS when the worker speaks it), and (on its host) its data dir for file:// transfers, as the worker did.
         env: { ...process.env, STOWAGE_SERVER: cfg.server, STOWAGE_TOKEN: cfg.token, ...(cfg.dataDir ? { STOWAGE_DATA_DIR: cfg.dataDir } : {}), ...tlsEnv(cfg) },
+        volumePaths: flags.volumePaths,
         mountArgs: ['--cache-mode', flags.cacheMode, ...(flags.memoryCacheSize ? ['--memory-cache-size', flags.memoryCacheSize] : [])],
         log,
         onRegistered: () => console.log(`worker ${agent.id} registered with the bridge at ${cfg.server} (slots ${slots}, cache ${cacheDir})`),

@@ -3,7 +3,7 @@
  *
  *   export const app = new App('shards');
  *   export async function countBytes(shard: number) {
- *     return (await readFile(`${volumePath('/data')}/shards/${shard}.bin`)).length;
+ *     return (await readFile(`/data/shards/${shard}.bin`)).length;
  *   }
  *   export const count = app.function(
  *     { volumes: { '/data': 'my-dataset' }, reads: (shard) => [`/data/shards/${shard}.bin`], timeout: '5m', retries: 2 },
@@ -17,9 +17,10 @@
  * its own name, or `name`); the module is bundled and put into the code
  * volume on first use (bundle.ts), and workers import that bundle, so no
  * file system is shared. Arguments and results travel as msgpack. A function
- * reads its volumes under `volumePath(mountPath)`, where its worker mounted
- * them. `app.deploy()` registers the app's functions, so that they can be
- * called by name without this module (deployed.ts), and their schedules.
+ * sees its volumes at the paths it declared (or, on a worker that cannot
+ * bind them there, under `volumePath(mountPath)`: function-volumes.ts).
+ * `app.deploy()` registers the app's functions, so that they can be called
+ * by name without this module (deployed.ts), and their schedules.
  */
 import { basename, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +32,7 @@ import { DEFAULT_CODE_VOLUME, bundleModule, uploadBundle, type Bundle } from './
 import { defaultConnection, type Connection } from './connection.js';
 import { deployApp, type DeployResult, type ScheduleOption } from './deployed.js';
 import { FunctionInvoker, cancelCalls } from './invoke.js';
+import { volumeFields, type VolumeMount } from './function-volumes.js';
 
 export { CancelledError, DeadlineExceededError, FunctionError };
 
@@ -39,8 +41,12 @@ const FUNCTION_BRAND = Symbol.for('stowage.function');
 const THIS_FILE = fileURLToPath(import.meta.url);
 
 export interface FunctionOptions<A extends unknown[]> {
-  /** Mount path the function sees -> volume name, e.g. { '/data': 'my-dataset' }. */
-  volumes?: Record<string, string>;
+  /**
+   * Mount path the function sees -> volume name, e.g. { '/data': 'my-dataset' } (read-only, at the
+   * version current when the call is submitted), or { name, writable: true }: each call writes
+   * through its own mount of the newest version, committed when it returns (see volume()).
+   */
+  volumes?: Record<string, VolumeMount>;
   /** Globs over those paths that a call reads (for placement), or a function of the call's arguments giving them. */
   reads?: string[] | ((...args: A) => string[]);
   /** Milliseconds, or "30s", "5m"… (default: none). */
@@ -157,22 +163,6 @@ export class FunctionHandle<A extends unknown[], R> extends FunctionInvoker<A, R
   }
 }
 
-/** Where the volume a function declared at `mountPath` is mounted on the worker running it. */
-export function volumePath(mountPath: string): string {
-  const raw = process.env.STOWAGE_VOLUME_PATHS;
-  const map = raw ? (JSON.parse(raw) as Record<string, string>) : {};
-  const clean = mountPath.replace(/\/+$/, '');
-  for (const [declared, local] of Object.entries(map)) {
-    if (clean === declared) return local;
-    if (clean.startsWith(`${declared}/`)) return local + clean.slice(declared.length);
-  }
-  throw new NotFoundError(
-    raw
-      ? `no volume is declared at ${mountPath} (declared: ${Object.keys(map).join(', ') || 'none'}); add it to app.function({ volumes })`
-      : `volumePath(${JSON.stringify(mountPath)}) works inside a function run by a stowage worker`,
-  );
-}
-
 // ---- shared with the CLI -------------------------------------------------------
 
 export function functionSpec(codeVolume: string, bundle: Bundle, name: string, o: Omit<FunctionOptions<never[]>, 'reads'> & { reads?: unknown }): FunctionSpec {
@@ -184,7 +174,7 @@ export function functionSpec(codeVolume: string, bundle: Bundle, name: string, o
     codeVolume,
     bundlePath: bundle.path,
     bundleHash: bundle.hash,
-    volumes: o.volumes ?? {},
+    ...volumeFields(o.volumes),
     reads: Array.isArray(o.reads) ? (o.reads as string[]) : [],
     timeoutMs: o.timeout === undefined ? 0 : parseDuration('timeout', o.timeout),
     retries,

@@ -56,7 +56,7 @@ export {
   type QueueSettings,
 } from './queue.js';
 export type { Encoding } from './codec.js';
-export { App, BridgeAdmin, FunctionHandle, volumePath, type AppOptions, type FunctionOptions, type RetryOptions } from './app.js';
+export { App, BridgeAdmin, FunctionHandle, type AppOptions, type FunctionOptions, type RetryOptions } from './app.js';
 // `Function` as in Modal (`Function.fromName`); it shadows the global Function only where it is imported.
 export {
   DeployedFunction,
@@ -69,6 +69,7 @@ export {
 } from './deployed.js';
 export { FunctionCall, FunctionInvoker, MapResults, type GetOptions, type MapOptions, type RemoteErrorDetails } from './invoke.js';
 export { callLogs, type CallOutput, type LogsOptions } from './logs.js';
+export { volume, volumePath, type FunctionVolume, type VolumeMount } from './function-volumes.js';
 export {
   AlreadyExistsError,
   CancelledError,

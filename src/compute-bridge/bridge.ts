@@ -364,6 +364,6 @@ function checkSpec(spec: FunctionSpec): void {
     throw new InvalidArgumentError(`function name ${quote(spec.function)} is not an export name of a module`);
   }
   if (!spec.codeVolume || !spec.bundlePath) throw new InvalidArgumentError('the function names no code bundle (code_volume, bundle_path)');
-  checkMountPaths(spec.volumes);
+  checkMountPaths(spec.volumes, spec.writable);
   for (const r of spec.reads) splitRead(r, spec.volumes);
 }

@@ -10,8 +10,11 @@ import { InvalidArgumentError } from '../common/errors.js';
 import { quote } from '../common/quote.js';
 import type { ExtentRef, VolumeResolver } from './types.js';
 
-/** Checks a function's mount paths: absolute, normalised, not nested in each other. */
-export function checkMountPaths(volumes: Record<string, string>): void {
+/** Checks a function's mount paths: absolute, normalised, not nested in each other; `writable` names only declared ones. */
+export function checkMountPaths(volumes: Record<string, string>, writable: readonly string[] = []): void {
+  for (const w of writable) {
+    if (volumes[w] === undefined) throw new InvalidArgumentError(`writable mount path ${quote(w)} is not one of the function's volumes`);
+  }
   const paths = Object.keys(volumes);
   for (const p of paths) {
     if (!/^\/[^/]/.test(p) || p.endsWith('/') || p.split('/').some((c) => c === '.' || c === '..')) {

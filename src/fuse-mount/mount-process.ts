@@ -54,6 +54,8 @@ export interface MountProcessOptions {
   client?: string;
   /** How often the mount reports its cache counters to the server (0: never). */
   reportEveryMs?: number;
+  /** A writable mount commits only on request; what is staged when it ends is dropped (mount.ts MountOptions). */
+  dropUncommitted?: boolean;
 }
 
 /**
@@ -70,6 +72,7 @@ export async function runMountProcess(fs: VolumeFilesystem, opts: MountProcessOp
       logger: log,
       debug: opts.debug,
       commitTo,
+      dropUncommitted: opts.dropUncommitted,
       onCommit: (e) => {
         reportCommit(e, name, dir);
         if (e.kind === 'done' && state) {

@@ -14,7 +14,8 @@
  * Unmounting happens once (later calls get the same promise), in this order:
  *   1. detach: the kernel lets go (lazily, so open files do not block it);
  *      from then on nothing can write, and a commit reloads nothing;
- *   2. commit what is left, in turn after any commit or reload under way;
+ *   2. commit what is left, in turn after any commit or reload under way
+ *      (with dropUncommitted: drop it);
  *   3. close the filesystem, whether that commit worked or not;
  *   4. remove the staging directory, only when that commit worked: else it is
  *      kept, and unmount rejects saying where. A failure to detach is
@@ -54,7 +55,9 @@ export class MountSession implements Mounted {
     private readonly log: Logger,
   ) {
     const readOps = operations(fs, log);
-    const ops = fs.staging ? writableOperations(fs, readOps, { log, commit: (trigger) => this.commit(trigger) }) : readOps;
+    // With dropUncommitted an fsync flushes nothing further: the staged file is already on local disk.
+    const commit = (trigger: CommitTrigger): Promise<unknown> => (opts.dropUncommitted && trigger === 'fsync' ? Promise.resolve() : this.commit(trigger));
+    const ops = fs.staging ? writableOperations(fs, readOps, { log, commit }) : readOps;
     this.fuse = fuseFor(fs, mountpoint, ops, opts.debug);
   }
 
@@ -178,7 +181,9 @@ export class MountSession implements Mounted {
       notDetached = err;
     }
     let failure: unknown;
-    if (staging) {
+    if (staging && this.opts.dropUncommitted) {
+      if (staging.hasChanges()) this.log.warn({ staging: staging.dir }, `dropped the uncommitted changes of ${mountpoint}: this mount commits only when asked`);
+    } else if (staging) {
       try {
         await this.inTurn(() => this.commitNow('unmount', this.detached));
       } catch (err) {

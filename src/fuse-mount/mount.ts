@@ -58,6 +58,12 @@ export interface MountOptions {
   commitTo?: Volume;
   /** Told about every commit as it starts, progresses, ends or fails. */
   onCommit?: (e: CommitEvent) => void;
+  /**
+   * A writable mount commits only when asked (commit requests): fsync does
+   * not commit, and what is staged when the mount ends is dropped. For a
+   * worker's per-call mounts, whose writes land only if the call returns.
+   */
+  dropUncommitted?: boolean;
 }
 
 /** What one reload did. */

@@ -18,9 +18,14 @@
  * arguments and the pinned versions of its volumes. The agent mounts each
  * volume version it does not have yet (mounts.ts), fetches the bundle
  * (code.ts), and hands the call to a runner process (runners.ts: started as
- * calls arrive, up to `slots`, stopped after `idleTimeoutMs` idle). The
- * function sees its volumes through `volumePath('/data')`: several workers
- * may share a host, so mounts live under the work dir, not at '/data'.
+ * calls arrive, up to `slots`, stopped after `idleTimeoutMs` idle). Mounts
+ * live under the work dir (several workers may share a host); where the
+ * worker can, each runner has a mount namespace of its own in which the
+ * call's volumes are bound at their declared paths ('/data'), else the
+ * function finds them through `volumePath('/data')` (namespaces.ts; said
+ * once at start). A writable volume gets a mount of its own per call
+ * (mounts.ts): committed when the call returns normally, dropped when it
+ * fails (logged, and said in the call's error).
  *
  * Outcomes. Each attempt's outcome is kept until the bridge acknowledges it
  * and sent again after a reconnect, so a bridge restart loses no result. A
@@ -47,6 +52,8 @@ import type { Assignment, BridgeMessage, CallOutcome, WorkerMessage } from '../g
 import { CodeCache } from './code.js';
 import { MountManager } from './mounts.js';
 import { LogShipper } from './log-shipper.js';
+import { setUpVolumePaths, tearDownVolumePaths, type VolumePathSupport } from './namespaces.js';
+import { CallVolumes } from './call-volumes.js';
 import { RunnerPool } from './runners.js';
 
 export interface WorkerOptions {
@@ -62,6 +69,8 @@ export interface WorkerOptions {
   /** Environment of the mount and runner processes (server address and token included). */
   env: NodeJS.ProcessEnv;
   mountArgs?: string[];
+  /** false: do not bind volumes at their declared paths (functions use volumePath()). */
+  volumePaths?: boolean;
   log: Logger;
   /** Called at each (re)registration with the bridge. */
   onRegistered?: () => void;
@@ -80,6 +89,9 @@ export class WorkerAgent {
   private readonly runners: RunnerPool;
   /** What the calls' functions write, on its way to the bridge (log-shipper.ts). */
   private readonly output: LogShipper;
+  private readonly volumePaths: VolumePathSupport;
+  /** The volumes of the calls in progress, by call id. */
+  private readonly callVolumes = new Map<string, CallVolumes>();
   private stream: ClientDuplexStream<WorkerMessage, BridgeMessage> | undefined;
   private registered = false;
   private reported = new Set<string>();
@@ -101,7 +113,19 @@ export class WorkerAgent {
     if (ensureDir(opts.workDir, PRIVATE)) opts.log.info({ workDir: opts.workDir }, `set the mode of the work directory ${opts.workDir} to 0700: other local users could enter it`);
     this.mounts = new MountManager({ workDir: opts.workDir, cacheDir: opts.cacheDir, cacheSize: opts.cacheSize, env: opts.env, extraArgs: opts.mountArgs, clientName: `worker ${this.id}` });
     this.code = new CodeCache(opts.workDir, opts.connection);
-    this.runners = new RunnerPool(opts.slots, opts.idleTimeoutMs, { ...opts.env, STOWAGE_WORKER_ID: this.id });
+    const mountsDir = join(opts.workDir, 'mounts');
+    ensureDir(mountsDir, PRIVATE);
+    this.volumePaths = setUpVolumePaths(mountsDir, opts.volumePaths === false);
+    if (this.volumePaths.ok) opts.log.info({ worker: this.id }, 'worker: functions see their volumes at their declared paths (a mount namespace per function process)');
+    else opts.log.warn({ worker: this.id }, `worker: functions see their volumes only through volumePath(), not at their declared paths: ${this.volumePaths.why}`);
+    this.runners = new RunnerPool(opts.slots, opts.idleTimeoutMs, { ...opts.env, STOWAGE_WORKER_ID: this.id }, {
+      wrap: this.volumePaths.ok ? { execPath: this.volumePaths.execPath, execArgv: this.volumePaths.execArgv } : undefined,
+      onVolumeOp: (op) => {
+        const cv = this.callVolumes.get(op.callId);
+        if (!cv) return Promise.resolve({ id: op.id, ok: false as const, code: 'FAILED_PRECONDITION', message: `call ${op.callId} is not running on this worker` });
+        return cv.request(op);
+      },
+    });
     this.output = new LogShipper({
       ready: (force) => !!this.stream && this.registered && (force || !this.stream.writableNeedDrain),
       send: (entries) => this.send({ logs: { entries } }),
@@ -131,6 +155,7 @@ export class WorkerAgent {
     this.stream?.cancel();
     await this.runners.stop();
     await this.mounts.stopAll();
+    if (this.volumePaths.ok) tearDownVolumePaths(join(this.opts.workDir, 'mounts'));
   }
 
   private send(msg: Partial<WorkerMessage>): void {
@@ -232,29 +257,35 @@ export class WorkerAgent {
     if (this.running.has(key)) return;
     this.running.set(key, a);
     const spec = a.function!;
-    const acquired: [string, number][] = [];
+    const volumes = new CallVolumes(a, this.mounts, this.opts.connection, this.opts.log);
     let outcome: CallOutcome;
     try {
-      const volumes: Record<string, string> = {};
       // The server may be restarting (it hosts the bridge and the volumes): preparation waits for it a while.
       const bundle = await pRetry(
         async () => {
-          for (const [mountPath, volume] of Object.entries(spec.volumes)) {
-            if (volumes[mountPath] !== undefined) continue;
-            const version = a.versions[volume]!;
-            volumes[mountPath] = await this.mounts.acquire(volume, version);
-            acquired.push([volume, version]);
-          }
+          await volumes.mount();
           return this.code.bundle(spec);
         },
         { ...PREPARE_RETRY, shouldRetry: (err) => isStowageError(err, 'UNAVAILABLE') },
       );
+      this.callVolumes.set(a.callId, volumes);
       const sink = this.output.sink(a.callId, a.attempt);
-      const reply = await this.runners.run({ callId: a.callId, bundle, module: spec.module, function: spec.function, args: a.args, volumes }, sink);
+      const reply = await this.runners.run(
+        { callId: a.callId, bundle, module: spec.module, function: spec.function, args: a.args, mounts: volumes.list(), bind: this.volumePaths.ok },
+        sink,
+      );
+      this.callVolumes.delete(a.callId);
       if ('cancelled' in reply) return;
-      if ('lost' in reply) outcome = lostOutcome(a, `${reply.message} on worker ${this.id}`);
-      else if (reply.ok) outcome = { callId: a.callId, attempt: a.attempt, ok: true, value: Buffer.from(reply.value), error: undefined, lost: false };
-      else outcome = { callId: a.callId, attempt: a.attempt, ok: false, value: Buffer.alloc(0), error: reply.error, lost: false };
+      if ('lost' in reply) outcome = lostOutcome(a, `${reply.message} on worker ${this.id}${await volumes.drop('its runner process was lost')}`);
+      else if (reply.ok) {
+        const failed = await volumes.commit();
+        outcome = failed
+          ? { callId: a.callId, attempt: a.attempt, ok: false, value: Buffer.alloc(0), error: failed, lost: false }
+          : { callId: a.callId, attempt: a.attempt, ok: true, value: Buffer.from(reply.value), error: undefined, lost: false };
+      } else {
+        const dropped = await volumes.drop('the call failed');
+        outcome = { callId: a.callId, attempt: a.attempt, ok: false, value: Buffer.alloc(0), error: { ...reply.error, message: reply.error.message + dropped }, lost: false };
+      }
     } catch (err) {
       // Mount or code fetch failed on this worker: another one may do better.
       outcome = lostOutcome(a, `worker ${this.id} could not prepare the call: ${messageOf(err)}`, err instanceof StowageError ? err.code : 'UNAVAILABLE');
@@ -262,7 +293,9 @@ export class WorkerAgent {
       // Its output goes before its outcome (the stream keeps messages in order).
       this.output.end(a.callId, a.attempt);
       this.running.delete(key);
-      for (const [v, n] of acquired) this.mounts.release(v, n);
+      this.callVolumes.delete(a.callId);
+      // A cancelled call's writable mounts go too (their writes dropped); a no-op after commit() or drop().
+      await volumes.release('the call was cancelled');
     }
     // The chunks this call brought into the cache reach the bridge before the slot it frees, so the next
     // placement already sees them (the stream keeps messages in order).

@@ -6,6 +6,15 @@
  * it and a newer one is mounted. Each mount process is started with an IPC
  * channel and unmounts itself when the channel closes, so mounts go with
  * their worker even when it is killed.
+ *
+ * A call that writes to a volume gets a writable mount of its own
+ * (`<volume>@w<n>`, staging under `<work-dir>/staging`), of the newest
+ * version, with --drop-uncommitted: only a commit request (the worker's, when
+ * the call returns, or the function's volume().commit()) makes a version; what
+ * is staged when the mount stops (the call failed, the worker was killed) is
+ * dropped. Its own, not shared, so that one call's failure drops only its
+ * writes and one call's commit takes only its writes; two such calls both
+ * land, the later commit winning for a file both wrote.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
@@ -20,6 +29,7 @@ const START_TIMEOUT_MS = 60_000;
 
 interface Mount {
   volume: string;
+  /** 0 for a writable mount (it mounts the newest). */
   version: number;
   dir: string;
   child?: ChildProcess;
@@ -38,8 +48,18 @@ export interface MountOptions {
   clientName?: string;
 }
 
+/** A call's own writable mount. */
+export interface WritableMount {
+  volume: string;
+  dir: string;
+  /** Unmounts it: what is still staged is dropped. */
+  stop(): Promise<void>;
+}
+
 export class MountManager {
   private readonly mounts = new Map<string, Mount>();
+  private readonly writable = new Set<Mount>();
+  private writableSeq = 0;
 
   constructor(private readonly opts: MountOptions) {}
 
@@ -50,7 +70,7 @@ export class MountManager {
     if (!m) {
       const dir = join(this.opts.workDir, 'mounts', key);
       const mount: Mount = { volume, version, dir, users: 0, ready: Promise.resolve(dir) };
-      mount.ready = this.start(mount);
+      mount.ready = this.start(mount, ['--version', String(version)]);
       m = mount;
       this.mounts.set(key, m);
       m.ready.catch(() => this.mounts.delete(key));
@@ -64,6 +84,28 @@ export class MountManager {
     }
   }
 
+  /** A writable mount of the newest version of `volume` for one call; stop() it when the call ends. */
+  async startWritable(volume: string): Promise<WritableMount> {
+    const dir = join(this.opts.workDir, 'mounts', `${volume}@w${++this.writableSeq}`);
+    const m: Mount = { volume, version: 0, dir, users: 1, ready: Promise.resolve(dir) };
+    this.writable.add(m);
+    const staging = join(this.opts.workDir, 'staging');
+    try {
+      await this.start(m, ['--writable', '--drop-uncommitted', '--staging-dir', staging]);
+    } catch (err) {
+      this.writable.delete(m);
+      throw err;
+    }
+    return {
+      volume,
+      dir,
+      stop: async () => {
+        this.writable.delete(m);
+        await this.stop(m);
+      },
+    };
+  }
+
   release(volume: string, version: number): void {
     const m = this.mounts.get(`${volume}@${version}`);
     if (!m) return;
@@ -72,12 +114,13 @@ export class MountManager {
   }
 
   pids(): number[] {
-    return [...this.mounts.values()].map((m) => m.child?.pid ?? 0).filter(Boolean);
+    return [...this.mounts.values(), ...this.writable].map((m) => m.child?.pid ?? 0).filter(Boolean);
   }
 
   async stopAll(): Promise<void> {
-    await Promise.all([...this.mounts.values()].map((m) => this.stop(m)));
+    await Promise.all([...this.mounts.values(), ...this.writable].map((m) => this.stop(m)));
     this.mounts.clear();
+    this.writable.clear();
   }
 
   private dropOlder(volume: string): void {
@@ -91,13 +134,14 @@ export class MountManager {
     }
   }
 
-  private async start(m: Mount): Promise<string> {
+  private async start(m: Mount, how: string[]): Promise<string> {
     mkdirSync(m.dir, { recursive: true, mode: PRIVATE.dir });
-    const args = [CLI, 'mount', m.volume, m.dir, '--version', String(m.version), '--cache-dir', this.opts.cacheDir, '--cache-size', this.opts.cacheSize];
+    const args = [CLI, 'mount', m.volume, m.dir, ...how, '--cache-dir', this.opts.cacheDir, '--cache-size', this.opts.cacheSize];
     if (this.opts.clientName) args.push('--client-name', this.opts.clientName);
     args.push(...(this.opts.extraArgs ?? []));
     const child = spawn(process.execPath, args, { env: this.opts.env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
     m.child = child;
+    const what = m.version ? `version ${m.version}` : '(writable)';
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => {
       stderr += d.toString();
@@ -106,7 +150,7 @@ export class MountManager {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
-        reject(new UnavailableError(`mounting ${m.volume} version ${m.version} at ${m.dir} took over ${START_TIMEOUT_MS / 1000}s: ${stderr.trim()}`));
+        reject(new UnavailableError(`mounting ${m.volume} ${what} at ${m.dir} took over ${START_TIMEOUT_MS / 1000}s: ${stderr.trim()}`));
       }, START_TIMEOUT_MS);
       createInterface({ input: child.stdout! }).once('line', () => {
         clearTimeout(timer);
@@ -114,7 +158,7 @@ export class MountManager {
       });
       child.once('exit', (code) => {
         clearTimeout(timer);
-        reject(new UnavailableError(`stowage mount of ${m.volume} version ${m.version} exited with ${code}: ${stderr.trim()}`));
+        reject(new UnavailableError(`stowage mount of ${m.volume} ${what} exited with ${code}: ${stderr.trim()}`));
       });
     });
     child.once('exit', () => {

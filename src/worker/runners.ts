@@ -8,13 +8,23 @@
  * killed (a handler cannot be interrupted any other way). A runner's stdout
  * and stderr are pipes: a call's output goes to the sink given with it
  * (output.ts), and its reply is given once that output is all read.
+ * A runner may be started under a command (`unshare …`: a mount namespace of
+ * its own, namespaces.ts), and its volume(path).commit()/.reload() requests
+ * go to `onVolumeOp`.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { RunnerOutput, newMark, type OutputSink } from './output.js';
-import type { RunReply, RunRequest } from './runner.js';
+import type { RunReply, RunRequest, VolumeOpReply, VolumeOpRequest } from './runner.js';
 
 const RUNNER = fileURLToPath(new URL('./runner.js', import.meta.url));
+
+export interface RunnerPoolOptions {
+  /** Start each runner under this command (fork's execPath, and its arguments before node's). */
+  wrap?: { execPath: string; execArgv: string[] };
+  /** Carries out a function's volume(path).commit() or .reload(). */
+  onVolumeOp?: (op: VolumeOpRequest['volumeOp']) => Promise<VolumeOpReply['volumeOpReply']>;
+}
 
 export type PoolReply = RunReply | { callId: string; lost: true; message: string } | { callId: string; cancelled: true };
 
@@ -34,6 +44,7 @@ export class RunnerPool {
     private readonly max: number,
     private readonly idleMs: number,
     private readonly env: NodeJS.ProcessEnv,
+    private readonly opts: RunnerPoolOptions = {},
   ) {}
 
   /** Runner processes alive now. */
@@ -89,7 +100,7 @@ export class RunnerPool {
 
   private spawn(): Runner {
     if (this.runners.size >= this.max) throw new Error(`all ${this.max} runners are busy`);
-    const child = fork(RUNNER, [], { env: this.env, serialization: 'advanced', stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+    const child = fork(RUNNER, [], { env: this.env, serialization: 'advanced', stdio: ['ignore', 'pipe', 'pipe', 'ipc'], ...this.opts.wrap });
     const runner: Runner = {
       child,
       // Output while no call runs is the worker's own.
@@ -100,8 +111,14 @@ export class RunnerPool {
       }),
     };
     runner.ready.catch(() => undefined);
-    child.on('message', (msg: RunReply | { ready: true }) => {
+    child.on('message', (msg: RunReply | VolumeOpRequest | { ready: true }) => {
       if ('ready' in msg) return;
+      if ('volumeOp' in msg) {
+        const { id } = msg.volumeOp;
+        const answer = this.opts.onVolumeOp?.(msg.volumeOp) ?? Promise.resolve({ id, ok: false as const, code: 'FAILED_PRECONDITION', message: 'this worker takes no volume requests' });
+        void answer.then((r) => child.connected && child.send({ volumeOpReply: r } satisfies VolumeOpReply));
+        return;
+      }
       const b = runner.busy;
       if (b?.callId !== msg.callId) return;
       void runner.output.ended().then(() => {

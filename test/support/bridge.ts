@@ -4,7 +4,8 @@
  * Every worker is stopped by PID; so are the mount and runner processes it
  * started (found by their command line naming its directories), and every
  * mount point under its work directory is detached, also when a test fails
- * or the worker was SIGKILLed. Network faults cut a worker's own TCP
+ * or the worker was SIGKILLed (and the shared bind of its mounts directory
+ * a root worker makes). Network faults cut a worker's own TCP
  * connections with `ss -K`.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -189,6 +190,8 @@ export function cleanUpWorkers(): void {
     }
     const mounts = join(dir, 'mounts');
     if (existsSync(mounts)) for (const m of readdirSync(mounts)) spawnSync('fusermount', ['-uz', join(mounts, m)], { stdio: 'ignore' });
+    // A worker that binds volumes at declared paths makes mounts/ a shared bind of itself (src/worker/namespaces.ts); a killed one leaves it.
+    if (existsSync(mounts) && readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${mounts} `)) spawnSync('umount', ['-l', mounts], { stdio: 'ignore' });
   }
 }
 

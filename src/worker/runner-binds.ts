@@ -1,0 +1,70 @@
+/**
+ * A runner's binds (see namespaces.ts): in its own mount namespace, the
+ * runner binds each volume of a call at the path the call declared before
+ * the handler runs, and unbinds them all when it has returned; a reload
+ * re-binds one path to another mount. Read-only volumes are bound read-only,
+ * so a write gets EROFS from the kernel whatever the FUSE mount would say.
+ * Unbinding is lazy (`umount -l`): a file the function left open keeps its
+ * mount alive, but no path leads to it any more, and the next call's binds
+ * start from nothing.
+ */
+import { execFile } from 'node:child_process';
+import { mkdir, stat } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { FailedPreconditionError, messageOf } from '../common/errors.js';
+
+const run = promisify(execFile);
+
+/** One volume of a call: where the function declared it, which volume, and where the worker mounted it. */
+export interface CallMount {
+  /** The declared mount path, e.g. "/data". */
+  path: string;
+  volume: string;
+  /** The worker's mount of it, under its work dir. */
+  source: string;
+  writable: boolean;
+}
+
+export class RunnerBinds {
+  private bound: string[] = [];
+
+  /** Binds each mount at its declared path; `keep` are paths that must stay reachable (the bundle, this installation). */
+  async bind(mounts: readonly CallMount[], keep: readonly string[]): Promise<void> {
+    await this.unbindAll();
+    for (const m of mounts) {
+      const hidden = keep.find((k) => k === m.path || k.startsWith(`${m.path}/`));
+      if (hidden) throw new FailedPreconditionError(`volume ${m.volume} cannot be bound at ${m.path}: that would hide ${hidden} from the function; declare another path`);
+    }
+    for (const m of mounts) await this.bindOne(m, m.source);
+  }
+
+  /** Binds `m.path` to `source` instead of what it showed (a reload of a read-only volume: another version's mount). */
+  async rebind(m: CallMount, source: string): Promise<void> {
+    await unmount(m.path);
+    this.bound = this.bound.filter((p) => p !== m.path);
+    await this.bindOne(m, source);
+  }
+
+  async unbindAll(): Promise<void> {
+    for (const p of this.bound.reverse()) await unmount(p);
+    this.bound = [];
+  }
+
+  private async bindOne(m: CallMount, source: string): Promise<void> {
+    // The mount point must exist: mkdir makes it (and its parents) on the host's file system, which
+    // this namespace shares: an empty directory, visible outside and left there for later calls.
+    // What the host already has at that path is hidden only inside this runner's namespace.
+    try {
+      await mkdir(m.path, { recursive: true });
+      if (!(await stat(m.path)).isDirectory()) throw new Error(`${m.path} exists and is not a directory`);
+      await run('mount', ['--bind', ...(m.writable ? [] : ['-o', 'ro']), source, m.path]);
+    } catch (err) {
+      throw new FailedPreconditionError(`cannot bind volume ${m.volume} at ${m.path} for the function: ${messageOf(err)}`);
+    }
+    this.bound.push(m.path);
+  }
+}
+
+async function unmount(path: string): Promise<void> {
+  await run('umount', ['-l', path]).catch(() => undefined);
+}
