@@ -74,8 +74,8 @@ fi
 ctx=.image-build
 node_bin=$(scripts/node-line.sh 24) || fail "could not install Node 24 (scripts/node-line.sh 24)"
 if [ ! -f dist/src/cli/main.js ] || [ -n "$(find src proto bin package.json -newer dist/src/cli/main.js -print -quit)" ]; then
-  echo "image.sh: npm run build" >&2
-  npm run --silent build >/dev/null || fail "npm run build failed"
+  echo "image.sh: the project is not built, or older than its sources: scripts/setup.sh" >&2
+  scripts/setup.sh >/dev/null || fail "scripts/setup.sh (npm ci, npm run build) failed"
 fi
 mkdir -p "$ctx/app"
 cmp -s "$node_bin/node" "$ctx/node" || cp "$node_bin/node" "$ctx/node"

@@ -6,8 +6,10 @@
  * Every container runs with --network host on a port chosen at run time and
  * passed as an argument, so all traffic stays on 127.0.0.1.
  *
- * Without a Docker engine or without the images, CONTAINERS_SKIPPED says why,
- * and the container suites skip (describe.skipIf) after printing it.
+ * Without a Docker engine or without the images, or with
+ * STOWAGE_CONTAINER_SUITES=off (.ci/run's second Node line: the containers run
+ * the same image either way), CONTAINERS_SKIPPED says why, and the container
+ * suites skip (describe.skipIf) after printing it.
  * Containers are stopped and removed by their stop(); a test file that exits
  * without stopping one removes it on exit (docker rm -f) as a backstop.
  */
@@ -29,6 +31,7 @@ export const REDIS_IMAGE = 'local/redis:bookworm';
 export const CONTAINERS_SKIPPED: string | undefined = whyNoContainers();
 
 function whyNoContainers(): string | undefined {
+  if (process.env.STOWAGE_CONTAINER_SUITES === 'off') return 'STOWAGE_CONTAINER_SUITES=off';
   const r = spawnSync('docker', ['image', 'inspect', '--format', '{{.Id}}', STOWAGE_IMAGE, REDIS_IMAGE], {
     encoding: 'utf8',
     timeout: 30_000,
