@@ -1,5 +1,5 @@
 # stowage: the server, the worker and every CLI command, on Node 24 with FUSE.
-# Built by scripts/image.sh, which prepares the context (.image-build: the
+# Built by scripts/image.sh, which prepares the context (.image-build/context: the
 # node binary, and app/ with dist, bin and production node_modules) and the
 # base image local/debian:bookworm (debootstrap; no registry is needed).
 #   docker run --network host stowage:latest serve --host 127.0.0.1

@@ -57,7 +57,7 @@ else
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null || fail "apt-get install debootstrap failed"
   fi
   rootfs=$(mktemp -d /tmp/stowage-rootfs.XXXXXX)
-  trap 'rm -rf "$rootfs"' EXIT
+  trap 'rm -rf "$rootfs" "$rootfs.log"' EXIT
   echo "image.sh: debootstrap --variant=minbase bookworm from $mirror" >&2
   debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
     || fail "debootstrap failed; the end of its log: $(tail -n 5 "$rootfs.log" | tr '\n' ' ')"
@@ -69,9 +69,10 @@ else
   echo "image.sh: $BASE built in $((SECONDS - started)) s" >&2
 fi
 
-# The stowage image's build context: Node, then the app with production
-# dependencies only. node_modules is reinstalled only when the lock changed.
-ctx=.image-build
+# The stowage image's build context (.image-build/context): Node, then the app
+# with production dependencies only. node_modules is reinstalled only when the lock changed.
+ctx=.image-build/context
+log=.image-build/build.log
 node_bin=$(scripts/node-line.sh 24) || fail "could not install Node 24 (scripts/node-line.sh 24)"
 if [ ! -f dist/src/cli/main.js ] || [ -n "$(find src proto bin package.json -newer dist/src/cli/main.js -print -quit)" ]; then
   echo "image.sh: the project is not built, or older than its sources: scripts/setup.sh" >&2
@@ -97,8 +98,8 @@ build() {
   local what=$1
   shift
   local t=$SECONDS
-  if ! docker build --network host --force-rm "$@" >"$ctx/build.log" 2>&1; then
-    fail "docker build of $what failed; the end of its log: $(tail -n 8 "$ctx/build.log" | tr '\n' ' ')"
+  if ! docker build --network host --force-rm "$@" >"$log" 2>&1; then
+    fail "docker build of $what failed; the end of its log: $(tail -n 8 "$log" | tr '\n' ' ')"
   fi
   echo "image.sh: $what built in $((SECONDS - t)) s" >&2
 }
@@ -110,6 +111,8 @@ if [ "$(docker image inspect --format '{{index .Config.Labels "stowage.inputs"}}
   echo "image.sh: stowage:$version is up to date (cached)" >&2
 else
   build "stowage:$version" --label "stowage.inputs=$inputs" -t "stowage:$version" -t stowage:latest "$ctx"
+  # The image this one replaced, now untagged.
+  docker image prune -f --filter label=stowage.inputs >/dev/null
 fi
 build "$REDIS" -t "$REDIS" - <test/support/redis.Dockerfile
 echo "image.sh: stowage:$version ($(docker image inspect --format '{{.Size}}' "stowage:$version" | awk '{ printf "%d MB", $1 / 1e6 }')) and $REDIS ready in $((SECONDS - started)) s" >&2
