@@ -12,7 +12,14 @@ log=${DOCKERD_LOG:-/var/log/stowage-dockerd.log}
 wait_s=${DOCKERD_WAIT:-60}
 
 fail() { echo "docker.sh: $*" >&2; exit 1; }
-answers() { docker info >/dev/null 2>&1; }
+said=
+# Whether `docker info` answers; if not, its last line of complaint goes to $said.
+answers() {
+  local out
+  if out=$(docker info 2>&1 >/dev/null); then return 0; fi
+  said=$(printf '%s\n' "$out" | grep -v '^$' | tail -n 1)
+  return 1
+}
 
 if command -v docker >/dev/null 2>&1 && answers; then
   exit 0
@@ -46,4 +53,4 @@ for ((i = 0; i < wait_s * 4; i++)); do
   fi
   sleep 0.25
 done
-fail "docker info does not answer after ${wait_s}s; the end of $log: $(tail -n 5 "$log" 2>/dev/null | tr '\n' ' ')"
+fail "docker info does not answer after ${wait_s}s (${said:-no message}); the end of $log: $(tail -n 5 "$log" 2>/dev/null | tr '\n' ' ')"
