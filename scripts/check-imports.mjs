@@ -6,8 +6,10 @@
 // cycles. The dashboard page (src/dashboard/page/, browser code) imports only
 // its own files and the API's JSON shapes (src/dashboard/api-types.ts, which
 // imports nothing), and nothing else imports it (the server serves its bundle).
+// The packages src/ imports at run time are all in "dependencies".
 // Exits 1 with the offenders.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { builtinModules } from 'node:module';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -75,6 +77,24 @@ for (const [file, deps] of graph) {
   }
 }
 
+// What runs in production (all of src/, the generated code too, but the page,
+// which is bundled at build time) imports only packages of "dependencies": a
+// devDependency is absent where stowage is installed without them (the image
+// of scripts/image.sh is). Type-only imports are erased, so they may name any.
+const dependencies = new Set(Object.keys(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).dependencies ?? {}));
+const runtimeFiles = readdirSync(src, { recursive: true })
+  .filter((f) => /\.tsx?$/.test(f) && !f.startsWith(join('dashboard', 'page')))
+  .map((f) => join(src, f));
+for (const file of runtimeFiles) {
+  const text = readFileSync(file, 'utf8');
+  for (const m of text.matchAll(/^\s*(?:import|export)\s+(?!type\s)[^'"]*?from\s+['"]([^'".][^'"]*)['"]|import\(\s*['"]([^'".][^'"]*)['"]\s*\)|^\s*import\s+['"]([^'".][^'"]*)['"]/gm)) {
+    const spec = m[1] ?? m[2] ?? m[3];
+    if (spec.startsWith('node:') || builtinModules.includes(spec)) continue;
+    const pkg = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
+    if (!dependencies.has(pkg)) problems.push(`${relative(root, file)} imports ${pkg}, which is not in package.json "dependencies" (a production install lacks it)`);
+  }
+}
+
 // Cycles, by depth-first search.
 const state = new Map();
 const stack = [];
@@ -96,4 +116,4 @@ if (problems.length) {
   console.error(`import graph check failed:\n  ${problems.join('\n  ')}`);
   process.exit(1);
 }
-console.log(`import graph ok: ${graph.size} modules, dependencies point one way, no cycles`);
+console.log(`import graph ok: ${graph.size} modules, dependencies point one way, no cycles, packages imported at run time all in "dependencies"`);

@@ -5,7 +5,8 @@
  * data across close and reopen; Redis fails fast with UnavailableError while
  * the server is down and works again once it is back. The suite runs on a
  * Redis Cluster too (3 masters, 3 replicas): list() and every script work
- * when dicts hash to different shards.
+ * when dicts hash to different shards; and on a Redis in a container
+ * (testcontainers), skipped with the reason where Docker or the image is not.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode, isStowageError } from '../src/common/errors.js';
@@ -22,6 +23,7 @@ import {
   type DictBackend,
   type DictEntry,
 } from '../src/dict/types.js';
+import { skipWithoutContainers, startRedisContainer, type RedisContainer } from './support/containers.js';
 import { removeDir, tempDir, uniqueName } from './support/processes.js';
 import { startRedis, type RedisServer } from './support/redis.js';
 import { startRedisCluster, type RedisCluster } from './support/redis-cluster.js';
@@ -57,6 +59,21 @@ function redisSetup(): Setup {
     async stop() {
       await server?.stop();
       if (server) removeDir(server.dir);
+    },
+  };
+}
+
+/** Debian's redis-server in a container of local/redis, started through testcontainers. */
+function redisContainerSetup(): Setup {
+  let redis: RedisContainer | undefined;
+  return {
+    name: 'redis in a container',
+    async start() {
+      redis = await startRedisContainer();
+      return new ValidatingDictBackend(new RedisDictBackend(redis.url));
+    },
+    async stop() {
+      await redis?.stop();
     },
   };
 }
@@ -97,7 +114,7 @@ async function eventually(probe: () => Promise<boolean>, ms = 10_000): Promise<v
   }
 }
 
-describe.each([lmdbSetup(), redisSetup(), redisClusterSetup()])('DictBackend contract: $name', (setup) => {
+function contract(setup: Setup): void {
   let dicts: DictBackend;
   const created: string[] = [];
 
@@ -108,8 +125,11 @@ describe.each([lmdbSetup(), redisSetup(), redisClusterSetup()])('DictBackend con
     for (const name of created.splice(0)) await dicts.drop(name).catch(() => undefined);
   });
   afterAll(async () => {
-    await dicts.close();
-    await setup.stop();
+    try {
+      await dicts?.close();
+    } finally {
+      await setup.stop();
+    }
   });
 
   async function fresh(): Promise<string> {
@@ -512,7 +532,13 @@ describe.each([lmdbSetup(), redisSetup(), redisClusterSetup()])('DictBackend con
     expect(await dicts.create('x'.repeat(64), { existOk: true })).toBeTypeOf('boolean');
     await dicts.drop('x'.repeat(64));
   });
-});
+}
+
+describe.each([lmdbSetup(), redisSetup(), redisClusterSetup()])('DictBackend contract: $name', contract);
+describe.skipIf(skipWithoutContainers('the DictBackend contract on Redis in a container')).each([redisContainerSetup()])(
+  'DictBackend contract: $name',
+  contract,
+);
 
 describe('LmdbDictBackend', () => {
   it('keeps dicts, values, versions and TTLs across close and reopen', async () => {

@@ -1,6 +1,8 @@
 /**
  * The dict service end to end: the SDK's Dict against a real stowage server,
- * once with dicts in LMDB and once in a real redis-server. Covers the Modal-like
+ * once with dicts in LMDB, once in a real redis-server, and once with Redis and
+ * the server in containers (skipped, with the reason, without Docker or the
+ * images). Covers the Modal-like
  * surface, TTLs, counters, compare-and-set, paged iteration, idle expiry and
  * bad input (refused by the SDK and, when the SDK is bypassed, by the server).
  */
@@ -17,16 +19,16 @@ import {
 import { DictOpKind, type ScanRequest, type ScanResponse } from '../src/gen/stowage/v1/dict.js';
 import { dictOp } from '../src/client/ops.js';
 import { expectFailure } from './support/checks.js';
-import type { Stowage } from './support/processes.js';
 import { uniqueName } from './support/processes.js';
-import { eventually, sleep, stateSetups } from './support/state-servers.js';
+import { skipWithoutContainers } from './support/containers.js';
+import { containerStateSetups, eventually, sleep, stateSetups, type StateServer, type StateSetup } from './support/state-servers.js';
 
 const MiB = 1024 * 1024;
 
 const rawOp = dictOp;
 
-describe.each(stateSetups())('dict service over $name', (setup) => {
-  let stowage: Stowage;
+function service(setup: StateSetup): void {
+  let stowage: StateServer;
   let connection: Connection;
 
   beforeAll(async () => {
@@ -461,4 +463,10 @@ describe.each(stateSetups())('dict service over $name', (setup) => {
       await d.delete('big');
     });
   });
-});
+}
+
+describe.each(stateSetups())('dict service over $name', service);
+describe.skipIf(skipWithoutContainers('the dict service on Redis and a server in containers')).each(containerStateSetups())(
+  'dict service over $name',
+  service,
+);

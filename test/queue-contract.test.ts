@@ -1,6 +1,8 @@
 /**
  * The QueueBackend contract, run unchanged against LMDB, Redis and a Redis
- * Cluster, each behind ValidatingQueueBackend as the server runs it.
+ * Cluster, each behind ValidatingQueueBackend as the server runs it, and
+ * against a Redis in a container (testcontainers), skipped with the reason
+ * where Docker or the image is not.
  * Timing-dependent checks poll with a deadline and never assert durations.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,6 +25,7 @@ import {
   type QueueSettings,
 } from '../src/queue/types.js';
 import { QueueFullError } from '../src/queue/validate.js';
+import { skipWithoutContainers, startRedisContainer } from './support/containers.js';
 import { removeDir, tempDir, uniqueName } from './support/processes.js';
 import { startRedis, type RedisServer } from './support/redis.js';
 import { startRedisCluster } from './support/redis-cluster.js';
@@ -97,6 +100,38 @@ const setups: [string, () => Promise<Setup>][] = [
   ],
 ];
 
+/** Debian's redis-server in a container of local/redis, started through testcontainers. */
+const containerSetups: [string, () => Promise<Setup>][] = [
+  [
+    'redis in a container',
+    async () => {
+      const redis = await startRedisContainer();
+      let backend: QueueBackend;
+      try {
+        backend = new ValidatingQueueBackend(await RedisQueueBackend.connect({ url: redis.url }));
+      } catch (err) {
+        await redis.stop();
+        throw err;
+      }
+      const s: Setup = {
+        backend,
+        async reopen() {
+          await s.backend.close();
+          return (s.backend = new ValidatingQueueBackend(await RedisQueueBackend.connect({ url: redis.url })));
+        },
+        async teardown() {
+          try {
+            await s.backend.close();
+          } finally {
+            await redis.stop();
+          }
+        },
+      };
+      return s;
+    },
+  ],
+];
+
 const b = (s: string) => Buffer.from(s);
 const texts = (items: { data: Buffer }[]) => items.map((i) => i.data.toString());
 
@@ -125,7 +160,7 @@ async function code(p: Promise<unknown>): Promise<string> {
   return 'resolved';
 }
 
-describe.each(setups)('QueueBackend on %s', (kind, make) => {
+function contract(kind: string, make: () => Promise<Setup>): void {
   let s: Setup;
   let q: QueueBackend;
   beforeAll(async () => {
@@ -499,4 +534,10 @@ describe.each(setups)('QueueBackend on %s', (kind, make) => {
       (woke) => woke,
     );
   });
-});
+}
+
+describe.each(setups)('QueueBackend on %s', contract);
+describe.skipIf(skipWithoutContainers('the QueueBackend contract on Redis in a container')).each(containerSetups)(
+  'QueueBackend on %s',
+  contract,
+);

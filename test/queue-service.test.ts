@@ -1,6 +1,8 @@
 /**
  * The queue service end to end: the SDK's Queue against a real stowage
- * server, once with queues in LMDB and once in a real redis-server. Covers
+ * server, once with queues in LMDB, once in a real redis-server, and once with
+ * Redis and the server in containers (skipped, with the reason, without Docker
+ * or the images). Covers
  * FIFO order, partitions and their TTL, blocking gets woken from another
  * client (and, on Redis, from another server), at-most-once delivery to
  * concurrent consumers, ack mode with redelivery and dead letters, maxSize
@@ -21,7 +23,16 @@ import { QueueOpKind } from '../src/gen/stowage/v1/queue.js';
 import { queueOp } from '../src/client/ops.js';
 import { expectFailure } from './support/checks.js';
 import { removeDir, startStowage, uniqueName, type Stowage } from './support/processes.js';
-import { eventually, sleep, stateSetups, within } from './support/state-servers.js';
+import { skipWithoutContainers } from './support/containers.js';
+import {
+  containerStateSetups,
+  eventually,
+  sleep,
+  stateSetups,
+  within,
+  type StateServer,
+  type StateSetup,
+} from './support/state-servers.js';
 
 const rawOp = queueOp;
 
@@ -41,8 +52,8 @@ async function drainAll<T>(it: AsyncIterable<T>): Promise<T[]> {
   return out;
 }
 
-describe.each(stateSetups())('queue service over $name', (setup) => {
-  let stowage: Stowage;
+function service(setup: StateSetup): void {
+  let stowage: StateServer;
   let connection: Connection;
   const extra: Connection[] = [];
 
@@ -446,11 +457,17 @@ describe.each(stateSetups())('queue service over $name', (setup) => {
       );
     });
   });
-});
+}
+
+describe.each(stateSetups())('queue service over $name', service);
+describe.skipIf(skipWithoutContainers('the queue service on Redis and a server in containers')).each(containerStateSetups())(
+  'queue service over $name',
+  service,
+);
 
 describe('queue service: two stowage servers on one Redis', () => {
   const setup = stateSetups().find((s) => s.name === 'redis')!;
-  let first: Stowage;
+  let first: StateServer;
   let second: Stowage | undefined;
 
   beforeAll(async () => {
