@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App, FunctionError, Volume, type RemoteErrorDetails } from '../src/client/index.js';
 import { FIXTURE, cleanUpWorkers, pidsMentioning, startWorker, waitFor, type WorkerProcess } from './support/bridge.js';
-import { removeDir, startStowage, tempDir, uniqueName, type Stowage } from './support/processes.js';
+import { removeDir, runCli, startStowage, tempDir, uniqueName, type Stowage } from './support/processes.js';
 import { KiB } from './support/volume-data.js';
 
 const VOLUMES_FIXTURE = join(FIXTURE, '..', 'volumes.mjs');
@@ -128,6 +128,22 @@ describe('compute bridge: volumes at declared paths, writable volumes (2 workers
     const got = (await Promise.all(calls.map((c) => c.get()))) as { sha256: string; worker: string }[];
     expect(got.map((g) => g.sha256)).toEqual([expected, expected]);
     expect(new Set(got.map((g) => g.worker))).toEqual(new Set(['v1', 'v2']));
+  });
+
+  it('stowage run --volume PATH=VOLUME:rw mounts it writable and commits at return; a bad form is refused naming the forms', async () => {
+    const env = { STOWAGE_SERVER: stowage.server.address, STOWAGE_TOKEN: stowage.server.token, STOWAGE_LOG_LEVEL: 'warn' };
+    const before = (await (await resultsVol()).info()).latestVersion;
+    const r = await runCli(['run', `${VOLUMES_FIXTURE}#download`, '"cli.bin"', '"c"', String(50 * KiB), '--volume', `/out=${results}:rw`, '-q'], env);
+    expect(r.code, r.stderr).toBe(0);
+    const expected = sha256(seededBytes('c', 50 * KiB));
+    expect((JSON.parse(r.stdout) as { sha256: string }).sha256).toBe(expected);
+    const vol = await resultsVol();
+    expect((await vol.info()).latestVersion).toBe(before + 1);
+    expect(sha256(await vol.readBytes('/downloads/cli.bin'))).toBe(expected);
+    const bad = await runCli(['run', `${VOLUMES_FIXTURE}#download`, '"x"', '"x"', '1', '--volume', `/out=${results}:rwx`], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--volume "\/out=.*:rwx": use PATH=VOLUME or PATH=VOLUME:rw/);
+    expect((await vol.info()).latestVersion).toBe(before + 1);
   });
 
   it('two calls writing one volume at once both land; for the file both wrote, the later commit wins', async () => {

@@ -3,8 +3,8 @@
  * source. Its spec comes from the bridge (GetFunction); the flags of `run`
  * override what the deploy set, as they override a module's declared options.
  */
-import { DeployedFunction, type Connection, type DeployResult } from '../client/index.js';
-import { retryPolicyOf } from '../client/internal.js';
+import { DeployedFunction, type Connection, type DeployResult, type VolumeMount } from '../client/index.js';
+import { retryPolicyOf, volumeFields } from '../client/internal.js';
 import type { FunctionSpec } from '../gen/stowage/v1/bridge.js';
 import { durationArg, integerArg } from './values.js';
 
@@ -15,7 +15,7 @@ export function deployedTarget(target: string): { app: string; name: string } | 
 }
 
 export interface Overrides {
-  volumes: Record<string, string>;
+  volumes: Record<string, VolumeMount>;
   reads: string[];
   timeout?: string;
   retries?: string;
@@ -26,9 +26,12 @@ export async function deployedSpec(connection: Connection, ref: { app: string; n
   const spec = await DeployedFunction.fromName(ref.app, ref.name, { connection }).spec();
   const retries = integerArg('--retries', o.retries, 0);
   const policy = retries === undefined ? undefined : { retryPolicy: retryPolicyOf(retries) };
+  // A path the flags name takes their volume and mode; the deploy's other paths keep theirs.
+  const given = volumeFields(o.volumes);
   return {
     ...spec,
-    volumes: { ...spec.volumes, ...o.volumes },
+    volumes: { ...spec.volumes, ...given.volumes },
+    writable: [...spec.writable.filter((p) => !(p in given.volumes)), ...given.writable],
     reads: o.reads.length ? o.reads : spec.reads,
     timeoutMs: durationArg('--timeout', o.timeout) ?? spec.timeoutMs,
     ...(policy ? { retryPolicy: policy.retryPolicy, retries: policy.retryPolicy?.maxRetries ?? 0 } : {}),

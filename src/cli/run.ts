@@ -20,7 +20,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { SingleBar } from 'cli-progress';
-import { InvalidArgumentError, StowageError, callLogs, defaultConnection, type Connection, type DeployResult, type FunctionOptions } from '../client/index.js';
+import { InvalidArgumentError, StowageError, callLogs, defaultConnection, type Connection, type DeployResult, type FunctionOptions, type VolumeMount } from '../client/index.js';
 import {
   DEFAULT_CODE_VOLUME,
   bundleModule,
@@ -63,7 +63,7 @@ export function register(program: Command): void {
   program
     .command('run <target> [args...]')
     .description('run MODULE#FUNCTION, or the deployed APP/FUNCTION, on the compute bridge with JSON arguments and print its result as JSON')
-    .option('--volume <path=volume>', 'mount VOLUME where the function sees PATH, e.g. /data=my-dataset (repeatable)', collect, [])
+    .option('--volume <path=volume[:rw]>', 'mount VOLUME where the function sees PATH, e.g. /data=my-dataset; VOLUME:rw is writable, committed when the call returns (repeatable)', collect, [])
     .option('--reads <glob>', 'what the call reads, for placement, e.g. /data/shards/3.bin (repeatable)', collect, [])
     .option('--timeout <duration>', 'fail the call after this long (e.g. 30s, 5m)')
     .option('--retries <n>', 'retry a call that throws or times out up to N times, 1 s apart (and one lost with its worker, at once)')
@@ -177,12 +177,13 @@ function parseTarget(target: string): { modulePath: string; fn: string } {
   return { modulePath: resolve(target.slice(0, at)), fn: target.slice(at + 1) };
 }
 
-function parseVolumes(specs: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
+/** PATH=VOLUME (read-only), PATH=VOLUME:rw (writable: committed when the call returns) or PATH=VOLUME:ro. */
+function parseVolumes(specs: string[]): Record<string, VolumeMount> {
+  const out: Record<string, VolumeMount> = {};
   for (const s of specs) {
-    const eq = s.indexOf('=');
-    if (eq <= 0 || eq === s.length - 1) throw new InvalidArgumentError(`--volume ${quote(s)}: use PATH=VOLUME, e.g. /data=my-dataset`);
-    out[s.slice(0, eq)] = s.slice(eq + 1);
+    const m = /^([^=]+)=([^=:]+)(?::(rw|ro))?$/.exec(s);
+    if (!m) throw new InvalidArgumentError(`--volume ${quote(s)}: use PATH=VOLUME or PATH=VOLUME:rw, e.g. /data=my-dataset or /out=results:rw`);
+    out[m[1]!] = m[3] === 'rw' ? { name: m[2]!, writable: true } : m[2]!;
   }
   return out;
 }

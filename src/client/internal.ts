@@ -5,3 +5,4 @@
 export { bundleModule, uploadBundle, DEFAULT_CODE_VOLUME, type Bundle } from './bundle.js';
 export { checkExport, functionSpec, retryPolicyOf } from './app.js';
 export { callError, submitCalls, valueOf, watchResults } from './invoke.js';
+export { volumeFields } from './function-volumes.js';
