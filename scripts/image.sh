@@ -54,6 +54,7 @@ else
   [ -n "$mirror" ] || fail "no bookworm mirror in /etc/apt/sources.list or /etc/apt/sources.list.d"
   if ! command -v debootstrap >/dev/null 2>&1; then
     echo "image.sh: installing debootstrap" >&2
+    apt-get update -qq >/dev/null 2>&1 || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null || fail "apt-get install debootstrap failed"
   fi
   rootfs=$(mktemp -d /tmp/stowage-rootfs.XXXXXX)
@@ -105,7 +106,7 @@ build() {
 }
 # What the image is made of, as one hash in a label: an unchanged context
 # skips docker build (sending it to the engine alone takes seconds).
-inputs=$( (cat Dockerfile package-lock.json; "$ctx/node" -v; cd "$ctx/app" && find bin dist -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-32)
+inputs=$( (cat Dockerfile package.json package-lock.json; "$ctx/node" -v; cd "$ctx/app" && find bin dist -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-32)
 if [ "$(docker image inspect --format '{{index .Config.Labels "stowage.inputs"}}' "stowage:$version" 2>/dev/null)" = "$inputs" ]; then
   docker tag "stowage:$version" stowage:latest
   echo "image.sh: stowage:$version is up to date (cached)" >&2

@@ -14,8 +14,9 @@
  *   the delete failed: then they try it again). After it,
  *   every call on the handle fails with a FailedPreconditionError that says so
  *   (`dict "x" is closed`): the `conn` getter is the one way a subclass
- *   reaches the server. `await using` closes a handle where the runtime has
- *   Symbol.asyncDispose (Node 20.4 and later).
+ *   reaches the server. `await using` (TypeScript 5.2+, or a Node with that
+ *   syntax) closes a handle where the runtime has Symbol.asyncDispose (Node
+ *   20.4 and later).
  *
  * A base class rather than a composed object: close(), asyncDispose and the
  * closed check are public surface, which a composed object would leave each
