@@ -151,6 +151,11 @@ describe('compute bridge: the call API (map streaming, cancel, retries)', () => 
     const err = await queued.get().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CancelledError);
     expect((err as Error).message).toMatch(/was cancelled before it ran/);
+    // All or none: a finished call among them refuses the whole request, and the running one goes on.
+    const mixed = await runCli(['bridge', 'cancel', busy[0]!.id, queued.id], env);
+    expect(mixed.code).toBe(5);
+    expect(mixed.stderr).toMatch(new RegExp(`call "${queued.id}" already finished`));
+    expect((await BridgeAdmin.call(busy[0]!.id, stowage.connection)).state).toBe(CallState.CALL_STATE_RUNNING);
     const r = await runCli(['bridge', 'cancel', ...busy.map((c) => c.id)], env);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/cancelled 4 calls/);

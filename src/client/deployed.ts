@@ -74,7 +74,7 @@ export interface DeployResult {
   notes: string[];
 }
 
-/** A function's schedule: a cron expression (the server's local zone), or one with an IANA time zone. */
+/** A function's schedule: a cron expression (in UTC), or one with an IANA time zone. */
 export type ScheduleOption = string | { cron: string; timezone?: string };
 
 /** What deployApp needs of an App and its FunctionHandles (structural: app.ts imports this file). */

@@ -59,7 +59,7 @@ import type { CallInfo, CallInput, CallOutcome, CallResult, FunctionSpec, Regist
 import { CallBook, errorOf } from './calls.js';
 import { LogKeeper, type LogSink } from './logs.js';
 import { createPlacementPolicy, type PlacementPolicy } from './placement.js';
-import { ReadResolver, checkMountPaths, splitRead } from './reads.js';
+import { ReadResolver, checkSpec } from './reads.js';
 import type { BridgeObserver, CallRecord, CallStore, ExtentRef, PlacementPolicyName, VolumeResolver } from './types.js';
 import { WorkerRoster, type Worker, type WorkerLink, type WorkerSession } from './workers.js';
 
@@ -191,7 +191,8 @@ export class Bridge {
     if (this.closed) throw new UnavailableError('the bridge is shutting down');
     if (ids.length === 0) throw new InvalidArgumentError('CancelCalls names no call');
     if (ids.length > MAX_CALLS_PER_SUBMIT) throw new InvalidArgumentError(`at most ${MAX_CALLS_PER_SUBMIT} calls per CancelCalls, got ${ids.length}`);
-    for (const id of ids) if (!this.calls.has(id)) throw this.calls.unknownCall(id);
+    // All or none: every refusal (unknown, or finished without ignoreFinished) comes before any call is cancelled.
+    for (const id of ids) this.calls.cancellable(id, ignoreFinished);
     let n = 0;
     for (const id of ids) if (this.calls.cancel(id, ignoreFinished)) n++;
     return n;
@@ -359,11 +360,3 @@ export class Bridge {
   }
 }
 
-function checkSpec(spec: FunctionSpec): void {
-  if (!/^[A-Za-z_$][\w$]*$/.test(spec.function)) {
-    throw new InvalidArgumentError(`function name ${quote(spec.function)} is not an export name of a module`);
-  }
-  if (!spec.codeVolume || !spec.bundlePath) throw new InvalidArgumentError('the function names no code bundle (code_volume, bundle_path)');
-  checkMountPaths(spec.volumes, spec.writable);
-  for (const r of spec.reads) splitRead(r, spec.volumes);
-}

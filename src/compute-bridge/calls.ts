@@ -187,12 +187,8 @@ export class CallBook {
    * (false) when `ignoreFinished`, and is an error otherwise.
    */
   cancel(id: string, ignoreFinished: boolean): boolean {
-    const call = this.calls.get(id);
-    if (!call) throw this.unknownCall(id);
-    if (call.state === 'succeeded' || call.state === 'failed') {
-      if (ignoreFinished) return false;
-      throw new FailedPreconditionError(`call ${quote(id)} already finished (${call.state}${call.error ? `: ${call.error.code}` : ''}); there is nothing to cancel`);
-    }
+    const call = this.cancellable(id, ignoreFinished);
+    if (!call) return false;
     const running = call.state === 'running';
     if (running) this.hooks.stopAttempt(call, 'cancelled');
     this.finish(call, {
@@ -204,6 +200,15 @@ export class CallBook {
       },
     }, 'cancelled');
     return true;
+  }
+
+  /** The call if cancel() would cancel it, undefined if it would pass it over; throws what cancel() would throw. */
+  cancellable(id: string, ignoreFinished: boolean): CallRecord | undefined {
+    const call = this.calls.get(id);
+    if (!call) throw this.unknownCall(id);
+    if (call.state !== 'succeeded' && call.state !== 'failed') return call;
+    if (ignoreFinished) return undefined;
+    throw new FailedPreconditionError(`call ${quote(id)} already finished (${call.state}${call.error ? `: ${call.error.code}` : ''}); there is nothing to cancel`);
   }
 
   finish(call: CallRecord, r: { value?: Buffer; error?: CallError }, outcome: BridgeCallOutcome): void {

@@ -19,12 +19,16 @@ import pLimit from 'p-limit';
 import { InvalidArgumentError, NotFoundError } from '../common/errors.js';
 import { quote } from '../common/quote.js';
 import type { DeployAppRequest, DeployAppResponse, DeployedFunction, FunctionRef, Schedule } from '../gen/stowage/v1/bridge.js';
+import { checkSpec } from './reads.js';
 import { checkSchedule, type Schedules } from './schedules.js';
 import type { CallStore } from './types.js';
 
-/** App names as App checks them; a function's name as a schedule name allows (`<app>.<name>` is its schedule). */
+/**
+ * App names as App checks them; a function's name as a schedule name allows, but without '.': `<app>.<name>` is
+ * its schedule and its scope name, which must name one function only (app "a" function "b.c" would be app "a.b"'s "c").
+ */
 const APP_NAME = /^[A-Za-z0-9._-]{1,64}$/;
-const FUNCTION_NAME = /^[A-Za-z0-9._-]{1,63}$/;
+const FUNCTION_NAME = /^[A-Za-z0-9_-]{1,63}$/;
 /** Beyond this, a deploy is more likely a mistake than an app. */
 const MAX_FUNCTIONS = 1000;
 
@@ -61,10 +65,11 @@ export class Deployments {
     const now = Date.now();
     const seen = new Set<string>();
     const functions = req.functions.map((f): DeployedFunction => {
-      if (!FUNCTION_NAME.test(f.name)) throw new InvalidArgumentError(`function name ${quote(f.name)} of app ${quote(req.app)} must be 1 to 63 of [A-Za-z0-9._-]`);
+      if (!FUNCTION_NAME.test(f.name)) throw new InvalidArgumentError(`function name ${quote(f.name)} of app ${quote(req.app)} must be 1 to 63 of [A-Za-z0-9_-] (no '.': APP.FUNCTION names its schedule)`);
       if (seen.has(f.name)) throw new InvalidArgumentError(`app ${quote(req.app)} deploys two functions named ${quote(f.name)}; give one of them another { name }`);
       seen.add(f.name);
       if (!f.function?.bundlePath) throw new InvalidArgumentError(`function ${quote(f.name)} of app ${quote(req.app)} has no spec (bundle) to deploy`);
+      checkSpec(f.function);
       if (!f.cron && f.timezone) throw new InvalidArgumentError(`function ${quote(f.name)} of app ${quote(req.app)} has a time zone but no cron schedule`);
       return { app: req.app, name: f.name, function: { ...f.function, schedule: '' }, cron: f.cron, timezone: f.timezone, deployedAtMs: now };
     });

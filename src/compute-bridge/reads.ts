@@ -8,6 +8,7 @@
 import { LRUCache } from 'lru-cache';
 import { InvalidArgumentError } from '../common/errors.js';
 import { quote } from '../common/quote.js';
+import type { FunctionSpec } from '../gen/stowage/v1/bridge.js';
 import type { ExtentRef, VolumeResolver } from './types.js';
 
 /** Checks a function's mount paths: absolute, normalised, not nested in each other; `writable` names only declared ones. */
@@ -101,4 +102,20 @@ function merge(lists: ExtentRef[][]): ExtentRef[] {
   const seen = new Map<string, ExtentRef>();
   for (const l of lists) for (const e of l) seen.set(e.hash, e);
   return [...seen.values()];
+}
+
+/** Refuses a spec the bridge could not run: a bad export name, no bundle, bad mount paths or reads, a retry policy out of bounds. */
+export function checkSpec(spec: FunctionSpec): void {
+  if (!/^[A-Za-z_$][\w$]*$/.test(spec.function)) {
+    throw new InvalidArgumentError(`function name ${quote(spec.function)} is not an export name of a module`);
+  }
+  if (!spec.codeVolume || !spec.bundlePath) throw new InvalidArgumentError('the function names no code bundle (code_volume, bundle_path)');
+  checkMountPaths(spec.volumes, spec.writable);
+  for (const r of spec.reads) splitRead(r, spec.volumes);
+  const p = spec.retryPolicy;
+  // The SDK's bounds (app.ts retryPolicyOf), again here: a raw gRPC caller must not get a million retries back to back.
+  if (p && (p.maxRetries > 100 || !(p.backoffCoefficient >= 1 && p.backoffCoefficient <= 10) || p.maxDelayMs > 24 * 3600_000)) {
+    throw new InvalidArgumentError(`retry policy out of bounds (max_retries 0 to 100, backoff_coefficient 1 to 10, max_delay_ms up to a day): ${JSON.stringify(p)}`);
+  }
+  if (spec.retries > 100) throw new InvalidArgumentError(`retries must be 0 to 100, got ${spec.retries}`);
 }

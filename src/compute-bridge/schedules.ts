@@ -1,8 +1,7 @@
 /**
  * Schedules: a function submitted at each tick of a cron expression (croner;
  * five fields, or six with seconds first), read in the schedule's IANA time
- * zone, or without one in the server process's local zone (croner's default;
- * UTC unless TZ says otherwise). Kept in the CallStore, so they
+ * zone, or without one in UTC (as Modal's Cron). Kept in the CallStore, so they
  * survive a restart; ticks missed while the bridge was down are not made up.
  * A scheduled call has no arguments; its result is kept like any call's
  * (`stowage bridge calls --schedule NAME`).

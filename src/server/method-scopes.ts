@@ -25,7 +25,8 @@
  *   service); the other ops of its batch run, and the session goes on.
  * - Bridge: Submit needs write on the function's name and read on its code
  *   volume and every volume it mounts (else a bridge token would read any
- *   volume through a function); PutSchedule the same on the schedule's name;
+ *   volume through a function), and write on every volume it mounts writable;
+ *   PutSchedule the same on the schedule's name;
  *   DeleteSchedule write on the schedule's name; CancelCalls bridge:*:write (a
  *   call id names no function the scope could be checked against); the read
  *   methods (GetCall, ListCalls, WatchCalls, WatchLogs, ListWorkers,
@@ -170,8 +171,14 @@ export const QUEUE_SCOPES: Table<typeof QueueServiceService> = {
 };
 
 /** What running `fn` reads: its code volume and every volume it mounts. */
+/** What running `fn` touches: read on its code volume and every volume it mounts, write on those it mounts writable. */
 const functionReads = (fn: FunctionSpec | undefined): Need[] =>
-  fn ? [fn.codeVolume, ...Object.values(fn.volumes)].filter((v) => v).map((v) => need('volume', 'read', v)) : [];
+  fn
+    ? [
+        ...[fn.codeVolume, ...Object.values(fn.volumes)].filter((v) => v).map((v) => need('volume', 'read', v)),
+        ...fn.writable.map((path) => fn.volumes[path]).filter((v): v is string => !!v).map((v) => need('volume', 'write', v)),
+      ]
+    : [];
 const bridgeRead = { needs: () => [need('bridge', 'read')] };
 
 export const BRIDGE_SCOPES: Table<typeof BridgeServiceService> = {

@@ -97,6 +97,8 @@ export class WorkerAgent {
   private reported = new Set<string>();
   /** Calls in progress: "callId#attempt" -> assignment. */
   private readonly running = new Map<string, Assignment>();
+  /** Calls in progress the bridge cancelled ("callId#attempt"): not run, or not committed, whatever stage they reached. */
+  private readonly cancelled = new Set<string>();
   /** Outcomes not yet acknowledged by the bridge. */
   private readonly unacked = new Map<string, CallOutcome>();
   private heartbeat: NodeJS.Timeout | undefined;
@@ -225,6 +227,8 @@ export class WorkerAgent {
       const key = `${msg.cancel.callId}#${msg.cancel.attempt}`;
       if (this.running.has(key)) {
         this.opts.log.info({ call: msg.cancel.callId, reason: msg.cancel.reason }, 'worker: call cancelled');
+        // Also while the call is still being prepared (no runner has it yet) or committed: runCall checks this.
+        this.cancelled.add(key);
         this.runners.cancel(msg.cancel.callId);
       }
     }
@@ -268,6 +272,7 @@ export class WorkerAgent {
         },
         { ...PREPARE_RETRY, shouldRetry: (err) => isStowageError(err, 'UNAVAILABLE') },
       );
+      if (this.cancelled.has(key)) return; // cancelled (or timed out) while it was prepared: it never runs
       this.callVolumes.set(a.callId, volumes);
       const sink = this.output.sink(a.callId, a.attempt);
       const reply = await this.runners.run(
@@ -278,6 +283,7 @@ export class WorkerAgent {
       if ('cancelled' in reply) return;
       if ('lost' in reply) outcome = lostOutcome(a, `${reply.message} on worker ${this.id}${await volumes.drop('its runner process was lost')}`);
       else if (reply.ok) {
+        if (this.cancelled.has(key)) return; // cancelled as it returned: its writes are dropped, not committed
         const failed = await volumes.commit();
         outcome = failed
           ? { callId: a.callId, attempt: a.attempt, ok: false, value: Buffer.alloc(0), error: failed, lost: false }
@@ -293,6 +299,7 @@ export class WorkerAgent {
       // Its output goes before its outcome (the stream keeps messages in order).
       this.output.end(a.callId, a.attempt);
       this.running.delete(key);
+      this.cancelled.delete(key);
       this.callVolumes.delete(a.callId);
       // A cancelled call's writable mounts go too (their writes dropped); a no-op after commit() or drop().
       await volumes.release('the call was cancelled');

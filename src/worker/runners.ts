@@ -79,6 +79,8 @@ export class RunnerPool {
     for (const r of this.runners) {
       if (r.busy?.callId === callId) {
         r.busy.cancelled = true;
+        // Out of the pool at once: the bridge gives the slot to the next call before this runner's exit is seen.
+        this.runners.delete(r);
         r.child.kill('SIGKILL');
       }
     }
