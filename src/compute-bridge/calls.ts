@@ -125,8 +125,6 @@ export class CallBook {
   /** An attempt lost with its worker or runner: queue again, or fail once the retries are spent. */
   lost(call: CallRecord, why: string): void {
     if (this.closed || (call.state !== 'running' && call.state !== 'queued')) return;
-    this.clearTimer(call.id);
-    this.hooks.release(call);
     const retries = maxRetriesOf(call.spec);
     const attempts = 1 + retries;
     if (call.attempt >= attempts) {
@@ -140,15 +138,8 @@ export class CallBook {
       }, 'lost');
       return;
     }
-    this.observer?.attemptRequeued();
     this.log.info({ call: call.id, attempt: call.attempt }, `bridge: attempt lost (${why}); queued again`);
-    call.state = 'queued';
-    call.queuedAtMs = Date.now();
-    call.reclaimUntilMs = undefined;
-    call.retryAtMs = undefined;
-    this.queue = [call.id, ...this.queue.filter((id) => id !== call.id)];
-    this.save(call);
-    this.hooks.changed();
+    this.requeue(call);
   }
 
   /**
@@ -164,21 +155,30 @@ export class CallBook {
       this.finish(call, { error }, outcome);
       return false;
     }
+    const delayMs = retryDelayMs(policy, call.attempt);
+    this.log.info({ call: call.id, attempt: call.attempt, delayMs }, `bridge: attempt failed (${error.code}); retrying after the backoff`);
+    call.error = error; // the last failure, shown by explain while the call waits
+    this.requeue(call, delayMs);
+    return true;
+  }
+
+  /**
+   * Another attempt: a lost one at the front of the queue at once, a failed
+   * one at the back once `delayMs` (its backoff) is over.
+   */
+  private requeue(call: CallRecord, delayMs?: number): void {
     this.clearTimer(call.id);
     this.hooks.release(call);
-    const delayMs = retryDelayMs(policy, call.attempt);
     this.observer?.attemptRequeued();
-    this.log.info({ call: call.id, attempt: call.attempt, delayMs }, `bridge: attempt failed (${error.code}); retrying after the backoff`);
     const now = Date.now();
     call.state = 'queued';
     call.queuedAtMs = now;
-    call.retryAtMs = now + delayMs;
     call.reclaimUntilMs = undefined;
-    call.error = error; // the last failure, shown by explain while the call waits
-    this.queue = [...this.queue.filter((id) => id !== call.id), call.id];
+    call.retryAtMs = delayMs === undefined ? undefined : now + delayMs;
+    const rest = this.queue.filter((id) => id !== call.id);
+    this.queue = delayMs === undefined ? [call.id, ...rest] : [...rest, call.id];
     this.save(call);
     this.hooks.changed();
-    return true;
   }
 
   /**
