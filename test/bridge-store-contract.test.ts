@@ -92,7 +92,7 @@ function call(id: string, over: Partial<CallRecord> = {}): CallRecord {
       retries: 1,
       schedule: '',
       retryPolicy: undefined,
-      writable: [],
+      writable: [], image: '', cpu: 0, memoryBytes: 0, gpu: '',
     },
     args: Buffer.from([0x92, 1, 2]),
     reads: ['/data/a/*'],

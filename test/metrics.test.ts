@@ -178,7 +178,7 @@ describe('metrics of a running server', () => {
         retries: 0,
         schedule: '',
         retryPolicy: undefined,
-        writable: [],
+        writable: [], image: '', cpu: 0, memoryBytes: 0, gpu: '',
       });
       const submit = (read: string, n: number) =>
         new Promise<string[]>((resolve, reject) =>

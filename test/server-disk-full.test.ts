@@ -157,7 +157,7 @@ describe('stowage serve on a disk that fills up (LMDB)', () => {
         retries: 0,
         schedule: '',
         retryPolicy: undefined,
-        writable: [],
+        writable: [], image: '', cpu: 0, memoryBytes: 0, gpu: '',
       };
       const submit = async (): Promise<string> => {
         const [id] = await submitCalls(s.connection, spec, [{ id: '', args: randomBytes(VALUE), reads: [] }]);

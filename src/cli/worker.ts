@@ -11,6 +11,8 @@ import { WorkerAgent } from '../worker/agent.js';
 import { CACHE_MODE_FLAGS, CACHE_MODE_HELP, DEFAULT_CACHE_SIZE, cacheModes, defaultCacheDir, parseSize } from './mount.js';
 import { quote } from '../common/quote.js';
 import { integerArg } from './values.js';
+import { checkContainerFields } from '../common/validate.js';
+import { stowageVersion } from '../common/version.js';
 
 interface WorkerFlags {
   bridge?: string;
@@ -23,6 +25,8 @@ interface WorkerFlags {
   workDir?: string;
   id?: string;
   volumePaths: boolean;
+  runtime: string;
+  image?: string;
 }
 
 export function register(program: Command): void {
@@ -42,6 +46,8 @@ export function register(program: Command): void {
       '--no-volume-paths',
       "do not bind each function's volumes at its declared paths (which takes root and util-linux unshare): functions find them with volumePath()",
     )
+    .option('--runtime <runtime>', "how functions run: 'process' (forked on this host) or 'docker' (in containers of --image, or of the function's own image)", 'process')
+    .option('--image <image>', `the image of functions that name none, with --runtime docker (default: stowage:${stowageVersion()}, which scripts/image.sh builds)`)
     .action(async (flags: WorkerFlags) => {
       if (flags.bridge) process.env.STOWAGE_SERVER = flags.bridge;
       const slots = integerArg('--slots', flags.slots, 1)!;
@@ -49,6 +55,11 @@ export function register(program: Command): void {
       cacheModes(flags.cacheMode);
       if (flags.memoryCacheSize) parseSize('--memory-cache-size', flags.memoryCacheSize);
       const idleTimeoutMs = parseDuration('--idle-timeout', flags.idleTimeout);
+      if (flags.runtime !== 'process' && flags.runtime !== 'docker') throw new InvalidArgumentError(`--runtime ${quote(flags.runtime)}: choose process or docker`);
+      if (flags.image !== undefined) {
+        if (flags.runtime !== 'docker') throw new InvalidArgumentError('--image is for --runtime docker (the process runtime runs functions on this host)');
+        checkContainerFields({ image: flags.image, cpu: 0, memoryBytes: 0, gpu: '' });
+      }
       if (flags.id !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(flags.id)) {
         throw new InvalidArgumentError(`--id ${quote(flags.id)}: use 1 to 64 of [A-Za-z0-9._-]`);
       }
@@ -68,6 +79,8 @@ export function register(program: Command): void {
         // The mounts it starts find the server (over TLS when the worker speaks it), and (on its host) its data dir for file:// transfers, as the worker did.
         env: { ...process.env, STOWAGE_SERVER: cfg.server, STOWAGE_TOKEN: cfg.token, ...(cfg.dataDir ? { STOWAGE_DATA_DIR: cfg.dataDir } : {}), ...tlsEnv(cfg) },
         volumePaths: flags.volumePaths,
+        runtime: flags.runtime,
+        image: flags.image,
         mountArgs: ['--cache-mode', flags.cacheMode, ...(flags.memoryCacheSize ? ['--memory-cache-size', flags.memoryCacheSize] : [])],
         log,
         onRegistered: () => console.log(`worker ${agent.id} registered with the bridge at ${cfg.server} (slots ${slots}, cache ${cacheDir})`),
@@ -77,7 +90,13 @@ export function register(program: Command): void {
       const why = new Promise<NodeJS.Signals | StowageError>((done) => (stopped = done));
       process.once('SIGINT', () => stopped('SIGINT'));
       process.once('SIGTERM', () => stopped('SIGTERM'));
-      agent.start();
+      try {
+        await agent.start();
+      } catch (err) {
+        await agent.stop();
+        connection.close();
+        throw err;
+      }
       const reason = await why;
       if (typeof reason === 'string') console.error(`worker ${agent.id}: ${reason}, stopping runners and unmounting`);
       await agent.stop();

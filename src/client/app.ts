@@ -26,6 +26,8 @@ import { basename, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDuration } from '../common/duration.js';
 import { quote } from '../common/quote.js';
+import { parseSize } from '../common/size.js';
+import { checkContainerFields } from '../common/validate.js';
 import { CancelledError, DeadlineExceededError, FunctionError, InvalidArgumentError, NotFoundError } from '../common/errors.js';
 import type { CallInfo, FunctionSpec, RetryPolicy, Schedule, WorkerInfo } from '../gen/stowage/v1/bridge.js';
 import { DEFAULT_CODE_VOLUME, bundleModule, uploadBundle, type Bundle } from './bundle.js';
@@ -65,6 +67,19 @@ export interface FunctionOptions<A extends unknown[]> {
    * registered by app.deploy().
    */
   schedule?: ScheduleOption;
+  /**
+   * The container image the function runs in, e.g. 'my-image:tag', on a worker started with
+   * `--runtime docker` (default: that worker's --image). The image must be on the worker's Docker
+   * engine, or pullable by it; its `node` (20 or newer) runs the function. A worker that runs
+   * functions as processes refuses the call.
+   */
+  image?: string;
+  /** CPU cores the function's container may use (docker runtime), e.g. 0.5 or 4. */
+  cpu?: number;
+  /** Memory limit of the function's container (docker runtime): bytes, or "512MiB", "2GiB". */
+  memory?: number | string;
+  /** 'any': each call needs a GPU (the NVIDIA runtime on a docker worker's engine); it fails, naming what is missing, where none is. */
+  gpu?: 'any';
   /** The export to run (default: the handler's own name). */
   name?: string;
   /** The module exporting the handler (default: the module that calls app.function). */
@@ -180,7 +195,17 @@ export function functionSpec(codeVolume: string, bundle: Bundle, name: string, o
     retries,
     schedule: '',
     retryPolicy,
+    ...containerFields(o),
   };
+}
+
+/** image, cpu, memory and gpu, checked (the bridge checks them again: checkSpec). */
+function containerFields(o: Pick<FunctionOptions<never[]>, 'image' | 'cpu' | 'memory' | 'gpu'>): Pick<FunctionSpec, 'image' | 'cpu' | 'memoryBytes' | 'gpu'> {
+  if (o.cpu !== undefined && !(typeof o.cpu === 'number' && o.cpu > 0)) throw new InvalidArgumentError(`cpu must be a number of cores above 0, got ${JSON.stringify(o.cpu)}`);
+  const memoryBytes = o.memory === undefined ? 0 : typeof o.memory === 'string' ? parseSize('memory', o.memory) : o.memory;
+  const fields = { image: o.image ?? '', cpu: o.cpu ?? 0, memoryBytes, gpu: (o.gpu ?? '') as string };
+  checkContainerFields(fields);
+  return fields;
 }
 
 /** Modal's rule: a number N is N retries 1 s apart; an object sets the backoff. Undefined for no retries. */

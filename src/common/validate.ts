@@ -102,3 +102,23 @@ export function checkHash(hash: string): string {
   if (!HASH.test(hash)) throw new InvalidArgumentError(`invalid blob hash ${quote(hash)}`);
   return hash;
 }
+
+/** A container image reference: [registry[:port]/]name[:tag][@digest], as Docker reads it. */
+const IMAGE_REF = /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$/;
+const MAX_CPU = 1024;
+/** Docker's least memory limit. */
+const MIN_MEMORY = 6 * 1024 * 1024;
+
+/** Throws unless a function's image, cpu, memory (bytes) and gpu are what a docker worker can take. */
+export function checkContainerFields(f: { image: string; cpu: number; memoryBytes: number; gpu: string }): void {
+  if (f.image !== '' && (typeof f.image !== 'string' || f.image.length > 255 || !IMAGE_REF.test(f.image))) {
+    throw new InvalidArgumentError(`image ${quote(String(f.image))} is not an image reference (e.g. "my-image:tag", "registry.example/team/img@sha256:…")`);
+  }
+  if (!(typeof f.cpu === 'number' && f.cpu >= 0 && f.cpu <= MAX_CPU)) {
+    throw new InvalidArgumentError(`cpu must be a number of cores above 0 and at most ${MAX_CPU}, got ${JSON.stringify(f.cpu)}`);
+  }
+  if (!Number.isSafeInteger(f.memoryBytes) || f.memoryBytes < 0 || (f.memoryBytes > 0 && f.memoryBytes < MIN_MEMORY)) {
+    throw new InvalidArgumentError(`memory must be at least 6MiB (Docker's least), got ${JSON.stringify(f.memoryBytes)} bytes`);
+  }
+  if (f.gpu !== '' && f.gpu !== 'any') throw new InvalidArgumentError(`gpu must be 'any', got ${quote(String(f.gpu))}`);
+}

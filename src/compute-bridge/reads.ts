@@ -8,6 +8,7 @@
 import { LRUCache } from 'lru-cache';
 import { InvalidArgumentError } from '../common/errors.js';
 import { quote } from '../common/quote.js';
+import { checkContainerFields } from '../common/validate.js';
 import type { FunctionSpec } from '../gen/stowage/v1/bridge.js';
 import type { ExtentRef, VolumeResolver } from './types.js';
 
@@ -118,4 +119,5 @@ export function checkSpec(spec: FunctionSpec): void {
     throw new InvalidArgumentError(`retry policy out of bounds (max_retries 0 to 100, backoff_coefficient 1 to 10, max_delay_ms up to a day): ${JSON.stringify(p)}`);
   }
   if (spec.retries > 100) throw new InvalidArgumentError(`retries must be 0 to 100, got ${spec.retries}`);
+  checkContainerFields(spec);
 }

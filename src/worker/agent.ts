@@ -38,23 +38,27 @@
  * bounded per call and never waited for (log-shipper.ts); after a reconnect
  * it goes before the outcomes sent again.
  */
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { Connection } from '../client/index.js';
 import pRetry from 'p-retry';
-import { ErrorCode, isStowageError, messageOf, StowageError } from '../common/errors.js';
+import { ErrorCode, FailedPreconditionError, isStowageError, messageOf, StowageError } from '../common/errors.js';
+import { stowageVersion } from '../common/version.js';
 import { PRIVATE, ensureDir, setTreeModes } from '../common/file-modes.js';
 import { fromGrpcError } from '../common/grpc-errors.js';
 import type { Logger } from '../common/logger.js';
 import { listCachedChunks } from '../fuse-mount/cache/cache-listing.js';
-import type { Assignment, BridgeMessage, CallOutcome, WorkerMessage } from '../gen/stowage/v1/bridge.js';
+import type { Assignment, BridgeMessage, CallOutcome, FunctionSpec, WorkerMessage } from '../gen/stowage/v1/bridge.js';
 import { CodeCache } from './code.js';
 import { MountManager } from './mounts.js';
 import { LogShipper } from './log-shipper.js';
 import { setUpVolumePaths, tearDownVolumePaths, type VolumePathSupport } from './namespaces.js';
 import { CallVolumes } from './call-volumes.js';
-import { RunnerPool } from './runners.js';
+import { DockerRuntime } from './docker-runtime.js';
+import { RunnerPool, forkRunners } from './runners.js';
 
 export interface WorkerOptions {
   id?: string;
@@ -71,6 +75,10 @@ export interface WorkerOptions {
   mountArgs?: string[];
   /** false: do not bind volumes at their declared paths (functions use volumePath()). */
   volumePaths?: boolean;
+  /** How function processes run: forked on this host (default), or in containers (docker-runtime.ts). */
+  runtime?: 'process' | 'docker';
+  /** The image of functions that name none (docker runtime). */
+  image?: string;
   log: Logger;
   /** Called at each (re)registration with the bridge. */
   onRegistered?: () => void;
@@ -78,6 +86,8 @@ export interface WorkerOptions {
   onFatal?: (err: StowageError) => void;
 }
 
+/** This installation: runner.js and the SDK the bundles import (bound into runner containers). */
+const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const EMPTY_MSG: WorkerMessage = { register: undefined, chunks: undefined, heartbeat: undefined, outcome: undefined, logs: undefined };
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 5000;
@@ -90,6 +100,8 @@ export class WorkerAgent {
   /** What the calls' functions write, on its way to the bridge (log-shipper.ts). */
   private readonly output: LogShipper;
   private readonly volumePaths: VolumePathSupport;
+  /** Set with the docker runtime. */
+  private readonly docker: DockerRuntime | undefined;
   /** The volumes of the calls in progress, by call id. */
   private readonly callVolumes = new Map<string, CallVolumes>();
   private stream: ClientDuplexStream<WorkerMessage, BridgeMessage> | undefined;
@@ -120,8 +132,21 @@ export class WorkerAgent {
     this.volumePaths = setUpVolumePaths(mountsDir, opts.volumePaths === false);
     if (this.volumePaths.ok) opts.log.info({ worker: this.id }, 'worker: functions see their volumes at their declared paths (a mount namespace per function process)');
     else opts.log.warn({ worker: this.id }, `worker: functions see their volumes only through volumePath(), not at their declared paths: ${this.volumePaths.why}`);
-    this.runners = new RunnerPool(opts.slots, opts.idleTimeoutMs, { ...opts.env, STOWAGE_WORKER_ID: this.id }, {
-      wrap: this.volumePaths.ok ? { execPath: this.volumePaths.execPath, execArgv: this.volumePaths.execArgv } : undefined,
+    const runnerEnv = { ...opts.env, STOWAGE_WORKER_ID: this.id };
+    if (opts.runtime === 'docker') {
+      if (!this.volumePaths.ok) throw new FailedPreconditionError(`--runtime docker binds each function's volumes at their declared paths, and this worker cannot: ${this.volumePaths.why}`);
+      this.docker = new DockerRuntime({
+        image: opts.image ?? `stowage:${stowageVersion()}`,
+        workerId: this.id,
+        workDir: opts.workDir,
+        mountsDir,
+        readOnlyPaths: [PACKAGE_ROOT.replace(/\/$/, ''), join(opts.workDir, 'code'), ...tlsFiles(opts.env)],
+        env: runnerEnv,
+        log: opts.log,
+      });
+    }
+    this.runners = new RunnerPool(opts.slots, opts.idleTimeoutMs, runnerEnv, {
+      start: this.docker?.starter() ?? forkRunners(runnerEnv, this.volumePaths.ok ? { execPath: this.volumePaths.execPath, execArgv: this.volumePaths.execArgv } : undefined),
       onVolumeOp: (op) => {
         const cv = this.callVolumes.get(op.callId);
         if (!cv) return Promise.resolve({ id: op.id, ok: false as const, code: 'FAILED_PRECONDITION', message: `call ${op.callId} is not running on this worker` });
@@ -134,7 +159,12 @@ export class WorkerAgent {
     });
   }
 
-  start(): void {
+  /** Starts the agent; with the docker runtime, once its engine answers and its image is there (else it throws). */
+  async start(): Promise<void> {
+    if (this.docker) {
+      await this.docker.start();
+      this.opts.log.info({ worker: this.id }, `worker: functions run in containers (docker runtime, image ${this.opts.image ?? `stowage:${stowageVersion()}`} unless a function names its own)`);
+    }
     // Bundles an earlier run left: 0600 like new ones. Only code/: mounts/ holds live FUSE mounts.
     setTreeModes(join(this.opts.workDir, 'code'), PRIVATE).catch((err: unknown) =>
       this.opts.log.warn({ err: messageOf(err) }, 'worker: cannot set the modes of fetched code in the work directory'),
@@ -156,6 +186,7 @@ export class WorkerAgent {
     this.output.stop();
     this.stream?.cancel();
     await this.runners.stop();
+    await this.docker?.stop();
     await this.mounts.stopAll();
     if (this.volumePaths.ok) tearDownVolumePaths(join(this.opts.workDir, 'mounts'));
   }
@@ -256,6 +287,22 @@ export class WorkerAgent {
     }
   }
 
+  /** Why this worker cannot run `spec` as it asks, if it cannot; an engine it cannot reach throws (UNAVAILABLE: the attempt is lost). */
+  private async checkRuntime(spec: FunctionSpec): Promise<string | undefined> {
+    if (this.docker) {
+      try {
+        await this.docker.prepare(spec, spec.function);
+        return undefined;
+      } catch (err) {
+        if (isStowageError(err, 'FAILED_PRECONDITION')) return err.message;
+        throw err;
+      }
+    }
+    if (spec.image) return `function ${spec.function} names the image ${spec.image}, but worker ${this.id} runs functions as processes on its host (start workers with --runtime docker to run functions in containers)`;
+    if (spec.gpu && !existsSync('/dev/nvidiactl')) return `function ${spec.function} asks for gpu '${spec.gpu}', but worker ${this.id}'s host has no NVIDIA device (/dev/nvidiactl)`;
+    return undefined;
+  }
+
   private async runCall(a: Assignment): Promise<void> {
     const key = `${a.callId}#${a.attempt}`;
     if (this.running.has(key)) return;
@@ -264,6 +311,10 @@ export class WorkerAgent {
     const volumes = new CallVolumes(a, this.mounts, this.opts.connection, this.opts.log);
     let outcome: CallOutcome;
     try {
+      // Where and how it can run (its image, its GPU): a refusal is the call's error, not a lost attempt (another
+      // attempt here would fail alike).
+      const refused = await this.checkRuntime(spec);
+      if (refused) throw new RuntimeRefusal(refused);
       // The server may be restarting (it hosts the bridge and the volumes): preparation waits for it a while.
       const bundle = await pRetry(
         async () => {
@@ -276,8 +327,9 @@ export class WorkerAgent {
       this.callVolumes.set(a.callId, volumes);
       const sink = this.output.sink(a.callId, a.attempt);
       const reply = await this.runners.run(
-        { callId: a.callId, bundle, module: spec.module, function: spec.function, args: a.args, mounts: volumes.list(), bind: this.volumePaths.ok },
+        { callId: a.callId, bundle, module: spec.module, function: spec.function, args: a.args, mounts: volumes.list(), bind: this.volumePaths.ok && !this.docker, bound: !!this.docker },
         sink,
+        this.docker?.key(spec),
       );
       this.callVolumes.delete(a.callId);
       if ('cancelled' in reply) return;
@@ -293,8 +345,9 @@ export class WorkerAgent {
         outcome = { callId: a.callId, attempt: a.attempt, ok: false, value: Buffer.alloc(0), error: { ...reply.error, message: reply.error.message + dropped }, lost: false };
       }
     } catch (err) {
+      if (err instanceof RuntimeRefusal) outcome = { callId: a.callId, attempt: a.attempt, ok: false, value: Buffer.alloc(0), error: { code: 'FAILED_PRECONDITION', message: err.message, name: '', stack: '' }, lost: false };
       // Mount or code fetch failed on this worker: another one may do better.
-      outcome = lostOutcome(a, `worker ${this.id} could not prepare the call: ${messageOf(err)}`, err instanceof StowageError ? err.code : 'UNAVAILABLE');
+      else outcome = lostOutcome(a, `worker ${this.id} could not prepare the call: ${messageOf(err)}`, err instanceof StowageError ? err.code : 'UNAVAILABLE');
     } finally {
       // Its output goes before its outcome (the stream keeps messages in order).
       this.output.end(a.callId, a.attempt);
@@ -310,6 +363,14 @@ export class WorkerAgent {
     this.unacked.set(key, outcome);
     this.send({ outcome });
   }
+}
+
+/** A call this worker's runtime cannot run (an image without the docker runtime, a GPU it does not have). */
+class RuntimeRefusal extends Error {}
+
+/** Paths of the TLS files the runners' environment names (bound into their containers). */
+function tlsFiles(env: NodeJS.ProcessEnv): string[] {
+  return ['STOWAGE_TLS_CA', 'STOWAGE_TLS_CLIENT_CERT', 'STOWAGE_TLS_CLIENT_KEY'].flatMap((k) => (env[k] ? [env[k]!] : []));
 }
 
 /** Retries of a call's preparation (mounts, code) while the server is unreachable: about 20 s in all. */

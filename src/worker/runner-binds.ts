@@ -28,6 +28,9 @@ export interface CallMount {
 export class RunnerBinds {
   private bound: string[] = [];
 
+  /** `target`: where a mount is bound (default: its declared path; a runner container's binds are made on the host, docker-runtime.ts). */
+  constructor(private readonly target: (m: CallMount) => string = (m) => m.path) {}
+
   /** Binds each mount at its declared path; `keep` are paths that must stay reachable (the bundle, this installation). */
   async bind(mounts: readonly CallMount[], keep: readonly string[]): Promise<void> {
     await this.unbindAll();
@@ -40,8 +43,9 @@ export class RunnerBinds {
 
   /** Binds `m.path` to `source` instead of what it showed (a reload of a read-only volume: another version's mount). */
   async rebind(m: CallMount, source: string): Promise<void> {
-    await unmount(m.path);
-    this.bound = this.bound.filter((p) => p !== m.path);
+    const at = this.target(m);
+    await unmount(at);
+    this.bound = this.bound.filter((p) => p !== at);
     await this.bindOne(m, source);
   }
 
@@ -54,14 +58,15 @@ export class RunnerBinds {
     // The mount point must exist: mkdir makes it (and its parents) on the host's file system, which
     // this namespace shares: an empty directory, visible outside and left there for later calls.
     // What the host already has at that path is hidden only inside this runner's namespace.
+    const at = this.target(m);
     try {
-      await mkdir(m.path, { recursive: true });
-      if (!(await stat(m.path)).isDirectory()) throw new Error(`${m.path} exists and is not a directory`);
-      await run('mount', ['--bind', ...(m.writable ? [] : ['-o', 'ro']), source, m.path]);
+      await mkdir(at, { recursive: true });
+      if (!(await stat(at)).isDirectory()) throw new Error(`${at} exists and is not a directory`);
+      await run('mount', ['--bind', ...(m.writable ? [] : ['-o', 'ro']), source, at]);
     } catch (err) {
       throw new FailedPreconditionError(`cannot bind volume ${m.volume} at ${m.path} for the function: ${messageOf(err)}`);
     }
-    this.bound.push(m.path);
+    this.bound.push(at);
   }
 }
 

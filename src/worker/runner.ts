@@ -9,9 +9,13 @@
  * `volumePath()` where they are. `volume(path).commit()`/`.reload()` inside
  * the function are asked of the worker over the IPC channel (VolumeOps). A
  * handler's EROFS under a read-only volume gets the volume's name and how to
- * make it writable. It exits when its worker goes (the IPC channel closes).
+ * make it writable. It talks with its worker over Node's IPC channel, or (in
+ * a container: docker-runtime.ts) over the Unix socket STOWAGE_RUNNER_SOCKET
+ * names (runner-channel.ts), and exits when its worker goes (the channel
+ * closes).
  */
 import { Decoder, Encoder } from '@msgpack/msgpack';
+import { createConnection } from 'node:net';
 import { basename, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { VOLUME_OPS, type VolumeOps } from '../client/function-volumes.js';
@@ -20,6 +24,7 @@ import { RunnerBinds, type CallMount } from './runner-binds.js';
 
 export type { CallMount };
 import { endOfOutput } from './output.js';
+import { parentChannel, socketChannel, type Channel } from './runner-channel.js';
 
 export interface RunRequest {
   callId: string;
@@ -33,6 +38,8 @@ export interface RunRequest {
   mounts: CallMount[];
   /** Bind them at their declared paths (this runner has a mount namespace of its own). */
   bind: boolean;
+  /** They are at their declared paths already: its worker bound them (this runner is in a container, docker-runtime.ts). */
+  bound?: boolean;
   /** Written to stdout and stderr once the call is over, before the reply (output.ts). */
   outputMark?: string;
 }
@@ -103,7 +110,7 @@ async function run(req: RunRequest): Promise<RunReply> {
     return { callId, ok: false, error: failure('FAILED_PRECONDITION', messageOf(err)) };
   }
   current = req;
-  process.env.STOWAGE_VOLUME_PATHS = JSON.stringify(Object.fromEntries(req.mounts.map((m) => [m.path, req.bind ? m.path : m.source])));
+  process.env.STOWAGE_VOLUME_PATHS = JSON.stringify(Object.fromEntries(req.mounts.map((m) => [m.path, req.bind || req.bound ? m.path : m.source])));
   let value: unknown;
   try {
     value = await handler(...(args as unknown[]));
@@ -146,7 +153,7 @@ const volumeOps: VolumeOps = {
     const id = nextOp++;
     return new Promise<number>((resolve, reject) => {
       pendingOps.set(id, { resolve, reject, mount, req });
-      process.send!({ volumeOp: { id, callId: req.callId, action, path } } satisfies VolumeOpRequest);
+      channel!.send({ volumeOp: { id, callId: req.callId, action, path } } satisfies VolumeOpRequest);
     });
   },
 };
@@ -161,7 +168,7 @@ async function onVolumeOpReply({ volumeOpReply: r }: VolumeOpReply): Promise<voi
     if (r.source && r.source !== op.mount.source && current === op.req) {
       if (op.req.bind) await binds.rebind(op.mount, r.source);
       op.mount.source = r.source;
-      if (!op.req.bind) process.env.STOWAGE_VOLUME_PATHS = JSON.stringify(Object.fromEntries(op.req.mounts.map((m) => [m.path, m.source])));
+      if (!op.req.bind && !op.req.bound) process.env.STOWAGE_VOLUME_PATHS = JSON.stringify(Object.fromEntries(op.req.mounts.map((m) => [m.path, m.source])));
     }
     op.resolve(r.version);
   } catch (err) {
@@ -169,17 +176,22 @@ async function onVolumeOpReply({ volumeOpReply: r }: VolumeOpReply): Promise<voi
   }
 }
 
-if (process.send) {
+/** To the worker: its IPC channel when it forked this runner; the socket it names when this runner is in a container. */
+const socketPath = process.env.STOWAGE_RUNNER_SOCKET;
+const channel: Channel | undefined = socketPath ? socketChannel(createConnection(socketPath)) : process.send ? parentChannel() : undefined;
+
+if (channel) {
   (globalThis as Record<symbol, unknown>)[VOLUME_OPS] = volumeOps;
-  process.on('disconnect', () => process.exit(1));
-  process.on('message', (msg: RunRequest | VolumeOpReply) => {
+  channel.onClose(() => process.exit(1));
+  channel.onMessage((m) => {
+    const msg = m as RunRequest | VolumeOpReply;
     if ('volumeOpReply' in msg) return void onVolumeOpReply(msg);
     void run(msg)
       .then(async (reply) => {
         if (msg.outputMark) await endOfOutput(msg.outputMark);
         return reply;
       })
-      .then((reply) => process.send!(reply));
+      .then((reply) => channel.send(reply));
   });
-  process.send({ ready: true });
+  channel.send({ ready: true });
 }

@@ -9,19 +9,69 @@
  * and stderr are pipes: a call's output goes to the sink given with it
  * (output.ts), and its reply is given once that output is all read.
  * A runner may be started under a command (`unshare …`: a mount namespace of
- * its own, namespaces.ts), and its volume(path).commit()/.reload() requests
- * go to `onVolumeOp`.
+ * its own, namespaces.ts) or in a container (docker-runtime.ts); runners of
+ * one kind (a key: the container's image and limits) are reused only for
+ * calls of that kind, and an idle runner of another kind makes way when the
+ * pool is full. Its volume(path).commit()/.reload() requests go to
+ * `onVolumeOp`.
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { RunnerOutput, newMark, type OutputSink } from './output.js';
-import type { RunReply, RunRequest, VolumeOpReply, VolumeOpRequest } from './runner.js';
+import { childChannel, type Channel } from './runner-channel.js';
+import { messageOf } from '../common/errors.js';
+import type { CallMount, RunReply, RunRequest, VolumeOpReply, VolumeOpRequest } from './runner.js';
 
-const RUNNER = fileURLToPath(new URL('./runner.js', import.meta.url));
+/** The runner's script (the worker's own installation's). */
+export const RUNNER = fileURLToPath(new URL('./runner.js', import.meta.url));
+
+/** A started runner: a forked process, or one in a container (docker-runtime.ts). */
+export interface RunnerProcess {
+  readonly pid: number | undefined;
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  readonly channel: Channel;
+  /** Called once when it has ended, with how ("SIGKILL", "code 1"), and what it wrote last when it ended before it was ready. */
+  onExit(fn: (how: string, log: string) => void): void;
+  readonly exited: boolean;
+  /** Ends it at once. */
+  kill(): void;
+  /** Ends it after an idle time. */
+  stop(): void;
+  /** Before a call: shows its volumes at their declared paths (a container's, bound from the host: docker-runtime.ts). */
+  beginCall?(mounts: readonly CallMount[]): Promise<void>;
+  /** After the call (before its reply is given): undoes beginCall. */
+  endCall?(): Promise<void>;
+  /** A read-only volume of the call was reloaded: show `source` at its declared path `path`. */
+  rebind?(path: string, source: string): Promise<void>;
+}
+
+/** Starts a runner for calls of one kind: `key` tells kinds apart (a container's image and limits; '' for a forked process). */
+export type StartRunner = (key: string) => RunnerProcess;
+
+/** Runners forked on this host, under `wrap` when given (fork's execPath, and its arguments before node's). */
+export function forkRunners(env: NodeJS.ProcessEnv, wrap?: { execPath: string; execArgv: string[] }): StartRunner {
+  return () => {
+    const child = fork(RUNNER, [], { env, serialization: 'advanced', stdio: ['ignore', 'pipe', 'pipe', 'ipc'], ...wrap });
+    return {
+      pid: child.pid,
+      stdout: child.stdout!,
+      stderr: child.stderr!,
+      channel: childChannel(child),
+      onExit: (fn) => void child.once('exit', (code, signal) => fn(signal ?? `code ${code}`, '')),
+      get exited() {
+        return child.exitCode !== null || child.signalCode !== null;
+      },
+      kill: () => void child.kill('SIGKILL'),
+      stop: () => void child.kill('SIGTERM'),
+    };
+  };
+}
 
 export interface RunnerPoolOptions {
-  /** Start each runner under this command (fork's execPath, and its arguments before node's). */
-  wrap?: { execPath: string; execArgv: string[] };
+  /** Starts a runner (default: forkRunners with the pool's env). */
+  start?: StartRunner;
   /** Carries out a function's volume(path).commit() or .reload(). */
   onVolumeOp?: (op: VolumeOpRequest['volumeOp']) => Promise<VolumeOpReply['volumeOpReply']>;
 }
@@ -29,7 +79,8 @@ export interface RunnerPoolOptions {
 export type PoolReply = RunReply | { callId: string; lost: true; message: string } | { callId: string; cancelled: true };
 
 interface Runner {
-  child: ChildProcess;
+  key: string;
+  proc: RunnerProcess;
   output: RunnerOutput;
   ready: Promise<void>;
   busy?: { callId: string; done: (r: PoolReply) => void; cancelled: boolean };
@@ -38,39 +89,49 @@ interface Runner {
 
 export class RunnerPool {
   private readonly runners = new Set<Runner>();
+  private readonly start: StartRunner;
   private stopped = false;
 
   constructor(
     private readonly max: number,
     private readonly idleMs: number,
-    private readonly env: NodeJS.ProcessEnv,
+    env: NodeJS.ProcessEnv,
     private readonly opts: RunnerPoolOptions = {},
-  ) {}
+  ) {
+    this.start = opts.start ?? forkRunners(env);
+  }
 
-  /** Runner processes alive now. */
+  /** Runners alive now. */
   get size(): number {
     return this.runners.size;
   }
 
   pids(): number[] {
-    return [...this.runners].map((r) => r.child.pid!).filter(Boolean);
+    return [...this.runners].map((r) => r.proc.pid!).filter(Boolean);
   }
 
-  /** Runs a call; what the function writes to stdout and stderr goes to `sink`. */
-  async run(req: RunRequest, sink: OutputSink): Promise<PoolReply> {
-    const runner = [...this.runners].find((r) => !r.busy) ?? this.spawn();
+  /** Runs a call in a runner of kind `key`; what the function writes to stdout and stderr goes to `sink`. */
+  async run(req: RunRequest, sink: OutputSink, key = ''): Promise<PoolReply> {
+    const runner = [...this.runners].find((r) => !r.busy && r.key === key) ?? this.spawn(key);
     clearTimeout(runner.idleTimer);
     const reply = new Promise<PoolReply>((done) => {
       runner.busy = { callId: req.callId, done, cancelled: false };
     });
     try {
       await runner.ready;
-      const outputMark = newMark();
-      runner.output.begin(outputMark, sink);
-      runner.child.send({ ...req, outputMark });
     } catch (err) {
       this.finish(runner, { callId: req.callId, lost: true, message: `the runner process could not start: ${(err as Error).message}` });
+      return reply;
     }
+    try {
+      await runner.proc.beginCall?.(req.mounts);
+    } catch (err) {
+      this.finish(runner, { callId: req.callId, ok: false, error: { code: 'FAILED_PRECONDITION', message: messageOf(err), name: '', stack: '' } });
+      return reply;
+    }
+    const outputMark = newMark();
+    runner.output.begin(outputMark, sink);
+    runner.proc.channel.send({ ...req, outputMark });
     return reply;
   }
 
@@ -81,7 +142,7 @@ export class RunnerPool {
         r.busy.cancelled = true;
         // Out of the pool at once: the bridge gives the slot to the next call before this runner's exit is seen.
         this.runners.delete(r);
-        r.child.kill('SIGKILL');
+        r.proc.kill();
       }
     }
   }
@@ -92,33 +153,50 @@ export class RunnerPool {
       [...this.runners].map(
         (r) =>
           new Promise<void>((res) => {
-            if (r.child.exitCode !== null || r.child.signalCode !== null) return res();
-            r.child.once('exit', () => res());
-            r.child.kill('SIGKILL');
+            if (r.proc.exited) return res();
+            r.proc.onExit(() => res());
+            r.proc.kill();
           }),
       ),
     );
   }
 
-  private spawn(): Runner {
-    if (this.runners.size >= this.max) throw new Error(`all ${this.max} runners are busy`);
-    const child = fork(RUNNER, [], { env: this.env, serialization: 'advanced', stdio: ['ignore', 'pipe', 'pipe', 'ipc'], ...this.opts.wrap });
+  private spawn(key: string): Runner {
+    if (this.runners.size >= this.max) {
+      // Full, but an idle runner of another kind can make way.
+      const idle = [...this.runners].find((r) => !r.busy);
+      if (!idle) throw new Error(`all ${this.max} runners are busy`);
+      this.retire(idle);
+    }
+    const proc = this.start(key);
     const runner: Runner = {
-      child,
+      key,
+      proc,
       // Output while no call runs is the worker's own.
-      output: new RunnerOutput(child.stdout!, child.stderr!, (stream, data) => process[stream].write(data)),
+      output: new RunnerOutput(proc.stdout, proc.stderr, (stream, data) => process[stream].write(data)),
       ready: new Promise<void>((resolve, reject) => {
-        child.once('message', () => resolve());
-        child.once('exit', (code, signal) => reject(new Error(`runner exited with ${signal ?? code} before it was ready`)));
+        proc.channel.onMessage(() => resolve());
+        proc.onExit((how, log) => reject(new Error(`runner exited with ${how} before it was ready${log ? `; its last output: ${log}` : ''}`)));
       }),
     };
     runner.ready.catch(() => undefined);
-    child.on('message', (msg: RunReply | VolumeOpRequest | { ready: true }) => {
+    proc.channel.onMessage((m) => {
+      const msg = m as RunReply | VolumeOpRequest | { ready: true };
       if ('ready' in msg) return;
       if ('volumeOp' in msg) {
         const { id } = msg.volumeOp;
         const answer = this.opts.onVolumeOp?.(msg.volumeOp) ?? Promise.resolve({ id, ok: false as const, code: 'FAILED_PRECONDITION', message: 'this worker takes no volume requests' });
-        void answer.then((r) => child.connected && child.send({ volumeOpReply: r } satisfies VolumeOpReply));
+        void answer
+          .then(async (r) => {
+            if (!r.ok || !r.source || !proc.rebind) return r;
+            try {
+              await proc.rebind(msg.volumeOp.path, r.source);
+              return r;
+            } catch (err) {
+              return { id, ok: false as const, code: 'FAILED_PRECONDITION', message: messageOf(err) };
+            }
+          })
+          .then((r) => proc.channel.connected && proc.channel.send({ volumeOpReply: r } satisfies VolumeOpReply));
         return;
       }
       const b = runner.busy;
@@ -127,13 +205,18 @@ export class RunnerPool {
         if (runner.busy === b) this.finish(runner, msg);
       });
     });
-    child.on('exit', (code, signal) => {
+    let started = false;
+    void runner.ready.then(() => (started = true), () => undefined);
+    proc.onExit((how, log) => {
       this.runners.delete(runner);
       clearTimeout(runner.idleTimer);
       const b = runner.busy;
       if (!b) return;
       runner.busy = undefined;
-      void runner.output.ended().then(() => b.done(b.cancelled ? { callId: b.callId, cancelled: true } : { callId: b.callId, lost: true, message: `its runner process exited (${signal ?? `code ${code}`}) during the call` }));
+      const message = started
+        ? `its runner process exited (${how}) during the call`
+        : `the runner process could not start: it exited with ${how} before it was ready${log ? `; its last output: ${log}` : ''}`;
+      void runner.output.ended().then(() => b.done(b.cancelled ? { callId: b.callId, cancelled: true } : { callId: b.callId, lost: true, message }));
     });
     this.runners.add(runner);
     return runner;
@@ -142,15 +225,21 @@ export class RunnerPool {
   private finish(runner: Runner, reply: PoolReply): void {
     const b = runner.busy;
     runner.busy = undefined;
-    b?.done(reply);
+    // The call's volumes leave its paths before its reply is given (the worker then commits or drops them).
+    const ended = runner.proc.endCall?.().catch(() => undefined);
+    if (ended) void ended.then(() => b?.done(reply));
+    else b?.done(reply);
     if (this.stopped) return;
     clearTimeout(runner.idleTimer);
     runner.idleTimer = setTimeout(() => {
-      if (runner.busy) return;
-      // Out of the pool before it is told to stop: a call arriving while it exits must fork a new runner, not
-      // be sent to this one (it would die with the call and the attempt count as lost).
-      this.runners.delete(runner);
-      runner.child.kill('SIGTERM');
+      if (!runner.busy) this.retire(runner);
     }, this.idleMs);
+  }
+
+  /** Stops an idle runner. Out of the pool before it is told to stop: a call arriving while it exits must start a new runner, not be sent to this one (it would die with the call and the attempt count as lost). */
+  private retire(runner: Runner): void {
+    clearTimeout(runner.idleTimer);
+    this.runners.delete(runner);
+    runner.proc.stop();
   }
 }

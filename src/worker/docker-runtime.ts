@@ -1,0 +1,299 @@
+/**
+ * The docker runtime (`stowage worker --runtime docker --image IMAGE`): each
+ * runner (runner.ts) runs in a container of the function's image (its
+ * `image`, else the worker's), started with the `docker` CLI on the host's
+ * engine and reused for later calls of the same image and limits, as forked
+ * runners are (runners.ts). The image's `node` runs the worker's own
+ * runner.js, which is bound in read-only at the same path (with the SDK the
+ * bundles import), as are the fetched bundles.
+ *
+ * Volumes: a container is made for a set of declared paths ('/data',
+ * '/out'; part of its key, with the image and limits). Each path is bound,
+ * read-only and with `rslave` propagation, from an empty directory of its own
+ * under the worker's `<work-dir>/mounts` (a shared mount, namespaces.ts).
+ * Before each call the worker binds the call's volume mount onto that
+ * directory, on the host (read-only where the volume is: runner-binds.ts),
+ * and the bind propagates into the container; after the call it is unbound,
+ * and the container sees an empty, read-only directory again. A reload binds
+ * the new version's mount there. So the container needs no capability, and
+ * its image no `mount`.
+ *
+ * The worker and the runner talk over a Unix socket in a directory bound into
+ * the container (runner-channel.ts); stdout and stderr come through the
+ * attached `docker run`. Containers are labelled (stowage.runner, the host
+ * and the worker's pid) and run with --rm; a worker removes its containers
+ * when it stops, and at start those that a worker of this host killed before
+ * it could (SIGKILL) left behind.
+ *
+ * cpu and memory map to --cpus and --memory; gpu 'any' to --gpus 1, where the
+ * engine has the NVIDIA runtime, else the call fails naming what is missing.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { promisify } from 'node:util';
+import { FailedPreconditionError, UnavailableError, messageOf } from '../common/errors.js';
+import { PRIVATE } from '../common/file-modes.js';
+import type { Logger } from '../common/logger.js';
+import type { FunctionSpec } from '../gen/stowage/v1/bridge.js';
+import { socketChannel, type Channel } from './runner-channel.js';
+import { RunnerBinds, type CallMount } from './runner-binds.js';
+import { RUNNER, type RunnerProcess, type StartRunner } from './runners.js';
+
+const exec = promisify(execFile);
+
+export const RUNNER_LABEL = 'stowage.runner';
+/** Where a runner's socket directory is bound in its container. */
+const SOCKET_DIR_IN_CONTAINER = '/run/stowage-runner';
+/** The newest bytes of a container's output kept for the error of one that ends before it is ready. */
+const START_LOG_BYTES = 4096;
+
+export interface DockerRuntimeOptions {
+  /** The image of functions that name none. */
+  image: string;
+  workerId: string;
+  workDir: string;
+  /** Host paths bound into every container read-only at the same path (this installation, the fetched bundles, TLS files). */
+  readOnlyPaths: string[];
+  /** The worker's shared mounts directory (bound with rslave propagation). */
+  mountsDir: string;
+  /** The environment of `docker` (DOCKER_HOST…) and of the runners: their STOWAGE_* variables are passed in. */
+  env: NodeJS.ProcessEnv;
+  log: Logger;
+}
+
+/** The container part of a function's spec. */
+export type ContainerNeeds = Pick<FunctionSpec, 'image' | 'cpu' | 'memoryBytes' | 'gpu'>;
+
+/** What a runner container is made for: image, cpu, memory bytes, gpu, declared volume paths. */
+type ContainerKey = [string, number, number, string, string[]];
+
+export class DockerRuntime {
+  /** Images known to be on the engine. */
+  private readonly images = new Set<string>();
+  private nvidia: boolean | undefined;
+  private n = 0;
+
+  constructor(private readonly opts: DockerRuntimeOptions) {
+    mkdirSync(join(opts.workDir, 'runners'), { recursive: true, mode: PRIVATE.dir });
+  }
+
+  /** Checks that the engine answers and the worker's image is there; removes what killed workers of this host left. */
+  async start(): Promise<void> {
+    await this.docker(['version', '--format', '{{.Server.Version}}']);
+    await this.checkImage(this.opts.image, 'the worker\'s --image');
+    const left = await this.leftovers();
+    if (left.length) {
+      await this.docker(['rm', '-f', ...left]);
+      this.opts.log.info({ containers: left.length }, `worker: removed ${left.length} runner container(s) that stopped workers of this host left behind`);
+    }
+  }
+
+  /** The runner key of a call: calls of one key share containers. */
+  key(f: ContainerNeeds & Pick<FunctionSpec, 'volumes'>): string {
+    return JSON.stringify([f.image || this.opts.image, f.cpu, f.memoryBytes, f.gpu, Object.keys(f.volumes).sort()] satisfies ContainerKey);
+  }
+
+  /** Before a call runs: its image is on the engine (pulled if it can be), and its GPU can be given. */
+  async prepare(f: ContainerNeeds, fn: string): Promise<void> {
+    await this.checkImage(f.image || this.opts.image, `function ${fn}`);
+    if (f.gpu) {
+      this.nvidia ??= (await this.docker(['info', '--format', '{{json .Runtimes}}'])).includes('"nvidia"');
+      if (!this.nvidia) {
+        throw new FailedPreconditionError(
+          `function ${fn} asks for gpu '${f.gpu}', but the Docker engine of worker ${this.opts.workerId} has no NVIDIA runtime (install the NVIDIA driver and nvidia-container-toolkit on that host, or run the function without gpu)`,
+        );
+      }
+    }
+  }
+
+  /** Starts runners in containers, for the pool. */
+  starter(): StartRunner {
+    return (key) => this.run(JSON.parse(key) as ContainerKey);
+  }
+
+  /** Removes every container of this worker (it is stopping). */
+  async stop(): Promise<void> {
+    const mine = await this.docker(['ps', '-aq', '--filter', `label=${RUNNER_LABEL}`, '--filter', `label=stowage.worker-pid=${process.pid}`, '--filter', `label=stowage.host=${hostname()}`]).catch(() => '');
+    const ids = mine.split('\n').filter(Boolean);
+    if (ids.length) await this.docker(['rm', '-f', ...ids]).catch(() => undefined);
+  }
+
+  private run([image, cpu, memoryBytes, gpu, paths]: ContainerKey): RunnerProcess {
+    const name = `stowage-runner-${process.pid}-${++this.n}-${randomBytes(3).toString('hex')}`;
+    const socketDir = join(this.opts.workDir, 'runners', name);
+    mkdirSync(socketDir, { recursive: true, mode: PRIVATE.dir });
+    // Under the shared mounts directory, so that what the worker binds there reaches the container; '@' is in no volume mount's name there.
+    const bindDir = join(this.opts.mountsDir, '@runners', name);
+    const at = new Map(paths.map((p, i) => [p, join(bindDir, String(i))]));
+    for (const dir of at.values()) mkdirSync(dir, { recursive: true, mode: PRIVATE.dir });
+    const binds = new RunnerBinds((m) => at.get(m.path)!);
+    /** The call's mounts, by declared path. */
+    let current = new Map<string, CallMount>();
+    /** Bind work in order: a call's binds wait for the last call's unbinds. */
+    let chain: Promise<void> = Promise.resolve();
+    const then = (step: () => Promise<void>): Promise<void> => (chain = chain.then(step, step));
+    const socketPath = join(socketDir, 'runner.sock');
+    const stowageEnv = Object.keys(this.opts.env).filter((k) => k.startsWith('STOWAGE_'));
+    const args = [
+      'run', '--rm', '--name', name,
+      '--label', `${RUNNER_LABEL}=1`, '--label', `stowage.worker=${this.opts.workerId}`, '--label', `stowage.host=${hostname()}`, '--label', `stowage.worker-pid=${process.pid}`,
+      '--network', 'host',
+      ...[...at].flatMap(([path, dir]) => ['-v', `${dir}:${path}:ro,rslave`]),
+      ...this.opts.readOnlyPaths.flatMap((p) => ['-v', `${p}:${p}:ro`]),
+      '-v', `${socketDir}:${SOCKET_DIR_IN_CONTAINER}`,
+      '-e', `STOWAGE_RUNNER_SOCKET=${SOCKET_DIR_IN_CONTAINER}/runner.sock`,
+      ...stowageEnv.flatMap((k) => ['-e', k]),
+      ...(cpu ? ['--cpus', String(cpu)] : []),
+      ...(memoryBytes ? ['--memory', String(memoryBytes)] : []),
+      ...(gpu ? ['--gpus', '1'] : []),
+      '--entrypoint', 'node',
+      image, RUNNER,
+    ];
+    const exits: ((how: string, log: string) => void)[] = [];
+    let exited: { how: string; log: string } | undefined;
+    let channel: Channel | undefined;
+    const pending: ((msg: unknown) => void)[] = [];
+    const closes: (() => void)[] = [];
+    let startLog = '';
+    let ready = false;
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    // The runner connects once its container is up; until then nothing is sent (the pool waits for its first message).
+    const server: Server = createServer((socket) => {
+      server.close();
+      channel = socketChannel(socket);
+      channel.onMessage(() => (ready = true));
+      for (const fn of pending) channel.onMessage(fn);
+      for (const fn of closes) channel.onClose(fn);
+    });
+    server.listen(socketPath);
+    const child = spawn('docker', args, { env: this.opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const keep = (data: Buffer) => {
+      if (!ready) startLog = (startLog + data.toString('utf8')).slice(-START_LOG_BYTES);
+    };
+    child.stdout.on('data', keep).pipe(stdout);
+    child.stderr.on('data', keep).pipe(stderr);
+    const remove = () => {
+      execFile('docker', ['rm', '-f', name], { env: this.opts.env }, () => undefined);
+    };
+    const ended = (how: string) => {
+      if (exited) return;
+      server.close();
+      rmSync(socketDir, { recursive: true, force: true });
+      void then(async () => {
+        await binds.unbindAll();
+        rmSync(bindDir, { recursive: true, force: true });
+      });
+      exited = { how, log: ready ? '' : engineHint(startLog.trim()) };
+      for (const fn of exits) fn(exited.how, exited.log);
+    };
+    child.on('error', (err) => ended(`an error starting docker: ${err.message}`));
+    // After its output is all read, so that what a failing start printed is in the error.
+    child.on('close', (code, signal) => ended(signal ?? `code ${code}`));
+    return {
+      pid: child.pid,
+      stdout,
+      stderr,
+      channel: {
+        send: (msg) => channel?.send(msg),
+        onMessage: (fn) => (channel ? channel.onMessage(fn) : void pending.push(fn)),
+        onClose: (fn) => (channel ? channel.onClose(fn) : void closes.push(fn)),
+        get connected() {
+          return !!channel?.connected;
+        },
+      },
+      onExit: (fn) => (exited ? fn(exited.how, exited.log) : void exits.push(fn)),
+      get exited() {
+        return !!exited;
+      },
+      kill: () => {
+        remove();
+        child.kill('SIGKILL');
+      },
+      stop: remove,
+      beginCall: (mounts) =>
+        then(async () => {
+          current = new Map(mounts.map((m) => [m.path, { ...m }]));
+          await binds.bind(mounts, []);
+        }),
+      endCall: () =>
+        then(async () => {
+          current = new Map();
+          await binds.unbindAll();
+        }),
+      rebind: (path, source) =>
+        then(async () => {
+          const m = current.get(path);
+          if (!m || m.source === source) return;
+          await binds.rebind(m, source);
+          m.source = source;
+        }),
+    };
+  }
+
+  private async checkImage(image: string, whose: string): Promise<void> {
+    if (this.images.has(image)) return;
+    try {
+      await this.docker(['image', 'inspect', '--format', '{{.Id}}', image]);
+    } catch (err) {
+      if (err instanceof UnavailableError) throw err;
+      this.opts.log.info({ image }, `worker: image ${image} is not on this host's Docker engine; pulling it`);
+      try {
+        await this.docker(['pull', '--quiet', image], 10 * 60_000);
+      } catch (pullErr) {
+        if (pullErr instanceof UnavailableError) throw pullErr;
+        throw new FailedPreconditionError(
+          `image ${image} (${whose}) is not on the Docker engine of worker ${this.opts.workerId}, and pulling it failed (${messageOf(pullErr)}); build it on that host (docker build -t ${image} DIR) or load it (docker load -i FILE)`,
+        );
+      }
+    }
+    this.images.add(image);
+  }
+
+  /** Ids of runner containers of this host whose worker is gone. */
+  private async leftovers(): Promise<string[]> {
+    const out = await this.docker(['ps', '-a', '--filter', `label=${RUNNER_LABEL}`, '--filter', `label=stowage.host=${hostname()}`, '--format', '{{.ID}} {{.Label "stowage.worker-pid"}}']);
+    return out
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => line.split(' '))
+      .filter(([, pid]) => !alive(Number(pid)))
+      .map(([id]) => id!);
+  }
+
+  /** Runs the docker CLI; an engine it cannot reach is UNAVAILABLE, naming it. */
+  private async docker(args: string[], timeoutMs = 60_000): Promise<string> {
+    try {
+      return (await exec('docker', args, { env: this.opts.env, timeout: timeoutMs, maxBuffer: 16 << 20 })).stdout;
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException & { stderr?: string };
+      if (e.code === 'ENOENT') throw new FailedPreconditionError('the docker CLI is not installed on this host (--runtime docker runs functions through it: apt-get install docker.io)');
+      const text = (e.stderr ?? '').trim() || messageOf(err);
+      if (unreachable(text)) throw new UnavailableError(engineHint(text));
+      throw new Error(`docker ${args[0]}: ${text}`);
+    }
+  }
+}
+
+const unreachable = (text: string): boolean => /Cannot connect to the Docker daemon|Is the docker daemon running|error during connect/i.test(text);
+
+/** What docker said, with what to do when it could not reach its engine. */
+function engineHint(text: string): string {
+  return unreachable(text) ? `the Docker engine is not reachable (${text}); start dockerd on this host, or point DOCKER_HOST at it` : text;
+}
+
+function alive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+

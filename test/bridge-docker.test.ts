@@ -1,0 +1,240 @@
+/**
+ * The docker runtime (`stowage worker --runtime docker`) on this host's
+ * engine: functions run in containers of the worker's image (stowage:latest,
+ * scripts/image.sh) or of their own, with their volumes at the declared paths
+ * (read, written and committed, read-only where the volume is), their limits
+ * (cpu, memory) applied, and containers reused for later calls. Faults: an
+ * image that does not exist, a container that exits at start (its log in the
+ * error), a container killed mid-call (retried as lost), a GPU the engine
+ * cannot give, an engine that stops answering and comes back (through a
+ * socket proxy this test stops and starts: stopping the host's dockerd would
+ * stop the other container suites' containers too), and leftovers of a
+ * SIGKILLed worker removed at the next worker's start. A stowage server in
+ * this process; workers run the built CLI. Skips, saying why, where no Docker
+ * engine or image is (test/support/containers.ts).
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { App, BridgeAdmin, FunctionError, Volume, type RemoteErrorDetails } from '../src/client/index.js';
+import { FIXTURE, cleanUpWorkers, runnerPids, startWorker, waitFor, type WorkerProcess } from './support/bridge.js';
+import { STOWAGE_IMAGE, skipWithoutContainers } from './support/containers.js';
+import { removeDir, startStowage, tempDir, uniqueName, type Stowage } from './support/processes.js';
+import { KiB } from './support/volume-data.js';
+
+const CONTAINERS_FIXTURE = join(FIXTURE, '..', 'containers.mjs');
+const OWN_IMAGE = 'stowage-test-fn:1';
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8', timeout: 120_000 }).trim();
+/** Runner containers of a worker process (by the label its runtime puts on them). */
+const containersOf = (workerPid: number) => docker('ps', '-q', '--filter', 'label=stowage.runner', '--filter', `label=stowage.worker-pid=${workerPid}`).split('\n').filter(Boolean);
+
+interface Where {
+  inContainer: boolean;
+  /** The container's id (64 hex digits). */
+  container: string;
+}
+
+describe.skipIf(skipWithoutContainers('the docker runtime suite'))('compute bridge: functions in containers (stowage worker --runtime docker)', () => {
+  let stowage: Stowage;
+  let worker: WorkerProcess;
+  const extra: WorkerProcess[] = [];
+  let app: App;
+  const work = tempDir('bridge-docker');
+  const data = uniqueName('ds');
+  const results = uniqueName('results');
+  const bytes = Buffer.from(Array.from({ length: 300 * KiB }, (_, i) => (i * 31) & 0xff));
+  const fn = <A extends unknown[]>(name: string, opts: Parameters<App['function']>[0] = {}) =>
+    app.function<A, unknown>({ ...opts, module: CONTAINERS_FIXTURE, name }, () => undefined);
+  const startDockerWorker = (id: string, args: string[] = [], env: Record<string, string> = {}) =>
+    startWorker({ id, server: stowage.server.address, token: stowage.server.token, slots: 2, args: ['--runtime', 'docker', '--image', STOWAGE_IMAGE, ...args], env });
+
+  beforeAll(async () => {
+    // The function's own image: the worker's, with a file only it holds.
+    const ctx = join(work, 'image');
+    execFileSync('mkdir', ['-p', ctx]);
+    writeFileSync(join(ctx, 'Dockerfile'), `FROM ${STOWAGE_IMAGE}\nRUN echo own-image > /etc/stowage-test-marker\n`);
+    docker('build', '-q', '-t', OWN_IMAGE, ctx);
+    stowage = await startStowage();
+    const vol = await Volume.fromName(data, { connection: stowage.connection, createIfMissing: true, chunkSize: 64 * KiB });
+    writeFileSync(join(work, 'shard.bin'), bytes);
+    await vol.batchUpload().putFile(join(work, 'shard.bin'), '/shard.bin').commit();
+    const res = await Volume.fromName(results, { connection: stowage.connection, createIfMissing: true });
+    writeFileSync(join(work, 'seed'), 'seed');
+    await res.batchUpload().putFile(join(work, 'seed'), '/README').commit();
+    worker = await startDockerWorker('d1');
+    app = new App('containers', { connection: stowage.connection });
+  }, 180_000);
+
+  afterAll(async () => {
+    await Promise.all([worker, ...extra].map((w) => w?.kill()));
+    cleanUpWorkers();
+    // Backstop: containers of this file's workers (a killed worker's runner may outlive it).
+    for (const w of [worker, ...extra]) if (w) for (const id of containersOf(w.pid)) spawnSync('docker', ['rm', '-f', id]);
+    spawnSync('docker', ['rmi', '-f', OWN_IMAGE]);
+    await stowage?.stop();
+    removeDir(work);
+  });
+
+  it('a function in a container reads /data/shard.bin of its volume; the container is reused for the next call', async () => {
+    const hash = fn<[string]>('hashData', { volumes: { '/data': data } });
+    const first = (await hash.remote('/shard.bin')) as Where & { sha256: string };
+    expect(first.sha256).toBe(sha256(bytes));
+    expect(first.inContainer).toBe(true);
+    const second = (await hash.remote('/shard.bin')) as Where & { sha256: string };
+    expect(second.container).toBe(first.container);
+    expect(containersOf(worker.pid)).toContain(first.container.slice(0, 12));
+  });
+
+  it("volume('/data').reload() in a container shows the new version at /data (bound from the host, propagated into the container)", async () => {
+    const vol = await Volume.fromName(data, { connection: stowage.connection });
+    writeFileSync(join(work, 'v.txt'), 'first');
+    await vol.batchUpload().putFile(join(work, 'v.txt'), '/v.txt').commit();
+    const out = (await fn<[string, string, string]>('rewriteAndReload', { volumes: { '/data': data } }).remote(data, '/v.txt', 'second')) as Where & {
+      before: string;
+      after: string;
+      version: number;
+    };
+    expect(out.inContainer).toBe(true);
+    expect(out.before).toBe('first');
+    expect(out.after).toBe('second');
+    expect(out.version).toBe((await vol.info()).latestVersion);
+  });
+
+  it('a function in a container writes into a writable volume, committed when it returns', async () => {
+    const vol = await Volume.fromName(results, { connection: stowage.connection });
+    const before = (await vol.info()).latestVersion;
+    const out = (await fn<[string, string]>('writeOut', { volumes: { '/out': { name: results, writable: true } } }).remote('/hello.txt', 'from a container')) as Where;
+    expect(out.inContainer).toBe(true);
+    expect((await vol.info()).latestVersion).toBe(before + 1);
+    expect((await vol.readBytes('/hello.txt')).toString()).toBe('from a container');
+  });
+
+  it('writing into a read-only volume is EROFS inside the container, naming the volume', async () => {
+    const err = (await fn('writeData', { volumes: { '/data': data } })
+      .remote()
+      .catch((e: unknown) => e)) as FunctionError;
+    expect(err).toBeInstanceOf(FunctionError);
+    expect(err.message).toMatch(/^EROFS: read-only file system/);
+    expect(err.message).toContain(`volume ${data} is mounted read-only at /data`);
+  });
+
+  it("a function's own image: it runs there (a file only that image holds), and its limits (cpu, memory) are the container's", async () => {
+    const own = (await fn('marker', { image: OWN_IMAGE }).remote()) as Where & { marker: string };
+    expect(own.marker).toBe('own-image');
+    expect(own.inContainer).toBe(true);
+    const lim = (await fn('limits', { cpu: 0.5, memory: '256MiB' }).remote()) as { memory: string; quota: string; period: string };
+    expect(Number(lim.memory)).toBe(256 * 1024 * 1024);
+    expect(Number(lim.quota) / Number(lim.period)).toBeCloseTo(0.5);
+  });
+
+  it('an image that does not exist fails the call naming it and what to do; a container that exits at start attaches its log', async () => {
+    const missing = (await fn('noop', { image: 'no-such-image:404' })
+      .remote()
+      .catch((e: unknown) => e)) as FunctionError & RemoteErrorDetails;
+    expect(missing.code).toBe('FAILED_PRECONDITION');
+    expect(missing.message).toContain('image no-such-image:404 (function noop) is not on the Docker engine of worker d1');
+    expect(missing.message).toContain('docker build -t no-such-image:404');
+    // local/debian has no node: the container exits at once, and docker says why.
+    const noNode = (await fn('noop', { image: 'local/debian:bookworm' })
+      .remote()
+      .catch((e: unknown) => e)) as Error;
+    expect(noNode.message).toMatch(/the runner process could not start: it exited with code \d+ before it was ready; its last output: .*node.*(not found|no such file)/is);
+  });
+
+  it('gpu: any on an engine without the NVIDIA runtime fails naming what is missing', async () => {
+    const err = (await fn('noop', { gpu: 'any' })
+      .remote()
+      .catch((e: unknown) => e)) as FunctionError & RemoteErrorDetails;
+    expect(err.code).toBe('FAILED_PRECONDITION');
+    expect(err.message).toContain("asks for gpu 'any', but the Docker engine of worker d1 has no NVIDIA runtime");
+  });
+
+  it('a container killed mid-call: the attempt is lost and retried, and the retry succeeds in a new container', async () => {
+    const call = await fn<[number]>('slow', { retries: 1 }).spawn(3000);
+    // The call says which container runs it; that one is killed.
+    let id = '';
+    for await (const e of call.logs({ follow: true })) {
+      id = /container ([0-9a-f]{64})/.exec(e.data.toString())?.[1] ?? '';
+      if (id) break;
+    }
+    expect(containersOf(worker.pid)).toContain(id.slice(0, 12));
+    docker('kill', id);
+    const out = (await call.get()) as Where;
+    expect(out.inContainer).toBe(true);
+    expect(out.container).not.toBe(id);
+    expect((await BridgeAdmin.call(call.id, stowage.connection)).attempt).toBe(2);
+  });
+
+  it('a process-runtime worker refuses a function that names an image', async () => {
+    const proc = await startWorker({ id: 'p1', server: stowage.server.address, token: stowage.server.token, slots: 1 });
+    extra.push(proc);
+    await worker.kill();
+    const err = (await fn('noop', { image: OWN_IMAGE })
+      .remote()
+      .catch((e: unknown) => e)) as FunctionError & RemoteErrorDetails;
+    expect(err.code).toBe('FAILED_PRECONDITION');
+    expect(err.message).toContain(`names the image ${OWN_IMAGE}, but worker p1 runs functions as processes`);
+    await proc.kill();
+    // Its containers went with the worker.
+    expect(containersOf(worker.pid)).toEqual([]);
+  });
+
+  it("a SIGKILLed worker's container left behind is removed when the next worker starts", async () => {
+    const w = await startDockerWorker('d2');
+    extra.push(w);
+    await fn('spin').spawn(); // blocks its runner: it cannot see its worker go
+    await waitFor('a runner container', () => containersOf(w.pid).length > 0 && runnerPids(w.pid).length > 0);
+    const left = containersOf(w.pid);
+    await w.kill('SIGKILL');
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(containersOf(w.pid)).toEqual(left); // still there: nothing removed it
+    const next = await startDockerWorker('d3');
+    extra.push(next);
+    expect(docker('ps', '-aq', '--filter', `label=stowage.worker-pid=${w.pid}`)).toBe('');
+    expect(next.stdout() + next.stderr()).not.toContain('error');
+    await next.kill();
+  });
+
+  it('an engine that stops answering: the call fails UNAVAILABLE naming it, and the worker recovers when it is back', async () => {
+    // The worker reaches the engine through a proxy of its socket, which this test stops and starts.
+    const sock = join(work, 'docker-proxy.sock');
+    let proxy: Server | undefined;
+    const startProxy = () =>
+      new Promise<void>((res) => {
+        rmSync(sock, { force: true });
+        proxy = createServer((c) => {
+          const up = createConnection('/var/run/docker.sock');
+          c.pipe(up).pipe(c);
+          c.on('error', () => up.destroy());
+          up.on('error', () => c.destroy());
+        });
+        proxy.listen(sock, res);
+      });
+    await startProxy();
+    const w = await startDockerWorker('d4', ['--idle-timeout', '500ms'], { DOCKER_HOST: `unix://${sock}` });
+    extra.push(w);
+    try {
+      await worker.kill();
+      expect(((await fn('noop').remote()) as Where).inContainer).toBe(true);
+      // Idle runners stopped; then the engine goes.
+      await waitFor('idle runners to stop', () => runnerPids(w.pid).length === 0);
+      await new Promise<void>((res) => proxy!.close(() => res()));
+      rmSync(sock, { force: true });
+      const err = (await fn('noop')
+        .remote()
+        .catch((e: unknown) => e)) as FunctionError & RemoteErrorDetails;
+      expect(err.code).toBe('UNAVAILABLE');
+      expect(err.message).toContain('the Docker engine is not reachable');
+      expect(err.message).toContain('start dockerd on this host, or point DOCKER_HOST at it');
+      await startProxy();
+      expect(((await fn('noop').remote()) as Where).inContainer).toBe(true);
+    } finally {
+      await w.kill();
+      proxy?.close();
+    }
+  });
+});
