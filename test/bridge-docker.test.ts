@@ -22,7 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App, BridgeAdmin, FunctionError, Volume, type RemoteErrorDetails } from '../src/client/index.js';
 import { FIXTURE, cleanUpWorkers, runnerPids, startWorker, waitFor, type WorkerProcess } from './support/bridge.js';
 import { STOWAGE_IMAGE, skipWithoutContainers } from './support/containers.js';
-import { removeDir, startStowage, tempDir, uniqueName, type Stowage } from './support/processes.js';
+import { removeDir, runCli, startStowage, tempDir, uniqueName, type Stowage } from './support/processes.js';
 import { KiB } from './support/volume-data.js';
 
 const CONTAINERS_FIXTURE = join(FIXTURE, '..', 'containers.mjs');
@@ -197,6 +197,24 @@ describe.skipIf(skipWithoutContainers('the docker runtime suite'))('compute brid
     expect(docker('ps', '-aq', '--filter', `label=stowage.worker-pid=${w.pid}`)).toBe('');
     expect(next.stdout() + next.stderr()).not.toContain('error');
     await next.kill();
+  });
+
+  it('stowage worker --runtime docker without an engine exits naming it; bad --runtime and --image are refused', async () => {
+    const env = { STOWAGE_SERVER: stowage.server.address, STOWAGE_TOKEN: stowage.server.token, STOWAGE_LOG_LEVEL: 'warn' };
+    const workDir = join(work, 'no-engine');
+    const none = await runCli(['worker', '--runtime', 'docker', '--work-dir', workDir, '--id', 'none'], { ...env, DOCKER_HOST: `unix://${join(work, 'no-such.sock')}` });
+    expect(none.code).toBe(6); // UNAVAILABLE
+    expect(none.stderr).toContain('the Docker engine is not reachable');
+    expect(none.stderr).toContain('start dockerd on this host, or point DOCKER_HOST at it');
+    const badRuntime = await runCli(['worker', '--runtime', 'podman', '--work-dir', workDir], env);
+    expect(badRuntime.code).toBe(2);
+    expect(badRuntime.stderr).toContain('--runtime "podman": choose process or docker');
+    const imageWithoutDocker = await runCli(['worker', '--image', STOWAGE_IMAGE, '--work-dir', workDir], env);
+    expect(imageWithoutDocker.code).toBe(2);
+    expect(imageWithoutDocker.stderr).toContain('--image is for --runtime docker');
+    const missingImage = await runCli(['worker', '--runtime', 'docker', '--image', 'no-such-image:404', '--work-dir', workDir, '--id', 'mi'], env);
+    expect(missingImage.code).toBe(5);
+    expect(missingImage.stderr).toContain("image no-such-image:404 (the worker's --image) is not on the Docker engine of worker mi");
   });
 
   it('an engine that stops answering: the call fails UNAVAILABLE naming it, and the worker recovers when it is back', async () => {

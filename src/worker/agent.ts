@@ -130,8 +130,9 @@ export class WorkerAgent {
     const mountsDir = join(opts.workDir, 'mounts');
     ensureDir(mountsDir, PRIVATE);
     this.volumePaths = setUpVolumePaths(mountsDir, opts.volumePaths === false);
-    if (this.volumePaths.ok) opts.log.info({ worker: this.id }, 'worker: functions see their volumes at their declared paths (a mount namespace per function process)');
-    else opts.log.warn({ worker: this.id }, `worker: functions see their volumes only through volumePath(), not at their declared paths: ${this.volumePaths.why}`);
+    if (this.volumePaths.ok) {
+      if (opts.runtime !== 'docker') opts.log.info({ worker: this.id }, 'worker: functions see their volumes at their declared paths (a mount namespace per function process)');
+    } else opts.log.warn({ worker: this.id }, `worker: functions see their volumes only through volumePath(), not at their declared paths: ${this.volumePaths.why}`);
     const runnerEnv = { ...opts.env, STOWAGE_WORKER_ID: this.id };
     if (opts.runtime === 'docker') {
       if (!this.volumePaths.ok) throw new FailedPreconditionError(`--runtime docker binds each function's volumes at their declared paths, and this worker cannot: ${this.volumePaths.why}`);

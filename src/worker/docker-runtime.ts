@@ -30,7 +30,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, rmdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -171,6 +171,12 @@ export class DockerRuntime {
       for (const fn of pending) channel.onMessage(fn);
       for (const fn of closes) channel.onClose(fn);
     });
+    // A socket path too long (a deep --work-dir) or a directory gone: the runner cannot connect, so end it.
+    server.on('error', (err) => {
+      startLog += `the worker cannot listen on ${socketPath}: ${err.message}`;
+      child.kill('SIGKILL');
+      remove();
+    });
     server.listen(socketPath);
     const child = spawn('docker', args, { env: this.opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
     const keep = (data: Buffer) => {
@@ -187,7 +193,14 @@ export class DockerRuntime {
       rmSync(socketDir, { recursive: true, force: true });
       void then(async () => {
         await binds.unbindAll();
-        rmSync(bindDir, { recursive: true, force: true });
+        // One by one and only when empty: never recursively, which would go into a bind still there.
+        for (const dir of [...at.values(), bindDir]) {
+          try {
+            rmdirSync(dir);
+          } catch {
+            // still bound (a straggler), or gone
+          }
+        }
       });
       exited = { how, log: ready ? '' : engineHint(startLog.trim()) };
       for (const fn of exits) fn(exited.how, exited.log);
@@ -248,7 +261,7 @@ export class DockerRuntime {
       } catch (pullErr) {
         if (pullErr instanceof UnavailableError) throw pullErr;
         throw new FailedPreconditionError(
-          `image ${image} (${whose}) is not on the Docker engine of worker ${this.opts.workerId}, and pulling it failed (${messageOf(pullErr)}); build it on that host (docker build -t ${image} DIR) or load it (docker load -i FILE)`,
+          `image ${image} (${whose}) is not on the Docker engine of worker ${this.opts.workerId}, and pulling it failed (${messageOf(pullErr)}); build it on that host (${image.startsWith('stowage:') ? 'scripts/image.sh builds stowage:VERSION, or ' : ''}docker build -t ${image} DIR) or load it (docker load -i FILE)`,
         );
       }
     }
