@@ -20,6 +20,7 @@ import { createConnection, createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App, BridgeAdmin, FunctionError, Volume, type RemoteErrorDetails } from '../src/client/index.js';
+import { CallState } from '../src/gen/stowage/v1/bridge.js';
 import { FIXTURE, cleanUpWorkers, runnerPids, startWorker, waitFor, type WorkerProcess } from './support/bridge.js';
 import { STOWAGE_IMAGE, skipWithoutContainers } from './support/containers.js';
 import { removeDir, runCli, startStowage, tempDir, uniqueName, type Stowage } from './support/processes.js';
@@ -29,8 +30,12 @@ const CONTAINERS_FIXTURE = join(FIXTURE, '..', 'containers.mjs');
 const OWN_IMAGE = 'stowage-test-fn:1';
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8', timeout: 120_000 }).trim();
-/** Runner containers of a worker process (by the label its runtime puts on them). */
-const containersOf = (workerPid: number) => docker('ps', '-q', '--filter', 'label=stowage.runner', '--filter', `label=stowage.worker-pid=${workerPid}`).split('\n').filter(Boolean);
+/** Running runner containers of a worker process (by the label its runtime puts on them: "PID:START-TIME"). */
+const containersOf = (workerPid: number) =>
+  docker('ps', '--filter', 'label=stowage.runner', '--format', '{{.ID}} {{.Label "stowage.worker-instance"}}')
+    .split('\n')
+    .filter((l) => l.split(' ')[1]?.startsWith(`${workerPid}:`))
+    .map((l) => l.split(' ')[0]!);
 
 interface Where {
   inContainer: boolean;
@@ -51,6 +56,12 @@ describe.skipIf(skipWithoutContainers('the docker runtime suite'))('compute brid
     app.function<A, unknown>({ ...opts, module: CONTAINERS_FIXTURE, name }, () => undefined);
   const startDockerWorker = (id: string, args: string[] = [], env: Record<string, string> = {}) =>
     startWorker({ id, server: stowage.server.address, token: stowage.server.token, slots: 2, args: ['--runtime', 'docker', '--image', STOWAGE_IMAGE, ...args], env });
+
+  /** Waits until the bridge lists exactly these workers (one just stopped may still be listed for a moment). */
+  const onlyWorkers = (...ids: string[]) =>
+    waitFor(`the bridge to list only ${ids.join(', ')}`, async () =>
+      (await BridgeAdmin.workers(stowage.connection)).map((w) => w.workerId).sort().join() === [...ids].sort().join(),
+    );
 
   beforeAll(async () => {
     // The function's own image: the worker's, with a file only it holds.
@@ -113,6 +124,15 @@ describe.skipIf(skipWithoutContainers('the docker runtime suite'))('compute brid
     expect((await vol.readBytes('/hello.txt')).toString()).toBe('from a container');
   });
 
+  it("inside the container a read-only volume's mount is read-only for the kernel, a writable one's read-write", async () => {
+    const out = (await fn<[string, string]>('writeOutAndLook', { volumes: { '/data': data, '/out': { name: results, writable: true } } }).remote('/look.txt', 'x')) as {
+      out: string;
+      data: string;
+    };
+    expect(out.data).toMatch(/^ro\b/);
+    expect(out.out).toMatch(/^rw\b/);
+  });
+
   it('writing into a read-only volume is EROFS inside the container, naming the volume', async () => {
     const err = (await fn('writeData', { volumes: { '/data': data } })
       .remote()
@@ -169,32 +189,45 @@ describe.skipIf(skipWithoutContainers('the docker runtime suite'))('compute brid
     expect((await BridgeAdmin.call(call.id, stowage.connection)).attempt).toBe(2);
   });
 
-  it('a process-runtime worker refuses a function that names an image', async () => {
+  it('beside a process worker, functions that name an image go to the docker worker; with none left, they wait for one', async () => {
     const proc = await startWorker({ id: 'p1', server: stowage.server.address, token: stowage.server.token, slots: 1 });
     extra.push(proc);
+    const listed = await waitFor('both workers listed', async () => {
+      const ws = await BridgeAdmin.workers(stowage.connection);
+      return ws.length === 2 ? ws : undefined;
+    });
+    expect(Object.fromEntries(listed.map((w) => [w.workerId, w.containers]))).toEqual({ d1: true, p1: false });
+    const own = fn('marker', { image: OWN_IMAGE });
+    const got = (await Promise.all(Array.from({ length: 6 }, () => own.remote()))) as (Where & { marker: string })[];
+    expect(got.every((g) => g.inContainer && g.marker === 'own-image')).toBe(true);
     await worker.kill();
-    const err = (await fn('noop', { image: OWN_IMAGE })
-      .remote()
-      .catch((e: unknown) => e)) as FunctionError & RemoteErrorDetails;
-    expect(err.code).toBe('FAILED_PRECONDITION');
-    expect(err.message).toContain(`names the image ${OWN_IMAGE}, but worker p1 runs functions as processes`);
-    await proc.kill();
-    // Its containers went with the worker.
+    // Its containers went with it.
     expect(containersOf(worker.pid)).toEqual([]);
+    await onlyWorkers('p1');
+    const waiting = await own.spawn();
+    const plain = (await fn('noop').remote()) as Where; // the process worker is free, and takes other calls
+    expect(plain.inContainer).toBe(false);
+    expect((await BridgeAdmin.call(waiting.id, stowage.connection)).state).toBe(CallState.CALL_STATE_QUEUED);
+    const d5 = await startDockerWorker('d5');
+    extra.push(d5);
+    expect(((await waiting.get()) as Where & { marker: string }).marker).toBe('own-image');
+    await Promise.all([proc.kill(), d5.kill()]);
   });
 
   it("a SIGKILLed worker's container left behind is removed when the next worker starts", async () => {
     const w = await startDockerWorker('d2');
     extra.push(w);
-    await fn('spin').spawn(); // blocks its runner: it cannot see its worker go
-    await waitFor('a runner container', () => containersOf(w.pid).length > 0 && runnerPids(w.pid).length > 0);
+    await onlyWorkers('d2');
+    const call = await fn('spin').spawn(); // blocks its runner: it cannot see its worker go
+    for await (const e of call.logs({ follow: true })) if (e.data.toString().includes('spinning')) break;
     const left = containersOf(w.pid);
+    expect(left).toHaveLength(1);
     await w.kill('SIGKILL');
     await new Promise((r) => setTimeout(r, 1000));
     expect(containersOf(w.pid)).toEqual(left); // still there: nothing removed it
     const next = await startDockerWorker('d3');
     extra.push(next);
-    expect(docker('ps', '-aq', '--filter', `label=stowage.worker-pid=${w.pid}`)).toBe('');
+    expect(containersOf(w.pid)).toEqual([]);
     expect(next.stdout() + next.stderr()).not.toContain('error');
     await next.kill();
   });
@@ -236,7 +269,7 @@ describe.skipIf(skipWithoutContainers('the docker runtime suite'))('compute brid
     const w = await startDockerWorker('d4', ['--idle-timeout', '500ms'], { DOCKER_HOST: `unix://${sock}` });
     extra.push(w);
     try {
-      await worker.kill();
+      await onlyWorkers('d4');
       expect(((await fn('noop').remote()) as Where).inContainer).toBe(true);
       // Idle runners stopped; then the engine goes.
       await waitFor('idle runners to stop', () => runnerPids(w.pid).length === 0);

@@ -10,6 +10,7 @@ const h = (n: number) => n.toString(16).padStart(64, '0');
 const worker = (id: string, chunks: number[], o: Partial<WorkerView> = {}): WorkerView => ({
   id,
   slots: 1,
+  containers: false,
   running: 0,
   chunks: new Set(chunks.map(h)),
   freeSinceMs: 0,
@@ -18,6 +19,18 @@ const worker = (id: string, chunks: number[], o: Partial<WorkerView> = {}): Work
 const call = (id: string, chunks: number[]): QueuedCall => ({ id, extents: chunks.map((c) => ({ hash: h(c), length: 100 })) });
 
 describe('placement', () => {
+  it('a call whose function names an image goes only to a worker that runs containers, under every policy; other calls go anywhere', () => {
+    for (const name of ['ours', 'round-robin', 'random'] as const) {
+      const p = createPlacementPolicy(name, { localityWaitMs: 0 });
+      // The process worker caches the call's data and is free: it still may not take the image call.
+      const ws = [worker('proc', [1], { freeSinceMs: 0 }), worker('dock', [], { containers: true, running: 1, freeSinceMs: 0 })];
+      const busy = p.place([{ ...call('img', [1]), containers: true }, call('plain', [1])], ws, 10_000);
+      expect(busy.placed.map((d) => [d.callId, d.workerId]), name).toEqual([['plain', 'proc']]);
+      const free = p.place([{ ...call('img', [1]), containers: true }], [ws[0]!, { ...ws[1]!, running: 0 }], 10_000);
+      expect(free.placed.map((d) => [d.callId, d.workerId]), name).toEqual([['img', 'dock']]);
+    }
+  });
+
   it('ours: most cached bytes wins; ties go to the less loaded; nothing cached goes to the least loaded', () => {
     const p = createPlacementPolicy('ours');
     const ws = [worker('a', [1]), worker('b', [1, 2], { slots: 2, running: 1 }), worker('c', [])];

@@ -162,7 +162,7 @@ describe('metrics of a running server', () => {
       });
       work.on('error', () => undefined);
       const send = (m: Partial<WorkerMessage>) => work.write({ register: undefined, chunks: undefined, heartbeat: undefined, outcome: undefined, logs: undefined, ...m });
-      send({ register: { workerId: uniqueName('w'), host: 'test', slots: 4, chunks: cached!.extents.map((e) => e.hash), running: [] } });
+      send({ register: { workerId: uniqueName('w'), host: 'test', slots: 4, chunks: cached!.extents.map((e) => e.hash), running: [], containers: false } });
       await eventually('registered', () => registered);
       const before = await scrape();
       const placementsBefore = stowage.server.metrics.placementCounts();

@@ -99,7 +99,7 @@ export function register(program: Command): void {
     .action(async (flags: { json?: boolean }) => {
       const workers = await BridgeAdmin.workers();
       if (flags.json) return printJson(workers);
-      for (const w of workers) console.log(`${w.workerId.padEnd(24)} ${w.host.padEnd(16)} running ${w.running}/${w.slots}  cached chunks ${w.cachedChunks}`);
+      for (const w of workers) console.log(`${w.workerId.padEnd(24)} ${w.host.padEnd(16)} running ${w.running}/${w.slots}  cached chunks ${w.cachedChunks}${w.containers ? '  containers' : ''}`);
     });
 
   bridge

@@ -58,9 +58,9 @@ import { quote } from '../common/quote.js';
 import type { CallInfo, CallInput, CallOutcome, CallResult, FunctionSpec, RegisterWorker, WorkerInfo } from '../gen/stowage/v1/bridge.js';
 import { CallBook, errorOf } from './calls.js';
 import { LogKeeper, type LogSink } from './logs.js';
-import { createPlacementPolicy, type PlacementPolicy } from './placement.js';
+import { createPlacementPolicy, type PlacementPolicy, type QueuedCall } from './placement.js';
 import { ReadResolver, checkSpec } from './reads.js';
-import type { BridgeObserver, CallRecord, CallStore, ExtentRef, PlacementPolicyName, VolumeResolver } from './types.js';
+import type { BridgeObserver, CallRecord, CallStore, PlacementPolicyName, VolumeResolver } from './types.js';
 import { WorkerRoster, type Worker, type WorkerLink, type WorkerSession } from './workers.js';
 
 export type { WorkerLink, WorkerSession } from './workers.js';
@@ -303,7 +303,7 @@ export class Bridge {
     let wakeIn = Infinity;
     const workers = this.workers.all();
     if (!workers.some((w) => w.running < w.slots)) return;
-    const candidates: { id: string; extents: ExtentRef[] }[] = [];
+    const candidates: QueuedCall[] = [];
     for (const id of this.calls.queued()) {
       const call = this.calls.get(id);
       if (!call || call.state !== 'queued') continue;
@@ -314,7 +314,9 @@ export class Bridge {
       }
       try {
         const extents = this.reads.cached(call.reads, call.spec.volumes, call.versions);
-        if (extents) candidates.push({ id, extents });
+        // A function that names an image runs only on a worker that runs containers: it waits for one (one
+        // restarting, or reconnecting, is back soon), as any call waits while no worker is registered.
+        if (extents) candidates.push({ id, extents, containers: call.spec.image !== '' });
         else {
           // Not resolved since this bridge started (or evicted): placed once resolved.
           this.reads.resolve(call.reads, call.spec.volumes, call.versions).then(

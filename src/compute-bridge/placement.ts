@@ -16,6 +16,9 @@
  *   balancer in front of identical containers would do.
  * - `random`: a free worker at random.
  *
+ * Each policy places a call whose function names an image (`containers`) only
+ * on a worker that runs functions in containers.
+ *
  * Every decision records the candidates and their scores, for
  * `stowage bridge explain`.
  */
@@ -25,6 +28,8 @@ import type { ExtentRef, PlacementPolicyName } from './types.js';
 export interface WorkerView {
   id: string;
   slots: number;
+  /** It runs functions in containers (--runtime docker). */
+  containers: boolean;
   running: number;
   chunks: ReadonlySet<string>;
   /** Since when the worker has had a free slot without being given a call. */
@@ -35,7 +40,12 @@ export interface QueuedCall {
   id: string;
   /** Distinct extents the call reads. */
   extents: readonly ExtentRef[];
+  /** Only a worker that runs functions in containers may take it (its function names an image). */
+  containers?: boolean;
 }
+
+/** Whether `w` may run `call` at all. */
+const fits = (call: QueuedCall, w: WorkerView): boolean => !call.containers || w.containers;
 
 export interface Placed {
   callId: string;
@@ -120,8 +130,13 @@ class CacheAware implements PlacementPolicy {
     for (const call of calls) {
       if (!round.anyFree()) break;
       const score = scorer(call.extents);
-      const best = Math.max(...workers.map(score));
-      const free = workers.filter((w) => round.free(w));
+      const able = workers.filter((w) => fits(call, w));
+      const best = Math.max(0, ...able.map(score));
+      const free = able.filter((w) => round.free(w));
+      if (best === 0 && !free.length) {
+        waiting.push({ call, score });
+        continue;
+      }
       if (best === 0) {
         const w = [...free].sort(round.byLoad)[0]!;
         round.place(call, w, call.extents.length ? 'no worker caches any of its reads: least-loaded worker' : 'the call declares no reads: least-loaded worker', score);
@@ -129,7 +144,7 @@ class CacheAware implements PlacementPolicy {
       }
       const top = free.filter((w) => score(w) === best).sort(round.byLoad);
       if (top.length) {
-        const tied = workers.filter((w) => score(w) === best).length > 1;
+        const tied = able.filter((w) => score(w) === best).length > 1;
         round.place(call, top[0]!, tied ? 'most cached bytes (tie broken by load)' : 'most cached bytes', score);
       } else {
         waiting.push({ call, score });
@@ -138,15 +153,18 @@ class CacheAware implements PlacementPolicy {
     // Workers idle past the locality wait take the waiting call they hold most of.
     let wakeInMs: number | undefined;
     for (const w of [...workers].sort((a, b) => a.freeSinceMs - b.freeSinceMs)) {
-      while (waiting.length && round.free(w)) {
+      while (round.free(w)) {
+        const able = waiting.filter((x) => fits(x.call, w));
+        if (!able.length) break;
         const idleMs = nowMs - w.freeSinceMs;
         if (idleMs < this.localityWaitMs) {
           wakeInMs = Math.min(wakeInMs ?? Infinity, this.localityWaitMs - idleMs);
           break;
         }
-        let pick = 0;
-        for (let i = 1; i < waiting.length; i++) if (waiting[i]!.score(w) > waiting[pick]!.score(w)) pick = i;
-        const [{ call, score }] = waiting.splice(pick, 1) as [(typeof waiting)[number]];
+        let pick = able[0]!;
+        for (const x of able) if (x.score(w) > pick.score(w)) pick = x;
+        waiting.splice(waiting.indexOf(pick), 1);
+        const { call, score } = pick;
         round.place(call, w, `the workers caching most of its reads were busy and ${w.id} had been idle for ${idleMs} ms (locality wait ${this.localityWaitMs} ms)`, score);
       }
     }
@@ -163,8 +181,8 @@ class RoundRobin implements PlacementPolicy {
     const sorted = [...workers].sort((a, b) => (a.id < b.id ? -1 : 1));
     for (const call of calls) {
       const start = Math.max(0, sorted.findIndex((w) => w.id > this.last));
-      const w = sorted.map((_, i) => sorted[(start + i) % sorted.length]!).find((x) => round.free(x));
-      if (!w) break;
+      const w = sorted.map((_, i) => sorted[(start + i) % sorted.length]!).find((x) => round.free(x) && fits(call, x));
+      if (!w) continue;
       this.last = w.id;
       round.place(call, w, 'round-robin: next free worker in turn', scorer(call.extents));
     }
@@ -178,8 +196,8 @@ class RandomPlacement implements PlacementPolicy {
   place(calls: readonly QueuedCall[], workers: readonly WorkerView[]): PlacementRound {
     const round = new Round(workers);
     for (const call of calls) {
-      const free = workers.filter((w) => round.free(w));
-      if (!free.length) break;
+      const free = workers.filter((w) => round.free(w) && fits(call, w));
+      if (!free.length) continue;
       round.place(call, free[Math.floor(Math.random() * free.length)]!, 'random: a free worker at random', scorer(call.extents));
     }
     return { placed: round.placed };

@@ -125,6 +125,7 @@ export class WorkerRoster {
       running: w.running,
       cachedChunks: w.chunks.size,
       registeredAtMs: w.registeredAtMs,
+      containers: w.containers,
     }));
   }
 
@@ -171,6 +172,7 @@ export class WorkerRoster {
       id: reg.workerId,
       host: reg.host,
       slots: Math.max(1, reg.slots),
+      containers: reg.containers,
       running: 0,
       chunks: new Set(reg.chunks),
       calls: new Set(),

@@ -40,7 +40,7 @@
  */
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { Connection } from '../client/index.js';
@@ -141,7 +141,7 @@ export class WorkerAgent {
         workerId: this.id,
         workDir: opts.workDir,
         mountsDir,
-        readOnlyPaths: [PACKAGE_ROOT.replace(/\/$/, ''), join(opts.workDir, 'code'), ...tlsFiles(opts.env)],
+        readOnlyPaths: [...installationPaths(PACKAGE_ROOT), join(opts.workDir, 'code'), ...tlsFiles(opts.env)],
         env: runnerEnv,
         log: opts.log,
       });
@@ -236,6 +236,7 @@ export class WorkerAgent {
         slots: this.opts.slots,
         chunks: [...chunks],
         running: [...this.running.values()].map((a) => ({ callId: a.callId, attempt: a.attempt })),
+        containers: !!this.docker,
       },
     });
   }
@@ -368,6 +369,19 @@ export class WorkerAgent {
 
 /** A call this worker's runtime cannot run (an image without the docker runtime, a GPU it does not have). */
 class RuntimeRefusal extends Error {}
+
+/**
+ * What a runner in a container needs of this installation: its root, and each node_modules above it (installed
+ * as a dependency, its own dependencies may be hoisted there; node looks in every one up to /).
+ */
+function installationPaths(root: string): string[] {
+  const paths = [root.replace(/\/$/, '')];
+  for (let dir = dirname(paths[0]!); ; dir = dirname(dir)) {
+    const nm = join(dir, 'node_modules');
+    if (existsSync(nm) && nm !== paths[0]) paths.push(nm);
+    if (dir === dirname(dir)) return paths;
+  }
+}
 
 /** Paths of the TLS files the runners' environment names (bound into their containers). */
 function tlsFiles(env: NodeJS.ProcessEnv): string[] {

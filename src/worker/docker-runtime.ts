@@ -5,32 +5,36 @@
  * engine and reused for later calls of the same image and limits, as forked
  * runners are (runners.ts). The image's `node` runs the worker's own
  * runner.js, which is bound in read-only at the same path (with the SDK the
- * bundles import), as are the fetched bundles.
+ * bundles import, and the node_modules above it that its dependencies may
+ * have been hoisted to), as are the fetched bundles.
  *
  * Volumes: a container is made for a set of declared paths ('/data',
  * '/out'; part of its key, with the image and limits). Each path is bound,
  * read-only and with `rslave` propagation, from an empty directory of its own
  * under the worker's `<work-dir>/mounts` (a shared mount, namespaces.ts).
  * Before each call the worker binds the call's volume mount onto that
- * directory, on the host (read-only where the volume is: runner-binds.ts),
- * and the bind propagates into the container; after the call it is unbound,
- * and the container sees an empty, read-only directory again. A reload binds
- * the new version's mount there. So the container needs no capability, and
- * its image no `mount`.
+ * directory, on the host, and the bind propagates into the container; after
+ * the call it is unbound, and the container sees an empty, read-only
+ * directory again. A read-only volume is first bound read-only in a private
+ * staging directory, and that read-only mount is what is bound there (its
+ * propagated copy is read-only too; runner-binds.ts). A reload binds the new
+ * version's mount there, for the call that asked only. So the container needs
+ * no capability (it runs with none, as root of its own files, without new
+ * privileges), and its image no `mount`.
  *
  * The worker and the runner talk over a Unix socket in a directory bound into
  * the container (runner-channel.ts); stdout and stderr come through the
- * attached `docker run`. Containers are labelled (stowage.runner, the host
- * and the worker's pid) and run with --rm; a worker removes its containers
- * when it stops, and at start those that a worker of this host killed before
- * it could (SIGKILL) left behind.
+ * attached `docker run`. Containers are labelled (stowage.runner, the host,
+ * the worker's pid and its start time) and run with --rm; a worker removes
+ * its containers when it stops, and at start those that a worker of this host
+ * killed before it could (SIGKILL) left behind, and their directories.
  *
  * cpu and memory map to --cpus and --memory; gpu 'any' to --gpus 1, where the
  * engine has the NVIDIA runtime, else the call fails naming what is missing.
  */
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -59,7 +63,7 @@ export interface DockerRuntimeOptions {
   workDir: string;
   /** Host paths bound into every container read-only at the same path (this installation, the fetched bundles, TLS files). */
   readOnlyPaths: string[];
-  /** The worker's shared mounts directory (bound with rslave propagation). */
+  /** The worker's shared mounts directory (namespaces.ts): runner containers' declared paths are bound from below it. */
   mountsDir: string;
   /** The environment of `docker` (DOCKER_HOST…) and of the runners: their STOWAGE_* variables are passed in. */
   env: NodeJS.ProcessEnv;
@@ -77,9 +81,20 @@ export class DockerRuntime {
   private readonly images = new Set<string>();
   private nvidia: boolean | undefined;
   private n = 0;
+  /** Sockets of runners: <work-dir>/runners/<name>/. */
+  private readonly socketsDir: string;
+  /** Declared paths of runner containers: <mounts>/@runners/<name>/<i> ('@' is in no volume mount's name there). */
+  private readonly bindsDir: string;
+  /** Read-only binds before they are bound into bindsDir: a private mount, so nothing made there propagates. */
+  private readonly stageDir: string;
+  /** This worker process, as its containers' labels name it: pid and start time (a pid may be reused). */
+  private readonly instance = `${process.pid}:${startTimeOf(process.pid)}`;
 
   constructor(private readonly opts: DockerRuntimeOptions) {
-    mkdirSync(join(opts.workDir, 'runners'), { recursive: true, mode: PRIVATE.dir });
+    this.socketsDir = join(opts.workDir, 'runners');
+    this.bindsDir = join(opts.mountsDir, '@runners');
+    this.stageDir = join(opts.workDir, 'ro-stage');
+    for (const d of [this.socketsDir, this.bindsDir, this.stageDir]) mkdirSync(d, { recursive: true, mode: PRIVATE.dir });
   }
 
   /** Checks that the engine answers and the worker's image is there; removes what killed workers of this host left. */
@@ -91,6 +106,18 @@ export class DockerRuntime {
       await this.docker(['rm', '-f', ...left]);
       this.opts.log.info({ containers: left.length }, `worker: removed ${left.length} runner container(s) that stopped workers of this host left behind`);
     }
+    // Binds and sockets of runners of an earlier worker on this work dir (its containers are gone).
+    for (const dir of [this.bindsDir, this.stageDir]) {
+      for (const runner of readdirSync(dir)) {
+        for (const p of readdirSync(join(dir, runner))) await unmountLazily(join(dir, runner, p));
+        removeEmptyDirs(join(dir, runner));
+      }
+    }
+    rmSync(this.socketsDir, { recursive: true, force: true });
+    mkdirSync(this.socketsDir, { recursive: true, mode: PRIVATE.dir });
+    await unmountLazily(this.stageDir);
+    await exec('mount', ['--bind', this.stageDir, this.stageDir]);
+    await exec('mount', ['--make-private', this.stageDir]);
   }
 
   /** The runner key of a call: calls of one key share containers. */
@@ -98,8 +125,14 @@ export class DockerRuntime {
     return JSON.stringify([f.image || this.opts.image, f.cpu, f.memoryBytes, f.gpu, Object.keys(f.volumes).sort()] satisfies ContainerKey);
   }
 
-  /** Before a call runs: its image is on the engine (pulled if it can be), and its GPU can be given. */
-  async prepare(f: ContainerNeeds, fn: string): Promise<void> {
+  /** Before a call runs: its declared paths can be a container's, its image is on the engine (pulled if it can be), and its GPU can be given. */
+  async prepare(f: ContainerNeeds & Pick<FunctionSpec, 'volumes'>, fn: string): Promise<void> {
+    const taken = [...this.opts.readOnlyPaths, SOCKET_DIR_IN_CONTAINER];
+    for (const path of Object.keys(f.volumes)) {
+      if (/[:,]/.test(path)) throw new FailedPreconditionError(`function ${fn} declares the volume path ${path}, which a container cannot have (no ':' or ','); declare another path`);
+      const clash = taken.find((t) => t === path || t.startsWith(`${path}/`) || path.startsWith(`${t}/`));
+      if (clash) throw new FailedPreconditionError(`function ${fn} declares the volume path ${path}, which would hide or sit in ${clash}, where the worker binds what runs the function; declare another path`);
+    }
     await this.checkImage(f.image || this.opts.image, `function ${fn}`);
     if (f.gpu) {
       this.nvidia ??= (await this.docker(['info', '--format', '{{json .Runtimes}}'])).includes('"nvidia"');
@@ -116,24 +149,29 @@ export class DockerRuntime {
     return (key) => this.run(JSON.parse(key) as ContainerKey);
   }
 
-  /** Removes every container of this worker (it is stopping). */
+  /** Removes every container of this worker (it is stopping; the pool has stopped its runners). */
   async stop(): Promise<void> {
-    const mine = await this.docker(['ps', '-aq', '--filter', `label=${RUNNER_LABEL}`, '--filter', `label=stowage.worker-pid=${process.pid}`, '--filter', `label=stowage.host=${hostname()}`]).catch(() => '');
+    const mine = await this.docker(['ps', '-aq', '--filter', `label=${RUNNER_LABEL}`, '--filter', `label=stowage.worker-instance=${this.instance}`, '--filter', `label=stowage.host=${hostname()}`]).catch(() => '');
     const ids = mine.split('\n').filter(Boolean);
     if (ids.length) await this.docker(['rm', '-f', ...ids]).catch(() => undefined);
+    await unmountLazily(this.stageDir);
   }
 
   private run([image, cpu, memoryBytes, gpu, paths]: ContainerKey): RunnerProcess {
     const name = `stowage-runner-${process.pid}-${++this.n}-${randomBytes(3).toString('hex')}`;
-    const socketDir = join(this.opts.workDir, 'runners', name);
+    const socketDir = join(this.socketsDir, name);
     mkdirSync(socketDir, { recursive: true, mode: PRIVATE.dir });
-    // Under the shared mounts directory, so that what the worker binds there reaches the container; '@' is in no volume mount's name there.
-    const bindDir = join(this.opts.mountsDir, '@runners', name);
-    const at = new Map(paths.map((p, i) => [p, join(bindDir, String(i))]));
-    for (const dir of at.values()) mkdirSync(dir, { recursive: true, mode: PRIVATE.dir });
-    const binds = new RunnerBinds((m) => at.get(m.path)!);
-    /** The call's mounts, by declared path. */
-    let current = new Map<string, CallMount>();
+    // Under the shared mounts directory, so that what the worker binds there reaches the container.
+    const bindDir = join(this.bindsDir, name);
+    const stageDir = join(this.stageDir, name);
+    const at = new Map(paths.map((p, i) => [p, String(i)]));
+    for (const i of at.values()) mkdirSync(join(bindDir, i), { recursive: true, mode: PRIVATE.dir });
+    const binds = new RunnerBinds(
+      (m) => join(bindDir, at.get(m.path)!),
+      (m) => join(stageDir, at.get(m.path)!),
+    );
+    /** The call bound now, and its mounts by declared path. */
+    let current = { callId: '', mounts: new Map<string, CallMount>() };
     /** Bind work in order: a call's binds wait for the last call's unbinds. */
     let chain: Promise<void> = Promise.resolve();
     const then = (step: () => Promise<void>): Promise<void> => (chain = chain.then(step, step));
@@ -141,9 +179,12 @@ export class DockerRuntime {
     const stowageEnv = Object.keys(this.opts.env).filter((k) => k.startsWith('STOWAGE_'));
     const args = [
       'run', '--rm', '--name', name,
-      '--label', `${RUNNER_LABEL}=1`, '--label', `stowage.worker=${this.opts.workerId}`, '--label', `stowage.host=${hostname()}`, '--label', `stowage.worker-pid=${process.pid}`,
+      '--label', `${RUNNER_LABEL}=1`, '--label', `stowage.worker=${this.opts.workerId}`, '--label', `stowage.host=${hostname()}`, '--label', `stowage.worker-instance=${this.instance}`,
+      // The SDK inside reaches the server as the worker does (127.0.0.1 included).
       '--network', 'host',
-      ...[...at].flatMap(([path, dir]) => ['-v', `${dir}:${path}:ro,rslave`]),
+      // Root of its own files (the bundles and sockets are root's, 0600), without any capability or a way to gain one.
+      '--user', '0:0', '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges',
+      ...[...at].flatMap(([path, i]) => ['-v', `${join(bindDir, i)}:${path}:ro,rslave`]),
       ...this.opts.readOnlyPaths.flatMap((p) => ['-v', `${p}:${p}:ro`]),
       '-v', `${socketDir}:${SOCKET_DIR_IN_CONTAINER}`,
       '-e', `STOWAGE_RUNNER_SOCKET=${SOCKET_DIR_IN_CONTAINER}/runner.sock`,
@@ -187,23 +228,21 @@ export class DockerRuntime {
     const remove = () => {
       execFile('docker', ['rm', '-f', name], { env: this.opts.env }, () => undefined);
     };
+    let ending = false;
     const ended = (how: string) => {
-      if (exited) return;
+      if (ending) return;
+      ending = true;
       server.close();
       rmSync(socketDir, { recursive: true, force: true });
+      // Its binds are gone before its end is told (the worker may then unmount the volumes bound).
       void then(async () => {
         await binds.unbindAll();
-        // One by one and only when empty: never recursively, which would go into a bind still there.
-        for (const dir of [...at.values(), bindDir]) {
-          try {
-            rmdirSync(dir);
-          } catch {
-            // still bound (a straggler), or gone
-          }
-        }
+        removeEmptyDirs(bindDir);
+        removeEmptyDirs(stageDir);
+      }).then(() => {
+        exited = { how, log: ready ? '' : engineHint(startLog.trim()) };
+        for (const fn of exits) fn(exited.how, exited.log);
       });
-      exited = { how, log: ready ? '' : engineHint(startLog.trim()) };
-      for (const fn of exits) fn(exited.how, exited.log);
     };
     child.on('error', (err) => ended(`an error starting docker: ${err.message}`));
     // After its output is all read, so that what a failing start printed is in the error.
@@ -229,19 +268,20 @@ export class DockerRuntime {
         child.kill('SIGKILL');
       },
       stop: remove,
-      beginCall: (mounts) =>
+      beginCall: (mounts, callId) =>
         then(async () => {
-          current = new Map(mounts.map((m) => [m.path, { ...m }]));
+          current = { callId, mounts: new Map(mounts.map((m) => [m.path, { ...m }])) };
           await binds.bind(mounts, []);
         }),
       endCall: () =>
         then(async () => {
-          current = new Map();
+          current = { callId: '', mounts: new Map() };
           await binds.unbindAll();
         }),
-      rebind: (path, source) =>
+      rebind: (callId, path, source) =>
         then(async () => {
-          const m = current.get(path);
+          // Only for the call bound now: an answer that arrives after its call ended must not move the next call's volume.
+          const m = current.callId === callId ? current.mounts.get(path) : undefined;
           if (!m || m.source === source) return;
           await binds.rebind(m, source);
           m.source = source;
@@ -268,14 +308,17 @@ export class DockerRuntime {
     this.images.add(image);
   }
 
-  /** Ids of runner containers of this host whose worker is gone. */
+  /** Ids of runner containers of this host whose worker is gone (its pid is not alive, or is another process's now). */
   private async leftovers(): Promise<string[]> {
-    const out = await this.docker(['ps', '-a', '--filter', `label=${RUNNER_LABEL}`, '--filter', `label=stowage.host=${hostname()}`, '--format', '{{.ID}} {{.Label "stowage.worker-pid"}}']);
+    const out = await this.docker(['ps', '-a', '--filter', `label=${RUNNER_LABEL}`, '--filter', `label=stowage.host=${hostname()}`, '--format', '{{.ID}} {{.Label "stowage.worker-instance"}}']);
     return out
       .split('\n')
       .filter(Boolean)
       .map((line) => line.split(' '))
-      .filter(([, pid]) => !alive(Number(pid)))
+      .filter(([, instance]) => {
+        const [pid, started] = (instance ?? '').split(':');
+        return !alive(Number(pid)) || startTimeOf(Number(pid)) !== started;
+      })
       .map(([id]) => id!);
   }
 
@@ -310,3 +353,33 @@ function alive(pid: number): boolean {
   }
 }
 
+/** The start time of a process (clock ticks since boot, /proc/PID/stat field 22), or '' when it is gone. */
+function startTimeOf(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+  } catch {
+    return '';
+  }
+}
+
+async function unmountLazily(path: string): Promise<void> {
+  await exec('umount', ['-l', path]).catch(() => undefined);
+}
+
+/** Removes a directory tree of empty directories, one by one: never recursively, which would go into a bind still there. */
+function removeEmptyDirs(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const entry of readdirSync(dir)) {
+    try {
+      rmdirSync(join(dir, entry));
+    } catch {
+      // still bound (a straggler), or not empty: left
+    }
+  }
+  try {
+    rmdirSync(dir);
+  } catch {
+    // as above
+  }
+}

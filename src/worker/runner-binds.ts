@@ -28,8 +28,16 @@ export interface CallMount {
 export class RunnerBinds {
   private bound: string[] = [];
 
-  /** `target`: where a mount is bound (default: its declared path; a runner container's binds are made on the host, docker-runtime.ts). */
-  constructor(private readonly target: (m: CallMount) => string = (m) => m.path) {}
+  /**
+   * `target`: where a mount is bound (default: its declared path; a runner container's binds are made on the
+   * host, docker-runtime.ts). `stage`: for a target in a shared mount, where a read-only volume is first bound
+   * read-only, out of any shared mount: `mount --bind -o ro` binds, then remounts read-only, and only the bind
+   * would propagate; a bind of a read-only mount is read-only from the start, and so are its propagated copies.
+   */
+  constructor(
+    private readonly target: (m: CallMount) => string = (m) => m.path,
+    private readonly stage?: (m: CallMount) => string,
+  ) {}
 
   /** Binds each mount at its declared path; `keep` are paths that must stay reachable (the bundle, this installation). */
   async bind(mounts: readonly CallMount[], keep: readonly string[]): Promise<void> {
@@ -43,9 +51,9 @@ export class RunnerBinds {
 
   /** Binds `m.path` to `source` instead of what it showed (a reload of a read-only volume: another version's mount). */
   async rebind(m: CallMount, source: string): Promise<void> {
-    const at = this.target(m);
-    await unmount(at);
-    this.bound = this.bound.filter((p) => p !== at);
+    const at = [this.target(m), ...(this.stage && !m.writable ? [this.stage(m)] : [])];
+    for (const p of at) await unmount(p);
+    this.bound = this.bound.filter((p) => !at.includes(p));
     await this.bindOne(m, source);
   }
 
@@ -59,10 +67,19 @@ export class RunnerBinds {
     // this namespace shares: an empty directory, visible outside and left there for later calls.
     // What the host already has at that path is hidden only inside this runner's namespace.
     const at = this.target(m);
+    const stage = this.stage && !m.writable ? this.stage(m) : undefined;
     try {
       await mkdir(at, { recursive: true });
       if (!(await stat(at)).isDirectory()) throw new Error(`${at} exists and is not a directory`);
-      await run('mount', ['--bind', ...(m.writable ? [] : ['-o', 'ro']), source, at]);
+      if (stage) {
+        await mkdir(stage, { recursive: true });
+        await run('mount', ['--bind', '-o', 'ro', source, stage]);
+        // Unbound after the target (unbindAll goes backwards).
+        this.bound.push(stage);
+        await run('mount', ['--bind', stage, at]);
+      } else {
+        await run('mount', ['--bind', ...(m.writable ? [] : ['-o', 'ro']), source, at]);
+      }
     } catch (err) {
       throw new FailedPreconditionError(`cannot bind volume ${m.volume} at ${m.path} for the function: ${messageOf(err)}`);
     }

@@ -11,6 +11,9 @@ import type { ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { deserialize, serialize } from 'node:v8';
 
+/** The largest message either side takes: a call's arguments or result are bounded well below this by the bridge. */
+export const MAX_MESSAGE_BYTES = 1 << 30;
+
 export interface Channel {
   send(msg: unknown): void;
   onMessage(fn: (msg: unknown) => void): void;
@@ -43,7 +46,11 @@ export function childChannel(child: ChildProcess): Channel {
   };
 }
 
-/** Either side of a runner's socket: length-prefixed v8-serialized messages. */
+/**
+ * Either side of a runner's socket: length-prefixed v8-serialized messages. What
+ * comes in is not trusted (a function runs on the other side): a length over
+ * MAX_MESSAGE_BYTES or bytes that do not deserialize end the channel.
+ */
 export function socketChannel(socket: Socket): Channel {
   const listeners: ((msg: unknown) => void)[] = [];
   let chunks: Buffer[] = [];
@@ -63,9 +70,15 @@ export function socketChannel(socket: Socket): Channel {
       if (need < 0) {
         if (buffered < 4) return;
         need = take(4).readUInt32BE(0);
+        if (need > MAX_MESSAGE_BYTES) return void socket.destroy();
       }
       if (buffered < need) return;
-      const msg: unknown = deserialize(take(need));
+      let msg: unknown;
+      try {
+        msg = deserialize(take(need));
+      } catch {
+        return void socket.destroy();
+      }
       need = -1;
       for (const fn of listeners) fn(msg);
     }

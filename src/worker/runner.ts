@@ -15,7 +15,7 @@
  * closes).
  */
 import { Decoder, Encoder } from '@msgpack/msgpack';
-import { createConnection } from 'node:net';
+import { createConnection, type Socket } from 'node:net';
 import { basename, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { VOLUME_OPS, type VolumeOps } from '../client/function-volumes.js';
@@ -178,7 +178,14 @@ async function onVolumeOpReply({ volumeOpReply: r }: VolumeOpReply): Promise<voi
 
 /** To the worker: its IPC channel when it forked this runner; the socket it names when this runner is in a container. */
 const socketPath = process.env.STOWAGE_RUNNER_SOCKET;
-const channel: Channel | undefined = socketPath ? socketChannel(createConnection(socketPath)) : process.send ? parentChannel() : undefined;
+const channel: Channel | undefined = socketPath ? socketChannel(connectTo(socketPath)) : process.send ? parentChannel() : undefined;
+
+/** The worker's socket; a failure to reach it is said on stderr (the worker attaches it to the error of the call that started this runner). */
+function connectTo(path: string): Socket {
+  const socket = createConnection(path);
+  socket.once('error', (err) => console.error(`stowage runner: cannot reach the worker at ${path}: ${err.message}`));
+  return socket;
+}
 
 if (channel) {
   (globalThis as Record<symbol, unknown>)[VOLUME_OPS] = volumeOps;

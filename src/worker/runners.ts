@@ -40,11 +40,11 @@ export interface RunnerProcess {
   /** Ends it after an idle time. */
   stop(): void;
   /** Before a call: shows its volumes at their declared paths (a container's, bound from the host: docker-runtime.ts). */
-  beginCall?(mounts: readonly CallMount[]): Promise<void>;
+  beginCall?(mounts: readonly CallMount[], callId: string): Promise<void>;
   /** After the call (before its reply is given): undoes beginCall. */
   endCall?(): Promise<void>;
-  /** A read-only volume of the call was reloaded: show `source` at its declared path `path`. */
-  rebind?(path: string, source: string): Promise<void>;
+  /** A read-only volume of call `callId` was reloaded: show `source` at its declared path `path` (if that call is still the one bound). */
+  rebind?(callId: string, path: string, source: string): Promise<void>;
 }
 
 /** Starts a runner for calls of one kind: `key` tells kinds apart (a container's image and limits; '' for a forked process). */
@@ -124,11 +124,14 @@ export class RunnerPool {
       return reply;
     }
     try {
-      await runner.proc.beginCall?.(req.mounts);
+      await runner.proc.beginCall?.(req.mounts, req.callId);
     } catch (err) {
+      // Cancelled (its runner killed) meanwhile: the exit answers for it.
+      if (runner.busy?.cancelled || !this.runners.has(runner)) return reply;
       this.finish(runner, { callId: req.callId, ok: false, error: { code: 'FAILED_PRECONDITION', message: messageOf(err), name: '', stack: '' } });
       return reply;
     }
+    if (runner.busy?.callId !== req.callId || runner.busy.cancelled) return reply; // cancelled, or its runner died, while its volumes were bound
     const outputMark = newMark();
     runner.output.begin(outputMark, sink);
     runner.proc.channel.send({ ...req, outputMark });
@@ -190,7 +193,7 @@ export class RunnerPool {
           .then(async (r) => {
             if (!r.ok || !r.source || !proc.rebind) return r;
             try {
-              await proc.rebind(msg.volumeOp.path, r.source);
+              await proc.rebind(msg.volumeOp.callId, msg.volumeOp.path, r.source);
               return r;
             } catch (err) {
               return { id, ok: false as const, code: 'FAILED_PRECONDITION', message: messageOf(err) };
