@@ -89,11 +89,13 @@ export async function measureCold(stack: Stack, worker: Worker, n: number): Prom
   return times(ms, load1Before);
 }
 
-/** `n` times `docker run --rm --network host --entrypoint node IMAGE -e 0`, spawn to exit; each container is removed by name on failure or signal. */
-export async function measureNaive(image: string, n: number, cleanups: Set<() => Promise<void>>): Promise<TimesFigures> {
+/** `n` times (while not `stopping`) `docker run --rm --network host --entrypoint node IMAGE -e 0`, spawn to exit; each container is removed by name on failure or signal. */
+export async function measureNaive(image: string, n: number, cleanups: Set<() => Promise<void>>, stopping: () => boolean): Promise<TimesFigures> {
   const load1Before = load1();
   const ms: number[] = [];
   for (let i = 0; i < n; i++) {
+    // Once the clean-up has begun, a container started now would outlive it.
+    if (stopping()) throw new Error('stopping');
     const name = `stowage-bench-${process.pid}-${i}`;
     const remove = () => exec('docker', ['rm', '-f', name]).then(() => undefined, () => undefined);
     cleanups.add(remove);

@@ -69,7 +69,8 @@ export async function startStack(o: { tmp: string; cleanups: Set<() => Promise<v
   const stop = () =>
     (stopping ??= (async () => {
       connection?.close();
-      await Promise.all([...workers].map((w) => w.stop()));
+      // A worker that a phase is starting now joins the set once spawned, and sees `stopping` once registered.
+      while (workers.size) await Promise.all([...workers].map((w) => w.stop()));
       if (server) await terminate(server, 15_000);
     })());
   o.cleanups.add(stop);
@@ -89,6 +90,7 @@ export async function startStack(o: { tmp: string; cleanups: Set<() => Promise<v
     await fn.spec(); // bundle and upload before any clock starts
 
     const startWorker = async (w: WorkerOptions): Promise<Worker> => {
+      if (stopping) throw new Error('the stack is stopping');
       const id = `${w.runtime}-${++n}`;
       const flags = [
         '--slots', String(w.slots), '--idle-timeout', w.idleTimeout,
@@ -122,6 +124,7 @@ export async function startStack(o: { tmp: string; cleanups: Set<() => Promise<v
       workers.add(worker);
       try {
         await lineMatching(child, child.stdout!, /(registered with the bridge)/, `stowage worker ${id}`, true);
+        if (stopping) throw new Error('the stack is stopping');
       } catch (err) {
         await worker.stop();
         throw err;
