@@ -3,11 +3,14 @@
  * (`stowage worker --runtime docker`) rather than a forked process (the
  * default runtime), on the same server in the same run.
  *
- *   npm run bench:containers -- [--quick] [--calls 300] [--cold 10] [--slots 2] [--image stowage:latest] [--json-only]
+ *   npm run bench:containers -- [--quick] [--calls 300] [--cold 10] [--stack-warm-up 300] [--slots 2] [--image stowage:latest] [--json-only]
  *
  * One `stowage serve` on the embedded default (stack.ts) and one worker at a
  * time, each stopped before the next starts, calling the bench/calls no-op:
  *
+ * 0. Warm-up of the server and the caller: `--stack-warm-up` calls on a
+ *    process worker, untimed, so that the side measured first does not pay
+ *    for their JIT compilation and first allocations.
  * 1. Warm latency: a worker with `--idle-timeout 1h`, 20 warm-up calls, then
  *    `--calls` calls `fn.remote(i)` one after another: p50, p99, mean; docker
  *    ÷ process. The aim: docker warm p50 under 300 ms.
@@ -29,16 +32,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, cleanUpOnSignal, hostInfo, load1, parseFlags, wholeFlag } from '../volume-transfer/setup.js';
 import { round } from '../calls/measure.js';
-import { measureCold, measureNaive, measureWarm, type TimesFigures, type WarmFigures } from './phases.js';
+import { measureCold, measureNaive, measureWarm, warmStack, type TimesFigures, type WarmFigures } from './phases.js';
 import { report, type Result, type SideFigures } from './report.js';
 import { startStack, type Runtime, type Stack } from './stack.js';
 
-const USAGE = 'usage: node dist/bench/containers/main.js [--quick] [--calls 300] [--cold 10] [--slots 2] [--image stowage:latest] [--json-only]';
+const USAGE = 'usage: node dist/bench/containers/main.js [--quick] [--calls 300] [--cold 10] [--stack-warm-up 300] [--slots 2] [--image stowage:latest] [--json-only]';
 const flags = parseFlags(
   {
     quick: { type: 'boolean', default: false },
     calls: { type: 'string' },
     cold: { type: 'string' },
+    'stack-warm-up': { type: 'string' },
     slots: { type: 'string', default: '2' },
     image: { type: 'string', default: 'stowage:latest' },
     'json-only': { type: 'boolean', default: false },
@@ -48,6 +52,7 @@ const flags = parseFlags(
 const whole = (name: string, v: string | undefined, min: number) => wholeFlag(name, v, min, USAGE);
 const calls = whole('calls', flags.calls ?? (flags.quick ? '50' : '300'), 1);
 const cold = whole('cold', flags.cold ?? (flags.quick ? '3' : '10'), 1);
+const stackWarmUp = whole('stack-warm-up', flags['stack-warm-up'] ?? (flags.quick ? '50' : '300'), 0);
 const slots = whole('slots', flags.slots, 1);
 const image = flags.image;
 const jsonOnly = flags['json-only'];
@@ -98,6 +103,10 @@ async function main(): Promise<void> {
   const load1AtStart = load1();
   const stack = await startStack({ tmp, cleanups });
   const sides = {} as Record<Runtime, SideFigures>;
+  if (stackWarmUp > 0) {
+    say(`stack warm-up: ${stackWarmUp} untimed calls on a process worker …`);
+    await warmStack(stack, stackWarmUp, slots);
+  }
   const warmRuns = { docker: await warm(stack, 'docker'), process: await warm(stack, 'process') };
   for (const runtime of ['docker', 'process'] as const) {
     const c = await coldStarts(stack, runtime);
@@ -126,7 +135,7 @@ async function main(): Promise<void> {
     host: hostInfo(),
     load1AtStart,
     load1AtEnd,
-    setup: { calls, warmUpCalls: WARM_CALLS, cold, slots, image },
+    setup: { calls, warmUpCalls: WARM_CALLS, stackWarmUpCalls: stackWarmUp, cold, slots, image },
     aim: { warmP50BelowMs: AIM_WARM_P50_MS, met: docker.warm.p50Ms < AIM_WARM_P50_MS },
     docker,
     process: proc,

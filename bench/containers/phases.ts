@@ -41,6 +41,13 @@ function times(ms: number[], load1Before: number): TimesFigures {
   return { ms: ms.map((x) => round(x, 1)), p50Ms: round(quantile(sorted, 0.5), 1), maxMs: round(sorted[sorted.length - 1]!, 1), load1Before };
 }
 
+/** `n` untimed calls on a process worker of its own, stopped after: the server and the caller have compiled their paths before any side is measured. */
+export async function warmStack(stack: Stack, n: number, slots: number): Promise<void> {
+  const worker = await stack.startWorker({ runtime: 'process', image: '', slots, idleTimeout: '1h' });
+  for (let i = 0; i < n; i++) await within(STEP_MS, 'stack warm-up call', stack.fn.remote(i));
+  await worker.stop();
+}
+
 /** `warmUp` calls, then `calls` timed ones, on `worker` (the only worker running). */
 export async function measureWarm(stack: Stack, worker: Worker, warmUp: number, calls: number): Promise<WarmFigures> {
   for (let i = 0; i < warmUp; i++) await within(STEP_MS, 'warm-up call', stack.fn.remote(i));

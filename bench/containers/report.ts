@@ -19,7 +19,7 @@ export interface Result {
   host: HostInfo;
   load1AtStart: number;
   load1AtEnd: number;
-  setup: { calls: number; warmUpCalls: number; cold: number; slots: number; image: string };
+  setup: { calls: number; warmUpCalls: number; stackWarmUpCalls: number; cold: number; slots: number; image: string };
   aim: { warmP50BelowMs: number; met: boolean };
   docker: SideFigures;
   process: SideFigures;
@@ -64,6 +64,7 @@ export function report(r: Result): string[] {
     'clients (docker); the runners in containers, their shims and the engine are not below it. dockerd + containerd and the',
     'whole machine include whatever else runs on it.',
     `load average (1 min): ${r.load1AtStart} at the start, ${r.load1AtEnd} at the end; before docker/process warm ${d.warm.load1Before}/${p.warm.load1Before}, cold ${d.cold.load1Before}/${p.cold.load1Before}, naive ${r.naive.load1Before} (${r.host.cpus} CPUs, ${r.host.cpuModel}, ${r.host.node}, commit ${r.host.commit})`,
+    `before both: ${r.setup.stackWarmUpCalls} untimed calls on a process worker (server and caller warm-up); each side: ${r.setup.warmUpCalls} warm-up calls`,
     `docker: warm worker ${d.warmWorker}; cold worker ${d.coldWorker}`,
     `process: warm worker ${p.warmWorker}; cold worker ${p.coldWorker}`,
   ];
