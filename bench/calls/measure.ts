@@ -123,7 +123,7 @@ export async function measureMap(side: Side, m: number): Promise<MapFigures> {
 }
 
 /** Nearest-rank quantile of sorted values. */
-function quantile(sorted: number[], q: number): number {
+export function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 

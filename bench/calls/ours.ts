@@ -26,7 +26,7 @@ export function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 /** Resolves with the first capture of `re` in a line of `stream`; rejects if `child` exits first. */
-function lineMatching(child: ChildProcess, stream: NodeJS.ReadableStream, re: RegExp, what: string, echo: boolean): Promise<string> {
+export function lineMatching(child: ChildProcess, stream: NodeJS.ReadableStream, re: RegExp, what: string, echo: boolean): Promise<string> {
   return within(
     START_MS,
     what,
@@ -45,7 +45,7 @@ function lineMatching(child: ChildProcess, stream: NodeJS.ReadableStream, re: Re
 }
 
 /** Sends SIGTERM and waits up to `ms` for the exit; then SIGKILLs. */
-async function terminate(child: ChildProcess, ms: number): Promise<void> {
+export async function terminate(child: ChildProcess, ms: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   child.kill('SIGTERM');
