@@ -20,7 +20,7 @@ import { killProcesses, treeProcesses } from '../calls/procs.js';
 
 const exec = promisify(execFile);
 const CLI = join(ROOT, 'bin', 'stowage.js');
-/** The label every runner container carries (src/worker/docker-runtime.ts RUNNER_LABEL), with its worker's pid in `stowage.worker-pid`. */
+/** The label every runner container carries (src/worker/docker-runtime.ts RUNNER_LABEL), with its worker's "PID:START-TIME" in `stowage.worker-instance`. */
 export const RUNNER_LABEL = 'stowage.runner';
 
 export type Runtime = 'docker' | 'process';
@@ -53,8 +53,11 @@ export interface Stack {
 
 /** Ids of the runner containers (running or not) of the worker with pid `workerPid`. */
 export async function workerContainers(workerPid: number): Promise<string[]> {
-  const { stdout } = await exec('docker', ['ps', '-aq', '--filter', `label=${RUNNER_LABEL}`, '--filter', `label=stowage.worker-pid=${workerPid}`]);
-  return stdout.split('\n').filter(Boolean);
+  const { stdout } = await exec('docker', ['ps', '-a', '--filter', `label=${RUNNER_LABEL}`, '--format', '{{.ID}} {{.Label "stowage.worker-instance"}}']);
+  return stdout
+    .split('\n')
+    .filter((l) => l.split(' ')[1]?.startsWith(`${workerPid}:`))
+    .map((l) => l.split(' ')[0]!);
 }
 
 /** Starts the server; its stop goes into `cleanups` at once, so that a signal during start-up stops what has started. */
