@@ -158,6 +158,11 @@ describe.skipIf(skipWithoutContainers('the docker runtime suite'))('compute brid
     expect(missing.code).toBe('FAILED_PRECONDITION');
     expect(missing.message).toContain('image no-such-image:404 (function noop) is not on the Docker engine of worker d1');
     expect(missing.message).toContain('docker build -t no-such-image:404');
+    const colon = (await fn('noop', { volumes: { '/a:b': data } })
+      .remote()
+      .catch((e: unknown) => e)) as FunctionError & RemoteErrorDetails;
+    expect(colon.code).toBe('FAILED_PRECONDITION');
+    expect(colon.message).toContain("declares the volume path /a:b, which a container cannot have (no ':' or ',')");
     // local/debian has no node: the container exits at once, and docker says why.
     const noNode = (await fn('noop', { image: 'local/debian:bookworm' })
       .remote()

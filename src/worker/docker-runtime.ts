@@ -340,7 +340,8 @@ const unreachable = (text: string): boolean => /Cannot connect to the Docker dae
 
 /** What docker said, with what to do when it could not reach its engine. */
 function engineHint(text: string): string {
-  return unreachable(text) ? `the Docker engine is not reachable (${text}); start dockerd on this host, or point DOCKER_HOST at it` : text;
+  const said = text.replace(/\s*Run 'docker \w+ --help' for more information\s*/g, ' ').trim();
+  return unreachable(said) ? `the Docker engine is not reachable (${said}); start dockerd on this host, or point DOCKER_HOST at it` : said;
 }
 
 function alive(pid: number): boolean {
