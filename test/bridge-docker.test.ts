@@ -15,8 +15,9 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App, BridgeAdmin, FunctionError, Volume, type RemoteErrorDetails } from '../src/client/index.js';
@@ -219,22 +220,31 @@ describe.skipIf(skipWithoutContainers('the docker runtime suite'))('compute brid
     await Promise.all([proc.kill(), d5.kill()]);
   });
 
-  it("a SIGKILLed worker's container left behind is removed when the next worker starts", async () => {
+  it("runner containers that SIGKILLed workers left are removed when the next worker starts; a live worker's stay", async () => {
     const w = await startDockerWorker('d2');
     extra.push(w);
     await onlyWorkers('d2');
     const call = await fn('spin').spawn(); // blocks its runner: it cannot see its worker go
     for await (const e of call.logs({ follow: true })) if (e.data.toString().includes('spinning')) break;
-    const left = containersOf(w.pid);
-    expect(left).toHaveLength(1);
+    expect(containersOf(w.pid)).toHaveLength(1);
     await w.kill('SIGKILL');
-    await new Promise((r) => setTimeout(r, 1000));
-    expect(containersOf(w.pid)).toEqual(left); // still there: nothing removed it
-    const next = await startDockerWorker('d3');
-    extra.push(next);
-    expect(containersOf(w.pid)).toEqual([]);
-    expect(next.stdout() + next.stderr()).not.toContain('error');
-    await next.kill();
+    // Also made by hand, with the labels a worker puts on its containers: one whose worker's pid is another
+    // process's now (its start time differs), and one of a worker that is alive (this test process).
+    const labelled = (instance: string) =>
+      docker('run', '-d', '--rm', '--label', 'stowage.runner=1', '--label', `stowage.host=${hostname()}`, '--label', `stowage.worker-instance=${instance}`, '--entrypoint', 'sleep', STOWAGE_IMAGE, '600');
+    const reused = labelled(`${process.pid}:1`);
+    const live = labelled(`${process.pid}:${startTimeOf(process.pid)}`);
+    try {
+      const next = await startDockerWorker('d3');
+      extra.push(next);
+      expect(containersOf(w.pid)).toEqual([]);
+      const running = docker('ps', '-q', '--no-trunc');
+      expect(running).not.toContain(reused);
+      expect(running).toContain(live);
+      await next.kill();
+    } finally {
+      spawnSync('docker', ['rm', '-f', reused, live]);
+    }
   });
 
   it('stowage worker --runtime docker without an engine exits naming it; bad --runtime and --image are refused', async () => {
@@ -294,3 +304,9 @@ describe.skipIf(skipWithoutContainers('the docker runtime suite'))('compute brid
     }
   });
 });
+
+/** A process's start time (/proc/PID/stat field 22), as the docker runtime labels its containers with its worker's. */
+function startTimeOf(pid: number): string {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]!;
+}
