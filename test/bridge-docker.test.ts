@@ -15,7 +15,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -99,6 +99,17 @@ describe.skipIf(skipWithoutContainers('the docker runtime suite'))('compute brid
     const second = (await hash.remote('/shard.bin')) as Where & { sha256: string };
     expect(second.container).toBe(first.container);
     expect(containersOf(worker.pid)).toContain(first.container.slice(0, 12));
+  });
+
+  it("a container sees the bundle of the call it runs, not the worker's other bundles", async () => {
+    // Another module's function first: its bundle is in the worker's code directory too.
+    expect(await app.function<[number, number], number>({ module: FIXTURE, name: 'add' }, () => 0).remote(2, 3)).toBe(5);
+    expect(readdirSync(join(worker.workDir, 'code')).filter((f) => f.endsWith('.mjs')).length).toBeGreaterThanOrEqual(2);
+    const out = (await fn('codeListing').remote()) as Where & { dir: string; entries: string[] };
+    expect(out.inContainer).toBe(true);
+    expect(out.dir).toBe('/run/stowage-code');
+    expect(out.entries.filter((e) => e.endsWith('.mjs'))).toHaveLength(1);
+    expect(out.entries).toContain('node_modules');
   });
 
   it("volume('/data').reload() in a container shows the new version at /data (bound from the host, propagated into the container)", async () => {

@@ -141,7 +141,8 @@ export class WorkerAgent {
         workerId: this.id,
         workDir: opts.workDir,
         mountsDir,
-        readOnlyPaths: [...installationPaths(PACKAGE_ROOT), join(opts.workDir, 'code'), ...tlsFiles(opts.env)],
+        readOnlyPaths: [...installationPaths(PACKAGE_ROOT), ...tlsFiles(opts.env)],
+        packageRoot: PACKAGE_ROOT.replace(/\/$/, ''),
         env: runnerEnv,
         log: opts.log,
       });

@@ -6,7 +6,8 @@
  * runners are (runners.ts). The image's `node` runs the worker's own
  * runner.js, which is bound in read-only at the same path (with the SDK the
  * bundles import, and the node_modules above it that its dependencies may
- * have been hoisted to), as are the fetched bundles.
+ * have been hoisted to). The bundle of the call it runs, and only that one,
+ * is linked into a directory bound in read-only, for the call.
  *
  * Volumes: a container is made for a set of declared paths ('/data',
  * '/out'; part of its key, with the image and limits). Each path is bound,
@@ -34,10 +35,11 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, symlinkSync } from 'node:fs';
+import { copyFile, link, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import { FailedPreconditionError, UnavailableError, messageOf } from '../common/errors.js';
@@ -53,6 +55,8 @@ const exec = promisify(execFile);
 export const RUNNER_LABEL = 'stowage.runner';
 /** Where a runner's socket directory is bound in its container. */
 const SOCKET_DIR_IN_CONTAINER = '/run/stowage-runner';
+/** Where a runner container sees the bundle of the call it runs (and no other). */
+const CODE_DIR_IN_CONTAINER = '/run/stowage-code';
 /** The newest bytes of a container's output kept for the error of one that ends before it is ready. */
 const START_LOG_BYTES = 4096;
 
@@ -61,8 +65,10 @@ export interface DockerRuntimeOptions {
   image: string;
   workerId: string;
   workDir: string;
-  /** Host paths bound into every container read-only at the same path (this installation, the fetched bundles, TLS files). */
+  /** Host paths bound into every container read-only at the same path (this installation and the node_modules above it, TLS files). */
   readOnlyPaths: string[];
+  /** This installation (what `stowage` resolves to in a bundle). */
+  packageRoot: string;
   /** The worker's shared mounts directory (namespaces.ts): runner containers' declared paths are bound from below it. */
   mountsDir: string;
   /** The environment of `docker` (DOCKER_HOST…) and of the runners: their STOWAGE_* variables are passed in. */
@@ -127,7 +133,7 @@ export class DockerRuntime {
 
   /** Before a call runs: its declared paths can be a container's, its image is on the engine (pulled if it can be), and its GPU can be given. */
   async prepare(f: ContainerNeeds & Pick<FunctionSpec, 'volumes'>, fn: string): Promise<void> {
-    const taken = [...this.opts.readOnlyPaths, SOCKET_DIR_IN_CONTAINER];
+    const taken = [...this.opts.readOnlyPaths, SOCKET_DIR_IN_CONTAINER, CODE_DIR_IN_CONTAINER];
     for (const path of Object.keys(f.volumes)) {
       if (/[:,]/.test(path)) throw new FailedPreconditionError(`function ${fn} declares the volume path ${path}, which a container cannot have (no ':' or ','); declare another path`);
       const clash = taken.find((t) => t === path || t.startsWith(`${path}/`) || path.startsWith(`${t}/`));
@@ -161,6 +167,16 @@ export class DockerRuntime {
     const name = `stowage-runner-${process.pid}-${++this.n}-${randomBytes(3).toString('hex')}`;
     const socketDir = join(this.socketsDir, name);
     mkdirSync(socketDir, { recursive: true, mode: PRIVATE.dir });
+    // The call's bundle, linked here for the call (the worker's other bundles are other functions' code), and
+    // `stowage` for its import.
+    const codeDir = join(this.socketsDir, `${name}-code`);
+    mkdirSync(join(codeDir, 'node_modules'), { recursive: true, mode: PRIVATE.dir });
+    symlinkSync(this.opts.packageRoot, join(codeDir, 'node_modules', 'stowage'), 'dir');
+    let linked: string | undefined;
+    const unlinkBundle = async () => {
+      if (linked) await rm(linked, { force: true });
+      linked = undefined;
+    };
     // Under the shared mounts directory, so that what the worker binds there reaches the container.
     const bindDir = join(this.bindsDir, name);
     const stageDir = join(this.stageDir, name);
@@ -187,6 +203,7 @@ export class DockerRuntime {
       ...[...at].flatMap(([path, i]) => ['-v', `${join(bindDir, i)}:${path}:ro,rslave`]),
       ...this.opts.readOnlyPaths.flatMap((p) => ['-v', `${p}:${p}:ro`]),
       '-v', `${socketDir}:${SOCKET_DIR_IN_CONTAINER}`,
+      '-v', `${codeDir}:${CODE_DIR_IN_CONTAINER}:ro`,
       '-e', `STOWAGE_RUNNER_SOCKET=${SOCKET_DIR_IN_CONTAINER}/runner.sock`,
       ...stowageEnv.flatMap((k) => ['-e', k]),
       ...(cpu ? ['--cpus', String(cpu)] : []),
@@ -233,7 +250,9 @@ export class DockerRuntime {
       if (ending) return;
       ending = true;
       server.close();
+      // Sockets, links and a symlink only: nothing is mounted there.
       rmSync(socketDir, { recursive: true, force: true });
+      rmSync(codeDir, { recursive: true, force: true });
       // Its binds are gone before its end is told (the worker may then unmount the volumes bound).
       void then(async () => {
         await binds.unbindAll();
@@ -268,14 +287,23 @@ export class DockerRuntime {
         child.kill('SIGKILL');
       },
       stop: remove,
-      beginCall: (mounts, callId) =>
-        then(async () => {
+      beginCall: async (mounts, callId, bundle) => {
+        let seen = '';
+        await then(async () => {
           current = { callId, mounts: new Map(mounts.map((m) => [m.path, { ...m }])) };
+          await unlinkBundle();
+          linked = join(codeDir, basename(bundle));
+          // A hard link (the work dir is one file system); a copy where it is not.
+          await link(bundle, linked).catch(() => copyFile(bundle, linked!));
+          seen = join(CODE_DIR_IN_CONTAINER, basename(bundle));
           await binds.bind(mounts, []);
-        }),
+        });
+        return seen;
+      },
       endCall: () =>
         then(async () => {
           current = { callId: '', mounts: new Map() };
+          await unlinkBundle();
           await binds.unbindAll();
         }),
       rebind: (callId, path, source) =>

@@ -39,8 +39,11 @@ export interface RunnerProcess {
   kill(): void;
   /** Ends it after an idle time. */
   stop(): void;
-  /** Before a call: shows its volumes at their declared paths (a container's, bound from the host: docker-runtime.ts). */
-  beginCall?(mounts: readonly CallMount[], callId: string): Promise<void>;
+  /**
+   * Before a call: shows its volumes at their declared paths and its bundle (a container's, from the host:
+   * docker-runtime.ts); gives the path the runner imports the bundle from, when not the host's.
+   */
+  beginCall?(mounts: readonly CallMount[], callId: string, bundle: string): Promise<string | undefined>;
   /** After the call (before its reply is given): undoes beginCall. */
   endCall?(): Promise<void>;
   /** A read-only volume of call `callId` was reloaded: show `source` at its declared path `path` (if that call is still the one bound). */
@@ -123,8 +126,9 @@ export class RunnerPool {
       this.finish(runner, { callId: req.callId, lost: true, message: `the runner process could not start: ${(err as Error).message}` });
       return reply;
     }
+    let bundle = req.bundle;
     try {
-      await runner.proc.beginCall?.(req.mounts, req.callId);
+      bundle = (await runner.proc.beginCall?.(req.mounts, req.callId, req.bundle)) ?? req.bundle;
     } catch (err) {
       // Cancelled (its runner killed) meanwhile: the exit answers for it.
       if (runner.busy?.cancelled || !this.runners.has(runner)) return reply;
@@ -134,7 +138,7 @@ export class RunnerPool {
     if (runner.busy?.callId !== req.callId || runner.busy.cancelled) return reply; // cancelled, or its runner died, while its volumes were bound
     const outputMark = newMark();
     runner.output.begin(outputMark, sink);
-    runner.proc.channel.send({ ...req, outputMark });
+    runner.proc.channel.send({ ...req, bundle, outputMark });
     return reply;
   }
 
