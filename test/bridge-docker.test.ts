@@ -15,11 +15,12 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTimeOf } from '../src/common/processes.js';
 import { App, BridgeAdmin, FunctionError, Volume, type RemoteErrorDetails } from '../src/client/index.js';
 import { CallState } from '../src/gen/stowage/v1/bridge.js';
 import { FIXTURE, cleanUpWorkers, runnerPids, startWorker, waitFor, type WorkerProcess } from './support/bridge.js';
@@ -315,9 +316,3 @@ describe.skipIf(skipWithoutContainers('the docker runtime suite'))('compute brid
     }
   });
 });
-
-/** A process's start time (/proc/PID/stat field 22), as the docker runtime labels its containers with its worker's. */
-function startTimeOf(pid: number): string {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]!;
-}

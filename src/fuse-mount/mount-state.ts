@@ -27,6 +27,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { FailedPreconditionError, StowageError, UnavailableError, errorForCode, messageOf, type ErrorCode } from '../common/errors.js';
+import { alive } from '../common/processes.js';
 import type { CommitResult } from './write/commit.js';
 
 export interface MountState {
@@ -120,16 +121,6 @@ async function isStowageMount(mountpoint: string): Promise<boolean> {
     const [, dir, type] = line.split(' ');
     return type === 'fuse.stowage' && unescape(dir ?? '') === mountpoint;
   });
-}
-
-/** Whether process `pid` exists (EPERM: it does, under another user). */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**

@@ -35,7 +35,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, symlinkSync } from 'node:fs';
 import { copyFile, link, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
@@ -44,6 +44,7 @@ import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import { FailedPreconditionError, UnavailableError, messageOf } from '../common/errors.js';
 import { PRIVATE } from '../common/file-modes.js';
+import { alive, startTimeOf } from '../common/processes.js';
 import type { Logger } from '../common/logger.js';
 import type { FunctionSpec } from '../gen/stowage/v1/bridge.js';
 import { socketChannel, type Channel } from './runner-channel.js';
@@ -370,26 +371,6 @@ const unreachable = (text: string): boolean => /Cannot connect to the Docker dae
 function engineHint(text: string): string {
   const said = text.replace(/\s*Run 'docker \w+ --help' for more information\s*/g, ' ').trim();
   return unreachable(said) ? `the Docker engine is not reachable (${said}); start dockerd on this host, or point DOCKER_HOST at it` : said;
-}
-
-function alive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** The start time of a process (clock ticks since boot, /proc/PID/stat field 22), or '' when it is gone. */
-function startTimeOf(pid: number): string {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
-  } catch {
-    return '';
-  }
 }
 
 async function unmountLazily(path: string): Promise<void> {
