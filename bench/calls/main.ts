@@ -43,10 +43,9 @@
  * redis-server, the peer's workers) is stopped by PID, also on failure and on
  * SIGINT/SIGTERM. Each side is stopped before the other starts.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, cleanUpOnSignal, hostInfo, load1, packageVersion, parseFlags, wholeFlag } from '../volume-transfer/setup.js';
+import { ROOT, hostInfo, load1, packageVersion, parseFlags, runScratch, wholeFlag } from '../volume-transfer/setup.js';
 import { measureIdle, measureLatency, measureMap, round, within, type IdleFigures, type LatencyFigures, type MapFigures, type Side } from './measure.js';
 import { startOurs } from './ours.js';
 import { startPeer } from './peer.js';
@@ -78,21 +77,7 @@ const say = (msg: string) => {
   if (!jsonOnly) process.stderr.write(`${msg}\n`);
 };
 
-const tmp = (() => {
-  const base = join(tmpdir(), 'stowage-bench');
-  mkdirSync(base, { recursive: true });
-  return mkdtempSync(join(base, 'calls-'));
-})();
-const cleanups = new Set<() => Promise<void>>();
-let cleaning: Promise<void> | undefined;
-function cleanUp(): Promise<void> {
-  cleaning ??= (async () => {
-    await Promise.all([...cleanups].map((c) => c().catch(() => undefined)));
-    rmSync(tmp, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-const { interrupted } = cleanUpOnSignal(cleanUp, say, `stopping the server, workers and redis-server, removing ${tmp}`);
+const { tmp, cleanups, cleanUp, interrupted } = runScratch('calls', say, (dir) => `stopping the server, workers and redis-server, removing ${dir}`);
 
 interface SideFigures {
   describe: string;

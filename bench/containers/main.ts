@@ -27,10 +27,9 @@
  * containers by label) and the naive peer's containers (by name) are stopped
  * also on failure and on SIGINT/SIGTERM.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, cleanUpOnSignal, hostInfo, load1, parseFlags, wholeFlag } from '../volume-transfer/setup.js';
+import { ROOT, hostInfo, load1, parseFlags, runScratch, wholeFlag } from '../volume-transfer/setup.js';
 import { round } from '../calls/measure.js';
 import { measureCold, measureNaive, measureWarm, warmStack, type TimesFigures, type WarmFigures } from './phases.js';
 import { report, type Result, type SideFigures } from './report.js';
@@ -64,21 +63,7 @@ const say = (msg: string) => {
   if (!jsonOnly) process.stderr.write(`${msg}\n`);
 };
 
-const tmp = (() => {
-  const base = join(tmpdir(), 'stowage-bench');
-  mkdirSync(base, { recursive: true });
-  return mkdtempSync(join(base, 'containers-'));
-})();
-const cleanups = new Set<() => Promise<void>>();
-let cleaning: Promise<void> | undefined;
-function cleanUp(): Promise<void> {
-  cleaning ??= (async () => {
-    await Promise.all([...cleanups].map((c) => c().catch(() => undefined)));
-    rmSync(tmp, { recursive: true, force: true });
-  })();
-  return cleaning;
-}
-const { interrupted } = cleanUpOnSignal(cleanUp, say, `stopping the server, workers and containers, removing ${tmp}`);
+const { tmp, cleanups, cleanUp, cleaning, interrupted } = runScratch('containers', say, (dir) => `stopping the server, workers and containers, removing ${dir}`);
 
 async function warm(stack: Stack, runtime: Runtime): Promise<{ flags: string; figures: WarmFigures }> {
   const worker = await stack.startWorker({ runtime, image, slots, idleTimeout: '1h' });
@@ -114,7 +99,7 @@ async function main(): Promise<void> {
   }
   await stack.stop();
   say(`naive: docker run --rm --network host --entrypoint node ${image} -e 0, ${cold} times (load ${load1()}) …`);
-  const naive = await measureNaive(image, cold, cleanups, () => cleaning !== undefined);
+  const naive = await measureNaive(image, cold, cleanups, cleaning);
   say(`naive: p50 ${naive.p50Ms} ms, max ${naive.maxMs} ms (${naive.ms.join(', ')})`);
   const load1AtEnd = load1();
 

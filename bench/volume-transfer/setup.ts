@@ -6,7 +6,7 @@
 import { S3Client } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -126,6 +126,31 @@ export function cleanUpOnSignal(cleanUp: () => Promise<void>, say: (msg: string)
     });
   }
   return { interrupted: () => interrupted };
+}
+
+/**
+ * A run's scratch: a temp directory under $TMPDIR/stowage-bench/ (`<name>-*`),
+ * the clean-ups its parts register as they start things, and `cleanUp`, which
+ * runs them all once and removes the directory; also on SIGINT or SIGTERM
+ * (cleanUpOnSignal, saying `stopping(tmp)`). `cleaning()`: whether it began.
+ */
+export function runScratch(
+  name: string,
+  say: (msg: string) => void,
+  stopping: (tmp: string) => string,
+): { tmp: string; cleanups: Set<() => Promise<void>>; cleanUp: () => Promise<void>; cleaning: () => boolean; interrupted: () => boolean } {
+  const base = join(tmpdir(), 'stowage-bench');
+  mkdirSync(base, { recursive: true });
+  const tmp = mkdtempSync(join(base, `${name}-`));
+  const cleanups = new Set<() => Promise<void>>();
+  let cleaning: Promise<void> | undefined;
+  const cleanUp = (): Promise<void> =>
+    (cleaning ??= (async () => {
+      await Promise.all([...cleanups].map((c) => c().catch(() => undefined)));
+      rmSync(tmp, { recursive: true, force: true });
+    })());
+  const { interrupted } = cleanUpOnSignal(cleanUp, say, stopping(tmp));
+  return { tmp, cleanups, cleanUp, cleaning: () => cleaning !== undefined, interrupted };
 }
 
 /** The command line's flags as `options` declares them; a flag it does not declare or cannot parse prints why and `usage`, and exits 2. */
