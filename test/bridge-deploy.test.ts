@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { Cron } from 'croner';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BridgeAdmin, Connection, DeployedFunction, Function as StowageFunction, NotFoundError, listDeployedFunctions } from '../src/client/index.js';
-import { cleanUpWorkers, spawnServe, startWorker, waitFor, type ServeProcess, type WorkerProcess } from './support/bridge.js';
+import { spawnServe, startWorker, waitFor, type ServeProcess, type WorkerProcess, stopServeAndWorker } from './support/bridge.js';
 import { ROOT, freePort, removeDir, runCli, tempDir, uniqueName } from './support/processes.js';
 
 const FIXTURE = join(ROOT, 'test', 'fixtures', 'bridge', 'deploy.mjs');
@@ -53,13 +53,7 @@ describe('compute bridge: deployed functions called by name, without the source'
     worker = await startWorker({ id: 'd1', server: serve.address, token: serve.token, slots: 2 });
   }, 60_000);
 
-  afterAll(async () => {
-    connection?.close();
-    await worker?.kill('SIGKILL');
-    cleanUpWorkers();
-    await serve?.kill('SIGKILL');
-    removeDir(dataDir);
-  });
+  afterAll(() => stopServeAndWorker({ connection, worker, serve, dataDir }));
 
   it('deploys every function of the module and calls them by name from the SDK and from stowage run', async () => {
     const r = await deploy();

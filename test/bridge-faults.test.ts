@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App, BridgeAdmin, Connection, UnavailableError, type FunctionCall } from '../src/client/index.js';
 import { CallState } from '../src/gen/stowage/v1/bridge.js';
-import { FIXTURE, cleanUpWorkers, isAlive, runnerPids, spawnServe, startWorker, waitFor, workerRunning, type ServeProcess, type WorkerProcess } from './support/bridge.js';
+import { FIXTURE, cleanUpWorkers, isAlive, runnerPids, spawnServe, startWorker, waitFor, workerRunning, type ServeProcess, type WorkerProcess, stopServeAndWorker } from './support/bridge.js';
 import { freePort, removeDir, runCli, startStowage, tempDir, type Stowage } from './support/processes.js';
 
 const fixtureFn = <A extends unknown[]>(app: App, name: string, opts: Parameters<App['function']>[0] = {}) =>
@@ -139,13 +139,7 @@ describe('compute bridge restarted: workers re-register and no call is lost', ()
   let connection: Connection | undefined;
   const dataDir = tempDir('bridge-restart');
 
-  afterAll(async () => {
-    connection?.close();
-    await worker?.kill('SIGKILL');
-    cleanUpWorkers();
-    await serve?.kill('SIGKILL');
-    removeDir(dataDir);
-  });
+  afterAll(() => stopServeAndWorker({ connection, worker, serve, dataDir }));
 
   it('calls queued and running when the bridge is killed all finish after its restart, each run once', async () => {
     const port = await freePort();

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App, BridgeAdmin, Connection, callLogs, type CallOutput } from '../src/client/index.js';
 import { CallState } from '../src/gen/stowage/v1/bridge.js';
-import { FIXTURE, cleanUpWorkers, spawnServe, startWorker, waitFor, type ServeProcess, type WorkerProcess } from './support/bridge.js';
+import { FIXTURE, cleanUpWorkers, spawnServe, startWorker, waitFor, type ServeProcess, type WorkerProcess, stopServeAndWorker } from './support/bridge.js';
 import { CLI, freePort, removeDir, runCli, startStowage, tempDir, uniqueName, type Stowage } from './support/processes.js';
 
 const MiB = 1024 * 1024;
@@ -195,13 +195,7 @@ describe('function output after a bridge restart (stowage serve, LMDB)', () => {
   let connection: Connection | undefined;
   const dataDir = tempDir('bridge-logs-restart');
 
-  afterAll(async () => {
-    connection?.close();
-    await worker?.kill('SIGKILL');
-    cleanUpWorkers();
-    await serve?.kill('SIGKILL');
-    removeDir(dataDir);
-  });
+  afterAll(() => stopServeAndWorker({ connection, worker, serve, dataDir }));
 
   it('keeps a finished call\'s output in the store across a restart', async () => {
     const port = await freePort();

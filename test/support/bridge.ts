@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { createInterface, type Interface } from 'node:readline';
 import { BridgeAdmin, type Connection } from '../../src/client/index.js';
 import { CallState } from '../../src/gen/stowage/v1/bridge.js';
-import { CLI, ROOT, tempDir, withoutNodeWarnings } from './processes.js';
+import { CLI, ROOT, removeDir, tempDir, withoutNodeWarnings } from './processes.js';
 
 export const FIXTURE = join(ROOT, 'test', 'fixtures', 'bridge', 'jobs.mjs');
 
@@ -193,6 +193,15 @@ export function cleanUpWorkers(): void {
     // A worker that binds volumes at declared paths makes mounts/ a shared bind of itself (src/worker/namespaces.ts); a killed one leaves it.
     if (existsSync(mounts) && readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${mounts} `)) spawnSync('umount', ['-l', mounts], { stdio: 'ignore' });
   }
+}
+
+/** After a suite of a `stowage serve` with one worker: closes the connection, kills the worker (and what it left) and the server, removes the data dir. */
+export async function stopServeAndWorker(s: { connection?: Connection; worker?: WorkerProcess; serve?: ServeProcess; dataDir: string }): Promise<void> {
+  s.connection?.close();
+  await s.worker?.kill('SIGKILL');
+  cleanUpWorkers();
+  await s.serve?.kill('SIGKILL');
+  removeDir(s.dataDir);
 }
 
 export interface ServeProcess {
