@@ -40,8 +40,7 @@
  */
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { ClientDuplexStream } from '@grpc/grpc-js';
 import type { Connection } from '../client/index.js';
 import pRetry from 'p-retry';
@@ -86,8 +85,6 @@ export interface WorkerOptions {
   onFatal?: (err: StowageError) => void;
 }
 
-/** This installation: runner.js and the SDK the bundles import (bound into runner containers). */
-const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const EMPTY_MSG: WorkerMessage = { register: undefined, chunks: undefined, heartbeat: undefined, outcome: undefined, logs: undefined };
 const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 5000;
@@ -141,8 +138,6 @@ export class WorkerAgent {
         workerId: this.id,
         workDir: opts.workDir,
         mountsDir,
-        readOnlyPaths: [...installationPaths(PACKAGE_ROOT), ...tlsFiles(opts.env)],
-        packageRoot: PACKAGE_ROOT.replace(/\/$/, ''),
         env: runnerEnv,
         log: opts.log,
       });
@@ -370,24 +365,6 @@ export class WorkerAgent {
 
 /** A call this worker's runtime cannot run (an image without the docker runtime, a GPU it does not have). */
 class RuntimeRefusal extends Error {}
-
-/**
- * What a runner in a container needs of this installation: its root, and each node_modules above it (installed
- * as a dependency, its own dependencies may be hoisted there; node looks in every one up to /).
- */
-function installationPaths(root: string): string[] {
-  const paths = [root.replace(/\/$/, '')];
-  for (let dir = dirname(paths[0]!); ; dir = dirname(dir)) {
-    const nm = join(dir, 'node_modules');
-    if (existsSync(nm) && nm !== paths[0]) paths.push(nm);
-    if (dir === dirname(dir)) return paths;
-  }
-}
-
-/** Paths of the TLS files the runners' environment names (bound into their containers). */
-function tlsFiles(env: NodeJS.ProcessEnv): string[] {
-  return ['STOWAGE_TLS_CA', 'STOWAGE_TLS_CLIENT_CERT', 'STOWAGE_TLS_CLIENT_KEY'].flatMap((k) => (env[k] ? [env[k]!] : []));
-}
 
 /** Retries of a call's preparation (mounts, code) while the server is unreachable: about 20 s in all. */
 const PREPARE_RETRY = { retries: 8, minTimeout: 250, maxTimeout: 4000 };

@@ -15,7 +15,8 @@ import { PRIVATE } from '../common/file-modes.js';
 import { sha256 } from '../common/hash.js';
 import type { FunctionSpec } from '../gen/stowage/v1/bridge.js';
 
-const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+/** This worker's installation, with a trailing '/': what `stowage` resolves to in a bundle. */
+export const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
 export class CodeCache {
   private readonly dir: string;

@@ -39,7 +39,7 @@ import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, symlinkSync } fr
 import { copyFile, link, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { hostname } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import { FailedPreconditionError, UnavailableError, messageOf } from '../common/errors.js';
@@ -49,6 +49,7 @@ import type { Logger } from '../common/logger.js';
 import type { FunctionSpec } from '../gen/stowage/v1/bridge.js';
 import { socketChannel, type Channel } from './runner-channel.js';
 import { RunnerBinds, type CallMount } from './runner-binds.js';
+import { PACKAGE_ROOT } from './code.js';
 import { RUNNER, type RunnerProcess, type StartRunner } from './runners.js';
 
 const exec = promisify(execFile);
@@ -60,19 +61,17 @@ const SOCKET_DIR_IN_CONTAINER = '/run/stowage-runner';
 const CODE_DIR_IN_CONTAINER = '/run/stowage-code';
 /** The newest bytes of a container's output kept for the error of one that ends before it is ready. */
 const START_LOG_BYTES = 4096;
+/** This worker's installation (no trailing '/'). */
+const INSTALLATION = PACKAGE_ROOT.replace(/\/$/, '');
 
 export interface DockerRuntimeOptions {
   /** The image of functions that name none. */
   image: string;
   workerId: string;
   workDir: string;
-  /** Host paths bound into every container read-only at the same path (this installation and the node_modules above it, TLS files). */
-  readOnlyPaths: string[];
-  /** This installation (what `stowage` resolves to in a bundle). */
-  packageRoot: string;
   /** The worker's shared mounts directory (namespaces.ts): runner containers' declared paths are bound from below it. */
   mountsDir: string;
-  /** The environment of `docker` (DOCKER_HOST…) and of the runners: their STOWAGE_* variables are passed in. */
+  /** The environment of `docker` (DOCKER_HOST…) and of the runners: their STOWAGE_* variables are passed in (and the TLS files they name bound). */
   env: NodeJS.ProcessEnv;
   log: Logger;
 }
@@ -94,6 +93,8 @@ export class DockerRuntime {
   private readonly bindsDir: string;
   /** Read-only binds before they are bound into bindsDir: a private mount, so nothing made there propagates. */
   private readonly stageDir: string;
+  /** Host paths bound into every container read-only at the same path: this installation and the node_modules above it, TLS files. */
+  private readonly readOnlyPaths: string[];
   /** This worker process, as its containers' labels name it: pid and start time (a pid may be reused). */
   private readonly instance = `${process.pid}:${startTimeOf(process.pid)}`;
 
@@ -101,6 +102,7 @@ export class DockerRuntime {
     this.socketsDir = join(opts.workDir, 'runners');
     this.bindsDir = join(opts.mountsDir, '@runners');
     this.stageDir = join(opts.workDir, 'ro-stage');
+    this.readOnlyPaths = [...installationPaths(INSTALLATION), ...tlsFiles(opts.env)];
     for (const d of [this.socketsDir, this.bindsDir, this.stageDir]) mkdirSync(d, { recursive: true, mode: PRIVATE.dir });
   }
 
@@ -134,7 +136,7 @@ export class DockerRuntime {
 
   /** Before a call runs: its declared paths can be a container's, its image is on the engine (pulled if it can be), and its GPU can be given. */
   async prepare(f: ContainerNeeds & Pick<FunctionSpec, 'volumes'>, fn: string): Promise<void> {
-    const taken = [...this.opts.readOnlyPaths, SOCKET_DIR_IN_CONTAINER, CODE_DIR_IN_CONTAINER];
+    const taken = [...this.readOnlyPaths, SOCKET_DIR_IN_CONTAINER, CODE_DIR_IN_CONTAINER];
     for (const path of Object.keys(f.volumes)) {
       if (/[:,]/.test(path)) throw new FailedPreconditionError(`function ${fn} declares the volume path ${path}, which a container cannot have (no ':' or ','); declare another path`);
       const clash = taken.find((t) => t === path || t.startsWith(`${path}/`) || path.startsWith(`${t}/`));
@@ -172,7 +174,7 @@ export class DockerRuntime {
     // `stowage` for its import.
     const codeDir = join(this.socketsDir, `${name}-code`);
     mkdirSync(join(codeDir, 'node_modules'), { recursive: true, mode: PRIVATE.dir });
-    symlinkSync(this.opts.packageRoot, join(codeDir, 'node_modules', 'stowage'), 'dir');
+    symlinkSync(INSTALLATION, join(codeDir, 'node_modules', 'stowage'), 'dir');
     let linked: string | undefined;
     const unlinkBundle = async () => {
       if (linked) await rm(linked, { force: true });
@@ -202,7 +204,7 @@ export class DockerRuntime {
       // Root of its own files (the bundles and sockets are root's, 0600), without any capability or a way to gain one.
       '--user', '0:0', '--cap-drop', 'ALL', '--security-opt', 'no-new-privileges',
       ...[...at].flatMap(([path, i]) => ['-v', `${join(bindDir, i)}:${path}:ro,rslave`]),
-      ...this.opts.readOnlyPaths.flatMap((p) => ['-v', `${p}:${p}:ro`]),
+      ...this.readOnlyPaths.flatMap((p) => ['-v', `${p}:${p}:ro`]),
       '-v', `${socketDir}:${SOCKET_DIR_IN_CONTAINER}`,
       '-v', `${codeDir}:${CODE_DIR_IN_CONTAINER}:ro`,
       '-e', `STOWAGE_RUNNER_SOCKET=${SOCKET_DIR_IN_CONTAINER}/runner.sock`,
@@ -371,6 +373,24 @@ const unreachable = (text: string): boolean => /Cannot connect to the Docker dae
 function engineHint(text: string): string {
   const said = text.replace(/\s*Run 'docker \w+ --help' for more information\s*/g, ' ').trim();
   return unreachable(said) ? `the Docker engine is not reachable (${said}); start dockerd on this host, or point DOCKER_HOST at it` : said;
+}
+
+/**
+ * What a runner in a container needs of this installation: its root, and each node_modules above it (installed
+ * as a dependency, its own dependencies may be hoisted there; node looks in every one up to /).
+ */
+function installationPaths(root: string): string[] {
+  const paths = [root];
+  for (let dir = dirname(root); ; dir = dirname(dir)) {
+    const nm = join(dir, 'node_modules');
+    if (existsSync(nm)) paths.push(nm);
+    if (dir === dirname(dir)) return paths;
+  }
+}
+
+/** Paths of the TLS files the runners' environment names. */
+function tlsFiles(env: NodeJS.ProcessEnv): string[] {
+  return ['STOWAGE_TLS_CA', 'STOWAGE_TLS_CLIENT_CERT', 'STOWAGE_TLS_CLIENT_KEY'].flatMap((k) => (env[k] ? [env[k]!] : []));
 }
 
 async function unmountLazily(path: string): Promise<void> {
